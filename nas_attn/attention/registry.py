@@ -1,0 +1,147 @@
+"""The one attention registry: name -> class, kind (single/paired), family and supported dims.
+
+Module signature: `Module(channels, *, spatial_dims, **options)`; paired modules (used on skip
+connections) also take `guide_channels` (the width of the decoder feature coming up from the
+level below) and are called as `forward(x, g)`.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import torch.nn as nn
+
+from ..errors import AttentionOptionError, UnknownAttentionError
+from ..layers import IgnoreGuide, PassThrough
+
+Kind = Literal["single", "paired"]
+FAMILIES = ("channel", "spatial", "gate", "dual", "cross", "self", "timm")
+_RESERVED = ("self", "channels", "spatial_dims", "guide_channels")
+
+
+@dataclass(frozen=True)
+class AttentionInfo:
+    name: str
+    cls: type
+    kind: Kind
+    family: str
+    dims: tuple[int, ...]
+    residual: bool
+    """True when the module is the identity at initialisation (learnable scale starting at 0)."""
+    summary: str
+
+    def options(self) -> dict[str, Any]:
+        """Accepted options and their defaults (from the constructor signature)."""
+        sig = inspect.signature(self.cls.__init__)
+        return {
+            p.name: (None if p.default is inspect.Parameter.empty else p.default)
+            for p in sig.parameters.values()
+            if p.name not in _RESERVED and p.kind is p.KEYWORD_ONLY
+        }
+
+
+_REGISTRY: dict[str, AttentionInfo] = {}
+
+
+def register(name: str, *, family: str, kind: Kind = "single", dims: tuple[int, ...] = (2, 3),
+             residual: bool = False) -> Callable[[type], type]:
+    """Class decorator that registers an attention module under `name`. Twice raises."""
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r} not in {FAMILIES}")
+
+    def deco(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"attention {name!r} is already registered "
+                             f"(by {_REGISTRY[name].cls.__qualname__})")
+        params = inspect.signature(cls.__init__).parameters
+        for p in params.values():
+            if p.kind is p.VAR_KEYWORD:
+                raise TypeError(f"{cls.__qualname__} swallows options with **{p.name}; "
+                                "declare them as keyword-only parameters")
+        doc = (cls.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = AttentionInfo(name, cls, kind, family, tuple(dims), residual,
+                                        doc[0] if doc else "")
+        cls.attention_name = name
+        return cls
+
+    return deco
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def all_info() -> list[AttentionInfo]:
+    return [_REGISTRY[n] for n in names()]
+
+
+def get_info(name: str) -> AttentionInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownAttentionError(
+            f"unknown attention {name!r}; known: none, {', '.join(names())}") from None
+
+
+_OPTION_TYPES = (bool, int, float, str)
+
+
+def validate_options(name: str, options: dict[str, Any], *, spatial_dims: int = 2,
+                     where: str = "") -> None:
+    """Raise a clear error for an option the module does not accept or a value of the wrong kind."""
+    info = get_info(name)
+    at = f" at {where}" if where else ""
+    if spatial_dims not in info.dims:
+        raise AttentionOptionError(
+            f"attention {name!r}{at} supports spatial_dims {list(info.dims)} only, "
+            f"not {spatial_dims}; pick another module for {spatial_dims}D data")
+    accepted = info.options()
+    for key, value in options.items():
+        if key not in accepted:
+            raise AttentionOptionError(
+                f"attention {name!r}{at} has no option {key!r}; accepted: "
+                f"{', '.join(f'{k}={v!r}' for k, v in accepted.items()) or 'none'}")
+        if value is not None and not isinstance(value, _OPTION_TYPES):
+            raise AttentionOptionError(
+                f"option {key!r} of {name!r}{at} must be a bool, int, float or str, got {value!r}")
+        default = accepted[key]
+        if value is not None and default is not None and not _same_kind(value, default):
+            raise AttentionOptionError(
+                f"option {key!r} of {name!r}{at} must be a {type(default).__name__} "
+                f"(default {default!r}), got {value!r}")
+        choices = getattr(info.cls, "option_choices", {}).get(key)
+        if choices is not None and value not in choices:
+            raise AttentionOptionError(
+                f"option {key!r} of {name!r}{at} must be one of "
+                f"{', '.join(map(repr, choices))}; got {value!r}")
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """bool for bool, int (not bool) for int, int or float for float, str for str."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def create_attention(name: str | None, channels: int, *, spatial_dims: int,
+                     guide_channels: int | None = None, **options) -> nn.Module:
+    """Build an attention module. `None` gives a pass-through.
+
+    With `guide_channels` (a skip site) every module is called as `m(x, g)`: paired modules use
+    g, single ones are wrapped to ignore it.
+    """
+    if name is None:
+        return PassThrough()
+    info = get_info(name)
+    validate_options(name, options, spatial_dims=spatial_dims)
+    if info.kind == "paired":
+        if guide_channels is None:
+            raise AttentionOptionError(
+                f"attention {name!r} needs a guiding feature and can only go on a skip site")
+        return info.cls(channels, spatial_dims=spatial_dims, guide_channels=guide_channels,
+                        **options)
+    module = info.cls(channels, spatial_dims=spatial_dims, **options)
+    return module if guide_channels is None else IgnoreGuide(module)
