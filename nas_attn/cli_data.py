@@ -1,0 +1,72 @@
+"""`nas-attn data check PATH`: print a dataset folder's summary and every problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .data import check_folder
+from .data.readers import fmt_shape
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _class_label(k: int, names: list[str], classes: int) -> str:
+    if k < len(names):
+        return names[k]
+    if k == 0:
+        return "background"
+    return "foreground" if classes == 2 else ""
+
+
+def data_check(path: Path, console: Console) -> int:
+    """Validate `path` (see `nas_attn.data.check`); 0 when usable, 1 when there are problems."""
+    rep = check_folder(path)
+    table = Table(title=f"dataset {escape(rep.path)}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    files = f"{_count(rep.n_images, 'image')}, {_count(rep.n_masks, 'mask')}"
+    if rep.n_aux:
+        files += f", {rep.n_aux} aux"
+    table.add_row("files", files)
+    table.add_row("usable samples", str(rep.n_samples))
+    if rep.spatial_dims:
+        table.add_row("spatial dims", f"{rep.spatial_dims}D")
+    if rep.size_min:
+        sizes = fmt_shape(rep.size_min)
+        if rep.size_max != rep.size_min:
+            sizes = f"{sizes} .. {fmt_shape(rep.size_max)}"
+        table.add_row("sizes", sizes)
+    if rep.channels:
+        table.add_row("channels", ", ".join(map(str, rep.channels)))
+    if rep.aux_channels:
+        table.add_row("aux channels", ", ".join(map(str, rep.aux_channels)))
+    if rep.class_pixels:
+        table.add_row("masks", rep.mask_kind)
+        names = rep.class_names or []
+        shares = "\n".join(
+            f"{k} {_class_label(k, names, rep.classes)}".rstrip()
+            + f": {v:.2%} of pixels"
+            for k, v in rep.class_shares.items())
+        table.add_row(f"classes ({rep.classes})", shares)
+    if rep.splits:
+        table.add_row("split", f"{rep.split_source}: {len(rep.splits['train'])} train, "
+                               f"{len(rep.splits['val'])} val")
+    else:
+        table.add_row("split", "none in the folder (random by val_fraction unless val_pattern is set)")
+    console.print(table)
+    for note in rep.notes:
+        console.print(f"[dim]note:[/dim] {escape(note)}", highlight=False)
+    if rep.problems:
+        n = len(rep.problems)
+        console.print(f"[bold red]{n} problem{'s' if n != 1 else ''}:[/bold red]")
+        for p in rep.problems:
+            console.print(f"  [red]-[/red] {escape(p)}", highlight=False)
+        return 1
+    console.print("[green]ok[/green]")
+    return 0

@@ -1,0 +1,30 @@
+"""Data: dataset folders and the built-in cue set, decoded once into memory, split, patched,
+augmented and tiled back together.
+
+- `segdata`  : `SegData`, the in-memory sample container
+- `readers`  : file formats, channel-axis rule, normalisation, mask value rules
+- `check`    : `FolderReport` and the one-pass folder validation / decoding
+- `folder`   : `load_folder`, `check_folder` (cached per process)
+- `builtin`  : `make_builtin`, the seeded context-dependent synthetic set
+- `config`   : `DataConfig`, `AugmentConfig`
+- `split`    : `load_data` (train/val split, cached)
+- `augment`  : `build_augment` (albumentations 2, 2D and 3D)
+- `loaders`  : `make_loaders` (patch sampler with foreground oversampling)
+- `sliding`  : `sliding_window_predict`
+"""
+
+from .augment import build_augment
+from .builtin import make_builtin
+from .check import FolderReport
+from .config import AugmentConfig, DataConfig
+from .folder import check_folder, clear_cache, load_folder
+from .loaders import make_loaders
+from .segdata import SegData
+from .sliding import sliding_window_predict
+from .split import load_data
+
+__all__ = [
+    "AugmentConfig", "DataConfig", "FolderReport", "SegData", "build_augment", "check_folder",
+    "clear_cache", "load_data", "load_folder", "make_builtin", "make_loaders",
+    "sliding_window_predict",
+]

@@ -1,0 +1,387 @@
+"""Validate a dataset folder and decode it in one pass, collecting every problem.
+
+Folder layout::
+
+    root/
+      images/   a.png  b.png ...        (required)
+      masks/    a.png  b.png ...        (required; same stems as images/)
+      aux/      a.npy  b.npy ...        (optional second modality; same stems)
+      splits.json  {"train": [...], "val": [...]}   or  train.txt / val.txt   (optional)
+      classes.txt  one class name a line, background first              (optional)
+
+A split list may name only one side ("val" alone: the rest is train). Stems may be written with
+or without their extension; lines starting with '#' are ignored. A "test" list in splits.json is
+kept out of both train and val.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import readers as R
+from .segdata import SegData
+
+SPLIT_FILES = ("splits.json", "train.txt", "val.txt")
+SUBDIRS = ("images", "masks", "aux")
+
+
+@dataclass
+class FolderReport:
+    """What `check_folder` found: every problem (with file names) and a summary."""
+
+    path: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    n_images: int = 0
+    n_masks: int = 0
+    n_aux: int = 0
+    n_samples: int = 0
+    """Complete samples (image + mask [+ aux]) that decoded without a problem."""
+    spatial_dims: int | None = None
+    size_min: tuple[int, ...] | None = None
+    size_max: tuple[int, ...] | None = None
+    channels: list[int] = field(default_factory=list)
+    aux_channels: list[int] = field(default_factory=list)
+    classes: int | None = None
+    class_pixels: dict[int, int] = field(default_factory=dict)
+    class_names: list[str] | None = None
+    mask_kind: str = ""
+    splits: dict[str, list[str]] | None = None
+    split_source: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def class_shares(self) -> dict[int, float]:
+        total = sum(self.class_pixels.values())
+        return {k: (v / total if total else 0.0) for k, v in sorted(self.class_pixels.items())}
+
+    def summary(self) -> dict:
+        """Plain-data summary (JSON-ready)."""
+        return {
+            "path": self.path, "ok": self.ok, "images": self.n_images, "masks": self.n_masks,
+            "aux": self.n_aux, "samples": self.n_samples, "spatial_dims": self.spatial_dims,
+            "size_min": list(self.size_min) if self.size_min else None,
+            "size_max": list(self.size_max) if self.size_max else None,
+            "channels": self.channels, "aux_channels": self.aux_channels,
+            "classes": self.classes, "class_names": self.class_names, "mask_kind": self.mask_kind,
+            "class_shares": {str(k): round(v, 6) for k, v in self.class_shares.items()},
+            "splits": ({k: len(v) for k, v in self.splits.items()} if self.splits else None),
+            "split_source": self.split_source, "problems": list(self.problems),
+            "notes": list(self.notes),
+        }
+
+
+def list_files(d: Path, problems: list[str]) -> dict[str, Path]:
+    """stem -> file for the supported files in `d` (hidden files skipped)."""
+    out: dict[str, Path] = {}
+    for p in sorted(d.iterdir()):
+        if p.name.startswith(".") or p.is_dir():
+            continue
+        sn = R.split_name(p.name)
+        if sn is None:
+            problems.append(f"{d.name}/{p.name}: unsupported file type "
+                            f"(accepted: {', '.join(R.SUPPORTED_EXT)})")
+            continue
+        stem = sn[0]
+        if stem in out:
+            problems.append(f"{d.name}/{p.name}: same name as {d.name}/{out[stem].name} "
+                            "(one file per stem)")
+            continue
+        out[stem] = p
+    return out
+
+
+def _read_list(path: Path) -> list[str]:
+    items = []
+    for line in path.read_text().splitlines():
+        s = line.strip()
+        if s and not s.startswith("#"):
+            items.append(s)
+    return items
+
+
+def _strip_ext(s: str) -> str:
+    sn = R.split_name(s)
+    return sn[0] if sn else s
+
+
+def read_splits(root: Path, stems: list[str], problems: list[str]
+                ) -> tuple[dict[str, list[str]] | None, str | None]:
+    """Explicit train/val lists from splits.json or train.txt/val.txt, validated against `stems`."""
+    js, tr, va = (root / n for n in SPLIT_FILES)
+    lists: dict[str, list[str]] = {}
+    if js.exists():
+        source = "splits.json"
+        if tr.exists() or va.exists():
+            problems.append("splits.json and train.txt/val.txt both present: keep one")
+        try:
+            raw = json.loads(js.read_text())
+        except (OSError, ValueError) as e:
+            problems.append(f"splits.json: not valid JSON ({e})")
+            return None, source
+        if not isinstance(raw, dict):
+            problems.append('splits.json: expected an object {"train": [...], "val": [...]}')
+            return None, source
+        for k, v in raw.items():
+            if k not in ("train", "val", "test"):
+                problems.append(f"splits.json: unknown key {k!r} (accepted: train, val, test)")
+            elif not (isinstance(v, list) and all(isinstance(s, str) for s in v)):
+                problems.append(f"splits.json: {k!r} must be a list of file stems")
+            else:
+                lists[k] = [_strip_ext(s) for s in v]
+    elif tr.exists() or va.exists():
+        source = "train.txt/val.txt"
+        for k, p in (("train", tr), ("val", va)):
+            if p.exists():
+                try:
+                    lists[k] = [_strip_ext(s) for s in _read_list(p)]
+                except (OSError, UnicodeDecodeError) as e:
+                    problems.append(f"{p.name}: unreadable ({e})")
+    else:
+        return None, None
+    if "train" not in lists and "val" not in lists:
+        problems.append(f"{source}: neither a train nor a val list")
+        return None, source
+    known = set(stems)
+    fname = {"train": "train.txt", "val": "val.txt", "test": "test"}
+    for k, v in lists.items():
+        where = "splits.json" if source == "splits.json" else fname[k]
+        for s, c in Counter(v).items():
+            if c > 1:
+                problems.append(f"{where}: {s!r} listed {c} times")
+        for s in v:
+            if s not in known:
+                problems.append(f"{where}: {s!r} listed in {k} but there is no such image/mask pair")
+    ks = list(lists)
+    for i, a in enumerate(ks):
+        for b in ks[i + 1:]:
+            both = sorted(set(lists[a]) & set(lists[b]))
+            if both:
+                problems.append(f"{source}: in both {a} and {b}: {', '.join(both)}")
+    taken = set().union(*lists.values())
+    rest = [s for s in stems if s not in taken]
+    train = [s for s in lists.get("train", rest if "val" in lists else []) if s in known]
+    val = [s for s in lists.get("val", rest if "train" in lists else []) if s in known]
+    for k, v in (("train", train), ("val", val)):
+        if not v:
+            problems.append(f"{source}: the {k} split is empty")
+    return {"train": train, "val": val}, source
+
+
+@dataclass
+class _Sample:
+    stem: str
+    image: np.ndarray
+    mask: np.ndarray
+    aux: np.ndarray | None
+
+
+def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderReport, SegData | None]:
+    """Check and decode `root`; the SegData is None when there is any problem."""
+    rep = FolderReport(path=str(root))
+    P = rep.problems
+    if not root.is_dir():
+        P.append(f"{root}: not a folder" if root.exists() else f"{root}: folder not found")
+        return rep, None
+    dirs = {n: root / n for n in SUBDIRS}
+    files: dict[str, dict[str, Path]] = {}
+    for n in ("images", "masks"):
+        if not dirs[n].is_dir():
+            P.append(f"{n}/: missing folder (expected {root / n} holding the {n[:-1]} files)")
+        else:
+            files[n] = list_files(dirs[n], P)
+    has_aux = dirs["aux"].is_dir()
+    if has_aux:
+        files["aux"] = list_files(dirs["aux"], P)
+    rep.n_images = len(files.get("images", {}))
+    rep.n_masks = len(files.get("masks", {}))
+    rep.n_aux = len(files.get("aux", {}))
+    if "images" not in files or "masks" not in files:
+        return rep, None
+
+    imgs, msks = files["images"], files["masks"]
+    auxs = files.get("aux", {})
+    for s in imgs:
+        if s not in msks:
+            P.append(f"images/{imgs[s].name}: no mask (expected masks/{s}.<ext>)")
+        if has_aux and s not in auxs:
+            P.append(f"images/{imgs[s].name}: no aux file (expected aux/{s}.<ext>)")
+    for s in msks:
+        if s not in imgs:
+            P.append(f"masks/{msks[s].name}: no image with this name")
+    for s in auxs:
+        if s not in imgs:
+            P.append(f"aux/{auxs[s].name}: no image with this name")
+    stems = [s for s in imgs if s in msks and (not has_aux or s in auxs)]
+    if not imgs:
+        P.append("images/: no image files")
+
+    # pass 1: masks, and the spatial dims they imply
+    raw_masks: dict[str, np.ndarray] = {}
+    votes: dict[int, list[str]] = {2: [], 3: []}
+    for s in stems:
+        try:
+            m = R.read_array(msks[s], "mask")
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
+            P.append(f"masks/{msks[s].name}: unreadable ({type(e).__name__}: {e})")
+            continue
+        raw_masks[s] = m
+        votes[R.guess_spatial_dims(msks[s], m)].append(msks[s].name)
+    if spatial_dims is None:
+        if votes[2] and votes[3]:
+            few, many = (2, 3) if len(votes[2]) < len(votes[3]) else (3, 2)
+            P.append(f"mixed 2D and 3D masks: {len(votes[2])} look 2D, {len(votes[3])} look 3D "
+                     f"(e.g. {', '.join(votes[few][:3])} look {few}D); pass spatial_dims to choose")
+            spatial_dims = many
+        else:
+            spatial_dims = 3 if votes[3] else 2
+    rep.spatial_dims = spatial_dims
+
+    # pass 2: mask values, images, aux (an image is read even when its mask is bad, so that
+    # unreadable files and channel counts are reported too)
+    samples: list[_Sample] = []
+    kinds: dict[str, list[str]] = {}
+    pixels: Counter = Counter()
+    by_c: dict[str, dict[int, list[str]]] = {"images": {}, "aux": {}}
+    for s in stems:
+        mname = f"masks/{msks[s].name}"
+        m = None
+        if s in raw_masks:
+            m = R.mask_spatial(raw_masks.pop(s), spatial_dims)
+            if isinstance(m, str):
+                P.append(f"{mname}: {m}")
+                m = None
+        if m is not None:
+            vc = R.mask_values(np.asarray(m))
+            if isinstance(vc, str):
+                P.append(f"{mname}: {vc}")
+                m = None
+            else:
+                vals, counts = vc
+                kind, prob = R.classify_mask(vals)
+                if prob:
+                    P.append(f"{mname}: {prob}")
+                    m = None
+                else:
+                    kinds.setdefault(kind, []).append(msks[s].name)
+        spatial = None if m is None else tuple(int(x) for x in m.shape)
+        bad = m is None
+        arrays = {}
+        for role, table in (("images", imgs), ("aux", auxs if has_aux else None)):
+            if table is None:
+                continue
+            fname = f"{role}/{table[s].name}"
+            try:
+                raw = R.read_array(table[s], "image")
+            except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
+                P.append(f"{fname}: unreadable ({type(e).__name__}: {e})")
+                bad = True
+                continue
+            if spatial is None:
+                continue
+            cf = R.to_channels_first(raw, spatial)
+            if cf is None:
+                P.append(f"{fname}: size {R.fmt_shape(raw.shape)} does not match its mask "
+                         f"{mname} {R.fmt_shape(spatial)} (accepted: the mask's size, with an "
+                         "optional channel axis first or last)")
+                bad = True
+                continue
+            by_c[role].setdefault(int(cf.shape[0]), []).append(s)
+            if cf.dtype.kind not in "biuf":
+                P.append(f"{fname}: unsupported dtype {cf.dtype}")
+                bad = True
+                continue
+            arrays[role] = cf
+        if bad:
+            continue
+        ids = np.asarray(m)
+        if kind == "binary255":
+            ids = (ids == 255).astype(np.int64)
+            counts_by_id = {0: int(counts[vals == 0].sum()), 1: int(counts[vals == 255].sum())}
+        else:
+            ids = ids.astype(np.int64)
+            counts_by_id = {int(v): int(c) for v, c in zip(vals, counts)}
+        pixels.update(counts_by_id)
+        aux_arr = R.normalise(arrays["aux"]) if has_aux else None
+        samples.append(_Sample(s, R.normalise(arrays["images"]), ids, aux_arr))
+
+    # across samples
+    if "binary255" in kinds and "ids" in kinds:
+        P.append(f"masks mix {{0, 255}} binary files ({', '.join(kinds['binary255'][:3])}) with "
+                 f"multi-class ids ({', '.join(kinds['ids'][:3])}); use one convention")
+    for role in ("images", "aux"):
+        if role == "aux" and not has_aux:
+            continue
+        counts_c = by_c[role]
+        if len(counts_c) > 1:
+            parts = [f"{c} channel{'s' if c > 1 else ''} in {len(v)} (e.g. {', '.join(v[:3])})"
+                     for c, v in sorted(counts_c.items(), key=lambda kv: -len(kv[1]))]
+            P.append(f"{role}/: mixed channel counts: {'; '.join(parts)}")
+        if role == "images":
+            rep.channels = sorted(counts_c)
+        else:
+            rep.aux_channels = sorted(counts_c)
+    if samples:
+        shapes = np.array([sm.mask.shape for sm in samples])
+        rep.size_min = tuple(int(x) for x in shapes.min(0))
+        rep.size_max = tuple(int(x) for x in shapes.max(0))
+    rep.class_pixels = dict(sorted(pixels.items()))
+    max_id = max(pixels) if pixels else 0
+    rep.classes = max(2, max_id + 1)
+    present = [k for k in ("binary255", "binary01", "ids", "empty") if k in kinds]
+    rep.mask_kind = {"binary255": "binary {0,255}", "binary01": "binary {0,1}",
+                     "ids": f"class ids 0..{max_id}", "empty": "empty"}.get(
+        next((k for k in present if k != "empty"), "empty"), "")
+    if samples and max_id == 0:
+        P.append("masks/: no foreground pixel in any mask")
+    if "ids" in kinds:
+        absent = [k for k in range(1, max_id + 1) if pixels.get(k, 0) == 0]
+        if absent:
+            rep.notes.append(f"class ids never seen: {absent}")
+    if "empty" in kinds:
+        rep.notes.append(f"{len(kinds['empty'])} masks are all background")
+
+    cn = root / "classes.txt"
+    if cn.exists():
+        names = _read_list(cn)
+        if len(names) < rep.classes:
+            P.append(f"classes.txt: {len(names)} names for {rep.classes} classes "
+                     "(one name a line, background first)")
+        else:
+            rep.class_names = names
+            rep.classes = max(rep.classes, len(names))
+
+    rep.splits, rep.split_source = read_splits(root, stems, P)
+    if rep.splits:
+        taken = set(rep.splits["train"]) | set(rep.splits["val"])
+        unused = [s for s in stems if s not in taken]
+        if unused:
+            rep.notes.append(f"{rep.split_source}: {len(unused)} samples in neither train nor val")
+
+    rep.n_samples = len(samples)
+    if P or not samples:
+        if not samples and not P:
+            P.append("no complete image/mask pair")
+        return rep, None
+    data = SegData(
+        images=[sm.image for sm in samples],
+        masks=[sm.mask for sm in samples],
+        names=[sm.stem for sm in samples],
+        spatial_dims=spatial_dims,
+        in_channels=int(samples[0].image.shape[0]),
+        classes=rep.classes,
+        aux=[sm.aux for sm in samples] if has_aux else None,  # type: ignore[misc]
+        aux_channels=int(samples[0].aux.shape[0]) if has_aux else 0,
+        class_names=rep.class_names,
+        splits=rep.splits,
+        source=str(root),
+    )
+    return rep, data

@@ -1,0 +1,174 @@
+"""Validated settings for data loading (`DataConfig`) and augmentation (`AugmentConfig`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BUILTIN_SOURCES = ("builtin", "builtin3d")
+
+
+def _range(v: tuple[float, float], name: str, lo: float | None = None) -> tuple[float, float]:
+    a, b = v
+    if a > b:
+        raise ValueError(f"{name}: lower bound {a} is above upper bound {b}")
+    if lo is not None and a < lo:
+        raise ValueError(f"{name}: values must be >= {lo}, got {a}")
+    return v
+
+
+class AugmentConfig(BaseModel):
+    """Training-time augmentation; validation data is never augmented.
+
+    Geometric transforms move image, aux and mask together (masks with nearest interpolation);
+    intensity transforms touch the image and aux only.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    flips: bool = True
+    """Random flips along every spatial axis."""
+    rot90: bool = True
+    """Random 90° rotations in every plane whose two sides are equal (square / cubic patches)."""
+    p_flip: float = Field(0.5, ge=0, le=1)
+    affine: bool = True
+    """Random rotation and scaling (in the H×W plane, the same for every slice in 3D)."""
+    rotate: float = Field(15.0, ge=0, le=180)
+    """Rotation range in degrees: ±rotate."""
+    scale: tuple[float, float] = (0.85, 1.15)
+    p_affine: float = Field(0.3, ge=0, le=1)
+    intensity: bool = True
+    """Brightness shift, contrast factor, gamma and Gaussian noise."""
+    brightness: float = Field(0.1, ge=0, le=1)
+    contrast: float = Field(0.15, ge=0, le=1)
+    gamma: tuple[float, float] = (0.8, 1.25)
+    noise_std: tuple[float, float] = (0.0, 0.03)
+    p_intensity: float = Field(0.5, ge=0, le=1)
+    elastic: bool = False
+    """Elastic deformation (in-plane in 3D); slower, off by default."""
+    elastic_alpha: float = Field(300.0, ge=0)
+    """Displacement scale (albumentations units; 300 with sigma 10 moves pixels ~1.5 px on average)."""
+    elastic_sigma: float = Field(10.0, gt=0)
+    p_elastic: float = Field(0.2, ge=0, le=1)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v):
+        return _range(v, "scale", lo=0.1)
+
+    @field_validator("gamma")
+    @classmethod
+    def _gamma(cls, v):
+        return _range(v, "gamma", lo=0.05)
+
+    @field_validator("noise_std")
+    @classmethod
+    def _noise(cls, v):
+        return _range(v, "noise_std", lo=0.0)
+
+
+class DataConfig(BaseModel):
+    """Where the data comes from and how training patches are drawn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = "builtin"
+    """'builtin' (2D cue set), 'builtin3d', or a dataset folder path (see `load_folder`)."""
+    spatial_dims: int | None = None
+    """2 or 3; None infers it (from the files, or 2 for 'builtin')."""
+    val_fraction: float = 0.25
+    """Share of samples held out for validation when no explicit split exists."""
+    val_pattern: str | None = None
+    """Glob on sample names (e.g. 'tile_r3*') that selects the validation samples; overrides a
+    folder's split files and val_fraction."""
+    seed: int = 0
+    patch_size: list[int] | None = None
+    """Training patch size per spatial axis (one number = all axes). None: whole images if all
+    training samples have one size, else the per-axis minimum size."""
+    fg_oversample: float = Field(0.33, ge=0, le=1)
+    """Probability that a training patch is centred on a foreground voxel."""
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    builtin_n: int | None = None
+    """Samples of the built-in set (default 64 in 2D, 16 in 3D)."""
+    builtin_size: int | None = None
+    """Side of the built-in images (default 64 in 2D, 32 in 3D)."""
+    builtin_aux: bool = False
+    """Give the built-in set its auxiliary modality."""
+    num_workers: int = Field(0, ge=0)
+    """DataLoader workers; 0 is right for in-memory data on small patches."""
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("source must be 'builtin', 'builtin3d' or a dataset folder path, got ''")
+        return v
+
+    @field_validator("spatial_dims")
+    @classmethod
+    def _dims(cls, v):
+        if v is not None and v not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2, 3 or null (infer), got {v}")
+        return v
+
+    @field_validator("val_fraction")
+    @classmethod
+    def _frac(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {v}")
+        return v
+
+    @field_validator("val_pattern")
+    @classmethod
+    def _pattern(cls, v):
+        if v is not None and not v.strip():
+            raise ValueError("val_pattern must be a non-empty glob such as 'tile_r3*', or null")
+        return v
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, v):
+        if v is None:
+            return v
+        if not 1 <= len(v) <= 3:
+            raise ValueError(f"patch_size must list 1 to 3 sizes (one per spatial axis), got {v}")
+        if any(int(s) < 4 for s in v):
+            raise ValueError(f"patch_size entries must be >= 4, got {v}")
+        return [int(s) for s in v]
+
+    @field_validator("builtin_n")
+    @classmethod
+    def _bn(cls, v):
+        if v is not None and v < 2:
+            raise ValueError(f"builtin_n must be >= 2 (one train and one val sample), got {v}")
+        return v
+
+    @field_validator("builtin_size")
+    @classmethod
+    def _bs(cls, v):
+        if v is not None and v < 16:
+            raise ValueError(f"builtin_size must be >= 16, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.source == "builtin3d" and self.spatial_dims == 2:
+            raise ValueError("source 'builtin3d' is 3D but spatial_dims is 2")
+        dims = self.resolved_builtin_dims
+        if dims and self.patch_size is not None and len(self.patch_size) not in (1, dims):
+            raise ValueError(f"patch_size {self.patch_size} has {len(self.patch_size)} entries "
+                             f"for {dims}D data (give 1 or {dims})")
+        return self
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.source in BUILTIN_SOURCES
+
+    @property
+    def resolved_builtin_dims(self) -> int | None:
+        """Spatial dims of a built-in source, else `spatial_dims` (None = infer from files)."""
+        if self.source == "builtin3d":
+            return 3
+        if self.source == "builtin":
+            return self.spatial_dims or 2
+        return self.spatial_dims

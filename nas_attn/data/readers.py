@@ -1,0 +1,226 @@
+"""Reading image / mask files and bringing them to the package's layout.
+
+Layout rules (documented here, applied everywhere):
+
+- Formats. 2D: PNG, JPEG, BMP (Pillow), TIFF (tifffile), NPY. 3D: NIfTI `.nii`/`.nii.gz`
+  (nibabel, array axes kept as stored, no reorientation), multi-page TIFF, NPY.
+  `.npy` files are opened memory-mapped, so a large volume is read once, straight into its
+  normalised float32 copy.
+- Channels. The mask fixes the spatial shape. An image whose shape equals the mask's has one
+  channel; otherwise exactly one extra axis must be the channel axis, and it is the one whose
+  removal leaves the mask's shape: tried first (C, *spatial), then (*spatial, C), then, in 3D,
+  (D, C, H, W) (ImageJ hyperstacks). So NPY may be (H,W), (C,H,W) or (H,W,C); a multi-page TIFF
+  in 2D mode is (pages = channels, H, W); a 4D NIfTI is (X, Y, Z, C). Leading axes of size 1
+  beyond that are dropped.
+- Pillow modes: palette images become RGB (images) or stay palette indices (masks); an alpha
+  channel that is fully opaque is dropped; 16-bit and float grey images keep their values.
+- Normalisation: per image and per channel, percentile scaling: the 0.5th percentile maps to 0,
+  the 99.5th to 1, clipped to [0, 1] (min/max if those coincide; a constant channel becomes 0).
+  Deterministic, robust to hot pixels, and it keeps the values in the range that intensity
+  augmentation (gamma) expects.
+- Masks: one channel (a colour mask whose channels are equal counts as one). Values must be
+  non-negative integers. {0, 255} or {0, 1} are binary (255 -> 1); otherwise values are class
+  ids 0..K-1 with K <= MAX_CLASSES. 255 next to other values (anti-aliased or "ignore" labels) and
+  large ids (intensities, instance labels) are reported, not guessed at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_2D_EXT = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_EXT = (".tif", ".tiff")
+NIFTI_EXT = (".nii", ".nii.gz")
+NPY_EXT = (".npy",)
+SUPPORTED_EXT = IMAGE_2D_EXT + TIFF_EXT + NIFTI_EXT + NPY_EXT
+MAX_CLASSES = 64
+"""Largest accepted number of classes (ids 0..63): larger ids look like intensities or instances."""
+
+LOW_PCT, HIGH_PCT = 0.5, 99.5
+
+
+def split_name(name: str) -> tuple[str, str] | None:
+    """'a.nii.gz' -> ('a', '.nii.gz'); None when the extension is not supported."""
+    low = name.lower()
+    for ext in sorted(SUPPORTED_EXT, key=len, reverse=True):
+        if low.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)], ext
+    return None
+
+
+def file_kind(path: Path) -> str:
+    """'2d' (Pillow formats), 'nifti', 'tiff' or 'npy'."""
+    ext = split_name(path.name)[1]  # type: ignore[index]
+    if ext in IMAGE_2D_EXT:
+        return "2d"
+    if ext in NIFTI_EXT:
+        return "nifti"
+    if ext in TIFF_EXT:
+        return "tiff"
+    return "npy"
+
+
+def _read_pillow(path: Path, role: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if mode == "P":
+            if role == "mask":
+                return np.asarray(im)
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif mode == "1":
+            im = im.convert("L")
+        elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+        arr = np.asarray(im)
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # LA / RGBA: drop an alpha that is all opaque
+        alpha = arr[..., -1]
+        opaque = arr.dtype.kind == "u" and int(alpha.min()) == np.iinfo(arr.dtype).max
+        if opaque:
+            arr = arr[..., :-1]
+            if arr.shape[-1] == 1:
+                arr = arr[..., 0]
+    return arr
+
+
+def read_array(path: Path, role: str = "image") -> np.ndarray:
+    """The raw array stored in `path`, in its own layout (role 'image' or 'mask')."""
+    kind = file_kind(path)
+    if kind == "2d":
+        return _read_pillow(path, role)
+    if kind == "tiff":
+        import tifffile
+
+        return np.asarray(tifffile.imread(path))
+    if kind == "nifti":
+        import nibabel as nib
+
+        return np.asanyarray(nib.load(str(path)).dataobj)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def guess_spatial_dims(path: Path, mask: np.ndarray) -> int:
+    """3 for NIfTI, 2 for Pillow formats, else the mask array's rank (a trailing or leading
+    singleton axis aside; (H, W, 3|4) counts as a 2D colour mask). `spatial_dims=` overrides."""
+    kind = file_kind(path)
+    if kind == "nifti":
+        return 3
+    if kind == "2d":
+        return 2
+    shape = [s for s in mask.shape]
+    while len(shape) > 2 and shape[0] == 1:
+        shape = shape[1:]
+    while len(shape) > 2 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4:
+        return 2  # an (H, W, 3|4) colour mask, not a volume of 3 or 4 slices
+    return 3 if len(shape) >= 3 else 2
+
+
+def fmt_shape(shape) -> str:
+    return "×".join(str(int(s)) for s in shape)
+
+
+def mask_spatial(arr: np.ndarray, spatial_dims: int) -> np.ndarray | str:
+    """Drop a channel axis from a mask: returns the (*spatial) array or a problem text."""
+    a = arr
+    while a.ndim > spatial_dims and a.shape[0] == 1:
+        a = a[0]
+    while a.ndim > spatial_dims and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == spatial_dims + 1 and spatial_dims == 2 and a.shape[-1] in (3, 4):
+        first = a[..., 0]
+        if all(np.array_equal(first, a[..., k]) for k in range(1, min(3, a.shape[-1]))):
+            return first
+        return (f"colour mask of shape {fmt_shape(arr.shape)} with differing channels; "
+                "expected one channel of class ids")
+    if a.ndim != spatial_dims:
+        return (f"mask of shape {fmt_shape(arr.shape)} is not {spatial_dims}D "
+                f"(expected {'H×W' if spatial_dims == 2 else 'D×H×W'})")
+    return a
+
+
+def to_channels_first(arr: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray | None:
+    """(C, *spatial) view of `arr` following the channel rule in the module docstring, or None."""
+    sd = len(spatial)
+    a = arr
+    while a.ndim > sd + 1 and a.shape[0] == 1:
+        a = a[0]
+    if tuple(a.shape) == spatial:
+        return a[None]
+    if a.ndim != sd + 1:
+        return None
+    axes = [0, a.ndim - 1] + ([1] if sd == 3 else [])
+    for ax in axes:
+        rest = tuple(s for i, s in enumerate(a.shape) if i != ax)
+        if rest == spatial:
+            return np.moveaxis(a, ax, 0)
+    return None
+
+
+def normalise(img: np.ndarray) -> np.ndarray:
+    """Per-channel percentile scaling of a (C, *spatial) array to float32 [0, 1]."""
+    out = np.empty(img.shape, dtype=np.float32)
+    for c in range(img.shape[0]):
+        ch = np.asarray(img[c], dtype=np.float32)
+        finite = np.isfinite(ch)
+        if not finite.all():
+            ch = np.where(finite, ch, 0.0).astype(np.float32)
+        lo, hi = np.percentile(ch, [LOW_PCT, HIGH_PCT])
+        if hi <= lo:
+            lo, hi = float(ch.min()), float(ch.max())
+        if hi <= lo:
+            out[c] = 0.0
+            continue
+        np.subtract(ch, np.float32(lo), out=out[c])
+        out[c] *= np.float32(1.0 / (hi - lo))
+        np.clip(out[c], 0.0, 1.0, out=out[c])
+    return out
+
+
+def mask_values(a: np.ndarray) -> tuple[np.ndarray, np.ndarray] | str:
+    """(values, counts) of a mask, or a problem text (non-integer / negative values)."""
+    if a.dtype == bool:
+        a = a.view(np.uint8)
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            return "mask has NaN or infinite values"
+        if not np.array_equal(a, np.round(a)):
+            frac = np.unique(a[a != np.round(a)])[:5]
+            return f"mask has non-integer values (e.g. {', '.join(f'{v:g}' for v in frac)})"
+        a = a.astype(np.int64)
+    elif a.dtype.kind not in "iu":
+        return f"mask has unsupported dtype {a.dtype}"
+    mn = int(a.min()) if a.size else 0
+    if mn < 0:
+        return f"mask has negative values (min {mn})"
+    mx = int(a.max()) if a.size else 0
+    if mx < 1 << 16:
+        counts = np.bincount(np.asarray(a).ravel(), minlength=1)
+        vals = np.flatnonzero(counts)
+        return vals, counts[vals]
+    vals, counts = np.unique(np.asarray(a), return_counts=True)
+    return vals, counts
+
+
+def classify_mask(vals: np.ndarray) -> tuple[str, str | None]:
+    """('binary255' | 'binary01' | 'empty' | 'ids', problem or None) for a mask's value set."""
+    s = {int(v) for v in vals}
+    if s <= {0}:
+        return "empty", None
+    if s <= {0, 255}:
+        return "binary255", None
+    if s <= {0, 1}:
+        return "binary01", None
+    shown = "{" + ", ".join(str(v) for v in sorted(s)[:8]) + (", ..." if len(s) > 8 else "") + "}"
+    if 255 in s:
+        return "ids", (f"unexpected mask values {shown}: 255 next to other values "
+                       "(expected {0, 255} for binary or class ids 0..K-1)")
+    if max(s) >= MAX_CLASSES:
+        return "ids", (f"unexpected mask values {shown}: ids up to {max(s)} look like intensities "
+                       f"or instance labels (expected {{0, 255}}, {{0, 1}} or class ids < {MAX_CLASSES})")
+    return "ids", None

@@ -1,0 +1,73 @@
+"""`SegData`: decoded segmentation samples held in memory, the one type every loader returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(eq=False)
+class SegData:
+    """Decoded samples, ready for patch sampling.
+
+    - `images[i]`: float32 (C, *spatial), normalised per image and channel to [0, 1]
+      (see `readers.normalise`).
+    - `masks[i]`: int64 (*spatial), class ids 0..classes-1 (0 = background).
+    - `aux[i]`: float32 (C_aux, *spatial), a second modality on the same grid, or `aux is None`.
+    - `classes` counts background, so a binary task has `classes == 2`.
+    - `splits`: explicit {"train": [names], "val": [names]} from the folder, if it had any.
+    """
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    names: list[str]
+    spatial_dims: int
+    in_channels: int
+    classes: int
+    aux: list[np.ndarray] | None = None
+    aux_channels: int = 0
+    class_names: list[str] | None = None
+    splits: dict[str, list[str]] | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if len(self.masks) != n or len(self.names) != n:
+            raise ValueError(f"SegData: {n} images, {len(self.masks)} masks, {len(self.names)} names")
+        if self.aux is not None and len(self.aux) != n:
+            raise ValueError(f"SegData: {n} images but {len(self.aux)} aux arrays")
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"SegData: spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
+        if self.classes < 2:
+            raise ValueError(f"SegData: classes counts background and must be >= 2, got {self.classes}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Spatial shape of every sample."""
+        return [tuple(m.shape) for m in self.masks]
+
+    def index_of(self, names: Sequence[str]) -> list[int]:
+        pos = {n: i for i, n in enumerate(self.names)}
+        return [pos[n] for n in names]
+
+    def subset(self, indices: Sequence[int]) -> SegData:
+        """A view on some samples (arrays are shared, not copied)."""
+        idx = [int(i) for i in indices]
+        return SegData(
+            images=[self.images[i] for i in idx],
+            masks=[self.masks[i] for i in idx],
+            names=[self.names[i] for i in idx],
+            spatial_dims=self.spatial_dims,
+            in_channels=self.in_channels,
+            classes=self.classes,
+            aux=None if self.aux is None else [self.aux[i] for i in idx],
+            aux_channels=self.aux_channels,
+            class_names=self.class_names,
+            splits=None,
+            source=self.source,
+        )

@@ -1,0 +1,88 @@
+"""Sliding-window inference with Gaussian blending, 2D and 3D, in plain torch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from itertools import product
+
+import torch
+
+
+def _positions(size: int, patch: int, overlap: float) -> list[int]:
+    if size <= patch:
+        return [0]
+    step = max(1, int(patch * (1.0 - overlap)))
+    n = math.ceil((size - patch) / step) + 1
+    return sorted({round(i * (size - patch) / (n - 1)) for i in range(n)})
+
+
+@lru_cache(maxsize=16)
+def _gaussian(patch: tuple[int, ...], sigma_scale: float = 0.125) -> torch.Tensor:
+    """Separable Gaussian weights peaking at the patch centre (sigma = patch/8), floor > 0."""
+    w = None
+    for p in patch:
+        x = torch.arange(p, dtype=torch.float64) - (p - 1) / 2
+        g = torch.exp(-0.5 * (x / max(p * sigma_scale, 1e-6)) ** 2)
+        w = g if w is None else w[..., None] * g
+    w = w / w.max()
+    return w.clamp_min(1e-3).float()
+
+
+def _forward(model, x: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
+    out = model(x) if aux is None else model(x, aux)
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    return out
+
+
+@torch.no_grad()
+def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int] | int, *,
+                           overlap: float = 0.25, aux: torch.Tensor | None = None,
+                           batch: int = 4) -> torch.Tensor:
+    """Logits (B, out, *spatial) of `model` over `image` (B, C, *spatial).
+
+    An image no larger than the patch on every axis takes one forward pass. Otherwise patches
+    (clipped to the image on axes where it is smaller) tile the image with `overlap`, evenly
+    spread so the last one ends at the border, and overlapping outputs are averaged with
+    Gaussian weights (sigma = patch/8), which downweights patch borders. `aux` (B, C_aux,
+    *spatial) is cut the same way and passed as `model(x, aux)`. Up to `batch` patches per
+    image go through the model at once. Runs under `torch.no_grad()`, on the image's device;
+    put the model in eval mode first (BatchNorm would otherwise use per-patch statistics).
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    spatial = tuple(image.shape[2:])
+    d = len(spatial)
+    if d not in (2, 3):
+        raise ValueError(f"image must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(image.shape)}")
+    ps = [int(patch_size)] * d if isinstance(patch_size, int) else [int(p) for p in patch_size]
+    if len(ps) == 1:
+        ps = ps * d
+    if len(ps) != d:
+        raise ValueError(f"patch_size {list(ps)} does not fit a {d}D image")
+    if aux is not None and tuple(aux.shape[2:]) != spatial:
+        raise ValueError(f"aux spatial shape {tuple(aux.shape[2:])} differs from image {spatial}")
+    if all(s <= p for s, p in zip(spatial, ps)):
+        return _forward(model, image, aux)
+    patch = tuple(min(p, s) for p, s in zip(ps, spatial))
+    starts = list(product(*[_positions(s, p, overlap) for s, p in zip(spatial, patch)]))
+    weight = _gaussian(patch).to(image.device)
+    b = image.shape[0]
+    out = norm = None
+    step = max(1, int(batch))
+    for i in range(0, len(starts), step):
+        chunk = starts[i:i + step]
+        sls = [tuple(slice(s, s + p) for s, p in zip(st, patch)) for st in chunk]
+        x = torch.cat([image[(slice(None), slice(None)) + sl] for sl in sls], dim=0)
+        a = None if aux is None else torch.cat([aux[(slice(None), slice(None)) + sl] for sl in sls], dim=0)
+        y = _forward(model, x, a).float()
+        if out is None:
+            out = torch.zeros((b, y.shape[1]) + spatial, dtype=torch.float32, device=image.device)
+            norm = torch.zeros((1, 1) + spatial, dtype=torch.float32, device=image.device)
+        for j, sl in enumerate(sls):
+            full = (slice(None), slice(None)) + sl
+            out[full] += y[j * b:(j + 1) * b] * weight
+            norm[full] += weight
+    return out / norm
