@@ -1,0 +1,1008 @@
+"""Export one architecture as a standalone PyTorch file (`model.py`) plus its weights.
+
+`render_model_py(arch)` assembles the source of exactly the classes the architecture uses: the
+helpers of `nas_attn/layers.py` they need, the used attention classes (their `@register`
+decorator removed) and the helpers of their family files (`tokens.py` included when a token
+module is used), `UNetDecoder` and `UNet`. A dependency walk over the module ASTs picks the
+definitions, so nothing unused is copied. Then come an `ARCH` literal (the `unet_kwargs` of the
+architecture), a `make_attention` factory that mirrors `registry.create_attention`,
+`build_model()` and `load(path)`. The result imports only torch, math and typing; a timm-family
+attention module (2D only) adds `import timm`, which the module docstring then says.
+
+Safety: the code is assembled from this package's own source files and validated values only.
+The architecture is re-validated (`UNetArch.from_dict(arch.to_dict())`); the literals use only
+ints, finite floats, bools, None and strings that match `^[A-Za-z0-9_.-]{1,64}$` (registry names,
+fixed vocabularies, option values), emitted with `repr`. Metadata strings (a study database can
+be edited by hand) are reduced to a whitelist of characters with no quotes, backslashes or
+newlines before they reach the docstring. The rendered file is parsed again and rejected if it
+imports anything else or calls eval/exec/compile/__import__/open or os/sys/subprocess.
+
+`export_arch(arch, out_dir)` writes `model.py`, `arch.json`, `meta.json` (when meta is given),
+`weights.pt` (a state_dict, loadable with `torch.load(..., weights_only=True)`), and optionally
+`model.onnx` / `model.ts` (traced at one input size). Files are written to a temporary name and
+then renamed.
+
+Timm: a timm-family attention module (2D) is copied like any other, and model.py then imports
+timm for the layers it wraps. A timm encoder (`encoder_name="timm:<model>"`) is exported too:
+model.py gets a `TimmUNet` that mirrors `nas_attn.unet_timm.TimmUNet` with plain numbers
+(`timm.create_model(..., features_only=True, pretrained=False)`; the weights come from
+weights.pt). Both say in the docstring that timm is needed, and which version exported them.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib
+import importlib.util
+import inspect
+import io
+import json
+import math
+import numbers
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import tokenize
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from . import __version__
+from .arch import ACTS, NORMS, UPSAMPLES, UNetArch
+from .errors import ArchError, NasAttnError
+
+__all__ = ["ExportError", "export_arch", "load_model_py", "render_model_py"]
+
+
+class ExportError(NasAttnError):
+    """An architecture, value or output format that cannot be exported."""
+
+
+SAFE_STR = re.compile(r"^[A-Za-z0-9_\-\.]{1,64}$")
+_SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_SITE = re.compile(r"^(?:(?:encoder|skip|decoder)\.[0-9]{1,2}|bottleneck)$")
+_TIMM_ENCODER = re.compile(r"^timm:[A-Za-z0-9_\-\.]{1,64}$")
+_META_CHARS = re.compile(r"[^A-Za-z0-9 _\-\.:/@+=,;()\[\]%~#*]")
+_PACKAGE = __name__.rsplit(".", 1)[0]  # "nas_attn"
+_BASE_IMPORTS = ("torch", "math", "typing")
+_FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "open", "globals", "locals",
+                    "breakpoint", "input"}
+_FORBIDDEN_METHODS = {"system", "popen", "spawnv", "spawnl", "execv", "execl", "execve",
+                      "__import__", "import_module", "check_output", "Popen"}
+_FORBIDDEN_NAMES = {"os", "sys", "subprocess", "shutil", "importlib", "builtins", "socket"}
+# names the generated tail defines; copied definitions with these names are renamed
+_TAIL_NAMES = {"ARCH", "META", "ATTENTION", "make_attention", "build_model", "load", "__all__"}
+FORMATS = ("onnx", "torchscript")
+
+
+# ================================================================================================
+# source analysis: which top-level definitions of which package modules a set of roots needs
+# ================================================================================================
+@dataclass
+class _Module:
+    name: str
+    lines: list[str]
+    defs: dict[str, ast.stmt]
+    imports: dict[str, tuple[str, str | None]]  # alias -> (module, attribute or None = module)
+    rank: int = 0
+
+
+@dataclass
+class _Def:
+    key: tuple[str, str]  # (module, name)
+    node: ast.stmt
+    text: str
+    refs: set[str]
+    bound: set[str] = field(default_factory=set)
+
+
+def _top_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Module-level statements, looking into the main branch of `if` / `try` blocks (guarded
+    imports and definitions, e.g. `try: from timm.layers import X` / `if X is not None: class`)."""
+    for node in body:
+        if isinstance(node, (ast.If, ast.Try)):
+            yield from _top_level(node.body)
+        else:
+            yield node
+
+
+def _module_rank(name: str) -> int:
+    if name == f"{_PACKAGE}.layers":
+        return 0
+    if name == f"{_PACKAGE}.attention.tokens":
+        return 1
+    if name.startswith(f"{_PACKAGE}.attention."):
+        return 2
+    return 3
+
+
+class _SourceGraph:
+    """Parses package modules lazily and resolves names to their defining (module, name)."""
+
+    def __init__(self, allowed_roots: Iterable[str]):
+        self.allowed_roots = set(allowed_roots)
+        self.modules: dict[str, _Module] = {}
+        self.external: dict[str, tuple[str, str | None]] = {}  # alias -> import target
+
+    def module(self, name: str) -> _Module:
+        if name not in self.modules:
+            mod = importlib.import_module(name)
+            try:
+                src = inspect.getsource(mod)
+            except (OSError, TypeError) as e:
+                raise ExportError(f"cannot read the source of {name} to export it: {e}") from None
+            tree = ast.parse(src)
+            defs: dict[str, ast.stmt] = {}
+            imports: dict[str, tuple[str, str | None]] = {}
+            for node in _top_level(tree.body):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    defs[node.name] = node
+                elif isinstance(node, ast.Assign):
+                    for t in node.targets:
+                        for n in ast.walk(t):
+                            if isinstance(n, ast.Name):
+                                defs[n.id] = node
+                elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                    defs[node.target.id] = node
+                elif isinstance(node, ast.Import):
+                    for a in node.names:
+                        if a.asname:
+                            imports[a.asname] = (a.name, None)
+                        else:
+                            root = a.name.split(".")[0]
+                            imports[root] = (root, None)
+                elif isinstance(node, ast.ImportFrom):
+                    if node.module == "__future__":
+                        continue
+                    base = node.module
+                    if node.level:
+                        base = importlib.util.resolve_name(
+                            "." * node.level + (node.module or ""), mod.__package__)
+                    for a in node.names:
+                        imports[a.asname or a.name] = (base, a.name)
+            self.modules[name] = _Module(name, src.splitlines(), defs, imports, _module_rank(name))
+        return self.modules[name]
+
+    def _internal(self, module: str) -> bool:
+        return module == _PACKAGE or module.startswith(_PACKAGE + ".")
+
+    def resolve(self, module: str, name: str, *, used_by: str) -> tuple[str, Any] | None:
+        """('def', (module, name)) | ('ext', alias) | None (builtin or local)."""
+        mod = self.module(module)
+        if name in mod.defs:
+            return "def", (module, name)
+        if name in mod.imports:
+            target, attr = mod.imports[name]
+            if self._internal(target):
+                package = importlib.import_module(target)
+                if attr is None or inspect.ismodule(getattr(package, attr, None)):
+                    raise ExportError(
+                        f"{used_by} uses the module alias {name!r} ({target}); the exporter "
+                        "copies definitions, so import the names themselves (from .x import y)")
+                found = self.resolve(target, attr, used_by=used_by)
+                if found is None:
+                    raise ExportError(f"{used_by} imports {attr!r} from {target}, which does not "
+                                      "define it at its top level; cannot export it")
+                return found
+            root = target.split(".")[0]
+            if root not in self.allowed_roots:
+                raise ExportError(
+                    f"{used_by} needs {name!r} from {target!r}, but model.py may import only "
+                    f"{', '.join(sorted(self.allowed_roots))}")
+            prev = self.external.get(name)
+            if prev is not None and prev != (target, attr):
+                raise ExportError(f"import alias {name!r} means {prev} in one module and "
+                                  f"{(target, attr)} in another; cannot merge them into model.py")
+            self.external[name] = (target, attr)
+            return "ext", name
+        return None
+
+    def is_register(self, module: str, dec: ast.expr) -> bool:
+        """True for the registry's `@register(...)` decorator."""
+        func = dec.func if isinstance(dec, ast.Call) else dec
+        mod = self.module(module)
+        if isinstance(func, ast.Name):
+            target = mod.imports.get(func.id)
+            return target is not None and target[1] == "register" and self._internal(target[0])
+        if isinstance(func, ast.Attribute) and func.attr == "register":
+            return isinstance(func.value, ast.Name) and func.value.id in ("registry",)
+        return False
+
+    def definition(self, key: tuple[str, str]) -> _Def:
+        module, name = key
+        mod = self.module(module)
+        node = mod.defs[name]
+        start, drop = node.lineno, set()
+        for dec in getattr(node, "decorator_list", []):
+            if self.is_register(module, dec):
+                drop.update(range(dec.lineno, dec.end_lineno + 1))  # '@' is on dec.lineno
+            start = min(start, dec.lineno)
+        while start > 1 and mod.lines[start - 2].lstrip().startswith("#"):
+            start -= 1  # keep the comment block right above the definition
+        lines = [mod.lines[i - 1] for i in range(start, node.end_lineno + 1) if i not in drop]
+        text = textwrap.dedent("\n".join(lines))  # definitions inside `if X is not None:`
+        refs, bound = set(), set()
+        kept_decs = [d for d in getattr(node, "decorator_list", [])
+                     if not self.is_register(module, d)]
+        walk_roots: list[ast.AST] = list(kept_decs)
+        if isinstance(node, ast.ClassDef):
+            walk_roots += node.bases + [k.value for k in node.keywords] + node.body
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            walk_roots += [node.args, *node.body] + ([node.returns] if node.returns else [])
+        else:
+            walk_roots = [node]
+        for root in walk_roots:
+            for n in ast.walk(root):
+                if isinstance(n, ast.Name):
+                    (refs if isinstance(n.ctx, ast.Load) else bound).add(n.id)
+                elif isinstance(n, ast.arg):
+                    bound.add(n.arg)
+                elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    bound.add(n.name)
+                elif isinstance(n, ast.alias):
+                    bound.add((n.asname or n.name).split(".")[0])
+                elif isinstance(n, ast.ExceptHandler) and n.name:
+                    bound.add(n.name)
+        return _Def(key, node, text, refs, bound)
+
+
+def _collect(graph: _SourceGraph, roots: Sequence[tuple[str, str]]) -> tuple[list[_Def], dict]:
+    """All definitions the roots need, in an order where dependencies come first."""
+    defs: dict[tuple[str, str], _Def] = {}
+    deps: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    todo = list(roots)
+    builtin_names = set(dir(builtins))
+    while todo:
+        key = todo.pop()
+        if key in defs:
+            continue
+        d = graph.definition(key)
+        defs[key] = d
+        deps[key] = set()
+        where = f"{key[0]}.{key[1]}"
+        for ref in sorted(d.refs):
+            r = graph.resolve(key[0], ref, used_by=where)
+            if r is None:
+                if ref not in builtin_names and ref not in d.bound:
+                    raise ExportError(f"{where} uses {ref!r}, which is neither defined nor "
+                                      "imported at the top of its module; cannot export it")
+                continue
+            if r[0] == "def" and r[1] != key:
+                deps[key].add(r[1])
+                todo.append(r[1])
+    # Kahn's algorithm; ties by (module rank, module, line); cycles (call-time only) broken
+    def prio(k):
+        return graph.modules[k[0]].rank, k[0], defs[k].node.lineno
+
+    done: list[tuple[str, str]] = []
+    left = set(defs)
+    seen_nodes: set[int] = set()
+    while left:
+        ready = [k for k in left if not (deps[k] & left)] or [min(left, key=prio)]
+        k = min(ready, key=prio)
+        left.discard(k)
+        if id(defs[k].node) not in seen_nodes:  # `a = b = 1` defines two names in one statement
+            seen_nodes.add(id(defs[k].node))
+            done.append(k)
+        else:
+            for other in done:
+                if defs[other].node is defs[k].node:
+                    defs[k] = defs[other]
+    return [defs[k] for k in done], {k: defs[k] for k in defs}
+
+
+def _rename_tokens(text: str, mapping: Mapping[str, str]) -> str:
+    """Rename NAME tokens of `mapping` in text (not attributes `x.name`, not `name=` keywords)."""
+    if not mapping:
+        return text
+    toks = list(tokenize.generate_tokens(io.StringIO(text + "\n").readline))
+    edits = []
+    depth = 0
+    for i, t in enumerate(toks):
+        if t.type == tokenize.OP and t.string in "([{":
+            depth += 1
+        elif t.type == tokenize.OP and t.string in ")]}":
+            depth -= 1
+        if t.type != tokenize.NAME or t.string not in mapping:
+            continue
+        skip = (tokenize.NL, tokenize.COMMENT)
+        prev = next((p for p in reversed(toks[:i]) if p.type not in skip), None)
+        nxt = toks[i + 1] if i + 1 < len(toks) else None
+        if prev is not None and prev.type == tokenize.OP and prev.string == ".":
+            continue
+        if depth > 0 and nxt is not None and nxt.type == tokenize.OP and nxt.string == "=":
+            continue
+        edits.append((t.start, t.end, mapping[t.string]))
+    lines = text.split("\n")
+    for (row, c0), (_, c1), new in sorted(edits, reverse=True):
+        line = lines[row - 1]
+        lines[row - 1] = line[:c0] + new + line[c1:]
+    return "\n".join(lines)
+
+
+# ================================================================================================
+# literals and metadata
+# ================================================================================================
+def _lit(v: Any, where: str) -> str:
+    """A Python literal for a validated value: bool, int, finite float, None, safe str, or
+    lists / tuples / mappings of those."""
+    if v is None or isinstance(v, bool):
+        return repr(v)
+    if isinstance(v, numbers.Integral):
+        return repr(int(v))
+    if isinstance(v, numbers.Real):
+        f = float(v)
+        if not math.isfinite(f):
+            raise ExportError(f"{where}: value {f!r} is not finite; cannot export it")
+        return repr(f)
+    if isinstance(v, str):
+        if not SAFE_STR.match(v):
+            raise ExportError(f"{where}: string {v[:80]!r} is not exportable; strings in model.py "
+                              f"must match {SAFE_STR.pattern}")
+        return repr(str(v))
+    if isinstance(v, (list, tuple)):
+        items = [_lit(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        if isinstance(v, tuple):
+            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        return "[" + ", ".join(items) + "]"
+    if isinstance(v, Mapping):
+        parts = []
+        for k, x in v.items():
+            if not isinstance(k, str) or not SAFE_STR.match(k):
+                raise ExportError(f"{where}: key {str(k)[:80]!r} is not exportable")
+            parts.append(f"{k!r}: {_lit(x, f'{where}.{k}')}")
+        return "{" + ", ".join(parts) + "}"
+    raise ExportError(f"{where}: value of type {type(v).__name__} cannot be exported "
+                      "(accepted: bool, int, float, str, None, lists and mappings of them)")
+
+
+def sanitize_text(s: Any, limit: int = 160, *, keep_spaces: bool = False) -> str:
+    """Inert text for a docstring: a whitelist of characters (no quotes, backslashes, newlines,
+    non-ASCII), at most `limit` characters, with user:password@ in URLs masked."""
+    s = re.sub(r"\s", " ", str(s)) if keep_spaces else re.sub(r"\s+", " ", str(s)).strip()
+    s = re.sub(r"//[^/@\s]*@", "//***@", s)  # user:password@ in a storage URL
+    s = _META_CHARS.sub("", s)
+    if not keep_spaces:
+        s = re.sub(r" +", " ", s).strip()
+    return s[:limit] + ("..." if len(s) > limit else "")
+
+
+def _meta_value(v: Any) -> Any:
+    """A number, a sanitised string, or a flat mapping of those."""
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real):
+        f = float(v)
+        return f if math.isfinite(f) else sanitize_text(repr(f))
+    if isinstance(v, Mapping):
+        out = {}
+        for k, x in list(v.items())[:32]:
+            key = sanitize_text(k, 48).replace(" ", "_") or "_"
+            out[key] = _meta_value(x) if not isinstance(x, Mapping) else sanitize_text(json.dumps(
+                x, default=str))
+        return out
+    if isinstance(v, (list, tuple)):
+        return sanitize_text(", ".join(str(_meta_value(x)) for x in list(v)[:16]))
+    return sanitize_text(v)
+
+
+def sanitize_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Meta reduced to numbers, bools, None and inert strings (keys too): a mapping whose values
+    are scalars or flat mappings of scalars (deeper levels become inert strings)."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise ExportError("meta must be a mapping (score, cost, source), got "
+                          f"{type(meta).__name__}")
+    out: dict[str, Any] = {}
+    for k, v in list(meta.items())[:32]:
+        out[sanitize_text(k, 48).replace(" ", "_") or "_"] = _meta_value(v)
+    return out
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 10_000 else str(v)
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _meta_lines(meta: Mapping[str, Any]) -> list[str]:
+    labels = {"score": "Score (validation Dice)", "cost": "Cost", "source": "Source"}
+    order = [k for k in ("score", "cost", "source") if k in meta] + \
+        [k for k in meta if k not in ("score", "cost", "source")]
+    lines = []
+    for k in order:
+        v = meta[k]
+        label = labels.get(k, k)
+        if isinstance(v, Mapping):
+            body = ", ".join(f"{kk} {_fmt_value(vv)}" for kk, vv in v.items())  # no quotes
+        else:
+            body = _fmt_value(v)
+        lines.append(f"{label}: {body}" if body else f"{label}: -")
+    return lines
+
+
+def _meta_literal(meta: Mapping[str, Any]) -> str:
+    """META as a literal: keys and strings are sanitised text (no quotes, backslashes), via repr."""
+    def lit(v):
+        if isinstance(v, Mapping):
+            return "{" + ", ".join(f"{str(k)!r}: {lit(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, str):
+            return repr(sanitize_text(v))
+        return _lit(v, "meta")
+
+    return lit(meta)
+
+
+# ================================================================================================
+# rendering
+# ================================================================================================
+def _validated(arch: UNetArch | Mapping) -> UNetArch:
+    from .attention import registry
+
+    try:
+        arch = UNetArch.from_dict(arch.to_dict() if isinstance(arch, UNetArch) else arch)
+    except ArchError:
+        raise
+    except Exception as e:  # anything from_dict did not expect is still a bad architecture
+        raise ExportError(f"architecture does not validate: {e}") from None
+    if arch.encoder_name != "unet":
+        if not _TIMM_ENCODER.match(arch.encoder_name):
+            raise ExportError(f"encoder_name {arch.encoder_name[:80]!r} is not exportable; a timm "
+                              f"encoder name must match {_TIMM_ENCODER.pattern}")
+        if any(spec.opts.get("context") == "aux" for _, spec in arch.sites()):
+            raise ExportError("cross attention with context='aux' is not supported with a timm "
+                              "encoder (nas_attn.unet_timm refuses it too)")
+    if arch.block.norm not in NORMS or arch.block.act not in ACTS or arch.upsample not in UPSAMPLES:
+        raise ExportError("block norm/act or upsample outside the fixed vocabularies")
+    known = set(registry.names())
+    for site, spec in arch.sites():
+        if spec.name is None:
+            continue
+        if spec.name not in known or not SAFE_STR.match(spec.name):
+            raise ExportError(f"{site}: attention {spec.name!r} is not a registered name")
+        accepted = registry.get_info(spec.name).options()
+        for k, v in spec.options:
+            if k not in accepted or not _SAFE_KEY.match(k):
+                raise ExportError(f"{site}: option {k!r} of {spec.name!r} is not exportable")
+            _lit(v, f"{site}.{spec.name}.{k}")  # raises for quotes, newlines, non-finite, ...
+    return arch
+
+
+def _arch_literal(kw: Mapping[str, Any]) -> str:
+    lines = ["ARCH = {"]
+    for k, v in kw.items():
+        if not SAFE_STR.match(k):
+            raise ExportError(f"unet argument {k!r} is not exportable")
+        if k == "sites":
+            lines.append(f"    {k!r}: {{")
+            for site, (name, opts) in v.items():
+                if not _SITE.match(site):
+                    raise ExportError(f"site {site!r} is not exportable")
+                lines.append(f"        {site!r}: ({_lit(name, site)}, {_lit(dict(opts), site)}),")
+            lines.append("    },")
+        else:
+            lines.append(f"    {k!r}: {_lit(v, k)},")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+_TIMM_UNET = '''
+class TimmUNet(nn.Module):
+    """UNet with a timm encoder (`features_only`, 2D) and the attention decoder.
+
+    Mirrors `nas_attn.unet_timm.TimmUNet` with plain numbers: the encoder's first depth + 1
+    feature maps are the skips and the bottom; logits are resized to the input size. The
+    encoder is built without downloading weights (they come from the exported state_dict).
+    """
+
+    def __init__(self, *, model_name: str, spatial_dims: int, in_channels: int, out_channels: int,
+                 widths: Sequence[int], block: Mapping, upsample: str, sites: SiteTable,
+                 make_attention: AttentionFactory, aux_channels: int = 0,
+                 deep_supervision: bool = False):
+        super().__init__()
+        depth = len(widths) - 1
+        self.encoder = timm.create_model(model_name, pretrained=False, features_only=True,
+                                         in_chans=in_channels + aux_channels)
+        chans = self.encoder.feature_info.channels()[: depth + 1]
+        if len(chans) < depth + 1:
+            raise ValueError(f"timm {{model_name!r}} gives {{len(chans)}} feature levels, "
+                             f"depth {{depth}} needs {{depth + 1}}")
+        self.depth = depth
+        self.enc_attn = nn.ModuleList()
+        for i, c in enumerate(chans):
+            name, opts = {_site}(sites, "bottleneck" if i == depth else f"encoder.{{i}}")
+            self.enc_attn.append(make_attention(name, c, spatial_dims=2, **opts))
+        self.decoder = {UNetDecoder}(
+            spatial_dims=2, skip_channels=chans[:-1], bottom_channels=chans[-1],
+            widths=widths[:-1], block=block, upsample=upsample, sites=sites,
+            make_attention=make_attention, deep_supervision=deep_supervision,
+            out_channels=out_channels)
+
+    def forward_all(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> list[torch.Tensor]:
+        size = x.shape[2:]
+        if aux is not None:
+            x = torch.cat([x, aux], dim=1)
+        feats = self.encoder(x)[: self.depth + 1]
+        feats = [attn(f) for attn, f in zip(self.enc_attn, feats)]
+        outs = self.decoder(feats[:-1], feats[-1])
+        outs[0] = {resize_to}(outs[0], size, mode="linear")
+        return outs
+
+    def forward(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_all(x, aux)[0]
+'''
+
+
+_TAIL = '''
+def make_attention(name, channels, *, spatial_dims, guide_channels=None, **options):
+    """Attention module by name, as `nas_attn.attention.create_attention` builds it.
+
+    None gives a pass-through; at a skip site (`guide_channels` given) paired modules get the
+    guide, single ones are wrapped to ignore it.
+    """
+    if name is None:
+        return {PassThrough}()
+    if name not in ATTENTION:
+        raise ValueError(f"attention {{name!r}} is not in this file; known: {{sorted(ATTENTION)}}")
+    cls, kind = ATTENTION[name]
+    if kind == "paired":
+        if guide_channels is None:
+            raise ValueError(f"attention {{name!r}} needs a guiding feature (skip sites only)")
+        return cls(channels, spatial_dims=spatial_dims, guide_channels=guide_channels, **options)
+    module = cls(channels, spatial_dims=spatial_dims, **options)
+    return module if guide_channels is None else {IgnoreGuide}(module)
+
+
+def build_model() -> {UNet}:
+    """The architecture of this file with freshly initialised weights."""
+    return {UNet}(**ARCH, make_attention=make_attention)
+
+
+def load(weights_path, map_location="cpu") -> {UNet}:
+    """The model with the exported weights (a state_dict), in eval mode."""
+    model = build_model()
+    state = torch.load(weights_path, map_location=map_location, weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+if __name__ == "__main__":
+    model = build_model().eval()
+    x = torch.randn(1, ARCH["in_channels"], *[{size}] * ARCH["spatial_dims"])
+    aux = torch.randn(1, ARCH["aux_channels"], *x.shape[2:]) if ARCH["aux_channels"] else None
+    with torch.no_grad():
+        y = model(x, aux)
+    print(f"{{sum(p.numel() for p in model.parameters()):,}} parameters; "
+          f"input {{tuple(x.shape)}} -> logits {{tuple(y.shape)}}")
+'''
+
+
+def _docstring(arch: UNetArch, meta: Mapping[str, Any], uses_timm: bool) -> str:
+    from .attention import registry
+
+    dims = arch.spatial_dims
+    spatial = "H, W" if dims == 2 else "D, H, W"
+    example = "64, 64" if dims == 2 else "32, 32, 32"
+    lines = [
+        f"Standalone {dims}D attention UNet exported by nas-attn {__version__}.",
+        "",
+        f"Needs only {'torch and timm' if uses_timm else 'torch'}, not nas_attn. Generated "
+        "code: edit the search, not this file.",
+    ]
+    if uses_timm:
+        import timm
+
+        what = " and ".join(w for w, used in (
+            ("its encoder", arch.encoder_name != "unet"),
+            ("some attention layers", any(s.name and registry.get_info(s.name).family == "timm"
+                                          for _, s in arch.sites()))) if used)
+        version = sanitize_text(getattr(timm, "__version__", "?"), 20)
+        lines += [
+            f"timm: {what} come from timm (exported with timm {version}); another timm version",
+            "may build different layers, and then the weights will not load.",
+        ]
+    lines += ["", "Architecture:"] + ["    " + sanitize_text(l, 200, keep_spaces=True) for l in
+                                      arch.describe().splitlines()]
+    if meta:
+        lines += [""] + _meta_lines(meta)
+    aux = ""
+    if arch.aux_channels:
+        aux = f"aux = torch.randn(1, {arch.aux_channels}, {example})  # auxiliary modality"
+    lines += [
+        "",
+        "Usage:",
+        "    import torch",
+        "    from model import build_model, load  # or importlib from this file's path",
+        "",
+        "    model = load('weights.pt')  # exported state_dict; build_model() for fresh weights",
+        f"    x = torch.randn(1, {arch.in_channels}, {example})  # (N, C, {spatial}); any size",
+    ]
+    if aux:
+        lines += ["    " + aux, "    logits = model(x, aux)"]
+    else:
+        lines += ["    logits = model(x)"]
+    act = "sigmoid (binary)" if arch.out_channels == 1 else "softmax over classes"
+    lines += [
+        f"    # logits: (N, {arch.out_channels}, {spatial}); probabilities by {act}",
+    ]
+    if arch.deep_supervision:
+        lines += ["    # model.forward_all(x) returns [logits, deep-supervision logits (coarser)]"]
+    text = "\n".join(l.rstrip() for l in lines)
+    if '"' in text or "\\" in text:  # cannot happen with sanitised parts; never emit it anyway
+        raise ExportError("internal error: docstring text contains quotes or backslashes")
+    return text
+
+
+def _format(code: str) -> str:
+    """`ruff format` when available (a dev tool), else the code as assembled (already tidy)."""
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        return code
+    try:
+        res = subprocess.run([ruff, "format", "--isolated", "--line-length", "100",
+                              "--stdin-filename", "model.py", "-"], input=code,
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return code
+    return res.stdout if res.returncode == 0 and res.stdout.strip() else code
+
+
+def check_generated(code: str, *, allowed_imports: Iterable[str] = _BASE_IMPORTS) -> None:
+    """Raise ExportError unless `code` compiles, imports only the allowed modules and makes no
+    call that could reach the system (eval, exec, __import__, open, os.*, ...)."""
+    allowed = set(allowed_imports) | {"__future__"}
+    try:
+        tree = ast.parse(code)
+        compile(tree, "model.py", "exec")
+    except SyntaxError as e:
+        raise ExportError(f"generated model.py is not valid Python: {e}") from None
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            mods = [a.name for a in n.names]
+        elif isinstance(n, ast.ImportFrom):
+            mods = [n.module or ""] if not n.level else ["."]
+        else:
+            mods = []
+        for m in mods:
+            if m.split(".")[0] not in allowed:
+                raise ExportError(f"generated model.py imports {m!r}; allowed: {sorted(allowed)}")
+        if isinstance(n, ast.Call):
+            f = n.func
+            if (isinstance(f, ast.Name) and f.id in _FORBIDDEN_CALLS) or (
+                    isinstance(f, ast.Attribute) and f.attr in _FORBIDDEN_METHODS):
+                name = f.id if isinstance(f, ast.Name) else f.attr
+                raise ExportError(f"generated model.py calls {name!r} (line {n.lineno})")
+        if isinstance(n, ast.Name) and n.id in _FORBIDDEN_NAMES:
+            raise ExportError(f"generated model.py refers to {n.id!r} (line {n.lineno})")
+
+
+def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: int | None = None
+                    ) -> str:
+    """The source of a standalone `model.py` for `arch` (see the module docstring)."""
+    from . import unet as unet_module
+    from .attention import registry
+
+    arch = _validated(arch)
+    meta = sanitize_meta(meta)
+    used = arch.attention_names()
+    infos = [registry.get_info(n) for n in used]
+    uses_timm = any(i.family == "timm" for i in infos) or arch.encoder_name.startswith("timm:")
+    allowed = _BASE_IMPORTS + (("timm",) if uses_timm else ())
+    graph = _SourceGraph(allowed)
+
+    def key_of(obj) -> tuple[str, str]:
+        mod = sys.modules[obj.__module__]
+        if getattr(mod, obj.__name__, None) is not obj:
+            raise ExportError(f"{obj.__qualname__} is not a top-level definition of "
+                              f"{obj.__module__}; cannot copy its source")
+        return obj.__module__, obj.__name__
+
+    layers_mod = f"{_PACKAGE}.layers"
+    timm_encoder = arch.encoder_name.startswith("timm:")
+    unet_mod = unet_module.__name__
+    if timm_encoder:
+        roots = [(unet_mod, "UNetDecoder"), (unet_mod, "_site"), (unet_mod, "SiteTable"),
+                 (unet_mod, "AttentionFactory"), (layers_mod, "resize_to")]
+    else:
+        roots = [key_of(unet_module.UNet)]
+    roots += [(layers_mod, "PassThrough"), (layers_mod, "IgnoreGuide")]
+    roots += [key_of(i.cls) for i in infos]
+    order, defs = _collect(graph, roots)
+
+    # output names: the definition's own name unless taken (by another module's definition, a
+    # builtin, an import alias or a name of the generated tail)
+    if timm_encoder:
+        graph.external.setdefault("timm", ("timm", None))
+        if graph.external["timm"] != ("timm", None):
+            raise ExportError("the name 'timm' is used for something else than the timm module")
+    taken = set(_TAIL_NAMES) | set(graph.external) | set(dir(builtins))
+    if timm_encoder:
+        taken.add("TimmUNet")
+    out_name: dict[tuple[str, str], str] = {}
+    for d in order:
+        for key, other in defs.items():
+            if other is d:
+                name = key[1]
+                if name in taken:
+                    name = f"{key[1]}_{key[0].rsplit('.', 1)[-1]}"
+                    n = 2
+                    while name in taken:
+                        name, n = f"{key[1]}_{key[0].rsplit('.', 1)[-1]}{n}", n + 1
+                taken.add(name)
+                out_name[key] = name
+
+    blocks: list[str] = []
+    current = None
+    for d in order:
+        module = d.key[0]
+        head = ""
+        if module != current:
+            head = f"# {'-' * 8} from {module.replace('.', '/')}.py {'-' * 8}\n"
+            current = module
+        mapping = {}
+        for ref in d.refs | {k[1] for k, v in defs.items() if v is d}:
+            r = graph.resolve(module, ref, used_by=module)
+            if r is not None and r[0] == "def" and out_name[r[1]] != ref:
+                mapping[ref] = out_name[r[1]]
+        blocks.append(head + _rename_tokens(d.text, mapping))
+
+    # header imports: those the copied code needs, plus torch for the tail
+    externals = dict(graph.external)
+    externals.setdefault("torch", ("torch", None))
+    std: list[str] = []
+    third: list[str] = []
+    froms: dict[str, list[str]] = {}
+    for alias, (target, attr) in sorted(externals.items(), key=lambda kv: (kv[1][0], kv[0])):
+        group = std if target.split(".")[0] in ("math", "typing") else third
+        if attr is None:
+            group.append(f"import {target}" + ("" if alias == target else f" as {alias}"))
+        else:
+            if target not in froms:
+                froms[target] = []
+                group.append(target)  # placeholder, filled below
+            froms[target].append(attr if alias == attr else f"{attr} as {alias}")
+    std, third = ([f"from {x} import {', '.join(froms[x])}" if x in froms else x for x in g]
+                  for g in (std, third))
+    header = ["from __future__ import annotations", ""] + std + [""] + third
+
+    attention_lines = ["ATTENTION = {"]
+    for info in infos:
+        attention_lines.append(f"    {info.name!r}: ({out_name[key_of(info.cls)]}, {info.kind!r}),")
+    attention_lines.append("}")
+    if any("attention_name" in b for b in blocks):
+        attention_lines += [f"{out_name[key_of(i.cls)]}.attention_name = {i.name!r}" for i in infos]
+
+    size = example_size or (64 if arch.spatial_dims == 2 else 32)
+    kw = unet_module.unet_kwargs(arch)
+    if timm_encoder:
+        unet_name = "TimmUNet"
+        kw = {"model_name": arch.encoder_name.split(":", 1)[1], **kw}
+        blocks.append(f"# {'-' * 8} timm encoder (mirrors nas_attn/unet_timm.py) {'-' * 8}\n"
+                      + _TIMM_UNET.strip("\n").format(
+                          _site=out_name[(unet_mod, "_site")],
+                          UNetDecoder=out_name[(unet_mod, "UNetDecoder")],
+                          resize_to=out_name[(layers_mod, "resize_to")]))
+    else:
+        unet_name = out_name[key_of(unet_module.UNet)]
+    doc = _docstring(arch, meta, uses_timm)
+    parts = [
+        f'"""{doc}\n"""',
+        "\n".join(header) + "\n\n"
+        f"__all__ = ['ARCH', 'META', {unet_name!r}, 'build_model', 'load', 'make_attention']",
+        "\n\n\n".join(blocks),
+        "# " + "=" * 96 + "\n# the exported architecture\n# " + "=" * 96,
+        _arch_literal(kw),
+        f"META = {_meta_literal(meta)}",
+        "\n".join(attention_lines),
+        _TAIL.strip("\n").format(PassThrough=out_name[(layers_mod, "PassThrough")],
+                                 IgnoreGuide=out_name[(layers_mod, "IgnoreGuide")],
+                                 UNet=unet_name, size=int(size)),
+    ]
+    code = "\n\n\n".join(parts) + "\n"
+    check_generated(code, allowed_imports=allowed)
+    code = _format(code)
+    check_generated(code, allowed_imports=allowed)
+    return code
+
+
+# ================================================================================================
+# files
+# ================================================================================================
+def _write_atomic(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _save_atomic(path: Path, save) -> Path:
+    """Run `save(tmp_path)` then rename to path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _state_dict(weights: Path | str | Mapping, arch: UNetArch) -> dict:
+    import torch
+
+    from .unet import build_unet
+
+    if isinstance(weights, (str, Path)):
+        try:
+            obj = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ExportError(f"cannot read weights {str(weights)!r}: {e}") from None
+    else:
+        obj = weights
+    if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ExportError("weights must be a state_dict (a mapping of names to tensors), or a "
+                          "checkpoint holding one under 'state_dict' or 'model'")
+    state = {str(k): v.detach().cpu().contiguous() for k, v in obj.items()}
+    model = build_unet(arch)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ExportError(f"weights do not match the architecture: {e}") from None
+    return state
+
+
+def load_model_py(path: Path | str, module_name: str | None = None):
+    """Import a generated model.py from its path into a fresh module (not put in sys.modules)."""
+    path = Path(path)
+    name = module_name or f"nas_attn_exported_{abs(hash(str(path.resolve()))):x}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ExportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _example_inputs(arch: UNetArch, size: Sequence[int]):
+    import torch
+
+    x = torch.randn(1, arch.in_channels, *size)
+    if arch.aux_channels:
+        return x, torch.randn(1, arch.aux_channels, *size)
+    return (x,)
+
+
+def _export_onnx(model, inputs, path: Path) -> None:
+    import torch
+
+    has_onnx = importlib.util.find_spec("onnx") is not None
+    has_script = importlib.util.find_spec("onnxscript") is not None
+    if not has_onnx:
+        raise ExportError("ONNX export needs the 'onnx' package, and torch's default exporter "
+                          "also 'onnxscript': pip install onnx onnxscript")
+    names = ["image", "aux"][: len(inputs)]
+
+    def save(tmp: Path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, tuple(inputs), str(tmp), input_names=names,
+                              output_names=["logits"], dynamo=has_script)
+
+    _save_atomic(path, save)
+
+
+def _export_torchscript(model, inputs, path: Path) -> None:
+    import torch
+
+    def save(tmp: Path):
+        with warnings.catch_warnings():
+            # TracerWarnings about shape-dependent branches; FutureWarning: torch.jit is deprecated
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model, tuple(inputs), check_trace=False)
+            with torch.no_grad():
+                want, got = model(*inputs), traced(*inputs)
+            if not torch.allclose(want, got, atol=1e-5, rtol=1e-4):
+                raise ExportError("the traced TorchScript model disagrees with the eager model")
+            torch.jit.save(traced, str(tmp))
+
+    _save_atomic(path, save)
+
+
+def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = None,
+                meta: dict | None = None, formats: tuple[str, ...] = (),
+                input_size: Sequence[int] | None = None) -> dict[str, Path]:
+    """Write model.py, arch.json, meta.json (with meta), weights.pt (with weights) and the asked
+    formats ("onnx" -> model.onnx, "torchscript" -> model.ts) into out_dir.
+
+    `weights`: a state_dict, or the path of one (or of a checkpoint holding one under
+    'state_dict' / 'model'); it must load strictly into `build_unet(arch)`. ONNX and TorchScript
+    are traced at `input_size` (default 64² in 2D, 32³ in 3D): shape-dependent resizing is fixed
+    to that size, so feed inputs of that size to those files (model.py takes any size).
+    Returns the paths written, under the keys "model", "arch", "meta", "weights", "onnx",
+    "torchscript".
+    """
+    import torch
+
+    arch = _validated(arch)
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ExportError(f"unknown export formats {bad}; accepted: {', '.join(FORMATS)}")
+    size = tuple(int(s) for s in input_size) if input_size else \
+        (64,) * 2 if arch.spatial_dims == 2 else (32,) * 3
+    if len(size) != arch.spatial_dims or any(s < 1 for s in size):
+        raise ExportError(f"input_size {size} must have {arch.spatial_dims} positive entries")
+    if "onnx" in formats and importlib.util.find_spec("onnx") is None:  # fail before writing
+        raise ExportError("ONNX export needs the 'onnx' package, and torch's default exporter "
+                          "also 'onnxscript': pip install onnx onnxscript")
+    state = _state_dict(weights, arch) if weights is not None else None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    code = render_model_py(arch, meta=meta, example_size=size[0])
+    files = {"model": _write_atomic(out_dir / "model.py", code),
+             "arch": _write_atomic(out_dir / "arch.json", arch.to_json(indent=2) + "\n")}
+    if meta is not None:
+        files["meta"] = _write_atomic(out_dir / "meta.json",
+                                      json.dumps(sanitize_meta(meta), indent=2) + "\n")
+    if state is not None:
+        files["weights"] = _save_atomic(out_dir / "weights.pt", lambda p: torch.save(state, p))
+    if formats:
+        module = load_model_py(files["model"])
+        model = module.build_model()
+        if state is not None:
+            model.load_state_dict(state)
+        model.eval()
+        inputs = _example_inputs(arch, size)
+        if "torchscript" in formats:
+            files["torchscript"] = out_dir / "model.ts"
+            _export_torchscript(model, inputs, files["torchscript"])
+        if "onnx" in formats:
+            files["onnx"] = out_dir / "model.onnx"
+            _export_onnx(model, inputs, files["onnx"])
+    return files
+
+
+def export_trial(study, number: int | None = None, out_dir: Path | None = None, *,
+                 formats: tuple[str, ...] = (), runs_dir: Path = Path("runs")):
+    """Export one trial of a study (the best when `number` is None): model.py, arch.json, the
+    weights when the trial kept a checkpoint. Returns (paths written, the frozen trial)."""
+    from .search.report import get_trial, trial_arch
+
+    trial = get_trial(study, number)
+    arch = trial_arch(trial)
+    ua = trial.user_attrs
+    meta = {
+        "score_dice": trial.values[0] if trial.values else None,
+        "params": ua.get("params"), "flops": ua.get("flops"),
+        "latency_ms": ua.get("latency_ms"),
+        "study": study.study_name, "trial": trial.number, "state": trial.state.name.lower(),
+    }
+    ckpt = ua.get("checkpoint")
+    weights = Path(ckpt) if ckpt and Path(ckpt).exists() else None
+    out = Path(out_dir) if out_dir else Path(runs_dir) / "export" / \
+        f"{sanitize_text(study.study_name, 48).replace(' ', '_')}_trial{trial.number}"
+    return export_arch(arch, out, weights=weights, meta=meta, formats=formats), trial
