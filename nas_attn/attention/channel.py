@@ -42,7 +42,8 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.flatten(2).mean(-1)
+        flat = x.flatten(2)
+        s = flat.sum(-1) / flat.shape[-1]  # = mean; its backward skips a full-size division
         s = torch.sigmoid(self.fc2(self.act(self.fc1(s))))
         return x * s.reshape(*s.shape, *([1] * (x.dim() - 2)))
 
@@ -63,7 +64,8 @@ class EfficientChannelAttention(nn.Module):
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.flatten(2).mean(-1).unsqueeze(1)  # (B, 1, C)
+        flat = x.flatten(2)
+        s = (flat.sum(-1) / flat.shape[-1]).unsqueeze(1)  # global average (B, 1, C)
         s = torch.sigmoid(self.conv(s)).squeeze(1)
         return x * s.reshape(*s.shape, *([1] * (x.dim() - 2)))
 
@@ -82,5 +84,5 @@ class CBAMChannel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(2)
-        s = torch.sigmoid(self.mlp(flat.mean(-1)) + self.mlp(flat.amax(-1)))
+        s = torch.sigmoid(self.mlp(flat.sum(-1) / flat.shape[-1]) + self.mlp(flat.max(-1).values))
         return x * s.reshape(*s.shape, *([1] * (x.dim() - 2)))

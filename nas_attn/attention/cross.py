@@ -31,16 +31,24 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import conv_nd, reduced_width, resize_to
+from ..layers import conv_nd, reduced_width
 from .registry import register
-from .tokens import DEFAULT_MAX_TOKENS, attend_tokens, fit_heads, pool_to, to_grid, token_grid
+from .tokens import (
+    DEFAULT_MAX_TOKENS,
+    attend_tokens,
+    fit_heads,
+    linear_resize,
+    pool_to,
+    to_grid,
+    token_grid,
+)
 
 
 @register("cross", family="cross", kind="paired", residual=True)
 class CrossAttention(nn.Module):
     """Multi-head cross-attention: decoder (or aux modality) feature attends to the skip."""
 
-    option_choices = {"context": ("decoder", "aux")}
+    option_choices = {"context": ("decoder", "aux")}  # noqa: RUF012 (read by the registry)
 
     def __init__(self, channels: int, *, spatial_dims: int, guide_channels: int, heads: int = 4,
                  reduction: int = 1, context: str = "decoder",
@@ -57,7 +65,9 @@ class CrossAttention(nn.Module):
         self.context = context
         self.max_tokens = max_tokens
         conv = conv_nd(spatial_dims)
-        q_in, kv_in = (guide_channels, channels) if context == "decoder" else (channels, guide_channels)
+        q_in, kv_in = (guide_channels, channels)
+        if context == "aux":
+            q_in, kv_in = kv_in, q_in
         self.query = conv(q_in, inner, 1)
         self.key = conv(kv_in, inner, 1)
         self.value = conv(kv_in, inner, 1)
@@ -75,4 +85,4 @@ class CrossAttention(nn.Module):
             q = self.query(xp)
             k, v = to_grid(self.key, g, size, grid), to_grid(self.value, g, size, grid)
         out = self.out(attend_tokens(q, k, v, self.heads, self.max_tokens))
-        return x + resize_to(self.gamma * out, size, mode="linear")
+        return x + linear_resize(self.gamma * out, size)

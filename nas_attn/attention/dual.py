@@ -29,9 +29,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import conv_nd, reduced_width, resize_to
+from ..layers import conv_nd, reduced_width
 from .registry import register
-from .tokens import DEFAULT_MAX_TOKENS, attend_tokens, channel_weights, pool_tokens
+from .tokens import (
+    DEFAULT_MAX_TOKENS,
+    attend_tokens,
+    channel_weights,
+    linear_resize,
+    pool_tokens,
+)
 
 
 @register("position", family="dual", residual=True)
@@ -56,7 +62,7 @@ class PositionAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = pool_tokens(x, self.max_tokens)
         out = attend_tokens(self.query(p), self.key(p), self.value(p), 1, self.max_tokens)
-        return x + resize_to(self.gamma * out, x.shape[2:], mode="linear")
+        return x + linear_resize(self.gamma * out, x.shape[2:])
 
 
 @register("channel_self", family="dual", residual=True)
@@ -100,6 +106,7 @@ class DualAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = pool_tokens(x, self.max_tokens)
         pos = attend_tokens(self.query(p), self.key(p), self.value(p), 1, self.max_tokens)
-        y = x + resize_to(self.gamma_position * pos, x.shape[2:], mode="linear")
+        y = x + linear_resize(self.gamma_position * pos, x.shape[2:])
         weights = channel_weights(p, self.max_tokens)  # p is x pooled to the same budget
-        return torch.baddbmm(y.flatten(2), self.gamma_channel * weights, x.flatten(2)).reshape(x.shape)
+        out = torch.baddbmm(y.flatten(2), self.gamma_channel * weights, x.flatten(2))
+        return out.reshape(x.shape)

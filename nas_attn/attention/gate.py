@@ -6,7 +6,7 @@ arXiv:1804.03999.
 alpha = sigmoid(psi(relu(W_x x + W_g g))), output x * alpha (one coefficient per position).
 
 Deviations:
-- Sizes: g is brought to the needed size with `resize_to` / adaptive pooling to the exact target
+- Sizes: g is brought to the needed size by linear resizing / adaptive pooling to the exact target
   size, never by an assumed factor of 2, so odd and arbitrary sizes work.
 - `resample="coarse"` (default, as in the paper) computes the gate at g's resolution: the paper's
   strided W_x is replaced by an adaptive average pool of x to g's exact size followed by a 1x1
@@ -24,16 +24,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import conv_nd, reduced_width, resize_to
+from ..layers import conv_nd, reduced_width
 from .registry import register
-from .tokens import pool_to
+from .tokens import linear_resize, pool_to
 
 
 @register("gate", family="gate", kind="paired")
 class AttentionGate(nn.Module):
     """Attention U-Net additive gate: sigmoid(psi(relu(W_x x + W_g g))) scales the skip x."""
 
-    option_choices = {"resample": ("coarse", "fine")}
+    option_choices = {"resample": ("coarse", "fine")}  # noqa: RUF012 (read by the registry)
 
     def __init__(self, channels: int, *, spatial_dims: int, guide_channels: int,
                  inter_channels: int = 0, resample: str = "coarse"):
@@ -41,7 +41,8 @@ class AttentionGate(nn.Module):
         if resample not in ("coarse", "fine"):
             raise ValueError(f"gate: resample must be 'coarse' or 'fine', got {resample!r}")
         if inter_channels < 0:
-            raise ValueError(f"gate: inter_channels must be >= 0 (0 = derive), got {inter_channels}")
+            raise ValueError(f"gate: inter_channels must be >= 0 (0 = derive), "
+                             f"got {inter_channels}")
         inter = inter_channels or reduced_width(channels, 2)
         conv = conv_nd(spatial_dims)
         self.resample = resample
@@ -55,6 +56,6 @@ class AttentionGate(nn.Module):
         if self.resample == "coarse":
             a = self.w_x(pool_to(x, g.shape[2:])) + self.w_g(g)
         else:
-            a = self.w_x(x) + resize_to(self.w_g(g), size, mode="linear")
+            a = self.w_x(x) + linear_resize(self.w_g(g), size)
         alpha = torch.sigmoid(self.psi(self.act(a)))
-        return x * resize_to(alpha, size, mode="linear")
+        return x * linear_resize(alpha, size)

@@ -108,7 +108,7 @@ def validate_options(name: str, options: dict[str, Any], *, spatial_dims: int = 
         default = accepted[key]
         if value is not None and default is not None and not _same_kind(value, default):
             raise AttentionOptionError(
-                f"option {key!r} of {name!r}{at} must be a {type(default).__name__} "
+                f"option {key!r} of {name!r}{at} must be of type {type(default).__name__} "
                 f"(default {default!r}), got {value!r}")
         choices = getattr(info.cls, "option_choices", {}).get(key)
         if choices is not None and value not in choices:
@@ -141,7 +141,13 @@ def create_attention(name: str | None, channels: int, *, spatial_dims: int,
         if guide_channels is None:
             raise AttentionOptionError(
                 f"attention {name!r} needs a guiding feature and can only go on a skip site")
-        return info.cls(channels, spatial_dims=spatial_dims, guide_channels=guide_channels,
-                        **options)
-    module = info.cls(channels, spatial_dims=spatial_dims, **options)
-    return module if guide_channels is None else IgnoreGuide(module)
+    guide = {"guide_channels": guide_channels} if info.kind == "paired" else {}
+    try:
+        module = info.cls(channels, spatial_dims=spatial_dims, **guide, **options)
+    except AttentionOptionError:
+        raise
+    except ValueError as e:  # a module's own check of an option value (torch-only, exportable)
+        raise AttentionOptionError(f"attention {name!r} with options {options}: {e}") from e
+    if info.kind == "paired" or guide_channels is None:
+        return module
+    return IgnoreGuide(module)

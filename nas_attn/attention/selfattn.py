@@ -27,9 +27,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import conv_nd, norm_layer, reduced_width, resize_to
+from ..layers import conv_nd, norm_layer, reduced_width
 from .registry import register
-from .tokens import DEFAULT_MAX_TOKENS, attend_tokens, fit_heads, pool_tokens
+from .tokens import (
+    DEFAULT_MAX_TOKENS,
+    attend_tokens,
+    fit_heads,
+    linear_resize,
+    pool_tokens,
+)
 
 
 @register("self", family="self", residual=True)
@@ -60,4 +66,4 @@ class SelfAttention(nn.Module):
             h = h + self.pos(h)
         q, k, v = self.qkv(h).split(self.inner, dim=1)
         out = self.out(attend_tokens(q, k, v, self.heads, self.max_tokens))
-        return x + resize_to(self.gamma * out, x.shape[2:], mode="linear")
+        return x + linear_resize(self.gamma * out, x.shape[2:])

@@ -37,9 +37,10 @@ class SpatialAttention(nn.Module):
         self.conv = conv_nd(spatial_dims)(2, 1, kernel_size, padding=kernel_size // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
+        m = torch.cat([x.mean(1, keepdim=True), x.max(1, keepdim=True).values], dim=1)
         # channels-last: oneDNN runs this 2-channel k^d conv (and its backward) about 3x faster
-        m = m.contiguous(memory_format=torch.channels_last if m.dim() == 4 else torch.channels_last_3d)
+        last = torch.channels_last if m.dim() == 4 else torch.channels_last_3d
+        m = m.contiguous(memory_format=last)
         return x * torch.sigmoid(self.conv(m)).contiguous()
 
 
@@ -61,11 +62,12 @@ class CBAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(2)
-        c = torch.sigmoid(self.mlp(flat.mean(-1)) + self.mlp(flat.amax(-1)))
+        c = torch.sigmoid(self.mlp(flat.sum(-1) / flat.shape[-1]) + self.mlp(flat.max(-1).values))
         x = x * c.reshape(*c.shape, *([1] * (x.dim() - 2)))
-        m = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
+        m = torch.cat([x.mean(1, keepdim=True), x.max(1, keepdim=True).values], dim=1)
         # channels-last: oneDNN runs this 2-channel k^d conv (and its backward) about 3x faster
-        m = m.contiguous(memory_format=torch.channels_last if m.dim() == 4 else torch.channels_last_3d)
+        last = torch.channels_last if m.dim() == 4 else torch.channels_last_3d
+        m = m.contiguous(memory_format=last)
         return x * torch.sigmoid(self.conv(m)).contiguous()
 
 
@@ -73,7 +75,7 @@ class CBAM(nn.Module):
 class SCSE(nn.Module):
     """scSE: channel SE gate and 1x1-conv spatial gate applied concurrently, combined (add/max)."""
 
-    option_choices = {"combine": ("add", "max")}
+    option_choices = {"combine": ("add", "max")}  # noqa: RUF012 (read by the registry)
 
     def __init__(self, channels: int, *, spatial_dims: int, reduction: int = 16,
                  combine: str = "add"):
@@ -89,7 +91,8 @@ class SCSE(nn.Module):
         self.sse = conv_nd(spatial_dims)(channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = torch.sigmoid(self.cse(x.flatten(2).mean(-1)))
+        flat = x.flatten(2)
+        c = torch.sigmoid(self.cse(flat.sum(-1) / flat.shape[-1]))
         xc = x * c.reshape(*c.shape, *([1] * (x.dim() - 2)))
         xs = x * torch.sigmoid(self.sse(x))
         return xc + xs if self.combine == "add" else torch.maximum(xc, xs)

@@ -37,7 +37,8 @@ except ImportError:  # pragma: no cover - timm is a declared dependency
 
 def _check_2d(name: str, spatial_dims: int, reduction: int = 1) -> None:
     if spatial_dims != 2:
-        raise ValueError(f"{name}: timm attention layers are 2D only, got spatial_dims={spatial_dims}")
+        raise ValueError(f"{name}: timm attention layers are 2D only, "
+                         f"got spatial_dims={spatial_dims}")
     if reduction < 1:
         raise ValueError(f"{name}: reduction must be >= 1, got {reduction}")
 

@@ -1,22 +1,25 @@
 """Shared token attention: every attention over positions or channels goes through here.
 
-Functions only, at module level, importing only torch and `..layers`: `nas_attn.export` copies
-this file whole into standalone `model.py` files, next to `layers.py`.
+Functions only, at module level, importing only torch (and math): `nas_attn.export` copies what
+the exported attention classes use from here into standalone `model.py` files.
 
 Cost bound. A feature map of N positions attended at full resolution costs O(N^2) time (and,
 without a fused kernel, O(N^2) memory): 128^2 positions are 16384 tokens, 2.7e8 scores per head
 and image. Beyond a token budget (`max_tokens`) the maps are average-pooled to a grid of at most
 `max_tokens` positions (aspect ratio kept as far as integer sizes allow), attention runs there and
-the result is brought back to full size by (bi/tri)linear interpolation. Queries are pooled too,
-so the cost of one attention call is bounded by max_tokens^2 * width at every level.
+the result is brought back to full size by (bi/tri)linear interpolation (`linear_resize`: the
+numbers of `resize_to(..., mode="linear")`, computed by one small matrix product per axis, whose
+backward is several times faster on CPU than the interpolation kernel's). Queries are pooled too,
+so one attention call costs at most max_tokens^2 * width multiply-adds per image at every level.
 
-Default budget: `DEFAULT_MAX_TOKENS` = 256 positions (a 16x16 grid in 2D, 6x6x7 in 3D). With it,
-token attention at every site of a depth-4 UNet (widths 16..256, 128^2 input) stays within 2x the
-plain UNet's training step time and 1.5x its peak memory on a CPU (benchmarks/attention_cost.py):
-the pooled attention costs 256^2 * width multiply-adds per head, below one 3x3 conv of the same
-level for widths <= 256 at 128^2. Deep levels (16^2 and below in a 128^2 UNet) are under the budget
-and attend at full resolution. Raise it per site (option `max_tokens`) for finer global context;
-0 means no budget (full resolution everywhere, quadratic cost).
+Default budget: `DEFAULT_MAX_TOKENS` = 256 positions (a 16x16 grid in 2D, 7x6x6 for a cube in
+3D). Measured with benchmarks/attention_cost.py (depth-4 UNet, widths 16..256, 4 x 128^2, one CPU
+thread; `self` / `dual` at all 13 sites, time and peak-memory ratios to the plain UNet):
+budget 256: self 1.55x / 1.45x, dual 1.64x / 1.48x; budget 512: 2.14x / 1.56x and 1.95x / 1.58x;
+budget 1024: 3.34x / 1.75x and 2.42x / 1.73x. 256 is the largest of these that keeps the design
+targets (<= 2x time, <= 1.5x memory). In a 128^2 UNet only levels 0-2 are pooled; 16^2 and below
+attend at full resolution. Raise it per site (option `max_tokens`) for finer global context; 0
+means no budget (full resolution everywhere, quadratic cost).
 
 Pooling commutes exactly with 1x1 convolutions (an average pool and a per-position affine map
 commute, since the pooling weights sum to one), and so does linear resizing; modules therefore pool
@@ -30,8 +33,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..layers import resize_to
-
 DEFAULT_MAX_TOKENS = 256
 
 
@@ -43,7 +44,7 @@ def token_grid(size, max_tokens: int) -> tuple[int, ...]:
     if max_tokens <= 0 or n <= max_tokens:
         return size
     scale = (max_tokens / n) ** (1.0 / len(size))
-    grid = [max(1, min(s, int(math.floor(s * scale + 1e-9)))) for s in size]
+    grid = [max(1, min(s, math.floor(s * scale + 1e-9))) for s in size]
     while math.prod(grid) > max_tokens:  # only when a side was clamped at 1
         i = max(range(len(grid)), key=lambda j: grid[j])
         grid[i] -= 1
@@ -58,6 +59,43 @@ def token_grid(size, max_tokens: int) -> tuple[int, ...]:
                 grown = True
                 break
     return tuple(grid)
+
+
+def interp_matrix(n_out: int, n_in: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) matrix of 1D linear interpolation, as F.interpolate(align_corners=False),
+    in like's dtype and device (positions computed in float32 at least, as torch does)."""
+    calc = torch.float64 if like.dtype == torch.float64 else torch.float32
+    dst = torch.arange(n_out, dtype=calc, device=like.device)
+    src = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w1 = src - i0.to(calc)
+    rows = torch.arange(n_out, device=like.device)
+    m = torch.zeros(n_out, n_in, dtype=calc, device=like.device)
+    m.index_put_((rows, i0), 1 - w1, accumulate=True)
+    m.index_put_((rows, i1), w1, accumulate=True)
+    return m.to(like.dtype)
+
+
+def linear_resize(t: torch.Tensor, size) -> torch.Tensor:
+    """Same numbers as `resize_to(t, size, mode="linear")`, computed as one small matrix product
+    per spatial axis: on CPU its backward is several times faster than the interpolation
+    kernel's (which dominated the cost of bringing pooled attention back to full size)."""
+    size = tuple(int(s) for s in size)
+    if tuple(t.shape[2:]) == size:
+        return t
+    last = t.dim() - 3
+    for axis in reversed(range(len(size))):
+        n_in, n_out = t.shape[2 + axis], size[axis]
+        if n_in == n_out:
+            continue
+        m = interp_matrix(n_out, n_in, t)
+        if axis == last:
+            t = t @ m.t()
+        else:
+            head, after = t.shape[:2 + axis], t.shape[3 + axis:]
+            t = (m @ t.reshape(*head, n_in, math.prod(after))).reshape(*head, n_out, *after)
+    return t
 
 
 def pool_to(x: torch.Tensor, size) -> torch.Tensor:
@@ -83,8 +121,8 @@ def resample_project(conv, x: torch.Tensor, size) -> torch.Tensor:
     """`conv(resize_to(x, size, "linear"))` for a 1x1 conv, in the cheaper order (they commute)."""
     size = tuple(int(s) for s in size)
     if math.prod(size) < math.prod(x.shape[2:]):
-        return conv(resize_to(x, size, mode="linear"))
-    return resize_to(conv(x), size, mode="linear")
+        return conv(linear_resize(x, size))
+    return linear_resize(conv(x), size)
 
 
 def to_grid(conv, g: torch.Tensor, size, grid) -> torch.Tensor:
@@ -101,8 +139,8 @@ def to_grid(conv, g: torch.Tensor, size, grid) -> torch.Tensor:
 
 
 def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, C, *spatial) -> (B, heads, N, C // heads), contiguous (the fused CPU kernel needs a
-    unit stride in the last dim; the maps here are within the token budget, so the copy is small)."""
+    """(B, C, *spatial) -> (B, heads, N, C // heads), contiguous: the fused CPU kernel needs a
+    unit stride in the last dim (the maps here are within the token budget: a small copy)."""
     b, c = t.shape[:2]
     return t.reshape(b, heads, c // heads, -1).transpose(-1, -2).contiguous()
 
@@ -125,6 +163,9 @@ def attend_tokens(q_map: torch.Tensor, k_map: torch.Tensor, v_map: torch.Tensor,
     """Multi-head softmax(Q K^T / sqrt(d)) V over positions, via scaled_dot_product_attention.
 
     q_map (B, Cq, *Sq), k_map (B, Cq, *Sk), v_map (B, Cv, *Sk); heads must divide Cq and Cv.
+    When the q/k head width is below v's, q and k may be zero-padded to it (scale kept at
+    1/sqrt(q/k head width)): the scores are unchanged and the fused (flash) CPU kernel, which
+    needs equal widths, is used instead of the math path that stores the Nq x Nk weights.
     Maps beyond `max_tokens` positions are pooled to a grid within budget first; the result
     (B, Cv, *Sq) is brought back to q_map's size by linear interpolation.
     """
@@ -133,9 +174,14 @@ def attend_tokens(q_map: torch.Tensor, k_map: torch.Tensor, v_map: torch.Tensor,
     kv_grid = token_grid(k_map.shape[2:], max_tokens)
     k_map = pool_to(k_map, kv_grid)
     v_map = pool_to(v_map, kv_grid)
-    out = F.scaled_dot_product_attention(
-        split_heads(q_map, heads), split_heads(k_map, heads), split_heads(v_map, heads))
-    return resize_to(merge_heads(out, q_map.shape[2:]), out_size, mode="linear")
+    q, k, v = split_heads(q_map, heads), split_heads(k_map, heads), split_heads(v_map, heads)
+    dq, dv, nq, nk = q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2]
+    if dq < dv and (nq + nk) * dv < nq * nk:
+        # zero-pad q and k to v's width: same scores, and the fused kernel applies (it needs equal
+        # widths); worth it when padded q, k are smaller than the Nq x Nk weights it then avoids
+        q, k = F.pad(q, (0, dv - dq)), F.pad(k, (0, dv - dq))
+    out = F.scaled_dot_product_attention(q, k, v, scale=dq ** -0.5)
+    return linear_resize(merge_heads(out, q_map.shape[2:]), out_size)
 
 
 def channel_weights(x: torch.Tensor, max_tokens: int = DEFAULT_MAX_TOKENS) -> torch.Tensor:
