@@ -547,3 +547,21 @@ def test_loader_workers_are_seeded():
         tl, _ = make_loaders(tr, va, cfg, batch_size=2, seed=seed)
         firsts.append(next(iter(tl))["image"])
     assert torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[0], firsts[2])
+
+
+def test_reused_loader_reseeded_draws_like_a_fresh_one():
+    data = make_builtin(2, n=6, size=32, seed=3)
+    cfg = DataConfig(augment={"flips": True, "rot90": True})
+
+    def first_batch(loader):
+        return next(iter(loader))
+
+    fresh = make_loaders(data, data, cfg, batch_size=4, seed=7)[0]
+    a = first_batch(fresh)
+    reused = make_loaders(data, data, cfg, batch_size=4, seed=7)[0]
+    for _ in range(2):  # advance its streams as a finished trial would have
+        first_batch(reused)
+    reused.generator.manual_seed(7)
+    reused.dataset.reseed(7)
+    b = first_batch(reused)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])

@@ -93,6 +93,12 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def reseed(self, seed: int) -> None:
+        """Restart the patch and augmentation streams, as a fresh dataset with `seed` would."""
+        self.rng = np.random.default_rng([seed, 104729])
+        if self.augment is not None:
+            self.augment.set_random_seed(int(seed))
+
     def _start(self, k: int) -> tuple[int, ...]:
         shape = self.masks[k].shape
         free = [s - p for s, p in zip(shape, self.patch)]

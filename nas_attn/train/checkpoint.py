@@ -1,0 +1,133 @@
+"""Checkpoints: plain tensors + the architecture JSON + metrics, safe for `weights_only=True`.
+
+Layout (a dict): `format` (int), `arch` (UNetArch JSON string), `state_dict` (name -> CPU
+tensor), `meta` (plain JSON-like values: metrics, epoch, train config ...). Writing is atomic:
+the file is written to a temporary name in the same folder, flushed, then renamed over the
+target, so a crash never leaves a half-written checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from ..errors import TrainingError
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint file that is missing, unreadable or not a nas-attn checkpoint."""
+
+
+def _plain(value: Any) -> Any:
+    """Make metric values safe for `weights_only` loading (JSON-like builtins only)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached, contiguous CPU copy of the model's state."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """`torch.save` to a temporary file in the target's folder, fsync, then `os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, arch, state_dict: Mapping[str, torch.Tensor],
+                    meta: Mapping[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically; `state_dict` may come from `state_dict_cpu`."""
+    obj = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": arch.to_json(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+        "meta": _plain(dict(meta or {})),
+    }
+    return atomic_torch_save(obj, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw checkpoint dict (validated), loaded with `weights_only=True` onto the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (pickle / zip errors of many kinds)
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {e}") from None
+    missing = {"format", "arch", "state_dict"} - set(obj) if isinstance(obj, dict) else {"all"}
+    if missing:
+        raise CheckpointError(f"{str(path)!r} is not a nas-attn checkpoint (missing "
+                              f"{sorted(missing)}; expected keys format, arch, state_dict, meta)")
+    if obj["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {str(path)!r} has format {obj['format']!r}; this "
+                              f"nas-attn reads format {CHECKPOINT_FORMAT}")
+    return obj
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """`(arch, model, meta)`: the architecture, its model with the saved weights (eval mode, on
+    `device`), and the saved metadata (metrics, epoch, ...)."""
+    from ..arch import UNetArch
+    from ..unet import build_unet
+
+    obj = read_checkpoint(path)
+    arch = UNetArch.from_json(obj["arch"])
+    model = build_unet(arch)
+    try:
+        model.load_state_dict(obj["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {str(path)!r}: weights do not match its architecture: "
+                              f"{e}") from None
+    model.to(device).eval()
+    return arch, model, dict(obj.get("meta") or {})
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON atomically (same temp-then-rename rule as checkpoints)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_plain(data), f, indent=2, allow_nan=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path

@@ -1,0 +1,468 @@
+"""`train(...)`: one candidate, trained and evaluated; the function every trial calls.
+
+Library code: prints nothing. Per-step progress goes to an optional `progress(StepInfo)`
+callback, per-evaluation metrics to `on_epoch(epoch, metrics)` (which may raise, e.g.
+`optuna.TrialPruned`: the exception propagates after accelerator memory is released).
+"""
+from __future__ import annotations
+
+import gc
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn as nn
+
+from ..device import Runtime, seed_everything
+from ..errors import DivergedError, OutOfMemoryError, TrainingError
+from .checkpoint import save_checkpoint, state_dict_cpu
+from .config import TrainConfig
+from .losses import SegLoss
+from .metrics import MetricAccumulator, labels_from_logits
+
+
+# ----- progress / result ------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepInfo:
+    """What `progress` receives every few optimizer steps (every step on CPU)."""
+
+    epoch: int             # 1-based
+    epochs: int
+    step: int              # 1-based, within the epoch
+    steps_per_epoch: int
+    global_step: int
+    total_steps: int       # planned (a time budget may end the run earlier)
+    loss: float            # mean loss over the steps since the last report
+    lr: float
+    images_per_s: float    # training throughput so far (data wait included)
+    elapsed_s: float
+
+
+@dataclass
+class TrainResult:
+    arch: Any
+    model: nn.Module
+    """Best weights loaded (the EMA weights when `ema` is on), eval mode, on the run's device."""
+    best: dict[str, Any]
+    """Metrics of the best evaluation (by mean foreground Dice), with its `epoch`."""
+    history: list[dict[str, Any]]
+    """One dict per epoch: epoch, train_loss, lr, time, epoch_s, images_per_s; evaluated epochs
+    also have val_loss, dice, iou, dice_per_class, iou_per_class (hd95 when on)."""
+    checkpoint: Path | None
+    images_per_s: float
+    seconds: float
+    steps: int
+    stop_reason: str
+    """"epochs", "time" (max_time_s reached) or "patience"."""
+    runtime: Runtime
+    data_wait_s: float = 0.0
+    """Seconds the training steps spent waiting for the train loader."""
+    train_s: float = 0.0
+    """Seconds spent in training steps (data wait included, evaluation excluded)."""
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[StepInfo], None]
+EpochFn = Callable[[int, dict], None]
+
+
+# ----- loaders (cached across trials) -----------------------------------------------------
+_LOADERS: "OrderedDict[tuple, tuple]" = OrderedDict()
+_LOADER_CACHE_SIZE = 4
+
+
+def _cfg_key(cfg: Any) -> str:
+    dump = getattr(cfg, "model_dump_json", None)
+    return dump() if callable(dump) else repr(cfg)
+
+
+def get_loaders(train_data, val_data, data_cfg, *, batch_size: int, seed: int,
+                device_is_cuda: bool = False, samples_per_epoch: int | None = None):
+    """`make_loaders(...)`, memoised per process: trials with the same data, data config, batch
+    size and seed reuse the loaders (and their persistent workers) instead of rebuilding them.
+    The cache holds the data objects, so their ids stay valid while cached."""
+    from ..data import make_loaders
+
+    key = (id(train_data), id(val_data), _cfg_key(data_cfg), batch_size, seed, device_is_cuda,
+           samples_per_epoch)
+    hit = _LOADERS.get(key)
+    if hit is not None:
+        _LOADERS.move_to_end(key)
+        _reseed(hit[2][0], seed)
+        return hit[2]
+    loaders = make_loaders(train_data, val_data, data_cfg, batch_size=batch_size, seed=seed,
+                           device_is_cuda=device_is_cuda, samples_per_epoch=samples_per_epoch)
+    _LOADERS[key] = (train_data, val_data, loaders)
+    while len(_LOADERS) > _LOADER_CACHE_SIZE:
+        _LOADERS.popitem(last=False)
+    return loaders
+
+
+def _reseed(loader, seed: int) -> None:
+    """Restart a reused train loader's random streams, so a trial draws the same patches as in
+    a fresh process: the shuffling generator, and the dataset's own (`reseed(seed)`) if it
+    offers one. (Persistent worker processes keep their own streams.)"""
+    gen = getattr(loader, "generator", None)
+    if isinstance(gen, torch.Generator):
+        gen.manual_seed(int(seed))
+    reseed = getattr(getattr(loader, "dataset", None), "reseed", None)
+    if callable(reseed):
+        reseed(seed)
+
+
+def clear_loader_cache() -> None:
+    _LOADERS.clear()
+
+
+# ----- optimizer / schedule ---------------------------------------------------------------
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or Nesterov SGD; no weight decay on norm weights and biases (1-D parameters)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+
+
+class LRSchedule:
+    """timm's schedulers (cosine, poly 0.9, constant), driven by steps or wall time.
+
+    Warm-up is linear over `warmup_steps` optimizer steps from 1 % of the peak lr, capped at a
+    quarter of the planned steps (a one-epoch run does not spend itself warming up). The decay
+    after it follows the larger of step progress and, with a time budget, time progress, so the
+    lr reaches its floor when either the planned steps or the budget run out.
+    """
+
+    RESOLUTION = 10_000
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig, *, total_steps: int,
+                 warmup_steps: int):
+        from timm.scheduler import CosineLRScheduler, PolyLRScheduler, StepLRScheduler
+
+        self.cfg = cfg
+        self.total_steps = max(1, total_steps)
+        self.warmup_steps = max(0, min(warmup_steps, self.total_steps // 4))
+        self.decay_t = self.RESOLUTION
+        self.warmup_end_s: float | None = None if self.warmup_steps else 0.0
+        common = dict(warmup_t=self.warmup_steps, warmup_lr_init=cfg.lr * 0.01,
+                      warmup_prefix=True, t_in_epochs=False)
+        if cfg.schedule == "cosine":
+            self.sched = CosineLRScheduler(optimizer, t_initial=self.decay_t,
+                                           lr_min=cfg.lr * cfg.min_lr_ratio, **common)
+        elif cfg.schedule == "poly":
+            self.sched = PolyLRScheduler(optimizer, t_initial=self.decay_t, power=0.9,
+                                         lr_min=cfg.lr * cfg.min_lr_ratio, **common)
+        else:
+            self.sched = StepLRScheduler(optimizer, decay_t=10 ** 9, decay_rate=1.0, **common)
+        self.optimizer = optimizer
+
+    def progress(self, step: int, elapsed_s: float) -> float:
+        """Share (0..1) of the decay phase done after `step` optimizer steps."""
+        if step < self.warmup_steps:
+            return 0.0
+        if self.warmup_end_s is None:
+            self.warmup_end_s = elapsed_s
+        q = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        budget = self.cfg.max_time_s
+        if budget is not None:
+            q = max(q, (elapsed_s - self.warmup_end_s) / max(1e-9, budget - self.warmup_end_s))
+        return min(1.0, q)
+
+    def update(self, step: int, elapsed_s: float) -> float:
+        if step < self.warmup_steps:
+            t = step
+        else:
+            t = self.warmup_steps + int(round(self.progress(step, elapsed_s) * self.decay_t))
+        self.sched.step_update(t)
+        return self.lr
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+
+# ----- evaluation -------------------------------------------------------------------------
+def _patch_tuple(patch_size, spatial_dims: int) -> tuple[int, ...] | None:
+    if patch_size is None:
+        return None
+    if isinstance(patch_size, int):
+        return (patch_size,) * spatial_dims
+    sizes = tuple(int(p) for p in patch_size)
+    return sizes * spatial_dims if len(sizes) == 1 else sizes
+
+
+def _eval_patch(data_cfg, train_data):
+    """The training patch size (the data package's rule), used to decide on sliding windows."""
+    patch = getattr(data_cfg, "patch_size", None)
+    try:
+        from ..data.loaders import resolve_patch
+
+        return resolve_patch(patch, train_data)
+    except Exception:  # noqa: BLE001  (no data package rule / odd data: fall back to the config)
+        return patch
+
+
+def predict_logits(model: nn.Module, image: torch.Tensor, runtime: Runtime, *, patch_size=None,
+                   overlap: float = 0.25, aux: torch.Tensor | None = None) -> torch.Tensor:
+    """Float32 logits (1, C, *sp) for one whole image (1, C_in, *sp) already on the device;
+    sliding window (`nas_attn.data.sliding_window_predict`) where it is larger than the patch."""
+    patch = _patch_tuple(patch_size, image.dim() - 2)
+    with torch.no_grad(), runtime.autocast():
+        if patch is not None and any(s > p for s, p in zip(image.shape[2:], patch)):
+            from ..data import sliding_window_predict
+
+            logits = sliding_window_predict(model, image, patch, overlap=overlap, aux=aux)
+        else:
+            logits = model(image, aux)
+    return logits.float()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, val_loader, runtime: Runtime, *, classes: int, patch_size=None,
+             overlap: float = 0.25, hd95: bool = False,
+             criterion: nn.Module | None = None) -> dict[str, Any]:
+    """Metrics over whole validation images (see `metrics` for the averaging rule), plus the
+    mean `val_loss` per image when a criterion is given. The model is left in eval mode."""
+    model.eval()
+    acc = MetricAccumulator(classes, with_hd95=hd95)
+    losses = []
+    for batch in val_loader:
+        batch = runtime.to_device(batch)
+        image, mask = batch["image"], batch["mask"]
+        aux = batch.get("aux")
+        logits = predict_logits(model, image, runtime, patch_size=patch_size, overlap=overlap,
+                                aux=aux)
+        if criterion is not None:
+            losses.append(float(criterion(logits, mask)))
+        for pred, gt in zip(labels_from_logits(logits), mask):
+            acc.add(pred, gt)
+    out: dict[str, Any] = acc.result()
+    if losses:
+        out["val_loss"] = sum(losses) / len(losses)
+    return out
+
+
+# ----- training ---------------------------------------------------------------------------
+def _cycle(loader) -> Iterator:
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise TrainingError("the training loader yielded no batches (no training samples?)")
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
+                                            or "not enough memory" in msg)
+
+
+def _release(exc: BaseException | None, runtime: Runtime | None) -> None:
+    """Drop the frames' references to tensors and give accelerator memory back."""
+    if exc is not None and exc.__traceback__ is not None:
+        traceback.clear_frames(exc.__traceback__)
+    gc.collect()
+    if runtime is not None:
+        runtime.empty_cache()
+
+
+def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, *,
+          on_epoch: EpochFn | None = None, out_dir: str | Path | None = None,
+          progress: ProgressFn | None = None, loaders: tuple | None = None,
+          runtime: Runtime | None = None, preview: bool = True) -> TrainResult:
+    """Train `build_unet(arch)` on `train_data`, evaluate on `val_data` after every
+    `cfg.val_every` epochs (and at the end), keep the best by mean foreground Dice.
+
+    `loaders` (train, val) overrides `make_loaders` (default: memoised, see `get_loaders`);
+    `runtime` overrides the one built from `cfg.device/amp/channels_last`. With `out_dir`, the
+    best checkpoint is written (atomically) to `out_dir/best.pt` at every improvement, and at
+    the end (`preview=True`) `out_dir/preview.png` shows the best model on validation images.
+
+    Raises `DivergedError` (NaN/inf loss), `OutOfMemoryError` (accelerator or host memory), and
+    whatever `on_epoch` raises.
+    """
+    cfg = cfg or TrainConfig()
+    if runtime is None:
+        runtime = Runtime.create(cfg.device, amp=cfg.amp, channels_last=cfg.channels_last,
+                                 spatial_dims=arch.spatial_dims)
+    try:
+        result = _train(arch, train_data, val_data, data_cfg, cfg, runtime=runtime,
+                        on_epoch=on_epoch, out_dir=out_dir, progress=progress, loaders=loaders)
+        if out_dir is not None and preview:
+            from .preview import save_preview
+
+            save_preview(result.model, val_data, Path(out_dir) / "preview.png", runtime,
+                         patch_size=_eval_patch(data_cfg, train_data), overlap=cfg.val_overlap)
+        return result
+    except BaseException as e:  # noqa: BLE001  (cleanup, then re-raise)
+        if not _is_oom(e):
+            if runtime.device.type != "cpu":
+                _release(e, runtime)
+            raise
+        msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        _release(e, runtime)
+    raise OutOfMemoryError(
+        f"out of memory on {runtime.device} while training {arch.summary()} with batch_size "
+        f"{cfg.batch_size}: {msg}. Try a smaller batch_size, patch size or widths"
+        + (", or turn AMP on" if runtime.is_cuda and not runtime.amp else "") + ".")
+
+
+def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: Runtime,
+           on_epoch, out_dir, progress, loaders) -> TrainResult:
+    from ..unet import build_unet
+
+    t_start = time.perf_counter()
+    seed_everything(cfg.seed, deterministic=cfg.deterministic)
+    if loaders is None:
+        loaders = get_loaders(train_data, val_data, data_cfg, batch_size=cfg.batch_size,
+                              seed=cfg.seed, device_is_cuda=runtime.is_cuda,
+                              samples_per_epoch=cfg.resolved_samples_per_epoch(len(train_data)))
+    train_loader, val_loader = loaders
+    steps_per_epoch = cfg.steps_per_epoch or len(train_loader)
+    if steps_per_epoch < 1:
+        raise TrainingError("the training loader is empty: no training samples, or batch_size "
+                            f"{cfg.batch_size} larger than the samples with drop_last")
+    total_steps = cfg.epochs * steps_per_epoch
+    patch_size = _eval_patch(data_cfg, train_data)
+
+    model = runtime.prepare_model(build_unet(arch))
+    model.train()
+    optimizer = make_optimizer(model, cfg)
+    schedule = LRSchedule(optimizer, cfg, total_steps=total_steps,
+                          warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)))
+    scaler = runtime.scaler()
+    criterion = SegLoss(arch.out_channels, dice_weight=cfg.dice_weight, ce_weight=cfg.ce_weight,
+                        ds_weight=cfg.ds_weight)
+    ema = None
+    if cfg.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=3 / 4)
+    deep = bool(arch.deep_supervision)
+    report_every = 1 if runtime.device.type == "cpu" else 10
+
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    best_state: dict[str, torch.Tensor] | None = None
+    ckpt_path = Path(out_dir) / "best.pt" if out_dir is not None else None
+    written: Path | None = None
+    global_step, images, train_done_s, wait_s = 0, 0, 0.0, 0.0
+    since_best, stop_reason = 0, "epochs"
+    batches = _cycle(train_loader)
+
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t_epoch = time.perf_counter()
+        epoch_loss_sum, epoch_steps, epoch_images = 0.0, 0, 0
+        pending: list[torch.Tensor] = []
+        out_of_time = False
+        for step in range(1, steps_per_epoch + 1):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            t1 = time.perf_counter()
+            wait_s += t1 - t0
+            batch = runtime.to_device(batch)
+            x, y = batch["image"], batch["mask"]
+            aux = batch.get("aux")
+            with runtime.autocast():
+                outs = model.forward_all(x, aux) if deep else model(x, aux)
+            loss = criterion(outs, y)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            global_step += 1
+            epoch_images += x.shape[0]
+            pending.append(loss.detach())
+            if ema is not None:
+                ema.update(model, step=global_step)
+            elapsed = time.perf_counter() - t_start
+            lr = schedule.lr
+            schedule.update(global_step, elapsed)
+            out_of_time = cfg.max_time_s is not None and elapsed >= cfg.max_time_s
+            if len(pending) >= report_every or step == steps_per_epoch or out_of_time:
+                values = torch.stack(pending).float().cpu()  # one sync per report
+                bad = (~torch.isfinite(values)).nonzero()
+                if len(bad):
+                    first = global_step - len(pending) + 1 + int(bad[0])
+                    raise DivergedError(
+                        f"loss became {float(values[int(bad[0])])} at epoch {epoch}, step "
+                        f"{first - (epoch - 1) * steps_per_epoch} (global step {first}, lr "
+                        f"{lr:.3g}) for {arch.summary()}; lower lr (now {cfg.lr:g}), keep "
+                        f"grad_clip on (now {cfg.grad_clip}), or turn AMP off")
+                epoch_loss_sum += float(values.sum())
+                epoch_steps += len(pending)
+                pending.clear()
+                if progress is not None:
+                    busy = train_done_s + time.perf_counter() - t_epoch
+                    progress(StepInfo(epoch=epoch, epochs=cfg.epochs, step=step,
+                                      steps_per_epoch=steps_per_epoch, global_step=global_step,
+                                      total_steps=total_steps,
+                                      loss=float(values.mean()), lr=lr,
+                                      images_per_s=(images + epoch_images) / max(1e-9, busy),
+                                      elapsed_s=elapsed))
+            if out_of_time:
+                break
+        epoch_train_s = time.perf_counter() - t_epoch
+        train_done_s += epoch_train_s
+        images += epoch_images
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": epoch_loss_sum / max(1, epoch_steps),
+            "lr": schedule.lr,
+            "epoch_s": epoch_train_s,
+            "images_per_s": epoch_images / max(1e-9, epoch_train_s),
+        }
+        last = epoch == cfg.epochs or out_of_time
+        if epoch % cfg.val_every == 0 or last:
+            eval_model = ema.module if ema is not None else model
+            metrics = evaluate(eval_model, val_loader, runtime, classes=arch.classes,
+                               patch_size=patch_size, overlap=cfg.val_overlap, hd95=cfg.hd95,
+                               criterion=criterion.base)
+            record.update(metrics)
+            if not best or metrics["dice"] > best["dice"]:
+                best = {"epoch": epoch, **metrics}
+                best_state = state_dict_cpu(eval_model)
+                since_best = 0
+                if ckpt_path is not None:
+                    written = save_checkpoint(ckpt_path, arch, best_state, {
+                        "metrics": best, "epoch": epoch, "train_config": cfg.model_dump(mode="json"),
+                        "data_config": _cfg_key(data_cfg)})
+            else:
+                since_best += 1
+        record["time"] = time.perf_counter() - t_start
+        history.append(record)
+        if "dice" in record and on_epoch is not None:
+            on_epoch(epoch, dict(record))
+        if out_of_time:
+            stop_reason = "time"
+            break
+        if cfg.patience is not None and since_best >= cfg.patience:
+            stop_reason = "patience"
+            break
+
+    final = ema.module if ema is not None else model
+    if best_state is not None:
+        final.load_state_dict(best_state)
+    final.eval()
+    seconds = time.perf_counter() - t_start
+    return TrainResult(
+        arch=arch, model=final, best=best, history=history, checkpoint=written,
+        images_per_s=images / max(1e-9, train_done_s), seconds=seconds, steps=global_step,
+        stop_reason=stop_reason, runtime=runtime, data_wait_s=wait_s, train_s=train_done_s,
+        config=cfg.model_dump(mode="json"))
