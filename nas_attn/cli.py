@@ -1,0 +1,233 @@
+"""The `nas-attn` command line. The only layer that prints (with rich)."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import NasAttnError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(help="Search which attention modules to put where in a segmentation UNet.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+spaces_app = typer.Typer(help="List or check search spaces.", invoke_without_command=True)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+app.add_typer(spaces_app, name="spaces")
+app.add_typer(data_app, name="data")
+
+RUNS = typer.Option(Path("runs"), "--runs-dir", help="Where studies, checkpoints and artifacts go.")
+STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite under "
+                       "--runs-dir); `journal:PATH` for a journal file.")
+
+
+def _fmt_count(n: float) -> str:
+    if math.isinf(n):
+        return "∞ (continuous options)"
+    return f"{n:,.0f}" if n < 1e7 else f"{n:.2e}"
+
+
+def _fmt(v, spec: str = ".4f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _fmt_big(v) -> str:
+    if v is None:
+        return "—"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= div:
+            return f"{v / div:.2f}{unit}"
+    return f"{v:.0f}"
+
+
+# --------------------------------------------------------------------------------------------
+# spaces
+@spaces_app.callback()
+def spaces(ctx: typer.Context):
+    """List the ready search spaces with what each explores and how many architectures it allows."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .search.space import SPACES_DIR, load_space, space_description
+
+    table = Table(title=f"Search spaces in {SPACES_DIR}")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    table.add_column("architectures", justify="right")
+    for path in sorted(SPACES_DIR.glob("*.yaml")):
+        try:
+            count = _fmt_count(load_space(path).count_architectures())
+        except NasAttnError as e:
+            count = f"[red]invalid: {e}[/red]"
+        table.add_row(path.stem, space_description(path), count)
+    console.print(table)
+
+
+@spaces_app.command("check")
+def spaces_check(file: Path = typer.Argument(..., help="A YAML search space (or a ready name).")):
+    """Validate one search space file."""
+    from .search.space import load_space, resolve_space_path
+
+    space = load_space(file)
+    console.print(f"[green]ok[/green] {resolve_space_path(file)}: "
+                  f"{_fmt_count(space.count_architectures())} architectures, objectives "
+                  f"{', '.join(space.objectives)}, {space.budget.epochs} epochs per trial")
+
+
+# --------------------------------------------------------------------------------------------
+# data
+@data_app.command("check")
+def data_check(path: Path = typer.Argument(..., help="Folder with images/ and masks/.")):
+    """Validate a dataset folder: every problem, with file names, and a summary."""
+    from .cli_data import data_check as run
+
+    raise typer.Exit(run(path, console))
+
+
+# --------------------------------------------------------------------------------------------
+# search
+@app.command()
+def search(
+    space: str = typer.Option("default", "--space", help="YAML file or ready space name."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset folder (default: the "
+                                       "space's data, usually the built-in generator)."),
+    val_pattern: Optional[str] = typer.Option(None, "--val-pattern", help="Glob on sample "
+                                              "names that selects validation samples."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Trials to run now "
+                                         "(default: the space's search.trials)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after S seconds."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (resumes if it exists; "
+                                        "default: the space's name)."),
+    storage: Optional[str] = STORAGE,
+    runs_dir: Path = RUNS,
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe, random, gp, nsga2, brute."),
+    pruner: Optional[str] = typer.Option(None, "--pruner", help="hyperband, sha, median, none."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+):
+    """Run (or resume) an architecture search."""
+    from .cli_search import run_search_cli
+    from .search.run import SearchRequest
+
+    req = SearchRequest(space=space, data=data, val_pattern=val_pattern, trials=trials,
+                        timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
+                        device=device, sampler=sampler, pruner=pruner, seed=seed)
+    run_search_cli(req, console)
+
+
+@app.command()
+def show(
+    study: Optional[str] = typer.Argument(None, help="Study name (default: the latest)."),
+    storage: Optional[str] = STORAGE,
+    runs_dir: Path = RUNS,
+    top: int = typer.Option(15, "--top", help="Rows in the leaderboard."),
+):
+    """Leaderboard, best architecture, gain over the baselines, parameter importances."""
+    from .cli_search import show_study
+
+    show_study(study, storage, runs_dir, top, console)
+
+
+# --------------------------------------------------------------------------------------------
+# train
+@app.command()
+def train(
+    arch: Optional[Path] = typer.Option(None, "--arch", help="Architecture JSON (UNetArch)."),
+    from_study: Optional[str] = typer.Option(None, "--from-study", help="Retrain a trial of this study."),
+    trial: Optional[int] = typer.Option(None, "--trial", help="Trial number (default: the best)."),
+    data: str = typer.Option("builtin", "--data", help="Dataset folder, builtin or builtin3d."),
+    val_pattern: Optional[str] = typer.Option(None, "--val-pattern", help="Glob on sample "
+                                              "names that selects validation samples."),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/train/<name>)."),
+    device: Optional[str] = typer.Option(None, "--device"),
+    storage: Optional[str] = STORAGE,
+    runs_dir: Path = RUNS,
+):
+    """Train one architecture with the full budget; writes checkpoint, metrics and a preview."""
+    from .cli_train import run_train
+
+    if (arch is None) == (from_study is None):
+        raise NasAttnError("give exactly one of --arch FILE or --from-study STUDY")
+    arch_obj, name, train_options, data_options = None, None, {}, {}
+    if from_study is not None:
+        import yaml
+
+        from .search.report import get_trial, trial_arch
+        from .search.space import parse_space
+        from .search.study import load_study, open_storage
+
+        st = load_study(from_study, open_storage(storage, runs_dir))
+        t = get_trial(st, trial)
+        arch_obj = trial_arch(t)
+        name = f"{st.study_name}_trial{t.number}"
+        # same data settings and sampled training choices as the search, full budget
+        space = parse_space(yaml.safe_load(st.user_attrs.get("space_yaml", "{}")), from_study)
+        data_options = {k: v for k, v in space.data.items() if k != "source"}
+        if data == "builtin":
+            data = st.user_attrs.get("data_override") or space.data.get("source", "builtin")
+        train_options = {k[len("train."):]: v for k, v in t.params.items()
+                         if k.startswith("train.")}
+        train_options.update({k: v for k, v in space.training.items()
+                              if not isinstance(v, (list, dict)) and not hasattr(v, "low")})
+        console.print(f"retraining trial {t.number} of study {st.study_name!r}: "
+                      f"{t.user_attrs.get('arch_summary', '')}")
+    out = out or runs_dir / "train" / (name or (arch.stem if arch else "model"))
+    if val_pattern:
+        data_options["val_pattern"] = val_pattern
+    run_train(arch_path=arch, arch=arch_obj, data=data, epochs=epochs, out_dir=out,
+              device=device, console=console, train_options=train_options,
+              data_options=data_options)
+
+
+# --------------------------------------------------------------------------------------------
+# export and dashboard
+@app.command()
+def export(
+    study: Optional[str] = typer.Argument(None, help="Study name (default: the latest)."),
+    trial: Optional[int] = typer.Option(None, "--trial", help="Trial number (default: the best)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/export/<study>_trial<N>)."),
+    fmt: list[str] = typer.Option([], "--format", help="Also write onnx and/or torchscript."),
+    storage: Optional[str] = STORAGE,
+    runs_dir: Path = RUNS,
+):
+    """Write the chosen architecture as a standalone PyTorch file (model.py) with its weights."""
+    from .cli_export import export_cli
+
+    export_cli(study, trial, out, tuple(fmt), storage, runs_dir, console)
+
+
+@app.command()
+def dashboard(
+    storage: Optional[str] = STORAGE,
+    runs_dir: Path = RUNS,
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (localhost by default)."),
+    port: int = typer.Option(8080, "--port"),
+):
+    """Open the studies in optuna-dashboard (with the trial artifacts)."""
+    from .cli_export import dashboard_cli
+
+    dashboard_cli(storage, runs_dir, host, port, console)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI draws its own progress
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        app(args=argv, standalone_mode=True)
+    except NasAttnError as e:
+        err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

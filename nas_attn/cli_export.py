@@ -1,0 +1,50 @@
+"""`nas-attn export` and `nas-attn dashboard`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import NasAttnError
+
+
+def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, ...],
+               storage, runs_dir: Path, console: Console) -> None:
+    from .export import export_trial
+    from .search.study import load_study, open_storage
+
+    study = load_study(study_name, open_storage(storage, runs_dir))
+    written, trial = export_trial(study, trial_number, out, formats=formats, runs_dir=runs_dir)
+    table = Table(title=f"exported trial {trial.number} of study {study.study_name!r}")
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    for kind, path in written.items():
+        table.add_row(str(path), f"{Path(path).stat().st_size / 1024:.1f} KiB")
+    console.print(table)
+    console.print(f"{trial.user_attrs.get('arch_summary', '')}")
+    if "weights" not in written:
+        console.print("[yellow]note:[/yellow] this trial kept no checkpoint; model.py builds the "
+                      "architecture with fresh weights (retrain it with `nas-attn train "
+                      f"--from-study {study.study_name} --trial {trial.number}`)")
+
+
+def dashboard_cli(storage, runs_dir: Path, host: str, port: int, console: Console) -> None:
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import run_server
+
+    from .search.run import artifact_dir_for
+    from .search.study import open_storage, study_names
+
+    st = open_storage(storage, runs_dir)
+    names = study_names(st)
+    if not names:
+        raise NasAttnError(f"no studies in {storage or runs_dir}; run `nas-attn search` first")
+    art = artifact_dir_for(runs_dir)
+    art.mkdir(parents=True, exist_ok=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/yellow] serving on {host}: anyone who can reach this "
+                      "address can read and edit the studies")
+    console.print(f"optuna-dashboard on http://{host}:{port}/ ({len(names)} studies: "
+                  f"{', '.join(names)}; artifacts in {art}). Ctrl-C stops it.")
+    run_server(st, host=host, port=port, artifact_store=FileSystemArtifactStore(str(art)))

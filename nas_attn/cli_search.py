@@ -1,0 +1,200 @@
+"""Rich views for `nas-attn search` (live trial + leaderboard) and `nas-attn show`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.tree import Tree
+
+from .arch import UNetArch
+from .search.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
+                            trial_arch)
+from .search.run import SearchRequest, open_search, run_search
+from .search.study import load_study, open_storage
+
+
+def _f(v, spec=".4f"):
+    return "—" if v is None else format(v, spec)
+
+
+def _big(v):
+    if v is None:
+        return "—"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= div:
+            return f"{v / div:.2f}{unit}"
+    return f"{v:.0f}"
+
+
+STATE_STYLE = {"complete": "green", "pruned": "yellow", "fail": "red", "running": "cyan",
+               "waiting": "dim"}
+
+
+def leaderboard_table(study: optuna.Study, top: int, title: str = "Leaderboard") -> Table:
+    t = Table(title=title, expand=False)
+    for col, kw in [("rank", {"justify": "right"}), ("trial", {"justify": "right"}),
+                    ("state", {}), ("Dice", {"justify": "right"}),
+                    ("params", {"justify": "right"}), ("FLOPs", {"justify": "right"}),
+                    ("latency", {"justify": "right"}), ("architecture", {"overflow": "fold"}),
+                    ("note", {"overflow": "fold"})]:
+        t.add_column(col, **kw)
+    for r in leaderboard(study, top):
+        note = ", ".join(x for x in (r.label, r.reason) if x)
+        t.add_row(str(r.rank or ""), str(r.number),
+                  f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", _f(r.dice), _big(r.params),
+                  _big(r.flops), "—" if r.latency_ms is None else f"{r.latency_ms:.1f} ms",
+                  r.summary, note)
+    return t
+
+
+def arch_tree(arch: UNetArch, title: str) -> Tree:
+    tree = Tree(f"[bold]{title}[/bold]")
+    macro = tree.add("macro")
+    for line in arch.describe().splitlines()[:3]:
+        macro.add(line)
+    for kind in ("encoder", "bottleneck", "skip", "decoder"):
+        branch = tree.add(kind)
+        specs = [arch.bottleneck] if kind == "bottleneck" else getattr(arch, kind)
+        for i, s in enumerate(specs):
+            label = "" if kind == "bottleneck" else f"level {i}: "
+            branch.add(label + (f"[cyan]{s.short()}[/cyan]" if s.name else "[dim]none[/dim]"))
+    return tree
+
+
+class LiveView:
+    """Listener for the search loop: current trial panel + leaderboard, redrawn live."""
+
+    def __init__(self, console: Console, study_getter, epochs: int):
+        self.console = console
+        self.study_getter = study_getter
+        self.epochs = epochs
+        self.current = None
+        self.live: Live | None = None
+        self.started = time.perf_counter()
+
+    def _render(self):
+        parts = []
+        if self.current:
+            c = self.current
+            dice = "—" if c["dice"] is None else f"{c['dice']:.4f}"
+            label = f" ({c['label']})" if c["label"] else ""
+            parts.append(Panel(
+                f"{c['summary']}\nepoch {c['epoch']}/{self.epochs}   Dice {dice}   "
+                f"elapsed {time.perf_counter() - c['t0']:.0f}s",
+                title=f"trial {c['number']}{label}", border_style="cyan"))
+        parts.append(leaderboard_table(self.study_getter(), 8, "Best so far"))
+        return Group(*parts)
+
+    def refresh(self):
+        if self.live:
+            self.live.update(self._render())
+
+    def trial_started(self, number, arch, label):
+        self.current = {"number": number, "summary": arch.summary(), "epoch": 0, "dice": None,
+                        "label": label, "t0": time.perf_counter()}
+        self.refresh()
+
+    def epoch_done(self, number, epoch, metrics):
+        if self.current:
+            self.current["epoch"] = epoch
+            self.current["dice"] = float(metrics.get("dice", 0.0))
+        self.refresh()
+
+    def trial_done(self, trial):
+        self.current = None
+        self.refresh()
+
+
+def run_search_cli(req: SearchRequest, console: Console) -> None:
+    holder = {}
+    view = LiveView(console, lambda: holder["study"], 0)
+    session = open_search(req, listener=view)
+    holder["study"] = session.study
+    view.epochs = session.space.budget.epochs
+    study = session.study
+    waiting = optuna.trial.TrialState.WAITING
+    n_before = sum(t.state != waiting for t in study.get_trials(deepcopy=False))
+    console.print(f"[bold]study[/bold] {study.study_name!r} "
+                  f"({'new' if session.created else f'resumed with {n_before} trials'}), space "
+                  f"{session.space_path}, data {session.objective.data_cfg.source!r} "
+                  f"({len(session.objective.train_data)} train / "
+                  f"{len(session.objective.val_data)} val, {session.objective.info.spatial_dims}D), "
+                  f"device {session.objective.device}")
+    for note in session.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    trials = req.trials if req.trials is not None else session.space.search.trials
+    interrupted = False
+    with Live(view._render(), console=console, refresh_per_second=2, transient=False) as live:
+        view.live = live
+        try:
+            run_search(session, trials, req.timeout)
+        except KeyboardInterrupt:
+            interrupted = True
+        view.live = None
+        live.update(leaderboard_table(study, 10, f"Study {study.study_name}"))
+    ran = sum(t.state != waiting for t in study.get_trials(deepcopy=False)) - n_before
+    console.print()
+    console.print(f"ran {ran} trial(s) in this session; {len(study.trials)} in the study. "
+                  f"Storage: {session.objective.runs_dir if req.storage is None else req.storage}")
+    if interrupted:
+        console.print("[yellow]interrupted:[/yellow] the running trial was recorded as failed; "
+                      f"resume with `nas-attn search --study {study.study_name}`")
+    _summary(study, console)
+    console.print(f"next: `nas-attn show {study.study_name}`, `nas-attn export "
+                  f"{study.study_name}`, `nas-attn dashboard`")
+
+
+def _summary(study, console):
+    gains = baseline_gains(study)
+    if gains:
+        console.print("gain of the best over the baselines: " + ", ".join(
+            f"{label} {d:.4f} ({g:+.4f})" for label, d, g in gains))
+
+
+def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> None:
+    study = load_study(name, open_storage(storage, runs_dir))
+    console.print(leaderboard_table(study, top, f"Study {study.study_name} "
+                                    f"({len(study.trials)} trials)"))
+    front = pareto_front(study)
+    if front:
+        objs = study.user_attrs.get("objectives", [])
+        t = Table(title="Pareto front")
+        t.add_column("trial", justify="right")
+        for o in objs:
+            t.add_column(o, justify="right")
+        t.add_column("architecture", overflow="fold")
+        for tr in front:
+            t.add_row(str(tr.number), *[f"{v:.4g}" for v in tr.values],
+                      tr.user_attrs.get("arch_summary", ""))
+        console.print(t)
+    try:
+        best = best_trial(study)
+    except Exception as e:  # no completed trial yet
+        console.print(f"[yellow]{e}[/yellow]")
+        return
+    console.print(arch_tree(trial_arch(best), f"best: trial {best.number}, Dice "
+                                              f"{best.values[0]:.4f}"))
+    gains = baseline_gains(study)
+    if gains:
+        t = Table(title="Gain over the baselines")
+        t.add_column("baseline")
+        t.add_column("its Dice", justify="right")
+        t.add_column("best − baseline", justify="right")
+        for label, d, g in gains:
+            t.add_row(label, f"{d:.4f}", f"{g:+.4f}")
+        console.print(t)
+    imp = importances(study)
+    if imp:
+        t = Table(title="Parameter importances (fANOVA, on Dice)")
+        t.add_column("parameter")
+        t.add_column("importance", justify="right")
+        for k, v in list(imp.items())[:12]:
+            t.add_row(k, f"{v:.3f}")
+        console.print(t)
+    else:
+        console.print("[dim]parameter importances need at least 3 completed trials[/dim]")

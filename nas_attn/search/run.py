@@ -1,0 +1,331 @@
+"""Running a search: the per-trial objective and the study loop.
+
+Library code: it prints nothing. Progress goes to an optional `listener` (the CLI's live view).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+import yaml
+
+from ..arch import UNetArch
+from ..errors import ArchError, DivergedError, NasAttnError, OutOfMemoryError, StudyError
+from .cost import measure_cost
+from .sampling import DataInfo, baseline_params, sample_arch, sample_training
+from .space import Space, load_space, resolve_space_path
+from .study import DEFAULT_RUNS, make_pruner, make_sampler, open_storage, study_names
+
+KEEP_EXPORTS = 3
+"""A completed trial that ranks among the best this many gets its model.py as an artifact."""
+DIRECTIONS = {"dice": "maximize", "params": "minimize", "flops": "minimize",
+              "latency_ms": "minimize"}
+
+
+class Listener(Protocol):
+    def trial_started(self, number: int, arch: UNetArch, label: str | None) -> None: ...
+    def epoch_done(self, number: int, epoch: int, metrics: dict) -> None: ...
+    def trial_done(self, trial: optuna.trial.FrozenTrial) -> None: ...
+
+
+class _Quiet:
+    def trial_started(self, number, arch, label): pass
+    def epoch_done(self, number, epoch, metrics): pass
+    def trial_done(self, trial): pass
+
+
+@dataclass
+class SearchRequest:
+    space: str | Path = "default"
+    data: str | None = None
+    """Overrides the space's data source (a folder path, `builtin` or `builtin3d`)."""
+    val_pattern: str | None = None
+    """Overrides the space's data.val_pattern (glob on sample names for validation)."""
+    trials: int | None = None
+    timeout: float | None = None
+    study: str | None = None
+    storage: str | None = None
+    runs_dir: Path = DEFAULT_RUNS
+    device: str | None = None
+    sampler: str | None = None
+    pruner: str | None = None
+    seed: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def artifact_dir_for(runs_dir: Path) -> Path:
+    """One artifact store for every study of a runs folder (what the dashboard serves)."""
+    return (Path(runs_dir) / "artifacts").resolve()
+
+
+def _key(arch: UNetArch, train_overrides: dict) -> str:
+    blob = json.dumps({"arch": arch.to_dict(), "train": train_overrides}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def data_config(space: Space, source: str | None, val_pattern: str | None = None):
+    from ..data import DataConfig
+
+    cfg = dict(space.data)
+    if source:
+        cfg["source"] = source
+    if val_pattern:
+        cfg["val_pattern"] = val_pattern
+    return DataConfig(**cfg)
+
+
+def _patch_shape(data_cfg, train_data) -> tuple[int, ...]:
+    if data_cfg.patch_size:
+        return tuple(data_cfg.patch_size)
+    return tuple(train_data.images[0].shape[1:])
+
+
+class Objective:
+    """Sample → build → cost → constraints → train (report, prune) → value(s)."""
+
+    def __init__(self, space: Space, data_cfg, runs_dir: Path, study_name: str,
+                 device: str | None = None, listener: Listener | None = None,
+                 artifact_store=None):
+        from ..data import load_data
+        from ..device import select_device
+
+        self.space = space
+        self.data_cfg = data_cfg
+        self.train_data, self.val_data = load_data(data_cfg)  # decoded once, reused every trial
+        d = self.train_data
+        self.info = DataInfo(d.spatial_dims, d.in_channels, d.classes, d.aux_channels)
+        if space.spatial_dims and space.spatial_dims != d.spatial_dims:
+            raise StudyError(f"the space is for {space.spatial_dims}D data but the data source "
+                             f"{data_cfg.source!r} is {d.spatial_dims}D")
+        self.patch = _patch_shape(data_cfg, d)
+        self.device = select_device(device)
+        self.runs_dir = Path(runs_dir)
+        self.study_name = study_name
+        self.listener = listener or _Quiet()
+        self.artifact_store = artifact_store
+
+    # ------------------------------------------------------------------------------------
+    def train_config(self, overrides: dict):
+        from ..train import TrainConfig
+
+        b = self.space.budget
+        base = dict(epochs=b.epochs, device=str(self.device),
+                    warmup_epochs=min(1.0, b.epochs / 4))
+        if b.samples_per_epoch:
+            base["samples_per_epoch"] = b.samples_per_epoch
+        if b.max_time_s:
+            base["max_time_s"] = b.max_time_s
+        return TrainConfig.make(**{**base, **overrides})
+
+    def _duplicate(self, trial, key: str):
+        for t in trial.study.get_trials(deepcopy=False,
+                                        states=(optuna.trial.TrialState.COMPLETE,
+                                                optuna.trial.TrialState.PRUNED)):
+            if t.number != trial.number and t.user_attrs.get("config_key") == key:
+                return t
+        return None
+
+    def __call__(self, trial: optuna.Trial):
+        from ..train import train
+        from ..unet import build_unet
+
+        space = self.space
+        label = trial.user_attrs.get("baseline")
+        try:
+            arch = sample_arch(trial, space, self.info)
+        except ArchError as e:
+            trial.set_user_attr("fail_reason", f"invalid architecture: {e}")
+            raise
+        overrides = sample_training(trial, space)
+        key = _key(arch, overrides)
+        trial.set_user_attr("arch", arch.to_json())
+        trial.set_user_attr("arch_summary", arch.summary())
+        trial.set_user_attr("config_key", key)
+        dup = self._duplicate(trial, key)
+        if dup is not None:
+            trial.set_user_attr("duplicate_of", dup.number)
+            for k in ("params", "flops", "activation_mb", "latency_ms", "dice", "iou", "curve"):
+                if k in dup.user_attrs:
+                    trial.set_user_attr(k, dup.user_attrs[k])
+            if dup.state == optuna.trial.TrialState.PRUNED:
+                trial.set_user_attr("prune_reason", f"same configuration as pruned trial {dup.number}")
+                raise optuna.TrialPruned(f"same configuration as pruned trial {dup.number}")
+            return dup.values[0] if len(dup.values) == 1 else tuple(dup.values)
+
+        self.listener.trial_started(trial.number, arch, label)
+        out_dir = self.runs_dir / self.study_name / f"trial_{trial.number:04d}"
+        try:
+            cfg = self.train_config(overrides)
+            model = build_unet(arch)
+            cost = measure_cost(model, arch, self.patch, batch_size=cfg.batch_size,
+                                device=self.device)
+            del model
+            for k, v in cost.as_dict().items():
+                trial.set_user_attr(k, v)
+            _note(trial, arch, cost.as_dict())
+            broken = cost.violations(space.constraints)
+            if broken:
+                reason = "constraint: " + "; ".join(broken)
+                trial.set_user_attr("prune_reason", reason)
+                raise optuna.TrialPruned(reason)
+            curve: list[dict] = []
+
+            def on_epoch(epoch: int, metrics: dict) -> None:
+                dice = float(metrics["dice"])
+                curve.append({"epoch": epoch, **{k: _num(v) for k, v in metrics.items()
+                                                 if isinstance(v, (int, float))}})
+                trial.set_user_attr("curve", curve)
+                self.listener.epoch_done(trial.number, epoch, metrics)
+                if not space.multi_objective:
+                    trial.report(dice, epoch)
+                    if trial.should_prune():
+                        reason = f"pruned by {type(trial.study.pruner).__name__} after epoch " \
+                                 f"{epoch} (dice {dice:.4f})"
+                        trial.set_user_attr("prune_reason", reason)
+                        raise optuna.TrialPruned(reason)
+
+            result = train(arch, self.train_data, self.val_data, self.data_cfg, cfg,
+                           on_epoch=on_epoch, out_dir=out_dir)
+        except DivergedError as e:
+            trial.set_user_attr("fail_reason", f"diverged: {e}")
+            raise
+        except OutOfMemoryError as e:
+            reason = f"out of memory: {e}"
+            trial.set_user_attr("prune_reason", reason)
+            raise optuna.TrialPruned(reason) from None
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
+            raise
+        except NasAttnError as e:
+            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
+            raise
+        best = result.best
+        dice = float(best["dice"])
+        trial.set_user_attr("dice", dice)
+        trial.set_user_attr("iou", _num(best.get("iou", math.nan)))
+        trial.set_user_attr("best_epoch", int(best.get("epoch", -1)))
+        trial.set_user_attr("train_seconds", round(float(result.seconds), 2))
+        if result.checkpoint is not None:
+            trial.set_user_attr("checkpoint", str(Path(result.checkpoint).resolve()))
+        from ..curves import save_curve
+
+        save_curve(curve or result.history, out_dir / "curve.png", title=f"trial {trial.number}: {arch.summary()}")
+        self._artifacts(trial, out_dir, arch, dice, cost)
+        values = [dice] + [float(getattr(cost, o)) for o in space.objectives[1:]]
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def _artifacts(self, trial, out_dir: Path, arch: UNetArch, dice: float, cost) -> None:
+        """Preview, curve and, while the trial ranks in the top `KEEP_EXPORTS`, its model.py."""
+        if self.artifact_store is None:
+            return
+        from optuna.artifacts import upload_artifact
+
+        files = [out_dir / "preview.png", out_dir / "curve.png"]
+        done = [t.values[0] for t in trial.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        if sum(v > dice for v in done) < KEEP_EXPORTS:
+            from ..export import export_arch
+
+            meta = {"score_dice": dice, **cost.as_dict(), "study": self.study_name,
+                    "trial": trial.number}
+            files.append(export_arch(arch, out_dir / "export", meta=meta)["model"])
+        for p in files:
+            if p.exists():
+                upload_artifact(artifact_store=self.artifact_store, file_path=str(p),
+                                study_or_trial=trial)
+
+
+def _note(trial, arch: UNetArch, cost: dict) -> None:
+    """The architecture as a markdown note, shown on the trial's page in optuna-dashboard."""
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:  # the dashboard is optional at run time
+        return
+    from .report import arch_markdown
+
+    save_note(trial, arch_markdown(arch, cost))
+
+
+def _num(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+@dataclass
+class SearchSession:
+    """An opened study with everything needed to run trials on it."""
+
+    study: optuna.Study
+    space: Space
+    space_path: Path
+    created: bool
+    notes: list[str]
+    objective: Objective
+    runs_dir: Path
+
+
+def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchSession:
+    from optuna.artifacts import FileSystemArtifactStore
+
+    runs_dir = Path(req.runs_dir)
+    storage = open_storage(req.storage, runs_dir)
+    existing = study_names(storage)
+    notes = list(req.notes)
+    space_path = resolve_space_path(req.space)
+    space = load_space(space_path)
+    name = req.study or f"{space_path.stem}"
+    created = name not in existing
+    if not created:
+        study0 = optuna.load_study(study_name=name, storage=storage)
+        stored = study0.user_attrs.get("space_yaml")
+        if stored is not None and yaml.safe_load(stored) != yaml.safe_load(space_path.read_text()):
+            raise StudyError(
+                f"study {name!r} was created with a different search space "
+                f"({study0.user_attrs.get('space_path')}); resume it with that space or choose a "
+                f"new --study name")
+        if req.data is None and study0.user_attrs.get("data_override"):
+            req.data = study0.user_attrs["data_override"]
+        if req.val_pattern is None and study0.user_attrs.get("val_pattern"):
+            req.val_pattern = study0.user_attrs["val_pattern"]
+    artifact_dir = artifact_dir_for(runs_dir)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    # data first: a bad folder must fail before a study is created for it
+    data_cfg = data_config(space, req.data, req.val_pattern)
+    objective = Objective(space, data_cfg, runs_dir, name, req.device, listener,
+                          FileSystemArtifactStore(str(artifact_dir)))
+    seed = req.seed if req.seed is not None else space.search.seed
+    sampler = make_sampler(req.sampler or space.search.sampler, space, seed)
+    pruner, note = make_pruner(req.pruner or space.search.pruner, space)
+    if note:
+        notes.append(note)
+    study = optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, pruner=pruner, load_if_exists=True,
+        directions=[DIRECTIONS[o] for o in space.objectives])
+    if created:
+        study.set_user_attr("space_path", str(space_path))
+        study.set_user_attr("space_yaml", space_path.read_text())
+        study.set_user_attr("objectives", list(space.objectives))
+        if req.data:
+            study.set_user_attr("data_override", req.data)
+        if req.val_pattern:
+            study.set_user_attr("val_pattern", req.val_pattern)
+    study.set_user_attr("artifact_dir", str(artifact_dir))
+    if created and space.search.baselines:
+        for label, params in baseline_params(space):
+            study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
+    return SearchSession(study, space, space_path, created, notes, objective, runs_dir)
+
+
+def run_search(session: SearchSession, trials: int | None, timeout: float | None) -> optuna.Study:
+    """Run trials; a diverged or otherwise failed trial is recorded and the study goes on."""
+    listener = session.objective.listener
+    session.study.optimize(
+        session.objective, n_trials=trials, timeout=timeout, catch=(NasAttnError,),
+        callbacks=[lambda study, trial: listener.trial_done(trial)], gc_after_trial=True)
+    return session.study

@@ -1,0 +1,315 @@
+"""Search spaces: the YAML schema (validated with pydantic) and loading with clear errors.
+
+A space says, for each site kind (encoder, bottleneck, skip, decoder) and optionally per level,
+which attention modules may go there and the ranges of their options; the macro choices; the
+training choices worth searching; the budget per trial; the objectives; the data.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..attention import registry
+from ..errors import SpaceError
+
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+OBJECTIVES = ("dice", "params", "flops", "latency_ms")
+SAMPLERS = ("tpe", "random", "gp", "nsga2", "brute")
+PRUNERS = ("hyperband", "sha", "median", "none")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Range(_Strict):
+    """A numeric range: `{low: 1e-4, high: 1e-2, log: true}` (int when low/high are ints)."""
+
+    low: int | float
+    high: int | float
+    log: bool = False
+    step: int | float | None = None
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not self.low <= self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log ranges need low > 0, got {self.low}")
+        return self
+
+    def is_int(self) -> bool:
+        """Integer range when low, high (and step) are written as integers."""
+        return all(isinstance(v, int) and not isinstance(v, bool)
+                   for v in (self.low, self.high) + ((self.step,) if self.step else ()))
+
+    def count(self) -> float:
+        if not self.is_int():
+            return math.inf
+        step = int(self.step or 1)
+        return (int(self.high) - int(self.low)) // step + 1
+
+
+Scalar = Union[bool, int, float, str, None]
+# an option or training value: a fixed scalar, a list of choices, or a numeric range
+Choice = Union[Range, list[Scalar], Scalar]
+
+
+def choice_count(c: Choice) -> float:
+    if isinstance(c, Range):
+        return c.count()
+    if isinstance(c, list):
+        return len(c)
+    return 1
+
+
+class SiteRule(_Strict):
+    """Which attention modules may go on a site kind, optionally per level."""
+
+    choices: list[str | None] = Field(default_factory=lambda: [None])
+    levels: dict[int, list[str | None]] = Field(default_factory=dict)
+    """Per-level overrides: `{0: [null, se], 3: [null, self]}`; levels beyond the depth are ignored."""
+
+    @field_validator("choices", "levels", mode="before")
+    @classmethod
+    def _none_words(cls, v):
+        fix = lambda xs: [None if x in ("none", "null", None) else x for x in xs]  # noqa: E731
+        if isinstance(v, list):
+            return fix(v)
+        if isinstance(v, dict):
+            return {k: fix(x) if isinstance(x, list) else x for k, x in v.items()}
+        return v
+
+    def at(self, level: int) -> list[str | None]:
+        return self.levels.get(level, self.choices)
+
+
+class Macro(_Strict):
+    depth: list[int] = [4]
+    base_width: list[int] = [16]
+    width_factor: float = 2.0
+    max_width: int = 512
+    convs: list[int] = [2]
+    norm: list[str] = ["batch"]
+    act: list[str] = ["relu"]
+    upsample: list[str] = ["transpose"]
+    encoder: list[str] = ["unet"]
+    deep_supervision: list[bool] = [False]
+
+    @field_validator("depth", "base_width", "convs", "norm", "act", "upsample", "encoder",
+                     "deep_supervision", mode="before")
+    @classmethod
+    def _listify(cls, v):
+        return v if isinstance(v, list) else [v]
+
+    @field_validator("depth")
+    @classmethod
+    def _depth(cls, v):
+        bad = [d for d in v if not 1 <= d <= 6]
+        if bad:
+            raise ValueError(f"depth values must be 1..6, got {bad}")
+        return v
+
+    def widths(self, depth: int, base: int) -> tuple[int, ...]:
+        return tuple(min(self.max_width, int(round(base * self.width_factor ** i)))
+                     for i in range(depth + 1))
+
+
+class Budget(_Strict):
+    epochs: int = Field(6, ge=1)
+    samples_per_epoch: int | None = Field(None, ge=1)
+    max_time_s: float | None = Field(None, gt=0)
+    """Wall-time cap per trial (training stops after the epoch that crosses it)."""
+
+
+class Constraints(_Strict):
+    max_params: float | None = Field(None, gt=0)
+    max_flops: float | None = Field(None, gt=0)
+    """Forward FLOPs for one training patch."""
+    max_activation_mb: float | None = Field(None, gt=0)
+    """Activation memory saved for backward at the training batch size (device independent)."""
+    max_latency_ms: float | None = Field(None, gt=0)
+
+
+class SearchSettings(_Strict):
+    sampler: Literal[SAMPLERS] | None = None  # type: ignore[valid-type]
+    pruner: Literal[PRUNERS] = "hyperband"  # type: ignore[valid-type]
+    baselines: bool = True
+    trials: int = Field(10, ge=1)
+    """Trials `nas-attn search` runs when --trials is not given."""
+    seed: int = 0
+    n_startup_trials: int = Field(5, ge=0)
+
+
+class Space(_Strict):
+    """A search space file (see search_spaces/default.yaml for an annotated example)."""
+
+    description: str = ""
+    spatial_dims: Literal[2, 3] | None = None
+    macro: Macro = Field(default_factory=Macro)
+    encoder: SiteRule = Field(default_factory=SiteRule)
+    bottleneck: SiteRule = Field(default_factory=SiteRule)
+    skip: SiteRule = Field(default_factory=SiteRule)
+    decoder: SiteRule = Field(default_factory=SiteRule)
+    options: dict[str, dict[str, Choice]] = Field(default_factory=dict)
+    """Option ranges per attention module; an option not listed keeps the module's default."""
+    training: dict[str, Choice] = Field(default_factory=dict)
+    """TrainConfig fields: a fixed value, a list of choices or a range."""
+    budget: Budget = Field(default_factory=Budget)
+    constraints: Constraints = Field(default_factory=Constraints)
+    objectives: list[Literal[OBJECTIVES]] = ["dice"]  # type: ignore[valid-type]
+    data: dict[str, Any] = Field(default_factory=dict)
+    """DataConfig fields (source, patch_size, augment, ...)."""
+    search: SearchSettings = Field(default_factory=SearchSettings)
+
+    # ------------------------------------------------------------------------------------
+    @model_validator(mode="after")
+    def _semantics(self):
+        known = registry.names()
+        for kind in ("encoder", "bottleneck", "skip", "decoder"):
+            rule: SiteRule = getattr(self, kind)
+            for where, names in [(f"{kind}.choices", rule.choices)] + [
+                    (f"{kind}.levels.{lvl}", v) for lvl, v in rule.levels.items()]:
+                if not names:
+                    raise ValueError(f"{where}: empty list; use [none] for no attention")
+                for n in names:
+                    if n is None:
+                        continue
+                    if n not in known:
+                        raise ValueError(f"{where}: unknown attention {n!r}; known: none, "
+                                         f"{', '.join(known)}")
+                    if registry.get_info(n).kind == "paired" and kind != "skip":
+                        raise ValueError(f"{where}: {n!r} needs a guiding feature and may only "
+                                         "be listed under skip")
+        for name, opts in self.options.items():
+            if name not in known:
+                raise ValueError(f"options.{name}: unknown attention {name!r}; known: "
+                                 f"{', '.join(known)}")
+            accepted = registry.get_info(name).options()
+            for key in opts:
+                if key not in accepted:
+                    raise ValueError(f"options.{name}.{key}: {name!r} has no option {key!r}; "
+                                     f"accepted: {', '.join(accepted) or 'none'}")
+        from ..train import TrainConfig
+
+        fields = TrainConfig.model_fields
+        for key in self.training:
+            if key not in fields:
+                raise ValueError(f"training.{key}: not a training setting; accepted: "
+                                 f"{', '.join(fields)}")
+        from ..data import DataConfig
+
+        try:
+            DataConfig(**self.data)
+        except ValidationError as e:
+            raise ValueError("data: " + _first_errors(e)) from None
+        if self.objectives[0] != "dice":
+            raise ValueError(f"objectives: the first objective must be dice, got {self.objectives}")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives: repeated entries in {self.objectives}")
+        return self
+
+    # ------------------------------------------------------------------------------------
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def rule(self, kind: str) -> SiteRule:
+        return getattr(self, kind)
+
+    def option_choices(self, name: str) -> dict[str, Choice]:
+        return self.options.get(name, {})
+
+    def count_architectures(self) -> float:
+        """Distinct architectures the space allows (inf when a float range is searched)."""
+        m = self.macro
+        total = 0.0
+        other = (len(m.base_width) * len(m.convs) * len(m.norm) * len(m.act) * len(m.upsample)
+                 * len(m.encoder) * len(m.deep_supervision))
+        for depth in m.depth:
+            n = other
+            for kind in ("encoder", "skip", "decoder"):
+                for lvl in range(depth):
+                    n *= self._site_count(self.rule(kind).at(lvl))
+            n *= self._site_count(self.bottleneck.at(depth))
+            total += n
+        return total
+
+    def _site_count(self, names: list[str | None]) -> float:
+        total = 0.0
+        for n in names:
+            c = 1.0
+            if n is not None:
+                for ch in self.option_choices(n).values():
+                    c *= choice_count(ch)
+            total += c
+        return total
+
+
+def _first_errors(e: ValidationError, limit: int = 5) -> str:
+    parts = []
+    for err in e.errors()[:limit]:
+        loc = ".".join(str(x) for x in err["loc"])
+        val = err.get("input")
+        shown = "" if isinstance(val, (dict, list)) else f" (got {val!r})"
+        parts.append(f"{loc}: {err['msg']}{shown}")
+    return "; ".join(parts)
+
+
+def parse_space(data: Any, source: str = "<space>") -> Space:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpaceError(f"{source}: a search space must be a YAML mapping, got "
+                         f"{type(data).__name__}")
+    try:
+        return Space(**data)
+    except ValidationError as e:
+        raise SpaceError(f"{source}: invalid search space: {_first_errors(e)}") from None
+
+
+def resolve_space_path(name_or_path: str | Path) -> Path:
+    """A path, or the name of a ready space (`default`, `smoke`, ...)."""
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    for cand in (SPACES_DIR / f"{name_or_path}.yaml", SPACES_DIR / str(name_or_path)):
+        if cand.exists():
+            return cand
+    ready = ", ".join(sorted(q.stem for q in SPACES_DIR.glob("*.yaml")))
+    raise SpaceError(f"search space {str(name_or_path)!r} not found: no such file, and not a "
+                     f"ready space ({ready})")
+
+
+def load_space(name_or_path: str | Path) -> Space:
+    path = resolve_space_path(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpaceError(f"{path}:{where}: not valid YAML: "
+                         f"{getattr(e, 'problem', None) or e}") from None
+    return parse_space(data, str(path))
+
+
+def space_description(path: Path) -> str:
+    """The description field, else the first header comment line."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        if isinstance(data, dict) and data.get("description"):
+            return str(data["description"]).strip().splitlines()[0]
+    except (OSError, yaml.YAMLError):
+        pass
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""

@@ -1,0 +1,89 @@
+"""Storage, samplers, pruners and opening studies by name."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from ..errors import StudyError
+from .space import Space
+
+DEFAULT_RUNS = Path("runs")
+DB_NAME = "nas_attn.db"
+
+
+def default_storage_url(runs_dir: Path = DEFAULT_RUNS) -> str:
+    return f"sqlite:///{(Path(runs_dir) / DB_NAME).resolve()}"
+
+
+def open_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> optuna.storages.BaseStorage:
+    """Any Optuna storage URL; `journal:PATH` (or a path ending in .log/.journal) is a journal
+    file, which several processes on one machine or a shared file system can use at once."""
+    if url is None:
+        Path(runs_dir).mkdir(parents=True, exist_ok=True)
+        url = default_storage_url(runs_dir)
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as e:  # bad URL or unreachable database: say which
+        raise StudyError(f"cannot open storage {url!r}: {e}") from None
+
+
+def study_names(storage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage)]
+
+
+def load_study(name: str | None, storage) -> optuna.Study:
+    """Load by name; with no name, the most recent study. Clear error listing what exists."""
+    names = study_names(storage)
+    if not names:
+        raise StudyError("no studies in this storage yet; run `nas-attn search` first")
+    if name is None:
+        name = names[-1]
+    if name not in names:
+        raise StudyError(f"study {name!r} does not exist; studies in this storage: "
+                         f"{', '.join(names)}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def make_sampler(name: str | None, space: Space, seed: int) -> optuna.samplers.BaseSampler:
+    name = name or ("nsga2" if space.multi_objective else "tpe")
+    startup = space.search.n_startup_trials
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          constant_liar=True, n_startup_trials=startup)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, startup))
+    if name == "brute":
+        return optuna.samplers.BruteForceSampler(seed=seed)
+    raise StudyError(f"unknown sampler {name!r}; accepted: tpe, random, gp, nsga2, brute")
+
+
+def make_pruner(name: str, space: Space) -> tuple[optuna.pruners.BasePruner, str | None]:
+    """The pruner, and a note when the request cannot be honoured."""
+    if space.multi_objective and name != "none":
+        return optuna.pruners.NopPruner(), (
+            f"pruner {name!r} ignored: Optuna cannot prune multi-objective studies "
+            f"(objectives {', '.join(space.objectives)}); every trial trains its full budget")
+    epochs = space.budget.epochs
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
+                                              reduction_factor=3), None
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3), None
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1), None
+    if name == "none":
+        return optuna.pruners.NopPruner(), None
+    raise StudyError(f"unknown pruner {name!r}; accepted: hyperband, sha, median, none")

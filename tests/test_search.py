@@ -1,0 +1,294 @@
+"""Search spaces, sampling, and the search / show commands end to end on CPU."""
+import textwrap
+
+import optuna
+import pytest
+from optuna.trial import FixedTrial, TrialState
+
+from nas_attn.cli import main
+from nas_attn.errors import DivergedError, SpaceError
+from nas_attn.search.run import SearchRequest, open_search, run_search
+from nas_attn.search.sampling import DataInfo, baseline_params, sample_arch
+from nas_attn.search.space import SPACES_DIR, load_space, parse_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TINY = """
+macro: {depth: [1], base_width: [4]}
+encoder: {choices: [none, se]}
+skip: {choices: [none, gate]}
+training: {batch_size: 4, lr: 0.005}
+budget: {epochs: 1, samples_per_epoch: 4}
+data: {source: builtin, builtin_n: 6, builtin_size: 24}
+search: {trials: 2, n_startup_trials: 1}
+"""
+
+
+def write(tmp_path, text, name="space.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def cli(capsys, *args):
+    """Run the CLI in-process; returns (exit code, output)."""
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+# ---------------------------------------------------------------------------------------------
+# spaces
+def test_ready_spaces_are_valid_and_counted(capsys):
+    ready = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+    assert {"default", "attention_unet", "channel_spatial", "dual_cross", "multi_objective",
+            "smoke", "volumetric_3d"} <= set(ready)
+    for name in ready:
+        text = (SPACES_DIR / f"{name}.yaml").read_text()
+        assert text.startswith("# "), f"{name}.yaml needs a header comment"
+        load_space(name)
+    code, out = cli(capsys, "spaces")
+    assert code == 0
+    for name in ready:
+        assert name in out
+    # smoke: depth 2 -> 2 enc x 2 skip x 2 dec sites with 2 choices each, bottleneck 2 choices
+    assert load_space("smoke").count_architectures() == 2 ** 7
+
+
+def test_count_with_options_and_levels():
+    s = parse_space({"macro": {"depth": [1, 2]}, "encoder": {"choices": ["none", "se"],
+                     "levels": {1: ["none"]}}, "options": {"se": {"reduction": [4, 8, 16]}}})
+    # depth 1: encoder.0 has 1 + 3 choices; depth 2: (1 + 3) * 1
+    assert s.count_architectures() == 4 + 4
+    s = parse_space({"encoder": {"choices": ["none", "self"]},
+                     "options": {"self": {"heads": {"low": 1, "high": 4}}}})
+    assert s.count_architectures() == 5 ** 4
+    s = parse_space({"training": {"lr": {"low": 0.001, "high": 0.1, "log": True}}})
+    assert s.count_architectures() == 1
+
+
+@pytest.mark.parametrize("text, words", [
+    ("encoder: {choices: [none, se\n", ["line", "not valid YAML"]),
+    ("- just\n- a list\n", ["must be a YAML mapping"]),
+    ("encoder: {choices: [none, sse]}", ["encoder.choices", "unknown attention 'sse'", "known: none"]),
+    ("encoder: {choices: [none], levels: {1: [transformer]}}", ["encoder.levels.1", "'transformer'"]),
+    ("decoder: {choices: [gate]}", ["decoder.choices", "'gate'", "only be listed under skip"]),
+    ("options: {se: {ratio: [2, 4]}}", ["options.se.ratio", "accepted: reduction"]),
+    ("options: {foo: {a: 1}}", ["options.foo", "unknown attention"]),
+    ("encodr: {choices: [se]}", ["encodr", "Extra inputs are not permitted"]),
+    ("macro: {depth: [9]}", ["macro.depth", "1..6"]),
+    ("training: {lr: {low: 0.1, high: 0.01}}", ["training.lr", "low (0.1) must be <= high"]),
+    ("training: {learning_rate: 0.1}", ["training.learning_rate", "accepted:", "lr"]),
+    ("data: {sorce: builtin}", ["data:", "sorce"]),
+    ("objectives: [dice, speed]", ["objectives", "speed"]),
+    ("objectives: [params, dice]", ["first objective must be dice"]),
+    ("search: {sampler: bayes}", ["search.sampler", "bayes"]),
+])
+def test_malformed_space_errors(tmp_path, capsys, text, words):
+    p = write(tmp_path, text, "bad.yaml")
+    with pytest.raises(SpaceError) as e:
+        load_space(p)
+    msg = str(e.value)
+    assert str(p) in msg
+    for w in words:
+        assert w in msg, msg
+    code, out = cli(capsys, "spaces", "check", str(p))
+    assert code == 2 and "error:" in out and "Traceback" not in out
+
+
+def test_missing_space_file_is_clear():
+    with pytest.raises(SpaceError, match="not found.*default"):
+        load_space("no_such_space.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+def test_fixed_trial_sampling_names_and_conditional_options():
+    space = parse_space({
+        "macro": {"depth": [2, 3], "base_width": [4, 8]},
+        "encoder": {"choices": ["none", "se"]}, "skip": {"choices": ["none", "gate"]},
+        "options": {"se": {"reduction": [2, 4]}, "gate": {"resample": ["coarse", "fine"]}},
+        "training": {"lr": {"low": 0.001, "high": 0.01, "log": True}}})
+    params = {"depth": 2, "base_width": 8, "encoder.0.attn": "se", "encoder.0.se.reduction": 2,
+              "encoder.1.attn": "none", "bottleneck.attn": "none", "skip.0.attn": "none",
+              "skip.1.attn": "gate", "skip.1.gate.resample": "fine", "decoder.0.attn": "none",
+              "decoder.1.attn": "none", "train.lr": 0.002}
+    trial = FixedTrial(params)
+    arch = sample_arch(trial, space, DataInfo(2, 3, 4, 0))
+    assert arch.widths == (8, 16, 32) and arch.in_channels == 3 and arch.classes == 4
+    assert arch.encoder[0].opts == {"reduction": 2} and arch.encoder[1].name is None
+    assert arch.skip[1].name == "gate" and arch.skip[1].opts == {"resample": "fine"}
+    # options of an unchosen module are never asked for: FixedTrial raises on unknown names
+    assert "encoder.1.se.reduction" not in trial.params
+
+
+def test_baselines_from_space():
+    space = load_space("default")
+    base = dict(baseline_params(space))
+    assert set(base) == {"plain_unet", "attention_unet"}
+    assert all(v == "none" for k, v in base["plain_unet"].items() if k.endswith(".attn"))
+    assert base["attention_unet"]["skip.0.attn"] == "gate"
+    assert "encoder.0.attn" in base["attention_unet"]
+    no_gate = parse_space({"skip": {"choices": ["none", "cross"]}})
+    assert [n for n, _ in baseline_params(no_gate)] == ["plain_unet"]
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end through the CLI
+def test_smoke_search_show_and_resume(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code, out = cli(capsys, "search", "--space", "smoke", "--trials", "4", "--runs-dir",
+                    str(runs), "--study", "s1")
+    assert code == 0, out
+    assert (runs / "nas_attn.db").exists()
+    storage = f"sqlite:///{runs / 'nas_attn.db'}"
+    study = optuna.load_study(study_name="s1", storage=storage)
+    assert len(study.trials) == 4
+    assert "4 trial(s) in this session" in out
+    labels = [t.user_attrs.get("baseline") for t in study.trials[:2]]
+    assert labels == ["plain_unet", "attention_unet"]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert done and all(0 <= t.values[0] <= 1 for t in done)
+    t0 = study.trials[0]
+    for key in ("arch", "arch_summary", "params", "flops", "latency_ms", "curve"):
+        assert key in t0.user_attrs
+    assert (runs / "s1" / "trial_0000").is_dir()
+
+    code, out = cli(capsys, "show", "s1", "--runs-dir", str(runs))
+    assert code == 0, out
+    assert "Leaderboard" in out or "Study s1" in out
+    assert "best: trial" in out and "plain_unet" in out
+
+    # the user's next steps: export the winner, retrain it with a longer budget
+    code, out = cli(capsys, "export", "s1", "--runs-dir", str(runs), "--out",
+                    str(tmp_path / "exp"))
+    assert code == 0, out
+    best = max((t for t in done), key=lambda t: t.values[0])
+    assert f"exported trial {best.number}" in out
+    assert {p.name for p in (tmp_path / "exp").iterdir()} >= {"model.py", "arch.json",
+                                                               "weights.pt"}
+    code, out = cli(capsys, "train", "--from-study", "s1", "--trial", "0", "--epochs", "1",
+                    "--runs-dir", str(runs), "--out", str(tmp_path / "re"))
+    assert code == 0, out
+    assert (tmp_path / "re" / "best.pt").exists() and (tmp_path / "re" / "metrics.json").exists()
+    # every completed trial has its preview, curve and (top 3) model.py as dashboard artifacts
+    from optuna.artifacts import get_all_artifact_meta
+
+    metas = get_all_artifact_meta(best, storage=study._storage)
+    assert {m.filename for m in metas} == {"preview.png", "curve.png", "model.py"}
+
+    code, out = cli(capsys, "search", "--space", "smoke", "--trials", "2", "--runs-dir",
+                    str(runs), "--study", "s1")
+    assert code == 0, out
+    assert "resumed with 4 trials" in out
+    assert len(optuna.load_study(study_name="s1", storage=storage).trials) == 6
+
+
+def test_show_unknown_study_is_clear(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code, out = cli(capsys, "show", "nope", "--runs-dir", str(runs))
+    assert code == 2 and "no studies" in out
+    cli(capsys, "search", "--space", str(write(tmp_path, TINY)), "--trials", "1",
+        "--runs-dir", str(runs), "--study", "real")
+    code, out = cli(capsys, "show", "nope", "--runs-dir", str(runs))
+    assert code == 2 and "'nope' does not exist" in out and "real" in out
+
+
+def test_resume_with_other_space_refused(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    p = write(tmp_path, TINY)
+    assert cli(capsys, "search", "--space", str(p), "--trials", "1", "--runs-dir", str(runs),
+               "--study", "a")[0] == 0
+    code, out = cli(capsys, "search", "--space", "smoke", "--trials", "1", "--runs-dir",
+                    str(runs), "--study", "a")
+    assert code == 2 and "different search space" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# pruned, failed, interrupted, duplicate, multi-objective (library level)
+def _session(tmp_path, text, **kw):
+    return open_search(SearchRequest(space=write(tmp_path, text), runs_dir=tmp_path / "runs",
+                                     study="t", **kw))
+
+
+def test_constraint_prunes_with_reason(tmp_path):
+    s = _session(tmp_path, TINY + "constraints: {max_params: 100}\n")
+    run_search(s, 2, None)
+    states = {t.state for t in s.study.trials}
+    assert states == {TrialState.PRUNED}
+    assert all("constraint: params" in t.user_attrs["prune_reason"] for t in s.study.trials)
+
+
+def test_failed_and_interrupted_trials_recorded(tmp_path, monkeypatch):
+    import nas_attn.train as train_mod
+
+    def diverge(*a, **k):
+        raise DivergedError("loss is nan at epoch 1 step 3")
+
+    monkeypatch.setattr(train_mod, "train", diverge)
+    s = _session(tmp_path, TINY)
+    run_search(s, 2, None)  # a failed trial does not stop the study
+    assert [t.state for t in s.study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert "diverged: loss is nan" in s.study.trials[0].user_attrs["fail_reason"]
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "train", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(s, 3, None)
+    last = s.study.trials[-1]
+    assert last.state == TrialState.FAIL and "Ctrl-C" in last.user_attrs["fail_reason"]
+    assert all(t.state != TrialState.RUNNING for t in s.study.trials)
+
+
+def test_same_architecture_not_trained_twice(tmp_path, monkeypatch):
+    import nas_attn.train as train_mod
+
+    calls = []
+    real = train_mod.train
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train", counting)
+    one = TINY.replace("[none, se]", "[none]").replace("[none, gate]", "[none]")
+    s = _session(tmp_path, one + "", sampler="random")
+    run_search(s, 3, None)
+    assert len(calls) == 1
+    dups = [t for t in s.study.trials if "duplicate_of" in t.user_attrs]
+    assert len(dups) == 2 and all(t.values == s.study.trials[0].values for t in dups)
+
+
+def test_multi_objective_pareto_and_pruner_note(tmp_path):
+    s = _session(tmp_path, TINY + "objectives: [dice, params]\n", pruner="hyperband")
+    assert any("cannot prune multi-objective" in n for n in s.notes)
+    run_search(s, 3, None)
+    front = s.study.best_trials
+    assert front and all(len(t.values) == 2 for t in front)
+    from nas_attn.search.report import pareto_front
+
+    assert pareto_front(s.study)
+
+
+def test_bad_data_folder_fails_before_creating_a_study(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "masks" / "b.png")
+    runs = tmp_path / "runs"
+    code, out = cli(capsys, "search", "--space", "smoke", "--data", str(root), "--runs-dir",
+                    str(runs), "--study", "x")
+    assert code == 2 and "Traceback" not in out
+    assert "images/a.png: no mask" in out and "masks/b.png: no image" in out
+    code, out = cli(capsys, "show", "x", "--runs-dir", str(runs))
+    assert code == 2 and "no studies" in out
