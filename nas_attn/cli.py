@@ -33,19 +33,6 @@ def _fmt_count(n: float) -> str:
     return f"{n:,.0f}" if n < 1e7 else f"{n:.2e}"
 
 
-def _fmt(v, spec: str = ".4f") -> str:
-    return "—" if v is None else format(v, spec)
-
-
-def _fmt_big(v) -> str:
-    if v is None:
-        return "—"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= div:
-            return f"{v / div:.2f}{unit}"
-    return f"{v:.0f}"
-
-
 # --------------------------------------------------------------------------------------------
 # spaces
 @spaces_app.callback()
