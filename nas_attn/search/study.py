@@ -77,13 +77,16 @@ def make_pruner(name: str, space: Space) -> tuple[optuna.pruners.BasePruner, str
             f"pruner {name!r} ignored: Optuna cannot prune multi-objective studies "
             f"(objectives {', '.join(space.objectives)}); every trial trains its full budget")
     epochs = space.budget.epochs
+    # the first epochs of every candidate score alike (noise): judge after a fifth of the budget
+    first = max(1, epochs // 5)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=epochs,
                                               reduction_factor=3), None
     if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3), None
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first,
+                                                      reduction_factor=3), None
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1), None
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first), None
     if name == "none":
         return optuna.pruners.NopPruner(), None
     raise StudyError(f"unknown pruner {name!r}; accepted: hyperband, sha, median, none")
