@@ -7,6 +7,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .atomic import atomic_save
+
 SERIES = (("train_loss", (214, 96, 77), "train loss"), ("dice", (67, 147, 195), "val Dice"))
 
 
@@ -47,8 +49,4 @@ def save_curve(curve: list[dict], path: str | os.PathLike, title: str = "",
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
             scale = "" if key == "dice" else f" (max {top_v:.3g})"
             d.text((w - right - 150, top + 6 + 14 * i), f"- {label}{scale}", fill=colour, font=font)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_save(path, lambda tmp: img.save(tmp, format="PNG"))

@@ -39,12 +39,10 @@ import io
 import json
 import math
 import numbers
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import tokenize
 import warnings
@@ -54,6 +52,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from . import __version__
 from .arch import ACTS, NORMS, UPSAMPLES, UNetArch
+from .atomic import atomic_save, atomic_write
 from .errors import ArchError, NasAttnError
 
 __all__ = ["ExportError", "export_arch", "load_model_py", "render_model_py"]
@@ -820,33 +819,6 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
 # ================================================================================================
 # files
 # ================================================================================================
-def _write_atomic(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _save_atomic(path: Path, save) -> Path:
-    """Run `save(tmp_path)` then rename to path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _state_dict(weights: Path | str | Mapping, arch: UNetArch) -> dict:
     import torch
 
@@ -913,7 +885,7 @@ def _export_onnx(model, inputs, path: Path) -> None:
             torch.onnx.export(model, tuple(inputs), str(tmp), input_names=names,
                               output_names=["logits"], dynamo=has_script)
 
-    _save_atomic(path, save)
+    atomic_save(path, save)
 
 
 def _export_torchscript(model, inputs, path: Path) -> None:
@@ -930,7 +902,7 @@ def _export_torchscript(model, inputs, path: Path) -> None:
                 raise ExportError("the traced TorchScript model disagrees with the eager model")
             torch.jit.save(traced, str(tmp))
 
-    _save_atomic(path, save)
+    atomic_save(path, save)
 
 
 def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = None,
@@ -963,13 +935,13 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     code = render_model_py(arch, meta=meta, example_size=size[0])
-    files = {"model": _write_atomic(out_dir / "model.py", code),
-             "arch": _write_atomic(out_dir / "arch.json", arch.to_json(indent=2) + "\n")}
+    files = {"model": atomic_write(out_dir / "model.py", code),
+             "arch": atomic_write(out_dir / "arch.json", arch.to_json(indent=2) + "\n")}
     if meta is not None:
-        files["meta"] = _write_atomic(out_dir / "meta.json",
+        files["meta"] = atomic_write(out_dir / "meta.json",
                                       json.dumps(sanitize_meta(meta), indent=2) + "\n")
     if state is not None:
-        files["weights"] = _save_atomic(out_dir / "weights.pt", lambda p: torch.save(state, p))
+        files["weights"] = atomic_save(out_dir / "weights.pt", lambda p: torch.save(state, p))
     if formats:
         module = load_model_py(files["model"])
         model = module.build_model()

@@ -48,17 +48,8 @@ pytestmark = [
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# tests/test_search.py's TINY space: one level, two sites with a choice, two enqueued
-# baselines (plain_unet, attention_unet), so the 2 trials are always the same architectures
-TINY = """
-macro: {depth: [1], base_width: [4]}
-encoder: {choices: [none, se]}
-skip: {choices: [none, gate]}
-training: {batch_size: 4, lr: 0.005}
-budget: {epochs: 1, samples_per_epoch: 4}
-data: {source: builtin, builtin_n: 6, builtin_size: 24}
-search: {trials: 2, n_startup_trials: 1}
-"""
+from tests.test_search import TINY  # noqa: E402  (one level, two sites: two fixed baselines)
+
 STUDY = "dash_tiny"
 START_TIMEOUT_S = 60
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 
+from ..atomic import atomic_save, atomic_write
 from ..errors import TrainingError
 
 CHECKPOINT_FORMAT = 1
@@ -46,23 +46,8 @@ def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """`torch.save` to a temporary file in the target's folder, fsync, then `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    """`torch.save` to a temporary file in the target's folder, then rename it into place."""
+    return atomic_save(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(path: str | os.PathLike, arch, state_dict: Mapping[str, torch.Tensor],
@@ -116,18 +101,4 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON atomically (same temp-then-rename rule as checkpoints)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_plain(data), f, indent=2, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, json.dumps(_plain(data), indent=2, allow_nan=True) + "\n")

@@ -7,13 +7,13 @@ Multi-class masks draw the boundaries between all labels.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..atomic import atomic_save
 from ..device import Runtime
 from .loop import predict_logits
 from .metrics import dice_iou_per_class, labels_from_logits
@@ -138,13 +138,4 @@ def save_preview(model: torch.nn.Module, val_data, path: str | os.PathLike, runt
     for k, t in enumerate(tiles):
         r, c = divmod(k, cols)
         grid.paste(t, (PAD + c * (tw + PAD), legend.height + PAD + r * (th + PAD)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        grid.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_save(path, lambda tmp: grid.save(tmp, format="PNG"))
