@@ -24,7 +24,7 @@ then renamed.
 
 Timm: a timm-family attention module (2D) is copied like any other, and model.py then imports
 timm for the layers it wraps. A timm encoder (`encoder_name="timm:<model>"`) is exported too:
-model.py gets a `TimmUNet` that mirrors `nas_attn.unet_timm.TimmUNet` with plain numbers
+model.py gets a copy of `nas_attn.unet_timm.TimmUNet`, which takes plain numbers like `UNet`
 (`timm.create_model(..., features_only=True, pretrained=False)`; the weights come from
 weights.pt). Both say in the docstring that timm is needed, and which version exported them.
 """
@@ -497,53 +497,6 @@ def _arch_literal(kw: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_TIMM_UNET = '''
-class TimmUNet(nn.Module):
-    """UNet with a timm encoder (`features_only`, 2D) and the attention decoder.
-
-    Mirrors `nas_attn.unet_timm.TimmUNet` with plain numbers: the encoder's first depth + 1
-    feature maps are the skips and the bottom; logits are resized to the input size. The
-    encoder is built without downloading weights (they come from the exported state_dict).
-    """
-
-    def __init__(self, *, model_name: str, spatial_dims: int, in_channels: int, out_channels: int,
-                 widths: Sequence[int], block: Mapping, upsample: str, sites: SiteTable,
-                 make_attention: AttentionFactory, aux_channels: int = 0,
-                 deep_supervision: bool = False):
-        super().__init__()
-        depth = len(widths) - 1
-        self.encoder = timm.create_model(model_name, pretrained=False, features_only=True,
-                                         in_chans=in_channels + aux_channels)
-        chans = self.encoder.feature_info.channels()[: depth + 1]
-        if len(chans) < depth + 1:
-            raise ValueError(f"timm {{model_name!r}} gives {{len(chans)}} feature levels, "
-                             f"depth {{depth}} needs {{depth + 1}}")
-        self.depth = depth
-        self.enc_attn = nn.ModuleList()
-        for i, c in enumerate(chans):
-            name, opts = {_site}(sites, "bottleneck" if i == depth else f"encoder.{{i}}")
-            self.enc_attn.append(make_attention(name, c, spatial_dims=2, **opts))
-        self.decoder = {UNetDecoder}(
-            spatial_dims=2, skip_channels=chans[:-1], bottom_channels=chans[-1],
-            widths=widths[:-1], block=block, upsample=upsample, sites=sites,
-            make_attention=make_attention, deep_supervision=deep_supervision,
-            out_channels=out_channels)
-
-    def forward_all(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> list[torch.Tensor]:
-        size = x.shape[2:]
-        if aux is not None:
-            x = torch.cat([x, aux], dim=1)
-        feats = self.encoder(x)[: self.depth + 1]
-        feats = [attn(f) for attn, f in zip(self.enc_attn, feats)]
-        outs = self.decoder(feats[:-1], feats[-1])
-        outs[0] = {resize_to}(outs[0], size, mode="linear")
-        return outs
-
-    def forward(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_all(x, aux)[0]
-'''
-
-
 _TAIL = '''
 def make_attention(name, channels, *, spatial_dims, guide_channels=None, **options):
     """Attention module by name, as `nas_attn.attention.create_attention` builds it.
@@ -710,12 +663,13 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
 
     layers_mod = f"{_PACKAGE}.layers"
     timm_encoder = arch.encoder_name.startswith("timm:")
-    unet_mod = unet_module.__name__
     if timm_encoder:
-        roots = [(unet_mod, "UNetDecoder"), (unet_mod, "_site"), (unet_mod, "SiteTable"),
-                 (unet_mod, "AttentionFactory"), (layers_mod, "resize_to")]
+        from . import unet_timm
+
+        net_cls, kw = unet_timm.TimmUNet, unet_timm.timm_kwargs(arch)
     else:
-        roots = [key_of(unet_module.UNet)]
+        net_cls, kw = unet_module.UNet, unet_module.unet_kwargs(arch)
+    roots = [key_of(net_cls)]
     roots += [(layers_mod, "PassThrough"), (layers_mod, "IgnoreGuide")]
     roots += [key_of(i.cls) for i in infos]
     order, defs = _collect(graph, roots)
@@ -727,8 +681,6 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
         if graph.external["timm"] != ("timm", None):
             raise ExportError("the name 'timm' is used for something else than the timm module")
     taken = set(_TAIL_NAMES) | set(graph.external) | set(dir(builtins))
-    if timm_encoder:
-        taken.add("TimmUNet")
     out_name: dict[tuple[str, str], str] = {}
     for d in order:
         for key, other in defs.items():
@@ -784,17 +736,7 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
         attention_lines += [f"{out_name[key_of(i.cls)]}.attention_name = {i.name!r}" for i in infos]
 
     size = example_size or (64 if arch.spatial_dims == 2 else 32)
-    kw = unet_module.unet_kwargs(arch)
-    if timm_encoder:
-        unet_name = "TimmUNet"
-        kw = {"model_name": arch.encoder_name.split(":", 1)[1], **kw}
-        blocks.append(f"# {'-' * 8} timm encoder (mirrors nas_attn/unet_timm.py) {'-' * 8}\n"
-                      + _TIMM_UNET.strip("\n").format(
-                          _site=out_name[(unet_mod, "_site")],
-                          UNetDecoder=out_name[(unet_mod, "UNetDecoder")],
-                          resize_to=out_name[(layers_mod, "resize_to")]))
-    else:
-        unet_name = out_name[key_of(unet_module.UNet)]
+    unet_name = out_name[key_of(net_cls)]
     doc = _docstring(arch, meta, uses_timm)
     parts = [
         f'"""{doc}\n"""',

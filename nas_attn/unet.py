@@ -171,7 +171,7 @@ def build_unet(arch) -> nn.Module:
     from .attention import create_attention
 
     if arch.encoder_name.startswith("timm:"):
-        from .unet_timm import TimmUNet
+        from .unet_timm import build_timm_unet
 
-        return TimmUNet(arch)
+        return build_timm_unet(arch)
     return UNet(**unet_kwargs(arch), make_attention=create_attention)
