@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import NasAttnError
@@ -163,7 +164,7 @@ def train(
         train_options.update({k: v for k, v in space.training.items()
                               if not isinstance(v, (list, dict)) and not hasattr(v, "low")})
         console.print(f"retraining trial {t.number} of study {st.study_name!r}: "
-                      f"{t.user_attrs.get('arch_summary', '')}")
+                      f"{escape(t.user_attrs.get('arch_summary', ''))}")
     out = out or runs_dir / "train" / (name or (arch.stem if arch else "model"))
     if val_pattern:
         data_options["val_pattern"] = val_pattern
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except NasAttnError as e:
-        err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
         sys.exit(2)
 
 

@@ -22,7 +22,7 @@ def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, .
     for kind, path in written.items():
         table.add_row(str(path), f"{Path(path).stat().st_size / 1024:.1f} KiB")
     console.print(table)
-    console.print(f"{trial.user_attrs.get('arch_summary', '')}")
+    console.print(trial.user_attrs.get("arch_summary", ""), markup=False)
     if "weights" not in written:
         console.print("[yellow]note:[/yellow] this trial kept no checkpoint; model.py builds the "
                       "architecture with fresh weights (retrain it with `nas-attn train "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
@@ -48,7 +49,7 @@ def leaderboard_table(study: optuna.Study, top: int, title: str = "Leaderboard")
         t.add_row(str(r.rank or ""), str(r.number),
                   f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", _f(r.dice), _big(r.params),
                   _big(r.flops), "—" if r.latency_ms is None else f"{r.latency_ms:.1f} ms",
-                  r.summary, note)
+                  escape(r.summary), escape(note))
     return t
 
 
@@ -84,7 +85,7 @@ class LiveView:
             dice = "—" if c["dice"] is None else f"{c['dice']:.4f}"
             label = f" ({c['label']})" if c["label"] else ""
             parts.append(Panel(
-                f"{c['summary']}\nepoch {c['epoch']}/{self.epochs}   Dice {dice}   "
+                f"{escape(c['summary'])}\nepoch {c['epoch']}/{self.epochs}   Dice {dice}   "
                 f"elapsed {time.perf_counter() - c['t0']:.0f}s",
                 title=f"trial {c['number']}{label}", border_style="cyan"))
         parts.append(leaderboard_table(self.study_getter(), 8, "Best so far"))
@@ -126,7 +127,7 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
                   f"{len(session.objective.val_data)} val, {session.objective.info.spatial_dims}D), "
                   f"device {session.objective.device}")
     for note in session.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
     trials = req.trials if req.trials is not None else session.space.search.trials
     interrupted = False
     with Live(view._render(), console=console, refresh_per_second=2, transient=False) as live:
@@ -170,7 +171,7 @@ def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> Non
         t.add_column("architecture", overflow="fold")
         for tr in front:
             t.add_row(str(tr.number), *[f"{v:.4g}" for v in tr.values],
-                      tr.user_attrs.get("arch_summary", ""))
+                      escape(tr.user_attrs.get("arch_summary", "")))
         console.print(t)
     try:
         best = best_trial(study)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
@@ -74,7 +75,7 @@ def summary_table(result: TrainResult, out_dir: Path) -> Table:
     t = Table(title="Training summary", show_header=False, expand=False)
     t.add_column("", style="bold")
     t.add_column("")
-    t.add_row("architecture", result.arch.summary())
+    t.add_row("architecture", escape(result.arch.summary()))
     t.add_row("device", result.runtime.describe())
     t.add_row("epochs run", f"{len(result.history)} ({result.steps} steps, stopped: "
                             f"{result.stop_reason})")
@@ -112,7 +113,7 @@ def run_train(arch_path: Path | None = None, arch: UNetArch | None = None, data:
     elif arch is None:
         arch = UNetArch()
         console.print("no architecture given: training the plain UNet "
-                      f"({arch.summary()})")
+                      f"({escape(arch.summary())})")
     try:
         data_cfg = DataConfig(source=data, **(data_options or {}))
     except ValidationError as e:

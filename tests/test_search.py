@@ -292,3 +292,17 @@ def test_bad_data_folder_fails_before_creating_a_study(tmp_path, capsys):
     assert "images/a.png: no mask" in out and "masks/b.png: no image" in out
     code, out = cli(capsys, "show", "x", "--runs-dir", str(runs))
     assert code == 2 and "no studies" in out
+
+
+def test_leaderboard_keeps_brackets_of_summaries():
+    """`bott[self]` is text, not rich markup: the table must show it as written."""
+    from rich.console import Console
+
+    from nas_attn.cli_search import leaderboard_table
+
+    study = optuna.create_study(direction="maximize")
+    summary = "2D d1 w4-8 batch/relux2 transpose | bott[self] skip[0:gate]"
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"arch_summary": summary}))
+    console = Console(width=200, record=True)
+    console.print(leaderboard_table(study, 5))
+    assert summary in console.export_text()
