@@ -70,6 +70,12 @@ def _progress(console: Console) -> Progress:
         TimeElapsedColumn(), console=console, transient=False)
 
 
+def per_class_text(values) -> str:
+    """Per-class scores as `1:0.812 2:— ...` (— where a class is in neither reference nor
+    prediction)."""
+    return " ".join(f"{k}:{'—' if v is None else f'{v:.3f}'}" for k, v in enumerate(values, 1))
+
+
 def summary_table(result: TrainResult, out_dir: Path) -> Table:
     best = result.best
     t = Table(title="Training summary", show_header=False, expand=False)
@@ -81,8 +87,9 @@ def summary_table(result: TrainResult, out_dir: Path) -> Table:
                             f"{result.stop_reason})")
     t.add_row("best epoch", str(best.get("epoch", "—")))
     per = best.get("dice_per_class") or []
-    t.add_row("val Dice", f"{best.get('dice', float('nan')):.4f}"
-              + (f"  per class {', '.join(f'{v:.3f}' for v in per)}" if len(per) > 1 else ""))
+    t.add_row("val Dice", f"{best.get('dice', float('nan')):.4f} (per class, pooled over the "
+                          f"split; mean of per-image Dice {best.get('dice_per_image', float('nan')):.4f})"
+              + (f"\n  per class {per_class_text(per)}" if len(per) > 1 else ""))
     t.add_row("val IoU", f"{best.get('iou', float('nan')):.4f}")
     if "hd95" in best:
         t.add_row("val HD95", f"{best['hd95']:.2f} px")

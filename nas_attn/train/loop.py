@@ -225,28 +225,48 @@ def predict_logits(model: nn.Module, image: torch.Tensor, runtime: Runtime, *, p
     return logits.float()
 
 
+def _predict_or_cpu(model: nn.Module, image: torch.Tensor, runtime: Runtime, **kw) -> torch.Tensor:
+    """`predict_logits`, retried on the CPU for this one image when the accelerator runs out of
+    memory, so an OOM at evaluation does not throw away a trial that finished training."""
+    try:
+        return predict_logits(model, image, runtime, **kw)
+    except BaseException as e:  # noqa: BLE001  (only OOM is handled)
+        if not _is_oom(e) or runtime.device.type == "cpu":
+            raise
+        _release(e, runtime)
+    cpu = Runtime.create("cpu", amp=False, channels_last=False, spatial_dims=image.dim() - 2)
+    aux = kw.pop("aux", None)
+    model.to("cpu")
+    try:
+        return predict_logits(model, image.cpu(), cpu, aux=None if aux is None else aux.cpu(), **kw)
+    finally:
+        model.to(runtime.device)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, val_loader, runtime: Runtime, *, classes: int, patch_size=None,
              overlap: float = 0.25, hd95: bool = False,
              criterion: nn.Module | None = None) -> dict[str, Any]:
-    """Metrics over whole validation images (see `metrics` for the averaging rule), plus the
-    mean `val_loss` per image when a criterion is given. The model is left in eval mode."""
+    """Scores over whole validation images (`metrics`: per-class Dice pooled over the split),
+    plus the mean `val_loss` per image when a criterion is given. One host sync per image (the
+    confusion counts); the model is left in eval mode."""
     model.eval()
     acc = MetricAccumulator(classes, with_hd95=hd95)
-    losses = []
+    loss_sum = None
     for batch in val_loader:
         batch = runtime.to_device(batch)
         image, mask = batch["image"], batch["mask"]
-        aux = batch.get("aux")
-        logits = predict_logits(model, image, runtime, patch_size=patch_size, overlap=overlap,
-                                aux=aux)
+        logits = _predict_or_cpu(model, image, runtime, patch_size=patch_size, overlap=overlap,
+                                 aux=batch.get("aux"))
+        mask = mask.to(logits.device)
         if criterion is not None:
-            losses.append(float(criterion(logits, mask)))
+            loss = criterion(logits, mask).detach()
+            loss_sum = loss if loss_sum is None else loss_sum + loss.to(loss_sum.device)
         for pred, gt in zip(labels_from_logits(logits), mask):
             acc.add(pred, gt)
     out: dict[str, Any] = acc.result()
-    if losses:
-        out["val_loss"] = sum(losses) / len(losses)
+    if loss_sum is not None:
+        out["val_loss"] = float(loss_sum) / max(1, len(acc))
     return out
 
 

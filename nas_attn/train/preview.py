@@ -126,7 +126,9 @@ def save_preview(model: torch.nn.Module, val_data, path: str | os.PathLike, runt
             where = ""
         name = str(val_data.names[i])
         name = name if len(name) <= 18 else name[:17] + "…"
-        tiles.append(render_tile(img, gt, pred, f"{name}{where}  Dice {np.mean(dice):.3f}"))
+        scored = [d for d in dice if not np.isnan(d)]
+        label = f"Dice {np.mean(scored):.3f}" if scored else "Dice n/a (empty)"
+        tiles.append(render_tile(img, gt, pred, f"{name}{where}  {label}"))
     cols = max(1, min(columns, count))
     rows = (count + cols - 1) // cols
     tw = max(t.width for t in tiles)
