@@ -86,6 +86,11 @@ def search(
                                        "space's data, usually the built-in generator)."),
     val_pattern: Optional[str] = typer.Option(None, "--val-pattern", help="Glob on sample "
                                               "names that selects validation samples."),
+    test_pattern: Optional[str] = typer.Option(None, "--test-pattern", help="Glob on sample "
+                                               "names held out as the test split (scored only by "
+                                               "`finalize`)."),
+    test_data: Optional[str] = typer.Option(None, "--test-data", help="A separate test folder, "
+                                            "recorded for `finalize`."),
     trials: Optional[int] = typer.Option(None, "--trials", help="Trials to run now "
                                          "(default: the space's search.trials)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after S seconds."),
@@ -102,7 +107,8 @@ def search(
     from .cli_search import run_search_cli
     from .search.run import SearchRequest
 
-    req = SearchRequest(space=space, data=data, val_pattern=val_pattern, trials=trials,
+    req = SearchRequest(space=space, data=data, val_pattern=val_pattern,
+                        test_pattern=test_pattern, test_data=test_data, trials=trials,
                         timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
                         device=device, sampler=sampler, pruner=pruner, seed=seed)
     run_search_cli(req, console)
@@ -146,8 +152,8 @@ def train(
     if from_study is not None:
         import yaml
 
+        from .search.finalize import retrain_options, study_data_options, study_space
         from .search.report import get_trial, trial_arch
-        from .search.space import parse_space
         from .search.study import load_study, open_storage
 
         st = load_study(from_study, open_storage(storage, runs_dir))
@@ -155,14 +161,12 @@ def train(
         arch_obj = trial_arch(t)
         name = f"{st.study_name}_trial{t.number}"
         # same data settings and sampled training choices as the search, full budget
-        space = parse_space(yaml.safe_load(st.user_attrs.get("space_yaml", "{}")), from_study)
-        data_options = {k: v for k, v in space.data.items() if k != "source"}
+        space = study_space(st)
+        data_options = study_data_options(st, space)
+        source = data_options.pop("source", "builtin")
         if data == "builtin":
-            data = st.user_attrs.get("data_override") or space.data.get("source", "builtin")
-        train_options = {k[len("train."):]: v for k, v in t.params.items()
-                         if k.startswith("train.")}
-        train_options.update({k: v for k, v in space.training.items()
-                              if not isinstance(v, (list, dict)) and not hasattr(v, "low")})
+            data = source
+        train_options = retrain_options(t, space)
         console.print(f"retraining trial {t.number} of study {st.study_name!r}: "
                       f"{escape(t.user_attrs.get('arch_summary', ''))}")
     out = out or runs_dir / "train" / (name or (arch.stem if arch else "model"))
@@ -171,6 +175,29 @@ def train(
     run_train(arch_path=arch, arch=arch_obj, data=data, epochs=epochs, out_dir=out,
               device=device, console=console, train_options=train_options,
               data_options=data_options)
+
+
+# --------------------------------------------------------------------------------------------
+# finalize
+@app.command()
+def finalize(
+    study: Optional[str] = typer.Argument(None, help="Study name (default: the latest)."),
+    top: int = typer.Option(3, "--top", min=1, help="Retrain this many best trials (and the baselines)."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Training seeds per candidate."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Full budget in epochs "
+                                         "(default: the training default, 30)."),
+    test_data: Optional[str] = typer.Option(None, "--test-data", help="A separate test folder "
+                                            "the search never saw."),
+    data: Optional[str] = typer.Option(None, "--data", help="The study's data folder at another path."),
+    device: Optional[str] = typer.Option(None, "--device"),
+    storage: Optional[str] = STORAGE,
+    runs_dir: Path = RUNS,
+):
+    """Retrain the best trials and the baselines with the full budget and several seeds; pick
+    the winner on validation, report it once on test, and rate the short trials as a proxy."""
+    from .cli_search import finalize_cli
+
+    finalize_cli(study, top, seeds, epochs, test_data, data, device, storage, runs_dir, console)
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,8 +55,8 @@ def data_check(path: Path, console: Console) -> int:
             for k, v in rep.class_shares.items())
         table.add_row(f"classes ({rep.classes})", shares)
     if rep.splits:
-        table.add_row("split", f"{rep.split_source}: {len(rep.splits['train'])} train, "
-                               f"{len(rep.splits['val'])} val")
+        table.add_row("split", f"{rep.split_source}: " + ", ".join(
+            f"{len(v)} {k}" for k, v in rep.splits.items()))
     else:
         table.add_row("split", "none in the folder (random by val_fraction unless val_pattern is set)")
     console.print(table)

@@ -189,6 +189,11 @@ def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> Non
         for label, d, g in gains:
             t.add_row(label, f"{d:.4f}", f"{g:+.4f}")
         console.print(t)
+    if study.user_attrs.get("finalize"):
+        print_finalize(study.user_attrs["finalize"], console)
+    else:
+        console.print(f"[dim]short-trial scores only; `nas-attn finalize {escape(study.study_name)}` "
+                      "retrains the best with the full budget and several seeds[/dim]")
     imp = importances(study)
     if imp:
         t = Table(title="Parameter importances (fANOVA, on Dice)")
@@ -199,3 +204,55 @@ def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> Non
         console.print(t)
     else:
         console.print("[dim]parameter importances need at least 3 completed trials[/dim]")
+
+
+def finalize_table(res: dict) -> Table:
+    has_test = res["splits"]["test"] > 0
+    t = Table(title=f"Final answer: full-budget retraining ({res['epochs']} epochs × "
+                    f"{res['seeds']} seeds), winner by mean validation Dice")
+    t.add_column("trial", justify="right")
+    t.add_column("baseline")
+    t.add_column("short trial", justify="right")
+    t.add_column("val Dice mean ± sd", justify="right")
+    t.add_column("test Dice mean ± sd" if has_test else "test", justify="right")
+    t.add_column("architecture", overflow="fold")
+    for r in sorted(res["candidates"], key=lambda r: -r["val_mean"]):
+        win = r["trial"] == res["winner"]
+        t.add_row(("★ " if win else "") + str(r["trial"]), escape(r["label"]),
+                  f"{r['short_dice']:.4f}", f"{r['val_mean']:.4f} ± {r['val_std']:.4f}",
+                  f"{r['test_mean']:.4f} ± {r['test_std']:.4f}" if has_test else "—",
+                  escape(r["summary"]), style="bold" if win else None)
+    return t
+
+
+def print_finalize(res: dict, console: Console) -> None:
+    console.print(finalize_table(res))
+    rho = res.get("spearman_short_vs_full")
+    console.print("metric: " + res["metric"], highlight=False)
+    console.print(f"test split: {res['test_source'] or 'none'} ({res['splits']['test']} samples; "
+                  "scored once per retrained model, never used to choose)", highlight=False)
+    console.print("rank correlation of short-trial scores with full-budget validation means "
+                  "(Spearman): " + ("n/a (fewer than 3 distinct candidates)" if rho is None
+                                    else f"{rho:+.2f}"), highlight=False)
+
+
+def finalize_cli(name, top, seeds, epochs, test_data, data, device, storage, runs_dir: Path,
+                 console: Console) -> None:
+    from .search.finalize import candidates, finalize
+
+    study = load_study(name, open_storage(storage, runs_dir))
+    chosen = candidates(study, top)
+    console.print(f"finalizing study {study.study_name!r}: {len(chosen)} candidates "
+                  f"({', '.join(str(t.number) for t in chosen)}) × {seeds} seeds", highlight=False)
+
+    def progress(p) -> None:
+        test = "" if p.test_dice is None else f", test {p.test_dice:.4f}"
+        console.print(f"  [{p.index}/{p.runs}] trial {p.trial} seed {p.seed}: val "
+                      f"{p.val_dice:.4f}{test}", highlight=False)
+
+    res = finalize(study, top=top, seeds=seeds, epochs=epochs, runs_dir=runs_dir, device=device,
+                   test_source=test_data, data=data, progress=progress)
+    print_finalize(res, console)
+    console.print(f"written: {Path(runs_dir) / study.study_name / 'final' / 'finalize.json'}; "
+                  f"`nas-attn export {study.study_name}` exports the winner's retrained weights",
+                  highlight=False)

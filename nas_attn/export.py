@@ -906,16 +906,26 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
     weights when the trial kept a checkpoint. Returns (paths written, the frozen trial)."""
     from .search.report import get_trial, trial_arch
 
+    final = study.user_attrs.get("finalize") or {}
+    if number is None and final.get("winner") is not None:
+        number = int(final["winner"])  # the full-budget winner, chosen on validation
     trial = get_trial(study, number)
     arch = trial_arch(trial)
     ua = trial.user_attrs
     meta = {
         "score_dice": trial.values[0] if trial.values else None,
+        "score_metric": "validation Dice per class, pooled over the split",
         "params": ua.get("params"), "flops": ua.get("flops"),
         "latency_ms": ua.get("latency_ms"),
         "study": study.study_name, "trial": trial.number, "state": trial.state.name.lower(),
     }
     ckpt = ua.get("checkpoint")
+    row = next((r for r in final.get("candidates", []) if r.get("trial") == trial.number), None)
+    if row is not None:  # retrained with the full budget: export those weights and scores
+        meta["score_dice"] = row["val_mean"]
+        meta["score_test_dice"] = row.get("test_mean")
+        best = max(range(len(row["val"])), key=lambda i: row["val"][i])
+        ckpt = row["checkpoints"][best] or ckpt
     weights = Path(ckpt) if ckpt and Path(ckpt).exists() else None
     out = Path(out_dir) if out_dir else Path(runs_dir) / "export" / \
         f"{sanitize_text(study.study_name, 48).replace(' ', '_')}_trial{trial.number}"

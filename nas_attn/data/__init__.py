@@ -7,7 +7,7 @@ augmented and tiled back together.
 - `folder`   : `load_folder`, `check_folder` (cached per process)
 - `builtin`  : `make_builtin`, the seeded context-dependent synthetic set
 - `config`   : `DataConfig`, `AugmentConfig`
-- `split`    : `load_data` (train/val split, cached)
+- `split`    : `load_data` (train/val split, cached), `load_test` (the test split)
 - `augment`  : `build_augment` (albumentations 2, 2D and 3D)
 - `loaders`  : `make_loaders` (patch sampler with foreground oversampling)
 - `sliding`  : `sliding_window_predict`
@@ -21,10 +21,10 @@ from .folder import check_folder, clear_cache, load_folder
 from .loaders import make_loaders
 from .segdata import SegData
 from .sliding import sliding_window_predict
-from .split import load_data
+from .split import load_data, load_test
 
 __all__ = [
     "AugmentConfig", "DataConfig", "FolderReport", "SegData", "build_augment", "check_folder",
-    "clear_cache", "load_data", "load_folder", "make_builtin", "make_loaders",
+    "clear_cache", "load_data", "load_test", "load_folder", "make_builtin", "make_loaders",
     "sliding_window_predict",
 ]

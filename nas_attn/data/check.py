@@ -6,12 +6,14 @@ Folder layout::
       images/   a.png  b.png ...        (required)
       masks/    a.png  b.png ...        (required; same stems as images/)
       aux/      a.npy  b.npy ...        (optional second modality; same stems)
-      splits.json  {"train": [...], "val": [...]}   or  train.txt / val.txt   (optional)
+      splits.json  {"train": [...], "val": [...], "test": [...]}
+                   or  train.txt / val.txt / test.txt                       (optional)
       classes.txt  one class name a line, background first              (optional)
 
 A split list may name only one side ("val" alone: the rest is train). Stems may be written with
-or without their extension; lines starting with '#' are ignored. A "test" list in splits.json is
-kept out of both train and val.
+or without their extension; lines starting with '#' are ignored. A "test" list (splits.json or
+test.txt) is kept out of both train and val: it is scored once by `nas-attn finalize`, never
+used to choose anything.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from . import readers as R
 from .segdata import SegData
 
-SPLIT_FILES = ("splits.json", "train.txt", "val.txt")
+SPLIT_FILES = ("splits.json", "train.txt", "val.txt", "test.txt")
 SUBDIRS = ("images", "masks", "aux")
 
 
@@ -116,12 +118,12 @@ def _strip_ext(s: str) -> str:
 def read_splits(root: Path, stems: list[str], problems: list[str]
                 ) -> tuple[dict[str, list[str]] | None, str | None]:
     """Explicit train/val lists from splits.json or train.txt/val.txt, validated against `stems`."""
-    js, tr, va = (root / n for n in SPLIT_FILES)
+    js, tr, va, te = (root / n for n in SPLIT_FILES)
     lists: dict[str, list[str]] = {}
     if js.exists():
         source = "splits.json"
-        if tr.exists() or va.exists():
-            problems.append("splits.json and train.txt/val.txt both present: keep one")
+        if tr.exists() or va.exists() or te.exists():
+            problems.append("splits.json and train.txt/val.txt/test.txt both present: keep one")
         try:
             raw = json.loads(js.read_text())
         except (OSError, ValueError) as e:
@@ -137,9 +139,9 @@ def read_splits(root: Path, stems: list[str], problems: list[str]
                 problems.append(f"splits.json: {k!r} must be a list of file stems")
             else:
                 lists[k] = [_strip_ext(s) for s in v]
-    elif tr.exists() or va.exists():
-        source = "train.txt/val.txt"
-        for k, p in (("train", tr), ("val", va)):
+    elif tr.exists() or va.exists() or te.exists():
+        source = "train.txt/val.txt/test.txt"
+        for k, p in (("train", tr), ("val", va), ("test", te)):
             if p.exists():
                 try:
                     lists[k] = [_strip_ext(s) for s in _read_list(p)]
@@ -147,11 +149,14 @@ def read_splits(root: Path, stems: list[str], problems: list[str]
                     problems.append(f"{p.name}: unreadable ({e})")
     else:
         return None, None
+    test = [s for s in lists.get("test", []) if s in set(stems)]
     if "train" not in lists and "val" not in lists:
+        if test:  # only a test list: train/val are chosen by the usual rules among the rest
+            return {"test": test}, source
         problems.append(f"{source}: neither a train nor a val list")
         return None, source
     known = set(stems)
-    fname = {"train": "train.txt", "val": "val.txt", "test": "test"}
+    fname = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
     for k, v in lists.items():
         where = "splits.json" if source == "splits.json" else fname[k]
         for s, c in Counter(v).items():
@@ -173,7 +178,10 @@ def read_splits(root: Path, stems: list[str], problems: list[str]
     for k, v in (("train", train), ("val", val)):
         if not v:
             problems.append(f"{source}: the {k} split is empty")
-    return {"train": train, "val": val}, source
+    out = {"train": train, "val": val}
+    if test:
+        out["test"] = test
+    return out, source
 
 
 @dataclass
@@ -360,11 +368,11 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
             rep.classes = max(rep.classes, len(names))
 
     rep.splits, rep.split_source = read_splits(root, stems, P)
-    if rep.splits:
-        taken = set(rep.splits["train"]) | set(rep.splits["val"])
+    if rep.splits and "train" in rep.splits:
+        taken = set().union(*rep.splits.values())
         unused = [s for s in stems if s not in taken]
         if unused:
-            rep.notes.append(f"{rep.split_source}: {len(unused)} samples in neither train nor val")
+            rep.notes.append(f"{rep.split_source}: {len(unused)} samples in no split")
 
     rep.n_samples = len(samples)
     if P or not samples:

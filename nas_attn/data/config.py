@@ -80,6 +80,11 @@ class DataConfig(BaseModel):
     val_pattern: str | None = None
     """Glob on sample names (e.g. 'tile_r3*') that selects the validation samples; overrides a
     folder's split files and val_fraction."""
+    test_pattern: str | None = None
+    """Glob on sample names that selects the test samples (held out of train and validation,
+    scored once by `finalize`); overrides a folder's test list."""
+    test_source: str | None = None
+    """A separate dataset folder used as the test split (same channels and classes)."""
     seed: int = 0
     patch_size: list[int] | None = None
     """Training patch size per spatial axis (one number = all axes). None: whole images if all
@@ -118,11 +123,11 @@ class DataConfig(BaseModel):
             raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {v}")
         return v
 
-    @field_validator("val_pattern")
+    @field_validator("val_pattern", "test_pattern")
     @classmethod
-    def _pattern(cls, v):
+    def _pattern(cls, v, info):
         if v is not None and not v.strip():
-            raise ValueError("val_pattern must be a non-empty glob such as 'tile_r3*', or null")
+            raise ValueError(f"{info.field_name} must be a non-empty glob such as 'tile_r3*', or null")
         return v
 
     @field_validator("patch_size")

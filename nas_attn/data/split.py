@@ -1,15 +1,24 @@
-"""`load_data`: the train / validation pair a `DataConfig` names, cached per process.
+"""`load_data`: the train / validation pair a `DataConfig` names, cached per process;
+`load_test`: the test split, which nothing is ever chosen on.
 
-Split rule, first that applies:
+Test split, first that applies (it is taken out before train and validation are split):
+1. `cfg.test_source`: a separate folder (every sample in it is test);
+2. `cfg.test_pattern`: samples of the source whose name matches the glob;
+3. the folder's own test list (`splits.json` "test" or `test.txt`);
+4. built-in data: a set generated with another seed (`builtin_n // 2` samples);
+otherwise there is no test split.
+
+Train / validation rule, first that applies:
 1. `cfg.val_pattern`: samples whose name matches the glob are validation, the rest train;
 2. the folder's own `splits.json` / `train.txt` / `val.txt`;
 3. a seeded random split: round(n * val_fraction) samples (at least 1, at most n - 1) held out.
-Both sides keep the folder's (sorted) order.
+Every side keeps the folder's (sorted) order.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +33,41 @@ _SPLITS: dict[tuple, tuple[SegData, SegData, SegData]] = {}
 _BUILTIN: dict[tuple, SegData] = {}
 
 
+def _matching(data: SegData, pattern: str, field: str) -> list[int]:
+    pats = [p.strip() for p in pattern.split(",") if p.strip()]
+    hits = [i for i, nm in enumerate(data.names) if any(fnmatch.fnmatchcase(nm, p) for p in pats)]
+    if not hits:
+        raise DataError(f"{field} {pattern!r} matches none of the {len(data)} samples "
+                        f"(e.g. {', '.join(data.names[:3])})")
+    if len(hits) == len(data):
+        raise DataError(f"{field} {pattern!r} matches all {len(data)} samples; nothing left to train on")
+    return hits
+
+
+def test_indices(data: SegData, test_pattern: str | None = None) -> list[int]:
+    """Indices of the source's own test samples (`test_pattern`, else the folder's test list)."""
+    if test_pattern is not None:
+        return _matching(data, test_pattern, "test_pattern")
+    if data.splits and data.splits.get("test"):
+        return data.index_of(data.splits["test"])
+    return []
+
+
 def split_indices(data: SegData, *, val_fraction: float, seed: int,
-                  val_pattern: str | None = None) -> tuple[list[int], list[int]]:
+                  val_pattern: str | None = None, exclude: Sequence[int] = ()
+                  ) -> tuple[list[int], list[int]]:
+    """(train, val) indices of `data`, never using the indices in `exclude` (the test split)."""
+    if exclude:
+        keep = [i for i in range(len(data)) if i not in set(exclude)]
+        tr, va = split_indices(data.subset(keep), val_fraction=val_fraction, seed=seed,
+                               val_pattern=val_pattern)
+        return [keep[i] for i in tr], [keep[i] for i in va]
     n = len(data)
     if val_pattern is not None:
-        pats = [p.strip() for p in val_pattern.split(",") if p.strip()]
-        val = [i for i, nm in enumerate(data.names) if any(fnmatch.fnmatchcase(nm, p) for p in pats)]
-        if not val:
-            raise DataError(f"val_pattern {val_pattern!r} matches none of the {n} samples "
-                            f"(e.g. {', '.join(data.names[:3])})")
-        if len(val) == n:
-            raise DataError(f"val_pattern {val_pattern!r} matches all {n} samples; nothing left to train on")
+        val = _matching(data, val_pattern, "val_pattern")
         vs = set(val)
         return [i for i in range(n) if i not in vs], val
-    if data.splits:
+    if data.splits and "train" in data.splits:
         return data.index_of(data.splits["train"]), data.index_of(data.splits["val"])
     if n < 2:
         raise DataError(f"{data.source or 'data'}: {n} sample; need at least 2 for a train/val split")
@@ -67,15 +97,47 @@ def load_data(cfg: DataConfig) -> tuple[SegData, SegData]:
     """(train, val) for `cfg`. The same data and split settings give back the same two objects
     without decoding anything again (augmentation / loader settings do not matter here)."""
     data = _source_data(cfg)
-    key = (id(data), cfg.val_pattern, cfg.val_fraction, cfg.seed)
+    key = (id(data), cfg.val_pattern, cfg.val_fraction, cfg.seed, cfg.test_pattern,
+           bool(cfg.test_source))
     hit = _SPLITS.get(key)
     if hit is not None and hit[0] is data:
         return hit[1], hit[2]
+    held = [] if cfg.test_source else test_indices(data, cfg.test_pattern)
     tr, va = split_indices(data, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                           val_pattern=cfg.val_pattern)
+                           val_pattern=cfg.val_pattern, exclude=held)
     train, val = data.subset(tr), data.subset(va)
     # forget splits of an older decoding of the same source
     for k in [k for k, v in _SPLITS.items() if v[0].source == data.source and v[0] is not data]:
         del _SPLITS[k]
     _SPLITS[key] = (data, train, val)
     return train, val
+
+
+def load_test(cfg: DataConfig) -> SegData | None:
+    """The test split `cfg` names (module docstring), or None when there is none. A separate
+    test folder must match the training data's dimensions and channels and may not hold a
+    class id the training data lacks."""
+    if cfg.test_source:
+        path = Path(cfg.test_source).expanduser()
+        if not path.exists():
+            raise DataError(f"test_source {cfg.test_source!r}: no such folder")
+        train, _ = load_data(cfg)
+        test = load_folder(path, spatial_dims=train.spatial_dims)
+        if test.in_channels != train.in_channels:
+            raise DataError(f"test_source {cfg.test_source!r}: {test.in_channels} image channels, "
+                            f"the training data has {train.in_channels}")
+        if test.classes > train.classes:
+            raise DataError(f"test_source {cfg.test_source!r}: class ids up to {test.classes - 1}, "
+                            f"the training data has classes 0..{train.classes - 1}")
+        if (test.aux is None) != (train.aux is None):
+            raise DataError(f"test_source {cfg.test_source!r}: aux/ must be present in both the "
+                            "training and the test folder, or in neither")
+        test.classes = train.classes
+        return test
+    data = _source_data(cfg)
+    if cfg.is_builtin:
+        n = max(4, (cfg.builtin_n or len(data)) // 2)
+        return make_builtin(data.spatial_dims, n=n, size=cfg.builtin_size, seed=cfg.seed + 7_777,
+                            aux=cfg.builtin_aux)
+    idx = test_indices(data, cfg.test_pattern)
+    return data.subset(idx) if idx else None

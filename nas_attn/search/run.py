@@ -46,6 +46,10 @@ class SearchRequest:
     """Overrides the space's data source (a folder path, `builtin` or `builtin3d`)."""
     val_pattern: str | None = None
     """Overrides the space's data.val_pattern (glob on sample names for validation)."""
+    test_pattern: str | None = None
+    """Glob on sample names held out as the test split (never trained or chosen on)."""
+    test_data: str | None = None
+    """A separate test folder, recorded with the study for `finalize`."""
     trials: int | None = None
     timeout: float | None = None
     study: str | None = None
@@ -68,14 +72,19 @@ def _key(arch: UNetArch, train_overrides: dict) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def data_config(space: Space, source: str | None, val_pattern: str | None = None):
+METRIC_NAMES = {"dice": "val Dice (per class, pooled)", "params": "parameters",
+                "flops": "FLOPs", "latency_ms": "latency (ms)"}
+
+
+def data_config(space: Space, source: str | None, val_pattern: str | None = None,
+                test_pattern: str | None = None, test_data: str | None = None):
     from ..data import DataConfig
 
     cfg = dict(space.data)
-    if source:
-        cfg["source"] = source
-    if val_pattern:
-        cfg["val_pattern"] = val_pattern
+    for key, value in (("source", source), ("val_pattern", val_pattern),
+                       ("test_pattern", test_pattern), ("test_source", test_data)):
+        if value:
+            cfg[key] = value
     return DataConfig(**cfg)
 
 
@@ -291,12 +300,13 @@ def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchS
                 f"new --study name")
         if req.data is None and study0.user_attrs.get("data_override"):
             req.data = study0.user_attrs["data_override"]
-        if req.val_pattern is None and study0.user_attrs.get("val_pattern"):
-            req.val_pattern = study0.user_attrs["val_pattern"]
+        for attr in ("val_pattern", "test_pattern", "test_data"):
+            if getattr(req, attr) is None and study0.user_attrs.get(attr):
+                setattr(req, attr, study0.user_attrs[attr])
     artifact_dir = artifact_dir_for(runs_dir)
     artifact_dir.mkdir(parents=True, exist_ok=True)
     # data first: a bad folder must fail before a study is created for it
-    data_cfg = data_config(space, req.data, req.val_pattern)
+    data_cfg = data_config(space, req.data, req.val_pattern, req.test_pattern, req.test_data)
     objective = Objective(space, data_cfg, runs_dir, name, req.device, listener,
                           FileSystemArtifactStore(str(artifact_dir)))
     seed = req.seed if req.seed is not None else space.search.seed
@@ -313,8 +323,10 @@ def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchS
         study.set_user_attr("objectives", list(space.objectives))
         if req.data:
             study.set_user_attr("data_override", req.data)
-        if req.val_pattern:
-            study.set_user_attr("val_pattern", req.val_pattern)
+        for attr in ("val_pattern", "test_pattern", "test_data"):
+            if getattr(req, attr):
+                study.set_user_attr(attr, getattr(req, attr))
+    study.set_metric_names([METRIC_NAMES[o] for o in space.objectives])
     study.set_user_attr("artifact_dir", str(artifact_dir))
     if created and space.search.baselines:
         for label, params in baseline_params(space):
