@@ -69,24 +69,27 @@ def retrain_options(trial: FrozenTrial, space) -> dict[str, Any]:
     return opts
 
 
-def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
-    """The `top` best completed trials with distinct configurations, then every completed
-    baseline not among them (single objective: by Dice; Pareto studies: by Dice too)."""
+def candidates(study: optuna.Study, top: int, baselines: bool = True) -> list[FrozenTrial]:
+    """The `top` best completed trials with distinct configurations, and (`baselines`) every
+    completed baseline not among them (Pareto studies too are ranked by Dice)."""
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE
             and "duplicate_of" not in t.user_attrs]
     if not done:
         raise StudyError(f"study {study.study_name!r} has no completed trial to finalize")
     done.sort(key=lambda t: -t.values[0])
-    chosen, keys = [], set()
+    best, base, keys = [], [], set()
     for t in done:
         key = t.user_attrs.get("config_key", t.number)
         if key in keys:
             continue
-        if len([c for c in chosen if not c.user_attrs.get("baseline")]) < top \
-                or t.user_attrs.get("baseline"):
-            chosen.append(t)
-            keys.add(key)
-    return chosen
+        if baselines and t.user_attrs.get("baseline"):
+            base.append(t)
+        elif len(best) < top:
+            best.append(t)
+        else:
+            continue
+        keys.add(key)
+    return best + base
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
@@ -117,7 +120,7 @@ class Progress:
 
 def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int | None = None,
              runs_dir: Path = Path("runs"), device: str | None = None,
-             test_source: str | None = None, data: str | None = None,
+             test_source: str | None = None, data: str | None = None, baselines: bool = True,
              progress: Callable[[Progress], None] | None = None,
              on_epoch: Callable[[int, int, int, dict], None] | None = None) -> dict[str, Any]:
     """Retrain, choose on validation, report on test (module docstring). `test_source` adds a
@@ -147,7 +150,7 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int |
     test_data = load_test(data_cfg)
     test_loader = (DataLoader(WholeImageDataset(test_data), batch_size=1)
                    if test_data is not None else None)
-    chosen = candidates(study, top)
+    chosen = candidates(study, top, baselines)
     out_root = Path(runs_dir) / study.study_name / "final"
     runs = len(chosen) * seeds
     rows: list[dict[str, Any]] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -192,7 +193,8 @@ class Objective:
                 self.listener.epoch_done(trial.number, epoch, metrics)
                 if not space.multi_objective:
                     trial.report(dice, epoch)
-                    if trial.should_prune():
+                    # baselines always run to the end: they are what finalize measures against
+                    if label is None and trial.should_prune():
                         reason = f"pruned by {type(trial.study.pruner).__name__} after epoch " \
                                  f"{epoch} (dice {dice:.4f})"
                         trial.set_user_attr("prune_reason", reason)
@@ -326,7 +328,9 @@ def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchS
         for attr in ("val_pattern", "test_pattern", "test_data"):
             if getattr(req, attr):
                 study.set_user_attr(attr, getattr(req, attr))
-    study.set_metric_names([METRIC_NAMES[o] for o in space.objectives])
+    with warnings.catch_warnings():  # experimental in optuna 5; what the dashboard shows
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([METRIC_NAMES[o] for o in space.objectives])
     study.set_user_attr("artifact_dir", str(artifact_dir))
     if created and space.search.baselines:
         for label, params in baseline_params(space):

@@ -1,0 +1,119 @@
+"""Is the search worth running? Its final answer against the honest baselines, on test data.
+
+    python benchmarks/search_quality.py --data builtin
+    python benchmarks/search_quality.py --data ../shared/data/inia19-macaque \
+        --test-data ../shared/data/inia19-macaque-test
+
+In one run, on one data set and one space (default: `default`):
+1. the search (the space's sampler, TPE by default) with `--trials` trials, then `finalize`:
+   its `--top` best trials and the two baselines (plain UNet, Attention U-Net) retrained with
+   the full budget (`--epochs`) under `--seeds` seeds; the winner is chosen on validation;
+2. a random search with the same number of trials and the same pruner (the honest baseline
+   for any search strategy), finalized the same way (its top 1, same seeds);
+3. test Dice (per class, pooled over the test split) of the search's winner against the plain
+   UNet, the Attention U-Net and the random search's winner, all with the same full budget.
+   Gains are paired by training seed: mean ± sd over seeds of (winner − other).
+
+Test data is never used to choose anything. Runs under `--runs-dir` (a fresh temporary folder
+by default), so nothing of the user's is touched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import optuna  # noqa: E402
+
+from nas_attn.search.finalize import finalize  # noqa: E402
+from nas_attn.search.run import SearchRequest, open_search, run_search  # noqa: E402
+
+
+def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: int,
+                        baselines: bool) -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    req = SearchRequest(space=args.space, data=None if args.data == "builtin" else args.data,
+                        val_pattern=args.val_pattern, test_pattern=args.test_pattern,
+                        test_data=args.test_data, study=study, runs_dir=runs,
+                        sampler=sampler, seed=args.search_seed, device=args.device)
+    session = open_search(req)
+    run_search(session, args.trials, None)
+    res = finalize(session.study, top=top, seeds=args.seeds, epochs=args.epochs, runs_dir=runs,
+                   device=args.device, baselines=baselines)
+    return res, time.perf_counter() - t0
+
+
+def row(res: dict, *, trial: int | None = None, label: str | None = None) -> dict:
+    for r in res["candidates"]:
+        if (trial is not None and r["trial"] == trial) or (label and r["label"] == label):
+            return r
+    raise KeyError(trial or label)
+
+
+def paired(a: list[float], b: list[float]) -> str:
+    d = [x - y for x, y in zip(a, b)]
+    sd = statistics.stdev(d) if len(d) > 1 else 0.0
+    return f"{statistics.fmean(d):+.4f} ± {sd:.4f}"
+
+
+def ms(v: list[float]) -> str:
+    return f"{statistics.fmean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.4f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="builtin", help="builtin or a dataset folder")
+    ap.add_argument("--space", default="default")
+    ap.add_argument("--val-pattern", default=None)
+    ap.add_argument("--test-pattern", default=None)
+    ap.add_argument("--test-data", default=None, help="a separate test folder")
+    ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--top", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=None, help="full budget (default: 30)")
+    ap.add_argument("--search-seed", type=int, default=0)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--runs-dir", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="nas_attn_sq_"))
+
+    tpe, t_tpe = search_and_finalize(args, runs, "searched", None, args.top, True)
+    rnd, t_rnd = search_and_finalize(args, runs, "random", "random", 1, False)
+    if tpe["splits"]["test"] == 0:
+        sys.exit("no test split: give --test-data, --test-pattern, or a folder with test.txt")
+    win = row(tpe, trial=tpe["winner"])
+    plain = row(tpe, label="plain_unet")
+    att = row(tpe, label="attention_unet")
+    rwin = row(rnd, trial=rnd["winner"])
+
+    print(f"data {tpe['data']}: {tpe['splits']} samples; space {args.space}; "
+          f"{args.trials} trials per search; full budget {tpe['epochs']} epochs × {args.seeds} "
+          f"seeds; metric: {tpe['metric']}")
+    print(f"search + finalize {t_tpe:.0f} s, random search + finalize {t_rnd:.0f} s; runs in {runs}")
+    print(f"{'model':<34} {'short trial':>11} {'val Dice':>17} {'test Dice':>17}  architecture")
+    for name, r in (("search winner (trial %d)" % win["trial"], win),
+                    ("plain UNet", plain), ("Attention U-Net", att),
+                    ("random-search winner (trial %d)" % rwin["trial"], rwin)):
+        print(f"{name:<34} {r['short_dice']:>11.4f} {ms(r['val']):>17} {ms(r['test']):>17}  "
+              f"{r['summary']}")
+    print(f"gain of the search winner on test (paired by seed): vs plain UNet "
+          f"{paired(win['test'], plain['test'])}, vs Attention U-Net "
+          f"{paired(win['test'], att['test'])}, vs random search "
+          f"{paired(win['test'], rwin['test'])}")
+    rho = tpe["spearman_short_vs_full"]
+    print("proxy quality: Spearman(short-trial Dice, full-budget val Dice) over "
+          f"{len(tpe['candidates'])} candidates = " + ("n/a" if rho is None else f"{rho:+.2f}"))
+    if args.json:
+        args.json.write_text(json.dumps({"search": tpe, "random": rnd}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
