@@ -22,6 +22,11 @@ UPSAMPLES = ("transpose", "interp")
 SITE_KINDS = ("encoder", "bottleneck", "skip", "decoder")
 
 
+def _is_int(v) -> bool:
+    """An integer that is not a bool (JSON `true` is not a width)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ArchError(msg)
@@ -124,20 +129,20 @@ class UNetArch:
     def __post_init__(self):
         d = self.depth
         _check(self.spatial_dims in (2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
-        _check(isinstance(self.in_channels, int) and self.in_channels >= 1,
+        _check(_is_int(self.in_channels) and self.in_channels >= 1,
                f"in_channels must be an integer >= 1, got {self.in_channels!r}")
-        _check(isinstance(self.classes, int) and self.classes >= 2,
+        _check(_is_int(self.classes) and self.classes >= 2,
                f"classes must be an integer >= 2 (background counts), got {self.classes!r}")
-        _check(isinstance(d, int) and 1 <= d <= 7, f"depth must be an integer 1..7, got {d!r}")
+        _check(_is_int(d) and 1 <= d <= 7, f"depth must be an integer 1..7, got {d!r}")
         widths = tuple(self.widths)
         object.__setattr__(self, "widths", widths)
         _check(len(widths) == d + 1,
                f"widths has {len(widths)} entries but depth {d} needs {d + 1} (levels 0..{d})")
-        _check(all(isinstance(w, int) and 1 <= w <= 4096 for w in widths),
+        _check(all(_is_int(w) and 1 <= w <= 4096 for w in widths),
                f"widths must be integers in 1..4096, got {list(widths)}")
         _check(self.upsample in UPSAMPLES,
                f"upsample {self.upsample!r} unknown; accepted: {', '.join(UPSAMPLES)}")
-        _check(isinstance(self.aux_channels, int) and self.aux_channels >= 0,
+        _check(_is_int(self.aux_channels) and self.aux_channels >= 0,
                f"aux_channels must be an integer >= 0, got {self.aux_channels!r}")
         enc = self.encoder_name
         _check(enc == "unet" or (isinstance(enc, str) and enc.startswith("timm:") and len(enc) > 5),

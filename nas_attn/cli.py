@@ -91,9 +91,9 @@ def search(
                                                "`finalize`)."),
     test_data: Optional[str] = typer.Option(None, "--test-data", help="A separate test folder, "
                                             "recorded for `finalize`."),
-    trials: Optional[int] = typer.Option(None, "--trials", help="Trials to run now "
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials to run now "
                                          "(default: the space's search.trials)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after S seconds."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="Stop starting trials after S seconds."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name (resumes if it exists; "
                                         "default: the space's name)."),
     storage: Optional[str] = STORAGE,
@@ -139,6 +139,7 @@ def train(
                                               "names that selects validation samples."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/train/<name>)."),
+    force: bool = typer.Option(False, "--force", help="Write into an --out folder that holds other files."),
     device: Optional[str] = typer.Option(None, "--device"),
     storage: Optional[str] = STORAGE,
     runs_dir: Path = RUNS,
@@ -154,9 +155,9 @@ def train(
 
         from .search.finalize import retrain_options, study_data_options, study_space
         from .search.report import get_trial, trial_arch
-        from .search.study import load_study, open_storage
+        from .search.study import load_study, open_existing_storage
 
-        st = load_study(from_study, open_storage(storage, runs_dir))
+        st = load_study(from_study, open_existing_storage(storage, runs_dir))
         t = get_trial(st, trial)
         arch_obj = trial_arch(t)
         name = f"{st.study_name}_trial{t.number}"
@@ -174,7 +175,7 @@ def train(
         data_options["val_pattern"] = val_pattern
     run_train(arch_path=arch, arch=arch_obj, data=data, epochs=epochs, out_dir=out,
               device=device, console=console, train_options=train_options,
-              data_options=data_options)
+              data_options=data_options, force=force)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,13 +209,14 @@ def export(
     trial: Optional[int] = typer.Option(None, "--trial", help="Trial number (default: the best)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/export/<study>_trial<N>)."),
     fmt: list[str] = typer.Option([], "--format", help="Also write onnx and/or torchscript."),
+    force: bool = typer.Option(False, "--force", help="Write into an --out folder that holds other files."),
     storage: Optional[str] = STORAGE,
     runs_dir: Path = RUNS,
 ):
     """Write the chosen architecture as a standalone PyTorch file (model.py) with its weights."""
     from .cli_export import export_cli
 
-    export_cli(study, trial, out, tuple(fmt), storage, runs_dir, console)
+    export_cli(study, trial, out, tuple(fmt), storage, runs_dir, console, force=force)
 
 
 @app.command()
@@ -222,7 +224,7 @@ def dashboard(
     storage: Optional[str] = STORAGE,
     runs_dir: Path = RUNS,
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address (localhost by default)."),
-    port: int = typer.Option(8080, "--port"),
+    port: int = typer.Option(8080, "--port", min=1, max=65535),
 ):
     """Open the studies in optuna-dashboard (with the trial artifacts)."""
     from .cli_export import dashboard_cli

@@ -60,12 +60,21 @@ def data_check(path: Path, console: Console) -> int:
     else:
         table.add_row("split", "none in the folder (random by val_fraction unless val_pattern is set)")
     console.print(table)
+    problems = list(rep.problems)
+    if not problems:  # the same split rules as search and train: one verdict
+        from .data import DataConfig, load_data
+        from .errors import DataError
+
+        try:
+            load_data(DataConfig(source=str(path)))
+        except DataError as e:
+            problems.append(f"split: {e}")
     for note in rep.notes:
         console.print(f"[dim]note:[/dim] {escape(note)}", highlight=False)
-    if rep.problems:
-        n = len(rep.problems)
+    if problems:
+        n = len(problems)
         console.print(f"[bold red]{n} problem{'s' if n != 1 else ''}:[/bold red]")
-        for p in rep.problems:
+        for p in problems:
             console.print(f"  [red]-[/red] {escape(p)}", highlight=False)
         return 1
     console.print("[green]ok[/green]")

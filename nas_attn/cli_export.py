@@ -10,12 +10,13 @@ from .errors import NasAttnError
 
 
 def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, ...],
-               storage, runs_dir: Path, console: Console) -> None:
+               storage, runs_dir: Path, console: Console, force: bool = False) -> None:
     from .export import export_trial
-    from .search.study import load_study, open_storage
+    from .search.study import load_study, open_existing_storage
 
-    study = load_study(study_name, open_storage(storage, runs_dir))
-    written, trial = export_trial(study, trial_number, out, formats=formats, runs_dir=runs_dir)
+    study = load_study(study_name, open_existing_storage(storage, runs_dir))
+    written, trial = export_trial(study, trial_number, out, formats=formats, runs_dir=runs_dir,
+                                  force=force)
     table = Table(title=f"exported trial {trial.number} of study {study.study_name!r}")
     table.add_column("file")
     table.add_column("size", justify="right")
@@ -34,12 +35,13 @@ def dashboard_cli(storage, runs_dir: Path, host: str, port: int, console: Consol
     from optuna_dashboard import run_server
 
     from .search.run import artifact_dir_for
-    from .search.study import open_storage, study_names
+    from .search.study import open_existing_storage, study_names
 
-    st = open_storage(storage, runs_dir)
+    st = open_existing_storage(storage, runs_dir)
     names = study_names(st)
     if not names:
         raise NasAttnError(f"no studies in {storage or runs_dir}; run `nas-attn search` first")
+    _check_bind(host, port)
     art = artifact_dir_for(runs_dir)
     art.mkdir(parents=True, exist_ok=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -48,3 +50,21 @@ def dashboard_cli(storage, runs_dir: Path, host: str, port: int, console: Consol
     console.print(f"optuna-dashboard on http://{host}:{port}/ ({len(names)} studies: "
                   f"{', '.join(names)}; artifacts in {art}). Ctrl-C stops it.")
     run_server(st, host=host, port=port, artifact_store=FileSystemArtifactStore(str(art)))
+
+
+def _check_bind(host: str, port: int) -> None:
+    """Fail with one line before starting the server when the address cannot be served."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise NasAttnError(f"--host {host!r} is not an address this machine can serve on "
+                           f"({e}); use 127.0.0.1 or a local interface address") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise NasAttnError(f"cannot serve on {host}:{port}: {e.strerror or e} (another "
+                               "program may be using the port; choose another --port)") from None

@@ -16,7 +16,7 @@ from .arch import UNetArch
 from .search.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
                             trial_arch)
 from .search.run import SearchRequest, open_search, run_search
-from .search.study import load_study, open_storage
+from .search.study import load_study, open_existing_storage
 
 
 def _f(v, spec=".4f"):
@@ -158,7 +158,7 @@ def _summary(study, console):
 
 
 def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> None:
-    study = load_study(name, open_storage(storage, runs_dir))
+    study = load_study(name, open_existing_storage(storage, runs_dir))
     console.print(leaderboard_table(study, top, f"Study {study.study_name} "
                                     f"({len(study.trials)} trials)"))
     front = pareto_front(study)
@@ -240,7 +240,7 @@ def finalize_cli(name, top, seeds, epochs, test_data, data, device, storage, run
                  console: Console) -> None:
     from .search.finalize import candidates, finalize
 
-    study = load_study(name, open_storage(storage, runs_dir))
+    study = load_study(name, open_existing_storage(storage, runs_dir))
     chosen = candidates(study, top)
     console.print(f"finalizing study {study.study_name!r}: {len(chosen)} candidates "
                   f"({', '.join(str(t.number) for t in chosen)}) × {seeds} seeds", highlight=False)

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from .arch import UNetArch
 from .errors import ArchError, DataError
+from .paths import claim_output_dir
 from .train import TrainConfig, TrainResult, train
 from .train.checkpoint import write_json
 from .train.config import format_errors
@@ -106,7 +107,7 @@ def run_train(arch_path: Path | None = None, arch: UNetArch | None = None, data:
               epochs: int | None = None, *, out_dir: Path = Path("runs/train/model"),
               device: str | None = None, console: Console | None = None,
               train_options: dict[str, Any] | None = None,
-              data_options: dict[str, Any] | None = None) -> TrainResult:
+              data_options: dict[str, Any] | None = None, force: bool = False) -> TrainResult:
     """Train `arch` (or the JSON at `arch_path`; neither: the default plain UNet) on `data`
     ('builtin', 'builtin3d' or a folder) and write best.pt, metrics.json, preview.png to
     `out_dir`. `train_options` / `data_options` are extra TrainConfig / DataConfig fields."""
@@ -134,12 +135,12 @@ def run_train(arch_path: Path | None = None, arch: UNetArch | None = None, data:
 
     train_data, val_data = load_data(data_cfg)
     arch, changes = adapt_arch(arch, train_data)
+    out_dir = claim_output_dir(out_dir, "train", force=force)  # before any training
     if changes:
         console.print(f"[yellow]adapted the architecture to the data:[/yellow] {', '.join(changes)}")
     console.print(f"training on {len(train_data)} samples, validating on {len(val_data)} "
                   f"({data_cfg.source}); output in {out_dir}")
 
-    out_dir = Path(out_dir)
     with _progress(console) as bar:
         task = bar.add_task("epoch 1", total=None, loss="—", dice="—", ips="—")
         dice = {"last": "—"}

@@ -54,6 +54,7 @@ from . import __version__
 from .arch import ACTS, NORMS, UPSAMPLES, UNetArch
 from .atomic import atomic_save, atomic_write
 from .errors import ArchError, NasAttnError
+from .paths import claim_output_dir
 
 __all__ = ["ExportError", "export_arch", "load_model_py", "render_model_py"]
 
@@ -849,7 +850,7 @@ def _export_torchscript(model, inputs, path: Path) -> None:
 
 def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = None,
                 meta: dict | None = None, formats: tuple[str, ...] = (),
-                input_size: Sequence[int] | None = None) -> dict[str, Path]:
+                input_size: Sequence[int] | None = None, force: bool = False) -> dict[str, Path]:
     """Write model.py, arch.json, meta.json (with meta), weights.pt (with weights) and the asked
     formats ("onnx" -> model.onnx, "torchscript" -> model.ts) into out_dir.
 
@@ -874,8 +875,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
         raise ExportError("ONNX export needs the 'onnx' package, and torch's default exporter "
                           "also 'onnxscript': pip install onnx onnxscript")
     state = _state_dict(weights, arch) if weights is not None else None
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = claim_output_dir(out_dir, "export", force=force)
     code = render_model_py(arch, meta=meta, example_size=size[0])
     files = {"model": atomic_write(out_dir / "model.py", code),
              "arch": atomic_write(out_dir / "arch.json", arch.to_json(indent=2) + "\n")}
@@ -901,7 +901,8 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
 
 
 def export_trial(study, number: int | None = None, out_dir: Path | None = None, *,
-                 formats: tuple[str, ...] = (), runs_dir: Path = Path("runs")):
+                 formats: tuple[str, ...] = (), runs_dir: Path = Path("runs"),
+                 force: bool = False):
     """Export one trial of a study (the best when `number` is None): model.py, arch.json, the
     weights when the trial kept a checkpoint. Returns (paths written, the frozen trial)."""
     from .search.report import get_trial, trial_arch
@@ -929,4 +930,4 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
     weights = Path(ckpt) if ckpt and Path(ckpt).exists() else None
     out = Path(out_dir) if out_dir else Path(runs_dir) / "export" / \
         f"{sanitize_text(study.study_name, 48).replace(' ', '_')}_trial{trial.number}"
-    return export_arch(arch, out, weights=weights, meta=meta, formats=formats), trial
+    return export_arch(arch, out, weights=weights, meta=meta, formats=formats, force=force), trial

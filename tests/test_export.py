@@ -327,7 +327,7 @@ def test_weights_checks_and_atomic_files(tmp_path):
     state = torch.load(files["weights"], weights_only=True)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
-        ["arch.json", "model.py", "weights.pt"]
+        [".nas-attn-output", "arch.json", "model.py", "weights.pt"]  # marker: ours to replace
     other = build_unet(arch_aux()).state_dict()
     with pytest.raises(ExportError, match="do not match"):
         export_arch(arch, tmp_path / "bad", weights=other)

@@ -307,6 +307,15 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
                 P.append(f"{fname}: unsupported dtype {cf.dtype}")
                 bad = True
                 continue
+            n_bad, empty = R.non_finite(cf)
+            if empty:
+                P.append(f"{fname}: channel {', '.join(map(str, empty))} holds no finite value "
+                         "(all NaN/inf); fix or remove the file")
+                bad = True
+                continue
+            if n_bad:
+                rep.notes.append(f"{fname}: {n_bad} NaN/inf values of {cf.size}; they are "
+                                 "read as the channel's lowest intensity")
             arrays[role] = cf
         if bad:
             continue

@@ -25,7 +25,11 @@ def _signature(root: Path) -> tuple:
         if d.is_dir():
             with os.scandir(d) as it:
                 for e in it:
-                    st = e.stat()
+                    try:
+                        st = e.stat()
+                    except OSError:  # a broken link or a link loop: the scan reports it
+                        sig.append((sub, e.name, -1, -1))
+                        continue
                     sig.append((sub, e.name, st.st_size, st.st_mtime_ns))
     for name in SPLIT_FILES + ("classes.txt",):
         p = root / name

@@ -162,23 +162,37 @@ def to_channels_first(arr: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray |
     return None
 
 
+def non_finite(img: np.ndarray) -> tuple[int, list[int]]:
+    """(count of NaN/inf values, channels that hold no finite value at all)."""
+    if np.asarray(img).dtype.kind != "f":
+        return 0, []
+    finite = np.isfinite(img)
+    empty = [c for c in range(img.shape[0]) if not finite[c].any()]
+    return int(finite.size - finite.sum()), empty
+
+
 def normalise(img: np.ndarray) -> np.ndarray:
-    """Per-channel percentile scaling of a (C, *spatial) array to float32 [0, 1]."""
+    """Per-channel percentile scaling of a (C, *spatial) array to float32 [0, 1].
+
+    Percentiles are computed in float64 over the finite values, so float64 data far beyond
+    float32's range (1e300) scales correctly instead of overflowing; NaN/inf pixels become 0
+    (`non_finite` lets the caller report them). A channel without any finite value raises
+    ValueError."""
     out = np.empty(img.shape, dtype=np.float32)
     for c in range(img.shape[0]):
-        ch = np.asarray(img[c], dtype=np.float32)
+        ch = np.asarray(img[c], dtype=np.float64)
         finite = np.isfinite(ch)
-        if not finite.all():
-            ch = np.where(finite, ch, 0.0).astype(np.float32)
-        lo, hi = np.percentile(ch, [LOW_PCT, HIGH_PCT])
+        if not finite.any():
+            raise ValueError(f"channel {c} holds no finite value")
+        vals = ch[finite] if not finite.all() else ch
+        lo, hi = np.percentile(vals, [LOW_PCT, HIGH_PCT])
         if hi <= lo:
-            lo, hi = float(ch.min()), float(ch.max())
+            lo, hi = float(vals.min()), float(vals.max())
         if hi <= lo:
             out[c] = 0.0
             continue
-        np.subtract(ch, np.float32(lo), out=out[c])
-        out[c] *= np.float32(1.0 / (hi - lo))
-        np.clip(out[c], 0.0, 1.0, out=out[c])
+        scaled = (np.where(finite, ch, lo) - lo) / (hi - lo)
+        out[c] = np.clip(scaled, 0.0, 1.0)
     return out
 
 

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..arch import UNetArch
 from ..errors import StudyError
+from ..paths import inside
 from .report import trial_arch
 from .space import parse_space
 
@@ -151,7 +152,7 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int |
     test_loader = (DataLoader(WholeImageDataset(test_data), batch_size=1)
                    if test_data is not None else None)
     chosen = candidates(study, top, baselines)
-    out_root = Path(runs_dir) / study.study_name / "final"
+    out_root = inside(runs_dir, study.study_name, "final")
     runs = len(chosen) * seeds
     rows: list[dict[str, Any]] = []
     k = 0

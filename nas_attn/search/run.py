@@ -16,6 +16,7 @@ import optuna
 import yaml
 
 from ..arch import UNetArch
+from ..paths import check_name, inside
 from ..errors import ArchError, DivergedError, NasAttnError, OutOfMemoryError, StudyError
 from .cost import measure_cost
 from .sampling import DataInfo, baseline_params, sample_arch, sample_training
@@ -168,7 +169,7 @@ class Objective:
             return dup.values[0] if len(dup.values) == 1 else tuple(dup.values)
 
         self.listener.trial_started(trial.number, arch, label)
-        out_dir = self.runs_dir / self.study_name / f"trial_{trial.number:04d}"
+        out_dir = inside(self.runs_dir, self.study_name, f"trial_{trial.number:04d}")
         try:
             cfg = self.train_config(overrides)
             model = build_unet(arch)
@@ -292,6 +293,8 @@ def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchS
     space = load_space(space_path)
     name = req.study or f"{space_path.stem}"
     created = name not in existing
+    if created:
+        check_name(name)
     if not created:
         study0 = optuna.load_study(study_name=name, storage=storage)
         stored = study0.user_attrs.get("space_yaml")

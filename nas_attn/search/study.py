@@ -90,3 +90,20 @@ def make_pruner(name: str, space: Space) -> tuple[optuna.pruners.BasePruner, str
     if name == "none":
         return optuna.pruners.NopPruner(), None
     raise StudyError(f"unknown pruner {name!r}; accepted: hyperband, sha, median, none")
+
+
+def open_existing_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS):
+    """`open_storage` for commands that only read (show, dashboard, export, finalize, train
+    --from-study): a missing runs folder or study file is an error, and nothing is created."""
+    path = None
+    if url is None:
+        path = Path(runs_dir) / DB_NAME
+    elif url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+    elif url.startswith("journal:") or url.endswith((".log", ".journal")):
+        path = Path(url.removeprefix("journal:"))
+    if path is not None and not path.is_file():
+        raise StudyError(f"no studies to show: {path} does not exist"
+                         + (" (is --runs-dir right?)" if url is None else "")
+                         + "; run `nas-attn search` first")
+    return open_storage(url, runs_dir)

@@ -1,0 +1,185 @@
+"""Careless or hostile input through the CLI: one clear line, a non-zero exit, no traceback,
+nothing written outside the expected folder, nothing the user made replaced."""
+import json
+import os
+import socket
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nas_attn.arch import UNetArch
+from nas_attn.cli import main
+
+TINY = """
+macro: {depth: [1], base_width: [4]}
+training: {batch_size: 4, lr: 0.005}
+budget: {epochs: 1, samples_per_epoch: 4}
+data: {source: builtin, builtin_n: 6, builtin_size: 24}
+search: {trials: 1, baselines: false}
+"""
+
+
+def cli(capsys, *args):
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def one_error(code, out, *words):
+    assert code != 0, out
+    assert "Traceback" not in out, out
+    low = " ".join(out.split()).lower()
+    for w in words:
+        assert w.lower() in low, (w, out)
+
+
+def tree(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def folder(root, n=3, make=None):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        m = np.zeros((16, 16), np.uint8)
+        m[2:8, 2:8] = 1
+        img = make(i) if make else (m * 90 + rng.integers(0, 30, m.shape)).astype(np.uint8)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        if isinstance(img, np.ndarray) and img.dtype.kind == "f":
+            np.save(root / "images" / f"s{i}.npy", img)
+        else:
+            Image.fromarray(img).save(root / "images" / f"s{i}.png")
+        Image.fromarray(m * 255).save(root / "masks" / f"s{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs_study", "a/b", ".."])
+def test_study_name_cannot_escape_runs(tmp_path, capsys, name):
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY))
+    work = tmp_path / "work"
+    runs = work / "runs"
+    runs.mkdir(parents=True)
+    before = tree(tmp_path)
+    code, out = cli(capsys, "search", "--space", space, "--study", name, "--runs-dir", runs)
+    one_error(code, out, "study name")
+    assert [p for p in tree(tmp_path) if p not in before and not p.startswith("work/runs")] == []
+    assert not os.path.exists("/tmp/abs_study/trial_0000")
+
+
+def test_export_and_train_never_replace_user_files(tmp_path, capsys):
+    arch = tmp_path / "arch.json"
+    arch.write_text(UNetArch(depth=1, widths=(4, 8)).to_json())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.py").write_text("# my own model\n")
+    # train into a folder holding the user's files: refused before any training
+    code, out = cli(capsys, "train", "--arch", arch, "--out", mine, "--epochs", "1")
+    one_error(code, out, "already holds", "--force")
+    assert "epoch" not in out
+    assert (mine / "model.py").read_text() == "# my own model\n"
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("keep")
+    code, out = cli(capsys, "train", "--arch", arch, "--out", a_file, "--epochs", "1")
+    one_error(code, out, "is a file")
+    assert a_file.read_text() == "keep"
+
+
+def test_export_into_foreign_folder_is_refused(tmp_path):
+    from nas_attn.errors import NasAttnError
+    from nas_attn.export import export_arch
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.py").write_text("# my own model\n")
+    arch = UNetArch(depth=1, widths=(4, 8))
+    with pytest.raises(NasAttnError, match="already holds"):
+        export_arch(arch, mine)
+    assert (mine / "model.py").read_text() == "# my own model\n"
+    out = tmp_path / "fresh"
+    export_arch(arch, out)
+    export_arch(arch, out)  # its own earlier export may be replaced
+    assert "def build_model" in (out / "model.py").read_text()
+    export_arch(arch, mine, force=True)
+    assert "def build_model" in (mine / "model.py").read_text()
+
+
+def test_bad_numbers_are_reported_not_zeroed(tmp_path, capsys):
+    def nan_some(i):
+        x = np.random.default_rng(i).random((16, 16))
+        x[0, 0] = np.nan
+        return x
+    root = folder(tmp_path / "nan", make=nan_some)
+    code, out = cli(capsys, "data", "check", root)
+    assert code == 0 and "NaN/inf" in out and "s0.npy" in out
+
+    root = folder(tmp_path / "allnan", make=lambda i: np.full((16, 16), np.nan))
+    code, out = cli(capsys, "data", "check", root)
+    one_error(code, out, "no finite value", "s0.npy")
+
+    from nas_attn.data.readers import normalise
+    huge = np.random.default_rng(0).random((1, 16, 16)) * 1e300
+    out = normalise(huge)
+    assert out.max() == 1.0 and out.min() == 0.0 and np.isfinite(out).all()
+
+
+def test_data_check_and_search_agree_on_one_image(tmp_path, capsys):
+    root = folder(tmp_path / "one", n=1)
+    code, out = cli(capsys, "data", "check", root)
+    one_error(code, out, "need at least 2")
+
+
+def test_symlink_loop_in_data_folder(tmp_path, capsys):
+    root = folder(tmp_path / "ds")
+    os.symlink("loop.png", root / "images" / "loop.png")
+    code, out = cli(capsys, "data", "check", root)
+    one_error(code, out, "loop.png")
+
+
+def test_boolean_widths_in_arch_json(tmp_path, capsys):
+    d = json.loads(UNetArch(depth=1, widths=(4, 8)).to_json())
+    d["widths"] = [True, 8]
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps(d))
+    code, out = cli(capsys, "train", "--arch", p, "--out", tmp_path / "o")
+    one_error(code, out, "widths", "a.json")
+
+
+def test_show_and_dashboard_on_missing_runs_create_nothing(tmp_path, capsys):
+    runs = tmp_path / "nothing"
+    for cmd in (["show"], ["dashboard"], ["export"], ["finalize"]):
+        code, out = cli(capsys, *cmd, "--runs-dir", runs)
+        one_error(code, out, "does not exist")
+    assert not runs.exists()
+
+
+def test_dashboard_port_taken_or_out_of_range(tmp_path, capsys):
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY))
+    runs = tmp_path / "runs"
+    code, out = cli(capsys, "search", "--space", space, "--study", "d", "--runs-dir", runs)
+    assert code == 0, out
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code, out = cli(capsys, "dashboard", "--runs-dir", runs, "--port", port)
+        one_error(code, out, f"127.0.0.1:{port}", "another --port")
+    code, out = cli(capsys, "dashboard", "--runs-dir", runs, "--port", 70000)
+    one_error(code, out, "--port")
+    code, out = cli(capsys, "dashboard", "--runs-dir", runs, "--host", "no.such.host.invalid")
+    one_error(code, out, "--host")
+
+
+@pytest.mark.parametrize("flag,value", [("--trials", -2), ("--timeout", -5)])
+def test_negative_budgets_are_refused(tmp_path, capsys, flag, value):
+    code, out = cli(capsys, "search", "--space", "smoke", flag, value, "--runs-dir",
+                    tmp_path / "runs")
+    one_error(code, out, flag)
+    assert not (tmp_path / "runs").exists()
