@@ -134,6 +134,9 @@ def test_dashboard_shows_study_trial_arch_note_and_artifacts(finished_study, das
             page.goto(f"{dashboard}/dashboard/studies/{study_id}")
             expect(page.locator("header")).to_contain_text(STUDY)
             expect(page.get_by_text("Study User Attributes")).to_be_visible()
+            # the objective has a name, not "Objective 0"
+            expect(page.get_by_text("val Dice (per class, pooled)").first).to_be_attached()
+            assert page.get_by_text("Objective 0").count() == 0
 
             # the trial list: trial 0 (the plain_unet baseline) is selected first
             page.goto(f"{dashboard}/dashboard/studies/{study_id}/trials")
