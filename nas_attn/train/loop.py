@@ -66,6 +66,10 @@ class TrainResult:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+NONFINITE_PATIENCE = 5
+"""With float16 AMP the gradient scaler skips steps whose gradients overflow; training counts as
+diverged only after this many consecutive non-finite losses (bf16 / fp32: the first one)."""
+
 ProgressFn = Callable[[StepInfo], None]
 EpochFn = Callable[[int, dict], None]
 
@@ -119,17 +123,20 @@ def clear_loader_cache() -> None:
 
 
 # ----- optimizer / schedule ---------------------------------------------------------------
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or Nesterov SGD; no weight decay on norm weights and biases (1-D parameters)."""
+def make_optimizer(model: nn.Module, cfg: TrainConfig,
+                   runtime: Runtime | None = None) -> torch.optim.Optimizer:
+    """AdamW or Nesterov SGD; no weight decay on norm weights and biases (1-D parameters);
+    the runtime's optimizer arguments (fused kernels on CUDA)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    extra = runtime.optimizer_kwargs(cfg.optimizer) if runtime is not None else {}
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, **extra)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True, **extra)
 
 
 class LRSchedule:
@@ -281,7 +288,8 @@ def _release(exc: BaseException | None, runtime: Runtime | None) -> None:
 def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, *,
           on_epoch: EpochFn | None = None, out_dir: str | Path | None = None,
           progress: ProgressFn | None = None, loaders: tuple | None = None,
-          runtime: Runtime | None = None, preview: bool = True) -> TrainResult:
+          runtime: Runtime | None = None, preview: bool = True,
+          compile_model: bool = False) -> TrainResult:
     """Train `build_unet(arch)` on `train_data`, evaluate on `val_data` after every
     `cfg.val_every` epochs (and at the end), keep the best by mean foreground Dice.
 
@@ -289,6 +297,8 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
     `runtime` overrides the one built from `cfg.device/amp/channels_last`. With `out_dir`, the
     best checkpoint is written (atomically) to `out_dir/best.pt` at every improvement, and at
     the end (`preview=True`) `out_dir/preview.png` shows the best model on validation images.
+    `compile_model=True` runs the training forward through `torch.compile` (worth it for a long
+    run of one model; evaluation stays eager, whole images vary in size).
 
     Raises `DivergedError` (NaN/inf loss), `OutOfMemoryError` (accelerator or host memory), and
     whatever `on_epoch` raises.
@@ -299,7 +309,8 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
                                  spatial_dims=arch.spatial_dims)
     try:
         result = _train(arch, train_data, val_data, data_cfg, cfg, runtime=runtime,
-                        on_epoch=on_epoch, out_dir=out_dir, progress=progress, loaders=loaders)
+                        on_epoch=on_epoch, out_dir=out_dir, progress=progress, loaders=loaders,
+                        compile_model=compile_model)
         if out_dir is not None and preview:
             from .preview import save_preview
 
@@ -320,7 +331,7 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
 
 
 def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: Runtime,
-           on_epoch, out_dir, progress, loaders) -> TrainResult:
+           on_epoch, out_dir, progress, loaders, compile_model: bool = False) -> TrainResult:
     from ..unet import build_unet
 
     t_start = time.perf_counter()
@@ -339,7 +350,7 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
 
     model = runtime.prepare_model(build_unet(arch))
     model.train()
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, runtime)
     schedule = LRSchedule(optimizer, cfg, total_steps=total_steps,
                           warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)))
     scaler = runtime.scaler()
@@ -351,6 +362,11 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
 
         ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=3 / 4)
     deep = bool(arch.deep_supervision)
+    forward = model.forward_all if deep else model
+    if compile_model:
+        forward = runtime.compile(forward)
+    nonfinite_limit = NONFINITE_PATIENCE if scaler.is_enabled() else 1
+    nonfinite_run = 0
     report_every = 1 if runtime.device.type == "cpu" else 10
 
     history: list[dict[str, Any]] = []
@@ -377,7 +393,7 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
             x, y = batch["image"], batch["mask"]
             aux = batch.get("aux")
             with runtime.autocast():
-                outs = model.forward_all(x, aux) if deep else model(x, aux)
+                outs = forward(x, aux)
             loss = criterion(outs, y)
             scaler.scale(loss).backward()
             if cfg.grad_clip is not None:
@@ -397,23 +413,29 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
             out_of_time = cfg.max_time_s is not None and elapsed >= cfg.max_time_s
             if len(pending) >= report_every or step == steps_per_epoch or out_of_time:
                 values = torch.stack(pending).float().cpu()  # one sync per report
-                bad = (~torch.isfinite(values)).nonzero()
-                if len(bad):
-                    first = global_step - len(pending) + 1 + int(bad[0])
-                    raise DivergedError(
-                        f"loss became {float(values[int(bad[0])])} at epoch {epoch}, step "
-                        f"{first - (epoch - 1) * steps_per_epoch} (global step {first}, lr "
-                        f"{lr:.3g}) for {arch.summary()}; lower lr (now {cfg.lr:g}), keep "
-                        f"grad_clip on (now {cfg.grad_clip}), or turn AMP off")
-                epoch_loss_sum += float(values.sum())
-                epoch_steps += len(pending)
+                finite = torch.isfinite(values)
+                for j, ok in enumerate(finite.tolist()):
+                    nonfinite_run = 0 if ok else nonfinite_run + 1
+                    if nonfinite_run >= nonfinite_limit:
+                        first = global_step - len(pending) + 2 + j - nonfinite_run
+                        persisted = (f" and stayed non-finite for {nonfinite_run} steps (the "
+                                     f"gradient scaler skipped them)" if nonfinite_run > 1 else "")
+                        ep = (first - 1) // steps_per_epoch + 1
+                        raise DivergedError(
+                            f"loss became {float(values[j])} at epoch {ep}, step "
+                            f"{first - (ep - 1) * steps_per_epoch} (global step {first}, lr "
+                            f"{lr:.3g}){persisted} for {arch.summary()}; lower lr (now "
+                            f"{cfg.lr:g}), keep grad_clip on (now {cfg.grad_clip}), or turn AMP off")
+                epoch_loss_sum += float(values[finite].sum())  # skipped steps do not count
+                epoch_steps += int(finite.sum())
                 pending.clear()
                 if progress is not None:
                     busy = train_done_s + time.perf_counter() - t_epoch
                     progress(StepInfo(epoch=epoch, epochs=cfg.epochs, step=step,
                                       steps_per_epoch=steps_per_epoch, global_step=global_step,
                                       total_steps=total_steps,
-                                      loss=float(values.mean()), lr=lr,
+                                      loss=float(values[finite].mean()) if finite.any()
+                                      else float("nan"), lr=lr,
                                       images_per_s=(images + epoch_images) / max(1e-9, busy),
                                       elapsed_s=elapsed))
             if out_of_time:
