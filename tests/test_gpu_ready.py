@@ -434,10 +434,13 @@ def test_loader_workers_run_one_thread(monkeypatch):
     cv2.setNumThreads(before)
 
 
-def test_num_workers_flag_reaches_the_loaders(tmp_path, monkeypatch):
+def test_num_workers_and_compile_flags_reach_the_loop(tmp_path, monkeypatch):
     from nas_attn.cli import main
     from nas_attn.train import loop
 
+    compiled = []
+    monkeypatch.setattr(Runtime, "compile", lambda self, fn, mode=None: compiled.append(fn)
+                        or torch.compile(fn, backend="eager"))
     seen = []
     real = loop.get_loaders
 
@@ -451,9 +454,9 @@ def test_num_workers_flag_reaches_the_loaders(tmp_path, monkeypatch):
 
     arch.write_text(UNetArch(depth=1, widths=(4, 8)).to_json())
     with contextlib.suppress(SystemExit):
-        main(["train", "--arch", str(arch), "--epochs", "1", "--num-workers", "0",
+        main(["train", "--arch", str(arch), "--epochs", "1", "--num-workers", "0", "--compile",
               "--out", str(tmp_path / "out"), "--device", "cpu", "--runs-dir", str(tmp_path)])
-    assert seen == [0]
+    assert seen == [0] and len(compiled) == 1
     assert (tmp_path / "out" / "metrics.json").exists()
 
 
