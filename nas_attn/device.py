@@ -24,8 +24,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import traceback
 import random
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +112,7 @@ def is_oom(e: BaseException) -> bool:
                                             or "not enough memory" in msg)
 
 
-def release_memory(exc: BaseException | None = None, runtime: "Runtime | None" = None) -> None:
+def release_memory(exc: BaseException | None = None, runtime: Runtime | None = None) -> None:
     """Drop the references an exception's frames hold to tensors, collect, and give cached
     accelerator memory back (after an out-of-memory error, before the next trial)."""
     if exc is not None and exc.__traceback__ is not None:

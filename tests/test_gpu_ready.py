@@ -286,8 +286,7 @@ def _discs(n, seed=0, size=32):
 def _train_with_nan(monkeypatch, bad_steps, runtime, **kw):
     from nas_attn.arch import UNetArch
     from nas_attn.data import DataConfig
-    from nas_attn.train import TrainConfig, train
-    from nas_attn.train import loop
+    from nas_attn.train import TrainConfig, loop, train
     from nas_attn.train.losses import SegLoss
 
     calls = {"n": 0}
@@ -392,8 +391,7 @@ def test_sliding_window_pads_aux_like_the_image():
 
 # ----- loader workers --------------------------------------------------------------------------
 def test_loader_workers_default_by_device_and_settable(monkeypatch):
-    from nas_attn.data import DataConfig, load_data, make_loaders
-    from nas_attn.data import loaders
+    from nas_attn.data import DataConfig, load_data, loaders, make_loaders
 
     cfg = DataConfig(builtin_n=6, builtin_size=24)
     tr, va = load_data(cfg)

@@ -98,9 +98,7 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
     weight = _gaussian(patch).to(image.device)
     b = image.shape[0]
     out = norm = None
-    step = max(1, int(batch))
-    if len(starts) < step:  # never more filler than patches
-        step = len(starts)
+    step = min(max(1, int(batch)), len(starts))  # never more filler than patches
     for i in range(0, len(starts), step):
         chunk = starts[i:i + step]
         sls = [tuple(slice(s, s + p) for s, p in zip(st, patch)) for st in chunk]

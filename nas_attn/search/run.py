@@ -242,7 +242,7 @@ class Objective:
             model = build_unet(arch)
             return runtime, measure_cost(model, arch, self.patch, batch_size=cfg.batch_size,
                                          runtime=runtime, seed=cfg.seed)
-        except Exception as e:  # noqa: BLE001  (only out-of-memory is handled here)
+        except Exception as e:  # only out-of-memory is handled here
             if not is_oom(e):
                 raise
             msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
