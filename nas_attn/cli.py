@@ -102,6 +102,9 @@ def search(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe, random, gp, nsga2, brute."),
     pruner: Optional[str] = typer.Option(None, "--pruner", help="hyperband, sha, median, none."),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="Training "
+                                              "data loader workers (default: 0 on CPU, several "
+                                              "on CUDA)."),
 ):
     """Run (or resume) an architecture search."""
     from .cli_search import run_search_cli
@@ -110,7 +113,8 @@ def search(
     req = SearchRequest(space=space, data=data, val_pattern=val_pattern,
                         test_pattern=test_pattern, test_data=test_data, trials=trials,
                         timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
-                        device=device, sampler=sampler, pruner=pruner, seed=seed)
+                        device=device, sampler=sampler, pruner=pruner, seed=seed,
+                        num_workers=num_workers)
     run_search_cli(req, console)
 
 
@@ -143,6 +147,11 @@ def train(
     device: Optional[str] = typer.Option(None, "--device"),
     storage: Optional[str] = STORAGE,
     runs_dir: Path = RUNS,
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="Training "
+                                              "data loader workers (default: 0 on CPU, several "
+                                              "on CUDA)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training "
+                                       "forward (pays off over long runs, mostly on CUDA)."),
 ):
     """Train one architecture with the full budget; writes checkpoint, metrics and a preview."""
     from .cli_train import run_train
@@ -173,9 +182,11 @@ def train(
     out = out or runs_dir / "train" / (name or (arch.stem if arch else "model"))
     if val_pattern:
         data_options["val_pattern"] = val_pattern
+    if num_workers is not None:
+        data_options["num_workers"] = num_workers
     run_train(arch_path=arch, arch=arch_obj, data=data, epochs=epochs, out_dir=out,
               device=device, console=console, train_options=train_options,
-              data_options=data_options, force=force)
+              data_options=data_options, force=force, compile_model=compile_model)
 
 
 # --------------------------------------------------------------------------------------------

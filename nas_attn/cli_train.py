@@ -107,10 +107,12 @@ def run_train(arch_path: Path | None = None, arch: UNetArch | None = None, data:
               epochs: int | None = None, *, out_dir: Path = Path("runs/train/model"),
               device: str | None = None, console: Console | None = None,
               train_options: dict[str, Any] | None = None,
-              data_options: dict[str, Any] | None = None, force: bool = False) -> TrainResult:
+              data_options: dict[str, Any] | None = None, force: bool = False,
+              compile_model: bool = False) -> TrainResult:
     """Train `arch` (or the JSON at `arch_path`; neither: the default plain UNet) on `data`
     ('builtin', 'builtin3d' or a folder) and write best.pt, metrics.json, preview.png to
-    `out_dir`. `train_options` / `data_options` are extra TrainConfig / DataConfig fields."""
+    `out_dir`. `train_options` / `data_options` are extra TrainConfig / DataConfig fields;
+    `compile_model` runs the training forward through torch.compile."""
     from .data import DataConfig, load_data
 
     console = console or Console()
@@ -155,7 +157,7 @@ def run_train(arch_path: Path | None = None, arch: UNetArch | None = None, data:
             bar.update(task, dice=dice["last"])
 
         result = train(arch, train_data, val_data, data_cfg, cfg, on_epoch=on_epoch,
-                       out_dir=out_dir, progress=on_step)
+                       out_dir=out_dir, progress=on_step, compile_model=compile_model)
         bar.update(task, completed=result.steps, total=result.steps)
 
     write_json(out_dir / "metrics.json", {

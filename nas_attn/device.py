@@ -6,15 +6,26 @@ Nothing else in the package names "cuda" or calls `torch.amp` directly: training
 Policy:
 - device: `select_device(None | "auto")` takes CUDA, then MPS, then CPU; "cpu", "cuda",
   "cuda:N" and "mps" are accepted by name and must be available.
-- AMP on CUDA only: bfloat16 where the GPU supports it (no grad scaler needed), else float16
-  with a `GradScaler`. On CPU and MPS `autocast()` is a no-op and everything stays float32.
+- A chosen CUDA device with an index becomes the process's current device
+  (`torch.cuda.set_device`), so pinned memory, caches and the bf16 check use that GPU and no
+  context is opened on GPU 0 by a worker meant for another GPU.
+- AMP on CUDA only: bfloat16 where the selected GPU supports it natively (emulated bf16, as on
+  V100/T4, does not count), else float16 with a `GradScaler` that skips steps whose gradients
+  are not finite. On CPU and MPS `autocast()` is a no-op and everything stays float32.
 - channels_last on CUDA only: `channels_last` for 2D models, `channels_last_3d` for 3D.
+- Optimizers are fused on CUDA (`optimizer_kwargs()`), masks travel as uint8 and become int64
+  on the device (`to_device`), and each trial's peak GPU memory is measured
+  (`reset_peak_memory()` / `peak_memory_mb()`; None off CUDA).
+- `is_oom(e)` / `release_memory(e, runtime)`: how callers recognise an out-of-memory error and
+  give the memory back before going on.
 """
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +89,37 @@ def select_device(requested: str | torch.device | None = None) -> torch.device:
                           f"{', '.join(available_devices())}")
     if dev.type == "cpu":
         return torch.device("cpu")
+    if dev.type == "cuda" and dev.index is not None:
+        # one process per GPU: pinned memory, the caching allocator and `torch.cuda.*` queries
+        # must use this GPU, not GPU 0
+        torch.cuda.set_device(dev)
     return dev
+
+
+def cuda_bf16_native(device: torch.device) -> bool:
+    """Whether the CUDA `device` runs bfloat16 natively (Ampere or newer). Emulated bf16 (V100,
+    T4) is not counted: it is slower than float16 with a scaler."""
+    with torch.cuda.device(device):
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
+def is_oom(e: BaseException) -> bool:
+    """An accelerator or host out-of-memory error (torch's own type or its older messages)."""
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
+                                            or "not enough memory" in msg)
+
+
+def release_memory(exc: BaseException | None = None, runtime: Runtime | None = None) -> None:
+    """Drop the references an exception's frames hold to tensors, collect, and give cached
+    accelerator memory back (after an out-of-memory error, before the next trial)."""
+    if exc is not None and exc.__traceback__ is not None:
+        traceback.clear_frames(exc.__traceback__)
+    gc.collect()
+    if runtime is not None:
+        runtime.empty_cache()
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -124,7 +165,7 @@ class Runtime:
         use_amp = bool(amp and on_cuda)
         dtype = torch.float32
         if use_amp:
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            dtype = torch.bfloat16 if cuda_bf16_native(dev) else torch.float16
         if on_cuda:
             # TF32 for the float32 parts (loss, optimizer, anything autocast leaves in fp32)
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -155,7 +196,9 @@ class Runtime:
     def to_device(self, batch: Any) -> Any:
         """Move a tensor, or a dict/list/tuple of them, to the device (non-blocking on CUDA).
 
-        Floating tensors with the model's rank (B, C, *spatial) also get the memory format.
+        Floating tensors with the model's rank (B, C, *spatial) also get the memory format. A
+        uint8 "mask" in a dict (how loaders ship label maps: 8x less to copy) becomes int64 on
+        the device.
         """
         if isinstance(batch, torch.Tensor):
             nb = self.is_cuda
@@ -163,10 +206,39 @@ class Runtime:
                 return batch.to(self.device, non_blocking=nb, memory_format=self.memory_format)
             return batch.to(self.device, non_blocking=nb)
         if isinstance(batch, dict):
-            return {k: self.to_device(v) for k, v in batch.items()}
+            return {k: self._mask_to_device(v) if k == "mask" else self.to_device(v)
+                    for k, v in batch.items()}
         if isinstance(batch, (list, tuple)):
             return type(batch)(self.to_device(v) for v in batch)
         return batch
+
+    def _mask_to_device(self, mask: Any) -> Any:
+        if isinstance(mask, torch.Tensor) and mask.dtype == torch.uint8:
+            return self.to_device(mask).long()
+        return self.to_device(mask)
+
+    def optimizer_kwargs(self, optimizer: str = "adamw") -> dict[str, Any]:
+        """Extra optimizer arguments: `fused=True` on CUDA (one kernel per parameter group and
+        step instead of several per parameter; AdamW and SGD both have a fused CUDA kernel)."""
+        return {"fused": True} if self.is_cuda and optimizer in ("adamw", "sgd") else {}
+
+    def reset_peak_memory(self) -> None:
+        """Start a new peak-memory measurement (CUDA; a no-op elsewhere)."""
+        if self.is_cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory_mb(self) -> float | None:
+        """Peak GPU memory allocated by tensors since `reset_peak_memory()`, in MiB; None off
+        CUDA (CPU and MPS have no such counter)."""
+        if not self.is_cuda:
+            return None
+        return torch.cuda.max_memory_allocated(self.device) / 2**20
+
+    def compile(self, fn, mode: str | None = None):
+        """`torch.compile` of a module or a bound method (fewer kernel launches for a long run
+        of one model: fused elementwise kernels; `mode="reduce-overhead"` adds CUDA graphs).
+        The compiled callable shares the module's parameters."""
+        return torch.compile(fn, mode=mode)
 
     def autocast(self):
         """Autocast region for forward passes; a plain no-op context without AMP."""
@@ -175,7 +247,8 @@ class Runtime:
         return torch.amp.autocast(self.device.type, dtype=self.dtype)
 
     def scaler(self) -> torch.amp.GradScaler:
-        """Gradient scaler: active only for float16 AMP (bfloat16 and float32 need none)."""
+        """Gradient scaler: active only for float16 AMP (bfloat16 and float32 need none). It
+        skips an optimizer step whose gradients are not finite and lowers its scale."""
         enabled = self.amp and self.dtype == torch.float16
         return torch.amp.GradScaler(self.device.type if enabled else "cpu", enabled=enabled)
 

@@ -383,7 +383,7 @@ def test_patch_sampler_shapes_and_foreground_oversampling():
         ds = PatchDataset(data, (16, 16), fg_oversample=p, augment=None, length=400, seed=0)
         hits = [bool(ds[i]["mask"].any()) for i in range(400)]
         hit[p] = float(np.mean(hits))
-        assert ds[0]["image"].shape == (1, 16, 16) and ds[0]["mask"].dtype == torch.int64
+        assert ds[0]["image"].shape == (1, 16, 16) and ds[0]["mask"].dtype == torch.uint8
     assert hit[0.0] < 0.08
     assert 0.4 < hit[0.5] < 0.65
     assert hit[1.0] == 1.0
@@ -407,7 +407,7 @@ def test_make_loaders(dims, size, patch):
     ps = (24, 24) if patch else (size,) * 3
     b = batches[0]
     assert b["image"].shape == (3, 1) + ps and b["image"].dtype == torch.float32
-    assert b["mask"].shape == (3,) + ps and b["mask"].dtype == torch.int64
+    assert b["mask"].shape == (3,) + ps and b["mask"].dtype == torch.uint8  # int64 on the device
     assert b["aux"].shape == (3, 1) + ps
     vb = list(vl)
     assert len(vb) == len(va) == 2

@@ -85,4 +85,4 @@ class CrossAttention(nn.Module):
             q = self.query(xp)
             k, v = to_grid(self.key, g, size, grid), to_grid(self.value, g, size, grid)
         out = self.out(attend_tokens(q, k, v, self.heads, self.max_tokens))
-        return x + linear_resize(self.gamma * out, size)
+        return x + linear_resize(self.gamma.to(out.dtype) * out, size)

@@ -33,6 +33,7 @@ from ..layers import conv_nd, reduced_width
 from .registry import register
 from .tokens import (
     DEFAULT_MAX_TOKENS,
+    apply_channel_weights,
     attend_tokens,
     channel_weights,
     linear_resize,
@@ -62,7 +63,7 @@ class PositionAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = pool_tokens(x, self.max_tokens)
         out = attend_tokens(self.query(p), self.key(p), self.value(p), 1, self.max_tokens)
-        return x + linear_resize(self.gamma * out, x.shape[2:])
+        return x + linear_resize(self.gamma.to(out.dtype) * out, x.shape[2:])
 
 
 @register("channel_self", family="dual", residual=True)
@@ -78,9 +79,8 @@ class ChannelSelfAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(2)
         weights = channel_weights(x, self.max_tokens)
-        return torch.baddbmm(flat, self.gamma * weights, flat).reshape(x.shape)
+        return apply_channel_weights(x, self.gamma.to(weights.dtype) * weights, x)
 
 
 @register("dual", family="dual", residual=True)
@@ -106,7 +106,6 @@ class DualAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = pool_tokens(x, self.max_tokens)
         pos = attend_tokens(self.query(p), self.key(p), self.value(p), 1, self.max_tokens)
-        y = x + linear_resize(self.gamma_position * pos, x.shape[2:])
+        y = x + linear_resize(self.gamma_position.to(pos.dtype) * pos, x.shape[2:])
         weights = channel_weights(p, self.max_tokens)  # p is x pooled to the same budget
-        out = torch.baddbmm(y.flatten(2), self.gamma_channel * weights, x.flatten(2))
-        return out.reshape(x.shape)
+        return apply_channel_weights(y, self.gamma_channel.to(weights.dtype) * weights, x)

@@ -66,4 +66,4 @@ class SelfAttention(nn.Module):
             h = h + self.pos(h)
         q, k, v = self.qkv(h).split(self.inner, dim=1)
         out = self.out(attend_tokens(q, k, v, self.heads, self.max_tokens))
-        return x + linear_resize(self.gamma * out, x.shape[2:])
+        return x + linear_resize(self.gamma.to(out.dtype) * out, x.shape[2:])

@@ -13,7 +13,8 @@ Papers (as implemented by timm; see each class):
 Deviations: timm's defaults, except that every reduced width is passed explicitly as
 `rd_channels = reduced_width(C, reduction)` (timm rounds to multiples of 8, which inflates narrow
 layers), and `sk` splits its input across its two paths only when the width is even (timm
-asserts otherwise). None is the identity at initialisation (`sk` replaces the features by its own
+asserts otherwise). `sk` runs timm's forward re-written without `torch.stack` (same weights and
+numbers) so that it keeps the channels_last memory format. None is the identity at initialisation (`sk` replaces the features by its own
 conv output, like another conv layer). 2D only: registered with dims=(2,), so asking for them in
 3D gives the registry's clear error. timm's `GatherExcite` is not wrapped: in timm 1.0.31 its
 constructor fails (duplicate `act_layer` / `kernel_size` arguments to its helpers).
@@ -70,7 +71,24 @@ if SelectiveKernel is not None:
                                           split_input=channels % 2 == 0)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.module(x)
+            """timm's SelectiveKernel.forward with the same weights and numbers, without its
+            `torch.stack` of the paths (which drops channels_last and copies forward and back):
+            the attention input is the sum of the paths and the output the weighted sum."""
+            sk = self.module
+            if sk.split_input:
+                parts = torch.split(x, sk.in_channels // sk.num_paths, 1)
+                paths = [op(parts[i]) for i, op in enumerate(sk.paths)]
+            else:
+                paths = [op(x) for op in sk.paths]
+            attn = sk.attn
+            s = sum(paths[1:], paths[0]).mean((2, 3), keepdim=True)
+            s = attn.fc_select(attn.act(attn.bn(attn.fc_reduce(s))))
+            b, c = s.shape[:2]
+            w = torch.softmax(s.view(b, sk.num_paths, c // sk.num_paths, 1, 1), dim=1)
+            out = paths[0] * w[:, 0]
+            for i in range(1, len(paths)):
+                out = out + paths[i] * w[:, i]
+            return out.to(x.dtype)  # a no-op unless autocast gave its convs another dtype
 
 
 if CoordAttn is not None:

@@ -35,6 +35,29 @@ import torch.nn.functional as F
 
 DEFAULT_MAX_TOKENS = 256
 
+CACHE_CONSTANTS = True
+"""Keep the interpolation matrices (and CAM's identity values) per size, dtype and device
+instead of rebuilding them on every call: each build is about a dozen small kernels, which made
+up a fifth of an attention-heavy training step's launches. False = rebuild (the old path, for
+benchmarks/gpu_step.py)."""
+_CONSTANTS = {}
+_CONSTANTS_MAX = 512
+
+
+def _constant(key, build, like: torch.Tensor) -> torch.Tensor:
+    """`build()` memoised under (key, dtype, device). Not cached while torch.compile traces (it
+    folds constants itself) or under inference mode (such tensors cannot be used by autograd)."""
+    if not CACHE_CONSTANTS or torch.compiler.is_compiling() or torch.is_inference_mode_enabled():
+        return build()
+    full = (key, like.dtype, like.device)
+    hit = _CONSTANTS.get(full)
+    if hit is None:
+        if len(_CONSTANTS) >= _CONSTANTS_MAX:
+            _CONSTANTS.clear()
+        with torch.no_grad():
+            hit = _CONSTANTS[full] = build()
+    return hit
+
 
 def token_grid(size, max_tokens: int) -> tuple[int, ...]:
     """Spatial size to attend on: `size` itself when within budget (or budget 0), else a grid
@@ -63,7 +86,12 @@ def token_grid(size, max_tokens: int) -> tuple[int, ...]:
 
 def interp_matrix(n_out: int, n_in: int, like: torch.Tensor) -> torch.Tensor:
     """(n_out, n_in) matrix of 1D linear interpolation, as F.interpolate(align_corners=False),
-    in like's dtype and device (positions computed in float32 at least, as torch does)."""
+    in like's dtype and device (positions computed in float32 at least, as torch does);
+    memoised (`CACHE_CONSTANTS`)."""
+    return _constant(("interp", n_out, n_in), lambda: _build_interp(n_out, n_in, like), like)
+
+
+def _build_interp(n_out: int, n_in: int, like: torch.Tensor) -> torch.Tensor:
     calc = torch.float64 if like.dtype == torch.float64 else torch.float32
     dst = torch.arange(n_out, dtype=calc, device=like.device)
     src = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
@@ -194,5 +222,19 @@ def channel_weights(x: torch.Tensor, max_tokens: int = DEFAULT_MAX_TOKENS) -> to
     """
     b, c = x.shape[:2]
     key = pool_tokens(x, max_tokens).reshape(b, 1, c, -1)
-    eye = torch.eye(c, dtype=x.dtype, device=x.device).expand(b, 1, c, c)
-    return F.scaled_dot_product_attention(key, key, eye).reshape(b, c, c)
+    eye = _constant(("eye", c), lambda: torch.eye(c, dtype=x.dtype, device=x.device), x)
+    return F.scaled_dot_product_attention(key, key, eye.expand(b, 1, c, c)).reshape(b, c, c)
+
+
+def apply_channel_weights(base: torch.Tensor, weights: torch.Tensor,
+                          x: torch.Tensor) -> torch.Tensor:
+    """base + weights @ x over channels (weights (B, C, C), base and x (B, C, *spatial)), with
+    one batched matmul-add, in x's memory format and dtype: a channels-last x is multiplied as
+    its (B, N, C) view (x^T W^T), so no copy is made forward or backward."""
+    b, c = x.shape[:2]
+    if not x.is_contiguous() and x.movedim(1, -1).is_contiguous():
+        xt = x.movedim(1, -1).reshape(b, -1, c)
+        out = torch.baddbmm(base.movedim(1, -1).reshape(b, -1, c), xt, weights.transpose(1, 2))
+        return out.reshape(b, *x.shape[2:], c).movedim(-1, 1).to(x.dtype)
+    out = torch.baddbmm(base.flatten(2), weights, x.flatten(2))
+    return out.reshape(x.shape).to(x.dtype)

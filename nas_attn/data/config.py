@@ -98,8 +98,8 @@ class DataConfig(BaseModel):
     """Side of the built-in images (default 64 in 2D, 32 in 3D)."""
     builtin_aux: bool = False
     """Give the built-in set its auxiliary modality."""
-    num_workers: int = Field(0, ge=0)
-    """DataLoader workers; 0 is right for in-memory data on small patches."""
+    num_workers: int | None = Field(None, ge=0)
+    """Training DataLoader workers; None: 0 on the CPU, several on CUDA (`auto_workers`)."""
 
     @field_validator("source")
     @classmethod

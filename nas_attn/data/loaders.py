@@ -12,12 +12,19 @@ all share one, else the per-axis minimum size over the training images (random c
 
 Validation: whole images, batch size 1 (sizes may differ), no augmentation.
 
-Batches are dicts: "image" float32 (B, C, *spatial), "mask" int64 (B, *spatial) and, when the
-data has an aux modality, "aux" float32 (B, C_aux, *spatial).
+Batches are dicts: "image" float32 (B, C, *spatial), "mask" uint8 (B, *spatial; int64 when
+the data has more than 256 classes: `Runtime.to_device` makes it int64 on the device, 8x less
+to collate and copy) and, when the data has an aux modality, "aux" float32 (B, C_aux, *spatial).
+
+Workers: `cfg.num_workers`, or when it is None, none on the CPU (the model needs the cores) and
+`auto_workers()` on CUDA; each worker runs torch and OpenCV with one thread (collating with
+torch's default thread count was ~30x slower on a small machine; torch sets its own, OpenCV's
+is set before the workers start).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,6 +37,10 @@ from .config import AugmentConfig, DataConfig
 from .segdata import SegData
 
 MAX_FG_INDICES = 100_000
+
+
+def _mask_dtype(classes: int):
+    return np.uint8 if classes <= 256 else np.int64
 
 
 def resolve_patch(patch_size: Sequence[int] | None, data: SegData) -> tuple[int, ...]:
@@ -67,6 +78,7 @@ class PatchDataset(Dataset):
         self.fg_oversample = float(fg_oversample)
         self.augment = augment if (augment is not None and len(augment.transforms)) else None
         self.length = int(length) if length else len(data)
+        self.mask_dtype = _mask_dtype(data.classes)
         self.rng = np.random.default_rng([seed, 104729])
         self.images: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
@@ -131,7 +143,7 @@ class PatchDataset(Dataset):
             if x.ndim == m.ndim:  # a transform dropped a single channel axis
                 x = x[None]
         item = {"image": torch.from_numpy(np.ascontiguousarray(x[:c], dtype=np.float32)),
-                "mask": torch.from_numpy(np.ascontiguousarray(m, dtype=np.int64))}
+                "mask": torch.from_numpy(np.ascontiguousarray(m, dtype=self.mask_dtype))}
         if self.aux is not None:
             item["aux"] = torch.from_numpy(np.ascontiguousarray(x[c:], dtype=np.float32))
         return item
@@ -149,10 +161,34 @@ class WholeImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         d = self.data
         item = {"image": torch.from_numpy(np.ascontiguousarray(d.images[i], dtype=np.float32)),
-                "mask": torch.from_numpy(np.ascontiguousarray(d.masks[i], dtype=np.int64))}
+                "mask": torch.from_numpy(np.ascontiguousarray(d.masks[i],
+                                                              dtype=_mask_dtype(d.classes)))}
         if d.aux is not None:
             item["aux"] = torch.from_numpy(np.ascontiguousarray(d.aux[i], dtype=np.float32))
         return item
+
+
+def auto_workers(device_is_cuda: bool) -> int:
+    """Loader workers when `num_workers` is not set: 0 on the CPU, else one per usable core
+    less one for the training process, at most 8."""
+    if not device_is_cuda:
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores - 1))
+
+
+def _cv2_one_thread() -> None:
+    """OpenCV with one thread, set in the loader's process before its workers fork (they inherit
+    it; torch already runs each worker with one thread). Not set inside a forked worker:
+    reconfiguring a thread pool the parent had started can hang the child."""
+    try:
+        import cv2
+    except ImportError:  # albumentations brings OpenCV; nothing to limit without it
+        return
+    cv2.setNumThreads(1)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -191,7 +227,9 @@ def make_loaders(train: SegData, val: SegData, cfg: DataConfig, *, batch_size: i
                       length=length, seed=seed)
     g = torch.Generator()
     g.manual_seed(int(seed))
-    workers = cfg.num_workers
+    workers = cfg.num_workers if cfg.num_workers is not None else auto_workers(device_is_cuda)
+    if workers:
+        _cv2_one_thread()  # the workers do the augmenting: one OpenCV thread each
     train_loader = DataLoader(
         ds, batch_size=batch_size, shuffle=True, generator=g, num_workers=workers,
         pin_memory=device_is_cuda, drop_last=length >= batch_size,

@@ -37,19 +37,39 @@ def _forward(model, x: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
     return out
 
 
+def _pad_spatial(t: torch.Tensor, target: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Zero-pad the spatial dims of t (B, C, *sp) up to `target`, centred (as the training
+    loader pads samples smaller than the patch); the slices that cut the original back out."""
+    spatial = tuple(t.shape[2:])
+    before = [(max(0, p - s)) // 2 for s, p in zip(spatial, target)]
+    extra = [max(0, p - s) for s, p in zip(spatial, target)]
+    if not any(extra):
+        return t, tuple(slice(None) for _ in spatial)
+    pads = []
+    for b, e in zip(reversed(before), reversed(extra)):  # F.pad: last axis first
+        pads += [b, e - b]
+    crop = tuple(slice(b, b + s) for b, s in zip(before, spatial))
+    return torch.nn.functional.pad(t, pads), crop
+
+
 @torch.no_grad()
 def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int] | int, *,
                            overlap: float = 0.25, aux: torch.Tensor | None = None,
                            batch: int = 4) -> torch.Tensor:
     """Logits (B, out, *spatial) of `model` over `image` (B, C, *spatial).
 
-    An image no larger than the patch on every axis takes one forward pass. Otherwise patches
-    (clipped to the image on axes where it is smaller) tile the image with `overlap`, evenly
-    spread so the last one ends at the border, and overlapping outputs are averaged with
-    Gaussian weights (sigma = patch/8), which downweights patch borders. `aux` (B, C_aux,
-    *spatial) is cut the same way and passed as `model(x, aux)`. Up to `batch` patches per
-    image go through the model at once. Runs under `torch.no_grad()`, on the image's device;
-    put the model in eval mode first (BatchNorm would otherwise use per-patch statistics).
+    Every forward pass sees the patch size, so cuDNN (benchmark mode) tunes its kernels once
+    for training and evaluation instead of once per new image shape: an image smaller than the
+    patch on an axis is zero-padded (centred, as the training loader pads small samples) to the
+    patch there and its logits are cut back; an image of exactly the patch size takes one plain
+    forward pass. Larger images are tiled by patches with `overlap`, evenly spread so the last
+    one ends at the border, and overlapping outputs are averaged with Gaussian weights
+    (sigma = patch/8), which downweights patch borders. `aux` (B, C_aux, *spatial) is padded
+    and cut the same way and passed as `model(x, aux)`. `batch` patches per image go through the
+    model at once; the last, partial group is filled up with zero patches to the same batch
+    size (their outputs are dropped). Runs under `torch.no_grad()`, on the image's device; put
+    the model in eval mode first (BatchNorm would otherwise use per-batch statistics, and the
+    filler patches would change the results).
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -64,19 +84,33 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
         raise ValueError(f"patch_size {list(ps)} does not fit a {d}D image")
     if aux is not None and tuple(aux.shape[2:]) != spatial:
         raise ValueError(f"aux spatial shape {tuple(aux.shape[2:])} differs from image {spatial}")
-    if all(s <= p for s, p in zip(spatial, ps)):
+    if any(s < p for s, p in zip(spatial, ps)):
+        padded = tuple(max(s, p) for s, p in zip(spatial, ps))
+        image, crop = _pad_spatial(image, padded)
+        if aux is not None:
+            aux = _pad_spatial(aux, padded)[0]
+        out = sliding_window_predict(model, image, ps, overlap=overlap, aux=aux, batch=batch)
+        return out[(slice(None), slice(None)) + crop]
+    if all(s == p for s, p in zip(spatial, ps)):
         return _forward(model, image, aux)
-    patch = tuple(min(p, s) for p, s in zip(ps, spatial))
+    patch = tuple(ps)
     starts = list(product(*[_positions(s, p, overlap) for s, p in zip(spatial, patch)]))
     weight = _gaussian(patch).to(image.device)
     b = image.shape[0]
     out = norm = None
-    step = max(1, int(batch))
+    step = min(max(1, int(batch)), len(starts))  # never more filler than patches
     for i in range(0, len(starts), step):
         chunk = starts[i:i + step]
         sls = [tuple(slice(s, s + p) for s, p in zip(st, patch)) for st in chunk]
-        x = torch.cat([image[(slice(None), slice(None)) + sl] for sl in sls], dim=0)
-        a = None if aux is None else torch.cat([aux[(slice(None), slice(None)) + sl] for sl in sls], dim=0)
+        parts = [image[(slice(None), slice(None)) + sl] for sl in sls]
+        aparts = None if aux is None else [aux[(slice(None), slice(None)) + sl] for sl in sls]
+        missing = step - len(chunk)
+        if missing:  # the last group: same batch size as the others (no new shape to tune)
+            parts.append(parts[0].new_zeros((missing * b,) + parts[0].shape[1:]))
+            if aparts is not None:
+                aparts.append(aparts[0].new_zeros((missing * b,) + aparts[0].shape[1:]))
+        x = torch.cat(parts, dim=0)
+        a = None if aparts is None else torch.cat(aparts, dim=0)
         y = _forward(model, x, a).float()
         if out is None:
             out = torch.zeros((b, y.shape[1]) + spatial, dtype=torch.float32, device=image.device)

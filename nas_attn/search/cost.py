@@ -1,4 +1,10 @@
-"""Cost of a candidate before training: parameters, FLOPs, activation memory, latency."""
+"""Cost of a candidate before training: parameters, FLOPs, activation memory, latency.
+
+Measured under the settings its training will use (the trial's `Runtime`: device, autocast
+dtype, memory format) and on inputs of the training batch's shape, drawn from a generator seeded
+by `seed`: the figures of an architecture do not depend on which trial measures it, and cuDNN
+sees the training's shapes only (no extra tuning for a batch-1 probe).
+"""
 from __future__ import annotations
 
 import time
@@ -12,12 +18,16 @@ from torch.utils.flop_counter import FlopCounterMode
 class Cost:
     params: int
     flops: float
-    """Forward FLOPs for one input of the training patch size (torch's flop counter)."""
+    """Forward FLOPs per input of the training patch size (torch's flop counter, counted on a
+    training batch and divided by its size)."""
     activation_mb: float
-    """Tensors saved for backward by one forward at the training batch size (any device)."""
+    """Tensors saved for backward by one forward at the training batch size, in the training's
+    autocast dtype (any device)."""
     latency_ms: float
-    """Fastest of a few forward passes for one input in eval mode on the training device (the
-    minimum, not the mean: on a shared machine other processes only ever add time)."""
+    """Milliseconds per input: the fastest of a few eval-mode forward passes of one training
+    batch on the training device, autocast and memory format as in training, divided by the
+    batch size (the minimum, not the mean: on a shared machine other processes only ever add
+    time)."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -33,33 +43,43 @@ class Cost:
         return out
 
 
-def _inputs(arch, shape, batch, device):
-    x = torch.randn(batch, arch.in_channels, *shape, device=device)
-    aux = torch.randn(batch, arch.aux_channels, *shape, device=device) if arch.aux_channels else None
-    return x, aux
+def _inputs(arch, shape, batch, runtime, seed: int):
+    gen = torch.Generator().manual_seed(int(seed))
+    x = torch.randn(batch, arch.in_channels, *shape, generator=gen)
+    aux = torch.randn(batch, arch.aux_channels, *shape, generator=gen) if arch.aux_channels else None
+    return runtime.to_device(x), None if aux is None else runtime.to_device(aux)
 
 
 def measure_cost(model: torch.nn.Module, arch, patch_shape, *, batch_size: int = 1,
-                 device: torch.device | str = "cpu", latency_reps: int = 5) -> Cost:
-    device = torch.device(device)
+                 device: torch.device | str = "cpu", latency_reps: int = 5, runtime=None,
+                 seed: int = 0) -> Cost:
+    """Cost of `model` (built from `arch`). `runtime` (a `nas_attn.device.Runtime`) gives the
+    device, autocast and memory format; without it, float32 on `device`. The model is moved to
+    the runtime's device and memory format; batch-norm running statistics are reset after."""
+    from ..device import Runtime
+
+    if runtime is None:
+        runtime = Runtime(torch.device(device), spatial_dims=len(tuple(patch_shape)))
+    dev = runtime.device
+    batch = max(1, int(batch_size))
     params = sum(p.numel() for p in model.parameters())
     was_training = model.training
-    model.to(device)
-    x, aux = _inputs(arch, patch_shape, 1, device)
+    model = runtime.prepare_model(model)
+    x, aux = _inputs(arch, patch_shape, batch, runtime, seed)
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), runtime.autocast(), FlopCounterMode(display=False) as counter:
         model(x, aux)
-    flops = float(counter.get_total_flops())
+    flops = float(counter.get_total_flops()) / batch
     times = []
-    with torch.no_grad():
+    with torch.no_grad(), runtime.autocast():
         for _ in range(latency_reps + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
             t0 = time.perf_counter()
             model(x, aux)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append((time.perf_counter() - t0) * 1000)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            times.append((time.perf_counter() - t0) * 1000 / batch)
     latency = min(times[1:])
     model.train()
     saved = 0
@@ -69,9 +89,8 @@ def measure_cost(model: torch.nn.Module, arch, patch_shape, *, batch_size: int =
         saved += t.numel() * t.element_size()
         return t
 
-    xb, auxb = _inputs(arch, patch_shape, batch_size, device)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(xb, auxb)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), runtime.autocast():
+        out = model(x, aux)
     del out
     for m in model.modules():  # the random batch above must not leak into norm statistics
         if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats:

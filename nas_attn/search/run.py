@@ -61,6 +61,8 @@ class SearchRequest:
     sampler: str | None = None
     pruner: str | None = None
     seed: int | None = None
+    num_workers: int | None = None
+    """Overrides the space's data.num_workers (training loader workers)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -79,10 +81,13 @@ METRIC_NAMES = {"dice": "val Dice (per class, pooled)", "params": "parameters",
 
 
 def data_config(space: Space, source: str | None, val_pattern: str | None = None,
-                test_pattern: str | None = None, test_data: str | None = None):
+                test_pattern: str | None = None, test_data: str | None = None,
+                num_workers: int | None = None):
     from ..data import DataConfig
 
     cfg = dict(space.data)
+    if num_workers is not None:
+        cfg["num_workers"] = num_workers
     for key, value in (("source", source), ("val_pattern", val_pattern),
                        ("test_pattern", test_pattern), ("test_source", test_data)):
         if value:
@@ -143,7 +148,6 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial):
         from ..train import train
-        from ..unet import build_unet
 
         space = self.space
         label = trial.user_attrs.get("baseline")
@@ -172,10 +176,7 @@ class Objective:
         out_dir = inside(self.runs_dir, self.study_name, f"trial_{trial.number:04d}")
         try:
             cfg = self.train_config(overrides)
-            model = build_unet(arch)
-            cost = measure_cost(model, arch, self.patch, batch_size=cfg.batch_size,
-                                device=self.device)
-            del model
+            runtime, cost = self._measure(arch, cfg)
             for k, v in cost.as_dict().items():
                 trial.set_user_attr(k, v)
             _note(trial, arch, cost.as_dict())
@@ -201,8 +202,13 @@ class Objective:
                         trial.set_user_attr("prune_reason", reason)
                         raise optuna.TrialPruned(reason)
 
-            result = train(arch, self.train_data, self.val_data, self.data_cfg, cfg,
-                           on_epoch=on_epoch, out_dir=out_dir)
+            try:
+                result = train(arch, self.train_data, self.val_data, self.data_cfg, cfg,
+                               on_epoch=on_epoch, out_dir=out_dir, runtime=runtime)
+            finally:
+                peak = runtime.peak_memory_mb()
+                if peak is not None:
+                    trial.set_user_attr("peak_gpu_mb", round(peak, 1))
         except DivergedError as e:
             trial.set_user_attr("fail_reason", f"diverged: {e}")
             raise
@@ -230,6 +236,32 @@ class Objective:
         self._artifacts(trial, out_dir, arch, dice, cost)
         values = [dice] + [float(getattr(cost, o)) for o in space.objectives[1:]]
         return values[0] if len(values) == 1 else tuple(values)
+
+    def _measure(self, arch: UNetArch, cfg):
+        """The trial's runtime and its cost, measured under the training's settings (seed,
+        cuDNN/TF32 policy, autocast, memory format, batch size). An out-of-memory error here
+        becomes `OutOfMemoryError` (the trial is pruned with its reason) after the memory is
+        given back."""
+        from ..device import Runtime, is_oom, release_memory, seed_everything
+        from ..unet import build_unet
+
+        seed_everything(cfg.seed, deterministic=cfg.deterministic)
+        runtime = Runtime.create(self.device, amp=cfg.amp, channels_last=cfg.channels_last,
+                                 spatial_dims=arch.spatial_dims)
+        runtime.reset_peak_memory()
+        model = None
+        try:
+            model = build_unet(arch)
+            return runtime, measure_cost(model, arch, self.patch, batch_size=cfg.batch_size,
+                                         runtime=runtime, seed=cfg.seed)
+        except Exception as e:  # only out-of-memory is handled here
+            if not is_oom(e):
+                raise
+            msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            del model
+            release_memory(e, runtime)
+        raise OutOfMemoryError(f"while measuring the cost of {arch.summary()} at batch_size "
+                               f"{cfg.batch_size} on {runtime.device}: {msg}")
 
     def _artifacts(self, trial, out_dir: Path, arch: UNetArch, dice: float, cost) -> None:
         """Preview, curve and, while the trial ranks in the top `KEEP_EXPORTS`, its model.py."""
@@ -311,7 +343,8 @@ def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchS
     artifact_dir = artifact_dir_for(runs_dir)
     artifact_dir.mkdir(parents=True, exist_ok=True)
     # data first: a bad folder must fail before a study is created for it
-    data_cfg = data_config(space, req.data, req.val_pattern, req.test_pattern, req.test_data)
+    data_cfg = data_config(space, req.data, req.val_pattern, req.test_pattern, req.test_data,
+                           req.num_workers)
     objective = Objective(space, data_cfg, runs_dir, name, req.device, listener,
                           FileSystemArtifactStore(str(artifact_dir)))
     seed = req.seed if req.seed is not None else space.search.seed

@@ -6,9 +6,7 @@ callback, per-evaluation metrics to `on_epoch(epoch, metrics)` (which may raise,
 """
 from __future__ import annotations
 
-import gc
 import time
-import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from ..device import Runtime, seed_everything
+from ..device import Runtime, is_oom, release_memory, seed_everything
 from ..errors import DivergedError, OutOfMemoryError, TrainingError
 from .checkpoint import save_checkpoint, state_dict_cpu
 from .config import TrainConfig
@@ -65,6 +63,10 @@ class TrainResult:
     """Seconds spent in training steps (data wait included, evaluation excluded)."""
     config: dict[str, Any] = field(default_factory=dict)
 
+
+NONFINITE_PATIENCE = 5
+"""With float16 AMP the gradient scaler skips steps whose gradients overflow; training counts as
+diverged only after this many consecutive non-finite losses (bf16 / fp32: the first one)."""
 
 ProgressFn = Callable[[StepInfo], None]
 EpochFn = Callable[[int, dict], None]
@@ -119,17 +121,20 @@ def clear_loader_cache() -> None:
 
 
 # ----- optimizer / schedule ---------------------------------------------------------------
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or Nesterov SGD; no weight decay on norm weights and biases (1-D parameters)."""
+def make_optimizer(model: nn.Module, cfg: TrainConfig,
+                   runtime: Runtime | None = None) -> torch.optim.Optimizer:
+    """AdamW or Nesterov SGD; no weight decay on norm weights and biases (1-D parameters);
+    the runtime's optimizer arguments (fused kernels on CUDA)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    extra = runtime.optimizer_kwargs(cfg.optimizer) if runtime is not None else {}
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, **extra)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True, **extra)
 
 
 class LRSchedule:
@@ -212,11 +217,13 @@ def _eval_patch(data_cfg, train_data):
 
 def predict_logits(model: nn.Module, image: torch.Tensor, runtime: Runtime, *, patch_size=None,
                    overlap: float = 0.25, aux: torch.Tensor | None = None) -> torch.Tensor:
-    """Float32 logits (1, C, *sp) for one whole image (1, C_in, *sp) already on the device;
-    sliding window (`nas_attn.data.sliding_window_predict`) where it is larger than the patch."""
+    """Float32 logits (1, C, *sp) for one whole image (1, C_in, *sp) already on the device.
+    With a patch size, always through `nas_attn.data.sliding_window_predict`, which runs the
+    model at the training patch shape only (a smaller image is padded as in training and
+    cropped back, a larger one tiled), so cuDNN never tunes for a new shape."""
     patch = _patch_tuple(patch_size, image.dim() - 2)
     with torch.no_grad(), runtime.autocast():
-        if patch is not None and any(s > p for s, p in zip(image.shape[2:], patch)):
+        if patch is not None:
             from ..data import sliding_window_predict
 
             logits = sliding_window_predict(model, image, patch, overlap=overlap, aux=aux)
@@ -231,9 +238,9 @@ def _predict_or_cpu(model: nn.Module, image: torch.Tensor, runtime: Runtime, **k
     try:
         return predict_logits(model, image, runtime, **kw)
     except BaseException as e:  # noqa: BLE001  (only OOM is handled)
-        if not _is_oom(e) or runtime.device.type == "cpu":
+        if not is_oom(e) or runtime.device.type == "cpu":
             raise
-        _release(e, runtime)
+        release_memory(e, runtime)
     cpu = Runtime.create("cpu", amp=False, channels_last=False, spatial_dims=image.dim() - 2)
     aux = kw.pop("aux", None)
     model.to("cpu")
@@ -281,27 +288,11 @@ def _cycle(loader) -> Iterator:
             raise TrainingError("the training loader yielded no batches (no training samples?)")
 
 
-def _is_oom(e: BaseException) -> bool:
-    if isinstance(e, torch.OutOfMemoryError):
-        return True
-    msg = str(e).lower()
-    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
-                                            or "not enough memory" in msg)
-
-
-def _release(exc: BaseException | None, runtime: Runtime | None) -> None:
-    """Drop the frames' references to tensors and give accelerator memory back."""
-    if exc is not None and exc.__traceback__ is not None:
-        traceback.clear_frames(exc.__traceback__)
-    gc.collect()
-    if runtime is not None:
-        runtime.empty_cache()
-
-
 def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, *,
           on_epoch: EpochFn | None = None, out_dir: str | Path | None = None,
           progress: ProgressFn | None = None, loaders: tuple | None = None,
-          runtime: Runtime | None = None, preview: bool = True) -> TrainResult:
+          runtime: Runtime | None = None, preview: bool = True,
+          compile_model: bool = False) -> TrainResult:
     """Train `build_unet(arch)` on `train_data`, evaluate on `val_data` after every
     `cfg.val_every` epochs (and at the end), keep the best by mean foreground Dice.
 
@@ -309,6 +300,8 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
     `runtime` overrides the one built from `cfg.device/amp/channels_last`. With `out_dir`, the
     best checkpoint is written (atomically) to `out_dir/best.pt` at every improvement, and at
     the end (`preview=True`) `out_dir/preview.png` shows the best model on validation images.
+    `compile_model=True` runs the training forward through `torch.compile` (worth it for a long
+    run of one model; evaluation stays eager, whole images vary in size).
 
     Raises `DivergedError` (NaN/inf loss), `OutOfMemoryError` (accelerator or host memory), and
     whatever `on_epoch` raises.
@@ -319,7 +312,8 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
                                  spatial_dims=arch.spatial_dims)
     try:
         result = _train(arch, train_data, val_data, data_cfg, cfg, runtime=runtime,
-                        on_epoch=on_epoch, out_dir=out_dir, progress=progress, loaders=loaders)
+                        on_epoch=on_epoch, out_dir=out_dir, progress=progress, loaders=loaders,
+                        compile_model=compile_model)
         if out_dir is not None and preview:
             from .preview import save_preview
 
@@ -327,12 +321,12 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
                          patch_size=_eval_patch(data_cfg, train_data), overlap=cfg.val_overlap)
         return result
     except BaseException as e:  # noqa: BLE001  (cleanup, then re-raise)
-        if not _is_oom(e):
+        if not is_oom(e):
             if runtime.device.type != "cpu":
-                _release(e, runtime)
+                release_memory(e, runtime)
             raise
         msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-        _release(e, runtime)
+        release_memory(e, runtime)
     raise OutOfMemoryError(
         f"out of memory on {runtime.device} while training {arch.summary()} with batch_size "
         f"{cfg.batch_size}: {msg}. Try a smaller batch_size, patch size or widths"
@@ -340,7 +334,7 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
 
 
 def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: Runtime,
-           on_epoch, out_dir, progress, loaders) -> TrainResult:
+           on_epoch, out_dir, progress, loaders, compile_model: bool = False) -> TrainResult:
     from ..unet import build_unet
 
     t_start = time.perf_counter()
@@ -359,7 +353,7 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
 
     model = runtime.prepare_model(build_unet(arch))
     model.train()
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, runtime)
     schedule = LRSchedule(optimizer, cfg, total_steps=total_steps,
                           warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)))
     scaler = runtime.scaler()
@@ -371,6 +365,11 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
 
         ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=3 / 4)
     deep = bool(arch.deep_supervision)
+    forward = model.forward_all if deep else model
+    if compile_model:
+        forward = runtime.compile(forward)
+    nonfinite_limit = NONFINITE_PATIENCE if scaler.is_enabled() else 1
+    nonfinite_run = 0
     report_every = 1 if runtime.device.type == "cpu" else 10
 
     history: list[dict[str, Any]] = []
@@ -397,7 +396,7 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
             x, y = batch["image"], batch["mask"]
             aux = batch.get("aux")
             with runtime.autocast():
-                outs = model.forward_all(x, aux) if deep else model(x, aux)
+                outs = forward(x, aux)
             loss = criterion(outs, y)
             scaler.scale(loss).backward()
             if cfg.grad_clip is not None:
@@ -417,23 +416,29 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
             out_of_time = cfg.max_time_s is not None and elapsed >= cfg.max_time_s
             if len(pending) >= report_every or step == steps_per_epoch or out_of_time:
                 values = torch.stack(pending).float().cpu()  # one sync per report
-                bad = (~torch.isfinite(values)).nonzero()
-                if len(bad):
-                    first = global_step - len(pending) + 1 + int(bad[0])
-                    raise DivergedError(
-                        f"loss became {float(values[int(bad[0])])} at epoch {epoch}, step "
-                        f"{first - (epoch - 1) * steps_per_epoch} (global step {first}, lr "
-                        f"{lr:.3g}) for {arch.summary()}; lower lr (now {cfg.lr:g}), keep "
-                        f"grad_clip on (now {cfg.grad_clip}), or turn AMP off")
-                epoch_loss_sum += float(values.sum())
-                epoch_steps += len(pending)
+                finite = torch.isfinite(values)
+                for j, ok in enumerate(finite.tolist()):
+                    nonfinite_run = 0 if ok else nonfinite_run + 1
+                    if nonfinite_run >= nonfinite_limit:
+                        first = global_step - len(pending) + 2 + j - nonfinite_run
+                        persisted = (f" and stayed non-finite for {nonfinite_run} steps (the "
+                                     f"gradient scaler skipped them)" if nonfinite_run > 1 else "")
+                        ep = (first - 1) // steps_per_epoch + 1
+                        raise DivergedError(
+                            f"loss became {float(values[j])} at epoch {ep}, step "
+                            f"{first - (ep - 1) * steps_per_epoch} (global step {first}, lr "
+                            f"{lr:.3g}){persisted} for {arch.summary()}; lower lr (now "
+                            f"{cfg.lr:g}), keep grad_clip on (now {cfg.grad_clip}), or turn AMP off")
+                epoch_loss_sum += float(values[finite].sum())  # skipped steps do not count
+                epoch_steps += int(finite.sum())
                 pending.clear()
                 if progress is not None:
                     busy = train_done_s + time.perf_counter() - t_epoch
                     progress(StepInfo(epoch=epoch, epochs=cfg.epochs, step=step,
                                       steps_per_epoch=steps_per_epoch, global_step=global_step,
                                       total_steps=total_steps,
-                                      loss=float(values.mean()), lr=lr,
+                                      loss=float(values[finite].mean()) if finite.any()
+                                      else float("nan"), lr=lr,
                                       images_per_s=(images + epoch_images) / max(1e-9, busy),
                                       elapsed_s=elapsed))
             if out_of_time:
