@@ -81,7 +81,9 @@ def data_check(path: Path = typer.Argument(..., help="Folder with images/ and ma
 # search
 @app.command()
 def search(
-    space: str = typer.Option("default", "--space", help="YAML file or ready space name."),
+    space: Optional[str] = typer.Option(None, "--space", help="YAML file or ready space name "
+                                        "(default: the one stored with --study if it exists, "
+                                        "else `default`)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset folder (default: the "
                                        "space's data, usually the built-in generator)."),
     val_pattern: Optional[str] = typer.Option(None, "--val-pattern", help="Glob on sample "
@@ -97,15 +99,71 @@ def search(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe, random, gp, nsga2, brute."),
     pruner: Optional[str] = typer.Option(None, "--pruner", help="hyperband, sha, median, none."),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes on this "
+                                          "machine, sharing its CPU cores (see Scale out)."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker per listed GPU: "
+                                       "0,1,2,3 or all."),
+    per_gpu: int = typer.Option(1, "--per-gpu", help="Workers per GPU with --gpus."),
+    heartbeat_interval: Optional[int] = typer.Option(
+        None, "--heartbeat-interval", help="Seconds between heartbeats of a running trial "
+        "(RDB storages; default 30)."),
+    grace_period: Optional[int] = typer.Option(
+        None, "--grace-period", help="Seconds without heartbeat before a trial counts as "
+        "dead and is retried (default 120)."),
+    max_retry: Optional[int] = typer.Option(None, "--max-retry", help="Retries of a dead "
+                                            "worker's trial (default 2)."),
 ):
     """Run (or resume) an architecture search."""
     from .cli_search import run_search_cli
+    from .search.heartbeat import set_heartbeat_env
     from .search.run import SearchRequest
 
-    req = SearchRequest(space=space, data=data, val_pattern=val_pattern, trials=trials,
-                        timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
-                        device=device, sampler=sampler, pruner=pruner, seed=seed)
+    set_heartbeat_env(heartbeat_interval, grace_period, max_retry)
+    req = SearchRequest(space=space or "default", data=data, val_pattern=val_pattern,
+                        trials=trials, timeout=timeout, study=study, storage=storage,
+                        runs_dir=runs_dir, device=device, sampler=sampler, pruner=pruner,
+                        seed=seed)
+    if workers is not None or gpus is not None:
+        from .cli_workers import run_workers_cli
+        from .search.workers import plan_slots
+
+        slots = plan_slots(workers, gpus, per_gpu, device)
+        if len(slots) > 1 or gpus is not None:
+            run_workers_cli(req, slots, space is None, console)
+            return
+    if space is None:
+        from .cli_workers import stored_space
+
+        req.space = stored_space(req) or "default"
     run_search_cli(req, console)
+
+
+@app.command("worker", hidden=True)
+def worker(
+    study: str = typer.Option(..., "--study"),
+    storage: str = typer.Option(..., "--storage"),
+    space: str = typer.Option(..., "--space"),
+    runs_dir: Path = RUNS,
+    data: Optional[str] = typer.Option(None, "--data"),
+    val_pattern: Optional[str] = typer.Option(None, "--val-pattern"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    sampler: Optional[str] = typer.Option(None, "--sampler"),
+    pruner: Optional[str] = typer.Option(None, "--pruner"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    index: int = typer.Option(0, "--index"),
+):
+    """One worker process of `search --workers/--gpus` (started by it; talks over stdin/out)."""
+    from .search.run import SearchRequest
+    from .search.workers import worker_main
+
+    req = SearchRequest(space=space, data=data, val_pattern=val_pattern, study=study,
+                        storage=storage, runs_dir=runs_dir, device=device, sampler=sampler,
+                        pruner=pruner, seed=None if seed is None else seed + index)
+    try:
+        code = worker_main(req)
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -159,6 +159,11 @@ class Objective:
 
         self.listener.trial_started(trial.number, arch, label)
         out_dir = self.runs_dir / self.study_name / f"trial_{trial.number:04d}"
+        from .heartbeat import resume_checkpoint
+
+        resume = resume_checkpoint(trial, self.runs_dir, self.study_name)  # a dead run's retry
+        if resume is not None:
+            trial.set_user_attr("resumed_from", str(resume))
         try:
             cfg = self.train_config(overrides)
             model = build_unet(arch)
@@ -190,7 +195,7 @@ class Objective:
                         raise optuna.TrialPruned(reason)
 
             result = train(arch, self.train_data, self.val_data, self.data_cfg, cfg,
-                           on_epoch=on_epoch, out_dir=out_dir)
+                           on_epoch=on_epoch, out_dir=out_dir, resume_from=resume)
         except DivergedError as e:
             trial.set_user_attr("fail_reason", f"diverged: {e}")
             raise

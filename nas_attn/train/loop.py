@@ -281,7 +281,8 @@ def _release(exc: BaseException | None, runtime: Runtime | None) -> None:
 def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, *,
           on_epoch: EpochFn | None = None, out_dir: str | Path | None = None,
           progress: ProgressFn | None = None, loaders: tuple | None = None,
-          runtime: Runtime | None = None, preview: bool = True) -> TrainResult:
+          runtime: Runtime | None = None, preview: bool = True,
+          resume_from: str | Path | None = None) -> TrainResult:
     """Train `build_unet(arch)` on `train_data`, evaluate on `val_data` after every
     `cfg.val_every` epochs (and at the end), keep the best by mean foreground Dice.
 
@@ -290,6 +291,10 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
     best checkpoint is written (atomically) to `out_dir/best.pt` at every improvement, and at
     the end (`preview=True`) `out_dir/preview.png` shows the best model on validation images.
 
+    With `out_dir`, `out_dir/resume.pt` also holds the full training state (model, optimizer,
+    schedule, EMA, epoch, best so far) after every epoch; `resume_from` (such a file, e.g. of a
+    run that died) continues that run from the epoch after the saved one.
+
     Raises `DivergedError` (NaN/inf loss), `OutOfMemoryError` (accelerator or host memory), and
     whatever `on_epoch` raises.
     """
@@ -297,16 +302,22 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
     if runtime is None:
         runtime = Runtime.create(cfg.device, amp=cfg.amp, channels_last=cfg.channels_last,
                                  spatial_dims=arch.spatial_dims)
+    resume_file = Path(out_dir) / "resume.pt" if out_dir is not None else None
     try:
         result = _train(arch, train_data, val_data, data_cfg, cfg, runtime=runtime,
-                        on_epoch=on_epoch, out_dir=out_dir, progress=progress, loaders=loaders)
+                        on_epoch=on_epoch, out_dir=out_dir, progress=progress, loaders=loaders,
+                        resume_from=resume_from)
         if out_dir is not None and preview:
             from .preview import save_preview
 
             save_preview(result.model, val_data, Path(out_dir) / "preview.png", runtime,
                          patch_size=_eval_patch(data_cfg, train_data), overlap=cfg.val_overlap)
+        if resume_file is not None:
+            resume_file.unlink(missing_ok=True)
         return result
     except BaseException as e:  # noqa: BLE001  (cleanup, then re-raise)
+        if resume_file is not None:  # only a run killed outright leaves its resume state
+            resume_file.unlink(missing_ok=True)
         if not _is_oom(e):
             if runtime.device.type != "cpu":
                 _release(e, runtime)
@@ -320,7 +331,7 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
 
 
 def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: Runtime,
-           on_epoch, out_dir, progress, loaders) -> TrainResult:
+           on_epoch, out_dir, progress, loaders, resume_from=None) -> TrainResult:
     from ..unet import build_unet
 
     t_start = time.perf_counter()
@@ -361,8 +372,18 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
     global_step, images, train_done_s, wait_s = 0, 0, 0.0, 0.0
     since_best, stop_reason = 0, "epochs"
     batches = _cycle(train_loader)
+    first_epoch = 1
+    if resume_from is not None:
+        first_epoch, global_step, since_best, best, best_state, history, elapsed = \
+            _load_resume(resume_from, model, optimizer, schedule, scaler, ema)
+        t_start -= elapsed
+        if best_state is not None and ckpt_path is not None:
+            written = save_checkpoint(ckpt_path, arch, best_state, {
+                "metrics": best, "epoch": best.get("epoch"),
+                "train_config": cfg.model_dump(mode="json"), "data_config": _cfg_key(data_cfg)})
+    resume_path = Path(out_dir) / "resume.pt" if out_dir is not None else None
 
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         t_epoch = time.perf_counter()
         epoch_loss_sum, epoch_steps, epoch_images = 0.0, 0, 0
@@ -447,6 +468,9 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
                 since_best += 1
         record["time"] = time.perf_counter() - t_start
         history.append(record)
+        if resume_path is not None:
+            _save_resume(resume_path, epoch, global_step, since_best, best, best_state, history,
+                         record["time"], model, optimizer, schedule, scaler, ema)
         if "dice" in record and on_epoch is not None:
             on_epoch(epoch, dict(record))
         if out_of_time:
@@ -466,3 +490,35 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
         images_per_s=images / max(1e-9, train_done_s), seconds=seconds, steps=global_step,
         stop_reason=stop_reason, runtime=runtime, data_wait_s=wait_s, train_s=train_done_s,
         config=cfg.model_dump(mode="json"))
+
+
+# ----- resuming ---------------------------------------------------------------------------
+def _save_resume(path, epoch, global_step, since_best, best, best_state, history, elapsed,
+                 model, optimizer, schedule, scaler, ema) -> None:
+    from .checkpoint import _plain, atomic_torch_save
+
+    atomic_torch_save({
+        "epoch": epoch, "global_step": global_step, "since_best": since_best,
+        "elapsed_s": float(elapsed), "warmup_end_s": schedule.warmup_end_s,
+        "best": _plain(best), "history": _plain(history), "best_state": best_state,
+        "model": state_dict_cpu(model), "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(), "ema": None if ema is None else state_dict_cpu(ema),
+    }, path)
+
+
+def _load_resume(path, model, optimizer, schedule, scaler, ema):
+    """Restore the state `_save_resume` wrote; returns where and how the run goes on."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+    except Exception as e:  # noqa: BLE001  (unreadable file or another architecture)
+        raise TrainingError(f"cannot resume from {str(path)!r}: {e}") from None
+    schedule.warmup_end_s = state["warmup_end_s"]
+    schedule.update(state["global_step"], state["elapsed_s"])
+    return (int(state["epoch"]) + 1, int(state["global_step"]), int(state["since_best"]),
+            dict(state["best"]), state["best_state"], list(state["history"]),
+            float(state["elapsed_s"]))
