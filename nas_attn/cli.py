@@ -123,12 +123,17 @@ def search(
                         trials=trials, timeout=timeout, study=study, storage=storage,
                         runs_dir=runs_dir, device=device, sampler=sampler, pruner=pruner,
                         seed=seed)
-    if workers is not None or gpus is not None:
+    from .search.study import storage_kind, storage_url
+
+    # a journal file has no heartbeat: even one worker on it runs under a parent that
+    # notices its death
+    journal = storage_kind(storage_url(storage, runs_dir)) == "journal"
+    if workers is not None or gpus is not None or journal:
         from .cli_workers import run_workers_cli
         from .search.workers import plan_slots
 
         slots = plan_slots(workers, gpus, per_gpu, device)
-        if len(slots) > 1 or gpus is not None:
+        if len(slots) > 1 or gpus is not None or journal:
             run_workers_cli(req, slots, space is None, console)
             return
     if space is None:

@@ -13,7 +13,8 @@ from rich.table import Table
 
 from .errors import StudyError
 from .search.run import SearchRequest, open_search
-from .search.study import default_multi_storage_url, open_storage, storage_kind
+from .search.study import (default_multi_storage_url, open_storage, storage_kind,
+                            storage_url)
 from .search.workers import Slot, Supervisor, study_space_file
 
 
@@ -28,6 +29,9 @@ def stored_space(req: SearchRequest) -> str | None:
 
 def _storage_for_workers(req: SearchRequest, n: int, notes: list[str]) -> str:
     if req.storage is None:
+        url = storage_url(None, Path(req.runs_dir))
+        if storage_kind(url) == "journal":  # only workers have run in this folder
+            return url
         url = default_multi_storage_url(Path(req.runs_dir))
         notes.append(f"{n} workers share the journal file {url.removeprefix('journal:')} "
                      f"(SQLite is not safe for several processes); give `--storage {url}` to "

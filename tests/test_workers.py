@@ -210,3 +210,50 @@ def test_heartbeat_fails_a_dead_process_trial_across_machines(tmp_path, pg_url):
     retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     assert retry[0].params == dead.params and "resumed_from" in retry[0].user_attrs
+
+
+def test_train_resumes_from_a_killed_runs_state(tmp_path):
+    """`resume.pt` (written after every epoch, left behind only by a run killed outright)
+    continues training at the next epoch with the saved weights, optimizer and best so far."""
+    import shutil
+
+    from nas_attn.arch import UNetArch
+    from nas_attn.data import DataConfig, load_data
+    from nas_attn.train import TrainConfig, train
+
+    dcfg = DataConfig(source="builtin", builtin_n=6, builtin_size=24)
+    tr, va = load_data(dcfg)
+    arch = UNetArch(classes=tr.classes, depth=1, widths=(4, 8))
+    cfg = TrainConfig.make(epochs=3, batch_size=4, samples_per_epoch=4, device="cpu", ema=True)
+    saved = tmp_path / "saved.pt"
+
+    def grab(epoch, metrics):  # what a kill -9 after epoch 2 leaves on disk
+        if epoch == 2:
+            shutil.copy(tmp_path / "a" / "resume.pt", saved)
+
+    full = train(arch, tr, va, dcfg, cfg, on_epoch=grab, out_dir=tmp_path / "a", preview=False)
+    assert not (tmp_path / "a" / "resume.pt").exists()  # a finished run leaves none
+    seen = []
+    res = train(arch, tr, va, dcfg, cfg, out_dir=tmp_path / "b", preview=False,
+                resume_from=saved, on_epoch=lambda e, m: seen.append(e))
+    assert seen == [3]  # only the epoch after the saved one ran
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]
+    assert res.history[:2] == full.history[:2]
+    assert res.steps == full.steps
+    assert (tmp_path / "b" / "best.pt").exists()
+
+
+def test_plan_slots_pins_gpus_and_splits_cores():
+    from nas_attn.errors import StudyError
+    from nas_attn.search.workers import cpu_cores, plan_slots
+
+    slots = plan_slots(None, "0,2", per_gpu=2)
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "2", "2"]
+    assert [s.where for s in slots] == ["cuda:0", "cuda:0", "cuda:2", "cuda:2"]
+    cpu = plan_slots(2, None)
+    assert all(s.env["OMP_NUM_THREADS"] == str(max(1, cpu_cores() // 2)) for s in cpu)
+    for bad in ("x", "0,0", ""):
+        with pytest.raises(StudyError, match="--gpus"):
+            plan_slots(None, bad)
+    with pytest.raises(StudyError, match="not both"):
+        plan_slots(2, "0")

@@ -54,13 +54,16 @@ class HeartbeatConfig:
             except ValueError:
                 value = low - 1
             if value < low:
-                raise StudyError(f"{name}={raw!r} is not accepted; give an integer >= {low}")
+                flag = {ENV_INTERVAL: "--heartbeat-interval", ENV_GRACE: "--grace-period",
+                        ENV_RETRY: "--max-retry"}[name]
+                raise StudyError(f"{flag} (or {name}) {raw!r} is not accepted; give an "
+                                 f"integer >= {low}")
             return value
 
         interval = get(ENV_INTERVAL, d.interval, 1)
         grace = get(ENV_GRACE, max(d.grace, 2 * interval), 1)
         if grace <= interval:
-            raise StudyError(f"{ENV_GRACE}={grace} must be larger than {ENV_INTERVAL}="
+            raise StudyError(f"--grace-period {grace} must be larger than --heartbeat-interval "
                              f"{interval} (a live worker would be taken for dead)")
         return cls(interval=interval, grace=grace, max_retry=get(ENV_RETRY, d.max_retry, 0))
 

@@ -54,16 +54,24 @@ def _postgres_driver(url: str) -> str:
     return url
 
 
+def storage_url(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> str:
+    """The URL `open_storage` uses: `url`, or the runs folder's SQLite database (its journal
+    file when only `search --workers N` has run there)."""
+    if url is not None:
+        return url
+    journal = Path(runs_dir) / JOURNAL_NAME
+    if journal.is_file() and not (Path(runs_dir) / DB_NAME).is_file():
+        return f"journal:{journal.resolve()}"
+    return default_storage_url(runs_dir)
+
+
 def open_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> optuna.storages.BaseStorage:
     """Any Optuna storage URL; `journal:PATH` (or a path ending in .log/.journal) is a journal
     file, which several processes on one machine or a shared file system can use at once.
     RDB storages get heartbeats and retries of dead workers' trials (`heartbeat`)."""
     if url is None:
         Path(runs_dir).mkdir(parents=True, exist_ok=True)
-        url = default_storage_url(runs_dir)
-        journal = Path(runs_dir) / JOURNAL_NAME
-        if journal.is_file() and not (Path(runs_dir) / DB_NAME).is_file():
-            url = f"journal:{journal.resolve()}"  # only `search --workers N` has run here
+        url = storage_url(None, runs_dir)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if url.startswith("journal:") or url.endswith((".log", ".journal")):

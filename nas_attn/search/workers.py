@@ -259,10 +259,9 @@ class Supervisor:
                signal.valid_signals() else f"exit code {rc}")
         reason = f"worker {w.slot.index} (pid {w.pid}, {w.slot.where}) died: {how}"
         w.state = "died"
-        if w.trial is not None:
-            retried = self._fail(w.trial, reason, retry=True)
-            self.events.append(f"trial {w.trial} failed ({reason})"
-                               + ("; its configuration is queued again" if retried else ""))
+        if w.trial is not None and self._fail(w.trial, reason, retry=True):
+            self.events.append(f"trial {w.trial} failed ({reason}); its configuration is "
+                               f"queued again (unless it used up its retries)")
         else:
             self.events.append(reason)
         if w.holding:  # the trial it was given never finished: someone runs it (or its retry)
@@ -341,7 +340,10 @@ class Supervisor:
                 time.sleep(tick_s)
         except KeyboardInterrupt:
             self.interrupt()
-            self.wait_stopped()
+            try:
+                self.wait_stopped()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, kill, fail what ran
+                self.wait_stopped(limit_s=0.0)
             raise
         self.sweep("worker exited while its trial ran")
 
