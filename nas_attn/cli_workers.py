@@ -127,6 +127,8 @@ def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: boo
         live.update(Group(worker_table(sup, epochs),
                           leaderboard_table(study, 10, f"Study {study.study_name}")))
     sup.write_status()
+    if not sup.started_any() and not interrupted:
+        raise StudyError("no worker could start: " + "; ".join(sup.start_errors))
     for e in sup.events:
         console.print(f"[yellow]{escape(e)}[/yellow]")
     ran = sum(t.state != waiting for t in study.get_trials(deepcopy=False)) - n_before

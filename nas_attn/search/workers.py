@@ -83,8 +83,19 @@ def parse_gpus(gpus: str) -> list[str]:
     return ids
 
 
+def check_gpus(ids: list[str]) -> None:
+    """Every listed GPU exists on this machine."""
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [i for i in ids if int(i) >= n]
+    if missing:
+        raise StudyError(f"--gpus {','.join(ids)}: no CUDA device {', '.join(missing)} on this "
+                         f"machine ({n} visible); use --workers N for CPU workers")
+
+
 def plan_slots(workers: int | None, gpus: str | None, per_gpu: int = 1,
-               device: str | None = None) -> list[Slot]:
+               device: str | None = None, check: bool = True) -> list[Slot]:
     """One slot per worker process: GPU workers pinned with CUDA_VISIBLE_DEVICES, CPU workers
     with an equal share of the cores (torch threads and OMP/MKL threads)."""
     if per_gpu < 1:
@@ -94,6 +105,8 @@ def plan_slots(workers: int | None, gpus: str | None, per_gpu: int = 1,
             raise StudyError("give either --workers N (CPU or one device) or --gpus LIST "
                              "(one worker per GPU, times --per-gpu), not both")
         ids = parse_gpus(gpus)
+        if check:
+            check_gpus(ids)
         n = len(ids) * per_gpu
         threads = max(1, cpu_cores() // n)
         return [Slot(i, "cuda:0", f"cuda:{gid}", _env(threads, gid))
@@ -157,6 +170,7 @@ class Supervisor:
         self.workers = [WorkerState(s) for s in slots]
         self.stopping = False
         self.interrupted = False
+        self.start_errors: list[str] = []
         self.events: list[str] = []
         """Notes for the user (a worker died, a trial was retried), in order."""
         self.version = 0
@@ -259,6 +273,12 @@ class Supervisor:
                signal.valid_signals() else f"exit code {rc}")
         reason = f"worker {w.slot.index} (pid {w.pid}, {w.slot.where}) died: {how}"
         w.state = "died"
+        if not w.asked and w.trial is None:
+            w.holding = False
+            self.start_errors.append(f"worker {w.slot.index} could not start ({how}): "
+                                     f"{last_line(w.log)} (log: {w.log})")
+            self.events.append(self.start_errors[-1])
+            return
         if w.trial is not None and self._fail(w.trial, reason, retry=True):
             self.events.append(f"trial {w.trial} failed ({reason}); its configuration is "
                                f"queued again (unless it used up its retries)")
@@ -267,9 +287,6 @@ class Supervisor:
         if w.holding:  # the trial it was given never finished: someone runs it (or its retry)
             self.remaining += 1
             w.holding = False
-        if not w.asked:
-            self.events.append(f"worker {w.slot.index} could not start; see {w.log}")
-            return
         if self.remaining > 0 and w.restarts < MAX_RESTARTS:
             w.restarts += 1
             self.events.append(f"worker {w.slot.index} restarted "
@@ -291,6 +308,10 @@ class Supervisor:
             return self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
+
+    def started_any(self) -> bool:
+        with self.lock:
+            return any(w.asked for w in self.workers)
 
     def interrupt(self) -> None:
         """Ctrl-C: one SIGINT to every worker; no new trials are handed out."""
@@ -366,6 +387,15 @@ class Supervisor:
         path = path or self.log_dir / "workers.json"
         return atomic_write(path, json.dumps({"remaining": self.remaining,
                                               "workers": self.snapshot()}, indent=1))
+
+
+def last_line(path: Path | None) -> str:
+    try:
+        lines = [x.strip() for x in Path(path).read_text(errors="replace").splitlines()]
+    except (OSError, TypeError):
+        return "no log"
+    lines = [x for x in lines if x and "Warning" not in x and "optuna_warn(" not in x]
+    return lines[-1][:300] if lines else "no output"
 
 
 # --------------------------------------------------------------------------------------------
