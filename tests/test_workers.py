@@ -247,15 +247,18 @@ def test_train_resumes_from_a_killed_runs_state(tmp_path):
     assert (tmp_path / "b" / "best.pt").exists()
 
 
-def test_plan_slots_pins_gpus_and_splits_cores():
+def test_plan_slots_pins_gpus_and_splits_cores(monkeypatch):
     from nas_attn.errors import StudyError
     from nas_attn.search.workers import cpu_cores, plan_slots
 
     slots = plan_slots(None, "0,2", per_gpu=2, check=False)
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "2", "2"]
     assert [s.where for s in slots] == ["cuda:0", "cuda:0", "cuda:2", "cuda:2"]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cpu = plan_slots(2, None)
     assert all(s.env["OMP_NUM_THREADS"] == str(max(1, cpu_cores() // 2)) for s in cpu)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's cap wins
+    assert plan_slots(1, None)[0].env["NAS_ATTN_THREADS"] == "1"
     for bad in ("x", "0,0", "", "99"):
         with pytest.raises(StudyError, match="--gpus"):
             plan_slots(None, bad)

@@ -63,6 +63,13 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_worker(n: int) -> int:
+    """An equal share of the cores, at most OMP_NUM_THREADS when the user set it."""
+    share = max(1, cpu_cores() // n)
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return min(share, int(cap)) if cap.isdigit() and int(cap) > 0 else share
+
+
 def parse_gpus(gpus: str) -> list[str]:
     """`0,1,3` or `all` -> device ids as strings."""
     text = gpus.strip().lower()
@@ -108,13 +115,13 @@ def plan_slots(workers: int | None, gpus: str | None, per_gpu: int = 1,
         if check:
             check_gpus(ids)
         n = len(ids) * per_gpu
-        threads = max(1, cpu_cores() // n)
+        threads = threads_per_worker(n)
         return [Slot(i, "cuda:0", f"cuda:{gid}", _env(threads, gid))
                 for i, gid in enumerate(g for g in ids for _ in range(per_gpu))]
     n = workers or 1
     if n < 1:
         raise StudyError(f"--workers {workers} is not accepted; give 1 or more")
-    threads = max(1, cpu_cores() // n)
+    threads = threads_per_worker(n)
     where = device or "auto"
     return [Slot(i, device, f"{where} ({threads} thread{'s' * (threads > 1)})", _env(threads))
             for i in range(n)]
