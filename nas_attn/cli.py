@@ -81,7 +81,9 @@ def data_check(path: Path = typer.Argument(..., help="Folder with images/ and ma
 # search
 @app.command()
 def search(
-    space: str = typer.Option("default", "--space", help="YAML file or ready space name."),
+    space: Optional[str] = typer.Option(None, "--space", help="YAML file or ready space name "
+                                        "(default: the one stored with --study if it exists, "
+                                        "else `default`)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset folder (default: the "
                                        "space's data, usually the built-in generator)."),
     val_pattern: Optional[str] = typer.Option(None, "--val-pattern", help="Glob on sample "
@@ -105,17 +107,79 @@ def search(
     num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="Training "
                                               "data loader workers (default: 0 on CPU, several "
                                               "on CUDA)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes on this "
+                                          "machine, sharing its CPU cores (see Scale out)."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker per listed GPU: "
+                                       "0,1,2,3 or all."),
+    per_gpu: int = typer.Option(1, "--per-gpu", help="Workers per GPU with --gpus."),
+    heartbeat_interval: Optional[int] = typer.Option(
+        None, "--heartbeat-interval", help="Seconds between heartbeats of a running trial "
+        "(RDB storages; default 30)."),
+    grace_period: Optional[int] = typer.Option(
+        None, "--grace-period", help="Seconds without heartbeat before a trial counts as "
+        "dead and is retried (default 120)."),
+    max_retry: Optional[int] = typer.Option(None, "--max-retry", help="Retries of a dead "
+                                            "worker's trial (default 2)."),
 ):
     """Run (or resume) an architecture search."""
     from .cli_search import run_search_cli
+    from .search.heartbeat import set_heartbeat_env
     from .search.run import SearchRequest
 
-    req = SearchRequest(space=space, data=data, val_pattern=val_pattern,
+    set_heartbeat_env(heartbeat_interval, grace_period, max_retry)
+    req = SearchRequest(space=space or "default", data=data, val_pattern=val_pattern,
                         test_pattern=test_pattern, test_data=test_data, trials=trials,
                         timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
                         device=device, sampler=sampler, pruner=pruner, seed=seed,
                         num_workers=num_workers)
+    from .search.study import storage_kind, storage_url
+
+    # a journal file has no heartbeat: even one worker on it runs under a parent that
+    # notices its death
+    journal = storage_kind(storage_url(storage, runs_dir)) == "journal"
+    if workers is not None or gpus is not None or journal:
+        from .cli_workers import run_workers_cli
+        from .search.workers import plan_slots
+
+        slots = plan_slots(workers, gpus, per_gpu, device)
+        if len(slots) > 1 or gpus is not None or journal:
+            run_workers_cli(req, slots, space is None, console)
+            return
+    if space is None:
+        from .cli_workers import stored_space
+
+        req.space = stored_space(req) or "default"
     run_search_cli(req, console)
+
+
+@app.command("worker", hidden=True)
+def worker(
+    study: str = typer.Option(..., "--study"),
+    storage: str = typer.Option(..., "--storage"),
+    space: str = typer.Option(..., "--space"),
+    runs_dir: Path = RUNS,
+    data: Optional[str] = typer.Option(None, "--data"),
+    val_pattern: Optional[str] = typer.Option(None, "--val-pattern"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    sampler: Optional[str] = typer.Option(None, "--sampler"),
+    pruner: Optional[str] = typer.Option(None, "--pruner"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers"),
+    index: int = typer.Option(0, "--index"),
+):
+    """One worker process of `search --workers/--gpus` (started by it; talks over stdin/out)."""
+    from .search.run import SearchRequest
+    from .search.workers import worker_main
+
+    req = SearchRequest(space=space, data=data, val_pattern=val_pattern, study=study,
+                        storage=storage, runs_dir=runs_dir, device=device, sampler=sampler,
+                        pruner=pruner, seed=None if seed is None else seed + index,
+                        num_workers=num_workers)
+    try:
+        code = worker_main(req)
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
 
 
 @app.command()

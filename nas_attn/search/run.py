@@ -174,6 +174,11 @@ class Objective:
 
         self.listener.trial_started(trial.number, arch, label)
         out_dir = inside(self.runs_dir, self.study_name, f"trial_{trial.number:04d}")
+        from .heartbeat import resume_checkpoint
+
+        resume = resume_checkpoint(trial, self.runs_dir, self.study_name)  # a dead run's retry
+        if resume is not None:
+            trial.set_user_attr("resumed_from", str(resume))
         try:
             cfg = self.train_config(overrides)
             runtime, cost = self._measure(arch, cfg)
@@ -204,7 +209,8 @@ class Objective:
 
             try:
                 result = train(arch, self.train_data, self.val_data, self.data_cfg, cfg,
-                               on_epoch=on_epoch, out_dir=out_dir, runtime=runtime)
+                               on_epoch=on_epoch, out_dir=out_dir, runtime=runtime,
+                               resume_from=resume)
             finally:
                 peak = runtime.peak_memory_mb()
                 if peak is not None:

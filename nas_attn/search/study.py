@@ -10,18 +10,68 @@ from .space import Space
 
 DEFAULT_RUNS = Path("runs")
 DB_NAME = "nas_attn.db"
+JOURNAL_NAME = "nas_attn.journal"
 
 
 def default_storage_url(runs_dir: Path = DEFAULT_RUNS) -> str:
     return f"sqlite:///{(Path(runs_dir) / DB_NAME).resolve()}"
 
 
+def default_multi_storage_url(runs_dir: Path = DEFAULT_RUNS) -> str:
+    """The default for several worker processes on one machine: a journal file (SQLite
+    breaks under concurrent writers: Optuna's docs say never to use it for parallel search)."""
+    return f"journal:{(Path(runs_dir) / JOURNAL_NAME).resolve()}"
+
+
+def storage_kind(url: str | None) -> str:
+    """`sqlite`, `journal`, `postgresql`, `mysql`, ... (None: the default SQLite)."""
+    if url is None or url.startswith("sqlite"):
+        return "sqlite"
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        return "journal"
+    return url.split(":", 1)[0].split("+", 1)[0]
+
+
+def _postgres_driver(url: str) -> str:
+    """`postgresql://` means psycopg2 to SQLAlchemy; use psycopg 3 (the `postgres` extra)
+    when the URL names no driver, and say what to install when the driver is missing."""
+    import importlib.util
+
+    scheme, rest = url.split("://", 1)
+    driver = scheme.split("+", 1)[1] if "+" in scheme else None
+    if driver is None:
+        if importlib.util.find_spec("psycopg") is not None:
+            return "postgresql+psycopg://" + rest
+        if importlib.util.find_spec("psycopg2") is not None:
+            return url
+        driver = "psycopg"
+    module = {"psycopg": "psycopg", "psycopg2": "psycopg2", "pg8000": "pg8000",
+              "asyncpg": "asyncpg"}.get(driver, driver)
+    if importlib.util.find_spec(module) is None:
+        raise StudyError(f"storage {url!r} needs the PostgreSQL driver {module!r}, which is not "
+                         f"installed: pip install \"psycopg[binary]\" (or pip install -e "
+                         f"\".[postgres]\" in a checkout of nas-attn)")
+    return url
+
+
+def storage_url(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> str:
+    """The URL `open_storage` uses: `url`, or the runs folder's SQLite database (its journal
+    file when only `search --workers N` has run there)."""
+    if url is not None:
+        return url
+    journal = Path(runs_dir) / JOURNAL_NAME
+    if journal.is_file() and not (Path(runs_dir) / DB_NAME).is_file():
+        return f"journal:{journal.resolve()}"
+    return default_storage_url(runs_dir)
+
+
 def open_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> optuna.storages.BaseStorage:
     """Any Optuna storage URL; `journal:PATH` (or a path ending in .log/.journal) is a journal
-    file, which several processes on one machine or a shared file system can use at once."""
+    file, which several processes on one machine or a shared file system can use at once.
+    RDB storages get heartbeats and retries of dead workers' trials (`heartbeat`)."""
     if url is None:
         Path(runs_dir).mkdir(parents=True, exist_ok=True)
-        url = default_storage_url(runs_dir)
+        url = storage_url(None, runs_dir)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if url.startswith("journal:") or url.endswith((".log", ".journal")):
@@ -30,10 +80,16 @@ def open_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> optuna.stora
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("postgres"):
+        url = _postgres_driver(url)
+    from .heartbeat import rdb_storage
+
     try:
-        return optuna.storages.RDBStorage(url)
+        return rdb_storage(url)
+    except StudyError:
+        raise
     except Exception as e:  # bad URL or unreachable database: say which
-        raise StudyError(f"cannot open storage {url!r}: {e}") from None
+        raise StudyError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
 
 
 def study_names(storage) -> list[str]:
@@ -95,13 +151,12 @@ def make_pruner(name: str, space: Space) -> tuple[optuna.pruners.BasePruner, str
 def open_existing_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS):
     """`open_storage` for commands that only read (show, dashboard, export, finalize, train
     --from-study): a missing runs folder or study file is an error, and nothing is created."""
+    resolved = storage_url(url, runs_dir)
     path = None
-    if url is None:
-        path = Path(runs_dir) / DB_NAME
-    elif url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-    elif url.startswith("journal:") or url.endswith((".log", ".journal")):
-        path = Path(url.removeprefix("journal:"))
+    if resolved.startswith("sqlite:///"):
+        path = Path(resolved.removeprefix("sqlite:///"))
+    elif resolved.startswith("journal:") or resolved.endswith((".log", ".journal")):
+        path = Path(resolved.removeprefix("journal:"))
     if path is not None and not path.is_file():
         raise StudyError(f"no studies to show: {path} does not exist"
                          + (" (is --runs-dir right?)" if url is None else "")

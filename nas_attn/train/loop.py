@@ -292,7 +292,7 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
           on_epoch: EpochFn | None = None, out_dir: str | Path | None = None,
           progress: ProgressFn | None = None, loaders: tuple | None = None,
           runtime: Runtime | None = None, preview: bool = True,
-          compile_model: bool = False) -> TrainResult:
+          compile_model: bool = False, resume_from: str | Path | None = None) -> TrainResult:
     """Train `build_unet(arch)` on `train_data`, evaluate on `val_data` after every
     `cfg.val_every` epochs (and at the end), keep the best by mean foreground Dice.
 
@@ -303,6 +303,10 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
     `compile_model=True` runs the training forward through `torch.compile` (worth it for a long
     run of one model; evaluation stays eager, whole images vary in size).
 
+    With `out_dir`, `out_dir/resume.pt` also holds the full training state (model, optimizer,
+    schedule, EMA, epoch, best so far) after every epoch; `resume_from` (such a file, e.g. of a
+    run that died) continues that run from the epoch after the saved one.
+
     Raises `DivergedError` (NaN/inf loss), `OutOfMemoryError` (accelerator or host memory), and
     whatever `on_epoch` raises.
     """
@@ -310,17 +314,22 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
     if runtime is None:
         runtime = Runtime.create(cfg.device, amp=cfg.amp, channels_last=cfg.channels_last,
                                  spatial_dims=arch.spatial_dims)
+    resume_file = Path(out_dir) / "resume.pt" if out_dir is not None else None
     try:
         result = _train(arch, train_data, val_data, data_cfg, cfg, runtime=runtime,
                         on_epoch=on_epoch, out_dir=out_dir, progress=progress, loaders=loaders,
-                        compile_model=compile_model)
+                        compile_model=compile_model, resume_from=resume_from)
         if out_dir is not None and preview:
             from .preview import save_preview
 
             save_preview(result.model, val_data, Path(out_dir) / "preview.png", runtime,
                          patch_size=_eval_patch(data_cfg, train_data), overlap=cfg.val_overlap)
+        if resume_file is not None:
+            resume_file.unlink(missing_ok=True)
         return result
     except BaseException as e:  # noqa: BLE001  (cleanup, then re-raise)
+        if resume_file is not None:  # only a run killed outright leaves its resume state
+            resume_file.unlink(missing_ok=True)
         if not is_oom(e):
             if runtime.device.type != "cpu":
                 release_memory(e, runtime)
@@ -334,7 +343,8 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
 
 
 def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: Runtime,
-           on_epoch, out_dir, progress, loaders, compile_model: bool = False) -> TrainResult:
+           on_epoch, out_dir, progress, loaders, compile_model: bool = False,
+           resume_from=None) -> TrainResult:
     from ..unet import build_unet
 
     t_start = time.perf_counter()
@@ -380,8 +390,18 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
     global_step, images, train_done_s, wait_s = 0, 0, 0.0, 0.0
     since_best, stop_reason = 0, "epochs"
     batches = _cycle(train_loader)
+    first_epoch = 1
+    if resume_from is not None:
+        first_epoch, global_step, since_best, best, best_state, history, elapsed = \
+            _load_resume(resume_from, model, optimizer, schedule, scaler, ema)
+        t_start -= elapsed
+        if best_state is not None and ckpt_path is not None:
+            written = save_checkpoint(ckpt_path, arch, best_state, {
+                "metrics": best, "epoch": best.get("epoch"),
+                "train_config": cfg.model_dump(mode="json"), "data_config": _cfg_key(data_cfg)})
+    resume_path = Path(out_dir) / "resume.pt" if out_dir is not None else None
 
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         t_epoch = time.perf_counter()
         epoch_loss_sum, epoch_steps, epoch_images = 0.0, 0, 0
@@ -472,6 +492,9 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
                 since_best += 1
         record["time"] = time.perf_counter() - t_start
         history.append(record)
+        if resume_path is not None:
+            _save_resume(resume_path, epoch, global_step, since_best, best, best_state, history,
+                         record["time"], model, optimizer, schedule, scaler, ema)
         if "dice" in record and on_epoch is not None:
             on_epoch(epoch, dict(record))
         if out_of_time:
@@ -491,3 +514,35 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
         images_per_s=images / max(1e-9, train_done_s), seconds=seconds, steps=global_step,
         stop_reason=stop_reason, runtime=runtime, data_wait_s=wait_s, train_s=train_done_s,
         config=cfg.model_dump(mode="json"))
+
+
+# ----- resuming ---------------------------------------------------------------------------
+def _save_resume(path, epoch, global_step, since_best, best, best_state, history, elapsed,
+                 model, optimizer, schedule, scaler, ema) -> None:
+    from .checkpoint import _plain, atomic_torch_save
+
+    atomic_torch_save({
+        "epoch": epoch, "global_step": global_step, "since_best": since_best,
+        "elapsed_s": float(elapsed), "warmup_end_s": schedule.warmup_end_s,
+        "best": _plain(best), "history": _plain(history), "best_state": best_state,
+        "model": state_dict_cpu(model), "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(), "ema": None if ema is None else state_dict_cpu(ema),
+    }, path)
+
+
+def _load_resume(path, model, optimizer, schedule, scaler, ema):
+    """Restore the state `_save_resume` wrote; returns where and how the run goes on."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+    except Exception as e:  # noqa: BLE001  (unreadable file or another architecture)
+        raise TrainingError(f"cannot resume from {str(path)!r}: {e}") from None
+    schedule.warmup_end_s = state["warmup_end_s"]
+    schedule.update(state["global_step"], state["elapsed_s"])
+    return (int(state["epoch"]) + 1, int(state["global_step"]), int(state["since_best"]),
+            dict(state["best"]), state["best_state"], list(state["history"]),
+            float(state["elapsed_s"]))

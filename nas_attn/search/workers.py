@@ -1,0 +1,503 @@
+"""Several worker processes on one study: the parent's supervisor and the worker's loop.
+
+The parent (`nas-attn search --workers N` or `--gpus ...`) creates the study and enqueues the
+baselines once, then starts one `nas-attn worker` process per slot, each pinned before torch
+starts (`CUDA_VISIBLE_DEVICES`, or its share of the CPU cores). Workers talk to the parent
+over their stdin/stdout, one JSON object per line:
+
+- worker -> parent: `want` (may I start a trial?), `trial` (number), `started` (summary,
+  label), `epoch` (epoch, dice), `done` (number, state);
+- parent -> worker: `go` or `stop`.
+
+Handing out one permission per trial makes the trial count exact with any number of workers.
+The parent knows which trial each worker runs, so when a worker dies it marks that trial FAIL
+with the reason and enqueues a retry (`heartbeat.fail_dead_trial`), on every storage, and
+starts a replacement worker. Ctrl-C: the parent sends every worker one SIGINT; each records
+its running trial as FAIL ("interrupted") and exits; anything still RUNNING afterwards that a
+worker of this parent owned is failed by the parent.
+
+Library code: prints nothing; the CLI renders `Supervisor.snapshot()`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ..atomic import atomic_write
+from ..errors import StudyError
+
+MAX_RESTARTS = 3
+"""Replacement workers per slot after unexpected deaths."""
+STOP_WAIT_S = 60.0
+"""How long the parent waits for interrupted workers before killing them."""
+
+
+# --------------------------------------------------------------------------------------------
+# planning
+@dataclass
+class Slot:
+    index: int
+    device: str | None
+    """Passed to the worker's --device (None: the search's own choice)."""
+    where: str
+    """What the live view shows: `cuda:3` or `cpu (4 threads)`."""
+    env: dict[str, str]
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(n: int) -> int:
+    """An equal share of the cores, at most OMP_NUM_THREADS when the user set it."""
+    share = max(1, cpu_cores() // n)
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return min(share, int(cap)) if cap.isdigit() and int(cap) > 0 else share
+
+
+def parse_gpus(gpus: str) -> list[str]:
+    """`0,1,3` or `all` -> device ids as strings."""
+    text = gpus.strip().lower()
+    if text == "all":
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise StudyError("--gpus all: no CUDA device is visible on this machine")
+        return [str(i) for i in range(n)]
+    ids = [p.strip() for p in text.split(",") if p.strip()]
+    if not ids or not all(p.isdigit() for p in ids):
+        raise StudyError(f"--gpus {gpus!r} is not accepted; give device numbers like 0,1,2,3 "
+                         f"or `all`")
+    if len(set(ids)) != len(ids):
+        raise StudyError(f"--gpus {gpus!r} lists a device twice; use --per-gpu K for several "
+                         f"workers on one GPU")
+    return ids
+
+
+def check_gpus(ids: list[str]) -> None:
+    """Every listed GPU exists on this machine."""
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [i for i in ids if int(i) >= n]
+    if missing:
+        raise StudyError(f"--gpus {','.join(ids)}: no CUDA device {', '.join(missing)} on this "
+                         f"machine ({n} visible); use --workers N for CPU workers")
+
+
+def plan_slots(workers: int | None, gpus: str | None, per_gpu: int = 1,
+               device: str | None = None, check: bool = True) -> list[Slot]:
+    """One slot per worker process: GPU workers pinned with CUDA_VISIBLE_DEVICES, CPU workers
+    with an equal share of the cores (torch threads and OMP/MKL threads)."""
+    if per_gpu < 1:
+        raise StudyError(f"--per-gpu {per_gpu} is not accepted; give 1 or more")
+    if gpus is not None:
+        if workers is not None:
+            raise StudyError("give either --workers N (CPU or one device) or --gpus LIST "
+                             "(one worker per GPU, times --per-gpu), not both")
+        ids = parse_gpus(gpus)
+        if check:
+            check_gpus(ids)
+        n = len(ids) * per_gpu
+        threads = threads_per_worker(n)
+        return [Slot(i, "cuda:0", f"cuda:{gid}", _env(threads, gid))
+                for i, gid in enumerate(g for g in ids for _ in range(per_gpu))]
+    n = workers or 1
+    if n < 1:
+        raise StudyError(f"--workers {workers} is not accepted; give 1 or more")
+    threads = threads_per_worker(n)
+    where = device or "auto"
+    return [Slot(i, device, f"{where} ({threads} thread{'s' * (threads > 1)})", _env(threads))
+            for i in range(n)]
+
+
+def _env(threads: int, gpu: str | None = None) -> dict[str, str]:
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "NAS_ATTN_THREADS": str(threads)}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# parent side
+@dataclass
+class WorkerState:
+    slot: Slot
+    proc: subprocess.Popen | None = None
+    pid: int | None = None
+    tag: str = ""
+    state: str = "starting"
+    trial: int | None = None
+    summary: str = ""
+    label: str | None = None
+    epoch: int = 0
+    dice: float | None = None
+    t0: float = 0.0
+    holding: bool = False
+    asked: bool = False
+    """True once the worker asked for a trial (it started without error)."""
+    restarts: int = 0
+    exit_code: int | None = None
+    handled: bool = True
+    owned: set = field(default_factory=set)
+    """Trial numbers this slot's workers started (for the final sweep)."""
+    log: Path | None = None
+
+
+class Supervisor:
+    """Starts and watches the worker processes of one study; thread-safe snapshot for a view."""
+
+    def __init__(self, study: optuna.Study, slots: list[Slot], worker_args: list[str],
+                 trials: int, timeout: float | None, log_dir: Path, epochs: int = 0):
+        self.study = study
+        self.worker_args = worker_args
+        self.remaining = int(trials)
+        self.deadline = None if timeout is None else time.monotonic() + float(timeout)
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.epochs = epochs
+        self.lock = threading.RLock()
+        self.workers = [WorkerState(s) for s in slots]
+        self.stopping = False
+        self.interrupted = False
+        self.start_errors: list[str] = []
+        self.events: list[str] = []
+        """Notes for the user (a worker died, a trial was retried), in order."""
+        self.version = 0
+        """Bumped on every change (the view redraws its leaderboard when it moves)."""
+
+    # ---- processes ----------------------------------------------------------------------
+    def start(self) -> None:
+        for w in self.workers:
+            self._spawn(w)
+
+    def _spawn(self, w: WorkerState) -> None:
+        env = {**os.environ, **w.slot.env}
+        cmd = [sys.executable, "-m", "nas_attn.cli", "worker", *self.worker_args,
+               "--index", str(w.slot.index)]
+        if w.slot.device:
+            cmd += ["--device", w.slot.device]
+        w.log = self.log_dir / f"worker_{w.slot.index}.log"
+        log = open(w.log, "ab")
+        # own process group: a terminal's Ctrl-C reaches only the parent, which then sends
+        # each worker exactly one SIGINT (a second one could cut its cleanup short)
+        w.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=log, env=env, start_new_session=True)
+        log.close()
+        w.pid = w.proc.pid
+        w.tag = f"{socket.gethostname()}:{w.pid}"
+        w.state, w.trial, w.holding, w.asked, w.handled = "starting", None, False, False, False
+        w.exit_code = None
+        threading.Thread(target=self._reader, args=(w, w.proc), daemon=True).start()
+        self._changed()
+
+    def _reader(self, w: WorkerState, proc: subprocess.Popen) -> None:
+        for raw in proc.stdout:
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            with self.lock:
+                if w.proc is not proc:
+                    return
+                self._on_message(w, proc, msg)
+
+    def _reply(self, proc: subprocess.Popen, text: str) -> None:
+        try:
+            proc.stdin.write((text + "\n").encode())
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+    def _on_message(self, w: WorkerState, proc, msg: dict) -> None:
+        ev = msg.get("event")
+        if ev == "want":
+            w.asked = True
+            timed_out = self.deadline is not None and time.monotonic() >= self.deadline
+            if self.remaining > 0 and not self.stopping and not timed_out:
+                self.remaining -= 1
+                w.holding, w.state = True, "sampling"
+                self._reply(proc, "go")
+            else:
+                w.state = "done"
+                self._reply(proc, "stop")
+        elif ev == "trial":
+            w.trial = int(msg["number"])
+            w.owned.add(w.trial)
+            w.state, w.summary, w.label, w.epoch, w.dice = "sampling", "", None, 0, None
+            w.t0 = time.monotonic()
+        elif ev == "started":
+            w.state, w.summary, w.label = "training", msg.get("summary", ""), msg.get("label")
+            w.epoch = int(msg.get("epoch", 0))
+        elif ev == "epoch":
+            w.epoch, w.dice = int(msg["epoch"]), msg.get("dice")
+        elif ev == "done":
+            w.holding, w.state = False, "idle"
+            w.trial, w.summary, w.label, w.epoch, w.dice = None, "", None, 0, None
+        self._changed()
+
+    def poll(self) -> bool:
+        """Handle workers that exited; True while any worker still runs."""
+        with self.lock:
+            for w in self.workers:
+                if w.proc is None or w.handled:
+                    continue
+                rc = w.proc.poll()
+                if rc is None:
+                    continue
+                w.handled, w.exit_code = True, rc
+                self._exited(w, rc)
+            alive = any(w.proc is not None and w.proc.poll() is None for w in self.workers)
+        if not alive:
+            self.write_status()
+        return alive
+
+    def _exited(self, w: WorkerState, rc: int) -> None:
+        if rc == 0 and not w.holding:
+            w.state = "done"
+            return
+        if self.stopping:
+            w.state = "stopped"
+            return
+        how = (f"killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in
+               signal.valid_signals() else f"exit code {rc}")
+        reason = f"worker {w.slot.index} (pid {w.pid}, {w.slot.where}) died: {how}"
+        w.state = "died"
+        if not w.asked and w.trial is None:
+            w.holding = False
+            self.start_errors.append(f"worker {w.slot.index} could not start ({how}): "
+                                     f"{last_line(w.log)} (log: {w.log})")
+            self.events.append(self.start_errors[-1])
+            return
+        if w.trial is not None and self._fail(w.trial, reason, retry=True):
+            self.events.append(f"trial {w.trial} failed ({reason}); its configuration is "
+                               f"queued again (unless it used up its retries)")
+        else:
+            self.events.append(reason)
+        if w.holding:  # the trial it was given never finished: someone runs it (or its retry)
+            self.remaining += 1
+            w.holding = False
+        if self.remaining > 0 and w.restarts < MAX_RESTARTS:
+            w.restarts += 1
+            self.events.append(f"worker {w.slot.index} restarted "
+                               f"({w.restarts}/{MAX_RESTARTS})")
+            self._spawn(w)
+
+    def _fail(self, number: int, reason: str, retry: bool) -> bool:
+        from .heartbeat import fail_dead_trial
+
+        try:
+            if retry:
+                return fail_dead_trial(self.study, number, reason)
+            t = self.study._storage.get_trial(
+                self.study._storage.get_trial_id_from_study_id_trial_number(
+                    self.study._study_id, number))
+            if t.state != TrialState.RUNNING:
+                return False
+            self.study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+            return self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+
+    def started_any(self) -> bool:
+        with self.lock:
+            return any(w.asked for w in self.workers)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: one SIGINT to every worker; no new trials are handed out."""
+        with self.lock:
+            self.stopping = self.interrupted = True
+            for w in self.workers:
+                if w.proc is not None and w.proc.poll() is None:
+                    try:
+                        w.proc.send_signal(signal.SIGINT)
+                    except ProcessLookupError:
+                        pass
+                    w.state = "stopping"
+            self._changed()
+
+    def wait_stopped(self, limit_s: float = STOP_WAIT_S) -> None:
+        """After `interrupt`: wait for the workers (SIGKILL after `limit_s`), then fail what a
+        worker of this parent still left RUNNING."""
+        end = time.monotonic() + limit_s
+        while self.poll() and time.monotonic() < end:
+            time.sleep(0.1)
+        for w in self.workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait()
+        self.poll()
+        self.sweep("interrupted by the user (Ctrl-C)")
+
+    def sweep(self, reason: str) -> list[int]:
+        """Fail trials this parent's workers started that are still RUNNING."""
+        owned = set().union(*(w.owned for w in self.workers))
+        tags = {w.tag for w in self.workers}
+        failed = []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number in owned or t.user_attrs.get("worker") in tags:
+                if self._fail(t.number, reason, retry=False):
+                    failed.append(t.number)
+        return failed
+
+    def run(self, on_tick=None, tick_s: float = 0.25) -> None:
+        """Start the workers and wait for them; KeyboardInterrupt propagates after `interrupt`
+        + `wait_stopped` (the caller exits 130)."""
+        self.start()
+        try:
+            while self.poll():
+                if on_tick is not None:
+                    on_tick()
+                time.sleep(tick_s)
+        except KeyboardInterrupt:
+            self.interrupt()
+            try:
+                self.wait_stopped()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, kill, fail what ran
+                self.wait_stopped(limit_s=0.0)
+            raise
+        self.sweep("worker exited while its trial ran")
+
+    # ---- view ---------------------------------------------------------------------------
+    def _changed(self) -> None:
+        self.version += 1
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            now = time.monotonic()
+            return [{"worker": w.slot.index, "pid": w.pid, "where": w.slot.where,
+                     "state": w.state, "trial": w.trial, "summary": w.summary,
+                     "label": w.label, "epoch": w.epoch, "dice": w.dice,
+                     "elapsed_s": round(now - w.t0, 1) if w.trial is not None else None,
+                     "restarts": w.restarts, "exit_code": w.exit_code}
+                    for w in self.workers]
+
+    def write_status(self, path: Path | None = None) -> Path:
+        """`workers.json` next to the logs: what each worker does (pid, trial, epoch, Dice)."""
+        path = path or self.log_dir / "workers.json"
+        return atomic_write(path, json.dumps({"remaining": self.remaining,
+                                              "workers": self.snapshot()}, indent=1))
+
+
+def last_line(path: Path | None) -> str:
+    try:
+        lines = [x.strip() for x in Path(path).read_text(errors="replace").splitlines()]
+    except (OSError, TypeError):
+        return "no log"
+    lines = [x for x in lines if x and "Warning" not in x and "optuna_warn(" not in x]
+    return lines[-1][:300] if lines else "no output"
+
+
+# --------------------------------------------------------------------------------------------
+# worker side
+class PipeListener:
+    """The search loop's listener in a worker: progress lines to the parent."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def send(self, **msg) -> None:
+        self.out.write(json.dumps(msg) + "\n")
+        self.out.flush()
+
+    def trial_started(self, number, arch, label):
+        self.send(event="started", number=number, summary=arch.summary(), label=label)
+
+    def epoch_done(self, number, epoch, metrics):
+        d = metrics.get("dice")
+        self.send(event="epoch", number=number, epoch=epoch,
+                  dice=None if d is None else float(d))
+
+    def trial_done(self, trial):
+        self.send(event="done", number=trial.number, state=trial.state.name)
+
+
+def _pin_threads() -> None:
+    threads = os.environ.get("NAS_ATTN_THREADS")
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    if os.environ.get("CUDA_VISIBLE_DEVICES") not in (None, "") and torch.cuda.is_available():
+        torch.cuda.set_device(0)
+
+
+def _one_sigint() -> None:
+    """The first SIGINT/SIGTERM interrupts the trial; later ones are ignored, so the trial's
+    FAIL record is written."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def worker_main(req, supervised: bool = True) -> int:
+    """Run trials of `req`'s (existing) study: one per `go` from the parent on stdin, or, with
+    `supervised=False`, `req.trials` of them. Returns the exit code."""
+    from ..errors import NasAttnError
+    from .run import open_search
+
+    # the protocol owns the real stdout; anything else printed goes to stderr (the log)
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    _one_sigint()
+    _pin_threads()
+    listener = PipeListener(proto)
+    session = open_search(req, listener=listener)
+    tag = f"{socket.gethostname()}:{os.getpid()}"
+    objective = session.objective
+
+    def tagged(trial: optuna.Trial):
+        trial.set_user_attr("worker", tag)
+        listener.send(event="trial", number=trial.number)
+        return objective(trial)
+
+    done_cb = [lambda study, trial: listener.trial_done(trial)]
+    try:
+        while True:
+            listener.send(event="want")
+            answer = sys.stdin.readline().strip()
+            if answer != "go":  # "stop", or the parent is gone (EOF)
+                return 0
+            session.study.optimize(tagged, n_trials=1, catch=(NasAttnError,),
+                                   callbacks=done_cb, gc_after_trial=True)
+    except KeyboardInterrupt:
+        return 130
+
+
+def study_space_file(study_name: str, storage, runs_dir: Path) -> Path | None:
+    """For a worker joining an existing study without the space file: the space stored with
+    the study, written to `runs_dir/<study>/space.yaml`. None when the study does not exist."""
+    from .study import study_names
+
+    if study_name not in study_names(storage):
+        return None
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    text = study.user_attrs.get("space_yaml")
+    if text is None:
+        raise StudyError(f"study {study_name!r} has no stored search space; give --space")
+    path = Path(runs_dir) / study_name / "space.yaml"
+    if not path.is_file() or path.read_text() != text:
+        atomic_write(path, text)
+    return path

@@ -1,0 +1,266 @@
+"""Several worker processes on one study, with real processes and real storages (a journal
+file and a throwaway PostgreSQL server): exact trial counts, baselines once, a killed worker's
+trial failed with its reason and retried, Ctrl-C of the parent, heartbeats across machines."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas_attn.search.study import open_storage
+from pg import pg_url  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+macro: {depth: [1], base_width: [4]}
+encoder: {choices: [none, se]}
+skip: {choices: [none, gate]}
+decoder: {choices: [none, eca]}
+training: {batch_size: 4, lr: 0.005}
+budget: {epochs: 1, samples_per_epoch: 4}
+data: {source: builtin, builtin_n: 6, builtin_size: 24}
+search: {trials: 2, n_startup_trials: 1, sampler: random, pruner: none}
+"""
+# epochs long enough to kill or interrupt a worker after its first epoch, before its last
+SLOW = TINY.replace("budget: {epochs: 1, samples_per_epoch: 4}",
+                    "budget: {epochs: 3, samples_per_epoch: 48}")
+
+
+def _env(**extra):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1", **extra}
+    return env
+
+
+def _search(tmp_path, space_text, *args, env=None) -> subprocess.Popen:
+    space = tmp_path / "space.yaml"
+    space.write_text(textwrap.dedent(space_text))
+    cmd = [sys.executable, "-m", "nas_attn.cli", "search", "--space", str(space),
+           "--runs-dir", str(tmp_path / "runs"), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env or _env(), cwd=tmp_path)
+
+
+def _finish(proc, limit=240) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=limit)
+    return proc.returncode, out
+
+
+def _study(storage: str, name: str, runs: Path) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage, runs))
+
+
+def _wait_status(tmp_path, study, cond, limit=120):
+    path = tmp_path / "runs" / study / "workers" / "workers.json"
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            status = json.loads(path.read_text())
+        except (OSError, ValueError):
+            status = None
+        if status:
+            hit = cond(status["workers"])
+            if hit:
+                return hit
+        time.sleep(0.1)
+    raise AssertionError(f"workers never reached the awaited state; last status: {status}")
+
+
+def _running_at_epoch(workers):
+    for w in workers:
+        if w["trial"] is not None and w["epoch"] >= 1 and w["state"] == "training":
+            return w
+    return None
+
+
+def _check_exact(study, trials):
+    ts = study.get_trials(deepcopy=False)
+    states = [t.state for t in ts]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states, states
+    assert len(ts) == trials, [(t.number, t.state) for t in ts]
+    labels = [t.user_attrs["baseline"] for t in ts if "baseline" in t.user_attrs]
+    assert sorted(labels) == ["attention_unet", "plain_unet"]  # each baseline exactly once
+
+
+def _journal(tmp_path):
+    return f"journal:{(tmp_path / 'runs' / 'nas_attn.journal').resolve()}"
+
+
+# ---------------------------------------------------------------------------------------------
+def test_four_workers_on_the_one_node_default(tmp_path):
+    code, out = _finish(_search(tmp_path, TINY, "--workers", "4", "--trials", "6",
+                                "--study", "four"))
+    assert code == 0, out
+    assert "journal file" in out  # the default for several workers, said out loud
+    _check_exact(_study(_journal(tmp_path), "four", tmp_path / "runs"), 6)
+    # `show` without --storage finds the journal when only workers ran in this folder
+    show = subprocess.run([sys.executable, "-m", "nas_attn.cli", "show", "four", "--runs-dir",
+                           str(tmp_path / "runs")], capture_output=True, text=True, env=_env())
+    assert show.returncode == 0 and "plain_unet" in show.stdout, show.stdout + show.stderr
+
+
+def test_four_workers_on_postgresql(tmp_path, pg_url):
+    name = f"pg4_{uuid.uuid4().hex[:8]}"
+    code, out = _finish(_search(tmp_path, TINY, "--workers", "4", "--trials", "6", "--study",
+                                name, "--storage", pg_url))
+    assert code == 0, out
+    _check_exact(_study(pg_url, name, tmp_path / "runs"), 6)
+
+
+def test_several_workers_refuse_sqlite(tmp_path, capsys):
+    from nas_attn.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--space", "smoke", "--workers", "2", "--runs-dir", str(tmp_path),
+              "--storage", f"sqlite:///{tmp_path}/x.db"])
+    out = capsys.readouterr()
+    assert e.value.code == 2
+    assert "SQLite cannot take 2 concurrent workers" in out.err and "journal:" in out.err
+
+
+def test_postgresql_url_without_driver_names_the_package(tmp_path, monkeypatch):
+    import importlib.util
+
+    from nas_attn.errors import StudyError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("psycopg") else real(name, *a))
+    with pytest.raises(StudyError, match=r"psycopg\[binary\]"):
+        open_storage("postgresql://u@127.0.0.1:5/db", tmp_path)
+
+
+def test_killed_worker_trial_fails_with_reason_and_is_retried(tmp_path):
+    proc = _search(tmp_path, SLOW, "--workers", "2", "--trials", "2", "--study", "kill")
+    victim = _wait_status(tmp_path, "kill", _running_at_epoch)
+    os.kill(victim["pid"], signal.SIGKILL)
+    code, out = _finish(proc)
+    assert code == 0, out
+    study = _study(_journal(tmp_path), "kill", tmp_path / "runs")
+    dead = study.trials[victim["trial"]]
+    assert dead.state == TrialState.FAIL
+    assert "died: killed by SIGKILL" in dead.user_attrs["fail_reason"]
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == dead.params
+    assert retry[0].user_attrs["resumed_from"].endswith(f"trial_{dead.number:04d}/resume.pt")
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 2  # exact count
+    assert "queued again" in out
+
+
+def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path):
+    proc = _search(tmp_path, SLOW, "--workers", "2", "--trials", "6", "--study", "intr")
+    _wait_status(tmp_path, "intr", _running_at_epoch)
+    pids = [w["pid"] for w in json.loads(
+        (tmp_path / "runs" / "intr" / "workers" / "workers.json").read_text())["workers"]]
+    proc.send_signal(signal.SIGINT)
+    code, out = _finish(proc, limit=120)
+    assert code == 130, out
+    for pid in pids:  # every worker is gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    study = _study(_journal(tmp_path), "intr", tmp_path / "runs")
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and all("interrupted" in t.user_attrs["fail_reason"] for t in failed)
+    done = states.count(TrialState.COMPLETE)
+    # one worker on a journal file still runs under a supervising parent
+    code, out = _finish(_search(tmp_path, SLOW, "--trials", "1", "--study", "intr"))
+    assert code == 0 and "resumed with" in out, out
+    study = _study(_journal(tmp_path), "intr", tmp_path / "runs")
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == done + 1
+
+
+def test_heartbeat_fails_a_dead_process_trial_across_machines(tmp_path, pg_url):
+    """No parent watches a worker that joined from another machine: its death is found by the
+    heartbeat, the trial FAILs with a reason and a later worker runs the retry."""
+    name = f"hb_{uuid.uuid4().hex[:8]}"
+    env = _env(NAS_ATTN_HEARTBEAT_INTERVAL="1", NAS_ATTN_GRACE_PERIOD="3")
+    proc = _search(tmp_path, SLOW, "--trials", "1", "--study", name, "--storage", pg_url,
+                   env=env)
+    storage = open_storage(pg_url, tmp_path / "runs")
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        if list((tmp_path / "runs" / name).glob("trial_*/resume.pt")):
+            break
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert study.trials[0].state == TrialState.RUNNING  # what kill -9 leaves without help
+    time.sleep(4)
+    # a worker joining with only the study name, the storage and a data source: the space
+    # comes from the study
+    cmd = [sys.executable, "-m", "nas_attn.cli", "search", "--study", name, "--storage",
+           pg_url, "--data", "builtin", "--trials", "2", "--runs-dir", str(tmp_path / "runs")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    study = optuna.load_study(study_name=name, storage=storage)
+    dead = study.trials[0]
+    assert dead.state == TrialState.FAIL and "no heartbeat" in dead.user_attrs["fail_reason"]
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == dead.params and "resumed_from" in retry[0].user_attrs
+
+
+def test_train_resumes_from_a_killed_runs_state(tmp_path):
+    """`resume.pt` (written after every epoch, left behind only by a run killed outright)
+    continues training at the next epoch with the saved weights, optimizer and best so far."""
+    import shutil
+
+    from nas_attn.arch import UNetArch
+    from nas_attn.data import DataConfig, load_data
+    from nas_attn.train import TrainConfig, train
+
+    dcfg = DataConfig(source="builtin", builtin_n=6, builtin_size=24)
+    tr, va = load_data(dcfg)
+    arch = UNetArch(classes=tr.classes, depth=1, widths=(4, 8))
+    cfg = TrainConfig.make(epochs=3, batch_size=4, samples_per_epoch=4, device="cpu", ema=True)
+    saved = tmp_path / "saved.pt"
+
+    def grab(epoch, metrics):  # what a kill -9 after epoch 2 leaves on disk
+        if epoch == 2:
+            shutil.copy(tmp_path / "a" / "resume.pt", saved)
+
+    full = train(arch, tr, va, dcfg, cfg, on_epoch=grab, out_dir=tmp_path / "a", preview=False)
+    assert not (tmp_path / "a" / "resume.pt").exists()  # a finished run leaves none
+    seen = []
+    res = train(arch, tr, va, dcfg, cfg, out_dir=tmp_path / "b", preview=False,
+                resume_from=saved, on_epoch=lambda e, m: seen.append(e))
+    assert seen == [3]  # only the epoch after the saved one ran
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]
+    assert res.history[:2] == full.history[:2]
+    assert res.steps == full.steps
+    assert (tmp_path / "b" / "best.pt").exists()
+
+
+def test_plan_slots_pins_gpus_and_splits_cores(monkeypatch):
+    from nas_attn.errors import StudyError
+    from nas_attn.search.workers import cpu_cores, plan_slots
+
+    slots = plan_slots(None, "0,2", per_gpu=2, check=False)
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "2", "2"]
+    assert [s.where for s in slots] == ["cuda:0", "cuda:0", "cuda:2", "cuda:2"]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cpu = plan_slots(2, None)
+    assert all(s.env["OMP_NUM_THREADS"] == str(max(1, cpu_cores() // 2)) for s in cpu)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's cap wins
+    assert plan_slots(1, None)[0].env["NAS_ATTN_THREADS"] == "1"
+    for bad in ("x", "0,0", "", "99"):
+        with pytest.raises(StudyError, match="--gpus"):
+            plan_slots(None, bad)
+    with pytest.raises(StudyError, match="not both"):
+        plan_slots(2, "0")
