@@ -6,8 +6,12 @@ decorator removed) and the helpers of their family files (`tokens.py` included w
 module is used), `UNetDecoder` and `UNet`. A dependency walk over the module ASTs picks the
 definitions, so nothing unused is copied. Then come an `ARCH` literal (the `unet_kwargs` of the
 architecture), a `make_attention` factory that mirrors `registry.create_attention`,
-`build_model()` and `load(path)`. The result imports only torch, math and typing; a timm-family
-attention module (2D only) adds `import timm`, which the module docstring then says.
+`build_model()` and `load(path)`, then `INFERENCE` (the training patch size, overlap and
+normalisation) with `preprocess(image)` and `predict(image, model, ...)`, built on the functions
+of `nas_attn/infer.py` and `nas_attn/data/sliding.py`, copied like the layers (so the exported
+file predicts with the package's own code). The result imports only torch and the standard
+library modules math, typing, functools, itertools and collections; a timm-family attention
+module (2D only) adds `import timm`, which the module docstring then says.
 
 Safety: the code is assembled from this package's own source files and validated values only.
 The architecture is re-validated (`UNetArch.from_dict(arch.to_dict())`); the literals use only
@@ -19,8 +23,10 @@ imports anything else or calls eval/exec/compile/__import__/open or os/sys/subpr
 
 `export_arch(arch, out_dir)` writes `model.py`, `arch.json`, `meta.json` (when meta is given),
 `weights.pt` (a state_dict, loadable with `torch.load(..., weights_only=True)`), and optionally
-`model.onnx` / `model.ts` (traced at one input size). Files are written to a temporary name and
-then renamed.
+`model.ts` (TorchScript, traced at one input size) and `model.onnx` (dynamic batch and spatial
+axes, multiples of 2**depth, checked with onnxruntime at two sizes; modules whose sizes are
+fixed at trace time are named in the error). Files are written to a temporary name and then
+renamed. `export_checkpoint` exports a `nas-attn train` output (checkpoint or its folder).
 
 Timm: a timm-family attention module (2D) is copied like any other, and model.py then imports
 timm for the layers it wraps. A timm encoder (`encoder_name="timm:<model>"`) is exported too:
@@ -934,23 +940,131 @@ def _example_inputs(arch: UNetArch, size: Sequence[int]):
     return (x,)
 
 
-def _export_onnx(model, inputs, path: Path) -> None:
+class OnnxUnsupportedError(ExportError):
+    """An architecture whose attention modules cannot be exported to ONNX with dynamic axes."""
+
+
+def _onnx_missing() -> str | None:
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime")
+               if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    return (f"ONNX export needs {', '.join(missing)} (torch's exporter needs onnx and onnxscript, "
+            "the check against torch onnxruntime): pip install 'nas-attn[onnx]'")
+
+
+def _dynamic_program(model, inputs, multiple: int, other: Sequence[int]):
+    """torch.export with a dynamic batch and spatial axes that are multiples of `multiple`
+    (2**depth: max pooling with ceil_mode and the decoder's resizing are exact there), run once
+    at the `other` spatial size against the eager model (fails fast where a module fixed a size
+    at trace time)."""
     import torch
 
-    has_onnx = importlib.util.find_spec("onnx") is not None
-    has_script = importlib.util.find_spec("onnxscript") is not None
-    if not has_onnx:
-        raise ExportError("ONNX export needs the 'onnx' package, and torch's default exporter "
-                          "also 'onnxscript': pip install onnx onnxscript")
-    names = ["image", "aux"][: len(inputs)]
+    Dim = torch.export.Dim
+    spatial = inputs[0].dim() - 2
+    dims = {0: Dim("batch", min=1, max=1024)}
+    dims.update({2 + i: multiple * Dim(f"size{i}", min=1, max=4096) for i in range(spatial)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model, tuple(inputs), dynamic_shapes=tuple(
+            dims for _ in inputs), strict=False)
+    gen = torch.Generator().manual_seed(1)
+    xs = [torch.randn(2, x.shape[1], *other, generator=gen) for x in inputs]
+    with torch.no_grad():
+        want, got = model(*xs), program.module()(*xs)
+    if got.shape != want.shape or not torch.allclose(got, want, atol=1e-4, rtol=1e-3):
+        raise ExportError(f"the exported graph disagrees with torch at input size {tuple(other)}")
+    return program
+
+
+def _onnx_check(model, path: Path, inputs, sizes) -> float:
+    """Largest |onnxruntime - torch| over inputs of each of `sizes` (batch 2); raises if the
+    outputs disagree."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    worst = 0.0
+    gen = torch.Generator().manual_seed(0)
+    for size in sizes:
+        xs = [torch.randn(2, x.shape[1], *size, generator=gen) for x in inputs]
+        with torch.no_grad():
+            want = model(*xs).numpy()
+        got = sess.run(None, dict(zip(names, [x.numpy() for x in xs])))[0]
+        if got.shape != want.shape or not np.allclose(got, want, atol=1e-4, rtol=1e-3):
+            raise ExportError(f"onnxruntime's output at input size {tuple(size)} differs from "
+                              "torch's")
+        worst = max(worst, float(np.abs(got - want).max()))
+    return worst
+
+
+def _onnx_culprits(arch: UNetArch) -> list[str]:
+    """The attention modules of `arch` whose shapes do not follow the input in an exported
+    graph (each alone in a small UNet of depth 2, at sizes beyond the token budgets)."""
+    import torch
+
+    from .attention import registry
+    from .unet import build_unet
+
+    bad = []
+    size, other = ((32, 32), (24, 40)) if arch.spatial_dims == 2 else ((8, 8, 8), (12, 8, 16))
+    for name in arch.attention_names():
+        spec = next(s for _, s in arch.sites() if s.name == name)
+        site = "skip" if registry.get_info(name).kind == "paired" else "encoder"
+        small = UNetArch(spatial_dims=arch.spatial_dims, depth=2, widths=(4, 8, 8),
+                         **{site: (spec, None)})
+        model = build_unet(small).eval()
+        try:
+            _dynamic_program(model, [torch.randn(2, 1, *size)], 4, other)
+        except Exception:  # noqa: BLE001  (any failure marks the module)
+            bad.append(name)
+    return bad
+
+
+def _export_onnx(model, inputs, path: Path, arch: UNetArch | None = None) -> dict:
+    """model.onnx with dynamic batch and spatial axes (multiples of 2**depth), checked with
+    onnxruntime against torch at the export size and at another size. Returns the check."""
+    problem = _onnx_missing()
+    if problem:
+        raise ExportError(problem)
+    depth = len(arch.widths) - 1 if arch is not None else 0
+    multiple = 2 ** depth
+    size = tuple(inputs[0].shape[2:])
+    if any(s % multiple for s in size):
+        raise ExportError(f"ONNX input size {size} must be a multiple of 2**depth = {multiple} "
+                          "on every axis")
+    other = tuple(s + multiple * (k + 1) for k, s in enumerate(size))
+    inputs = [x.repeat(2, *[1] * (x.dim() - 1)) if x.shape[0] == 1 else x for x in inputs]
+    result: dict = {}  # (a batch of 1 would fix the batch axis at 1)
 
     def save(tmp: Path):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, tuple(inputs), str(tmp), input_names=names,
-                              output_names=["logits"], dynamo=has_script)
+        try:
+            import torch
+
+            program = _dynamic_program(model, inputs, multiple, other)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(program, tuple(inputs), str(tmp), dynamo=True,
+                                  input_names=["image", "aux"][: len(inputs)],
+                                  output_names=["logits"], verbose=False)
+            result["max_abs_diff"] = _onnx_check(model, tmp, inputs, [size, other])
+        except Exception as e:  # noqa: BLE001  (torch.export / onnx / onnxruntime failures)
+            bad = _onnx_culprits(arch) if arch is not None else []
+            if bad:
+                raise OnnxUnsupportedError(
+                    f"cannot export to ONNX with dynamic spatial axes: attention module"
+                    f"{'s' if len(bad) > 1 else ''} {', '.join(repr(b) for b in bad)} "
+                    "compute their token grids / resampling sizes in Python from the input "
+                    "size, which the exported graph cannot follow; use model.py (any size) or "
+                    "an architecture without them") from None
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ExportError(f"ONNX export failed: {first}") from None
+        result["sizes"] = [list(size), list(other)]
 
     atomic_save(path, save)
+    return result
 
 
 def _export_torchscript(model, inputs, path: Path) -> None:
@@ -981,9 +1095,11 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
     the normalisation) becomes model.py's INFERENCE and meta.json's "inference".
 
     `weights`: a state_dict, or the path of one (or of a checkpoint holding one under
-    'state_dict' / 'model'); it must load strictly into `build_unet(arch)`. ONNX and TorchScript
-    are traced at `input_size` (default 64² in 2D, 32³ in 3D): shape-dependent resizing is fixed
-    to that size, so feed inputs of that size to those files (model.py takes any size).
+    'state_dict' / 'model'); it must load strictly into `build_unet(arch)`. TorchScript is traced
+    at `input_size` (default 64² in 2D, 32³ in 3D): shape-dependent resizing is fixed to that
+    size, so feed inputs of that size to model.ts. ONNX is exported at `input_size` with dynamic
+    batch and spatial axes (multiples of 2**depth) and checked with onnxruntime at that size and
+    a larger one (model.py takes any size).
     Returns the paths written, under the keys "model", "arch", "meta", "weights", "onnx",
     "torchscript".
     """
@@ -997,9 +1113,8 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
         (64,) * 2 if arch.spatial_dims == 2 else (32,) * 3
     if len(size) != arch.spatial_dims or any(s < 1 for s in size):
         raise ExportError(f"input_size {size} must have {arch.spatial_dims} positive entries")
-    if "onnx" in formats and importlib.util.find_spec("onnx") is None:  # fail before writing
-        raise ExportError("ONNX export needs the 'onnx' package, and torch's default exporter "
-                          "also 'onnxscript': pip install onnx onnxscript")
+    if "onnx" in formats and _onnx_missing():  # fail before writing anything
+        raise ExportError(_onnx_missing())
     state = _state_dict(weights, arch) if weights is not None else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1026,7 +1141,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
             _export_torchscript(model, inputs, files["torchscript"])
         if "onnx" in formats:
             files["onnx"] = out_dir / "model.onnx"
-            _export_onnx(model, inputs, files["onnx"])
+            _export_onnx(model, inputs, files["onnx"], arch)
     return files
 
 

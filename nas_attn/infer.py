@@ -37,7 +37,7 @@ def _percentile(values: torch.Tensor, q: float) -> float:
     """The q-th percentile (0..100) of a flat float tensor, numpy's default 'linear' method."""
     n = values.numel()
     pos = (q / 100.0) * (n - 1)
-    lo_i = int(math.floor(pos))
+    lo_i = math.floor(pos)
     hi_i = min(lo_i + 1, n - 1)
     t = pos - lo_i
     a = float(torch.kthvalue(values, lo_i + 1).values)

@@ -31,7 +31,12 @@ from .arch import UNetArch
 from .atomic import atomic_write
 from .data import readers as R
 from .errors import DataError, NasAttnError
-from .infer import DEFAULT_OVERLAP, labels_from_output, normalise_percentile, predict_logits
+from .infer import (
+    DEFAULT_OVERLAP,
+    labels_from_output,
+    normalise_percentile,
+    predict_logits,
+)
 
 
 class ModelLoadError(NasAttnError, ValueError):
