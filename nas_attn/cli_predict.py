@@ -81,8 +81,9 @@ def evaluate_cli(model: Path, data: Path, *, json_path: Path | None, tta: bool, 
             bar.update(task, total=n, completed=i, name=escape(name))
 
         res = evaluate_folder(loaded, data, tta=tta, hd95=hd95, batch=batch, progress=step)
-    table = Table(title=f"{escape(str(data))}: {res['images']} images (Dice and IoU pooled per "
-                        "class over the folder)")
+    table = Table(title=f"{escape(str(data))}: {res['images']} images",
+                  caption="Dice and IoU pooled per class over the folder; HD95 per image, "
+                          "averaged per class")
     table.add_column("class")
     table.add_column("Dice", justify="right")
     table.add_column("IoU", justify="right")

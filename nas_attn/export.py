@@ -1048,7 +1048,8 @@ def _export_onnx(model, inputs, path: Path, arch: UNetArch | None = None) -> dic
                 warnings.simplefilter("ignore")
                 torch.onnx.export(program, tuple(inputs), str(tmp), dynamo=True,
                                   input_names=["image", "aux"][: len(inputs)],
-                                  output_names=["logits"], verbose=False)
+                                  output_names=["logits"], verbose=False,
+                                  external_data=False)  # one file (weights inside), renamed whole
             result["max_abs_diff"] = _onnx_check(model, tmp, inputs, [size, other])
         except Exception as e:  # noqa: BLE001  (torch.export / onnx / onnxruntime failures)
             bad = _onnx_culprits(arch) if arch is not None else []

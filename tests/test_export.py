@@ -382,6 +382,8 @@ def test_onnx_dynamic_axes_match_torch_at_several_sizes(tmp_path, dims):
     size = (16, 12) if dims == 2 else (8, 12, 8)
     files = export_arch(arch, tmp_path, weights=ref.state_dict(), formats=("onnx",),
                         input_size=size)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # weights inside, nothing left over
+        "arch.json", "model.onnx", "model.py", "weights.pt"]
     sess = ort.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
     others = [(20, 28), (4, 8)] if dims == 2 else [(12, 8, 16), (4, 4, 4)]
     for batch, s in ((1, size), (3, others[0]), (2, others[1])):
