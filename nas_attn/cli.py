@@ -285,13 +285,65 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/export/<study>_trial<N>)."),
     fmt: list[str] = typer.Option([], "--format", help="Also write onnx and/or torchscript."),
     force: bool = typer.Option(False, "--force", help="Write into an --out folder that holds other files."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Export a `nas-attn "
+                                              "train` output (its folder or best.pt) instead "
+                                              "of a study trial."),
     storage: Optional[str] = STORAGE,
     runs_dir: Path = RUNS,
 ):
     """Write the chosen architecture as a standalone PyTorch file (model.py) with its weights."""
     from .cli_export import export_cli
 
+    if checkpoint is not None:
+        if study is not None or trial is not None:
+            raise NasAttnError("give a study (and --trial) or --checkpoint, not both")
+        from .cli_predict import export_checkpoint_cli
+
+        export_checkpoint_cli(checkpoint, out, tuple(fmt), runs_dir, console, force=force)
+        return
     export_cli(study, trial, out, tuple(fmt), storage, runs_dir, console, force=force)
+
+
+# --------------------------------------------------------------------------------------------
+# predict and evaluate
+MODEL = typer.Option(..., "--model", help="Export folder (model.py + weights.pt), checkpoint, "
+                     "or `nas-attn train` output folder.")
+
+
+@app.command()
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="Image files or folders of them."),
+    model: Path = MODEL,
+    out: Path = typer.Option(..., "--out", help="Folder for the masks (same names and formats)."),
+    tta: bool = typer.Option(False, "--tta", help="Average over flips of every spatial axis "
+                             "(not for left/right-lateralised classes)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite masks that already exist."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
+    batch: int = typer.Option(4, "--batch", min=1, help="Sliding-window patches per forward pass."),
+):
+    """Segment new images: masks in the input's format (NIfTI keeps affine and header)."""
+    from .cli_predict import predict_cli
+
+    raise typer.Exit(predict_cli(model, inputs, out, tta=tta, force=force, device=device,
+                                 batch=batch, console=console, err=err_console))
+
+
+@app.command()
+def evaluate(
+    model: Path = MODEL,
+    data: Path = typer.Option(..., "--data", help="Labelled folder (images/, masks/) the "
+                              "model never saw."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the scores here."),
+    tta: bool = typer.Option(False, "--tta", help="Average over flips of every spatial axis."),
+    hd95: bool = typer.Option(True, "--hd95/--no-hd95", help="95th-percentile Hausdorff distance."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
+    batch: int = typer.Option(4, "--batch", min=1, help="Sliding-window patches per forward pass."),
+):
+    """Score a model on a labelled folder: pooled per-class Dice (the search's score), IoU, HD95."""
+    from .cli_predict import evaluate_cli
+
+    evaluate_cli(model, data, json_path=json_path, tta=tta, hd95=hd95, device=device,
+                 batch=batch, console=console)
 
 
 @app.command()
@@ -317,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except NasAttnError as e:
-        err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(2)
 
 

@@ -6,8 +6,12 @@ decorator removed) and the helpers of their family files (`tokens.py` included w
 module is used), `UNetDecoder` and `UNet`. A dependency walk over the module ASTs picks the
 definitions, so nothing unused is copied. Then come an `ARCH` literal (the `unet_kwargs` of the
 architecture), a `make_attention` factory that mirrors `registry.create_attention`,
-`build_model()` and `load(path)`. The result imports only torch, math and typing; a timm-family
-attention module (2D only) adds `import timm`, which the module docstring then says.
+`build_model()` and `load(path)`, then `INFERENCE` (the training patch size, overlap and
+normalisation) with `preprocess(image)` and `predict(image, model, ...)`, built on the functions
+of `nas_attn/infer.py` and `nas_attn/data/sliding.py`, copied like the layers (so the exported
+file predicts with the package's own code). The result imports only torch and the standard
+library modules math, typing, functools, itertools and collections; a timm-family attention
+module (2D only) adds `import timm`, which the module docstring then says.
 
 Safety: the code is assembled from this package's own source files and validated values only.
 The architecture is re-validated (`UNetArch.from_dict(arch.to_dict())`); the literals use only
@@ -19,8 +23,10 @@ imports anything else or calls eval/exec/compile/__import__/open or os/sys/subpr
 
 `export_arch(arch, out_dir)` writes `model.py`, `arch.json`, `meta.json` (when meta is given),
 `weights.pt` (a state_dict, loadable with `torch.load(..., weights_only=True)`), and optionally
-`model.onnx` / `model.ts` (traced at one input size). Files are written to a temporary name and
-then renamed.
+`model.ts` (TorchScript, traced at one input size) and `model.onnx` (dynamic batch and spatial
+axes, multiples of 2**depth, checked with onnxruntime at two sizes; modules whose sizes are
+fixed at trace time are named in the error). Files are written to a temporary name and then
+renamed. `export_checkpoint` exports a `nas-attn train` output (checkpoint or its folder).
 
 Timm: a timm-family attention module (2D) is copied like any other, and model.py then imports
 timm for the layers it wraps. A timm encoder (`encoder_name="timm:<model>"`) is exported too:
@@ -56,7 +62,8 @@ from .atomic import atomic_save, atomic_write
 from .errors import ArchError, NasAttnError
 from .paths import claim_output_dir
 
-__all__ = ["ExportError", "export_arch", "load_model_py", "render_model_py"]
+__all__ = ["ExportError", "export_arch", "export_checkpoint", "inference_settings",
+           "load_model_py", "render_model_py"]
 
 
 class ExportError(NasAttnError):
@@ -69,14 +76,19 @@ _SITE = re.compile(r"^(?:(?:encoder|skip|decoder)\.[0-9]{1,2}|bottleneck)$")
 _TIMM_ENCODER = re.compile(r"^timm:[A-Za-z0-9_\-\.]{1,64}$")
 _META_CHARS = re.compile(r"[^A-Za-z0-9 _\-\.:/@+=,;()\[\]%~#*]")
 _PACKAGE = __name__.rsplit(".", 1)[0]  # "nas_attn"
-_BASE_IMPORTS = ("torch", "math", "typing")
+# the standard library modules copied code may import (the sliding window uses the last three)
+_STDLIB = ("math", "typing", "functools", "itertools", "collections")
+_BASE_IMPORTS = ("torch",) + _STDLIB
 _FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "open", "globals", "locals",
                     "breakpoint", "input"}
 _FORBIDDEN_METHODS = {"system", "popen", "spawnv", "spawnl", "execv", "execl", "execve",
                       "__import__", "import_module", "check_output", "Popen"}
 _FORBIDDEN_NAMES = {"os", "sys", "subprocess", "shutil", "importlib", "builtins", "socket"}
 # names the generated tail defines; copied definitions with these names are renamed
-_TAIL_NAMES = {"ARCH", "META", "ATTENTION", "make_attention", "build_model", "load", "__all__"}
+_TAIL_NAMES = {"ARCH", "META", "ATTENTION", "INFERENCE", "make_attention", "build_model", "load",
+               "preprocess", "predict", "__all__"}
+# the torch-only inference functions copied into model.py (preprocess / predict build on them)
+_INFER_ROOTS = ("normalise_percentile", "predict_logits", "to_probabilities", "labels_from_output")
 FORMATS = ("onnx", "torchscript")
 
 
@@ -195,6 +207,9 @@ class _SourceGraph:
                     f"{used_by} needs {name!r} from {target!r}, but model.py may import only "
                     f"{', '.join(sorted(self.allowed_roots))}")
             prev = self.external.get(name)
+            if prev is not None and prev[1] == attr and {prev[0], target} <= {
+                    "typing", "collections.abc"}:
+                return "ext", name  # typing.Sequence and collections.abc.Sequence: one ABC
             if prev is not None and prev != (target, attr):
                 raise ExportError(f"import alias {name!r} means {prev} in one module and "
                                   f"{(target, attr)} in another; cannot merge them into model.py")
@@ -531,6 +546,9 @@ def load(weights_path, map_location="cpu") -> {UNet}:
     return model.eval()
 
 
+{predict}
+
+
 if __name__ == "__main__":
     model = build_model().eval()
     x = torch.randn(1, ARCH["in_channels"], *[{size}] * ARCH["spatial_dims"])
@@ -540,6 +558,84 @@ if __name__ == "__main__":
     print(f"{{sum(p.numel() for p in model.parameters()):,}} parameters; "
           f"input {{tuple(x.shape)}} -> logits {{tuple(y.shape)}}")
 '''
+
+
+_PREDICT_TAIL = '''
+def preprocess(image, channels=None):
+    """The training normalisation of one image: (C, *spatial), or (*spatial) for one channel,
+    to float32 (C, *spatial), per channel from its INFERENCE['low_percentile'] (-> 0) to its
+    INFERENCE['high_percentile'] (-> 1), clipped to [0, 1]. Accepts tensors and arrays."""
+    x = torch.as_tensor(image)
+    dims = ARCH["spatial_dims"]
+    if x.dim() == dims:
+        x = x[None]
+    if x.dim() != dims + 1:
+        raise ValueError(f"expected a (C, *spatial) image with {dims} spatial axes, got shape "
+                         f"{tuple(x.shape)}")
+    if channels is not None and x.shape[0] != channels:
+        raise ValueError(f"expected {channels} channels first, got shape {tuple(x.shape)}")
+    return __NORMALISE__(x, INFERENCE["low_percentile"], INFERENCE["high_percentile"])
+
+
+def predict(image, model, *, aux=None, tta=False, output="labels", normalise=True, overlap=None,
+            batch=4):
+    """Segment one image: preprocess, then the model once if the image is no larger than the
+    training patch (INFERENCE['patch_size']), else a sliding window with `overlap` and Gaussian
+    weights; `tta=True` averages the probabilities over all flips of the spatial axes.
+
+    image: (C, *spatial) or (*spatial), raw intensities (normalise=False: already normalised).
+    aux: the auxiliary modality (C_aux, *spatial) when ARCH['aux_channels'] > 0.
+    output: 'labels' -> (*spatial) int64 class ids; 'probabilities' -> (K, *spatial) softmax
+    (sigmoid for K == 1); 'logits' -> (K, *spatial) (not with tta).
+    Runs on the device of the model's parameters.
+    """
+    if output not in ("labels", "probabilities", "logits"):
+        raise ValueError(f"output must be 'labels', 'probabilities' or 'logits', not {output!r}")
+    if output == "logits" and tta:
+        raise ValueError("output='logits' cannot be averaged over flips; use 'probabilities'")
+    device = next(model.parameters()).device
+    x = preprocess(image, ARCH["in_channels"]) if normalise else torch.as_tensor(image).float()
+    a = None
+    if ARCH["aux_channels"]:
+        if aux is None:
+            raise ValueError(f"this model also takes an auxiliary image "
+                             f"({ARCH['aux_channels']} channels): predict(image, model, aux=...)")
+        a = preprocess(aux, ARCH["aux_channels"]) if normalise else torch.as_tensor(aux).float()
+        a = a[None].to(device)
+    x = x[None].to(device)
+    if x.shape[1] != ARCH["in_channels"] or x.dim() != ARCH["spatial_dims"] + 2:
+        raise ValueError(f"expected ({ARCH['in_channels']}, *spatial) with "
+                         f"{ARCH['spatial_dims']} spatial axes, got {tuple(x.shape[1:])}")
+    out, is_probs = __PREDICT_LOGITS__(
+        model, x, patch_size=INFERENCE["patch_size"], aux=a, tta=tta, batch=batch,
+        overlap=INFERENCE["overlap"] if overlap is None else overlap)
+    if output == "labels":
+        return __LABELS__(out, is_probs)[0]
+    if output == "probabilities" and not is_probs:
+        out = __PROBS__(out)
+    return out[0]
+'''
+
+
+def inference_settings(patch_size: Sequence[int] | None = None, overlap: float | None = None,
+                       spatial_dims: int = 2) -> dict[str, Any]:
+    """The INFERENCE literal of model.py: how `predict` preprocesses and tiles an image
+    (the training normalisation and patch size). `patch_size` None: one pass on every image."""
+    from .infer import DEFAULT_OVERLAP, HIGH_PERCENTILE, LOW_PERCENTILE
+
+    ps = None
+    if patch_size is not None:
+        ps = [int(p) for p in (patch_size if isinstance(patch_size, (list, tuple))
+                               else [patch_size])]
+        if len(ps) == 1:
+            ps = ps * spatial_dims
+        if len(ps) != spatial_dims or any(p < 1 for p in ps):
+            raise ExportError(f"patch_size {ps} must have {spatial_dims} positive entries")
+    ov = DEFAULT_OVERLAP if overlap is None else float(overlap)
+    if not 0.0 <= ov < 1.0:
+        raise ExportError(f"overlap {ov} must be in [0, 1)")
+    return {"patch_size": ps, "overlap": ov, "normalisation": "percentile",
+            "low_percentile": float(LOW_PERCENTILE), "high_percentile": float(HIGH_PERCENTILE)}
 
 
 def _docstring(arch: UNetArch, meta: Mapping[str, Any], uses_timm: bool) -> str:
@@ -592,6 +688,22 @@ def _docstring(arch: UNetArch, meta: Mapping[str, Any], uses_timm: bool) -> str:
     ]
     if arch.deep_supervision:
         lines += ["    # model.forward_all(x) returns [logits, deep-supervision logits (coarser)]"]
+    aux_arg = ", aux=aux_image" if arch.aux_channels else ""
+    lines += [
+        "",
+        "Segment a new image (raw intensities, channels first; any size):",
+        "    from model import load, predict, preprocess",
+        "",
+        "    model = load('weights.pt')",
+        f"    x = preprocess(image)  # ({arch.in_channels}, {spatial}) float32 in [0, 1], exactly "
+        "the training",
+        "    # normalisation: per channel, 0.5th percentile -> 0, 99.5th -> 1, clipped",
+        f"    labels = predict(image, model{aux_arg})  # ({spatial}) int64 class ids",
+        f"    probs = predict(image, model{aux_arg}, output='probabilities', tta=True)",
+        "    # predict() preprocesses, then runs a sliding window (INFERENCE: patch size,",
+        "    # overlap 0.25, Gaussian weights) on images larger than the training patch;",
+        "    # tta=True averages all flips (not for lateralised left/right classes).",
+    ]
     text = "\n".join(l.rstrip() for l in lines)
     if '"' in text or "\\" in text:  # cannot happen with sanitised parts; never emit it anyway
         raise ExportError("internal error: docstring text contains quotes or backslashes")
@@ -641,9 +753,13 @@ def check_generated(code: str, *, allowed_imports: Iterable[str] = _BASE_IMPORTS
             raise ExportError(f"generated model.py refers to {n.id!r} (line {n.lineno})")
 
 
-def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: int | None = None
-                    ) -> str:
-    """The source of a standalone `model.py` for `arch` (see the module docstring)."""
+def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: int | None = None,
+                    inference: Mapping[str, Any] | None = None) -> str:
+    """The source of a standalone `model.py` for `arch` (see the module docstring).
+
+    `inference` (from `inference_settings`): the patch size and normalisation `predict` uses;
+    default: no patch size (one pass on every image), the training normalisation."""
+    from . import infer as infer_module
     from . import unet as unet_module
     from .attention import registry
 
@@ -673,6 +789,7 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
     roots = [key_of(net_cls)]
     roots += [(layers_mod, "PassThrough"), (layers_mod, "IgnoreGuide")]
     roots += [key_of(i.cls) for i in infos]
+    roots += [key_of(getattr(infer_module, n)) for n in _INFER_ROOTS]
     order, defs = _collect(graph, roots)
 
     # output names: the definition's own name unless taken (by another module's definition, a
@@ -717,7 +834,7 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
     third: list[str] = []
     froms: dict[str, list[str]] = {}
     for alias, (target, attr) in sorted(externals.items(), key=lambda kv: (kv[1][0], kv[0])):
-        group = std if target.split(".")[0] in ("math", "typing") else third
+        group = std if target.split(".")[0] in _STDLIB else third
         if attr is None:
             group.append(f"import {target}" + ("" if alias == target else f" as {alias}"))
         else:
@@ -738,19 +855,31 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
 
     size = example_size or (64 if arch.spatial_dims == 2 else 32)
     unet_name = out_name[key_of(net_cls)]
+    settings = dict(inference) if inference is not None else \
+        inference_settings(spatial_dims=arch.spatial_dims)
+    settings = inference_settings(settings.get("patch_size"), settings.get("overlap"),
+                                  arch.spatial_dims)  # validated again: only numbers reach the file
+    predict_tail = _PREDICT_TAIL.strip("\n")
+    for placeholder, fn in (("__NORMALISE__", "normalise_percentile"),
+                            ("__PREDICT_LOGITS__", "predict_logits"),
+                            ("__LABELS__", "labels_from_output"), ("__PROBS__", "to_probabilities")):
+        predict_tail = predict_tail.replace(placeholder,
+                                            out_name[key_of(getattr(infer_module, fn))])
     doc = _docstring(arch, meta, uses_timm)
     parts = [
         f'"""{doc}\n"""',
         "\n".join(header) + "\n\n"
-        f"__all__ = ['ARCH', 'META', {unet_name!r}, 'build_model', 'load', 'make_attention']",
+        f"__all__ = ['ARCH', 'INFERENCE', 'META', {unet_name!r}, 'build_model', 'load', "
+        "'make_attention', 'predict', 'preprocess']",
         "\n\n\n".join(blocks),
         "# " + "=" * 96 + "\n# the exported architecture\n# " + "=" * 96,
         _arch_literal(kw),
         f"META = {_meta_literal(meta)}",
+        f"INFERENCE = {_lit(settings, 'inference')}",
         "\n".join(attention_lines),
         _TAIL.strip("\n").format(PassThrough=out_name[(layers_mod, "PassThrough")],
                                  IgnoreGuide=out_name[(layers_mod, "IgnoreGuide")],
-                                 UNet=unet_name, size=int(size)),
+                                 UNet=unet_name, size=int(size), predict=predict_tail),
     ]
     code = "\n\n\n".join(parts) + "\n"
     check_generated(code, allowed_imports=allowed)
@@ -812,23 +941,132 @@ def _example_inputs(arch: UNetArch, size: Sequence[int]):
     return (x,)
 
 
-def _export_onnx(model, inputs, path: Path) -> None:
+class OnnxUnsupportedError(ExportError):
+    """An architecture whose attention modules cannot be exported to ONNX with dynamic axes."""
+
+
+def _onnx_missing() -> str | None:
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime")
+               if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    return (f"ONNX export needs {', '.join(missing)} (torch's exporter needs onnx and onnxscript, "
+            "the check against torch onnxruntime): pip install 'nas-attn[onnx]'")
+
+
+def _dynamic_program(model, inputs, multiple: int, other: Sequence[int]):
+    """torch.export with a dynamic batch and spatial axes that are multiples of `multiple`
+    (2**depth: max pooling with ceil_mode and the decoder's resizing are exact there), run once
+    at the `other` spatial size against the eager model (fails fast where a module fixed a size
+    at trace time)."""
     import torch
 
-    has_onnx = importlib.util.find_spec("onnx") is not None
-    has_script = importlib.util.find_spec("onnxscript") is not None
-    if not has_onnx:
-        raise ExportError("ONNX export needs the 'onnx' package, and torch's default exporter "
-                          "also 'onnxscript': pip install onnx onnxscript")
-    names = ["image", "aux"][: len(inputs)]
+    Dim = torch.export.Dim
+    spatial = inputs[0].dim() - 2
+    dims = {0: Dim("batch", min=1, max=1024)}
+    dims.update({2 + i: multiple * Dim(f"size{i}", min=1, max=4096) for i in range(spatial)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model, tuple(inputs), dynamic_shapes=tuple(
+            dims for _ in inputs), strict=False)
+    gen = torch.Generator().manual_seed(1)
+    xs = [torch.randn(2, x.shape[1], *other, generator=gen) for x in inputs]
+    with torch.no_grad():
+        want, got = model(*xs), program.module()(*xs)
+    if got.shape != want.shape or not torch.allclose(got, want, atol=1e-4, rtol=1e-3):
+        raise ExportError(f"the exported graph disagrees with torch at input size {tuple(other)}")
+    return program
+
+
+def _onnx_check(model, path: Path, inputs, sizes) -> float:
+    """Largest |onnxruntime - torch| over inputs of each of `sizes` (batch 2); raises if the
+    outputs disagree."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    worst = 0.0
+    gen = torch.Generator().manual_seed(0)
+    for size in sizes:
+        xs = [torch.randn(2, x.shape[1], *size, generator=gen) for x in inputs]
+        with torch.no_grad():
+            want = model(*xs).numpy()
+        got = sess.run(None, dict(zip(names, [x.numpy() for x in xs])))[0]
+        if got.shape != want.shape or not np.allclose(got, want, atol=1e-4, rtol=1e-3):
+            raise ExportError(f"onnxruntime's output at input size {tuple(size)} differs from "
+                              "torch's")
+        worst = max(worst, float(np.abs(got - want).max()))
+    return worst
+
+
+def _onnx_culprits(arch: UNetArch) -> list[str]:
+    """The attention modules of `arch` whose shapes do not follow the input in an exported
+    graph (each alone in a small UNet of depth 2, at sizes beyond the token budgets)."""
+    import torch
+
+    from .attention import registry
+    from .unet import build_unet
+
+    bad = []
+    size, other = ((32, 32), (24, 40)) if arch.spatial_dims == 2 else ((8, 8, 8), (12, 8, 16))
+    for name in arch.attention_names():
+        spec = next(s for _, s in arch.sites() if s.name == name)
+        site = "skip" if registry.get_info(name).kind == "paired" else "encoder"
+        small = UNetArch(spatial_dims=arch.spatial_dims, depth=2, widths=(4, 8, 8),
+                         **{site: (spec, None)})
+        model = build_unet(small).eval()
+        try:
+            _dynamic_program(model, [torch.randn(2, 1, *size)], 4, other)
+        except Exception:  # noqa: BLE001  (any failure marks the module)
+            bad.append(name)
+    return bad
+
+
+def _export_onnx(model, inputs, path: Path, arch: UNetArch | None = None) -> dict:
+    """model.onnx with dynamic batch and spatial axes (multiples of 2**depth), checked with
+    onnxruntime against torch at the export size and at another size. Returns the check."""
+    problem = _onnx_missing()
+    if problem:
+        raise ExportError(problem)
+    depth = len(arch.widths) - 1 if arch is not None else 0
+    multiple = 2 ** depth
+    size = tuple(inputs[0].shape[2:])
+    if any(s % multiple for s in size):
+        raise ExportError(f"ONNX input size {size} must be a multiple of 2**depth = {multiple} "
+                          "on every axis")
+    other = tuple(s + multiple * (k + 1) for k, s in enumerate(size))
+    inputs = [x.repeat(2, *[1] * (x.dim() - 1)) if x.shape[0] == 1 else x for x in inputs]
+    result: dict = {}  # (a batch of 1 would fix the batch axis at 1)
 
     def save(tmp: Path):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, tuple(inputs), str(tmp), input_names=names,
-                              output_names=["logits"], dynamo=has_script)
+        try:
+            import torch
+
+            program = _dynamic_program(model, inputs, multiple, other)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(program, tuple(inputs), str(tmp), dynamo=True,
+                                  input_names=["image", "aux"][: len(inputs)],
+                                  output_names=["logits"], verbose=False,
+                                  external_data=False)  # one file (weights inside), renamed whole
+            result["max_abs_diff"] = _onnx_check(model, tmp, inputs, [size, other])
+        except Exception as e:  # noqa: BLE001  (torch.export / onnx / onnxruntime failures)
+            bad = _onnx_culprits(arch) if arch is not None else []
+            if bad:
+                raise OnnxUnsupportedError(
+                    f"cannot export to ONNX with dynamic spatial axes: attention module"
+                    f"{'s' if len(bad) > 1 else ''} {', '.join(repr(b) for b in bad)} "
+                    "compute their token grids / resampling sizes in Python from the input "
+                    "size, which the exported graph cannot follow; use model.py (any size) or "
+                    "an architecture without them") from None
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ExportError(f"ONNX export failed: {first}") from None
+        result["sizes"] = [list(size), list(other)]
 
     atomic_save(path, save)
+    return result
 
 
 def _export_torchscript(model, inputs, path: Path) -> None:
@@ -850,14 +1088,21 @@ def _export_torchscript(model, inputs, path: Path) -> None:
 
 def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = None,
                 meta: dict | None = None, formats: tuple[str, ...] = (),
-                input_size: Sequence[int] | None = None, force: bool = False) -> dict[str, Path]:
-    """Write model.py, arch.json, meta.json (with meta), weights.pt (with weights) and the asked
-    formats ("onnx" -> model.onnx, "torchscript" -> model.ts) into out_dir.
+                input_size: Sequence[int] | None = None,
+                inference: Mapping[str, Any] | None = None, force: bool = False) -> dict[str, Path]:
+    """Write model.py, arch.json, meta.json (with meta or inference), weights.pt (with weights)
+    and the asked formats ("onnx" -> model.onnx, "torchscript" -> model.ts) into out_dir, which
+    must be new, empty or an earlier export unless `force` (`paths.claim_output_dir`).
+
+    `inference` (see `inference_settings`: the training patch size, the sliding-window overlap,
+    the normalisation) becomes model.py's INFERENCE and meta.json's "inference".
 
     `weights`: a state_dict, or the path of one (or of a checkpoint holding one under
-    'state_dict' / 'model'); it must load strictly into `build_unet(arch)`. ONNX and TorchScript
-    are traced at `input_size` (default 64² in 2D, 32³ in 3D): shape-dependent resizing is fixed
-    to that size, so feed inputs of that size to those files (model.py takes any size).
+    'state_dict' / 'model'); it must load strictly into `build_unet(arch)`. TorchScript is traced
+    at `input_size` (default 64² in 2D, 32³ in 3D): shape-dependent resizing is fixed to that
+    size, so feed inputs of that size to model.ts. ONNX is exported at `input_size` with dynamic
+    batch and spatial axes (multiples of 2**depth) and checked with onnxruntime at that size and
+    a larger one (model.py takes any size).
     Returns the paths written, under the keys "model", "arch", "meta", "weights", "onnx",
     "torchscript".
     """
@@ -871,17 +1116,19 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
         (64,) * 2 if arch.spatial_dims == 2 else (32,) * 3
     if len(size) != arch.spatial_dims or any(s < 1 for s in size):
         raise ExportError(f"input_size {size} must have {arch.spatial_dims} positive entries")
-    if "onnx" in formats and importlib.util.find_spec("onnx") is None:  # fail before writing
-        raise ExportError("ONNX export needs the 'onnx' package, and torch's default exporter "
-                          "also 'onnxscript': pip install onnx onnxscript")
+    if "onnx" in formats and _onnx_missing():  # fail before writing anything
+        raise ExportError(_onnx_missing())
     state = _state_dict(weights, arch) if weights is not None else None
     out_dir = claim_output_dir(out_dir, "export", force=force)
-    code = render_model_py(arch, meta=meta, example_size=size[0])
+    settings = inference_settings((inference or {}).get("patch_size"),
+                                  (inference or {}).get("overlap"), arch.spatial_dims)
+    code = render_model_py(arch, meta=meta, example_size=size[0], inference=settings)
     files = {"model": atomic_write(out_dir / "model.py", code),
              "arch": atomic_write(out_dir / "arch.json", arch.to_json(indent=2) + "\n")}
-    if meta is not None:
-        files["meta"] = atomic_write(out_dir / "meta.json",
-                                      json.dumps(sanitize_meta(meta), indent=2) + "\n")
+    if meta is not None or inference is not None:
+        doc = sanitize_meta(meta)
+        doc["inference"] = settings
+        files["meta"] = atomic_write(out_dir / "meta.json", json.dumps(doc, indent=2) + "\n")
     if state is not None:
         files["weights"] = atomic_save(out_dir / "weights.pt", lambda p: torch.save(state, p))
     if formats:
@@ -896,7 +1143,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
             _export_torchscript(model, inputs, files["torchscript"])
         if "onnx" in formats:
             files["onnx"] = out_dir / "model.onnx"
-            _export_onnx(model, inputs, files["onnx"])
+            _export_onnx(model, inputs, files["onnx"], arch)
     return files
 
 
@@ -930,4 +1177,50 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
     weights = Path(ckpt) if ckpt and Path(ckpt).exists() else None
     out = Path(out_dir) if out_dir else Path(runs_dir) / "export" / \
         f"{sanitize_text(study.study_name, 48).replace(' ', '_')}_trial{trial.number}"
-    return export_arch(arch, out, weights=weights, meta=meta, formats=formats, force=force), trial
+    inference = None
+    if weights is not None:  # the patch size the weights were trained at
+        from .predict import checkpoint_inference
+        from .train.checkpoint import read_checkpoint
+
+        try:
+            obj = read_checkpoint(weights)
+            patch, overlap, _ = checkpoint_inference(weights, arch, dict(obj.get("meta") or {}))
+            inference = {"patch_size": patch, "overlap": overlap}
+        except NasAttnError:
+            inference = None
+    return export_arch(arch, out, weights=weights, meta=meta, formats=formats,
+                       inference=inference, force=force), trial
+
+
+def export_checkpoint(path: Path | str, out_dir: Path | None = None, *,
+                      formats: tuple[str, ...] = (), runs_dir: Path = Path("runs"),
+                      input_size: Sequence[int] | None = None, force: bool = False):
+    """Export a `nas-attn train` output (its folder or its best.pt) or any nas-attn checkpoint:
+    model.py with its patch size and normalisation, arch.json, meta.json, weights.pt.
+    Returns (paths written, architecture)."""
+    from .predict import checkpoint_inference, find_checkpoint
+    from .train.checkpoint import read_checkpoint
+
+    path = Path(path)
+    ckpt = find_checkpoint(path)
+    if ckpt is None:
+        raise ExportError(f"{path}: not a checkpoint file or a `nas-attn train` folder holding "
+                          "best.pt")
+    obj = read_checkpoint(ckpt)
+    arch = UNetArch.from_json(obj["arch"])
+    ckpt_meta = dict(obj.get("meta") or {})
+    patch, overlap, _ = checkpoint_inference(ckpt, arch, ckpt_meta)
+    metrics = ckpt_meta.get("metrics") or {}
+    meta = {
+        "score_dice": metrics.get("dice"),
+        "score_metric": "validation Dice per class, pooled over the split",
+        "epoch": ckpt_meta.get("epoch"),
+        "checkpoint": str(ckpt),
+    }
+    name = ckpt.parent.name if ckpt.name == "best.pt" else ckpt.stem
+    out = Path(out_dir) if out_dir else Path(runs_dir) / "export" / \
+        (sanitize_text(name, 48).replace(" ", "_") or "model")
+    files = export_arch(arch, out, weights=obj["state_dict"], meta=meta, formats=formats,
+                        input_size=input_size,
+                        inference={"patch_size": patch, "overlap": overlap}, force=force)
+    return files, arch

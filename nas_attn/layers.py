@@ -80,7 +80,8 @@ def act_layer(kind: str) -> nn.Module:
 
 def resize_to(x: torch.Tensor, size, mode: str = "nearest") -> torch.Tensor:
     """Resize the spatial dims of x to `size` exactly (no-op when already there)."""
-    size = tuple(int(s) for s in size)
+    # symbolic sizes stay symbolic (torch.export / ONNX with dynamic spatial axes)
+    size = tuple(s if isinstance(s, torch.SymInt) else int(s) for s in size)
     if tuple(x.shape[2:]) == size:
         return x
     if mode == "linear":

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,8 @@ from nas_attn import export as export_module
 from nas_attn.export import ExportError, _lit, export_arch, render_model_py, sanitize_text
 from nas_attn.unet import build_unet
 
+# standard-library modules model.py may import (the sliding window of predict() uses the last 3)
+STDLIB = {"math", "typing", "functools", "itertools", "collections"}
 TORCH_ONLY = ["se", "eca", "cbam_channel", "spatial", "cbam", "scse", "position",
               "channel_self", "dual", "self", "gate", "cross"]
 
@@ -113,7 +116,7 @@ def imports_and_calls(code: str) -> tuple[set[str], set[str]]:
 
 def assert_inert(code: str) -> None:
     imports, calls = imports_and_calls(code)
-    assert imports <= {"__future__", "torch", "math", "typing"}, imports
+    assert imports <= {"__future__", "torch"} | STDLIB, imports
     bad = {"exec", "eval", "__import__", "compile", "open", ".system", ".popen", ".__import__"}
     assert not calls & bad, calls & bad
     assert not any(c.split(".")[0] in ("os", "sys", "subprocess", "builtins") for c in calls)
@@ -350,15 +353,59 @@ def test_torchscript_export(tmp_path):
         torch.testing.assert_close(ts(x), ref(x), atol=1e-5, rtol=1e-5)
 
 
-def test_onnx_export_or_clear_error(tmp_path):
-    arch = arch_small()
-    if importlib.util.find_spec("onnx") is None:
-        with pytest.raises(ExportError, match="pip install onnx"):
-            export_arch(arch, tmp_path, formats=("onnx",))
-        assert not (tmp_path / "model.py").exists()
-    else:  # pragma: no cover - onnx is not a dependency
-        files = export_arch(arch, tmp_path, formats=("onnx",), input_size=(16, 16))
-        assert files["onnx"].stat().st_size > 0
+def test_onnx_missing_packages_give_a_clear_error(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(ExportError, match=r"onnxruntime.*pip install 'nas-attn\[onnx\]'"):
+        export_arch(arch_small(), tmp_path, formats=("onnx",))
+    assert not (tmp_path / "model.py").exists()
+
+
+# the torch-only modules whose shapes follow the input in an exported graph; the token modules
+# (position, channel_self, dual, self, cross) and the gate compute pooled grids in Python
+ONNX_MODULES = ["se", "eca", "cbam_channel", "spatial", "cbam", "scse"]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_onnx_dynamic_axes_match_torch_at_several_sizes(tmp_path, dims):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    arch = UNetArch(spatial_dims=dims, depth=2, widths=(4, 6, 8), classes=3,
+                    encoder=(A.make("se", reduction=2), A.make("cbam_channel")),
+                    bottleneck=A.make("cbam", kernel_size=3),
+                    skip=(A.make("eca"), A.make("scse")),
+                    decoder=(A.make("spatial", kernel_size=3), None))
+    assert set(arch.attention_names()) == set(ONNX_MODULES)
+    torch.manual_seed(0)
+    ref = randomise(build_unet(arch))
+    size = (16, 12) if dims == 2 else (8, 12, 8)
+    files = export_arch(arch, tmp_path, weights=ref.state_dict(), formats=("onnx",),
+                        input_size=size)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # weights inside, nothing left over
+        ".nas-attn-output", "arch.json", "model.onnx", "model.py", "weights.pt"]
+    sess = ort.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
+    others = [(20, 28), (4, 8)] if dims == 2 else [(12, 8, 16), (4, 4, 4)]
+    for batch, s in ((1, size), (3, others[0]), (2, others[1])):
+        x = torch.randn(batch, 1, *s)
+        with torch.no_grad():
+            want = ref(x).numpy()
+        got = sess.run(None, {"image": x.numpy()})[0]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
+
+
+def test_onnx_names_the_modules_it_cannot_express(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    arch = UNetArch(spatial_dims=2, depth=2, widths=(4, 8, 8), encoder=(A.make("se"), None),
+                    skip=(A.make("gate"), None), bottleneck=A.make("position"))
+    with pytest.raises(ExportError, match=r"modules 'position', 'gate'|modules 'gate', 'position'"
+                       ) as err:
+        export_arch(arch, tmp_path, formats=("onnx",), input_size=(16, 16))
+    assert "'se'" not in str(err.value)
+    assert not (tmp_path / "model.onnx").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 TIMM_ARCHS = {
@@ -377,7 +424,7 @@ def test_timm_exports_with_timm_import(tmp_path, kind):
     arch = UNetArch(spatial_dims=2, depth=2, widths=(4, 8, 8), **TIMM_ARCHS[kind])
     code = render_model_py(arch)
     imports, _ = imports_and_calls(code)
-    assert imports <= {"__future__", "torch", "math", "typing", "timm"} and "timm" in imports
+    assert imports <= {"__future__", "torch", "timm"} | STDLIB and "timm" in imports
     doc = ast.get_docstring(ast.parse(code))
     assert "Needs only torch and timm, not nas_attn" in doc and "exported with timm" in doc
     torch.manual_seed(5)

@@ -172,28 +172,19 @@ def non_finite(img: np.ndarray) -> tuple[int, list[int]]:
 
 
 def normalise(img: np.ndarray) -> np.ndarray:
-    """Per-channel percentile scaling of a (C, *spatial) array to float32 [0, 1].
+    """Per-channel percentile scaling of a (C, *spatial) array to float32 [0, 1]: percentiles of
+    the finite values in float64, NaN/inf pixels read as 0 (`non_finite` lets the caller report
+    them), ValueError for a channel without any finite value. The exported model.py's
+    `preprocess` runs this very code (`nas_attn.infer.normalise_percentile`)."""
+    import torch
 
-    Percentiles are computed in float64 over the finite values, so float64 data far beyond
-    float32's range (1e300) scales correctly instead of overflowing; NaN/inf pixels become 0
-    (`non_finite` lets the caller report them). A channel without any finite value raises
-    ValueError."""
-    out = np.empty(img.shape, dtype=np.float32)
-    for c in range(img.shape[0]):
-        ch = np.asarray(img[c], dtype=np.float64)
-        finite = np.isfinite(ch)
-        if not finite.any():
-            raise ValueError(f"channel {c} holds no finite value")
-        vals = ch[finite] if not finite.all() else ch
-        lo, hi = np.percentile(vals, [LOW_PCT, HIGH_PCT])
-        if hi <= lo:
-            lo, hi = float(vals.min()), float(vals.max())
-        if hi <= lo:
-            out[c] = 0.0
-            continue
-        scaled = (np.where(finite, ch, lo) - lo) / (hi - lo)
-        out[c] = np.clip(scaled, 0.0, 1.0)
-    return out
+    from ..infer import normalise_percentile
+
+    arr = np.asarray(img)
+    if not arr.dtype.isnative or arr.dtype.kind not in "iuf" or arr.dtype == np.uint64:
+        arr = arr.astype(np.float64)  # big-endian NIfTI, bool, uint64: what torch can hold
+    arr = np.require(arr, requirements=["C", "W"])  # torch wants writable memory
+    return normalise_percentile(torch.from_numpy(arr), LOW_PCT, HIGH_PCT).numpy()
 
 
 def mask_values(a: np.ndarray) -> tuple[np.ndarray, np.ndarray] | str:

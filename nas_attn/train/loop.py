@@ -487,7 +487,8 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
                 if ckpt_path is not None:
                     written = save_checkpoint(ckpt_path, arch, best_state, {
                         "metrics": best, "epoch": epoch, "train_config": cfg.model_dump(mode="json"),
-                        "data_config": _cfg_key(data_cfg)})
+                        "data_config": _cfg_key(data_cfg),
+                        "patch_size": list(patch_size) if patch_size else None})
             else:
                 since_best += 1
         record["time"] = time.perf_counter() - t_start

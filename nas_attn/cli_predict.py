@@ -1,0 +1,123 @@
+"""`nas-attn predict` and `nas-attn evaluate`: progress and tables with rich; the work is in
+`nas_attn.predict` and `nas_attn.evaluate`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from .atomic import atomic_write
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TextColumn("{task.fields[name]}"), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+def _model_line(loaded) -> str:
+    patch = "×".join(map(str, loaded.patch_size)) if loaded.patch_size else "none (one pass)"
+    return (f"model {escape(loaded.source)} ({loaded.kind}): {escape(loaded.arch.summary())}; "
+            f"patch {patch}, overlap {loaded.overlap:g}; device {loaded.device}")
+
+
+def predict_cli(model: Path, inputs: list[Path], out: Path, *, tta: bool, force: bool,
+                device: str | None, batch: int, console: Console, err: Console) -> int:
+    """Exit status: 0 when every input was written, 1 when any failed."""
+    from .predict import expand_inputs, load_model, predict_files
+
+    loaded = load_model(model, device)
+    console.print(_model_line(loaded), highlight=False)
+    for note in loaded.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    files, problems = expand_inputs(inputs)
+    for p in problems:
+        err.print(f"[bold red]error:[/bold red] {escape(p)}", highlight=False, soft_wrap=True)
+    written, failed = 0, len(problems)
+    if files:
+        with _progress(console) as bar:
+            task = bar.add_task("predicting", total=len(files), name="")
+            for res in predict_files(loaded, files, out, tta=tta, force=force, batch=batch):
+                if res.error:
+                    failed += 1
+                    bar.console.print(f"[bold red]error:[/bold red] {escape(res.error)}",
+                                      highlight=False, soft_wrap=True)
+                else:
+                    written += 1
+                bar.update(task, advance=1, name=escape(res.source.name))
+    console.print(f"{written} mask{'s' if written != 1 else ''} written to {escape(str(out))}"
+                  + (f"; [red]{failed} failed[/red]" if failed else ""))
+    return 1 if failed or not files else 0
+
+
+def _fmt(v, digits: int = 4) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def evaluate_cli(model: Path, data: Path, *, json_path: Path | None, tta: bool, hd95: bool,
+                 device: str | None, batch: int, console: Console) -> dict:
+    from .evaluate import evaluate_folder
+    from .predict import load_model
+
+    loaded = load_model(model, device)
+    console.print(_model_line(loaded), highlight=False)
+    for note in loaded.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    with _progress(console) as bar:
+        task = bar.add_task("evaluating", total=None, name="")
+
+        def step(i: int, n: int, name: str) -> None:
+            bar.update(task, total=n, completed=i, name=escape(name))
+
+        res = evaluate_folder(loaded, data, tta=tta, hd95=hd95, batch=batch, progress=step)
+    table = Table(title=f"{escape(str(data))}: {res['images']} images",
+                  caption="Dice and IoU pooled per class over the folder; HD95 per image, "
+                          "averaged per class")
+    table.add_column("class")
+    table.add_column("Dice", justify="right")
+    table.add_column("IoU", justify="right")
+    if hd95:
+        table.add_column("HD95 (px)", justify="right")
+    for k in range(1, res["classes"]):
+        row = [f"{k} {escape(res['class_names'][k])}", _fmt(res["dice_per_class"][k - 1]),
+               _fmt(res["iou_per_class"][k - 1])]
+        if hd95:
+            row.append(_fmt(res["hd95_per_class"][k - 1], 2))
+        table.add_row(*row)
+    mean = ["[bold]mean[/bold]", f"[bold]{_fmt(res['dice'])}[/bold]", _fmt(res["iou"])]
+    if hd95:
+        mean.append(_fmt(res.get("hd95"), 2))
+    table.add_row(*mean)
+    console.print(table)
+    console.print(f"Dice {res['dice']:.4f} (mean over the {res['classes_scored']} classes "
+                  f"present; mean of per-image Dice {res['dice_per_image']:.4f})")
+    if json_path is not None:
+        atomic_write(json_path, json.dumps(res, indent=2) + "\n")
+        console.print(f"scores written to {escape(str(json_path))}")
+    return res
+
+
+def export_checkpoint_cli(checkpoint: Path, out: Path | None, formats: tuple[str, ...],
+                          runs_dir: Path, console: Console, force: bool = False) -> None:
+    from .export import export_checkpoint
+
+    written, arch = export_checkpoint(checkpoint, out, formats=formats, runs_dir=runs_dir,
+                                      force=force)
+    table = Table(title=f"exported {escape(str(checkpoint))}")
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    for path in written.values():
+        table.add_row(escape(str(path)), f"{Path(path).stat().st_size / 1024:.1f} KiB")
+    console.print(table)
+    console.print(arch.summary(), markup=False)

@@ -1,0 +1,77 @@
+"""Score a trained model on a labelled folder: the pooled Dice of `nas_attn.train.metrics` (the
+score the search optimises), IoU, HD95 per class, and per-image Dice.
+
+The folder is decoded like a training folder (`nas_attn.data.load_folder`: same readers, same
+normalisation) and every sample is predicted like validation during training
+(`nas_attn.infer.predict_logits`: one pass, or a sliding window beyond the training patch), so a
+`nas-attn train` checkpoint evaluated on its own validation images gives its validation Dice.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .predict import LoadedModel, predict_normalised
+from .train.metrics import MetricAccumulator
+
+
+def _clean(v: Any) -> Any:
+    """NaN -> None for JSON."""
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    return v
+
+
+def evaluate_folder(loaded: LoadedModel, folder: str | Path, *, tta: bool = False,
+                    hd95: bool = True, batch: int = 4,
+                    progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Scores of `loaded` on every sample of a dataset folder (images/, masks/ [, aux/]).
+
+    Returns `dice`, `iou` (pooled per class over the folder, mean over classes present),
+    `dice_per_class`, `iou_per_class`, `hd95`, `hd95_per_class` (pixels), `dice_per_image`,
+    `images`, `classes`, `class_names` and `per_image` ({name, dice per class}).
+    """
+    from .data import load_folder
+
+    arch = loaded.arch
+    data = load_folder(folder, spatial_dims=arch.spatial_dims)
+    if data.in_channels != arch.in_channels:
+        raise DataError(f"{folder}: images have {data.in_channels} channels, the model takes "
+                        f"{arch.in_channels}")
+    if bool(arch.aux_channels) != (data.aux is not None) or \
+            (arch.aux_channels and data.aux_channels != arch.aux_channels):
+        raise DataError(f"{folder}: aux/ has {data.aux_channels} channels, the model takes "
+                        f"{arch.aux_channels} (an aux/ folder is needed exactly when it takes any)")
+    if data.classes > arch.classes:
+        raise DataError(f"{folder}: masks hold class ids up to {data.classes - 1}, the model "
+                        f"predicts {arch.classes} classes (0..{arch.classes - 1})")
+    acc = MetricAccumulator(arch.classes, with_hd95=hd95)
+    rows = []
+    dev = loaded.device
+    for i in range(len(data)):
+        x = torch.from_numpy(np.ascontiguousarray(data.images[i], dtype=np.float32))[None].to(dev)
+        a = None
+        if data.aux is not None:
+            a = torch.from_numpy(np.ascontiguousarray(data.aux[i], dtype=np.float32))[None].to(dev)
+        pred = predict_normalised(loaded, x, aux=a, tta=tta, batch=batch)[0]
+        per_class = acc.add(pred, data.masks[i])
+        rows.append({"name": data.names[i], "dice_per_class": _clean(per_class)})
+        if progress is not None:
+            progress(i + 1, len(data), data.names[i])
+    res = acc.result()
+    names = list(data.class_names or [])
+    names = names + [f"class {k}" for k in range(len(names), arch.classes)]
+    res.update({"classes": arch.classes, "class_names": names, "per_image": rows,
+                "data": str(folder), "model": loaded.source, "tta": tta,
+                "patch_size": list(loaded.patch_size) if loaded.patch_size else None,
+                "metric": "Dice per class pooled over the folder (nas_attn.train.metrics)"})
+    return _clean(res)

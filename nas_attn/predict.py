@@ -1,0 +1,328 @@
+"""Apply a trained model to image files: load it (export folder, checkpoint, `nas-attn train`
+output), read inputs in the package's formats, predict, write masks in the input's format.
+
+Library code (no printing); `nas_attn.cli_predict` draws the progress and the errors.
+
+- Models: an export folder (`model.py` + `weights.pt` + `arch.json`, see `nas_attn.export`),
+  a checkpoint (`best.pt` of `nas-attn train` or a search trial) or the folder holding it.
+  The patch size and overlap come from the export's INFERENCE or the checkpoint's metadata.
+- Inputs: files (PNG, JPEG, BMP, TIFF, NPY, NIfTI) or folders of them (a dataset folder's
+  `images/` when it has one). Channels: an array with the model's spatial rank is one
+  channel; otherwise channels first or last (or (D, C, H, W) in 3D), the axis whose size is the
+  model's channel count. Normalisation and prediction: `nas_attn.infer` (what training uses).
+- Outputs: `OUT/<stem><ext>` in the input's format: PNG for Pillow formats, TIFF, NPY, NIfTI
+  with the input's affine and header (data type uint8). Class ids; binary PNG and TIFF masks
+  are written as {0, 255} so they can be viewed (both read back as binary). An existing file
+  is never overwritten unless `force=True`; writes are atomic.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from .arch import UNetArch
+from .atomic import atomic_write
+from .data import readers as R
+from .errors import DataError, NasAttnError
+from .infer import (
+    DEFAULT_OVERLAP,
+    labels_from_output,
+    normalise_percentile,
+    predict_logits,
+)
+
+
+class ModelLoadError(NasAttnError, ValueError):
+    """A --model path that is neither an export folder nor a nas-attn checkpoint."""
+
+
+class InputError(DataError):
+    """One input file that cannot be segmented (the message names it)."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with how it was trained to see images."""
+
+    arch: UNetArch
+    model: torch.nn.Module
+    patch_size: tuple[int, ...] | None
+    overlap: float
+    source: str
+    kind: str  # "export" | "checkpoint"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _patch_from_data_config(data_config: Any, spatial_dims: int) -> tuple[int, ...] | None:
+    """The training patch size a checkpoint without `patch_size` used: its data config's
+    patch_size, else the smallest training image (the data package's rule; loads the data)."""
+    from .data import DataConfig, load_data
+    from .data.loaders import resolve_patch
+
+    dc = json.loads(data_config) if isinstance(data_config, str) else dict(data_config or {})
+    ps = dc.get("patch_size")
+    if ps:
+        ps = [int(p) for p in ps]
+        return tuple(ps * spatial_dims if len(ps) == 1 else ps)
+    train, _ = load_data(DataConfig(**dc))
+    return tuple(resolve_patch(None, train))
+
+
+def find_checkpoint(path: Path) -> Path | None:
+    """`path` if it is a file, else the checkpoint a `nas-attn train` folder holds (best.pt)."""
+    if path.is_file():
+        return path
+    if path.is_dir() and (path / "best.pt").is_file():
+        return path / "best.pt"
+    return None
+
+
+def checkpoint_inference(ckpt: Path, arch: UNetArch, meta: dict) -> tuple[tuple | None, float,
+                                                                             list[str]]:
+    """(patch_size, overlap, notes) recorded with a checkpoint (or recovered from its data
+    config; a `metrics.json` beside it, written by `nas-attn train`, is read as well)."""
+    notes: list[str] = []
+    overlap = float((meta.get("train_config") or {}).get("val_overlap", DEFAULT_OVERLAP))
+    if meta.get("patch_size"):
+        return tuple(int(p) for p in meta["patch_size"]), overlap, notes
+    data_config = meta.get("data_config")
+    side = ckpt.parent / "metrics.json"
+    if side.is_file():
+        try:
+            data_config = json.loads(side.read_text()).get("data_config") or data_config
+        except (OSError, ValueError):
+            pass
+    if data_config:
+        try:
+            return _patch_from_data_config(data_config, arch.spatial_dims), overlap, notes
+        except Exception as e:  # noqa: BLE001  (the training data may be gone)
+            notes.append(f"the training patch size could not be recovered ({e}); "
+                         "every image is predicted in one pass")
+    else:
+        notes.append("the checkpoint does not record its patch size; every image is "
+                     "predicted in one pass")
+    return None, overlap, notes
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None) -> LoadedModel:
+    """An export folder (model.py, weights.pt), a checkpoint, or a `nas-attn train` output
+    folder, in eval mode on `device` (default: the best available)."""
+    from .device import select_device
+
+    path = Path(path)
+    dev = select_device(device)
+    if path.is_dir() and (path / "model.py").is_file():
+        from .export import load_model_py
+
+        weights = path / "weights.pt"
+        if not weights.is_file():
+            raise ModelLoadError(f"{path}: export folder without weights.pt (it was exported "
+                                 "from a trial without a checkpoint; export a trained model)")
+        try:
+            module = load_model_py(path / "model.py")
+            model = module.load(str(weights), map_location="cpu")
+            arch = UNetArch.from_json((path / "arch.json").read_text())
+        except NasAttnError:
+            raise
+        except Exception as e:  # noqa: BLE001  (a hand-edited or foreign folder)
+            raise ModelLoadError(f"{path}: cannot load the exported model: "
+                                 f"{type(e).__name__}: {e}") from None
+        settings = getattr(module, "INFERENCE", None) or {}
+        notes = [] if settings else ["model.py has no INFERENCE settings (an older export); "
+                                     "every image is predicted in one pass"]
+        ps = settings.get("patch_size")
+        return LoadedModel(arch, model.to(dev).eval(), tuple(ps) if ps else None,
+                           float(settings.get("overlap", DEFAULT_OVERLAP)), str(path), "export",
+                           notes)
+    ckpt = find_checkpoint(path)
+    if ckpt is None:
+        raise ModelLoadError(f"{path}: not an export folder (model.py + weights.pt), a "
+                             "checkpoint file, or a `nas-attn train` folder holding best.pt")
+    from .train.checkpoint import load_checkpoint
+
+    arch, model, meta = load_checkpoint(ckpt, dev)
+    patch, overlap, notes = checkpoint_inference(ckpt, arch, meta)
+    return LoadedModel(arch, model.eval(), patch, overlap, str(ckpt), "checkpoint", notes)
+
+
+# ----- inputs -----------------------------------------------------------------------------
+def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[str]]:
+    """Files to segment and problems (missing paths, folders without images), in order.
+    A folder gives its supported files (its `images/` folder's, for a dataset folder)."""
+    files: list[Path] = []
+    problems: list[str] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            d = p / "images" if (p / "images").is_dir() else p
+            found = sorted(f for f in d.iterdir() if f.is_file() and R.split_name(f.name)
+                           and not f.name.startswith("."))
+            if not found:
+                problems.append(f"{p}: no image files (accepted: "
+                                f"{', '.join(R.SUPPORTED_EXT)})")
+            files.extend(found)
+        elif p.is_file():
+            if R.split_name(p.name) is None:
+                problems.append(f"{p}: unsupported file type (accepted: "
+                                f"{', '.join(R.SUPPORTED_EXT)})")
+            else:
+                files.append(p)
+        else:
+            problems.append(f"{p}: no such file or folder")
+    return files, problems
+
+
+def image_channels_first(arr: np.ndarray, channels: int, spatial_dims: int, name: str
+                         ) -> np.ndarray:
+    """(C, *spatial) view of an input image for a model with `channels` input channels, or
+    InputError naming the file (the channel rule is in the module docstring)."""
+    a = arr
+    while a.ndim > spatial_dims + 1 and a.shape[0] == 1:
+        a = a[0]
+    while a.ndim > spatial_dims + 1 and a.shape[-1] == 1:
+        a = a[..., 0]
+    want = "H×W" if spatial_dims == 2 else "D×H×W"
+    if a.ndim == spatial_dims:
+        if channels == 1:
+            return a[None]
+        raise InputError(f"{name}: 1 channel ({R.fmt_shape(arr.shape)}), but the model takes "
+                         f"{channels} channels ({channels}×{want} or {want}×{channels})")
+    if a.ndim == spatial_dims + 1:
+        axes = [0, a.ndim - 1] + ([1] if spatial_dims == 3 else [])
+        for ax in axes:
+            if a.shape[ax] == channels:
+                return np.moveaxis(a, ax, 0)
+        if spatial_dims == 2 and channels == 1 and min(a.shape) > 4:
+            raise InputError(f"{name}: shape {R.fmt_shape(arr.shape)} looks 3D, but the model "
+                             f"is 2D and takes one channel ({want})")
+        raise InputError(f"{name}: shape {R.fmt_shape(arr.shape)} has no axis of {channels} "
+                         f"channel{'s' if channels > 1 else ''}; the model takes "
+                         f"{channels}×{want} or {want}×{channels}")
+    if a.ndim < spatial_dims:
+        raise InputError(f"{name}: shape {R.fmt_shape(arr.shape)} is {a.ndim}D, but the model "
+                         f"is {spatial_dims}D ({want}, with {channels} channel"
+                         f"{'s' if channels > 1 else ''})")
+    raise InputError(f"{name}: shape {R.fmt_shape(arr.shape)} has too many axes for a "
+                     f"{spatial_dims}D model with {channels} channel{'s' if channels > 1 else ''}"
+                     f" ({want})")
+
+
+def read_image(path: Path, arch: UNetArch) -> np.ndarray:
+    """The raw (C, *spatial) image in `path` for `arch`, or InputError naming the file."""
+    try:
+        arr = np.asarray(R.read_array(path, "image"))
+    except Exception as e:  # noqa: BLE001  (any decoder failure is this file's problem)
+        raise InputError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{path}: unsupported data type {arr.dtype} (accepted: integer or "
+                         "floating-point intensities)")
+    if R.file_kind(path) == "nifti" and arch.spatial_dims == 2:
+        raise InputError(f"{path}: a NIfTI volume, but the model is 2D")
+    return image_channels_first(arr, arch.in_channels, arch.spatial_dims, str(path))
+
+
+# ----- outputs ----------------------------------------------------------------------------
+def output_path(path: Path, out_dir: Path) -> Path:
+    """Where the mask of input `path` goes: same stem, same format (PNG for JPEG / BMP)."""
+    stem, ext = R.split_name(path.name)  # type: ignore[misc]
+    if ext in R.IMAGE_2D_EXT:
+        ext = ".png"
+    return Path(out_dir) / f"{stem}{ext}"
+
+
+def encode_mask(labels: np.ndarray, source: Path, dest: Path, *, binary: bool) -> bytes:
+    """The file bytes of a label map in the format of `dest`'s extension (NIfTI: with the
+    affine and header of `source`)."""
+    ids = labels.astype(np.uint8)
+    ext = R.split_name(dest.name)[1]  # type: ignore[index]
+    buf = io.BytesIO()
+    if ext == ".png":
+        from PIL import Image
+
+        Image.fromarray(ids * 255 if binary else ids).save(buf, format="PNG")
+    elif ext in R.TIFF_EXT:
+        import tifffile
+
+        tifffile.imwrite(buf, ids * 255 if binary else ids)
+    elif ext in R.NPY_EXT:
+        np.save(buf, ids, allow_pickle=False)
+    else:  # NIfTI: the input's affine and header, uint8 data
+        import nibabel as nib
+
+        ref = nib.load(str(source))
+        header = ref.header.copy()
+        img = nib.Nifti1Image(ids, ref.affine, header)
+        img.set_data_dtype(np.uint8)
+        img.header.set_slope_inter(1.0, 0.0)
+        raw = img.to_bytes()
+        return gzip.compress(raw, mtime=0) if ext == ".nii.gz" else raw
+    return buf.getvalue()
+
+
+@dataclass
+class PredictOutcome:
+    """One input: where its mask went, or why it failed."""
+
+    source: Path
+    output: Path | None = None
+    error: str | None = None
+    shape: tuple[int, ...] | None = None
+
+
+def predict_array(loaded: LoadedModel, image: np.ndarray, *, tta: bool = False,
+                  batch: int = 4) -> np.ndarray:
+    """Label map (*spatial) int64 of a raw (C, *spatial) image (normalised here)."""
+    x = normalise_percentile(torch.from_numpy(np.array(image)))[None]  # a copy
+    return predict_normalised(loaded, x.to(loaded.device), tta=tta, batch=batch)[0]
+
+
+def predict_normalised(loaded: LoadedModel, x: torch.Tensor, *, aux: torch.Tensor | None = None,
+                       tta: bool = False, batch: int = 4) -> np.ndarray:
+    """(B, *spatial) labels of an already normalised (B, C, *spatial) batch on the device."""
+    out, is_probs = predict_logits(loaded.model, x, patch_size=loaded.patch_size,
+                                   overlap=loaded.overlap, aux=aux, tta=tta, batch=batch)
+    return labels_from_output(out, is_probs).cpu().numpy()
+
+
+def predict_files(loaded: LoadedModel, files: list[Path], out_dir: Path, *, tta: bool = False,
+                  force: bool = False, batch: int = 4) -> Iterator[PredictOutcome]:
+    """Segment each file and write its mask (see the module docstring); yields one outcome per
+    file, errors included (a bad file does not stop the others)."""
+    if loaded.arch.aux_channels:
+        raise ModelLoadError(f"{loaded.source}: this model also takes an auxiliary modality "
+                             f"({loaded.arch.aux_channels} channels); `predict` segments single "
+                             "images, use `evaluate` on a folder with aux/ or model.py's "
+                             "predict(image, model, aux=...)")
+    out_dir = Path(out_dir)
+    taken: dict[Path, Path] = {}
+    binary = loaded.arch.classes == 2
+    for f in files:
+        res = PredictOutcome(f)
+        dest = output_path(f, out_dir)
+        try:
+            if dest in taken:
+                raise InputError(f"{f}: its mask {dest.name} would overwrite the mask of "
+                                 f"{taken[dest]} (two inputs with one name)")
+            if dest.exists() and not force:
+                raise InputError(f"{f}: {dest} exists (pass --force to overwrite it)")
+            taken[dest] = f
+            image = read_image(f, loaded.arch)
+            labels = predict_array(loaded, image, tta=tta, batch=batch)
+            atomic_write(dest, encode_mask(labels, f, dest, binary=binary))
+            res.output, res.shape = dest, tuple(labels.shape)
+        except InputError as e:
+            res.error = str(e)
+        except (RuntimeError, ValueError, OSError) as e:  # model/IO failure on this one file
+            res.error = f"{f}: {type(e).__name__}: {e}"
+        yield res
