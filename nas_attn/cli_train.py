@@ -131,6 +131,11 @@ def run_train(arch_path: Path | None = None, arch: UNetArch | None = None, data:
         console.print(f"[yellow]adapted the architecture to the data:[/yellow] {', '.join(changes)}")
     console.print(f"training on {len(train_data)} samples, validating on {len(val_data)} "
                   f"({data_cfg.source}); output in {out_dir}")
+    from .data import symmetry_plan
+
+    note = symmetry_plan(train_data, data_cfg).note
+    if note:
+        console.print(f"[yellow]augmentation:[/yellow] {escape(note)}", highlight=False)
 
     out_dir = Path(out_dir)
     with _progress(console) as bar:
