@@ -54,9 +54,9 @@ def test_lateral_classes_found_per_axis():
 
 
 def test_lateralised_classes_never_change_side():
-    """Many augmented patches with the default augmentation: class 1 stays left, 2 right."""
+    """Many augmented patches with every geometric transform on: class 1 stays left, 2 right."""
     data = _sided()
-    cfg = DataConfig()
+    cfg = DataConfig(augment=AugmentConfig(affine=True, p_affine=1.0, intensity=True))
     plan = symmetry_plan(data, cfg)
     assert 1 not in plan.flip_axes and plan.lateral[1] == [1, 2]
     assert "no flips along W" in plan.note and "no 90° turns" in plan.note
@@ -168,3 +168,12 @@ def test_data_check_prints_the_augmentation_decision(tmp_path):
     assert data_check(tmp_path, con) == 0
     out = con.export_text()
     assert "augmentation:" in out and "no flips along W" in out
+
+
+def test_defaults_are_the_measured_recipe():
+    """benchmarks/recipe_reference.py measured these: batch 4, no affine / intensity jitter."""
+    from nas_attn.train import TrainConfig
+
+    assert TrainConfig().batch_size == 4
+    a = AugmentConfig()
+    assert a.flips and a.rot90 and a.lateral_check and not a.affine and not a.intensity
