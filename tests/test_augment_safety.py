@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nas_attn.data import AugmentConfig, DataConfig, SegData, build_augment, make_loaders, symmetry_plan
+from nas_attn.data import (
+    AugmentConfig,
+    DataConfig,
+    SegData,
+    build_augment,
+    make_loaders,
+    symmetry_plan,
+)
 from nas_attn.data.augment import lateral_classes, plan_symmetry
 from nas_attn.errors import DataError
 

@@ -197,7 +197,7 @@ class SymmetryPlan:
         return a in self.free_axes and b in self.free_axes
 
     @classmethod
-    def unrestricted(cls, spatial_dims: int) -> "SymmetryPlan":
+    def unrestricted(cls, spatial_dims: int) -> SymmetryPlan:
         return cls(spatial_dims, tuple(range(spatial_dims)))
 
 
