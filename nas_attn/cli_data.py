@@ -77,5 +77,22 @@ def data_check(path: Path, console: Console) -> int:
         for p in problems:
             console.print(f"  [red]-[/red] {escape(p)}", highlight=False)
         return 1
+    note = _augment_note(path)
+    if note:
+        console.print(f"[dim]augmentation:[/dim] {escape(note)}", highlight=False)
     console.print("[green]ok[/green]")
     return 0
+
+
+def _augment_note(path: Path) -> str:
+    """What the default augmentation will leave out to keep labels meaningful (lateralised
+    classes: no flips / 90° turns along their axis), from the folder's training split."""
+    from .data import DataConfig, load_data, symmetry_plan
+    from .errors import DataError
+
+    try:
+        cfg = DataConfig(source=str(path))
+        train, _ = load_data(cfg)
+    except (DataError, ValueError):
+        return ""
+    return symmetry_plan(train, cfg).note

@@ -142,6 +142,11 @@ def run_train(arch_path: Path | None = None, arch: UNetArch | None = None, data:
         console.print(f"[yellow]adapted the architecture to the data:[/yellow] {', '.join(changes)}")
     console.print(f"training on {len(train_data)} samples, validating on {len(val_data)} "
                   f"({data_cfg.source}); output in {out_dir}")
+    from .data import symmetry_plan
+
+    note = symmetry_plan(train_data, data_cfg).note
+    if note:
+        console.print(f"[yellow]augmentation:[/yellow] {escape(note)}", highlight=False)
 
     with _progress(console) as bar:
         task = bar.add_task("epoch 1", total=None, loss="—", dice="—", ips="—")

@@ -361,7 +361,8 @@ def test_augment_through_patch_dataset_keeps_aux_aligned():
 
 
 def test_intensity_only_touches_image():
-    aug = build_augment(AugmentConfig(flips=False, rot90=False, affine=False, p_intensity=1.0), 2,
+    aug = build_augment(AugmentConfig(flips=False, rot90=False, affine=False, intensity=True,
+                                      p_intensity=1.0), 2,
                         patch_shape=(16, 16), seed=0)
     img = np.full((16, 16, 1), 0.5, np.float32)
     m = np.ones((16, 16), np.uint8)

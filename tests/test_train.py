@@ -288,3 +288,19 @@ def test_run_train_bad_arch_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ArchError, match=r"bad\.json: architecture is not valid JSON"):
         run_train(bad, None, "builtin", 1, out_dir=tmp_path, console=Console(quiet=True))
+
+
+def test_dice_ce_loss_on_a_batch_with_an_absent_class():
+    """Pinned: the batch soft Dice averages every foreground class, and a class absent from the
+    whole batch scores (0 + 1) / (sum of its probabilities + 1): predicting nothing of it is
+    rewarded, predicting it is penalised (CE penalises it too)."""
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:6, 2:6] = 1                               # class 2 absent from the batch
+    onehot = torch.nn.functional.one_hot(target, 3).movedim(-1, 1).float()
+    loss = DiceCELoss(3, ce_weight=0)
+    assert loss(onehot * 30, target) < 1e-3               # class 2 not predicted: Dice 1 for it
+    wrong = onehot.clone()
+    wrong[:, 2, 0, :] = 1.0                               # predict class 2 on one row per image
+    wrong[:, 0, 0, :] = 0.0
+    expected = 0.5 * (1 - 1 / (16 + 1))                   # class 1 perfect, class 2: 1 / (16 + 1)
+    assert abs(float(loss(wrong * 30, target)) - expected) < 1e-3

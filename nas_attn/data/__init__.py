@@ -8,7 +8,7 @@ augmented and tiled back together.
 - `builtin`  : `make_builtin`, the seeded context-dependent synthetic set
 - `config`   : `DataConfig`, `AugmentConfig`
 - `split`    : `load_data` (train/val split, cached), `load_test` (the test split)
-- `augment`  : `build_augment` (albumentations 2, 2D and 3D)
+- `augment`  : `build_augment` (albumentations 2, 2D and 3D), `plan_symmetry` (label-safe flips)
 - `loaders`  : `make_loaders` (patch sampler with foreground oversampling)
 - `sliding`  : `sliding_window_predict`
 """
@@ -18,7 +18,7 @@ from .builtin import make_builtin
 from .check import FolderReport
 from .config import AugmentConfig, DataConfig
 from .folder import check_folder, clear_cache, load_folder
-from .loaders import make_loaders
+from .loaders import make_loaders, symmetry_plan
 from .segdata import SegData
 from .sliding import sliding_window_predict
 from .split import load_data, load_test
@@ -26,5 +26,5 @@ from .split import load_data, load_test
 __all__ = [
     "AugmentConfig", "DataConfig", "FolderReport", "SegData", "build_augment", "check_folder",
     "clear_cache", "load_data", "load_test", "load_folder", "make_builtin", "make_loaders",
-    "sliding_window_predict",
+    "sliding_window_predict", "symmetry_plan",
 ]

@@ -30,14 +30,15 @@ class AugmentConfig(BaseModel):
     rot90: bool = True
     """Random 90° rotations in every plane whose two sides are equal (square / cubic patches)."""
     p_flip: float = Field(0.5, ge=0, le=1)
-    affine: bool = True
-    """Random rotation and scaling (in the H×W plane, the same for every slice in 3D)."""
+    affine: bool = False
+    """Random rotation and scaling (in the H×W plane, the same for every slice in 3D). Off by
+    default: in the short budgets of a search it slowed learning more than it helped."""
     rotate: float = Field(15.0, ge=0, le=180)
     """Rotation range in degrees: ±rotate."""
     scale: tuple[float, float] = (0.85, 1.15)
     p_affine: float = Field(0.3, ge=0, le=1)
-    intensity: bool = True
-    """Brightness shift, contrast factor, gamma and Gaussian noise."""
+    intensity: bool = False
+    """Brightness shift, contrast factor, gamma and Gaussian noise (off by default, as affine)."""
     brightness: float = Field(0.1, ge=0, le=1)
     contrast: float = Field(0.15, ge=0, le=1)
     gamma: tuple[float, float] = (0.8, 1.25)
@@ -49,6 +50,39 @@ class AugmentConfig(BaseModel):
     """Displacement scale (albumentations units; 300 with sigma 10 moves pixels ~1.5 px on average)."""
     elastic_sigma: float = Field(10.0, gt=0)
     p_elastic: float = Field(0.2, ge=0, le=1)
+    mirror_pairs: list[tuple[int, int]] = Field(default_factory=list)
+    """Mirror-twin classes, e.g. [[1, 7], [2, 8]] for left/right regions: a flip along
+    `mirror_axis` swaps each pair's labels, so a flipped left region is labelled right."""
+    mirror_axis: int = -1
+    """Spatial axis the twins mirror along (0 = first spatial axis, -1 = last, i.e. W: left/right)."""
+    lateral_check: bool = True
+    """Before flipping or turning along an axis, check the training masks: when a class lies
+    mostly on one side of the image centre along that axis (see `lateral_share`) and is not
+    covered by `mirror_pairs`, that axis is never flipped (nor turned by 90°), because a flip
+    would change what the label means. The decision is reported (`nas-attn data check`, train)."""
+    lateral_share: float = Field(0.9, gt=0.5, le=1)
+    """A class is lateralised along an axis when more than this share of its training pixels lies
+    on one side of the centre."""
+
+    @field_validator("mirror_pairs")
+    @classmethod
+    def _pairs(cls, v):
+        seen: set[int] = set()
+        for a, b in v:
+            if a < 1 or b < 1 or a == b:
+                raise ValueError(f"mirror_pairs: each pair needs two different foreground class ids "
+                                 f"(>= 1), got [{a}, {b}]")
+            if a in seen or b in seen:
+                raise ValueError(f"mirror_pairs: class {a if a in seen else b} is in two pairs")
+            seen.update((a, b))
+        return [(int(a), int(b)) for a, b in v]
+
+    @field_validator("mirror_axis")
+    @classmethod
+    def _maxis(cls, v):
+        if not -3 <= v <= 2:
+            raise ValueError(f"mirror_axis must be a spatial axis -3..2 (-1 = last), got {v}")
+        return v
 
     @field_validator("scale")
     @classmethod

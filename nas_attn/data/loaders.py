@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
-from .augment import build_augment
+from .augment import SymmetryPlan, build_augment, plan_symmetry
 from .config import AugmentConfig, DataConfig
 from .segdata import SegData
 
@@ -203,6 +203,15 @@ def _any_augment(a: AugmentConfig) -> bool:
     return a.flips or a.rot90 or a.affine or a.intensity or a.elastic
 
 
+def symmetry_plan(train: SegData, cfg: DataConfig) -> SymmetryPlan:
+    """Which flips / 90° turns keep label meanings on `train` (`augment.plan_symmetry`); its
+    `note` is what `nas-attn data check` and `nas-attn train` print. Also on
+    `train_loader.dataset.symmetry`."""
+    if not (cfg.augment.flips or cfg.augment.rot90):
+        return SymmetryPlan.unrestricted(train.spatial_dims)
+    return plan_symmetry(cfg.augment, train.masks, train.spatial_dims, train.classes)
+
+
 def make_loaders(train: SegData, val: SegData, cfg: DataConfig, *, batch_size: int, seed: int,
                  device_is_cuda: bool = False, samples_per_epoch: int | None = None
                  ) -> tuple[DataLoader, DataLoader]:
@@ -210,6 +219,7 @@ def make_loaders(train: SegData, val: SegData, cfg: DataConfig, *, batch_size: i
 
     `samples_per_epoch` (default: the number of training samples) patches make one epoch; a
     last partial batch is dropped when at least one full batch exists, so batches keep one size.
+    Flips and 90° turns are limited to label-safe ones (`symmetry_plan`).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -220,11 +230,13 @@ def make_loaders(train: SegData, val: SegData, cfg: DataConfig, *, batch_size: i
     if train.spatial_dims != val.spatial_dims or train.in_channels != val.in_channels:
         raise DataError("train and val data differ in spatial_dims or channels")
     patch = resolve_patch(cfg.patch_size, train)
-    aug = (build_augment(cfg.augment, train.spatial_dims, patch_shape=patch, seed=seed)
+    plan = symmetry_plan(train, cfg)
+    aug = (build_augment(cfg.augment, train.spatial_dims, patch_shape=patch, seed=seed, plan=plan)
            if _any_augment(cfg.augment) else None)
     length = samples_per_epoch or len(train)
     ds = PatchDataset(train, patch, fg_oversample=cfg.fg_oversample, augment=aug,
                       length=length, seed=seed)
+    ds.symmetry = plan
     g = torch.Generator()
     g.manual_seed(int(seed))
     workers = cfg.num_workers if cfg.num_workers is not None else auto_workers(device_is_cuda)

@@ -1,0 +1,254 @@
+"""Does nas-attn's default training recipe reach a minimal hand-written one? Test Dice, as a ratio.
+
+    python benchmarks/recipe_reference.py [--data {inia19,nuclei,both}] [--seeds 0 1]
+                                          [--steps N] [--batch B] [--only {both,nas,ref}]
+                                          [--set train.lr=1e-3 --set data.augment.flips=false]
+
+Per dataset and seed, in one process, on one CPU thread each:
+
+- reference: a plain-PyTorch script (its own UNet of widths 16..256, depth 4; CE + batch soft
+  Dice; AdamW; OneCycleLR; `steps` steps of `batch` whole training images; no augmentation;
+  last weights). It imports nothing from nas_attn.
+- nas-attn: the same plain UNet (`UNetArch`, no attention) through `nas_attn.train.train` with
+  the default `TrainConfig` / `DataConfig`; only the number of epochs is set so that it sees as
+  many training samples as the reference (steps x batch). It may keep its best epoch on val.
+
+Both are scored on the test split, which neither ever sees before, by `pooled_dice` below (its
+own numpy code, not the library's metric): per-class Dice pooled over the whole split (sums of
+intersections and sizes per class over all images), mean over the foreground classes present
+in the reference or the prediction; an all-background prediction scores 0.
+
+Data: inia19-macaque (train.txt / val.txt; test = ../inia19-macaque-test) and the nuclei tiles
+(rows 0-1 train, row 2 val, row 3 test). Target: ratio nas-attn / reference >= 1.0 on both.
+`--set KEY=VALUE` overrides a TrainConfig (`train.`) or DataConfig (`data.`) field of the
+nas-attn side, for experiments; the printed summary then says so.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DATA = Path("/work/shared/data")
+WIDTHS = (16, 32, 64, 128, 256)
+
+
+# ----- independent scoring ----------------------------------------------------------------------
+def pooled_dice(preds: list[np.ndarray], gts: list[np.ndarray], classes: int) -> float:
+    """Per-class Dice over the whole split (pooled sums), mean over foreground classes present in
+    the reference or the prediction. Nothing predicted and nothing there: no class counts."""
+    conf = np.zeros((classes, classes), np.int64)
+    for p, g in zip(preds, gts):
+        conf += np.bincount(g.astype(np.int64).ravel() * classes + p.astype(np.int64).ravel(),
+                            minlength=classes * classes).reshape(classes, classes)
+    inter = np.diag(conf)[1:].astype(float)
+    size = conf.sum(0)[1:] + conf.sum(1)[1:]
+    present = size > 0
+    return float(np.mean(2 * inter[present] / size[present])) if present.any() else float("nan")
+
+
+# ----- data as plain arrays (the reference's view) ----------------------------------------------
+def read_pngs(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.stack([np.asarray(Image.open(folder / "images" / f"{n}.png"), np.float32) / 255 for n in names])
+    y = np.stack([np.asarray(Image.open(folder / "masks" / f"{n}.png")) for n in names]).astype(np.int64)
+    y[y == 255] = 1  # binary masks are 0/255
+    return x[:, None], y
+
+
+def splits(which: str) -> dict:
+    if which == "inia19":
+        root = DATA / "inia19-macaque"
+        tr = (root / "train.txt").read_text().split()
+        va = (root / "val.txt").read_text().split()
+        test = DATA / "inia19-macaque-test"
+        te = sorted(p.stem for p in (test / "images").glob("*.png"))
+        return {"name": "inia19-macaque", "root": root, "train": tr, "val": va,
+                "test_root": test, "test": te}
+    root = DATA / "dsb2018-nuclei"
+    names = sorted(p.stem for p in (root / "images").glob("*.png"))
+    rows = {r: [n for n in names if n.startswith(f"tile_r{r}")] for r in range(4)}
+    return {"name": "dsb2018-nuclei", "root": root, "train": rows[0] + rows[1], "val": rows[2],
+            "test_root": root, "test": rows[3]}
+
+
+# ----- the hand-written reference (plain PyTorch only) ------------------------------------------
+def ref_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class RefUNet(nn.Module):
+    def __init__(self, classes: int, widths=WIDTHS):
+        super().__init__()
+        self.enc = nn.ModuleList(ref_block(1 if i == 0 else widths[i - 1], w) for i, w in enumerate(widths))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
+                                 for i in range(len(widths) - 1))
+        self.dec = nn.ModuleList(ref_block(2 * widths[i], widths[i]) for i in range(len(widths) - 1))
+        self.head = nn.Conv2d(widths[0], classes, 1)
+        self.k = 2 ** (len(widths) - 1)
+
+    def forward(self, x):
+        h, w = x.shape[2:]
+        x = F.pad(x, (0, -w % self.k, 0, -h % self.k))  # sizes must divide by 2**depth
+        skips = []
+        for i, b in enumerate(self.enc):
+            x = b(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        y = skips.pop()
+        for i in reversed(range(len(self.dec))):
+            y = self.dec[i](torch.cat([skips[i], self.ups[i](y)], 1))
+        return self.head(y)[:, :, :h, :w]
+
+
+def ref_loss(logits, y, classes: int, smooth: float = 1.0):
+    probs = logits.softmax(1)[:, 1:]
+    onehot = F.one_hot(y, classes).movedim(-1, 1)[:, 1:].float()
+    inter, size = (probs * onehot).sum((0, 2, 3)), (probs + onehot).sum((0, 2, 3))
+    return F.cross_entropy(logits, y) + 1 - ((2 * inter + smooth) / (size + smooth)).mean()
+
+
+def ref_train(x: np.ndarray, y: np.ndarray, classes: int, steps: int, batch: int, seed: int):
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = RefUNet(classes)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model.train()
+    for _ in range(steps):
+        idx = torch.from_numpy(rng.choice(len(x), batch, replace=False))
+        loss = ref_loss(model(xt[idx]), yt[idx], classes)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def ref_predict(model, x: np.ndarray) -> list[np.ndarray]:
+    return [model(torch.from_numpy(x[i:i + 1])).argmax(1)[0].numpy() for i in range(len(x))]
+
+
+# ----- nas-attn ---------------------------------------------------------------------------------
+def _parse_sets(items: list[str]) -> tuple[dict, dict]:
+    import yaml
+
+    train_kw, data_kw = {}, {}
+    for item in items:
+        key, _, value = item.partition("=")
+        scope, _, field = key.partition(".")
+        if scope not in ("train", "data") or not field or not _:
+            raise SystemExit(f"--set {item!r}: expected train.FIELD=VALUE or data.FIELD=VALUE")
+        target = train_kw if scope == "train" else data_kw
+        parts = field.split(".")
+        for p in parts[:-1]:
+            target = target.setdefault(p, {})
+        target[parts[-1]] = yaml.safe_load(value)
+    return train_kw, data_kw
+
+
+def nas_run(sp: dict, budget: int, seed: int, train_kw: dict, data_kw: dict):
+    from nas_attn.arch import UNetArch
+    from nas_attn.data import DataConfig, load_folder
+    from nas_attn.train import TrainConfig, train
+
+    data_cfg = DataConfig(source=str(sp["root"]), **data_kw)
+    full = load_folder(sp["root"])
+    tr = full.subset(full.index_of(sp["train"]))
+    va = full.subset(full.index_of(sp["val"]))
+    base = TrainConfig(**train_kw)
+    per_epoch = (base.resolved_samples_per_epoch(len(tr)) // base.batch_size) * base.batch_size
+    epochs = max(1, round(budget / per_epoch))
+    cfg = TrainConfig(**{**train_kw, "epochs": epochs, "seed": seed, "device": "cpu"})
+    arch = UNetArch(in_channels=1, classes=full.classes, depth=len(WIDTHS) - 1, widths=WIDTHS)
+    t = time.perf_counter()
+    res = train(arch, tr, va, data_cfg, cfg, preview=False)
+    seconds = time.perf_counter() - t
+    test = load_folder(sp["test_root"])
+    te = test.subset(test.index_of(sp["test"]))
+    preds = []
+    with torch.no_grad():
+        for img in te.images:
+            logits = res.model(torch.from_numpy(img[None]))
+            preds.append((logits[0, 0] > 0).long().numpy() if logits.shape[1] == 1
+                         else logits.argmax(1)[0].numpy())
+    return preds, te.masks, full.classes, seconds, epochs * per_epoch, res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", choices=("inia19", "nuclei", "both"), default="both")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--steps", type=int, default=None,
+                    help="reference steps (default 250 on inia19, 150 on nuclei)")
+    ap.add_argument("--batch", type=int, default=4, help="reference batch size")
+    ap.add_argument("--only", choices=("both", "nas", "ref"), default="both")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a nas-attn setting: train.FIELD=V or data.FIELD=V (data.augment.X=V)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    train_kw, data_kw = _parse_sets(args.set)
+    summaries = []
+    for which in (("inia19", "nuclei") if args.data == "both" else (args.data,)):
+        sp = splits(which)
+        steps = args.steps or (250 if which == "inia19" else 150)
+        budget = steps * args.batch
+        xtr, ytr = read_pngs(sp["root"], sp["train"])
+        xte, yte = read_pngs(sp["test_root"], sp["test"])
+        classes = int(max(ytr.max(), yte.max())) + 1
+        rows = {"nas": [], "ref": [], "nas_s": [], "ref_s": [], "nas_val": []}
+        print(f"== {sp['name']}: {len(sp['train'])} train / {len(sp['val'])} val / {len(sp['test'])} "
+              f"test, {classes} classes; {budget} training samples per run"
+              + (f"; nas-attn overrides: {' '.join(args.set)}" if args.set else ""), flush=True)
+        for seed in args.seeds:
+            if args.only in ("both", "ref"):
+                t = time.perf_counter()
+                model = ref_train(xtr, ytr, classes, steps, args.batch, seed)
+                rows["ref_s"].append(time.perf_counter() - t)
+                rows["ref"].append(pooled_dice(ref_predict(model, xte), list(yte), classes))
+                print(f"  seed {seed} reference: test Dice {rows['ref'][-1]:.3f} "
+                      f"({rows['ref_s'][-1]:.0f} s, {steps} steps of {args.batch})", flush=True)
+            if args.only in ("both", "nas"):
+                preds, gts, ncls, sec, seen, res = nas_run(sp, budget, seed, train_kw, data_kw)
+                rows["nas_s"].append(sec)
+                rows["nas"].append(pooled_dice(preds, gts, max(ncls, classes)))
+                rows["nas_val"].append(res.best.get("dice", float("nan")))
+                print(f"  seed {seed} nas-attn : test Dice {rows['nas'][-1]:.3f} ({sec:.0f} s, "
+                      f"{res.steps} steps, {seen} samples, best epoch {res.best.get('epoch')} "
+                      f"with library val Dice {rows['nas_val'][-1]:.3f})", flush=True)
+
+        def ms(v):
+            return (f"{statistics.mean(v):.3f}" + (f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else "")
+                    if v else "-")
+
+        def secs(v):
+            return f"{statistics.mean(v):.0f} s" if v else "-"
+
+        ratio = (statistics.mean(rows["nas"]) / statistics.mean(rows["ref"])
+                 if rows["nas"] and rows["ref"] else float("nan"))
+        line = (f"{sp['name']}: test Dice nas-attn {ms(rows['nas'])} vs reference {ms(rows['ref'])}, "
+                f"ratio {ratio:.2f} ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, "
+                f"{budget} samples; time nas-attn {secs(rows['nas_s'])}, reference {secs(rows['ref_s'])})")
+        summaries.append(line)
+    print("\nsummary" + (f" (nas-attn overrides: {' '.join(args.set)})" if args.set else ""))
+    for line in summaries:
+        print("  " + line)
+
+
+if __name__ == "__main__":
+    main()
