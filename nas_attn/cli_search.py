@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import optuna
+import typer
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.live import Live
@@ -13,6 +14,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from .arch import UNetArch
+from .errors import StudyError
 from .search.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
                             trial_arch)
 from .search.run import SearchRequest, open_search, run_search
@@ -77,6 +79,7 @@ class LiveView:
         self.current = None
         self.live: Live | None = None
         self.started = time.perf_counter()
+        self.finished: list[int] = []
 
     def _render(self):
         parts = []
@@ -108,6 +111,7 @@ class LiveView:
 
     def trial_done(self, trial):
         self.current = None
+        self.finished.append(trial.number)  # this process's trials (others may share the study)
         self.refresh()
 
 
@@ -138,16 +142,30 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
             interrupted = True
         view.live = None
         live.update(leaderboard_table(study, 10, f"Study {study.study_name}"))
-    ran = sum(t.state != waiting for t in study.get_trials(deepcopy=False)) - n_before
+    ran = len(view.finished) + int(interrupted)
     console.print()
     console.print(f"ran {ran} trial(s) in this session; {len(study.trials)} in the study. "
                   f"Storage: {session.objective.runs_dir if req.storage is None else req.storage}")
     if interrupted:
         console.print("[yellow]interrupted:[/yellow] the running trial was recorded as failed; "
                       f"resume with `nas-attn search --study {study.study_name}`")
+        raise typer.Exit(130)
     _summary(study, console)
+    check_all_failed(study, view.finished)
     console.print(f"next: `nas-attn show {study.study_name}`, `nas-attn export "
                   f"{study.study_name}`, `nas-attn dashboard`")
+
+
+def check_all_failed(study: optuna.Study, numbers) -> None:
+    """A search whose every trial (`numbers`: those this session ran) failed is an error
+    (exit 2) with the first reason, instead of a success with nothing to show."""
+    numbers = set(numbers)
+    mine = [t for t in study.get_trials(deepcopy=False) if t.number in numbers]
+    if mine and all(t.state == optuna.trial.TrialState.FAIL for t in mine):
+        reason = next((t.user_attrs["fail_reason"] for t in mine
+                       if t.user_attrs.get("fail_reason")), "no reason recorded")
+        raise StudyError(f"all {len(mine)} trial(s) of this search failed; the first reason: "
+                         f"{reason}")
 
 
 def _summary(study, console):

@@ -142,5 +142,10 @@ def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: boo
                       f"{escape(study.study_name)} --storage {escape(req.storage)} "
                       f"--workers {len(slots)}`")
         raise typer.Exit(130)
+    from .cli_search import check_all_failed
+
+    waiting = optuna.trial.TrialState.WAITING
+    check_all_failed(study, [t.number for t in study.get_trials(deepcopy=False)
+                             if t.state != waiting][n_before:])
     console.print(f"next: `nas-attn show {escape(study.study_name)} --storage "
                   f"{escape(req.storage)}`")

@@ -183,3 +183,67 @@ def test_negative_budgets_are_refused(tmp_path, capsys, flag, value):
                     tmp_path / "runs")
     one_error(code, out, flag)
     assert not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_exits_130_and_the_interrupted_baseline_reruns(tmp_path, capsys, monkeypatch):
+    import optuna
+
+    import nas_attn.train as T
+
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY).replace("baselines: false", "baselines: true"))
+    runs = tmp_path / "runs"
+    real = T.train
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "train", interrupted)
+    code, out = cli(capsys, "search", "--space", space, "--study", "c", "--runs-dir", runs)
+    assert code == 130 and "Traceback" not in out and "interrupted" in out
+    storage = optuna.storages.RDBStorage(f"sqlite:///{runs / 'nas_attn.db'}")
+    (t0,) = [t for t in optuna.load_study(study_name="c", storage=storage).trials
+             if t.state != optuna.trial.TrialState.WAITING]
+    assert t0.state == optuna.trial.TrialState.FAIL and t0.user_attrs["baseline"] == "plain_unet"
+
+    monkeypatch.setattr(T, "train", real)
+    code, out = cli(capsys, "search", "--space", space, "--study", "c", "--runs-dir", runs,
+                    "--trials", "1")
+    assert code == 0, out
+    done = [t for t in optuna.load_study(study_name="c", storage=storage).trials
+            if t.state == optuna.trial.TrialState.COMPLETE]
+    assert [t.user_attrs.get("baseline") for t in done] == ["plain_unet"]
+
+
+def test_a_search_whose_every_trial_failed_exits_nonzero(tmp_path, capsys, monkeypatch):
+    import nas_attn.train as T
+    from nas_attn.errors import DivergedError
+
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY))
+
+    def diverged(*a, **k):
+        raise DivergedError("loss became nan at epoch 1")
+
+    monkeypatch.setattr(T, "train", diverged)
+    code, out = cli(capsys, "search", "--space", space, "--study", "f", "--runs-dir",
+                    tmp_path / "runs", "--trials", "2")
+    one_error(code, out, "all 2 trial(s) of this search failed", "nan")
+
+
+def test_two_searches_starting_together_on_a_new_sqlite_file(tmp_path):
+    import subprocess
+    import sys
+
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY))
+    runs = tmp_path / "runs"
+    procs = [subprocess.Popen([sys.executable, "-m", "nas_attn.cli", "search", "--space",
+                               str(space), "--study", name, "--runs-dir", str(runs), "--trials",
+                               "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"})
+             for name in ("one", "two")]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out
+        assert "Traceback" not in out and "ran 1 trial(s) in this session" in out, out

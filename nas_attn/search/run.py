@@ -374,10 +374,28 @@ def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchS
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAMES[o] for o in space.objectives])
     study.set_user_attr("artifact_dir", str(artifact_dir))
-    if created and space.search.baselines:
-        for label, params in baseline_params(space):
-            study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
+    if space.search.baselines:
+        enqueue_baselines(study, space, created)
     return SearchSession(study, space, space_path, created, notes, objective, runs_dir)
+
+
+def enqueue_baselines(study: optuna.Study, space: Space, created: bool) -> list[str]:
+    """Queue the baselines in a new study; in a resumed one, queue again each baseline whose
+    every run failed (interrupted, a dead worker), so it is re-run rather than dropped.
+    Returns the labels queued."""
+    from optuna.trial import TrialState
+
+    queued = []
+    runs: dict[str, list] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("baseline"):
+            runs.setdefault(t.user_attrs["baseline"], []).append(t.state)
+    for label, params in baseline_params(space):
+        states = runs.get(label, [])
+        if created or (states and all(s == TrialState.FAIL for s in states)):
+            study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=created)
+            queued.append(label)
+    return queued
 
 
 def run_search(session: SearchSession, trials: int | None, timeout: float | None) -> optuna.Study:

@@ -1,6 +1,7 @@
 """Storage, samplers, pruners and opening studies by name."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -70,26 +71,73 @@ def open_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> optuna.stora
     file, which several processes on one machine or a shared file system can use at once.
     RDB storages get heartbeats and retries of dead workers' trials (`heartbeat`)."""
     if url is None:
-        Path(runs_dir).mkdir(parents=True, exist_ok=True)
+        _mkdir(Path(runs_dir), "--runs-dir")
         url = storage_url(None, runs_dir)
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
     if url.startswith("journal:") or url.endswith((".log", ".journal")):
-        path = Path(url.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return _journal(url)
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _mkdir(Path(url.removeprefix("sqlite:///")).parent, "the SQLite file's folder")
     if url.startswith("postgres"):
         url = _postgres_driver(url)
     from .heartbeat import rdb_storage
 
     try:
+        if url.startswith("sqlite:///"):
+            # two searches starting together on a new file both create its tables: serialise
+            with _file_lock(Path(url.removeprefix("sqlite:///") + ".lock")):
+                return rdb_storage(url)
         return rdb_storage(url)
     except StudyError:
         raise
     except Exception as e:  # bad URL or unreachable database: say which
         raise StudyError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """An exclusive advisory lock on `path` (POSIX; a no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _mkdir(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StudyError(f"cannot create {what} {str(path)!r}: {e.strerror or e}") from None
+
+
+def _journal(url: str) -> optuna.storages.BaseStorage:
+    """A journal-file storage, checked: a usable path, and a file that holds a journal."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    raw = url.removeprefix("journal:")
+    if not raw.strip():
+        raise StudyError(f"storage {url!r}: give the journal file's path, e.g. "
+                         "journal:runs/nas_attn.journal")
+    path = Path(raw)
+    if path.is_dir():
+        raise StudyError(f"storage {url!r}: {raw} is a folder; give a file path inside it, e.g. "
+                         f"journal:{path / 'nas_attn.journal'}")
+    _mkdir(path.parent, "the journal file's folder")
+    try:
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        storage.get_all_studies()  # reads the file: fails here, not mid-search
+    except OSError as e:
+        raise StudyError(f"storage {url!r}: cannot use {raw}: {e.strerror or e}") from None
+    except (ValueError, KeyError, TypeError):
+        raise StudyError(f"storage {url!r}: {raw} is not an Optuna journal file (it does not "
+                         "hold JSON log lines); choose a new file name") from None
+    return storage
 
 
 def study_names(storage) -> list[str]:
