@@ -250,7 +250,7 @@ def test_config_validation_messages():
         TrainConfig.make(schedule="step")
     with pytest.raises(TrainingError, match="dice_weight and ce_weight are both 0"):
         TrainConfig.make(dice_weight=0, ce_weight=0)
-    assert TrainConfig.make(epochs=1).warmup_epochs == 1.0  # capped when scheduling instead
+    assert TrainConfig.make(epochs=1).warmup_epochs == 5.0  # capped when scheduling instead
 
 
 # ----- CLI helper -------------------------------------------------------------------------------
