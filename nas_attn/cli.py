@@ -226,7 +226,8 @@ def train(
     if from_study is not None:
         import yaml
 
-        from .search.finalize import retrain_options, study_data_options, study_space
+        from .search.finalize import (full_budget, retrain_options, study_data_options,
+                                      study_space)
         from .search.report import get_trial, trial_arch
         from .search.study import load_study, open_existing_storage
 
@@ -240,7 +241,7 @@ def train(
         source = data_options.pop("source", "builtin")
         if data == "builtin":
             data = source
-        train_options = retrain_options(t, space)
+        train_options = {**full_budget(space), **retrain_options(t, space)}
         console.print(f"retraining trial {t.number} of study {st.study_name!r}: "
                       f"{escape(t.user_attrs.get('arch_summary', ''))}")
     out = out or runs_dir / "train" / (name or (arch.stem if arch else "model"))

@@ -129,3 +129,13 @@ def test_finalize_end_to_end(tmp_path, capsys):
     win = next(r for r in res["candidates"] if r["trial"] == res["winner"])
     assert meta["score_dice"] == pytest.approx(win["val_mean"])
     assert (tmp_path / "exp" / "weights.pt").exists()
+
+
+def test_full_budget_is_never_less_than_a_trial():
+    from nas_attn.search.finalize import full_budget
+    from nas_attn.search.space import load_space, parse_space
+
+    default = load_space("default")  # 15 epochs x 128 samples per trial
+    assert full_budget(default) == {"epochs": 30, "samples_per_epoch": 128}
+    long = parse_space({"budget": {"epochs": 40}}, "x")
+    assert full_budget(long) == {"epochs": 80}

@@ -1,7 +1,8 @@
 """`finalize`: the honest final answer of a search.
 
 Short trials are a proxy. `finalize(study, top=K, seeds=S)` retrains the K best distinct trials
-and the baselines with the full budget (the TrainConfig defaults, or `epochs`) under S training
+and the baselines with the full budget (`full_budget`: at least twice a trial's epochs at its
+samples per epoch and at least 30 epochs, no time limit; or `epochs`) under S training
 seeds each, picks the winner by **mean validation Dice** (never by test), scores every
 retrained model once on the test split, and measures how far the proxy can be trusted: the
 Spearman rank correlation between the short-trial scores and the full-budget validation means.
@@ -68,6 +69,20 @@ def retrain_options(trial: FrozenTrial, space) -> dict[str, Any]:
             opts[k] = value
     opts.update({k[len("train."):]: v for k, v in trial.params.items() if k.startswith("train.")})
     return opts
+
+
+def full_budget(space) -> dict[str, Any]:
+    """Never less than a trial saw: the trial's samples per epoch (when the space sets them)
+    for at least twice its epochs and at least the TrainConfig default of 30, with no time
+    limit."""
+    from ..train import TrainConfig
+
+    b = space.budget
+    out: dict[str, Any] = {"epochs": max(TrainConfig.model_fields["epochs"].default,
+                                         2 * b.epochs)}
+    if b.samples_per_epoch:
+        out["samples_per_epoch"] = b.samples_per_epoch
+    return out
 
 
 def candidates(study: optuna.Study, top: int, baselines: bool = True) -> list[FrozenTrial]:
@@ -158,7 +173,7 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int |
     k = 0
     for t in chosen:
         arch: UNetArch = trial_arch(t)
-        base = retrain_options(t, space)
+        base = {**full_budget(space), **retrain_options(t, space)}
         if epochs is not None:
             base["epochs"] = epochs
         if device is not None:
