@@ -122,9 +122,9 @@ def _flip_mask(mask: np.ndarray, axes: tuple[int, ...], luts: dict[int, np.ndarr
     return out
 
 
-class RandomFlip3D(A.Transform3D):
-    """Flip a volume (and its mask) along each of `axes` (default D, H, W) with probability
-    `p_axis`; a flip along an axis in `luts` also maps the mask's labels through that table."""
+class _AxisFlips:
+    """Shared by the 2D and 3D flips: flip each of `axes` with probability `p_axis`; a flip
+    along an axis in `luts` also maps the mask's labels through that table."""
 
     def __init__(self, p_axis: float = 0.5, axes: Sequence[int] = (0, 1, 2),
                  luts: dict[int, np.ndarray] | None = None, p: float = 1.0):
@@ -136,38 +136,34 @@ class RandomFlip3D(A.Transform3D):
     def get_params(self) -> dict[str, Any]:
         return {"axes": tuple(ax for ax in self.axes if self.py_random.random() < self.p_axis)}
 
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("p_axis", "axes")
+
+
+class RandomFlip3D(_AxisFlips, A.Transform3D):
+    """Flip a volume (and its mask) along each of `axes` (default D, H, W) with probability
+    `p_axis`; a flip along an axis in `luts` also maps the mask's labels through that table."""
+
     def apply_to_volume(self, volume: np.ndarray, axes: tuple[int, ...] = (), **params: Any) -> np.ndarray:
         return np.ascontiguousarray(np.flip(volume, axes)) if axes else volume
 
     def apply_to_mask3d(self, mask3d: np.ndarray, axes: tuple[int, ...] = (), **params: Any) -> np.ndarray:
         return _flip_mask(mask3d, axes, self.luts)
 
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("p_axis", "axes")
 
-
-class RandomFlip2D(A.DualTransform):
+class RandomFlip2D(_AxisFlips, A.DualTransform):
     """2D counterpart of `RandomFlip3D`: flips H (0) and/or W (1) of `image` (HWC) and `mask`,
     mapping the mask's labels through `luts[axis]` for a flip along that axis."""
 
     def __init__(self, p_axis: float = 0.5, axes: Sequence[int] = (0, 1),
                  luts: dict[int, np.ndarray] | None = None, p: float = 1.0):
-        super().__init__(p=p)
-        self.p_axis = float(p_axis)
-        self.axes = tuple(int(a) for a in axes)
-        self.luts = dict(luts or {})
-
-    def get_params(self) -> dict[str, Any]:
-        return {"axes": tuple(ax for ax in self.axes if self.py_random.random() < self.p_axis)}
+        super().__init__(p_axis=p_axis, axes=axes, luts=luts, p=p)
 
     def apply(self, img: np.ndarray, axes: tuple[int, ...] = (), **params: Any) -> np.ndarray:
         return np.ascontiguousarray(np.flip(img, axes)) if axes else img
 
     def apply_to_mask(self, mask: np.ndarray, axes: tuple[int, ...] = (), **params: Any) -> np.ndarray:
         return _flip_mask(mask, axes, self.luts)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("p_axis", "axes")
 
 
 # ----- label safety -----------------------------------------------------------------------------
