@@ -14,6 +14,10 @@ In one run, on one data set and one space (default: `default`):
    UNet, the Attention U-Net and the random search's winner, all with the same full budget.
    Gains are paired by training seed: mean ± sd over seeds of (winner − other).
 
+The space's per-trial wall-time budget (`budget.max_time_s`, 60 s in `default`) is dropped
+unless `--keep-time-limit` is given: with it, how far a trial trains depends on what else the
+machine runs, and so would every figure below.
+
 Test data is never used to choose anything. Runs under `--runs-dir` (a fresh temporary folder
 by default), so nothing of the user's is touched.
 """
@@ -38,7 +42,7 @@ from nas_attn.search.run import SearchRequest, open_search, run_search  # noqa: 
 def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: int,
                         baselines: bool) -> tuple[dict, float]:
     t0 = time.perf_counter()
-    req = SearchRequest(space=args.space, data=None if args.data == "builtin" else args.data,
+    req = SearchRequest(space=args.space_path, data=None if args.data == "builtin" else args.data,
                         val_pattern=args.val_pattern, test_pattern=args.test_pattern,
                         test_data=args.test_data, study=study, runs_dir=runs,
                         sampler=sampler, seed=args.search_seed, device=args.device)
@@ -47,6 +51,22 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
     res = finalize(session.study, top=top, seeds=args.seeds, epochs=args.epochs, runs_dir=runs,
                    device=args.device, baselines=baselines)
     return res, time.perf_counter() - t0
+
+
+def space_without_time_limit(space: str, runs: Path) -> str:
+    """A copy of the space (under `runs`) without budget.max_time_s: a trial then trains its
+    epochs whatever else runs on the machine, so the figures are reproducible."""
+    import yaml
+
+    from nas_attn.search.space import resolve_space_path
+
+    raw = yaml.safe_load(resolve_space_path(space).read_text())
+    if not (raw.get("budget") or {}).pop("max_time_s", None):
+        return space
+    runs.mkdir(parents=True, exist_ok=True)
+    out = runs / f"{Path(space).stem}_no_time_limit.yaml"
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(out)
 
 
 def row(res: dict, *, trial: int | None = None, label: str | None = None) -> dict:
@@ -79,11 +99,17 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="full budget (default: 30)")
     ap.add_argument("--search-seed", type=int, default=0)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--keep-time-limit", action="store_true",
+                    help="keep the space's per-trial wall-time budget (budget.max_time_s); by default "
+                         "it is dropped so that the figures do not depend on the machine's load")
     ap.add_argument("--runs-dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="nas_attn_sq_"))
+    args.space_path = space_without_time_limit(args.space, runs) if not args.keep_time_limit \
+        else args.space
+
 
     tpe, t_tpe = search_and_finalize(args, runs, "searched", None, args.top, True)
     rnd, t_rnd = search_and_finalize(args, runs, "random", "random", 1, False)
@@ -94,7 +120,8 @@ def main() -> None:
     att = row(tpe, label="attention_unet")
     rwin = row(rnd, trial=rnd["winner"])
 
-    print(f"data {tpe['data']}: {tpe['splits']} samples; space {args.space}; "
+    print(f"data {tpe['data']}: {tpe['splits']} samples; space {args.space}"
+          f"{'' if args.space_path == args.space else ' without its per-trial time limit'}; "
           f"{args.trials} trials per search; full budget {tpe['epochs']} epochs × {args.seeds} "
           f"seeds; metric: {tpe['metric']}")
     print(f"search + finalize {t_tpe:.0f} s, random search + finalize {t_rnd:.0f} s; runs in {runs}")

@@ -130,8 +130,9 @@ class Objective:
         from ..train import TrainConfig
 
         b = self.space.budget
-        base = dict(epochs=b.epochs, device=str(self.device),
-                    warmup_epochs=min(1.0, b.epochs / 4))
+        # the TrainConfig recipe (warm-up of 5 epochs, capped at a quarter of the run), as in
+        # finalize's retraining: a trial is a shorter run of the same recipe, not another one
+        base = dict(epochs=b.epochs, device=str(self.device))
         if b.samples_per_epoch:
             base["samples_per_epoch"] = b.samples_per_epoch
         if b.max_time_s:
