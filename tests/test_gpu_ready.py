@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from nas_attn import device as device_mod
-from nas_attn.attention import create_attention, get_info, names, tokens
+from nas_attn.models import tokens
+from nas_attn.registry import create_attention, get_info, names
 from nas_attn.device import Runtime
 
 SMALL = {2: (12, 12), 3: (4, 5, 6)}   # within the token budget: attention at full resolution

@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from rich.console import Console
 
 from nas_attn.arch import AttnSpec as A
 from nas_attn.arch import UNetArch
 from nas_attn.cli import main
 from nas_attn.data import readers as R
 from nas_attn.export import export_arch, load_model_py
-from nas_attn.infer import normalise_percentile, predict_logits
+from nas_attn.models.infer import normalise_percentile, predict_logits
 from nas_attn.train.checkpoint import save_checkpoint
 from nas_attn.train.metrics import score_split
 from nas_attn.unet import build_unet
@@ -221,7 +220,7 @@ def test_train_validation_evaluate_predict_and_model_py_agree(tmp_path, capsys):
     `nas-attn evaluate`, `nas-attn predict` (+ metrics.py), and model.py's predict in a
     subprocess that cannot import nas_attn. Images (40×36) are larger than the patch (16²), so
     every path tiles with the sliding window."""
-    from nas_attn.cli_train import run_train
+    import nas_attn as na
 
     names = [f"t{i}" for i in range(6)] + [f"v{i}" for i in range(3)]
     data = shapes_folder(tmp_path / "data", names)
@@ -234,11 +233,10 @@ def test_train_validation_evaluate_predict_and_model_py_agree(tmp_path, capsys):
     arch_file.write_text(UNetArch(classes=3, encoder=(A.make("se", reduction=2), None),
                                   skip=(A.make("gate"), None), **TINY).to_json())
     run = tmp_path / "run"
-    res = run_train(arch_file, None, str(data), 2, out_dir=run, device="cpu",
-                    console=Console(quiet=True),
-                    train_options=dict(batch_size=4, samples_per_epoch=8, warmup_epochs=0,
-                                       seed=0),
-                    data_options=dict(val_pattern="v*", patch_size=[16]))
+    res = na.train(arch_file, str(data), epochs=2, out_dir=run, device="cpu",
+                   train_options=dict(batch_size=4, samples_per_epoch=8, warmup_epochs=0,
+                                      seed=0),
+                   data_options=dict(val_pattern="v*", patch_size=[16]))
     train_dice = res.best["dice"]
     assert 0.0 < train_dice < 1.0
     # nas-attn evaluate on the checkpoint

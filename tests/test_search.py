@@ -298,7 +298,7 @@ def test_leaderboard_keeps_brackets_of_summaries():
     """`bott[self]` is text, not rich markup: the table must show it as written."""
     from rich.console import Console
 
-    from nas_attn.cli_search import leaderboard_table
+    from nas_attn.cli.search import leaderboard_table
 
     study = optuna.create_study(direction="maximize")
     summary = "2D d1 w4-8 batch/relux2 transpose | bott[self] skip[0:gate]"

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from nas_attn.arch import AttnSpec, UNetArch
-from nas_attn.attention import names, get_info
+from nas_attn.registry import get_info, names
 from nas_attn.unet import build_unet
 
 A = AttnSpec.make

@@ -13,7 +13,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..attention import registry
+from .. import registry
 from ..errors import SpaceError
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"

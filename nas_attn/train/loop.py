@@ -218,7 +218,7 @@ def _eval_patch(data_cfg, train_data):
 def predict_logits(model: nn.Module, image: torch.Tensor, runtime: Runtime, *, patch_size=None,
                    overlap: float = 0.25, aux: torch.Tensor | None = None) -> torch.Tensor:
     """Float32 logits (1, C, *sp) for one whole image (1, C_in, *sp) already on the device.
-    With a patch size, always through `nas_attn.data.sliding_window_predict`, which runs the
+    With a patch size, always through `nas_attn.models.sliding`, which runs the
     model at the training patch shape only (a smaller image is padded as in training and
     cropped back, a larger one tiled), so cuDNN never tunes for a new shape."""
     patch = _patch_tuple(patch_size, image.dim() - 2)

@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .data import check_folder
-from .data.readers import fmt_shape
+from ..data import check_folder
+from ..data.readers import fmt_shape
 
 
 def _count(n: int, word: str) -> str:
@@ -62,8 +62,8 @@ def data_check(path: Path, console: Console) -> int:
     console.print(table)
     problems = list(rep.problems)
     if not problems:  # the same split rules as search and train: one verdict
-        from .data import DataConfig, load_data
-        from .errors import DataError
+        from ..data import DataConfig, load_data
+        from ..errors import DataError
 
         try:
             load_data(DataConfig(source=str(path)))
@@ -87,8 +87,8 @@ def data_check(path: Path, console: Console) -> int:
 def _augment_note(path: Path) -> str:
     """What the default augmentation will leave out to keep labels meaningful (lateralised
     classes: no flips / 90° turns along their axis), from the folder's training split."""
-    from .data import DataConfig, load_data, symmetry_plan
-    from .errors import DataError
+    from ..data import DataConfig, load_data, symmetry_plan
+    from ..errors import DataError
 
     try:
         cfg = DataConfig(source=str(path))

@@ -11,11 +11,11 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import StudyError
-from .search.run import SearchRequest, open_search
-from .search.study import (default_multi_storage_url, open_storage, storage_kind,
+from ..errors import StudyError
+from ..search.run import SearchRequest, open_search
+from ..search.study import (default_multi_storage_url, open_storage, storage_kind,
                             storage_url)
-from .search.workers import Slot, Supervisor, study_space_file
+from ..search.workers import Slot, Supervisor, study_space_file
 
 
 def stored_space(req: SearchRequest) -> str | None:
@@ -67,7 +67,7 @@ def worker_table(sup: Supervisor, epochs: int) -> Table:
 
 def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: bool,
                     console: Console) -> None:
-    from .cli_search import _summary, leaderboard_table
+    from .search import _summary, leaderboard_table
 
     notes: list[str] = []
     req.storage = _storage_for_workers(req, len(slots), notes)
@@ -142,7 +142,7 @@ def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: boo
                       f"{escape(study.study_name)} --storage {escape(req.storage)} "
                       f"--workers {len(slots)}`")
         raise typer.Exit(130)
-    from .cli_search import check_all_failed
+    from .search import check_all_failed
 
     waiting = optuna.trial.TrialState.WAITING
     check_all_failed(study, [t.number for t in study.get_trials(deepcopy=False)

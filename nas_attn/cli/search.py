@@ -13,12 +13,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
 
-from .arch import UNetArch
-from .errors import StudyError
-from .search.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
+from ..arch import UNetArch
+from ..errors import StudyError
+from ..search.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
                             trial_arch)
-from .search.run import SearchRequest, open_search, run_search
-from .search.study import load_study, open_existing_storage
+from ..search.run import SearchRequest, open_search, run_search
+from ..search.study import load_study, open_existing_storage
 
 
 def _f(v, spec=".4f"):
@@ -256,7 +256,7 @@ def print_finalize(res: dict, console: Console) -> None:
 
 def finalize_cli(name, top, seeds, epochs, test_data, data, device, storage, runs_dir: Path,
                  console: Console) -> None:
-    from .search.finalize import candidates, finalize
+    from ..search.finalize import candidates, finalize
 
     study = load_study(name, open_existing_storage(storage, runs_dir))
     chosen = candidates(study, top)
