@@ -312,9 +312,10 @@ def test_output_is_the_same_whether_or_not_ruff_is_on_path(tmp_path):
     fake.mkdir()
     (fake / "ruff").write_text("#!/bin/sh\ncat > /dev/null\necho 'x = 1'\n")
     (fake / "ruff").chmod(0o755)
-    script = ("import sys; from tests.test_export import arch_small; "
+    script = ("import sys; from nas_attn.arch import UNetArch; "
               "from nas_attn.export import render_model_py; "
-              "sys.stdout.write(render_model_py(arch_small(), meta={'score_dice': 0.25}))")
+              f"arch = UNetArch.from_json({arch_small().to_json()!r}); "
+              "sys.stdout.write(render_model_py(arch, meta={'score_dice': 0.25}))")
     outs = []
     for path in (f"{fake}:{os.environ['PATH']}", os.defpath):
         env = {**os.environ, "PATH": path}

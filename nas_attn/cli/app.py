@@ -43,7 +43,7 @@ def spaces(ctx: typer.Context):
         return
     from ..search.space import SPACES_DIR, load_space, space_description
 
-    table = Table(title=f"Search spaces in {SPACES_DIR}")
+    table = Table(title=f"Search spaces in {escape(str(SPACES_DIR))}")
     table.add_column("name", style="bold")
     table.add_column("description")
     table.add_column("architectures", justify="right")
@@ -51,8 +51,8 @@ def spaces(ctx: typer.Context):
         try:
             count = _fmt_count(load_space(path).count_architectures())
         except NasAttnError as e:
-            count = f"[red]invalid: {e}[/red]"
-        table.add_row(path.stem, space_description(path), count)
+            count = f"[red]invalid: {escape(str(e))}[/red]"
+        table.add_row(escape(path.stem), escape(space_description(path)), count)
     console.print(table)
 
 
@@ -62,7 +62,7 @@ def spaces_check(file: Path = typer.Argument(..., help="A YAML search space (or 
     from ..search.space import load_space, resolve_space_path
 
     space = load_space(file)
-    console.print(f"[green]ok[/green] {resolve_space_path(file)}: "
+    console.print(f"[green]ok[/green] {escape(str(resolve_space_path(file)))}: "
                   f"{_fmt_count(space.count_architectures())} architectures, objectives "
                   f"{', '.join(space.objectives)}, {space.budget.epochs} epochs per trial")
 
@@ -146,9 +146,11 @@ def search(
             run_workers_cli(req, slots, space is None, console)
             return
     if space is None:
+        import dataclasses
+
         from .workers import stored_space
 
-        req.space = stored_space(req) or "default"
+        req = dataclasses.replace(req, space=stored_space(req) or "default")
     run_search_cli(req, console)
 
 
@@ -354,5 +356,3 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
-if __name__ == "__main__":
-    main()

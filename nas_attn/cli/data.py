@@ -55,7 +55,7 @@ def data_check(path: Path, console: Console) -> int:
             for k, v in rep.class_shares.items())
         table.add_row(f"classes ({rep.classes})", shares)
     if rep.splits:
-        table.add_row("split", f"{rep.split_source}: " + ", ".join(
+        table.add_row("split", f"{escape(str(rep.split_source))}: " + ", ".join(
             f"{len(v)} {k}" for k, v in rep.splits.items()))
     else:
         table.add_row("split", "none in the folder (random by val_fraction unless val_pattern is set)")

@@ -17,11 +17,11 @@ from .augment import build_augment
 from .builtin import make_builtin
 from .check import FolderReport
 from .config import AugmentConfig, DataConfig
-from .folder import check_folder, clear_cache, load_folder
+from .folder import check_folder, load_folder
 from .loaders import make_loaders, symmetry_plan
 from .segdata import SegData
 from ..models.sliding import sliding_window_predict
-from .split import load_data, load_test
+from .split import clear_cache, load_data, load_test
 
 __all__ = [
     "AugmentConfig", "DataConfig", "FolderReport", "SegData", "build_augment", "check_folder",

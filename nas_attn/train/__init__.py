@@ -6,7 +6,8 @@ reads back what it wrote.
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import DiceCELoss, SegLoss, deep_supervision_weights
-from .loop import StepInfo, TrainResult, evaluate, get_loaders, predict_logits, train
+from .inference import predict_logits
+from .loop import StepInfo, TrainResult, evaluate, get_loaders, train
 from .metrics import MetricAccumulator, dice_iou_per_class, hd95
 
 __all__ = [
