@@ -19,6 +19,19 @@ LARGE = {2: (24, 32), 3: (8, 10, 12)}  # beyond it: pooled grid, interpolated ba
 FORMATS = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """bf16 on the CPU runs oneDNN's AVX512-BF16 kernels, and on such CPUs (AMD EPYC here, torch
+    2.14.1) its convolution backward-weights kernel spins for ever with two threads once a larger
+    cached primitive ran before (cbam 3D at 4x5x6 after 8x10x12; one thread, or
+    ONEDNN_PRIMITIVE_CACHE_CAPACITY=0, does not hang). What these tests prove does not depend
+    on the thread count, so they run on one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _site(name: str, dims: int, channels: int = 16):
     info = get_info(name)
     guide = 2 * channels if info.kind == "paired" else None
