@@ -97,3 +97,16 @@ def test_retraining_a_trial_of_an_older_study(session):
     recipe = retrain_recipe(s.study, old, s.space)
     assert recipe.train_options["lr"] == 0.002 and recipe.train_options["batch_size"] == 4
     assert recipe.arch == arch and recipe.data_options["builtin_n"] == 6
+
+
+def test_readme_example_uses_only_public_names():
+    """The README's Python API example (run by hand: it trains) stays within `__all__`."""
+    import ast
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    used = {n.attr for n in ast.walk(ast.parse(block)) if isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Name) and n.value.id == "na"}
+    assert {"search", "train", "export", "load_model", "load_space"} <= used
+    assert used <= set(na.__all__), used - set(na.__all__)
