@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DATA = Path("/work/shared/data")
 WIDTHS = (16, 32, 64, 128, 256)
+DEFAULT_STEPS = {"inia19": 400, "nuclei": 150}
 
 
 # ----- independent scoring ----------------------------------------------------------------------
@@ -84,7 +85,8 @@ def splits(which: str) -> dict:
     names = sorted(p.stem for p in (root / "images").glob("*.png"))
     rows = {r: [n for n in names if n.startswith(f"tile_r{r}")] for r in range(4)}
     return {"name": "dsb2018-nuclei", "root": root, "train": rows[0] + rows[1], "val": rows[2],
-            "test_root": root, "test": rows[3]}
+            "test_root": root, "test": rows[3], "val_pattern": "tile_r2*",
+            "test_pattern": "tile_r3*"}
 
 
 # ----- the hand-written reference (plain PyTorch only) ------------------------------------------
@@ -167,89 +169,126 @@ def _parse_sets(items: list[str]) -> tuple[dict, dict]:
 
 def nas_run(sp: dict, budget: int, seed: int, train_kw: dict, data_kw: dict):
     from nas_attn.arch import UNetArch
-    from nas_attn.data import DataConfig, load_folder
+    from nas_attn.data import DataConfig, load_data, load_test
     from nas_attn.train import TrainConfig, train
 
-    data_cfg = DataConfig(source=str(sp["root"]), **data_kw)
-    full = load_folder(sp["root"])
-    tr = full.subset(full.index_of(sp["train"]))
-    va = full.subset(full.index_of(sp["val"]))
+    split = ({"test_source": str(sp["test_root"])} if sp["test_root"] != sp["root"] else
+             {"val_pattern": sp["val_pattern"], "test_pattern": sp["test_pattern"]})
+    data_cfg = DataConfig(**{"source": str(sp["root"]), **split, **data_kw})
+    tr, va = load_data(data_cfg)
+    te = load_test(data_cfg)
+    assert tr.names == sp["train"] and va.names == sp["val"] and te.names == sp["test"]
     base = TrainConfig(**train_kw)
     per_epoch = (base.resolved_samples_per_epoch(len(tr)) // base.batch_size) * base.batch_size
     epochs = max(1, round(budget / per_epoch))
     cfg = TrainConfig(**{**train_kw, "epochs": epochs, "seed": seed, "device": "cpu"})
-    arch = UNetArch(in_channels=1, classes=full.classes, depth=len(WIDTHS) - 1, widths=WIDTHS)
+    arch = UNetArch(in_channels=1, classes=tr.classes, depth=len(WIDTHS) - 1, widths=WIDTHS)
     t = time.perf_counter()
     res = train(arch, tr, va, data_cfg, cfg, preview=False)
     seconds = time.perf_counter() - t
-    test = load_folder(sp["test_root"])
-    te = test.subset(test.index_of(sp["test"]))
     preds = []
     with torch.no_grad():
-        for img in te.images:
+        for img in te.images:  # normalised as in training (the training images' settings)
             logits = res.model(torch.from_numpy(img[None]))
             preds.append((logits[0, 0] > 0).long().numpy() if logits.shape[1] == 1
                          else logits.argmax(1)[0].numpy())
-    return preds, te.masks, full.classes, seconds, epochs * per_epoch, res
+    return preds, te.masks, tr.classes, seconds, epochs * per_epoch, res
+
+
+def _task(job: tuple) -> dict:
+    """One (dataset, seed, side) run in a worker process with one thread."""
+    which, seed, side, steps, batch, sets = job
+    torch.set_num_threads(1)
+    sp = splits(which)
+    xtr, ytr = read_pngs(sp["root"], sp["train"])
+    xte, yte = read_pngs(sp["test_root"], sp["test"])
+    classes = int(max(ytr.max(), yte.max())) + 1
+    t = time.perf_counter()
+    if side == "ref":
+        model = ref_train(xtr, ytr, classes, steps, batch, seed)
+        dice = pooled_dice(ref_predict(model, xte), list(yte), classes)
+        return {"which": which, "seed": seed, "side": side, "dice": dice,
+                "s": time.perf_counter() - t,
+                "line": f"seed {seed} reference: test Dice {dice:.3f} "
+                        f"({time.perf_counter() - t:.0f} s, {steps} steps of {batch})"}
+    train_kw, data_kw = _parse_sets(sets)
+    preds, gts, ncls, sec, seen, res = nas_run(sp, steps * batch, seed, train_kw, data_kw)
+    dice = pooled_dice(preds, gts, max(ncls, classes))
+    val = res.best.get("dice", float("nan"))
+    return {"which": which, "seed": seed, "side": side, "dice": dice, "s": sec,
+            "line": f"seed {seed} nas-attn : test Dice {dice:.3f} ({sec:.0f} s, {res.steps} "
+                    f"steps, {seen} samples, best epoch {res.best.get('epoch')} with library "
+                    f"val Dice {val:.3f})"}
+
+
+def _ms(v: list[float]) -> str:
+    if not v:
+        return "-"
+    return f"{statistics.mean(v):.3f}" + (f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else "")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", choices=("inia19", "nuclei", "both"), default="both")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--steps", type=int, default=None,
-                    help="reference steps (default 400 on inia19, 150 on nuclei)")
+                    help=f"reference steps (default {DEFAULT_STEPS['inia19']} on inia19, "
+                         f"{DEFAULT_STEPS['nuclei']} on nuclei)")
     ap.add_argument("--batch", type=int, default=4, help="reference batch size")
     ap.add_argument("--only", choices=("both", "nas", "ref"), default="both")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="runs in parallel, one process and one thread each (default: 2 or the "
+                         "number of cores if fewer)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a nas-attn setting: train.FIELD=V or data.FIELD=V (data.augment.X=V)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    train_kw, data_kw = _parse_sets(args.set)
-    summaries = []
-    for which in (("inia19", "nuclei") if args.data == "both" else (args.data,)):
-        sp = splits(which)
-        steps = args.steps or (400 if which == "inia19" else 150)
-        budget = steps * args.batch
-        xtr, ytr = read_pngs(sp["root"], sp["train"])
-        xte, yte = read_pngs(sp["test_root"], sp["test"])
-        classes = int(max(ytr.max(), yte.max())) + 1
-        rows = {"nas": [], "ref": [], "nas_s": [], "ref_s": [], "nas_val": []}
-        print(f"== {sp['name']}: {len(sp['train'])} train / {len(sp['val'])} val / {len(sp['test'])} "
-              f"test, {classes} classes; {budget} training samples per run"
+    _parse_sets(args.set)  # refuse a bad --set before any training
+    which_all = ("inia19", "nuclei") if args.data == "both" else (args.data,)
+    sides = ("ref", "nas") if args.only == "both" else (args.only,)
+    jobs = [(w, seed, side, args.steps or DEFAULT_STEPS[w], args.batch, args.set)
+            for w in which_all for seed in args.seeds for side in sides]
+    for w in which_all:
+        sp = splits(w)
+        classes = 1 + max(int(read_pngs(sp["root"], sp["train"])[1].max()),
+                          int(read_pngs(sp["test_root"], sp["test"])[1].max()))
+        print(f"== {sp['name']}: {len(sp['train'])} train / {len(sp['val'])} val / "
+              f"{len(sp['test'])} test, {classes} classes; "
+              f"{(args.steps or DEFAULT_STEPS[w]) * args.batch} training samples per run"
               + (f"; nas-attn overrides: {' '.join(args.set)}" if args.set else ""), flush=True)
-        for seed in args.seeds:
-            if args.only in ("both", "ref"):
-                t = time.perf_counter()
-                model = ref_train(xtr, ytr, classes, steps, args.batch, seed)
-                rows["ref_s"].append(time.perf_counter() - t)
-                rows["ref"].append(pooled_dice(ref_predict(model, xte), list(yte), classes))
-                print(f"  seed {seed} reference: test Dice {rows['ref'][-1]:.3f} "
-                      f"({rows['ref_s'][-1]:.0f} s, {steps} steps of {args.batch})", flush=True)
-            if args.only in ("both", "nas"):
-                preds, gts, ncls, sec, seen, res = nas_run(sp, budget, seed, train_kw, data_kw)
-                rows["nas_s"].append(sec)
-                rows["nas"].append(pooled_dice(preds, gts, max(ncls, classes)))
-                rows["nas_val"].append(res.best.get("dice", float("nan")))
-                print(f"  seed {seed} nas-attn : test Dice {rows['nas'][-1]:.3f} ({sec:.0f} s, "
-                      f"{res.steps} steps, {seen} samples, best epoch {res.best.get('epoch')} "
-                      f"with library val Dice {rows['nas_val'][-1]:.3f})", flush=True)
+    results = []
+    t0 = time.perf_counter()
+    if args.jobs > 1:
+        import multiprocessing as mp
 
-        def ms(v):
-            return (f"{statistics.mean(v):.3f}" + (f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else "")
-                    if v else "-")
-
-        def secs(v):
-            return f"{statistics.mean(v):.0f} s" if v else "-"
-
-        ratio = (statistics.mean(rows["nas"]) / statistics.mean(rows["ref"])
-                 if rows["nas"] and rows["ref"] else float("nan"))
-        line = (f"{sp['name']}: test Dice nas-attn {ms(rows['nas'])} vs reference {ms(rows['ref'])}, "
-                f"ratio {ratio:.2f} ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, "
-                f"{budget} samples; time nas-attn {secs(rows['nas_s'])}, reference {secs(rows['ref_s'])})")
-        summaries.append(line)
-    print("\nsummary" + (f" (nas-attn overrides: {' '.join(args.set)})" if args.set else ""))
-    for line in summaries:
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            for r in pool.imap_unordered(_task, jobs):
+                print(f"  [{r['which']}] {r['line']}", flush=True)
+                results.append(r)
+    else:
+        for job in jobs:
+            r = _task(job)
+            print(f"  [{r['which']}] {r['line']}", flush=True)
+            results.append(r)
+    print(f"\nsummary ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}: "
+          f"{' '.join(map(str, args.seeds))}; {time.perf_counter() - t0:.0f} s wall with "
+          f"{args.jobs} job{'s' if args.jobs > 1 else ''})"
+          + (f", nas-attn overrides: {' '.join(args.set)}" if args.set else ""))
+    for w in which_all:
+        by = {side: {r["seed"]: r for r in results if r["which"] == w and r["side"] == side}
+              for side in ("nas", "ref")}
+        nas = [by["nas"][s]["dice"] for s in args.seeds if s in by["nas"]]
+        ref = [by["ref"][s]["dice"] for s in args.seeds if s in by["ref"]]
+        line = f"{splits(w)['name']}: test Dice nas-attn {_ms(nas)} vs reference {_ms(ref)}"
+        if nas and ref:
+            diffs = [by["nas"][s]["dice"] - by["ref"][s]["dice"] for s in args.seeds]
+            line += (f", ratio of means {statistics.mean(nas) / statistics.mean(ref):.2f}; "
+                     f"paired by seed nas-attn − reference {statistics.mean(diffs):+.3f}"
+                     + (f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else "")
+                     + f"; nas-attn ahead on {sum(d > 0 for d in diffs)} of {len(diffs)} seeds")
+        secs = {side: [r["s"] for r in by[side].values()] for side in ("nas", "ref")}
+        line += "; time per run " + ", ".join(
+            f"{'nas-attn' if k == 'nas' else 'reference'} {statistics.mean(v):.0f} s"
+            for k, v in secs.items() if v)
         print("  " + line)
 
 

@@ -1,8 +1,8 @@
 """Score a trained model on a labelled folder: the pooled Dice of `nas_attn.train.metrics` (the
 score the search optimises), IoU, HD95 per class, and per-image Dice.
 
-The folder is decoded like a training folder (`nas_attn.data.load_folder`: same readers, same
-normalisation) and every sample is predicted like validation during training
+The folder is decoded like a training folder (`nas_attn.data.load_folder`: same readers), its
+images normalised with the settings the model was trained with, and every sample is predicted like validation during training
 (`nas_attn.models.infer.predict_logits`: one pass, or a sliding window beyond the training patch), so a
 `nas-attn train` checkpoint evaluated on its own validation images gives its validation Dice.
 """
@@ -12,8 +12,6 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-import torch
 
 from .errors import DataError
 from .predict import LoadedModel, predict_normalised
@@ -56,12 +54,9 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, *, tta: bool = Fals
                         f"predicts {arch.classes} classes (0..{arch.classes - 1})")
     acc = MetricAccumulator(arch.classes, with_hd95=hd95)
     rows = []
-    dev = loaded.device
     for i in range(len(data)):
-        x = torch.from_numpy(np.ascontiguousarray(data.images[i], dtype=np.float32))[None].to(dev)
-        a = None
-        if data.aux is not None:
-            a = torch.from_numpy(np.ascontiguousarray(data.aux[i], dtype=np.float32))[None].to(dev)
+        x = loaded.normalise(data.images[i])  # raw values, normalised as in training
+        a = None if data.aux is None else loaded.normalise(data.aux[i], "aux")
         pred = predict_normalised(loaded, x, aux=a, tta=tta, batch=batch)[0]
         per_class = acc.add(pred, data.masks[i])
         rows.append({"name": data.names[i], "dice_per_class": _clean(per_class)})
@@ -73,5 +68,6 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, *, tta: bool = Fals
     res.update({"classes": arch.classes, "class_names": names, "per_image": rows,
                 "data": str(folder), "model": loaded.source, "tta": tta,
                 "patch_size": list(loaded.patch_size) if loaded.patch_size else None,
+                "normalisation": loaded.normalisation["normalisation"],
                 "metric": "Dice per class pooled over the folder (nas_attn.train.metrics)"})
     return _clean(res)

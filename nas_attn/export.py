@@ -131,8 +131,13 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
         current = d.file
         blocks.append(head + d.text)
     settings = dict(inference) if inference is not None else {}
+    # validated again: only numbers and known names reach the file
     settings = inference_settings(settings.get("patch_size"), settings.get("overlap"),
-                                  arch.spatial_dims)  # validated again: only numbers reach the file
+                                  arch.spatial_dims, settings)
+    for key, channels in (("low", arch.in_channels), ("aux_low", arch.aux_channels)):
+        if key in settings and len(settings[key]) != channels:
+            raise ExportError(f"the normalisation has {len(settings[key])} {key!r} values for "
+                              f"{channels} channels")
     size = int(example_size or (64 if arch.spatial_dims == 2 else 32))
     parts = [
         f'"""{docstring(arch, meta, uses_timm)}\n"""',
@@ -222,10 +227,10 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
     if "onnx" in formats and onnx_missing():  # fail before writing anything
         raise ExportError(onnx_missing())
     state = _state_dict(weights, arch) if weights is not None else None
-    out_dir = claim_output_dir(out_dir, "export", force=force)
     settings = inference_settings((inference or {}).get("patch_size"),
-                                  (inference or {}).get("overlap"), arch.spatial_dims)
+                                  (inference or {}).get("overlap"), arch.spatial_dims, inference)
     code = render_model_py(arch, meta=meta, example_size=size[0], inference=settings)
+    out_dir = claim_output_dir(out_dir, "export", force=force)  # only once all is valid
     files = {"model": atomic_write(out_dir / "model.py", code),
              "arch": atomic_write(out_dir / "arch.json", arch.to_json(indent=2) + "\n")}
     if meta is not None or inference is not None:
@@ -265,7 +270,7 @@ def export_checkpoint(path: Path | str, out_dir: Path | None = None, *,
     obj = read_checkpoint(ckpt)
     arch = UNetArch.from_json(obj["arch"])
     ckpt_meta = dict(obj.get("meta") or {})
-    patch, overlap, _ = checkpoint_inference(ckpt, arch, ckpt_meta)
+    inference, _ = checkpoint_inference(ckpt, arch, ckpt_meta)
     meta = {"score_dice": (ckpt_meta.get("metrics") or {}).get("dice"),
             "score_metric": "validation Dice per class, pooled over the split",
             "epoch": ckpt_meta.get("epoch"), "checkpoint": str(ckpt)}
@@ -274,7 +279,7 @@ def export_checkpoint(path: Path | str, out_dir: Path | None = None, *,
         (sanitize_text(name, 48).replace(" ", "_") or "model")
     files = export_arch(arch, out, weights=obj["state_dict"], meta=meta, formats=formats,
                         input_size=input_size,
-                        inference={"patch_size": patch, "overlap": overlap}, force=force)
+                        inference=inference, force=force)
     return files, arch
 
 from ._callable import make_callable  # noqa: E402

@@ -247,7 +247,8 @@ def docstring(arch: UNetArch, meta: Mapping[str, Any], uses_timm: bool) -> str:
         "    model = load('weights.pt')",
         f"    x = preprocess(image)  # ({arch.in_channels}, {spatial}) float32 in [0, 1], exactly "
         "the training",
-        "    # normalisation: per channel, 0.5th percentile -> 0, 99.5th -> 1, clipped",
+        "    # normalisation (INFERENCE['normalisation']: the training set's per-channel",
+        "    # intensity range, or each image's own percentiles)",
         f"    labels = predict(image, model{aux_arg})  # ({spatial}) int64 class ids",
         f"    probs = predict(image, model{aux_arg}, output='probabilities', tta=True)",
         "    # predict() preprocesses, then runs a sliding window (INFERENCE: patch size,",
@@ -327,10 +328,14 @@ def validated_arch(arch: UNetArch | Mapping) -> UNetArch:
 
 
 def inference_settings(patch_size: Sequence[int] | None = None, overlap: float | None = None,
-                       spatial_dims: int = 2) -> dict[str, Any]:
+                       spatial_dims: int = 2, normalisation: Mapping[str, Any] | None = None
+                       ) -> dict[str, Any]:
     """The INFERENCE literal of model.py: how `predict` preprocesses and tiles an image
-    (the training normalisation and patch size). `patch_size` None: one pass on every image."""
-    from .models.infer import DEFAULT_OVERLAP, HIGH_PERCENTILE, LOW_PERCENTILE
+    (the training normalisation and patch size). `patch_size` None: one pass on every image.
+    `normalisation`: what the training data recorded (`nas_attn.data.intensity`); None: the
+    per-image percentile scaling of models trained before it was recorded. Only validated
+    numbers and names come back."""
+    from .models.infer import DEFAULT_OVERLAP, HIGH_PERCENTILE, LOW_PERCENTILE, NORMALISATIONS
 
     ps = None
     if patch_size is not None:
@@ -343,8 +348,36 @@ def inference_settings(patch_size: Sequence[int] | None = None, overlap: float |
     ov = DEFAULT_OVERLAP if overlap is None else float(overlap)
     if not 0.0 <= ov < 1.0:
         raise ExportError(f"overlap {ov} must be in [0, 1)")
-    return {"patch_size": ps, "overlap": ov, "normalisation": "percentile",
-            "low_percentile": float(LOW_PERCENTILE), "high_percentile": float(HIGH_PERCENTILE)}
+    norm = dict(normalisation or {})
+    mode = norm.get("normalisation", "image")
+    mode = "image" if mode == "percentile" else mode
+    if mode not in NORMALISATIONS:
+        raise ExportError(f"normalisation {mode!r} unknown; accepted: {', '.join(NORMALISATIONS)}")
+    out: dict[str, Any] = {
+        "patch_size": ps, "overlap": ov, "normalisation": mode,
+        "low_percentile": _finite(norm.get("low_percentile", LOW_PERCENTILE), "low_percentile"),
+        "high_percentile": _finite(norm.get("high_percentile", HIGH_PERCENTILE),
+                                   "high_percentile")}
+    if mode == "dataset":
+        for key in ("low", "high", "aux_low", "aux_high"):
+            values = norm.get(key)
+            if values is None and key.startswith("aux_"):
+                continue
+            if not isinstance(values, (list, tuple)) or not values:
+                raise ExportError(f"normalisation 'dataset' needs a list of per-channel {key!r} "
+                                  f"values, got {values!r}")
+            out[key] = [_finite(v, key) for v in values]
+    return out
+
+
+def _finite(v: Any, name: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ExportError(f"{name}: expected a number, got {v!r}") from None
+    if f != f or f in (float("inf"), float("-inf")):
+        raise ExportError(f"{name}: expected a finite number, got {v!r}")
+    return f
 
 
 # model.py after its literals: __NET__ is UNet or TimmUNet, __SIZE__ the example input size
@@ -362,12 +395,13 @@ def load(weights_path, map_location="cpu") -> __NET__:
     return model.eval()
 
 
-def preprocess(image, channels=None):
+def preprocess(image, channels=None, role="image"):
     """The training normalisation of one image: (C, *spatial), or (*spatial) for one channel,
-    to float32 (C, *spatial), per channel from its INFERENCE['low_percentile'] (-> 0) to its
-    INFERENCE['high_percentile'] (-> 1), clipped to [0, 1]. Accepts tensors and arrays."""
-    return preprocess_image(image, ARCH["spatial_dims"], channels, INFERENCE["low_percentile"],
-                            INFERENCE["high_percentile"])
+    to float32 (C, *spatial), as INFERENCE['normalisation'] says: 'dataset' maps each channel
+    from the training set's INFERENCE['low'] (-> 0) to INFERENCE['high'] (-> 1), clipped
+    ('aux_low' / 'aux_high' with role='aux'); 'image' from the image's own low_percentile to its
+    high_percentile; 'none' keeps the values. Accepts tensors and arrays."""
+    return preprocess_image(image, ARCH["spatial_dims"], channels, INFERENCE, role)
 
 
 def predict(image, model, *, aux=None, tta=False, output="labels", normalise=True, overlap=None,

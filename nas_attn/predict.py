@@ -34,7 +34,6 @@ from .export import load_model_py
 from .models.infer import (
     DEFAULT_OVERLAP,
     labels_from_output,
-    normalise_percentile,
     predict_logits,
 )
 from .train.checkpoint import checkpoint_inference, find_checkpoint, load_checkpoint
@@ -59,6 +58,12 @@ class LoadedModel:
     source: str
     kind: str  # "export" | "checkpoint"
     notes: list[str] = field(default_factory=list)
+    normalisation: dict = field(default_factory=lambda: {"normalisation": "image"})
+    """The training normalisation (`nas_attn.models.infer.normalise_image` settings)."""
+
+    def normalise(self, image: np.ndarray, role: str = "image") -> torch.Tensor:
+        """A raw (C, *spatial) array as the model's (1, C, *spatial) input on its device."""
+        return torch.from_numpy(R.normalise(image, self.normalisation, role))[None].to(self.device)
 
     @property
     def device(self) -> torch.device:
@@ -92,14 +97,16 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
         ps = settings.get("patch_size")
         return LoadedModel(arch, model.to(dev).eval(), tuple(ps) if ps else None,
                            float(settings.get("overlap", DEFAULT_OVERLAP)), str(path), "export",
-                           notes)
+                           notes, dict(settings) if settings else {"normalisation": "image"})
     ckpt = find_checkpoint(path)
     if ckpt is None:
         raise ModelLoadError(f"{path}: not an export folder (model.py + weights.pt), a "
                              "checkpoint file, or a `nas-attn train` folder holding best.pt")
     arch, model, meta = load_checkpoint(ckpt, dev)
-    patch, overlap, notes = checkpoint_inference(ckpt, arch, meta)
-    return LoadedModel(arch, model.eval(), patch, overlap, str(ckpt), "checkpoint", notes)
+    inference, notes = checkpoint_inference(ckpt, arch, meta)
+    patch = inference.pop("patch_size")
+    return LoadedModel(arch, model.eval(), patch, inference.pop("overlap"), str(ckpt),
+                       "checkpoint", notes, inference)
 
 
 # ----- inputs -----------------------------------------------------------------------------
@@ -228,9 +235,9 @@ class PredictOutcome:
 
 def predict_array(loaded: LoadedModel, image: np.ndarray, *, tta: bool = False,
                   batch: int = 4) -> np.ndarray:
-    """Label map (*spatial) int64 of a raw (C, *spatial) image (normalised here)."""
-    x = normalise_percentile(torch.from_numpy(np.array(image)))[None]  # a copy
-    return predict_normalised(loaded, x.to(loaded.device), tta=tta, batch=batch)[0]
+    """Label map (*spatial) int64 of a raw (C, *spatial) image (normalised here, as in
+    training)."""
+    return predict_normalised(loaded, loaded.normalise(image), tta=tta, batch=batch)[0]
 
 
 def predict_normalised(loaded: LoadedModel, x: torch.Tensor, *, aux: torch.Tensor | None = None,

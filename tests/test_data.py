@@ -80,9 +80,10 @@ def test_png_binary_0_255(tmp_path):
     assert isinstance(d, SegData) and len(d) == 3
     assert (d.spatial_dims, d.in_channels, d.classes, d.aux_channels) == (2, 1, 2, 0)
     assert d.names == ["s0", "s1", "s2"]
-    for im, m in zip(d.images, d.masks):
-        assert im.dtype == np.float32 and im.shape == (1, 32, 32)
-        assert 0.0 <= im.min() and im.max() <= 1.0
+    for k, (im, m) in enumerate(zip(d.images, d.masks)):
+        # decoding keeps the raw values; load_data normalises each split
+        assert im.dtype == np.uint8 and im.shape == (1, 32, 32) and d.normalisation is None
+        np.testing.assert_array_equal(im[0], np.asarray(Image.open(root / "images" / f"s{k}.png")))
         assert m.dtype == np.int64 and set(np.unique(m)) <= {0, 1}
     raw = np.asarray(Image.open(root / "masks" / "s0.png"))
     np.testing.assert_array_equal(d.masks[0], raw // 255)
@@ -97,10 +98,14 @@ def test_png_multiclass_rgb(tmp_path):
     assert d.in_channels == 3 and d.classes == 4
     assert d.images[0].shape == (3, 32, 32)
     raw = np.asarray(Image.open(root / "images" / "s0.png"))
-    # channel order kept: channel 1 is the inverse of channel 0, channel 2 constant -> 0
-    assert np.corrcoef(d.images[0][0].ravel(), raw[..., 0].ravel())[0, 1] > 0.99
-    assert np.corrcoef(d.images[0][1].ravel(), raw[..., 0].ravel())[0, 1] < -0.99
-    assert d.images[0][2].max() == 0.0
+    # channels first, in their order: channel 1 is the inverse of channel 0, channel 2 constant
+    np.testing.assert_array_equal(d.images[0], np.moveaxis(raw, -1, 0))
+    # normalised: a constant channel becomes 0 in both modes
+    for mode in ("dataset", "image"):
+        tr, _ = load_data(DataConfig(source=str(root), normalisation=mode))
+        first = np.asarray(Image.open(root / "images" / f"{tr.names[0]}.png"))
+        assert tr.images[0].dtype == np.float32 and tr.images[0][2].max() == 0.0
+        assert np.corrcoef(tr.images[0][1].ravel(), first[..., 0].ravel())[0, 1] < -0.99
     rep = check_folder(root)
     assert rep.mask_kind.startswith("class ids") and set(rep.class_pixels) <= {0, 1, 2, 3}
 

@@ -18,7 +18,7 @@ from PIL import Image
 from nas_attn.arch import AttnSpec as A
 from nas_attn.arch import UNetArch
 from nas_attn.data import readers as R
-from nas_attn.export import export_arch, load_model_py
+from nas_attn.export import ExportError, export_arch, load_model_py
 from nas_attn.models.infer import normalise_percentile, predict_logits
 from nas_attn.train.checkpoint import save_checkpoint
 from nas_attn.train.metrics import score_split
@@ -69,26 +69,50 @@ def shapes_folder(root: Path, names, size=(40, 36), seed=0) -> Path:
 
 
 # ---------------------------------------------------------------------------------- model.py
-def test_exported_preprocess_is_the_training_normalisation(tmp_path):
+DATASET_NORM = {"normalisation": "dataset", "low_percentile": 0.5, "high_percentile": 99.5,
+                "low": [10.0, 0.0, 5.0], "high": [900.0, 1200.0, 5.0]}
+
+
+@pytest.mark.parametrize("norm", [None, DATASET_NORM, {"normalisation": "none"}],
+                         ids=["image", "dataset", "none"])
+def test_exported_preprocess_is_the_training_normalisation(tmp_path, norm):
     arch = UNetArch(spatial_dims=2, in_channels=3, **TINY)
-    files = export_arch(arch, tmp_path, inference={"patch_size": [16, 16]})
+    files = export_arch(arch, tmp_path, inference={"patch_size": [16, 16], **(norm or {})})
     mod = load_model_py(files["model"])
     rng = np.random.default_rng(0)
+    settings = norm or {"normalisation": "image", "low_percentile": R.LOW_PCT,
+                        "high_percentile": R.HIGH_PCT}
     for dtype, shape in ((np.uint16, (3, 33, 29)), (np.float32, (3, 20, 20)), (np.uint8, (3, 9, 7))):
         img = (rng.gamma(2.0, 300.0, size=shape)).astype(dtype)
         if dtype == np.float32:
             img[1, 3, 4] = np.nan
-            img[2] = 7.0  # constant channel -> 0
-        want = R.normalise(img)
+            img[2] = 7.0  # constant channel -> 0 (per image; dataset: below its low)
+        want = R.normalise(img, settings)
         got = mod.preprocess(torch.from_numpy(img)).numpy()
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
-    assert mod.INFERENCE == {"patch_size": [16, 16], "overlap": 0.25,
-                             "normalisation": "percentile", "low_percentile": R.LOW_PCT,
-                             "high_percentile": R.HIGH_PCT}
+        if settings["normalisation"] == "dataset":  # an independent computation of the map
+            x = np.nan_to_num(img.astype(np.float64), nan=np.inf)
+            lo, hi = (np.asarray(settings[k])[:, None, None] for k in ("low", "high"))
+            ref = np.where(hi > lo, np.clip((np.where(np.isfinite(x), x, lo) - lo)
+                                            / np.where(hi > lo, hi - lo, 1), 0, 1), 0)
+            np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
+    want_inf = {"patch_size": [16, 16], "overlap": 0.25, "low_percentile": R.LOW_PCT,
+                "high_percentile": R.HIGH_PCT, **settings}
+    assert mod.INFERENCE == want_inf
     meta = json.loads(files["meta"].read_text())
-    assert meta["inference"]["patch_size"] == [16, 16]
+    assert meta["inference"] == want_inf
     doc = mod.__doc__
     assert "preprocess(image)" in doc and "predict(image, model)" in doc
+
+
+def test_export_refuses_a_normalisation_that_is_not_numbers(tmp_path):
+    arch = UNetArch(spatial_dims=2, in_channels=3, **TINY)
+    for bad, words in (({**DATASET_NORM, "low": ["__import__('os')", 0, 0]}, "expected a number"),
+                       ({**DATASET_NORM, "low": [0.0, 1.0]}, "2 'low' values for 3 channels"),
+                       ({"normalisation": "zscore"}, "normalisation 'zscore' unknown")):
+        with pytest.raises(ExportError, match=words):
+            export_arch(arch, tmp_path / "x", inference=bad)
+        assert not (tmp_path / "x" / "model.py").exists()
 
 
 @pytest.mark.parametrize("dims", [2, 3])

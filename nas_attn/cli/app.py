@@ -210,6 +210,10 @@ def train(
     val_pattern: Optional[str] = typer.Option(None, "--val-pattern", help="Glob on sample "
                                               "names that selects validation samples."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
+    normalisation: Optional[str] = typer.Option(
+        None, "--normalisation", help="How raw intensities become the input: dataset (one "
+        "range fitted on the training images), image (each image's own), none, or auto "
+        "(default: dataset in 2D, image in 3D; a study's trial keeps its own)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/train/<name>)."),
     force: bool = typer.Option(False, "--force", help="Write into an --out folder that holds other files."),
     device: Optional[str] = typer.Option(None, "--device"),
@@ -227,8 +231,8 @@ def train(
 
     if (arch is None) == (from_study is None):
         raise NasAttnError("give exactly one of --arch FILE or --from-study STUDY")
-    data_options = {k: v for k, v in (("val_pattern", val_pattern), ("num_workers", num_workers))
-                    if v is not None}
+    data_options = {k: v for k, v in (("val_pattern", val_pattern), ("num_workers", num_workers),
+                                      ("normalisation", normalisation)) if v is not None}
     plan = plan_training(arch, data, from_study=from_study, trial=trial, storage=storage,
                          runs_dir=runs_dir, epochs=epochs, out_dir=out, device=device,
                          data_options=data_options, force=force)

@@ -77,16 +77,16 @@ def data_check(path: Path, console: Console) -> int:
         for p in problems:
             console.print(f"  [red]-[/red] {escape(p)}", highlight=False)
         return 1
-    note = _augment_note(path)
-    if note:
-        console.print(f"[dim]augmentation:[/dim] {escape(note)}", highlight=False)
+    for label, note in _training_notes(path):
+        console.print(f"[dim]{label}:[/dim] {escape(note)}", highlight=False)
     console.print("[green]ok[/green]")
     return 0
 
 
-def _augment_note(path: Path) -> str:
-    """What the default augmentation will leave out to keep labels meaningful (lateralised
-    classes: no flips / 90° turns along their axis), from the folder's training split."""
+def _training_notes(path: Path) -> list[tuple[str, str]]:
+    """What the default settings do with the folder's training split: the intensity
+    normalisation fitted on it, and what the augmentation leaves out to keep labels
+    meaningful (lateralised classes: no flips / 90° turns along their axis)."""
     from ..data import DataConfig, load_data, symmetry_plan
     from ..errors import DataError
 
@@ -94,5 +94,19 @@ def _augment_note(path: Path) -> str:
         cfg = DataConfig(source=str(path))
         train, _ = load_data(cfg)
     except (DataError, ValueError):
-        return ""
-    return symmetry_plan(train, cfg).note
+        return []
+    norm = train.normalisation or {}
+    if norm.get("normalisation") == "dataset":
+        ranges = ", ".join(f"channel {c}: {lo:g} -> 0, {hi:g} -> 1" for c, (lo, hi)
+                           in enumerate(zip(norm["low"], norm["high"])))
+        text = (f"dataset (one range for every image, from the training images' "
+                f"{norm['low_percentile']:g}th / {norm['high_percentile']:g}th percentiles): "
+                f"{ranges}")
+    elif norm.get("normalisation") == "image":
+        text = (f"image (each image between its own {norm['low_percentile']:g}th and "
+                f"{norm['high_percentile']:g}th percentiles)")
+    else:
+        text = f"{norm.get('normalisation')} (values as stored)"
+    notes = [("intensity", text)]
+    aug = symmetry_plan(train, cfg).note
+    return notes + ([("augmentation", aug)] if aug else [])

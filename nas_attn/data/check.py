@@ -349,8 +349,9 @@ def _decode(scan: _Scan, raw_masks: dict[str, np.ndarray], spatial_dims: int) ->
             ids = ids.astype(np.int64)
             counts_by_id = {int(v): int(c) for v, c in zip(vals, counts)}
         scan.pixels.update(counts_by_id)
-        aux_arr = R.normalise(arrays["aux"]) if scan.has_aux else None
-        scan.samples.append(_Sample(s, R.normalise(arrays["images"]), ids, aux_arr))
+        # raw values, in memory (not a memory map), normalised per split by `load_data`
+        aux_arr = R.raw_copy(arrays["aux"]) if scan.has_aux else None
+        scan.samples.append(_Sample(s, R.raw_copy(arrays["images"]), ids, aux_arr))
 
 
 def _summarise(scan: _Scan) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 BUILTIN_SOURCES = ("builtin", "builtin3d")
@@ -123,6 +125,11 @@ class DataConfig(BaseModel):
     patch_size: list[int] | None = None
     """Training patch size per spatial axis (one number = all axes). None: whole images if all
     training samples have one size, else the per-axis minimum size."""
+    normalisation: Literal["auto", "dataset", "image", "none"] = "auto"
+    """How raw intensities become the model's input (`nas_attn.data.intensity`): `dataset`,
+    one per-channel percentile range (0.5th -> 0, 99.5th -> 1) fitted on the training images
+    and applied to every image; `image`, each image's own percentiles; `none`, the values as
+    stored; `auto`, `dataset` for 2D data and `image` for 3D."""
     fg_oversample: float = Field(0.33, ge=0, le=1)
     """Probability that a training patch is centred on a foreground voxel."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)

@@ -4,8 +4,7 @@ Layout rules (documented here, applied everywhere):
 
 - Formats. 2D: PNG, JPEG, BMP (Pillow), TIFF (tifffile), NPY. 3D: NIfTI `.nii`/`.nii.gz`
   (nibabel, array axes kept as stored, no reorientation), multi-page TIFF, NPY.
-  `.npy` files are opened memory-mapped, so a large volume is read once, straight into its
-  normalised float32 copy.
+  `.npy` files are opened memory-mapped and copied once into memory in their own dtype.
 - Channels. The mask fixes the spatial shape. An image whose shape equals the mask's has one
   channel; otherwise exactly one extra axis must be the channel axis, and it is the one whose
   removal leaves the mask's shape: tried first (C, *spatial), then (*spatial, C), then, in 3D,
@@ -14,10 +13,11 @@ Layout rules (documented here, applied everywhere):
   beyond that are dropped.
 - Pillow modes: palette images become RGB (images) or stay palette indices (masks); an alpha
   channel that is fully opaque is dropped; 16-bit and float grey images keep their values.
-- Normalisation: per image and per channel, percentile scaling: the 0.5th percentile maps to 0,
-  the 99.5th to 1, clipped to [0, 1] (min/max if those coincide; a constant channel becomes 0).
-  Deterministic, robust to hot pixels, and it keeps the values in the range that intensity
-  augmentation (gamma) expects.
+- Values: decoding keeps the raw intensities (native dtype, channels first); `load_data`
+  normalises each split with settings fitted on the training images (`nas_attn.data.intensity`:
+  by default one per-channel percentile range for the whole training set in 2D, each image's
+  own percentiles in 3D), which keeps the values in the range that intensity augmentation
+  (gamma) expects.
 - Masks: one channel (a colour mask whose channels are equal counts as one). Values must be
   non-negative integers. {0, 255} or {0, 1} are binary (255 -> 1); otherwise values are class
   ids 0..K-1 with K <= MAX_CLASSES. 255 next to other values (anti-aliased or "ignore" labels) and
@@ -171,20 +171,34 @@ def non_finite(img: np.ndarray) -> tuple[int, list[int]]:
     return int(finite.size - finite.sum()), empty
 
 
-def normalise(img: np.ndarray) -> np.ndarray:
-    """Per-channel percentile scaling of a (C, *spatial) array to float32 [0, 1]: percentiles of
-    the finite values in float64, NaN/inf pixels read as 0 (`non_finite` lets the caller report
-    them), ValueError for a channel without any finite value. The exported model.py's
-    `preprocess` runs this very code (`nas_attn.models.infer.normalise_percentile`)."""
+def raw_copy(img: np.ndarray) -> np.ndarray:
+    """A decoded (C, *spatial) image as an in-memory array of its own values: numeric dtypes
+    kept (uint8 stays 1 byte a pixel), booleans as uint8, anything else float64."""
+    arr = np.asarray(img)
+    if arr.dtype == bool:
+        arr = arr.view(np.uint8)
+    elif arr.dtype.kind not in "iuf":
+        arr = arr.astype(np.float64)
+    return np.array(arr, order="C")  # a copy: never a view on a memory map or a file buffer
+
+
+def normalise(img: np.ndarray, settings: dict | None = None, role: str = "image") -> np.ndarray:
+    """A raw (C, *spatial) array to the model's float32 input under `settings` (see
+    `nas_attn.data.intensity`; default: per-image percentile scaling), computed in float64:
+    NaN/inf pixels read as the lowest value (`non_finite` lets the caller report them),
+    ValueError for a channel without any finite value (per-image mode). The exported
+    model.py's `preprocess` runs this very code (`nas_attn.models.infer.normalise_image`)."""
     import torch
 
-    from ..models.infer import normalise_percentile
+    from ..models.infer import normalise_image
 
     arr = np.asarray(img)
     if not arr.dtype.isnative or arr.dtype.kind not in "iuf" or arr.dtype == np.uint64:
         arr = arr.astype(np.float64)  # big-endian NIfTI, bool, uint64: what torch can hold
     arr = np.require(arr, requirements=["C", "W"])  # torch wants writable memory
-    return normalise_percentile(torch.from_numpy(arr), LOW_PCT, HIGH_PCT).numpy()
+    return normalise_image(torch.from_numpy(arr), settings or {
+        "normalisation": "image", "low_percentile": LOW_PCT, "high_percentile": HIGH_PCT},
+        role).numpy()
 
 
 def mask_values(a: np.ndarray) -> tuple[np.ndarray, np.ndarray] | str:

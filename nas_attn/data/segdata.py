@@ -12,8 +12,9 @@ import numpy as np
 class SegData:
     """Decoded samples, ready for patch sampling.
 
-    - `images[i]`: float32 (C, *spatial), normalised per image and channel to [0, 1]
-      (see `readers.normalise`).
+    - `images[i]`: (C, *spatial). Raw intensities (any numeric dtype) as decoded from a folder
+      or generated, while `normalisation` is None; the model's float32 input once a split is
+      normalised (`nas_attn.data.intensity.normalise`), with the settings in `normalisation`.
     - `masks[i]`: int64 (*spatial), class ids 0..classes-1 (0 = background).
     - `aux[i]`: float32 (C_aux, *spatial), a second modality on the same grid, or `aux is None`.
     - `classes` counts background, so a binary task has `classes == 2`.
@@ -31,6 +32,8 @@ class SegData:
     class_names: list[str] | None = None
     splits: dict[str, list[str]] | None = None
     source: str = ""
+    normalisation: dict | None = None
+    """The settings the images were normalised with (None: raw values)."""
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -70,4 +73,5 @@ class SegData:
             class_names=self.class_names,
             splits=None,
             source=self.source,
+            normalisation=self.normalisation,
         )

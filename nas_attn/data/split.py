@@ -28,6 +28,7 @@ from .builtin import make_builtin
 from .config import DataConfig
 from . import folder
 from .folder import load_folder
+from .intensity import fit_normalisation, normalise
 from .segdata import SegData
 
 _SPLITS: dict[tuple, tuple[SegData, SegData, SegData]] = {}
@@ -95,18 +96,22 @@ def _source_data(cfg: DataConfig) -> SegData:
 
 
 def load_data(cfg: DataConfig) -> tuple[SegData, SegData]:
-    """(train, val) for `cfg`. The same data and split settings give back the same two objects
-    without decoding anything again (augmentation / loader settings do not matter here)."""
+    """(train, val) for `cfg`, normalised with settings fitted on the training images
+    (`intensity.fit_normalisation`; on `train.normalisation`). The same data, split and
+    normalisation settings give back the same two objects without decoding or normalising
+    anything again (augmentation / loader settings do not matter here)."""
     data = _source_data(cfg)
     key = (id(data), cfg.val_pattern, cfg.val_fraction, cfg.seed, cfg.test_pattern,
-           bool(cfg.test_source))
+           bool(cfg.test_source), cfg.normalisation)
     hit = _SPLITS.get(key)
     if hit is not None and hit[0] is data:
         return hit[1], hit[2]
     held = [] if cfg.test_source else test_indices(data, cfg.test_pattern)
     tr, va = split_indices(data, val_fraction=cfg.val_fraction, seed=cfg.seed,
                            val_pattern=cfg.val_pattern, exclude=held)
-    train, val = data.subset(tr), data.subset(va)
+    raw_train = data.subset(tr)
+    settings = fit_normalisation(raw_train, cfg.normalisation)
+    train, val = normalise(raw_train, settings), normalise(data.subset(va), settings)
     # forget splits of an older decoding of the same source
     for k in [k for k, v in _SPLITS.items() if v[0].source == data.source and v[0] is not data]:
         del _SPLITS[k]
@@ -115,14 +120,15 @@ def load_data(cfg: DataConfig) -> tuple[SegData, SegData]:
 
 
 def load_test(cfg: DataConfig) -> SegData | None:
-    """The test split `cfg` names (module docstring), or None when there is none. A separate
-    test folder must match the training data's dimensions and channels and may not hold a
-    class id the training data lacks."""
+    """The test split `cfg` names (module docstring), or None when there is none, normalised
+    like the training split (with the training images' settings). A separate test folder must
+    match the training data's dimensions and channels and may not hold a class id the
+    training data lacks."""
+    train, _ = load_data(cfg)
     if cfg.test_source:
         path = Path(cfg.test_source).expanduser()
         if not path.exists():
             raise DataError(f"test_source {cfg.test_source!r}: no such folder")
-        train, _ = load_data(cfg)
         test = load_folder(path, spatial_dims=train.spatial_dims)
         if test.in_channels != train.in_channels:
             raise DataError(f"test_source {cfg.test_source!r}: {test.in_channels} image channels, "
@@ -133,15 +139,17 @@ def load_test(cfg: DataConfig) -> SegData | None:
         if (test.aux is None) != (train.aux is None):
             raise DataError(f"test_source {cfg.test_source!r}: aux/ must be present in both the "
                             "training and the test folder, or in neither")
-        test.classes = train.classes
-        return test
+        out = normalise(test, train.normalisation or {})
+        out.classes = train.classes
+        return out
     data = _source_data(cfg)
     if cfg.is_builtin:
         n = max(4, (cfg.builtin_n or len(data)) // 2)
-        return make_builtin(data.spatial_dims, n=n, size=cfg.builtin_size, seed=cfg.seed + 7_777,
+        test = make_builtin(data.spatial_dims, n=n, size=cfg.builtin_size, seed=cfg.seed + 7_777,
                             aux=cfg.builtin_aux)
+        return normalise(test, train.normalisation or {})
     idx = test_indices(data, cfg.test_pattern)
-    return data.subset(idx) if idx else None
+    return normalise(data.subset(idx), train.normalisation or {}) if idx else None
 
 
 def clear_cache() -> None:

@@ -5,12 +5,16 @@ Torch only (no numpy), like all of `nas_attn.models`, because the exporter copie
 functions into `model.py`, so the exported file predicts with the very code that
 `nas-attn predict`, `nas-attn evaluate` and training validation use:
 
-- `normalise_percentile` is `nas_attn.data.readers.normalise` in torch (per image and channel,
-  the 0.5th percentile maps to 0 and the 99.5th to 1, clipped; min/max when those coincide; a
-  constant channel becomes 0; NaN/inf read as the lowest value; in float64). Training's
-  decoding calls this same function. Percentiles use numpy's default rule (linear
-  interpolation between order statistics), found with `torch.kthvalue` (no size limit, unlike
-  `torch.quantile`).
+- `normalise_image` is the training normalisation, in torch, for every mode
+  (`NORMALISATIONS`; training's `nas_attn.data.intensity` calls this same function):
+  `dataset`: per channel, the same linear map for every image, from the training set's
+  0.5th percentile (-> 0) to its 99.5th (-> 1), clipped, the two values recorded in the
+  settings (`low`, `high`; `aux_low`, `aux_high` for the auxiliary modality); `image`:
+  `normalise_percentile`, per image and channel between the image's own percentiles (min/max
+  when those coincide; a constant channel becomes 0); `none`: the values as they are.
+  NaN/inf read as the lowest value (0 for `none`); in float64, so 1e300 scales instead of
+  overflowing. Percentiles use numpy's default rule (linear interpolation between order
+  statistics), found with `torch.kthvalue` (no size limit, unlike `torch.quantile`).
 - `predict_logits` runs the model once on an image no larger than the training patch, else
   `sliding_window_predict` (sliding.py) at the patch size (overlap, Gaussian weights), which
   is what validation during training does (`nas_attn.train.loop.predict_logits`). With
@@ -34,6 +38,8 @@ from .sliding import forward_logits, sliding_window_predict
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
 DEFAULT_OVERLAP = 0.25
+NORMALISATIONS = ("dataset", "image", "none")
+"""How raw intensities become the model's input (`normalise_image`)."""
 
 
 def _percentile(values: torch.Tensor, q: float) -> float:
@@ -79,6 +85,38 @@ def normalise_percentile(image, low: float = LOW_PERCENTILE, high: float = HIGH_
             continue
         ch = torch.where(finite, ch, torch.full((), lo, dtype=ch.dtype, device=ch.device))
         out[c] = ((ch - lo) / (hi - lo)).clamp_(0.0, 1.0)
+    return out
+
+
+def normalise_image(image, settings, role: str = "image") -> torch.Tensor:
+    """(C, *spatial) raw intensities -> float32 (C, *spatial) model input, as in training.
+
+    `settings`: a mapping with `normalisation` (one of `NORMALISATIONS`; the older name
+    `percentile` means `image`) and, for `dataset`, per-channel `low` / `high` (`aux_low` /
+    `aux_high` when `role` is "aux"); `image` reads `low_percentile` / `high_percentile`."""
+    mode = settings.get("normalisation", "image")
+    low_p = float(settings.get("low_percentile", LOW_PERCENTILE))
+    high_p = float(settings.get("high_percentile", HIGH_PERCENTILE))
+    if mode in ("image", "percentile"):
+        return normalise_percentile(image, low_p, high_p)
+    x = torch.as_tensor(image)
+    if mode == "none":
+        x = x.to(torch.float64)
+        return torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype)).float()
+    if mode != "dataset":
+        raise ValueError(f"unknown normalisation {mode!r}; accepted: {', '.join(NORMALISATIONS)}")
+    prefix = "aux_" if role == "aux" else ""
+    lows, highs = settings[prefix + "low"], settings[prefix + "high"]
+    if x.shape[0] != len(lows) or len(highs) != len(lows):
+        raise ValueError(f"{x.shape[0]} channels, but the training normalisation has "
+                         f"{len(lows)} (low) and {len(highs)} (high) values")
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    for c in range(x.shape[0]):
+        lo, hi = float(lows[c]), float(highs[c])
+        ch = x[c].to(torch.float64)
+        ch = torch.where(torch.isfinite(ch), ch, torch.full((), lo, dtype=ch.dtype,
+                                                             device=ch.device))
+        out[c] = ((ch - lo) / (hi - lo)).clamp_(0.0, 1.0) if hi > lo else 0.0
     return out
 
 
@@ -135,9 +173,10 @@ def predict_logits(model, image: torch.Tensor, *, patch_size=None,
 
 
 def preprocess_image(image, spatial_dims: int, channels: int | None = None,
-                     low: float = LOW_PERCENTILE, high: float = HIGH_PERCENTILE) -> torch.Tensor:
+                     settings=None, role: str = "image") -> torch.Tensor:
     """One raw image, (C, *spatial) or (*spatial) for one channel (tensor or array), to the
-    training normalisation: float32 (C, *spatial), see `normalise_percentile`."""
+    training normalisation `settings` (see `normalise_image`; default: per image):
+    float32 (C, *spatial)."""
     x = torch.as_tensor(image)
     if x.dim() == spatial_dims:
         x = x[None]
@@ -146,28 +185,28 @@ def preprocess_image(image, spatial_dims: int, channels: int | None = None,
                          f"shape {tuple(x.shape)}")
     if channels is not None and x.shape[0] != channels:
         raise ValueError(f"expected {channels} channels first, got shape {tuple(x.shape)}")
-    return normalise_percentile(x, low, high)
+    return normalise_image(x, settings or {}, role)
 
 
 def predict_image(image, model, arch, inference, *, aux=None, tta: bool = False,
                   output: str = "labels", normalise: bool = True, overlap=None, batch: int = 4):
     """model.py's `predict`: `arch` and `inference` are its ARCH and INFERENCE mappings
-    (spatial_dims, in_channels, aux_channels; patch_size, overlap, low/high percentiles)."""
+    (spatial_dims, in_channels, aux_channels; patch_size, overlap, the normalisation)."""
     if output not in ("labels", "probabilities", "logits"):
         raise ValueError(f"output must be 'labels', 'probabilities' or 'logits', not {output!r}")
     if output == "logits" and tta:
         raise ValueError("output='logits' cannot be averaged over flips; use 'probabilities'")
-    dims, low, high = arch["spatial_dims"], inference["low_percentile"], inference["high_percentile"]
+    dims = arch["spatial_dims"]
     device = next(model.parameters()).device
-    x = preprocess_image(image, dims, arch["in_channels"], low, high) if normalise else \
+    x = preprocess_image(image, dims, arch["in_channels"], inference) if normalise else \
         torch.as_tensor(image).float()
     a = None
     if arch["aux_channels"]:
         if aux is None:
             raise ValueError(f"this model also takes an auxiliary image "
                              f"({arch['aux_channels']} channels): predict(image, model, aux=...)")
-        a = preprocess_image(aux, dims, arch["aux_channels"], low, high) if normalise else \
-            torch.as_tensor(aux).float()
+        a = preprocess_image(aux, dims, arch["aux_channels"], inference, "aux") if normalise \
+            else torch.as_tensor(aux).float()
         a = a[None].to(device)
     x = x[None].to(device)
     if x.shape[1] != arch["in_channels"] or x.dim() != dims + 2:

@@ -39,13 +39,12 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
     out = Path(out_dir) if out_dir else Path(runs_dir) / "export" / \
         f"{sanitize_text(study.study_name, 48).replace(' ', '_')}_trial{trial.number}"
     inference = None
-    if weights is not None:  # the patch size the weights were trained at
+    if weights is not None:  # the patch size and normalisation the weights were trained with
         from ..train.checkpoint import checkpoint_inference, read_checkpoint
 
         try:
             obj = read_checkpoint(weights)
-            patch, overlap, _ = checkpoint_inference(weights, arch, dict(obj.get("meta") or {}))
-            inference = {"patch_size": patch, "overlap": overlap}
+            inference, _ = checkpoint_inference(weights, arch, dict(obj.get("meta") or {}))
         except NasAttnError:
             inference = None
     return export_arch(arch, out, weights=weights, meta=meta, formats=formats,

@@ -124,31 +124,35 @@ def find_checkpoint(path: Path) -> Path | None:
     return None
 
 
-def checkpoint_inference(ckpt: Path, arch, meta: dict) -> tuple[tuple | None, float,
-                                                                             list[str]]:
-    """(patch_size, overlap, notes) recorded with a checkpoint (or recovered from its data
-    config; a `metrics.json` beside it, written by `nas-attn train`, is read as well)."""
+def checkpoint_inference(ckpt: Path, arch, meta: dict) -> tuple[dict[str, Any], list[str]]:
+    """How inference must see images for a checkpoint: {"patch_size", "overlap", and the
+    normalisation settings (`nas_attn.data.intensity`; per image for checkpoints written before
+    it was recorded)}, and notes. The patch size is recovered from the data config of older
+    checkpoints (a `metrics.json` beside it, written by `nas-attn train`, is read as well)."""
     notes: list[str] = []
     overlap = float((meta.get("train_config") or {}).get("val_overlap", DEFAULT_OVERLAP))
+    norm = dict(meta.get("normalisation") or {"normalisation": "image"})
+    patch = None
     if meta.get("patch_size"):
-        return tuple(int(p) for p in meta["patch_size"]), overlap, notes
-    data_config = meta.get("data_config")
-    side = ckpt.parent / "metrics.json"
-    if side.is_file():
-        try:
-            data_config = json.loads(side.read_text()).get("data_config") or data_config
-        except (OSError, ValueError):
-            pass
-    if data_config:
-        try:
-            return _patch_from_data_config(data_config, arch.spatial_dims), overlap, notes
-        except Exception as e:  # noqa: BLE001  (the training data may be gone)
-            notes.append(f"the training patch size could not be recovered ({e}); "
-                         "every image is predicted in one pass")
+        patch = tuple(int(p) for p in meta["patch_size"])
     else:
-        notes.append("the checkpoint does not record its patch size; every image is "
-                     "predicted in one pass")
-    return None, overlap, notes
+        data_config = meta.get("data_config")
+        side = ckpt.parent / "metrics.json"
+        if side.is_file():
+            try:
+                data_config = json.loads(side.read_text()).get("data_config") or data_config
+            except (OSError, ValueError):
+                pass
+        if data_config:
+            try:
+                patch = _patch_from_data_config(data_config, arch.spatial_dims)
+            except Exception as e:  # noqa: BLE001  (the training data may be gone)
+                notes.append(f"the training patch size could not be recovered ({e}); "
+                             "every image is predicted in one pass")
+        else:
+            notes.append("the checkpoint does not record its patch size; every image is "
+                         "predicted in one pass")
+    return {**norm, "patch_size": patch, "overlap": overlap}, notes
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

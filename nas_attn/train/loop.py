@@ -348,6 +348,17 @@ class _Run:
     wait_s: float = 0.0
     since_best: int = 0
     nonfinite_run: int = 0
+    normalisation: dict | None = None
+    """How the training images were normalised (recorded with the checkpoint)."""
+
+    def checkpoint_meta(self, epoch) -> dict[str, Any]:
+        """What best.pt records besides the weights: scores, configs, and what inference needs
+        to see images as training did (patch size, normalisation)."""
+        return {"metrics": self.best, "epoch": epoch,
+                "train_config": self.cfg.model_dump(mode="json"),
+                "data_config": _cfg_key(self.data_cfg),
+                "patch_size": list(self.patch_size) if self.patch_size else None,
+                "normalisation": self.normalisation}
 
 
 def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runtime, out_dir,
@@ -391,7 +402,7 @@ def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runt
                 forward, val_loader, _cycle(train_loader), steps_per_epoch, total_steps,
                 patch_size, t_start, Path(out_dir) / "best.pt" if out_dir is not None else None,
                 Path(out_dir) / "resume.pt" if out_dir is not None else None, nonfinite_limit,
-                report_every)
+                report_every, normalisation=getattr(train_data, "normalisation", None))
 
 
 def _check_finite(run: _Run, values: torch.Tensor, pending: int, lr: float) -> torch.Tensor:
@@ -485,10 +496,8 @@ def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         run.best_state = state_dict_cpu(eval_model)
         run.since_best = 0
         if run.ckpt_path is not None:
-            run.written = save_checkpoint(run.ckpt_path, run.arch, run.best_state, {
-                "metrics": run.best, "epoch": epoch, "train_config": cfg.model_dump(mode="json"),
-                "data_config": _cfg_key(run.data_cfg),
-                "patch_size": list(run.patch_size) if run.patch_size else None})
+            run.written = save_checkpoint(run.ckpt_path, run.arch, run.best_state,
+                                          run.checkpoint_meta(epoch))
     else:
         run.since_best += 1
     return metrics
@@ -506,9 +515,8 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
                                    run.scaler, run.ema)
         run.t_start -= elapsed
         if run.best_state is not None and run.ckpt_path is not None:
-            run.written = save_checkpoint(run.ckpt_path, arch, run.best_state, {
-                "metrics": run.best, "epoch": run.best.get("epoch"),
-                "train_config": cfg.model_dump(mode="json"), "data_config": _cfg_key(data_cfg)})
+            run.written = save_checkpoint(run.ckpt_path, arch, run.best_state,
+                                          run.checkpoint_meta(run.best.get("epoch")))
 
     for epoch in range(first_epoch, cfg.epochs + 1):
         record = _train_epoch(run, epoch, progress)
