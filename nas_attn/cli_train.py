@@ -21,7 +21,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from rich.table import Table
 
 from .arch import UNetArch
-from .errors import ArchError, DataError
+from .errors import ArchError, DataError, DiskFullError
 from .paths import claim_output_dir
 from .train import TrainConfig, TrainResult, train
 from .train.checkpoint import write_json
@@ -158,11 +158,18 @@ def run_train(arch_path: Path | None = None, arch: UNetArch | None = None, data:
                        ips=f"{info.images_per_s:.1f}", dice=dice["last"])
 
         def on_epoch(epoch: int, metrics: dict) -> None:
-            dice["last"] = f"{metrics['dice']:.4f}"
+            dice["last"], dice["epoch"] = f"{metrics['dice']:.4f}", epoch
             bar.update(task, dice=dice["last"])
 
-        result = train(arch, train_data, val_data, data_cfg, cfg, on_epoch=on_epoch,
-                       out_dir=out_dir, progress=on_step, compile_model=compile_model)
+        try:
+            result = train(arch, train_data, val_data, data_cfg, cfg, on_epoch=on_epoch,
+                           out_dir=out_dir, progress=on_step, compile_model=compile_model)
+        except DiskFullError as e:
+            done = dice.get("epoch", 0)
+            kept = f" (best.pt holds the best of epochs 1-{done})" if done else ""
+            raise DiskFullError(f"{e}; training stopped in epoch {done + 1} of {cfg.epochs}"
+                                f"{kept}; free some space and run the command again",
+                                e.path) from None
         bar.update(task, completed=result.steps, total=result.steps)
 
     write_json(out_dir / "metrics.json", {

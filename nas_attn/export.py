@@ -39,6 +39,7 @@ from __future__ import annotations
 import ast
 import builtins
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import io
@@ -58,7 +59,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from . import __version__
 from .arch import ACTS, NORMS, UPSAMPLES, UNetArch
-from .atomic import atomic_save, atomic_write
+from .atomic import AtomicGroup, atomic_save, is_disk_full
 from .errors import ArchError, NasAttnError
 from .paths import claim_output_dir
 
@@ -924,7 +925,9 @@ def load_model_py(path: Path | str, module_name: str | None = None):
     """Import a generated model.py from its path into a fresh module (not put in sys.modules)."""
     path = Path(path)
     name = module_name or f"nas_attn_exported_{abs(hash(str(path.resolve()))):x}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    # an explicit loader: an export's model.py is imported from its temporary name (any suffix)
+    spec = importlib.util.spec_from_file_location(
+        name, path, loader=importlib.machinery.SourceFileLoader(name, str(path)))
     if spec is None or spec.loader is None:
         raise ExportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -1053,6 +1056,8 @@ def _export_onnx(model, inputs, path: Path, arch: UNetArch | None = None) -> dic
                                   external_data=False)  # one file (weights inside), renamed whole
             result["max_abs_diff"] = _onnx_check(model, tmp, inputs, [size, other])
         except Exception as e:  # noqa: BLE001  (torch.export / onnx / onnxruntime failures)
+            if is_disk_full(e):
+                raise
             bad = _onnx_culprits(arch) if arch is not None else []
             if bad:
                 raise OnnxUnsupportedError(
@@ -1081,7 +1086,8 @@ def _export_torchscript(model, inputs, path: Path) -> None:
                 want, got = model(*inputs), traced(*inputs)
             if not torch.allclose(want, got, atol=1e-5, rtol=1e-4):
                 raise ExportError("the traced TorchScript model disagrees with the eager model")
-            torch.jit.save(traced, str(tmp))
+            with open(tmp, "wb") as f:  # to a path, a full disk aborts the process
+                torch.jit.save(traced, f)
 
     atomic_save(path, save)
 
@@ -1123,27 +1129,34 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
     settings = inference_settings((inference or {}).get("patch_size"),
                                   (inference or {}).get("overlap"), arch.spatial_dims)
     code = render_model_py(arch, meta=meta, example_size=size[0], inference=settings)
-    files = {"model": atomic_write(out_dir / "model.py", code),
-             "arch": atomic_write(out_dir / "arch.json", arch.to_json(indent=2) + "\n")}
-    if meta is not None or inference is not None:
-        doc = sanitize_meta(meta)
-        doc["inference"] = settings
-        files["meta"] = atomic_write(out_dir / "meta.json", json.dumps(doc, indent=2) + "\n")
-    if state is not None:
-        files["weights"] = atomic_save(out_dir / "weights.pt", lambda p: torch.save(state, p))
-    if formats:
-        module = load_model_py(files["model"])
-        model = module.build_model()
+    # every file is written under a temporary name and renamed only when all are: a failure (a
+    # full disk) leaves an earlier export in this folder whole, never half replaced
+    with AtomicGroup() as group:
+        files = {"model": out_dir / "model.py", "arch": out_dir / "arch.json"}
+        model_tmp = group.write(files["model"], code)  # what `formats` import
+        group.write(files["arch"], arch.to_json(indent=2) + "\n")
+        if meta is not None or inference is not None:
+            doc = sanitize_meta(meta)
+            doc["inference"] = settings
+            files["meta"] = out_dir / "meta.json"
+            group.write(files["meta"], json.dumps(doc, indent=2) + "\n")
         if state is not None:
-            model.load_state_dict(state)
-        model.eval()
-        inputs = _example_inputs(arch, size)
-        if "torchscript" in formats:
-            files["torchscript"] = out_dir / "model.ts"
-            _export_torchscript(model, inputs, files["torchscript"])
-        if "onnx" in formats:
-            files["onnx"] = out_dir / "model.onnx"
-            _export_onnx(model, inputs, files["onnx"], arch)
+            files["weights"] = out_dir / "weights.pt"
+            with group.file(files["weights"]) as f:
+                torch.save(state, f)
+        if formats:
+            module = load_model_py(model_tmp)
+            model = module.build_model()
+            if state is not None:
+                model.load_state_dict(state)
+            model.eval()
+            inputs = _example_inputs(arch, size)
+            if "torchscript" in formats:
+                files["torchscript"] = out_dir / "model.ts"
+                _export_torchscript(model, inputs, group.stage(files["torchscript"]))
+            if "onnx" in formats:
+                files["onnx"] = out_dir / "model.onnx"
+                _export_onnx(model, inputs, group.stage(files["onnx"]), arch)
     return files
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .atomic import atomic_write, disk_full_error, is_disk_full
 from .errors import NasAttnError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -52,8 +53,11 @@ def claim_output_dir(path: str | Path, kind: str, *, force: bool = False) -> Pat
                               "--force to write into it")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        (path / MARKER).write_text(f"written by nas-attn {kind}\n")
+        if not (path / MARKER).is_file():  # (rewriting it could lose it on a full disk)
+            atomic_write(path / MARKER, f"written by nas-attn {kind}\n")
     except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(path, e) from None
         raise OutputError(f"cannot write to output folder {str(path)!r}: "
                           f"{e.strerror or e}") from None
     return path
