@@ -184,7 +184,7 @@ def main(argv=None) -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from nas_attn.attention.registry import all_info
+    from nas_attn.registry import all_info
 
     infos = [i for i in all_info() if 2 in i.dims]
     if args.modules:

@@ -37,7 +37,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas_attn.arch import AttnSpec, UNetArch  # noqa: E402
-from nas_attn.attention import tokens  # noqa: E402
+from nas_attn.models import tokens  # noqa: E402
 from nas_attn.device import Runtime  # noqa: E402
 from nas_attn.train import SegLoss, TrainConfig  # noqa: E402
 from nas_attn.train.loop import make_optimizer  # noqa: E402

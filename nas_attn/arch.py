@@ -13,13 +13,12 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator, Mapping
 
 from .errors import ArchError
-from .attention import registry
+from . import registry
 
 FORMAT_VERSION = 1
 NORMS = ("batch", "instance", "group", "none")
 ACTS = ("relu", "leaky_relu", "gelu", "silu", "elu")
 UPSAMPLES = ("transpose", "interp")
-SITE_KINDS = ("encoder", "bottleneck", "skip", "decoder")
 
 
 def _is_int(v) -> bool:

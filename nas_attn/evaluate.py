@@ -3,7 +3,7 @@ score the search optimises), IoU, HD95 per class, and per-image Dice.
 
 The folder is decoded like a training folder (`nas_attn.data.load_folder`: same readers, same
 normalisation) and every sample is predicted like validation during training
-(`nas_attn.infer.predict_logits`: one pass, or a sliding window beyond the training patch), so a
+(`nas_attn.models.infer.predict_logits`: one pass, or a sliding window beyond the training patch), so a
 `nas-attn train` checkpoint evaluated on its own validation images gives its validation Dice.
 """
 from __future__ import annotations

@@ -8,11 +8,11 @@
 """
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 
-from .atomic import atomic_write, disk_full_error, is_disk_full
-from .errors import NasAttnError
+from .errors import DiskFullError, NasAttnError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MARKER = ".nas-attn-output"
@@ -54,10 +54,11 @@ def claim_output_dir(path: str | Path, kind: str, *, force: bool = False) -> Pat
     try:
         path.mkdir(parents=True, exist_ok=True)
         if not (path / MARKER).is_file():  # (rewriting it could lose it on a full disk)
-            atomic_write(path / MARKER, f"written by nas-attn {kind}\n")
+            (path / MARKER).write_text(f"written by nas-attn {kind}\n")
     except OSError as e:
-        if is_disk_full(e):
-            raise disk_full_error(path, e) from None
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise DiskFullError(f"no space left on device: {path / MARKER}",
+                                str(path / MARKER)) from None
         raise OutputError(f"cannot write to output folder {str(path)!r}: "
                           f"{e.strerror or e}") from None
     return path

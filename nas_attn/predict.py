@@ -1,7 +1,7 @@
 """Apply a trained model to image files: load it (export folder, checkpoint, `nas-attn train`
 output), read inputs in the package's formats, predict, write masks in the input's format.
 
-Library code (no printing); `nas_attn.cli_predict` draws the progress and the errors.
+Library code (no printing); `nas_attn.cli.predict` draws the progress and the errors.
 
 - Models: an export folder (`model.py` + `weights.pt` + `arch.json`, see `nas_attn.export`),
   a checkpoint (`best.pt` of `nas-attn train` or a search trial) or the folder holding it.
@@ -9,7 +9,7 @@ Library code (no printing); `nas_attn.cli_predict` draws the progress and the er
 - Inputs: files (PNG, JPEG, BMP, TIFF, NPY, NIfTI) or folders of them (a dataset folder's
   `images/` when it has one). Channels: an array with the model's spatial rank is one
   channel; otherwise channels first or last (or (D, C, H, W) in 3D), the axis whose size is the
-  model's channel count. Normalisation and prediction: `nas_attn.infer` (what training uses).
+  model's channel count. Normalisation and prediction: `nas_attn.models.infer` (what training uses).
 - Outputs: `OUT/<stem><ext>` in the input's format: PNG for Pillow formats, TIFF, NPY, NIfTI
   with the input's affine and header (data type uint8). Class ids; binary PNG and TIFF masks
   are written as {0, 255} so they can be viewed (both read back as binary). An existing file
@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -31,12 +30,14 @@ from .arch import UNetArch
 from .atomic import atomic_write
 from .data import readers as R
 from .errors import DataError, DiskFullError, NasAttnError
-from .infer import (
+from .export import load_model_py
+from .models.infer import (
     DEFAULT_OVERLAP,
     labels_from_output,
     normalise_percentile,
     predict_logits,
 )
+from .train.checkpoint import checkpoint_inference, find_checkpoint, load_checkpoint
 
 
 class ModelLoadError(NasAttnError, ValueError):
@@ -64,57 +65,6 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
-def _patch_from_data_config(data_config: Any, spatial_dims: int) -> tuple[int, ...] | None:
-    """The training patch size a checkpoint without `patch_size` used: its data config's
-    patch_size, else the smallest training image (the data package's rule; loads the data)."""
-    from .data import DataConfig, load_data
-    from .data.loaders import resolve_patch
-
-    dc = json.loads(data_config) if isinstance(data_config, str) else dict(data_config or {})
-    ps = dc.get("patch_size")
-    if ps:
-        ps = [int(p) for p in ps]
-        return tuple(ps * spatial_dims if len(ps) == 1 else ps)
-    train, _ = load_data(DataConfig(**dc))
-    return tuple(resolve_patch(None, train))
-
-
-def find_checkpoint(path: Path) -> Path | None:
-    """`path` if it is a file, else the checkpoint a `nas-attn train` folder holds (best.pt)."""
-    if path.is_file():
-        return path
-    if path.is_dir() and (path / "best.pt").is_file():
-        return path / "best.pt"
-    return None
-
-
-def checkpoint_inference(ckpt: Path, arch: UNetArch, meta: dict) -> tuple[tuple | None, float,
-                                                                             list[str]]:
-    """(patch_size, overlap, notes) recorded with a checkpoint (or recovered from its data
-    config; a `metrics.json` beside it, written by `nas-attn train`, is read as well)."""
-    notes: list[str] = []
-    overlap = float((meta.get("train_config") or {}).get("val_overlap", DEFAULT_OVERLAP))
-    if meta.get("patch_size"):
-        return tuple(int(p) for p in meta["patch_size"]), overlap, notes
-    data_config = meta.get("data_config")
-    side = ckpt.parent / "metrics.json"
-    if side.is_file():
-        try:
-            data_config = json.loads(side.read_text()).get("data_config") or data_config
-        except (OSError, ValueError):
-            pass
-    if data_config:
-        try:
-            return _patch_from_data_config(data_config, arch.spatial_dims), overlap, notes
-        except Exception as e:  # noqa: BLE001  (the training data may be gone)
-            notes.append(f"the training patch size could not be recovered ({e}); "
-                         "every image is predicted in one pass")
-    else:
-        notes.append("the checkpoint does not record its patch size; every image is "
-                     "predicted in one pass")
-    return None, overlap, notes
-
-
 def load_model(path: str | Path, device: str | torch.device | None = None) -> LoadedModel:
     """An export folder (model.py, weights.pt), a checkpoint, or a `nas-attn train` output
     folder, in eval mode on `device` (default: the best available)."""
@@ -123,8 +73,6 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
     path = Path(path)
     dev = select_device(device)
     if path.is_dir() and (path / "model.py").is_file():
-        from .export import load_model_py
-
         weights = path / "weights.pt"
         if not weights.is_file():
             raise ModelLoadError(f"{path}: export folder without weights.pt (it was exported "
@@ -149,8 +97,6 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
     if ckpt is None:
         raise ModelLoadError(f"{path}: not an export folder (model.py + weights.pt), a "
                              "checkpoint file, or a `nas-attn train` folder holding best.pt")
-    from .train.checkpoint import load_checkpoint
-
     arch, model, meta = load_checkpoint(ckpt, dev)
     patch, overlap, notes = checkpoint_inference(ckpt, arch, meta)
     return LoadedModel(arch, model.eval(), patch, overlap, str(ckpt), "checkpoint", notes)

@@ -1,156 +1,16 @@
-"""The UNet itself, built from plain numbers and a site -> attention table.
+"""`build_unet(arch)`: a validated `UNetArch` turned into a model of `nas_attn.models`.
 
-`UNet` and `UNetDecoder` import only torch (and `nas_attn.layers`), so that `nas_attn.export` can
-copy them into a standalone `model.py`. `build_unet(arch)` is the only entry point that reads a
-`UNetArch`; a timm encoder (2D) goes through `nas_attn.unet_timm`.
-
-Sizes: down-sampling is a ceil-mode 2× max-pool and every up-sampled feature is resized to the
-skip's exact size, so any input size works (37×53, 20×33×17), not only multiples of 2**depth.
+The only place that reads a `UNetArch` to build a network: `unet_kwargs(arch)` are the plain
+numbers `nas_attn.models.UNet` (and the exported model.py's `ARCH`) take; a timm encoder (2D)
+builds `nas_attn.models.TimmUNet` with the same numbers and its model name.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
-
-import torch
 import torch.nn as nn
 
-from .layers import ConvBlock, conv_nd, conv_transpose_nd, max_pool_nd, resize_to
-
-# (name or None, options) for one site
-SiteTable = Mapping[str, tuple]
-AttentionFactory = Callable[..., nn.Module]
-
-
-def _site(sites: SiteTable, key: str) -> tuple:
-    name, options = sites.get(key, (None, {}))
-    return name, dict(options)
-
-
-def _uses_aux(sites: SiteTable, depth: int) -> list[bool]:
-    return [_site(sites, f"skip.{i}")[1].get("context") == "aux" for i in range(depth)]
-
-
-class UNetDecoder(nn.Module):
-    """Decoder of depth D over skip features (levels 0..D-1) and a bottom feature (level D).
-
-    For each level i from D-1 down to 0: up-sample the feature coming up from level i+1 to the
-    skip's exact size, apply the `skip.i` attention to the skip (guided by that feature, or by an
-    auxiliary-modality feature), concatenate, conv block, `decoder.i` attention.
-    """
-
-    def __init__(self, *, spatial_dims: int, skip_channels: Sequence[int], bottom_channels: int,
-                 widths: Sequence[int], block: Mapping, upsample: str, sites: SiteTable,
-                 make_attention: AttentionFactory, deep_supervision: bool = False,
-                 out_channels: int = 1):
-        super().__init__()
-        depth = len(skip_channels)
-        self.upsample_mode = upsample
-        self.ups = nn.ModuleList()
-        self.skip_attn = nn.ModuleList()
-        self.blocks = nn.ModuleList()
-        self.dec_attn = nn.ModuleList()
-        self.uses_aux = _uses_aux(sites, depth)
-        for i in range(depth):
-            below = bottom_channels if i == depth - 1 else widths[i + 1]
-            if upsample == "transpose":
-                up = conv_transpose_nd(spatial_dims)(below, widths[i], 2, stride=2)
-            else:
-                up = conv_nd(spatial_dims)(below, widths[i], 1)
-            self.ups.append(up)
-            name, opts = _site(sites, f"skip.{i}")
-            guide = skip_channels[i] if self.uses_aux[i] else below
-            self.skip_attn.append(make_attention(name, skip_channels[i], spatial_dims=spatial_dims,
-                                                 guide_channels=guide, **opts))
-            self.blocks.append(ConvBlock(skip_channels[i] + widths[i], widths[i],
-                                         spatial_dims=spatial_dims, **block))
-            name, opts = _site(sites, f"decoder.{i}")
-            self.dec_attn.append(make_attention(name, widths[i], spatial_dims=spatial_dims, **opts))
-        self.head = conv_nd(spatial_dims)(widths[0], out_channels, 1)
-        self.ds_heads = nn.ModuleList(
-            conv_nd(spatial_dims)(widths[i], out_channels, 1) for i in range(1, depth)
-        ) if deep_supervision else nn.ModuleList()
-
-    def forward(self, skips: list[torch.Tensor], bottom: torch.Tensor,
-                aux_feats: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-        """Returns [main logits at level 0, deep-supervision logits at levels 1.. (if any)]."""
-        y = bottom
-        levels: list[torch.Tensor] = []
-        for i in reversed(range(len(skips))):
-            skip = skips[i]
-            size = skip.shape[2:]
-            if self.upsample_mode == "transpose":
-                up = resize_to(self.ups[i](y), size, mode="linear")
-            else:
-                up = self.ups[i](resize_to(y, size, mode="linear"))
-            guide = aux_feats[i] if (self.uses_aux[i] and aux_feats is not None) else y
-            skip = self.skip_attn[i](skip, guide)
-            y = self.dec_attn[i](self.blocks[i](torch.cat([skip, up], dim=1)))
-            levels.append(y)
-        levels.reverse()  # levels[i] is the decoder output at level i
-        outs = [self.head(levels[0])]
-        outs += [h(levels[i + 1]) for i, h in enumerate(self.ds_heads)]
-        return outs
-
-
-class UNet(nn.Module):
-    """Conv-encoder UNet of depth D = len(widths) - 1 with an attention module at every site."""
-
-    def __init__(self, *, spatial_dims: int, in_channels: int, out_channels: int,
-                 widths: Sequence[int], block: Mapping, upsample: str, sites: SiteTable,
-                 make_attention: AttentionFactory, aux_channels: int = 0,
-                 deep_supervision: bool = False):
-        super().__init__()
-        depth = len(widths) - 1
-        self.spatial_dims = spatial_dims
-        self.pool = max_pool_nd(spatial_dims)(2, ceil_mode=True)
-        aux_sites = _uses_aux(sites, depth)
-        # an auxiliary modality feeds cross attention where asked, else joins the input early
-        self.aux_encoder = aux_channels > 0 and any(aux_sites)
-        self.early_fusion = aux_channels > 0 and not self.aux_encoder
-        first_in = in_channels + (aux_channels if self.early_fusion else 0)
-        self.enc_blocks = nn.ModuleList()
-        self.enc_attn = nn.ModuleList()
-        for i, w in enumerate(widths):
-            self.enc_blocks.append(ConvBlock(first_in if i == 0 else widths[i - 1], w,
-                                             spatial_dims=spatial_dims, **block))
-            name, opts = _site(sites, "bottleneck" if i == depth else f"encoder.{i}")
-            self.enc_attn.append(make_attention(name, w, spatial_dims=spatial_dims, **opts))
-        self.aux_blocks = nn.ModuleList(
-            ConvBlock(aux_channels if i == 0 else widths[i - 1], widths[i],
-                      spatial_dims=spatial_dims, convs=1, norm=block.get("norm", "batch"),
-                      act=block.get("act", "relu"))
-            for i in range(depth)
-        ) if self.aux_encoder else nn.ModuleList()
-        self.decoder = UNetDecoder(
-            spatial_dims=spatial_dims, skip_channels=widths[:-1], bottom_channels=widths[-1],
-            widths=widths[:-1], block=block, upsample=upsample, sites=sites,
-            make_attention=make_attention, deep_supervision=deep_supervision,
-            out_channels=out_channels)
-
-    def forward_all(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """All outputs: main logits first, then deep-supervision logits (coarser levels)."""
-        if self.early_fusion:
-            if aux is None:
-                raise ValueError("this model was built with an auxiliary modality: pass aux=")
-            x = torch.cat([x, aux], dim=1)
-        skips = []
-        for i, (block, attn) in enumerate(zip(self.enc_blocks, self.enc_attn)):
-            if i > 0:
-                x = self.pool(x)
-            x = attn(block(x))
-            skips.append(x)
-        aux_feats = None
-        if self.aux_encoder:
-            if aux is None:
-                raise ValueError("this model uses cross attention on an auxiliary modality: pass aux=")
-            aux_feats, a = [], aux
-            for i, block in enumerate(self.aux_blocks):
-                a = block(a if i == 0 else self.pool(a))
-                aux_feats.append(a)
-        return self.decoder(skips[:-1], skips[-1], aux_feats)
-
-    def forward(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_all(x, aux)[0]
+from .errors import ArchError
+from .models import TimmUNet, UNet
+from .registry import create_attention
 
 
 def unet_kwargs(arch) -> dict:
@@ -166,12 +26,26 @@ def unet_kwargs(arch) -> dict:
     )
 
 
-def build_unet(arch) -> nn.Module:
-    """Turn a validated `UNetArch` into a model (plain conv encoder, or a timm encoder in 2D)."""
-    from .attention import create_attention
+def timm_kwargs(arch) -> dict:
+    """`unet_kwargs(arch)` plus the timm model name: what `TimmUNet` (and model.py) takes."""
+    return {"model_name": arch.encoder_name.split(":", 1)[1], **unet_kwargs(arch)}
 
-    if arch.encoder_name.startswith("timm:"):
-        from .unet_timm import build_timm_unet
 
-        return build_timm_unet(arch)
-    return UNet(**unet_kwargs(arch), make_attention=create_attention)
+def build_unet(arch, *, pretrained: bool = False) -> nn.Module:
+    """Turn a validated `UNetArch` into a model (plain conv encoder, or a timm encoder in 2D;
+    `pretrained` downloads the timm encoder's weights, never done by nas-attn itself)."""
+    if not arch.encoder_name.startswith("timm:"):
+        return UNet(**unet_kwargs(arch), make_attention=create_attention)
+    import timm
+
+    kw = timm_kwargs(arch)
+    if kw["model_name"] not in timm.list_models():
+        raise ArchError(f"encoder_name {arch.encoder_name!r}: timm has no model "
+                        f"{kw['model_name']!r} (see timm.list_models())")
+    if any(opts.get("context") == "aux" for _, opts in kw["sites"].values()):
+        raise ArchError("cross attention with context='aux' is not supported with a timm "
+                        "encoder; the auxiliary modality joins the input channels instead")
+    try:
+        return TimmUNet(**kw, make_attention=create_attention, pretrained=pretrained)
+    except ValueError as e:  # depth beyond the encoder's feature levels
+        raise ArchError(str(e)) from None

@@ -6,16 +6,6 @@ from nas_attn.arch import FORMAT_VERSION, AttnSpec, BlockSpec, UNetArch
 from nas_attn.errors import ArchError, AttentionOptionError, UnknownAttentionError
 
 
-def every_site_arch(**kw):
-    A = AttnSpec.make
-    return UNetArch(
-        depth=3, widths=(8, 16, 32, 64),
-        encoder=(A("se", reduction=4), A("cbam"), A("position", max_tokens=64)),
-        bottleneck=A("self", heads=2),
-        skip=(A("gate", resample="fine"), A("cross"), A("eca")),
-        decoder=(A("scse"), A("dual"), A("spatial", kernel_size=3)), **kw)
-
-
 def test_defaults_are_plain_unet():
     a = UNetArch()
     assert a.depth == 4 and len(a.encoder) == len(a.skip) == len(a.decoder) == 4
@@ -25,7 +15,7 @@ def test_defaults_are_plain_unet():
                                              "bottleneck"]
 
 
-def test_json_round_trip_exact():
+def test_json_round_trip_exact(every_site_arch):
     a = every_site_arch(block=BlockSpec(convs=1, norm="group", act="gelu", dropout=0.1),
                         upsample="interp", deep_supervision=True)
     text = a.to_json()
@@ -49,7 +39,7 @@ def test_pinned_json_of_plain_arch():
         '"decoder": [{"name": null, "options": {}}]}')
 
 
-def test_summaries():
+def test_summaries(every_site_arch):
     a = every_site_arch()
     line = a.summary()
     assert "\n" not in line

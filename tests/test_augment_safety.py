@@ -163,7 +163,7 @@ def test_data_check_prints_the_augmentation_decision(tmp_path):
     from PIL import Image
     from rich.console import Console
 
-    from nas_attn.cli_data import data_check
+    from nas_attn.cli.data import data_check
 
     data = _sided(n=4)
     for sub in ("images", "masks"):

@@ -48,7 +48,6 @@ pytestmark = [
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-from tests.test_search import TINY  # noqa: E402  (one level, two sites: two fixed baselines)
 
 STUDY = "dash_tiny"
 START_TIMEOUT_S = 60
@@ -73,9 +72,9 @@ def _answers(port: int) -> bool:
 
 
 @pytest.fixture
-def finished_study(tmp_path):
+def finished_study(tmp_path, tiny_space):
     space = tmp_path / "space.yaml"
-    space.write_text(textwrap.dedent(TINY))
+    space.write_text(textwrap.dedent(tiny_space))
     runs = tmp_path / "runs"
     session = open_search(SearchRequest(space=space, runs_dir=runs, study=STUDY))
     run_search(session, 2, None)

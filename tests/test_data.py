@@ -498,7 +498,7 @@ def test_load_folder_cache_decodes_once(tmp_path, monkeypatch):
 def test_cli_data_check(tmp_path):
     from rich.console import Console
 
-    from nas_attn.cli_data import data_check
+    from nas_attn.cli.data import data_check
 
     good = _folder_2d(tmp_path / "good", n=2, classes=3)
     con = Console(record=True, width=120)

@@ -23,7 +23,6 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from nas_attn.arch import UNetArch
-from tests.test_hostile import TINY, cli, one_error
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = "no space left on device"
@@ -61,10 +60,30 @@ def trials_of(db: Path, study: str):
     return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
 
 
-def space_file(tmp_path, text=TINY, trials=3):
-    p = tmp_path / "s.yaml"
-    p.write_text(textwrap.dedent(text).replace("trials: 1", f"trials: {trials}"))
-    return p
+@pytest.fixture
+def space_file(tmp_path, tiny_space):
+    """`space_file(trials=3)`: the shared tiny space, without baselines, `trials` a search."""
+    line = "search: {trials: 2, n_startup_trials: 1}"
+    assert line in tiny_space
+
+    def write(trials: int = 3) -> Path:
+        p = tmp_path / f"space{trials}.yaml"
+        p.write_text(textwrap.dedent(tiny_space).replace(
+            line, f"search: {{trials: {trials}, n_startup_trials: 1, baselines: false}}"))
+        return p
+
+    return write
+
+
+def full_disk_line(code, out, *words):
+    """The command failed as it must on a full disk: exit code 1, one error line, which says
+    "no space left on device" and each of `words`, and no traceback."""
+    assert code == 1, out
+    assert "Traceback" not in out, out
+    said = " ".join(out.split())
+    assert said.count("error:") == 1 and f"error: {FULL}" in said, out
+    for w in words:
+        assert w in said, (w, out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,13 +156,14 @@ def test_artifact_store_writes_whole_files(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------------------------
 # search: a trial's file write fails
-def test_search_stops_when_a_checkpoint_cannot_be_written(tmp_path, capsys, monkeypatch):
+def test_search_stops_when_a_checkpoint_cannot_be_written(tmp_path, cli, monkeypatch,
+                                                           space_file):
     runs = tmp_path / "runs"
-    space = space_file(tmp_path)
+    space = space_file()
     full_torch_save(monkeypatch)
-    code, out = cli(capsys, "search", "--space", space, "--study", "f", "--runs-dir", runs)
+    code, out = cli("search", "--space", space, "--study", "f", "--runs-dir", runs)
     assert code == 1, out
-    one_error(code, out, f"{FULL}: {runs.resolve() / 'f' / 'trial_0000' / 'best.pt'}",
+    full_disk_line(code, out, f"{FULL}: {runs.resolve() / 'f' / 'trial_0000' / 'best.pt'}",
               "trial 0 was recorded as failed", "resume with `nas-attn search --study f`")
     assert "Should not reach" not in out
     trials = trials_of(runs / "nas_attn.db", "f")
@@ -151,7 +171,7 @@ def test_search_stops_when_a_checkpoint_cannot_be_written(tmp_path, capsys, monk
     assert trials[0].user_attrs["fail_reason"].startswith(f"{FULL}: ")
     assert leftovers(runs) == []
     monkeypatch.undo()  # space freed: the same study goes on
-    code, out = cli(capsys, "search", "--space", space, "--study", "f", "--runs-dir", runs,
+    code, out = cli("search", "--space", space, "--study", "f", "--runs-dir", runs,
                     "--trials", "1")
     assert code == 0, out
     assert [t.state for t in trials_of(runs / "nas_attn.db", "f")] == \
@@ -159,8 +179,8 @@ def test_search_stops_when_a_checkpoint_cannot_be_written(tmp_path, capsys, monk
 
 
 @pytest.mark.parametrize("what", ["preview", "artifact"])
-def test_search_stops_when_a_picture_or_artifact_cannot_be_written(tmp_path, capsys,
-                                                                   monkeypatch, what):
+def test_search_stops_when_a_picture_or_artifact_cannot_be_written(tmp_path, cli, monkeypatch,
+                                                                   what, space_file):
     import shutil
 
     runs = tmp_path / "runs"
@@ -170,9 +190,9 @@ def test_search_stops_when_a_picture_or_artifact_cannot_be_written(tmp_path, cap
     else:  # the first artifact copied to the dashboard's store
         monkeypatch.setattr(shutil, "copyfileobj", lambda src, dst, *a: enospc())
         where = runs.resolve() / "artifacts"
-    code, out = cli(capsys, "search", "--space", space_file(tmp_path), "--study", "p",
+    code, out = cli("search", "--space", space_file(), "--study", "p",
                     "--runs-dir", runs)
-    one_error(code, out, f"{FULL}: {where}", "trial 0 was recorded as failed")
+    full_disk_line(code, out, f"{FULL}: {where}", "trial 0 was recorded as failed")
     assert code == 1
     (t,) = trials_of(runs / "nas_attn.db", "p")
     assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"].startswith(f"{FULL}: ")
@@ -211,17 +231,18 @@ def _failing_commits(monkeypatch, when):
         wrap(name)
 
 
-def test_storage_that_cannot_record_the_end_of_a_trial(tmp_path, capsys, monkeypatch):
+def test_storage_that_cannot_record_the_end_of_a_trial(tmp_path, cli, monkeypatch,
+                                                        space_file):
     """optuna 5 turned this into `AssertionError: Should not reach.` with the trial RUNNING."""
     runs = tmp_path / "runs"
-    space = space_file(tmp_path)
+    space = space_file()
     done = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
     _failing_commits(monkeypatch, lambda name, a, k: name == "set_trial_state_values"
                      and _second(a, k, "state") in done)
-    code, out = cli(capsys, "search", "--space", space, "--study", "s", "--runs-dir", runs,
+    code, out = cli("search", "--space", space, "--study", "s", "--runs-dir", runs,
                     "--heartbeat-interval", "1", "--grace-period", "2")
     db = runs.resolve() / "nas_attn.db"
-    one_error(code, out, f"{FULL}: the storage sqlite:///{db} cannot be written (database or "
+    full_disk_line(code, out, f"{FULL}: the storage sqlite:///{db} cannot be written (database or "
               "disk is full)", "trial 0 stays RUNNING", "grace period")
     assert code == 1 and "Should not reach" not in out
     monkeypatch.undo()
@@ -230,7 +251,7 @@ def test_storage_that_cannot_record_the_end_of_a_trial(tmp_path, capsys, monkeyp
     import time
 
     time.sleep(2.5)  # its heartbeat goes stale (not a timing assertion: a wait)
-    code, out = cli(capsys, "search", "--space", space, "--study", "s", "--runs-dir", runs,
+    code, out = cli("search", "--space", space, "--study", "s", "--runs-dir", runs,
                     "--trials", "1", "--heartbeat-interval", "1", "--grace-period", "2")
     assert code == 0, out
     trials = trials_of(db, "s")
@@ -240,13 +261,14 @@ def test_storage_that_cannot_record_the_end_of_a_trial(tmp_path, capsys, monkeyp
     assert trials[1].user_attrs.get("retry_of") == 0  # the same configuration, run again
 
 
-def test_storage_full_mid_trial_records_the_trial_failed(tmp_path, capsys, monkeypatch):
+def test_storage_full_mid_trial_records_the_trial_failed(tmp_path, cli, monkeypatch,
+                                                         space_file):
     runs = tmp_path / "runs"
     _failing_commits(monkeypatch, lambda name, a, k: name == "set_trial_user_attr"
                      and _second(a, k, "key") == "curve")
-    code, out = cli(capsys, "search", "--space", space_file(tmp_path), "--study", "m",
+    code, out = cli("search", "--space", space_file(), "--study", "m",
                     "--runs-dir", runs)
-    one_error(code, out, f"{FULL}: the storage sqlite:///", "trial 0 was recorded as failed")
+    full_disk_line(code, out, f"{FULL}: the storage sqlite:///", "trial 0 was recorded as failed")
     assert code == 1
     monkeypatch.undo()
     (t,) = trials_of(runs / "nas_attn.db", "m")
@@ -254,10 +276,10 @@ def test_storage_full_mid_trial_records_the_trial_failed(tmp_path, capsys, monke
     assert t.user_attrs["fail_reason"].startswith(f"{FULL}: the storage sqlite:///")
 
 
-def test_storage_full_when_the_search_opens(tmp_path, capsys, monkeypatch):
+def test_storage_full_when_the_search_opens(tmp_path, cli, monkeypatch, space_file):
     from nas_attn.search import run
 
-    space = space_file(tmp_path)
+    space = space_file()
     runs = tmp_path / "runs"
 
     def full(*a, **k):
@@ -267,8 +289,8 @@ def test_storage_full_when_the_search_opens(tmp_path, capsys, monkeypatch):
             raise optuna.exceptions.StorageInternalError("commit failed") from e
 
     monkeypatch.setattr(run.optuna.Study, "set_user_attr", full)
-    code, out = cli(capsys, "search", "--space", space, "--study", "o", "--runs-dir", runs)
-    one_error(code, out, f"{FULL}: the storage sqlite:///")
+    code, out = cli("search", "--space", space, "--study", "o", "--runs-dir", runs)
+    full_disk_line(code, out, f"{FULL}: the storage sqlite:///")
     assert code == 1
 
 
@@ -297,15 +319,14 @@ def test_optuna_assertion_is_turned_back_into_the_storage_error():
         except optuna.exceptions.StorageInternalError:
             assert False, "Should not reach."  # what optuna's _run_trial does
 
-    with pytest.raises(DiskFullError, match="no space left on device: the storage journal:x"):
-        with storage_errors("journal:x"):
-            tell_failed("database or disk is full")
-    with pytest.raises(StudyError, match="the storage journal:x failed: disk I/O error"):
-        with storage_errors("journal:x"):
-            tell_failed("disk I/O error")
-    with pytest.raises(AssertionError):  # an assertion of ours passes through
-        with storage_errors("journal:x"):
-            assert False
+    full = pytest.raises(DiskFullError, match="no space left on device: the storage journal:x")
+    with full, storage_errors("journal:x"):
+        tell_failed("database or disk is full")
+    other = pytest.raises(StudyError, match="the storage journal:x failed: disk I/O error")
+    with other, storage_errors("journal:x"):
+        tell_failed("disk I/O error")
+    with pytest.raises(AssertionError), storage_errors("journal:x"):  # ours passes through
+        assert False
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,17 +380,18 @@ FULL_TORCH_SAVE = """
 """
 
 
-def test_workers_stop_on_a_full_disk(tmp_path):
+def test_workers_stop_on_a_full_disk(tmp_path, space_file):
     """Real processes: the parent stops every worker (no restart, no new trial) and prints the
     worker's line; no traceback in the whole output (Optuna's own warnings included)."""
     env = _sitecustomize(tmp_path, FULL_TORCH_SAVE)
-    space = space_file(tmp_path, trials=4)
+    space = space_file(trials=4)
     runs = tmp_path / "runs"
     proc = subprocess.run([sys.executable, "-m", "nas_attn.cli", "search", "--space", str(space),
                            "--study", "w", "--runs-dir", str(runs), "--workers", "2"],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+                          check=False)
     out = proc.stdout + proc.stderr
-    one_error(proc.returncode, out, f"{FULL}: ", "trial_000", "the search stopped")
+    full_disk_line(proc.returncode, out, f"{FULL}: ", "trial_000", "the search stopped")
     assert proc.returncode == 1 and "restarted" not in out, out
     from nas_attn.search.study import open_storage
 
@@ -383,15 +405,16 @@ def test_workers_stop_on_a_full_disk(tmp_path):
     assert leftovers(runs) == []
 
 
-def test_one_process_search_prints_no_traceback(tmp_path):
+def test_one_process_search_prints_no_traceback(tmp_path, space_file):
     """In a real process Optuna's warning for a failed trial carried the whole traceback."""
     env = _sitecustomize(tmp_path, FULL_TORCH_SAVE)
     proc = subprocess.run([sys.executable, "-m", "nas_attn.cli", "search", "--space",
-                           str(space_file(tmp_path)), "--study", "one", "--runs-dir",
+                           str(space_file()), "--study", "one", "--runs-dir",
                            str(tmp_path / "runs")],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+                          check=False)
     out = proc.stdout + proc.stderr
-    one_error(proc.returncode, out, f"{FULL}: ", "trial 0 was recorded as failed")
+    full_disk_line(proc.returncode, out, f"{FULL}: ", "trial 0 was recorded as failed")
     assert proc.returncode == 1 and out.count("error:") == 1, out
 
 
@@ -403,29 +426,29 @@ def _arch(tmp_path) -> Path:
     return p
 
 
-def test_train_on_a_full_disk_keeps_the_earlier_checkpoint(tmp_path, capsys, monkeypatch):
+def test_train_on_a_full_disk_keeps_the_earlier_checkpoint(tmp_path, cli, monkeypatch):
     out_dir = tmp_path / "out"
-    code, out = cli(capsys, "train", "--arch", _arch(tmp_path), "--out", out_dir, "--epochs", "1")
+    code, out = cli("train", "--arch", _arch(tmp_path), "--out", out_dir, "--epochs", "1")
     assert code == 0, out
     good = (out_dir / "best.pt").read_bytes()
     full_torch_save(monkeypatch)
-    code, out = cli(capsys, "train", "--arch", _arch(tmp_path), "--out", out_dir, "--epochs", "2")
-    one_error(code, out, f"{FULL}: {out_dir / 'best.pt'}", "training stopped in epoch 1 of 2")
+    code, out = cli("train", "--arch", _arch(tmp_path), "--out", out_dir, "--epochs", "2")
+    full_disk_line(code, out, f"{FULL}: {out_dir / 'best.pt'}", "training stopped in epoch 1 of 2")
     assert code == 1
     assert (out_dir / "best.pt").read_bytes() == good
     assert leftovers(tmp_path) == []
     assert not (out_dir / "resume.pt").exists()
 
 
-def test_export_on_a_full_disk_replaces_nothing(tmp_path, capsys, monkeypatch):
+def test_export_on_a_full_disk_replaces_nothing(tmp_path, cli, monkeypatch, space_file):
     runs = tmp_path / "runs"
-    code, out = cli(capsys, "search", "--space", space_file(tmp_path, trials=1), "--study", "e",
+    code, out = cli("search", "--space", space_file(trials=1), "--study", "e",
                     "--runs-dir", runs)
     assert code == 0, out
     dest = tmp_path / "export"
     old = os.umask(0o022)
     try:
-        code, out = cli(capsys, "export", "e", "--runs-dir", runs, "--out", dest)
+        code, out = cli("export", "e", "--runs-dir", runs, "--out", dest)
     finally:
         os.umask(old)
     assert code == 0, out
@@ -436,15 +459,15 @@ def test_export_on_a_full_disk_replaces_nothing(tmp_path, capsys, monkeypatch):
         p.write_bytes(b"earlier " + p.read_bytes())
     before = {p.name: p.read_bytes() for p in dest.iterdir()}
     full_torch_save(monkeypatch)  # model.py and arch.json are written; weights.pt fails
-    code, out = cli(capsys, "export", "e", "--runs-dir", runs, "--out", dest)
-    one_error(code, out, f"{FULL}: {dest / 'weights.pt'}", f"no file in {dest} was replaced")
+    code, out = cli("export", "e", "--runs-dir", runs, "--out", dest)
+    full_disk_line(code, out, f"{FULL}: {dest / 'weights.pt'}", f"no file in {dest} was replaced")
     assert code == 1
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
     monkeypatch.setattr(torch.jit, "save", lambda m, f: enospc())
     monkeypatch.setattr(torch, "save", torch.serialization.save)
-    code, out = cli(capsys, "export", "e", "--runs-dir", runs, "--out", dest,
+    code, out = cli("export", "e", "--runs-dir", runs, "--out", dest,
                     "--format", "torchscript")
-    one_error(code, out, f"{FULL}: {dest / 'model.ts'}")
+    full_disk_line(code, out, f"{FULL}: {dest / 'model.ts'}")
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
     assert leftovers(tmp_path) == []
 
@@ -457,11 +480,11 @@ def _images(root: Path, n: int) -> Path:
     return root
 
 
-def test_predict_on_a_full_disk_stops_with_one_line(tmp_path, capsys, monkeypatch):
-    import nas_attn.atomic as atomic
+def test_predict_on_a_full_disk_stops_with_one_line(tmp_path, cli, monkeypatch):
+    from nas_attn import atomic
 
     model = tmp_path / "model"
-    code, out = cli(capsys, "train", "--arch", _arch(tmp_path), "--out", model, "--epochs", "1")
+    code, out = cli("train", "--arch", _arch(tmp_path), "--out", model, "--epochs", "1")
     assert code == 0, out
     inputs, masks = _images(tmp_path / "in", 3), tmp_path / "masks"
     real, calls = os.fsync, {"n": 0}
@@ -473,8 +496,8 @@ def test_predict_on_a_full_disk_stops_with_one_line(tmp_path, capsys, monkeypatc
         real(fd)
 
     monkeypatch.setattr(atomic.os, "fsync", fsync)
-    code, out = cli(capsys, "predict", inputs, "--model", model, "--out", masks)
-    one_error(code, out, f"{FULL}: {masks / 's1.png'}", "1 of 3 masks were written",
+    code, out = cli("predict", inputs, "--model", model, "--out", masks)
+    full_disk_line(code, out, f"{FULL}: {masks / 's1.png'}", "1 of 3 masks were written",
               "--force")
     assert code == 1 and out.count("error:") == 1
     assert sorted(p.name for p in masks.iterdir() if not p.name.startswith(".")) == ["s0.png"]
@@ -482,7 +505,7 @@ def test_predict_on_a_full_disk_stops_with_one_line(tmp_path, capsys, monkeypatc
     monkeypatch.undo()
     old = os.umask(0o022)
     try:
-        code, out = cli(capsys, "predict", inputs, "--model", model, "--out", masks, "--force")
+        code, out = cli("predict", inputs, "--model", model, "--out", masks, "--force")
     finally:
         os.umask(old)
     assert code == 0, out
@@ -500,7 +523,7 @@ def small_fs(tmp_path):
         pytest.skip("needs Linux tmpfs")
     try:
         r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         pytest.skip(f"cannot mount a small tmpfs to fill up: {e}")
     if r.returncode != 0:
@@ -523,7 +546,7 @@ def small_fs(tmp_path):
     try:
         yield mnt, fill
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30, check=False)
 
 
 def _intact(db: Path):
@@ -534,13 +557,13 @@ def _intact(db: Path):
         con.close()
 
 
-def test_real_full_disk_search(small_fs, tmp_path, capsys):
+def test_real_full_disk_search(small_fs, tmp_path, cli, space_file):
     mnt, fill = small_fs
     runs = mnt / "runs"
-    space = space_file(tmp_path, trials=3)
+    space = space_file(trials=3)
     fill(150)
-    code, out = cli(capsys, "search", "--space", space, "--study", "d", "--runs-dir", runs)
-    one_error(code, out, FULL)
+    code, out = cli("search", "--space", space, "--study", "d", "--runs-dir", runs)
+    full_disk_line(code, out, FULL)
     assert code == 1 and out.count("error:") == 1 and "Should not reach" not in out, out
     fill.free()
     _intact(runs / "nas_attn.db")
@@ -551,29 +574,29 @@ def test_real_full_disk_search(small_fs, tmp_path, capsys):
     if failed and "no room for its reason" not in out:
         assert failed[0].user_attrs["fail_reason"].startswith(FULL)
     assert leftovers(runs) == []
-    code, out = cli(capsys, "search", "--space", space, "--study", "d", "--runs-dir", runs,
+    code, out = cli("search", "--space", space, "--study", "d", "--runs-dir", runs,
                     "--trials", "1")
     assert code == 0, out
 
 
-def test_real_full_disk_under_the_sqlite_file(small_fs, tmp_path, capsys):
+def test_real_full_disk_under_the_sqlite_file(small_fs, tmp_path, cli, space_file):
     """The study database on its own full disk (the runs folder elsewhere): the earlier trial
     stays, the database opens, what the message says of the trial is what the database holds."""
     mnt, fill = small_fs
     url = f"sqlite:///{mnt / 'nas.db'}"
-    args = ("search", "--space", space_file(tmp_path, trials=3), "--study", "q", "--runs-dir",
+    args = ("search", "--space", space_file(trials=3), "--study", "q", "--runs-dir",
             tmp_path / "runs", "--storage", url)
-    code, out = cli(capsys, *args, "--trials", "1")
+    code, out = cli(*args, "--trials", "1")
     assert code == 0, out
     fill(16)
-    code, out = cli(capsys, *args)
+    code, out = cli(*args)
     fill.free()
     _intact(mnt / "nas.db")
     trials = trials_of(mnt / "nas.db", "q")
     assert trials[0].state == TrialState.COMPLETE
     if code == 0:  # enough room after all (SQLite reuses free pages): nothing to check
         return
-    one_error(code, out, f"{FULL}: the storage {url} cannot be written")
+    full_disk_line(code, out, f"{FULL}: the storage {url} cannot be written")
     assert code == 1 and out.count("error:") == 1, out
     said = " ".join(out.split())
     for t in trials[1:]:
@@ -583,50 +606,50 @@ def test_real_full_disk_under_the_sqlite_file(small_fs, tmp_path, capsys):
             assert f"trial {t.number} was recorded as failed" in said
 
 
-def test_real_full_disk_train_export_predict(small_fs, tmp_path, capsys):
+def test_real_full_disk_train_export_predict(small_fs, tmp_path, cli):
     mnt, fill = small_fs
     arch = _arch(tmp_path)
-    code, out = cli(capsys, "train", "--arch", arch, "--out", tmp_path / "model", "--epochs", "1")
+    code, out = cli("train", "--arch", arch, "--out", tmp_path / "model", "--epochs", "1")
     assert code == 0, out
     fill(8)
-    code, out = cli(capsys, "train", "--arch", arch, "--out", mnt / "t", "--epochs", "1")
-    one_error(code, out, f"{FULL}: {mnt / 't'}")
+    code, out = cli("train", "--arch", arch, "--out", mnt / "t", "--epochs", "1")
+    full_disk_line(code, out, f"{FULL}: {mnt / 't'}")
     assert code == 1
     fill.free()
-    code, out = cli(capsys, "export", "--checkpoint", tmp_path / "model", "--out", mnt / "e")
+    code, out = cli("export", "--checkpoint", tmp_path / "model", "--out", mnt / "e")
     assert code == 0, out
     before = {p.name: p.read_bytes() for p in (mnt / "e").iterdir()}
     fill(8)
-    code, out = cli(capsys, "export", "--checkpoint", tmp_path / "model", "--out", mnt / "e",
+    code, out = cli("export", "--checkpoint", tmp_path / "model", "--out", mnt / "e",
                     "--format", "torchscript")
-    one_error(code, out, FULL, f"no file in {mnt / 'e'} was replaced")
+    full_disk_line(code, out, FULL, f"no file in {mnt / 'e'} was replaced")
     assert code == 1
     assert {p.name: p.read_bytes() for p in (mnt / "e").iterdir()} == before
     fill.free()
     inputs = _images(tmp_path / "in", 8)
     fill(12)
-    code, out = cli(capsys, "predict", inputs, "--model", tmp_path / "model", "--out", mnt / "m")
-    one_error(code, out, FULL, "masks were written before it")
+    code, out = cli("predict", inputs, "--model", tmp_path / "model", "--out", mnt / "m")
+    full_disk_line(code, out, FULL, "masks were written before it")
     assert code == 1 and out.count("error:") == 1
     assert leftovers(mnt) == []
 
 
-def test_real_full_disk_workers_keep_the_journal_readable(small_fs, tmp_path, capsys,
-                                                         monkeypatch):
+def test_real_full_disk_workers_keep_the_journal_readable(small_fs, tmp_path, cli,
+                                                         monkeypatch, space_file):
     """Optuna's journal file kept the half line of a failed append, and the next record glued
     to it made the study unreadable."""
     mnt, fill = small_fs
     runs = mnt / "runs"
-    space = space_file(tmp_path, trials=4)
+    space = space_file(trials=4)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs.mkdir()
     fill(16)
-    code, out = cli(capsys, "search", "--space", space, "--study", "w", "--runs-dir", runs,
+    code, out = cli("search", "--space", space, "--study", "w", "--runs-dir", runs,
                     "--workers", "2")
-    one_error(code, out, FULL)
+    full_disk_line(code, out, FULL)
     assert code == 1, out
     fill.free()
-    code, out = cli(capsys, "search", "--space", space, "--study", "w", "--runs-dir", runs,
+    code, out = cli("search", "--space", space, "--study", "w", "--runs-dir", runs,
                     "--workers", "2", "--trials", "2")
     assert code == 0, out
     from nas_attn.search.study import open_storage

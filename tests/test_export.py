@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,8 +17,9 @@ import torch
 from nas_attn.arch import AttnSpec as A
 from nas_attn.arch import BlockSpec, UNetArch
 from nas_attn.errors import ArchError, NasAttnError
-from nas_attn import export as export_module
-from nas_attn.export import ExportError, _lit, export_arch, render_model_py, sanitize_text
+from nas_attn.export import ExportError, export_arch, render_model_py
+from nas_attn.export_text import lit as _lit
+from nas_attn.export_text import sanitize_text
 from nas_attn.unet import build_unet
 
 # standard-library modules model.py may import (the sliding window of predict() uses the last 3)
@@ -163,7 +165,7 @@ def test_round_trip_2d_every_torch_module(tmp_path):
     assert mod.META == {"score": 0.5, "source": {"study": "t", "trial": 0}}
     code = files["model"].read_text()
     assert "@register" not in code and "register(" not in code
-    assert "from nas_attn/attention/tokens.py" in code
+    assert "from nas_attn/models/tokens.py" in code
 
 
 def test_round_trip_3d(tmp_path):
@@ -231,14 +233,35 @@ def test_only_used_modules_are_copied():
 
 
 def test_docstring_carries_meta_and_architecture():
-    meta = {"score": 0.8731, "cost": {"params": 123456, "flops": 2.5e9, "latency_ms": 3.25},
-            "source": {"study": "liver-3d", "trial": 17, "storage": "sqlite:///runs/s.db"}}
+    meta = {"score_dice": 0.8731, "score_metric": "validation Dice per class", "params": 123456,
+            "flops": 2.5e9, "latency_ms": 3.25, "study": "liver-3d", "trial": 17,
+            "state": "complete", "storage": "sqlite:///runs/s.db"}
     doc = ast.get_docstring(ast.parse(render_model_py(arch_small(), meta=meta)))
-    assert "Score (validation Dice): 0.8731" in doc
-    assert "Cost: params 123,456, flops 2.5e+09, latency_ms 3.25" in doc
-    assert "Source: study liver-3d, trial 17, storage sqlite:///runs/s.db" in doc
+    assert "Score (validation Dice): 0.8731\nMetric: validation Dice per class\n" \
+           "Parameters: 123,456\nFLOPs (forward, one patch): 2.5e+09\nLatency (ms): 3.25\n" \
+           "Study: liver-3d\nTrial: 17\nState: complete\nstorage: sqlite:///runs/s.db" in doc
     assert "encoder.0   se(reduction=2)" in doc and "skip.1      gate" in doc
     assert "model = load('weights.pt')" in doc
+
+
+def test_meta_labels_cover_the_keys_real_callers_pass():
+    """Every key that a search trial, export_trial or export_checkpoint passes has a label."""
+    from nas_attn.export_text import META_LABELS
+    from nas_attn.search.cost import Cost
+
+    root = Path(__file__).resolve().parents[1] / "nas_attn"
+    passed = set()
+    for rel in ("search/trial_export.py", "export.py", "search/run.py"):
+        for n in ast.walk(ast.parse((root / rel).read_text())):
+            if isinstance(n, ast.Dict) and any(isinstance(k, ast.Constant) and k.value ==
+                                               "score_dice" for k in n.keys):
+                passed |= {k.value for k in n.keys if isinstance(k, ast.Constant)}
+            if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant) and \
+                    isinstance(n.value, ast.Name) and n.value.id == "meta":
+                passed.add(n.slice.value)
+    passed |= set(Cost.__dataclass_fields__)  # search/run.py passes **cost.as_dict()
+    assert {"score_dice", "params", "study", "trial", "epoch", "checkpoint"} <= passed
+    assert passed <= set(META_LABELS), passed - set(META_LABELS)
 
 
 # ---------------------------------------------------------------------------------- safety
@@ -273,7 +296,7 @@ def test_malicious_option_value_is_rejected(monkeypatch):
     with pytest.raises(ArchError):  # the architecture itself refuses it
         base.with_sites(decoder_0=evil)
     # with the registry's own check switched off, the exporter still refuses to emit it
-    from nas_attn.attention import registry
+    from nas_attn import registry
 
     monkeypatch.setattr(registry, "validate_options", lambda *a, **k: None)
     bad = base.with_sites(decoder_0=evil)
@@ -283,20 +306,30 @@ def test_malicious_option_value_is_rejected(monkeypatch):
         render_model_py(base.with_sites(decoder_0=A.make("position", reduction=float("inf"))))
 
 
-def test_without_ruff_the_file_is_still_valid(monkeypatch):
-    monkeypatch.setattr(export_module.shutil, "which", lambda name: None)
-    code = render_model_py(arch_small(), meta={"score": 0.25})
-    assert_inert(code)
+def test_output_is_the_same_whether_or_not_ruff_is_on_path(tmp_path):
+    """A `ruff` on PATH that would rewrite any file it is given must change nothing."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ruff").write_text("#!/bin/sh\ncat > /dev/null\necho 'x = 1'\n")
+    (fake / "ruff").chmod(0o755)
+    script = ("import sys; from nas_attn.arch import UNetArch; "
+              "from nas_attn.export import render_model_py; "
+              f"arch = UNetArch.from_json({arch_small().to_json()!r}); "
+              "sys.stdout.write(render_model_py(arch, meta={'score_dice': 0.25}))")
+    outs = []
+    for path in (f"{fake}:{os.environ['PATH']}", os.defpath):
+        env = {**os.environ, "PATH": path}
+        res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env=env, cwd=Path(__file__).resolve().parents[1], timeout=120)
+        assert res.returncode == 0, res.stderr
+        outs.append(res.stdout)
+    assert outs[0] == outs[1] and "x = 1" not in outs[0]
+    assert outs[0] == render_model_py(arch_small(), meta={"score_dice": 0.25})
+    assert_inert(outs[0])
     ns: dict = {}
-    exec(compile(code, "model.py", "exec"), ns)
+    exec(compile(outs[0], "model.py", "exec"), ns)
     assert sum(p.numel() for p in ns["build_model"]().parameters()) == \
         sum(p.numel() for p in build_unet(arch_small()).parameters())
-
-
-def test_rename_tokens_only_touches_names():
-    src = "def f(g):\n    return g(x, g=1) + obj.g  # g\n"
-    assert export_module._rename_tokens(src, {"g": "g_b"}) == \
-        "def f(g_b):\n    return g_b(x, g=1) + obj.g  # g\n"
 
 
 def test_literal_and_text_guards():

@@ -8,7 +8,6 @@ import optuna
 import pytest
 from PIL import Image
 
-from nas_attn.cli import main
 from nas_attn.data import DataConfig, load_data, load_test
 from nas_attn.errors import DataError
 from nas_attn.search.finalize import candidates, spearman
@@ -80,21 +79,12 @@ search: {trials: 4, n_startup_trials: 4, sampler: random, pruner: none}
 """
 
 
-def run_cli(capsys, *args):
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
-
-def test_finalize_end_to_end(tmp_path, capsys):
+def test_finalize_end_to_end(tmp_path, cli):
     space = tmp_path / "space.yaml"
     space.write_text(textwrap.dedent(SPACE))
     runs = str(tmp_path / "runs")
-    code, out = run_cli(capsys, "search", "--space", str(space), "--study", "f", "--runs-dir",
+    code, out = cli("search", "--space", str(space), "--study", "f", "--runs-dir",
                         runs, "--trials", "4")
     assert code == 0, out
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'runs' / 'nas_attn.db'}")
@@ -104,7 +94,7 @@ def test_finalize_end_to_end(tmp_path, capsys):
     labels = [t.user_attrs.get("baseline", "") for t in chosen]
     assert "plain_unet" in labels and sum(1 for lb in labels if not lb) <= 1
 
-    code, out = run_cli(capsys, "finalize", "f", "--top", "1", "--seeds", "2", "--epochs", "1",
+    code, out = cli("finalize", "f", "--top", "1", "--seeds", "2", "--epochs", "1",
                         "--runs-dir", runs)
     assert code == 0, out
     assert "Final answer" in out and "Spearman" in out
@@ -119,9 +109,9 @@ def test_finalize_end_to_end(tmp_path, capsys):
     study = optuna.load_study(study_name="f", storage=storage)
     assert study.user_attrs["finalize"]["winner"] == res["winner"]
 
-    code, out = run_cli(capsys, "show", "f", "--runs-dir", runs)
+    code, out = cli("show", "f", "--runs-dir", runs)
     assert code == 0 and "Final answer" in out
-    code, out = run_cli(capsys, "export", "f", "--runs-dir", runs, "--out",
+    code, out = cli("export", "f", "--runs-dir", runs, "--out",
                         str(tmp_path / "exp"))
     assert code == 0, out
     meta = json.loads((tmp_path / "exp" / "meta.json").read_text())

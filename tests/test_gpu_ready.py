@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from nas_attn import device as device_mod
-from nas_attn.attention import create_attention, get_info, names, tokens
+from nas_attn.models import tokens
+from nas_attn.registry import create_attention, get_info, names
 from nas_attn.device import Runtime
 
 SMALL = {2: (12, 12), 3: (4, 5, 6)}   # within the token budget: attention at full resolution
@@ -108,25 +109,8 @@ def test_interpolation_matrices_are_cached(monkeypatch):
 
 
 # ----- the cost probe: runtime settings, trial-order independence, out of memory ---------------
-TINY = """
-macro: {depth: [1], base_width: [4]}
-encoder: {choices: [none, se]}
-skip: {choices: [none, gate]}
-training: {batch_size: 4, lr: 0.005}
-budget: {epochs: 1, samples_per_epoch: 4}
-data: {source: builtin, builtin_n: 6, builtin_size: 24}
-search: {trials: 2, n_startup_trials: 1}
-"""
 
 
-def _session(tmp_path, text=TINY, **kw):
-    import textwrap
-
-    from nas_attn.search.run import SearchRequest, open_search
-
-    p = tmp_path / "space.yaml"
-    p.write_text(textwrap.dedent(text))
-    return open_search(SearchRequest(space=p, runs_dir=tmp_path / "runs", study="t", **kw))
 
 
 def _arch():
@@ -136,13 +120,13 @@ def _arch():
                     skip=(AttnSpec("gate"),))
 
 
-def test_cost_figures_do_not_depend_on_trial_order(tmp_path):
+def test_cost_figures_do_not_depend_on_trial_order(session, tmp_path):
     import optuna
 
     from nas_attn.search.run import run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s = _session(tmp_path)
+    s = session()
     cfg = s.objective.train_config({})
     keys = ("params", "flops", "activation_mb")
     first = s.objective._measure(_arch(), cfg)[1].as_dict()
@@ -176,7 +160,7 @@ def test_cost_probe_uses_autocast_and_memory_format():
     assert four.flops == plain.flops
 
 
-def test_out_of_memory_in_cost_probe_prunes_and_search_goes_on(tmp_path, monkeypatch):
+def test_out_of_memory_in_cost_probe_prunes_and_search_goes_on(session, tmp_path, monkeypatch):
     import optuna
     from optuna.trial import TrialState
 
@@ -197,7 +181,7 @@ def test_out_of_memory_in_cost_probe_prunes_and_search_goes_on(tmp_path, monkeyp
     real_release = device_mod.release_memory
     monkeypatch.setattr(device_mod, "release_memory",
                         lambda e=None, r=None: released.append(type(e)) or real_release(e, r))
-    s = _session(tmp_path)
+    s = session()
     waiting = [t for t in s.study.trials if t.state == TrialState.WAITING]
     assert waiting, "the space should queue baselines"
     run_mod.run_search(s, len(waiting) + 1, None)
@@ -212,14 +196,14 @@ def test_out_of_memory_in_cost_probe_prunes_and_search_goes_on(tmp_path, monkeyp
     assert "peak_gpu_mb" not in trials[-1].user_attrs  # CPU: no peak-memory counter
 
 
-def test_other_errors_in_cost_probe_are_not_swallowed(tmp_path, monkeypatch):
+def test_other_errors_in_cost_probe_are_not_swallowed(session, tmp_path, monkeypatch):
     import nas_attn.search.run as run_mod
 
     def broken(*a, **k):
         raise RuntimeError("shape mismatch in conv")
 
     monkeypatch.setattr(run_mod, "measure_cost", broken)
-    s = _session(tmp_path)
+    s = session()
     with pytest.raises(RuntimeError, match="shape mismatch"):
         run_mod.run_search(s, 1, None)
 

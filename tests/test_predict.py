@@ -14,30 +14,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from rich.console import Console
 
 from nas_attn.arch import AttnSpec as A
 from nas_attn.arch import UNetArch
-from nas_attn.cli import main
 from nas_attn.data import readers as R
 from nas_attn.export import export_arch, load_model_py
-from nas_attn.infer import normalise_percentile, predict_logits
+from nas_attn.models.infer import normalise_percentile, predict_logits
 from nas_attn.train.checkpoint import save_checkpoint
 from nas_attn.train.metrics import score_split
 from nas_attn.unet import build_unet
 
 TINY = dict(depth=2, widths=(4, 8, 8))
 
-
-def cli(capsys, *args):
-    """Run the CLI in-process; returns (exit code, output)."""
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -137,7 +125,7 @@ def test_exported_predict_sliding_window_and_tta(tmp_path, dims):
 
 
 # ---------------------------------------------------------------------------------- predict CLI
-def test_predict_cli_formats_errors_and_no_overwrite(tmp_path, capsys):
+def test_predict_cli_formats_errors_and_no_overwrite(tmp_path, cli):
     arch = UNetArch(spatial_dims=2, classes=2, **TINY)
     ckpt = checkpoint(tmp_path, arch, [16, 16])
     inp = tmp_path / "in"
@@ -154,7 +142,7 @@ def test_predict_cli_formats_errors_and_no_overwrite(tmp_path, capsys):
     np.save(inp / "f_vol.npy", rng.random((12, 24, 20)).astype(np.float32))  # 3D: wrong
     (inp / "g_broken.png").write_bytes(b"not a png")
     out = tmp_path / "out"
-    code, text = cli(capsys, "predict", inp, "--model", ckpt, "--out", out, "--device", "cpu")
+    code, text = cli("predict", inp, "--model", ckpt, "--out", out, "--device", "cpu")
     assert code == 1
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.tif", "d.npy"]
     flat = " ".join(text.split())
@@ -176,18 +164,18 @@ def test_predict_cli_formats_errors_and_no_overwrite(tmp_path, capsys):
     assert tifffile.imread(out / "c.tif").shape == (24, 20)
     # no overwrite without --force; the existing file is untouched
     (out / "a.png").write_bytes(b"mine")
-    code, text = cli(capsys, "predict", inp / "a.png", "--model", ckpt, "--out", out)
+    code, text = cli("predict", inp / "a.png", "--model", ckpt, "--out", out)
     assert code == 1 and "exists" in text and "--force" in text
     assert (out / "a.png").read_bytes() == b"mine"
-    code, _ = cli(capsys, "predict", inp / "a.png", "--model", ckpt, "--out", out, "--force")
+    code, _ = cli("predict", inp / "a.png", "--model", ckpt, "--out", out, "--force")
     assert code == 0 and np.asarray(Image.open(out / "a.png")).shape == (24, 20)
-    code, text = cli(capsys, "predict", tmp_path / "nope.png", "--model", ckpt, "--out", out)
+    code, text = cli("predict", tmp_path / "nope.png", "--model", ckpt, "--out", out)
     assert code == 1 and "nope.png: no such file" in " ".join(text.split())
-    code, text = cli(capsys, "predict", inp, "--model", inp, "--out", out)
+    code, text = cli("predict", inp, "--model", inp, "--out", out)
     assert code == 2 and "not an export folder" in text and "Traceback" not in text
 
 
-def test_predict_nifti_keeps_affine_and_header(tmp_path, capsys):
+def test_predict_nifti_keeps_affine_and_header(tmp_path, cli):
     nib = pytest.importorskip("nibabel")
     arch = UNetArch(spatial_dims=3, classes=3, **TINY)
     ckpt = checkpoint(tmp_path, arch, [8, 8, 8], seed=2)
@@ -199,7 +187,7 @@ def test_predict_nifti_keeps_affine_and_header(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     nib.save(img, tmp_path / "in" / "v.nii.gz")
     out = tmp_path / "out"
-    code, text = cli(capsys, "predict", tmp_path / "in" / "v.nii.gz", "--model", ckpt,
+    code, text = cli("predict", tmp_path / "in" / "v.nii.gz", "--model", ckpt,
                      "--out", out, "--tta")
     assert code == 0, text
     res = nib.load(out / "v.nii.gz")
@@ -210,18 +198,18 @@ def test_predict_nifti_keeps_affine_and_header(tmp_path, capsys):
     # a 2D model refuses the volume with a clear line
     (tmp_path / "m2").mkdir()
     ck2 = checkpoint(tmp_path / "m2", UNetArch(spatial_dims=2, **TINY), [8, 8])
-    code, text = cli(capsys, "predict", tmp_path / "in" / "v.nii.gz", "--model", ck2,
+    code, text = cli("predict", tmp_path / "in" / "v.nii.gz", "--model", ck2,
                      "--out", tmp_path / "o2")
     assert code == 1 and "NIfTI volume, but the model is 2D" in " ".join(text.split())
 
 
 # ---------------------------------------------------------------------------------- agreement
-def test_train_validation_evaluate_predict_and_model_py_agree(tmp_path, capsys):
+def test_train_validation_evaluate_predict_and_model_py_agree(tmp_path, cli):
     """The same Dice on the same images from: the validation of `nas-attn train`,
     `nas-attn evaluate`, `nas-attn predict` (+ metrics.py), and model.py's predict in a
     subprocess that cannot import nas_attn. Images (40×36) are larger than the patch (16²), so
     every path tiles with the sliding window."""
-    from nas_attn.cli_train import run_train
+    import nas_attn as na
 
     names = [f"t{i}" for i in range(6)] + [f"v{i}" for i in range(3)]
     data = shapes_folder(tmp_path / "data", names)
@@ -234,15 +222,14 @@ def test_train_validation_evaluate_predict_and_model_py_agree(tmp_path, capsys):
     arch_file.write_text(UNetArch(classes=3, encoder=(A.make("se", reduction=2), None),
                                   skip=(A.make("gate"), None), **TINY).to_json())
     run = tmp_path / "run"
-    res = run_train(arch_file, None, str(data), 2, out_dir=run, device="cpu",
-                    console=Console(quiet=True),
-                    train_options=dict(batch_size=4, samples_per_epoch=8, warmup_epochs=0,
-                                       seed=0),
-                    data_options=dict(val_pattern="v*", patch_size=[16]))
+    res = na.train(arch_file, str(data), epochs=2, out_dir=run, device="cpu",
+                   train_options=dict(batch_size=4, samples_per_epoch=8, warmup_epochs=0,
+                                      seed=0),
+                   data_options=dict(val_pattern="v*", patch_size=[16]))
     train_dice = res.best["dice"]
     assert 0.0 < train_dice < 1.0
     # nas-attn evaluate on the checkpoint
-    code, text = cli(capsys, "evaluate", "--model", run / "best.pt", "--data", val,
+    code, text = cli("evaluate", "--model", run / "best.pt", "--data", val,
                      "--json", tmp_path / "scores.json", "--device", "cpu")
     assert code == 0, text
     scores = json.loads((tmp_path / "scores.json").read_text())
@@ -250,17 +237,17 @@ def test_train_validation_evaluate_predict_and_model_py_agree(tmp_path, capsys):
     assert abs(scores["dice"] - train_dice) <= 1e-4
     assert "HD95" in text and "mean" in text
     # export the train output, evaluate the export folder too
-    code, text = cli(capsys, "export", "--checkpoint", run, "--out", tmp_path / "export")
+    code, text = cli("export", "--checkpoint", run, "--out", tmp_path / "export")
     assert code == 0, text
     export = tmp_path / "export"
     assert json.loads((export / "meta.json").read_text())["inference"]["patch_size"] == [16, 16]
-    code, _ = cli(capsys, "evaluate", "--model", export, "--data", val, "--json",
+    code, _ = cli("evaluate", "--model", export, "--data", val, "--json",
                   tmp_path / "scores2.json", "--no-hd95")
     assert code == 0
     assert abs(json.loads((tmp_path / "scores2.json").read_text())["dice"] - train_dice) <= 1e-4
     gts = [np.array(Image.open(val / "masks" / f"{n}.png")) for n in names[6:]]
     # nas-attn predict, scored with metrics.py
-    code, text = cli(capsys, "predict", val / "images", "--model", export, "--out",
+    code, text = cli("predict", val / "images", "--model", export, "--out",
                      tmp_path / "pred")
     assert code == 0, text
     preds = [np.array(Image.open(tmp_path / "pred" / f"{n}.png")) for n in names[6:]]
@@ -300,9 +287,9 @@ def test_train_validation_evaluate_predict_and_model_py_agree(tmp_path, capsys):
         np.testing.assert_array_equal(a, b)
 
 
-def test_evaluate_rejects_mismatched_folder(tmp_path, capsys):
+def test_evaluate_rejects_mismatched_folder(tmp_path, cli):
     arch = UNetArch(spatial_dims=2, in_channels=3, classes=2, **TINY)
     ckpt = checkpoint(tmp_path, arch, [16, 16])
     data = shapes_folder(tmp_path / "data", ["a", "b"])
-    code, text = cli(capsys, "evaluate", "--model", ckpt, "--data", data)
+    code, text = cli("evaluate", "--model", ckpt, "--data", data)
     assert code == 2 and "images have 1 channels, the model takes 3" in " ".join(text.split())

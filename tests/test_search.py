@@ -1,49 +1,24 @@
 """Search spaces, sampling, and the search / show commands end to end on CPU."""
-import textwrap
 
 import optuna
 import pytest
 from optuna.trial import FixedTrial, TrialState
 
-from nas_attn.cli import main
+from nas_attn.arch import AttnSpec
 from nas_attn.errors import DivergedError, SpaceError
-from nas_attn.search.run import SearchRequest, open_search, run_search
-from nas_attn.search.sampling import DataInfo, baseline_params, sample_arch
+from nas_attn.search.run import run_search
+from nas_attn.search.sampling import DataInfo, baseline_params, sample_arch, site_param
 from nas_attn.search.space import SPACES_DIR, load_space, parse_space
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-TINY = """
-macro: {depth: [1], base_width: [4]}
-encoder: {choices: [none, se]}
-skip: {choices: [none, gate]}
-training: {batch_size: 4, lr: 0.005}
-budget: {epochs: 1, samples_per_epoch: 4}
-data: {source: builtin, builtin_n: 6, builtin_size: 24}
-search: {trials: 2, n_startup_trials: 1}
-"""
 
 
-def write(tmp_path, text, name="space.yaml"):
-    p = tmp_path / name
-    p.write_text(textwrap.dedent(text))
-    return p
 
 
-def cli(capsys, *args):
-    """Run the CLI in-process; returns (exit code, output)."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 # ---------------------------------------------------------------------------------------------
 # spaces
-def test_ready_spaces_are_valid_and_counted(capsys):
+def test_ready_spaces_are_valid_and_counted(cli):
     ready = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
     assert {"default", "attention_unet", "channel_spatial", "dual_cross", "multi_objective",
             "smoke", "volumetric_3d"} <= set(ready)
@@ -51,7 +26,7 @@ def test_ready_spaces_are_valid_and_counted(capsys):
         text = (SPACES_DIR / f"{name}.yaml").read_text()
         assert text.startswith("# "), f"{name}.yaml needs a header comment"
         load_space(name)
-    code, out = cli(capsys, "spaces")
+    code, out = cli("spaces")
     assert code == 0
     for name in ready:
         assert name in out
@@ -80,7 +55,19 @@ def test_count_with_options_and_levels():
     ("options: {se: {ratio: [2, 4]}}", ["options.se.ratio", "accepted: reduction"]),
     ("options: {foo: {a: 1}}", ["options.foo", "unknown attention"]),
     ("encodr: {choices: [se]}", ["encodr", "Extra inputs are not permitted"]),
-    ("macro: {depth: [9]}", ["macro.depth", "1..6"]),
+    ("macro: {depth: [9]}", ["macro.depth", "depth must be an integer 1..7"]),
+    ("macro: {norm: [batch, foo]}", ["macro.norm", "'foo' unknown", "batch, instance, group"]),
+    ("macro: {act: [relu6]}", ["macro.act", "'relu6' unknown", "leaky_relu"]),
+    ("macro: {upsample: [pixelshuffle]}", ["macro.upsample", "transpose, interp"]),
+    ("macro: {encoder: [resnet]}", ["macro.encoder", "'unet' or 'timm:<model name>'"]),
+    ("macro: {convs: [0]}", ["macro.convs", "1..4"]),
+    ("macro: {base_width: [0]}", ["macro.depth / base_width", "widths must be integers in 1..4096"]),
+    ("options: {eca: {kernel_size: [3, 4]}}", ["options.eca.kernel_size", "value 4", "odd"]),
+    ("options: {eca: {kernel_size: {low: 1, high: 5}}}", ["options.eca.kernel_size", "value 2"]),
+    ("options: {scse: {combine: [add, mean]}}", ["options.scse.combine", "'mean'", "'add', 'max'"]),
+    ("options: {se: {reduction: [4.5]}}", ["options.se.reduction", "type int"]),
+    ("training: {lr: [0.01, -1]}", ["training.lr", "value -1", "greater than 0"]),
+    ("spatial_dims: 3\nencoder: {choices: [none, gc]}", ["encoder.choices", "'gc'", "spatial_dims [2]"]),
     ("training: {lr: {low: 0.1, high: 0.01}}", ["training.lr", "low (0.1) must be <= high"]),
     ("training: {learning_rate: 0.1}", ["training.learning_rate", "accepted:", "lr"]),
     ("data: {sorce: builtin}", ["data:", "sorce"]),
@@ -88,16 +75,67 @@ def test_count_with_options_and_levels():
     ("objectives: [params, dice]", ["first objective must be dice"]),
     ("search: {sampler: bayes}", ["search.sampler", "bayes"]),
 ])
-def test_malformed_space_errors(tmp_path, capsys, text, words):
-    p = write(tmp_path, text, "bad.yaml")
+def test_malformed_space_errors(write_space, tmp_path, cli, text, words):
+    p = write_space(text, "bad.yaml")
     with pytest.raises(SpaceError) as e:
         load_space(p)
     msg = str(e.value)
     assert str(p) in msg
     for w in words:
         assert w in msg, msg
-    code, out = cli(capsys, "spaces", "check", str(p))
+    code, out = cli("spaces", "check", str(p))
     assert code == 2 and "error:" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
+def test_every_ready_space_samples_200_buildable_architectures(name):
+    """`spaces check` passing means every architecture the space can sample builds: 200 random
+    trials of each ready space, each built (on the meta device: no weights are allocated)."""
+    import torch
+
+    from nas_attn.unet import build_unet
+
+    space = load_space(name)
+    dims = space.spatial_dims or 2
+    data = DataInfo(spatial_dims=dims, in_channels=1, classes=3)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0),
+                                directions=["maximize"] * len(space.objectives))
+    seen = set()
+    for _ in range(200):
+        trial = study.ask()
+        arch = sample_arch(trial, space, data)
+        with torch.device("meta"):
+            model = build_unet(arch)
+        assert sum(p.numel() for p in model.parameters()) > 0
+        seen.add(arch.to_json())
+        study.tell(trial, [0.0] * len(space.objectives))
+    assert len(seen) > min(50, space.count_architectures() / 2)
+
+
+def test_bottleneck_levels_are_sampled_with_their_own_parameter():
+    space = parse_space({"macro": {"depth": [2, 3]}, "bottleneck": {
+        "choices": [None], "levels": {3: ["self"]}}, "options": {"self": {"heads": [1, 2]}}})
+    assert site_param(space, "bottleneck", 3) == "bottleneck.3"
+    a3 = sample_arch(FixedTrial({"depth": 3, "bottleneck.3.self.heads": 2}), space, DataInfo())
+    assert a3.bottleneck == AttnSpec.make("self", heads=2)
+    assert sample_arch(FixedTrial({"depth": 2}), space, DataInfo()).bottleneck.name is None
+    assert space.count_architectures() == 1 + 2
+    plain = parse_space({"bottleneck": {"choices": [None, "se"]}})
+    assert site_param(plain, "bottleneck", 4) == "bottleneck"  # stable name when it can be
+
+
+def test_paths_and_errors_with_brackets_are_printed_not_parsed(tmp_path, cli, tiny_space):
+    """Text from the user (paths, file contents, exception messages) never becomes rich markup."""
+    odd = tmp_path / "a[" / "bold]x"  # the path reads .../a[/bold]x/...
+    odd.mkdir(parents=True)
+    good = odd / "[b]space.yaml"
+    good.write_text(tiny_space)
+    code, out = cli("spaces", "check", good)
+    assert code == 0 and "[b]space.yaml" in " ".join(out.split()).replace(" ", ""), out
+    bad = odd / "bad.yaml"
+    bad.write_text("macro: {norm: ['[/]']}\n")
+    code, out = cli("spaces", "check", bad)
+    assert code == 2 and "'[/]' unknown" in out and "Traceback" not in out, out
 
 
 def test_missing_space_file_is_clear():
@@ -139,9 +177,9 @@ def test_baselines_from_space():
 
 # ---------------------------------------------------------------------------------------------
 # end to end through the CLI
-def test_smoke_search_show_and_resume(tmp_path, capsys):
+def test_smoke_search_show_and_resume(tmp_path, cli):
     runs = tmp_path / "runs"
-    code, out = cli(capsys, "search", "--space", "smoke", "--trials", "4", "--runs-dir",
+    code, out = cli("search", "--space", "smoke", "--trials", "4", "--runs-dir",
                     str(runs), "--study", "s1")
     assert code == 0, out
     assert (runs / "nas_attn.db").exists()
@@ -158,20 +196,20 @@ def test_smoke_search_show_and_resume(tmp_path, capsys):
         assert key in t0.user_attrs
     assert (runs / "s1" / "trial_0000").is_dir()
 
-    code, out = cli(capsys, "show", "s1", "--runs-dir", str(runs))
+    code, out = cli("show", "s1", "--runs-dir", str(runs))
     assert code == 0, out
     assert "Leaderboard" in out or "Study s1" in out
     assert "best: trial" in out and "plain_unet" in out
 
     # the user's next steps: export the winner, retrain it with a longer budget
-    code, out = cli(capsys, "export", "s1", "--runs-dir", str(runs), "--out",
+    code, out = cli("export", "s1", "--runs-dir", str(runs), "--out",
                     str(tmp_path / "exp"))
     assert code == 0, out
     best = max((t for t in done), key=lambda t: t.values[0])
     assert f"exported trial {best.number}" in out
     assert {p.name for p in (tmp_path / "exp").iterdir()} >= {"model.py", "arch.json",
                                                                "weights.pt"}
-    code, out = cli(capsys, "train", "--from-study", "s1", "--trial", "0", "--epochs", "1",
+    code, out = cli("train", "--from-study", "s1", "--trial", "0", "--epochs", "1",
                     "--runs-dir", str(runs), "--out", str(tmp_path / "re"))
     assert code == 0, out
     assert (tmp_path / "re" / "best.pt").exists() and (tmp_path / "re" / "metrics.json").exists()
@@ -181,56 +219,53 @@ def test_smoke_search_show_and_resume(tmp_path, capsys):
     metas = get_all_artifact_meta(best, storage=study._storage)
     assert {m.filename for m in metas} == {"preview.png", "curve.png", "model.py"}
 
-    code, out = cli(capsys, "search", "--space", "smoke", "--trials", "2", "--runs-dir",
+    code, out = cli("search", "--space", "smoke", "--trials", "2", "--runs-dir",
                     str(runs), "--study", "s1")
     assert code == 0, out
     assert "resumed with 4 trials" in out
     assert len(optuna.load_study(study_name="s1", storage=storage).trials) == 6
 
 
-def test_show_unknown_study_is_clear(tmp_path, capsys):
+def test_show_unknown_study_is_clear(tiny_space, write_space, tmp_path, cli):
     runs = tmp_path / "runs"
-    code, out = cli(capsys, "show", "nope", "--runs-dir", str(runs))
+    code, out = cli("show", "nope", "--runs-dir", str(runs))
     assert code == 2 and "no studies" in out
-    cli(capsys, "search", "--space", str(write(tmp_path, TINY)), "--trials", "1",
+    cli("search", "--space", str(write_space(tiny_space)), "--trials", "1",
         "--runs-dir", str(runs), "--study", "real")
-    code, out = cli(capsys, "show", "nope", "--runs-dir", str(runs))
+    code, out = cli("show", "nope", "--runs-dir", str(runs))
     assert code == 2 and "'nope' does not exist" in out and "real" in out
 
 
-def test_resume_with_other_space_refused(tmp_path, capsys):
+def test_resume_with_other_space_refused(tiny_space, write_space, tmp_path, cli):
     runs = tmp_path / "runs"
-    p = write(tmp_path, TINY)
-    assert cli(capsys, "search", "--space", str(p), "--trials", "1", "--runs-dir", str(runs),
+    p = write_space(tiny_space)
+    assert cli("search", "--space", str(p), "--trials", "1", "--runs-dir", str(runs),
                "--study", "a")[0] == 0
-    code, out = cli(capsys, "search", "--space", "smoke", "--trials", "1", "--runs-dir",
+    code, out = cli("search", "--space", "smoke", "--trials", "1", "--runs-dir",
                     str(runs), "--study", "a")
     assert code == 2 and "different search space" in out
 
 
 # ---------------------------------------------------------------------------------------------
 # pruned, failed, interrupted, duplicate, multi-objective (library level)
-def _session(tmp_path, text, **kw):
-    return open_search(SearchRequest(space=write(tmp_path, text), runs_dir=tmp_path / "runs",
-                                     study="t", **kw))
 
 
-def test_constraint_prunes_with_reason(tmp_path):
-    s = _session(tmp_path, TINY + "constraints: {max_params: 100}\n")
+def test_constraint_prunes_with_reason(tiny_space, session, tmp_path):
+    s = session(tiny_space + "constraints: {max_params: 100}\n")
     run_search(s, 2, None)
     states = {t.state for t in s.study.trials}
     assert states == {TrialState.PRUNED}
     assert all("constraint: params" in t.user_attrs["prune_reason"] for t in s.study.trials)
 
 
-def test_failed_and_interrupted_trials_recorded(tmp_path, monkeypatch):
+def test_failed_and_interrupted_trials_recorded(tiny_space, session, tmp_path, monkeypatch):
     import nas_attn.train as train_mod
 
     def diverge(*a, **k):
         raise DivergedError("loss is nan at epoch 1 step 3")
 
     monkeypatch.setattr(train_mod, "train", diverge)
-    s = _session(tmp_path, TINY)
+    s = session(tiny_space)
     run_search(s, 2, None)  # a failed trial does not stop the study
     assert [t.state for t in s.study.trials] == [TrialState.FAIL, TrialState.FAIL]
     assert "diverged: loss is nan" in s.study.trials[0].user_attrs["fail_reason"]
@@ -246,7 +281,7 @@ def test_failed_and_interrupted_trials_recorded(tmp_path, monkeypatch):
     assert all(t.state != TrialState.RUNNING for t in s.study.trials)
 
 
-def test_same_architecture_not_trained_twice(tmp_path, monkeypatch):
+def test_same_architecture_not_trained_twice(tiny_space, session, tmp_path, monkeypatch):
     import nas_attn.train as train_mod
 
     calls = []
@@ -257,16 +292,16 @@ def test_same_architecture_not_trained_twice(tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(train_mod, "train", counting)
-    one = TINY.replace("[none, se]", "[none]").replace("[none, gate]", "[none]")
-    s = _session(tmp_path, one + "", sampler="random")
+    one = tiny_space.replace("[none, se]", "[none]").replace("[none, gate]", "[none]")
+    s = session(one + "", sampler="random")
     run_search(s, 3, None)
     assert len(calls) == 1
     dups = [t for t in s.study.trials if "duplicate_of" in t.user_attrs]
     assert len(dups) == 2 and all(t.values == s.study.trials[0].values for t in dups)
 
 
-def test_multi_objective_pareto_and_pruner_note(tmp_path):
-    s = _session(tmp_path, TINY + "objectives: [dice, params]\n", pruner="hyperband")
+def test_multi_objective_pareto_and_pruner_note(tiny_space, session, tmp_path):
+    s = session(tiny_space + "objectives: [dice, params]\n", pruner="hyperband")
     assert any("cannot prune multi-objective" in n for n in s.notes)
     run_search(s, 3, None)
     front = s.study.best_trials
@@ -276,7 +311,7 @@ def test_multi_objective_pareto_and_pruner_note(tmp_path):
     assert pareto_front(s.study)
 
 
-def test_bad_data_folder_fails_before_creating_a_study(tmp_path, capsys):
+def test_bad_data_folder_fails_before_creating_a_study(tmp_path, cli):
     import numpy as np
     from PIL import Image
 
@@ -286,11 +321,11 @@ def test_bad_data_folder_fails_before_creating_a_study(tmp_path, capsys):
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "images" / "a.png")
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "masks" / "b.png")
     runs = tmp_path / "runs"
-    code, out = cli(capsys, "search", "--space", "smoke", "--data", str(root), "--runs-dir",
+    code, out = cli("search", "--space", "smoke", "--data", str(root), "--runs-dir",
                     str(runs), "--study", "x")
     assert code == 2 and "Traceback" not in out
     assert "images/a.png: no mask" in out and "masks/b.png: no image" in out
-    code, out = cli(capsys, "show", "x", "--runs-dir", str(runs))
+    code, out = cli("show", "x", "--runs-dir", str(runs))
     assert code == 2 and "no studies" in out
 
 
@@ -298,7 +333,7 @@ def test_leaderboard_keeps_brackets_of_summaries():
     """`bott[self]` is text, not rich markup: the table must show it as written."""
     from rich.console import Console
 
-    from nas_attn.cli_search import leaderboard_table
+    from nas_attn.cli.search import leaderboard_table
 
     study = optuna.create_study(direction="maximize")
     summary = "2D d1 w4-8 batch/relux2 transpose | bott[self] skip[0:gate]"

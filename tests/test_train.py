@@ -257,15 +257,17 @@ def test_config_validation_messages():
 def test_run_train_adapts_arch_and_writes_outputs(tmp_path):
     from rich.console import Console
 
-    from nas_attn.cli_train import run_train
+    from nas_attn.api import plan_training
+    from nas_attn.cli.train import run_train
 
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(UNetArch(classes=2, **TINY).to_json())
     console = Console(record=True, width=140)
-    res = run_train(arch_file, None, "builtin", 1, out_dir=tmp_path / "out", device="cpu",
-                    console=console,
-                    train_options=dict(batch_size=4, samples_per_epoch=4, warmup_epochs=0),
-                    data_options=dict(builtin_n=5, builtin_size=32, patch_size=[32]))
+    plan = plan_training(arch_file, "builtin", epochs=1, out_dir=tmp_path / "out", device="cpu",
+                         train_options=dict(batch_size=4, samples_per_epoch=4, warmup_epochs=0),
+                         data_options=dict(builtin_n=5, builtin_size=32, patch_size=[32]))
+    assert plan.changes == ["classes 2 → 3"] and plan.arch.classes == 3
+    res = run_train(plan, console)
     text = console.export_text()
     assert "adapted the architecture to the data" in text and "classes 2 → 3" in text
     assert "Training summary" in text and "val Dice" in text
@@ -277,17 +279,14 @@ def test_run_train_adapts_arch_and_writes_outputs(tmp_path):
 
 
 def test_run_train_bad_arch_file(tmp_path):
-    from rich.console import Console
-
-    from nas_attn.cli_train import run_train
+    import nas_attn as na
 
     with pytest.raises(ArchError, match="does not exist"):
-        run_train(tmp_path / "missing.json", None, "builtin", 1, out_dir=tmp_path,
-                  console=Console(quiet=True))
+        na.train(tmp_path / "missing.json", "builtin", epochs=1, out_dir=tmp_path)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ArchError, match=r"bad\.json: architecture is not valid JSON"):
-        run_train(bad, None, "builtin", 1, out_dir=tmp_path, console=Console(quiet=True))
+        na.train(bad, "builtin", epochs=1, out_dir=tmp_path)
 
 
 def test_dice_ce_loss_on_a_batch_with_an_absent_class():

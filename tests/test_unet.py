@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from nas_attn.arch import AttnSpec, UNetArch
-from nas_attn.attention import names, get_info
+from nas_attn.registry import get_info, names
 from nas_attn.unet import build_unet
 
 A = AttnSpec.make
@@ -31,9 +31,7 @@ def test_pinned_parameter_count_reference_arch():
     assert n_params(model) == plain_count(1, 1, (16, 32, 64, 128, 256)) == 1_942_289
 
 
-def test_pinned_parameter_count_every_site():
-    from tests.test_arch import every_site_arch
-
+def test_pinned_parameter_count_every_site(every_site_arch):
     assert n_params(build_unet(every_site_arch())) == 141_161
 
 

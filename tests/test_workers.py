@@ -18,7 +18,6 @@ import pytest
 from optuna.trial import TrialState
 
 from nas_attn.search.study import open_storage
-from pg import pg_url  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 

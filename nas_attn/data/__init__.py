@@ -10,18 +10,18 @@ augmented and tiled back together.
 - `split`    : `load_data` (train/val split, cached), `load_test` (the test split)
 - `augment`  : `build_augment` (albumentations 2, 2D and 3D), `plan_symmetry` (label-safe flips)
 - `loaders`  : `make_loaders` (patch sampler with foreground oversampling)
-- `sliding`  : `sliding_window_predict`
+- `sliding_window_predict` (from `nas_attn.models.sliding`)
 """
 
 from .augment import build_augment
 from .builtin import make_builtin
 from .check import FolderReport
 from .config import AugmentConfig, DataConfig
-from .folder import check_folder, clear_cache, load_folder
+from .folder import check_folder, load_folder
 from .loaders import make_loaders, symmetry_plan
 from .segdata import SegData
-from .sliding import sliding_window_predict
-from .split import load_data, load_test
+from ..models.sliding import sliding_window_predict
+from .split import clear_cache, load_data, load_test
 
 __all__ = [
     "AugmentConfig", "DataConfig", "FolderReport", "SegData", "build_augment", "check_folder",

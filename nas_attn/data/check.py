@@ -192,50 +192,65 @@ class _Sample:
     aux: np.ndarray | None
 
 
-def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderReport, SegData | None]:
-    """Check and decode `root`; the SegData is None when there is any problem."""
-    rep = FolderReport(path=str(root))
-    P = rep.problems
-    if not root.is_dir():
-        P.append(f"{root}: not a folder" if root.exists() else f"{root}: folder not found")
-        return rep, None
-    dirs = {n: root / n for n in SUBDIRS}
-    files: dict[str, dict[str, Path]] = {}
+@dataclass
+class _Scan:
+    """What one pass over a folder collects (files by role, then decoded samples and counts)."""
+
+    root: Path
+    rep: FolderReport
+    files: dict[str, dict[str, Path]] = field(default_factory=dict)
+    has_aux: bool = False
+    stems: list[str] = field(default_factory=list)
+    samples: list[_Sample] = field(default_factory=list)
+    kinds: dict[str, list[str]] = field(default_factory=dict)
+    pixels: Counter = field(default_factory=Counter)
+    by_channels: dict[str, dict[int, list[str]]] = field(
+        default_factory=lambda: {"images": {}, "aux": {}})
+
+    @property
+    def problems(self) -> list[str]:
+        return self.rep.problems
+
+
+def _list_pairs(scan: _Scan) -> bool:
+    """Files of images/, masks/ (and aux/), and the stems complete in all of them; False when a
+    required folder is missing."""
+    root, P = scan.root, scan.problems
     for n in ("images", "masks"):
-        if not dirs[n].is_dir():
+        if not (root / n).is_dir():
             P.append(f"{n}/: missing folder (expected {root / n} holding the {n[:-1]} files)")
         else:
-            files[n] = list_files(dirs[n], P)
-    has_aux = dirs["aux"].is_dir()
-    if has_aux:
-        files["aux"] = list_files(dirs["aux"], P)
-    rep.n_images = len(files.get("images", {}))
-    rep.n_masks = len(files.get("masks", {}))
-    rep.n_aux = len(files.get("aux", {}))
-    if "images" not in files or "masks" not in files:
-        return rep, None
-
-    imgs, msks = files["images"], files["masks"]
-    auxs = files.get("aux", {})
+            scan.files[n] = list_files(root / n, P)
+    scan.has_aux = (root / "aux").is_dir()
+    if scan.has_aux:
+        scan.files["aux"] = list_files(root / "aux", P)
+    scan.rep.n_images = len(scan.files.get("images", {}))
+    scan.rep.n_masks = len(scan.files.get("masks", {}))
+    scan.rep.n_aux = len(scan.files.get("aux", {}))
+    if "images" not in scan.files or "masks" not in scan.files:
+        return False
+    imgs, msks, auxs = scan.files["images"], scan.files["masks"], scan.files.get("aux", {})
     for s in imgs:
         if s not in msks:
             P.append(f"images/{imgs[s].name}: no mask (expected masks/{s}.<ext>)")
-        if has_aux and s not in auxs:
+        if scan.has_aux and s not in auxs:
             P.append(f"images/{imgs[s].name}: no aux file (expected aux/{s}.<ext>)")
-    for s in msks:
-        if s not in imgs:
-            P.append(f"masks/{msks[s].name}: no image with this name")
-    for s in auxs:
-        if s not in imgs:
-            P.append(f"aux/{auxs[s].name}: no image with this name")
-    stems = [s for s in imgs if s in msks and (not has_aux or s in auxs)]
+    for role, table in (("masks", msks), ("aux", auxs)):
+        for s in table:
+            if s not in imgs:
+                P.append(f"{role}/{table[s].name}: no image with this name")
+    scan.stems = [s for s in imgs if s in msks and (not scan.has_aux or s in auxs)]
     if not imgs:
         P.append("images/: no image files")
+    return True
 
-    # pass 1: masks, and the spatial dims they imply
+
+def _read_masks(scan: _Scan, spatial_dims: int | None) -> tuple[dict[str, np.ndarray], int]:
+    """Pass 1: the masks, and the spatial dims they imply (unless given)."""
+    msks, P = scan.files["masks"], scan.problems
     raw_masks: dict[str, np.ndarray] = {}
     votes: dict[int, list[str]] = {2: [], 3: []}
-    for s in stems:
+    for s in scan.stems:
         try:
             m = R.read_array(msks[s], "mask")
         except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
@@ -251,74 +266,81 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
             spatial_dims = many
         else:
             spatial_dims = 3 if votes[3] else 2
-    rep.spatial_dims = spatial_dims
+    return raw_masks, spatial_dims
 
-    # pass 2: mask values, images, aux (an image is read even when its mask is bad, so that
-    # unreadable files and channel counts are reported too)
-    samples: list[_Sample] = []
-    kinds: dict[str, list[str]] = {}
-    pixels: Counter = Counter()
-    by_c: dict[str, dict[int, list[str]]] = {"images": {}, "aux": {}}
-    for s in stems:
-        mname = f"masks/{msks[s].name}"
-        m = None
-        if s in raw_masks:
-            m = R.mask_spatial(raw_masks.pop(s), spatial_dims)
-            if isinstance(m, str):
-                P.append(f"{mname}: {m}")
-                m = None
-        if m is not None:
-            vc = R.mask_values(np.asarray(m))
-            if isinstance(vc, str):
-                P.append(f"{mname}: {vc}")
-                m = None
-            else:
-                vals, counts = vc
-                kind, prob = R.classify_mask(vals)
-                if prob:
-                    P.append(f"{mname}: {prob}")
-                    m = None
-                else:
-                    kinds.setdefault(kind, []).append(msks[s].name)
-        spatial = None if m is None else tuple(int(x) for x in m.shape)
-        bad = m is None
-        arrays = {}
-        for role, table in (("images", imgs), ("aux", auxs if has_aux else None)):
-            if table is None:
-                continue
-            fname = f"{role}/{table[s].name}"
-            try:
-                raw = R.read_array(table[s], "image")
-            except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
-                P.append(f"{fname}: unreadable ({type(e).__name__}: {e})")
-                bad = True
-                continue
-            if spatial is None:
-                continue
-            cf = R.to_channels_first(raw, spatial)
-            if cf is None:
-                P.append(f"{fname}: size {R.fmt_shape(raw.shape)} does not match its mask "
-                         f"{mname} {R.fmt_shape(spatial)} (accepted: the mask's size, with an "
-                         "optional channel axis first or last)")
-                bad = True
-                continue
-            by_c[role].setdefault(int(cf.shape[0]), []).append(s)
-            if cf.dtype.kind not in "biuf":
-                P.append(f"{fname}: unsupported dtype {cf.dtype}")
-                bad = True
-                continue
-            n_bad, empty = R.non_finite(cf)
-            if empty:
-                P.append(f"{fname}: channel {', '.join(map(str, empty))} holds no finite value "
-                         "(all NaN/inf); fix or remove the file")
-                bad = True
-                continue
-            if n_bad:
-                rep.notes.append(f"{fname}: {n_bad} NaN/inf values of {cf.size}; they are "
-                                 "read as the channel's lowest intensity")
-            arrays[role] = cf
-        if bad:
+
+def _mask_ids(scan: _Scan, s: str, raw: np.ndarray | None, spatial_dims: int):
+    """A mask's (array, kind, values, counts), or None after recording its problem."""
+    mname = f"masks/{scan.files['masks'][s].name}"
+    if raw is None:
+        return None
+    m = R.mask_spatial(raw, spatial_dims)
+    if isinstance(m, str):
+        scan.problems.append(f"{mname}: {m}")
+        return None
+    vc = R.mask_values(np.asarray(m))
+    if isinstance(vc, str):
+        scan.problems.append(f"{mname}: {vc}")
+        return None
+    vals, counts = vc
+    kind, prob = R.classify_mask(vals)
+    if prob:
+        scan.problems.append(f"{mname}: {prob}")
+        return None
+    scan.kinds.setdefault(kind, []).append(scan.files["masks"][s].name)
+    return m, kind, vals, counts
+
+
+def _read_channels(scan: _Scan, s: str, spatial: tuple[int, ...] | None) -> dict | None:
+    """The sample's image (and aux) channels first, or None when any is unusable (an image is
+    read even when its mask is bad, so unreadable files and channel counts are reported too)."""
+    arrays, bad = {}, spatial is None
+    mname = f"masks/{scan.files['masks'][s].name}"
+    for role in ("images", "aux") if scan.has_aux else ("images",):
+        fname = f"{role}/{scan.files[role][s].name}"
+        try:
+            raw = R.read_array(scan.files[role][s], "image")
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
+            scan.problems.append(f"{fname}: unreadable ({type(e).__name__}: {e})")
+            bad = True
             continue
+        if spatial is None:
+            continue
+        cf = R.to_channels_first(raw, spatial)
+        if cf is None:
+            scan.problems.append(
+                f"{fname}: size {R.fmt_shape(raw.shape)} does not match its mask {mname} "
+                f"{R.fmt_shape(spatial)} (accepted: the mask's size, with an optional channel "
+                "axis first or last)")
+            bad = True
+            continue
+        scan.by_channels[role].setdefault(int(cf.shape[0]), []).append(s)
+        if cf.dtype.kind not in "biuf":
+            scan.problems.append(f"{fname}: unsupported dtype {cf.dtype}")
+            bad = True
+            continue
+        n_bad, empty = R.non_finite(cf)
+        if empty:
+            scan.problems.append(f"{fname}: channel {', '.join(map(str, empty))} holds no finite "
+                                 "value (all NaN/inf); fix or remove the file")
+            bad = True
+            continue
+        if n_bad:
+            scan.rep.notes.append(f"{fname}: {n_bad} NaN/inf values of {cf.size}; they are "
+                                  "read as the channel's lowest intensity")
+        arrays[role] = cf
+    return None if bad else arrays
+
+
+def _decode(scan: _Scan, raw_masks: dict[str, np.ndarray], spatial_dims: int) -> None:
+    """Pass 2: mask values, images, aux; the usable samples with their class pixel counts."""
+    for s in scan.stems:
+        mask = _mask_ids(scan, s, raw_masks.pop(s, None), spatial_dims)
+        spatial = None if mask is None else tuple(int(x) for x in mask[0].shape)
+        arrays = _read_channels(scan, s, spatial)
+        if mask is None or arrays is None:
+            continue
+        m, kind, vals, counts = mask
         ids = np.asarray(m)
         if kind == "binary255":
             ids = (ids == 255).astype(np.int64)
@@ -326,28 +348,26 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
         else:
             ids = ids.astype(np.int64)
             counts_by_id = {int(v): int(c) for v, c in zip(vals, counts)}
-        pixels.update(counts_by_id)
-        aux_arr = R.normalise(arrays["aux"]) if has_aux else None
-        samples.append(_Sample(s, R.normalise(arrays["images"]), ids, aux_arr))
+        scan.pixels.update(counts_by_id)
+        aux_arr = R.normalise(arrays["aux"]) if scan.has_aux else None
+        scan.samples.append(_Sample(s, R.normalise(arrays["images"]), ids, aux_arr))
 
-    # across samples
+
+def _summarise(scan: _Scan) -> None:
+    """What holds across samples: one mask convention, one channel count, sizes, classes."""
+    rep, P, kinds, pixels = scan.rep, scan.problems, scan.kinds, scan.pixels
     if "binary255" in kinds and "ids" in kinds:
         P.append(f"masks mix {{0, 255}} binary files ({', '.join(kinds['binary255'][:3])}) with "
                  f"multi-class ids ({', '.join(kinds['ids'][:3])}); use one convention")
-    for role in ("images", "aux"):
-        if role == "aux" and not has_aux:
-            continue
-        counts_c = by_c[role]
+    for role in ("images", "aux") if scan.has_aux else ("images",):
+        counts_c = scan.by_channels[role]
         if len(counts_c) > 1:
             parts = [f"{c} channel{'s' if c > 1 else ''} in {len(v)} (e.g. {', '.join(v[:3])})"
                      for c, v in sorted(counts_c.items(), key=lambda kv: -len(kv[1]))]
             P.append(f"{role}/: mixed channel counts: {'; '.join(parts)}")
-        if role == "images":
-            rep.channels = sorted(counts_c)
-        else:
-            rep.aux_channels = sorted(counts_c)
-    if samples:
-        shapes = np.array([sm.mask.shape for sm in samples])
+        setattr(rep, "channels" if role == "images" else "aux_channels", sorted(counts_c))
+    if scan.samples:
+        shapes = np.array([sm.mask.shape for sm in scan.samples])
         rep.size_min = tuple(int(x) for x in shapes.min(0))
         rep.size_max = tuple(int(x) for x in shapes.max(0))
     rep.class_pixels = dict(sorted(pixels.items()))
@@ -357,7 +377,7 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
     rep.mask_kind = {"binary255": "binary {0,255}", "binary01": "binary {0,1}",
                      "ids": f"class ids 0..{max_id}", "empty": "empty"}.get(
         next((k for k in present if k != "empty"), "empty"), "")
-    if samples and max_id == 0:
+    if scan.samples and max_id == 0:
         P.append("masks/: no foreground pixel in any mask")
     if "ids" in kinds:
         absent = [k for k in range(1, max_id + 1) if pixels.get(k, 0) == 0]
@@ -366,6 +386,10 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
     if "empty" in kinds:
         rep.notes.append(f"{len(kinds['empty'])} masks are all background")
 
+
+def _names_and_splits(scan: _Scan) -> None:
+    """classes.txt and the split lists."""
+    rep, root, P = scan.rep, scan.root, scan.problems
     cn = root / "classes.txt"
     if cn.exists():
         names = _read_list(cn)
@@ -375,14 +399,29 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
         else:
             rep.class_names = names
             rep.classes = max(rep.classes, len(names))
-
-    rep.splits, rep.split_source = read_splits(root, stems, P)
+    rep.splits, rep.split_source = read_splits(root, scan.stems, P)
     if rep.splits and "train" in rep.splits:
         taken = set().union(*rep.splits.values())
-        unused = [s for s in stems if s not in taken]
+        unused = [s for s in scan.stems if s not in taken]
         if unused:
             rep.notes.append(f"{rep.split_source}: {len(unused)} samples in no split")
 
+
+def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderReport, SegData | None]:
+    """Check and decode `root`; the SegData is None when there is any problem."""
+    scan = _Scan(root, FolderReport(path=str(root)))
+    rep, P = scan.rep, scan.problems
+    if not root.is_dir():
+        P.append(f"{root}: not a folder" if root.exists() else f"{root}: folder not found")
+        return rep, None
+    if not _list_pairs(scan):
+        return rep, None
+    raw_masks, spatial_dims = _read_masks(scan, spatial_dims)
+    rep.spatial_dims = spatial_dims
+    _decode(scan, raw_masks, spatial_dims)
+    _summarise(scan)
+    _names_and_splits(scan)
+    samples = scan.samples
     rep.n_samples = len(samples)
     if P or not samples:
         if not samples and not P:
@@ -395,8 +434,8 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
         spatial_dims=spatial_dims,
         in_channels=int(samples[0].image.shape[0]),
         classes=rep.classes,
-        aux=[sm.aux for sm in samples] if has_aux else None,  # type: ignore[misc]
-        aux_channels=int(samples[0].aux.shape[0]) if has_aux else 0,
+        aux=[sm.aux for sm in samples] if scan.has_aux else None,  # type: ignore[misc]
+        aux_channels=int(samples[0].aux.shape[0]) if scan.has_aux else 0,
         class_names=rep.class_names,
         splits=rep.splits,
         source=str(root),

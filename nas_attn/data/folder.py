@@ -3,7 +3,7 @@
 A folder is decoded once per (resolved path, spatial_dims, file signature); the signature is the
 (name, size, mtime_ns) of every file under images/, masks/, aux/ and the split / class files, so
 editing a file makes the next call decode again, and an unchanged folder gives back the very
-same `SegData` object. `clear_cache()` drops everything.
+same `SegData` object. `nas_attn.data.clear_cache()` (split.py) drops everything.
 """
 
 from __future__ import annotations
@@ -69,12 +69,3 @@ def load_folder(path: str | os.PathLike, *, spatial_dims: int | None = None) -> 
         raise DataError(f"dataset folder {rep.path}: {len(rep.problems)} problem"
                         f"{'s' if len(rep.problems) != 1 else ''}:\n{lines}")
     return data
-
-
-def clear_cache() -> None:
-    """Forget every decoded folder (and the train/val splits made from them)."""
-    _CACHE.clear()
-    from . import split
-
-    split._SPLITS.clear()
-    split._BUILTIN.clear()

@@ -175,10 +175,10 @@ def normalise(img: np.ndarray) -> np.ndarray:
     """Per-channel percentile scaling of a (C, *spatial) array to float32 [0, 1]: percentiles of
     the finite values in float64, NaN/inf pixels read as 0 (`non_finite` lets the caller report
     them), ValueError for a channel without any finite value. The exported model.py's
-    `preprocess` runs this very code (`nas_attn.infer.normalise_percentile`)."""
+    `preprocess` runs this very code (`nas_attn.models.infer.normalise_percentile`)."""
     import torch
 
-    from ..infer import normalise_percentile
+    from ..models.infer import normalise_percentile
 
     arr = np.asarray(img)
     if not arr.dtype.isnative or arr.dtype.kind not in "iuf" or arr.dtype == np.uint64:

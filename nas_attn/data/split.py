@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import DataError
 from .builtin import make_builtin
 from .config import DataConfig
+from . import folder
 from .folder import load_folder
 from .segdata import SegData
 
@@ -141,3 +142,10 @@ def load_test(cfg: DataConfig) -> SegData | None:
                             aux=cfg.builtin_aux)
     idx = test_indices(data, cfg.test_pattern)
     return data.subset(idx) if idx else None
+
+
+def clear_cache() -> None:
+    """Forget every decoded folder and the train/val splits made from them."""
+    folder._CACHE.clear()
+    _SPLITS.clear()
+    _BUILTIN.clear()

@@ -60,7 +60,7 @@ def _fixed(v: Any) -> tuple[bool, Any]:
 
 
 def retrain_options(trial: FrozenTrial, space) -> dict[str, Any]:
-    """The TrainConfig fields a trial trained with, minus its short budget: the sampled
+    """The TrainConfig fields of a trial that recorded none (an older study): the sampled
     `train.*` parameters and the space's fixed training values."""
     opts = {}
     for k, v in space.training.items():
@@ -83,6 +83,43 @@ def full_budget(space) -> dict[str, Any]:
     if b.samples_per_epoch:
         out["samples_per_epoch"] = b.samples_per_epoch
     return out
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to retrain one trial: its architecture, the training and data configuration it ran
+    with (as it recorded them), and the full budget instead of its short one."""
+
+    study: str
+    trial: int
+    arch: UNetArch
+    train_options: dict[str, Any]
+    data_options: dict[str, Any]
+    summary: str
+
+
+def retrain_recipe(study: optuna.Study, trial: FrozenTrial | int | None = None,
+                   space=None) -> Recipe:
+    """What `train --from-study` and `finalize` run for a trial (the best when None): the
+    trial's recorded `train_config` / `data_config` (every field resolved, one-element lists
+    and fixed values included), its device dropped, with `full_budget(space)` on top."""
+    from .report import get_trial
+
+    t = trial if isinstance(trial, FrozenTrial) else get_trial(study, trial)
+    space = space or study_space(study)
+    ua = t.user_attrs
+    if ua.get("train_config"):
+        ran = {k: v for k, v in ua["train_config"].items() if k != "device"}
+        searched = {k: ran[k] for k in space.training if k in ran}
+    else:
+        ran = searched = retrain_options(t, space)
+    # the trial's own settings, no time limit, the full budget; the space's training values
+    # win over the budget (as they did over the trial's)
+    train_opts = {**ran, "max_time_s": None, **full_budget(space), **searched}
+    data_opts = dict(ua["data_config"]) if ua.get("data_config") else \
+        study_data_options(study, space)
+    return Recipe(study.study_name, t.number, trial_arch(t), train_opts, data_opts,
+                  ua.get("arch_summary", ""))
 
 
 def candidates(study: optuna.Study, top: int, baselines: bool = True) -> list[FrozenTrial]:
@@ -134,25 +171,23 @@ class Progress:
     test_dice: float | None
 
 
-def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int | None = None,
-             runs_dir: Path = Path("runs"), device: str | None = None,
-             test_source: str | None = None, data: str | None = None, baselines: bool = True,
-             progress: Callable[[Progress], None] | None = None,
-             on_epoch: Callable[[int, int, int, dict], None] | None = None) -> dict[str, Any]:
-    """Retrain, choose on validation, report on test (module docstring). `test_source` adds a
-    separate test folder (never seen by the search); `data` overrides the data folder path (the
-    same data on another machine)."""
+@dataclass
+class _Splits:
+    """The study's data, loaded once for every retraining."""
+
+    cfg: Any
+    train: Any
+    val: Any
+    test: Any
+    test_loader: Any
+
+
+def _splits(study: optuna.Study, space, data: str | None, test_source: str | None) -> _Splits:
     from torch.utils.data import DataLoader
 
     from ..data import DataConfig, load_data, load_test
     from ..data.loaders import WholeImageDataset
-    from ..train import TrainConfig, evaluate, train
-    from ..train.checkpoint import write_json
-    from ..train.loop import _eval_patch
 
-    if top < 1 or seeds < 1:
-        raise StudyError(f"top and seeds must be >= 1, got top={top}, seeds={seeds}")
-    space = study_space(study)
     opts = study_data_options(study, space)
     if data:
         opts["source"] = data
@@ -161,57 +196,88 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int |
             raise StudyError("the study already holds out a test split by test_pattern "
                              f"{opts['test_pattern']!r}; do not give another test folder")
         opts["test_source"] = test_source
-    data_cfg = DataConfig(**opts)
-    train_data, val_data = load_data(data_cfg)
-    test_data = load_test(data_cfg)
-    test_loader = (DataLoader(WholeImageDataset(test_data), batch_size=1)
-                   if test_data is not None else None)
+    cfg = DataConfig(**opts)
+    train_data, val_data = load_data(cfg)
+    test_data = load_test(cfg)
+    loader = DataLoader(WholeImageDataset(test_data), batch_size=1) if test_data is not None \
+        else None
+    return _Splits(cfg, train_data, val_data, test_data, loader)
+
+
+def _retrain(t: FrozenTrial, base: dict[str, Any], seeds: int, d: _Splits, out_root: Path,
+             on_run: Callable[[int, float, float | None], None],
+             on_epoch: Callable[[int, int, int, dict], None] | None) -> dict[str, Any]:
+    """One candidate under every seed: its row of the result."""
+    from ..train import TrainConfig, evaluate, train
+    from ..train.loop import _eval_patch
+
+    arch: UNetArch = trial_arch(t)
+    row: dict[str, Any] = {
+        "trial": t.number, "label": t.user_attrs.get("baseline", ""),
+        "summary": arch.summary(), "short_dice": float(t.values[0]),
+        "val": [], "test": [], "best_epoch": [], "checkpoints": [], "seconds": [],
+        "train_config": None}
+    for s in range(seeds):
+        cfg = TrainConfig.make(**{**base, "seed": s})
+        row["train_config"] = cfg.model_dump(mode="json", exclude={"seed"})
+
+        def _epoch(epoch, metrics, _t=t.number, _s=s):
+            if on_epoch is not None:
+                on_epoch(_t, _s, epoch, metrics)
+
+        res = train(arch, d.train, d.val, d.cfg, cfg, out_dir=out_root / f"trial_{t.number:04d}_seed{s}",
+                    on_epoch=_epoch)
+        val = float(res.best["dice"])
+        tst = None
+        if d.test_loader is not None:
+            tst = float(evaluate(res.model, d.test_loader, res.runtime, classes=arch.classes,
+                                 patch_size=_eval_patch(d.cfg, d.train),
+                                 overlap=cfg.val_overlap)["dice"])
+        row["val"].append(val)
+        row["test"].append(tst)
+        row["best_epoch"].append(int(res.best.get("epoch", -1)))
+        row["checkpoints"].append(str(res.checkpoint) if res.checkpoint else None)
+        row["seconds"].append(round(res.seconds, 1))
+        on_run(s, val, tst)
+    row["val_mean"], row["val_std"] = _mean_std(row["val"])
+    if d.test_loader is not None:
+        row["test_mean"], row["test_std"] = _mean_std(row["test"])
+    return row
+
+
+def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int | None = None,
+             runs_dir: Path = Path("runs"), device: str | None = None,
+             test_source: str | None = None, data: str | None = None, baselines: bool = True,
+             progress: Callable[[Progress], None] | None = None,
+             on_epoch: Callable[[int, int, int, dict], None] | None = None) -> dict[str, Any]:
+    """Retrain, choose on validation, report on test (module docstring). `test_source` adds a
+    separate test folder (never seen by the search); `data` overrides the data folder path (the
+    same data on another machine)."""
+    from ..train.checkpoint import write_json
+
+    if top < 1 or seeds < 1:
+        raise StudyError(f"top and seeds must be >= 1, got top={top}, seeds={seeds}")
+    space = study_space(study)
+    d = _splits(study, space, data, test_source)
+    data_cfg, train_data, val_data, test_data = d.cfg, d.train, d.val, d.test
     chosen = candidates(study, top, baselines)
     out_root = inside(runs_dir, study.study_name, "final")
     runs = len(chosen) * seeds
     rows: list[dict[str, Any]] = []
-    k = 0
+    done = [0]
     for t in chosen:
-        arch: UNetArch = trial_arch(t)
-        base = {**full_budget(space), **retrain_options(t, space)}
+        base = retrain_recipe(study, t, space).train_options
         if epochs is not None:
             base["epochs"] = epochs
         if device is not None:
             base["device"] = device
-        row: dict[str, Any] = {
-            "trial": t.number, "label": t.user_attrs.get("baseline", ""),
-            "summary": arch.summary(), "short_dice": float(t.values[0]),
-            "val": [], "test": [], "best_epoch": [], "checkpoints": [], "seconds": [],
-            "train_config": None}
-        for s in range(seeds):
-            cfg = TrainConfig.make(**{**base, "seed": s})
-            row["train_config"] = cfg.model_dump(mode="json", exclude={"seed"})
-            k += 1
-            out_dir = out_root / f"trial_{t.number:04d}_seed{s}"
 
-            def _epoch(epoch, metrics, _t=t.number, _s=s):
-                if on_epoch is not None:
-                    on_epoch(_t, _s, epoch, metrics)
-
-            res = train(arch, train_data, val_data, data_cfg, cfg, out_dir=out_dir,
-                        on_epoch=_epoch)
-            val = float(res.best["dice"])
-            tst = None
-            if test_loader is not None:
-                tst = float(evaluate(res.model, test_loader, res.runtime, classes=arch.classes,
-                                     patch_size=_eval_patch(data_cfg, train_data),
-                                     overlap=cfg.val_overlap)["dice"])
-            row["val"].append(val)
-            row["test"].append(tst)
-            row["best_epoch"].append(int(res.best.get("epoch", -1)))
-            row["checkpoints"].append(str(res.checkpoint) if res.checkpoint else None)
-            row["seconds"].append(round(res.seconds, 1))
+        def on_run(seed, val, tst, _t=t.number):
+            done[0] += 1
             if progress is not None:
-                progress(Progress(k, runs, t.number, s, val, tst))
-        row["val_mean"], row["val_std"] = _mean_std(row["val"])
-        if test_loader is not None:
-            row["test_mean"], row["test_std"] = _mean_std(row["test"])
-        rows.append(row)
+                progress(Progress(done[0], runs, _t, seed, val, tst))
+
+        rows.append(_retrain(t, base, seeds, d, out_root, on_run, on_epoch))
     winner = max(rows, key=lambda r: r["val_mean"])
     best_seed = max(range(seeds), key=lambda i: winner["val"][i])
     result = {

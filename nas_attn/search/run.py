@@ -5,6 +5,7 @@ Library code: it prints nothing. Progress goes to an optional `listener` (the CL
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -188,26 +189,9 @@ class Objective:
 
         space = self.space
         label = trial.user_attrs.get("baseline")
-        try:
-            arch = sample_arch(trial, space, self.info)
-        except ArchError as e:
-            trial.set_user_attr("fail_reason", f"invalid architecture: {e}")
-            raise
-        overrides = sample_training(trial, space)
-        key = _key(arch, overrides)
-        trial.set_user_attr("arch", arch.to_json())
-        trial.set_user_attr("arch_summary", arch.summary())
-        trial.set_user_attr("config_key", key)
-        dup = self._duplicate(trial, key)
+        arch, overrides, dup = self._sample(trial)
         if dup is not None:
-            trial.set_user_attr("duplicate_of", dup.number)
-            for k in ("params", "flops", "activation_mb", "latency_ms", "dice", "iou", "curve"):
-                if k in dup.user_attrs:
-                    trial.set_user_attr(k, dup.user_attrs[k])
-            if dup.state == optuna.trial.TrialState.PRUNED:
-                trial.set_user_attr("prune_reason", f"same configuration as pruned trial {dup.number}")
-                raise optuna.TrialPruned(f"same configuration as pruned trial {dup.number}")
-            return dup.values[0] if len(dup.values) == 1 else tuple(dup.values)
+            return self._repeat(trial, dup)
 
         self.listener.trial_started(trial.number, arch, label)
         out_dir = inside(self.runs_dir, self.study_name, f"trial_{trial.number:04d}")
@@ -218,6 +202,9 @@ class Objective:
             trial.set_user_attr("resumed_from", str(resume))
         try:
             cfg = self.train_config(overrides)
+            # what `train --from-study` and `finalize` replay: every field, resolved
+            trial.set_user_attr("train_config", cfg.model_dump(mode="json"))
+            trial.set_user_attr("data_config", self.data_cfg.model_dump(mode="json"))
             runtime, cost = self._measure(arch, cfg)
             for k, v in cost.as_dict().items():
                 trial.set_user_attr(k, v)
@@ -228,22 +215,7 @@ class Objective:
                 trial.set_user_attr("prune_reason", reason)
                 raise optuna.TrialPruned(reason)
             curve: list[dict] = []
-
-            def on_epoch(epoch: int, metrics: dict) -> None:
-                dice = float(metrics["dice"])
-                curve.append({"epoch": epoch, **{k: _num(v) for k, v in metrics.items()
-                                                 if isinstance(v, (int, float))}})
-                trial.set_user_attr("curve", curve)
-                self.listener.epoch_done(trial.number, epoch, metrics)
-                if not space.multi_objective:
-                    trial.report(dice, epoch)
-                    # baselines always run to the end: they are what finalize measures against
-                    if label is None and trial.should_prune():
-                        reason = f"pruned by {type(trial.study.pruner).__name__} after epoch " \
-                                 f"{epoch} (dice {dice:.4f})"
-                        trial.set_user_attr("prune_reason", reason)
-                        raise optuna.TrialPruned(reason)
-
+            on_epoch = self._epoch_callback(trial, label, curve)
             try:
                 result = train(arch, self.train_data, self.val_data, self.data_cfg, cfg,
                                on_epoch=on_epoch, out_dir=out_dir, runtime=runtime,
@@ -267,6 +239,58 @@ class Objective:
         except NasAttnError as e:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
             raise
+        return self._finish(trial, out_dir, arch, result, curve, cost)
+
+    def _sample(self, trial):
+        """The trial's architecture, training choices and an earlier trial of the same
+        configuration (None when new), recorded as user attributes."""
+        try:
+            arch = sample_arch(trial, self.space, self.info)
+        except ArchError as e:
+            trial.set_user_attr("fail_reason", f"invalid architecture: {e}")
+            raise
+        overrides = sample_training(trial, self.space)
+        key = _key(arch, overrides)
+        trial.set_user_attr("arch", arch.to_json())
+        trial.set_user_attr("arch_summary", arch.summary())
+        trial.set_user_attr("config_key", key)
+        return arch, overrides, self._duplicate(trial, key)
+
+    def _repeat(self, trial, dup):
+        """The result of an earlier trial of the same configuration, not trained again."""
+        trial.set_user_attr("duplicate_of", dup.number)
+        for k in ("params", "flops", "activation_mb", "latency_ms", "dice", "iou", "curve",
+                  "train_config", "data_config"):
+            if k in dup.user_attrs:
+                trial.set_user_attr(k, dup.user_attrs[k])
+        if dup.state == optuna.trial.TrialState.PRUNED:
+            trial.set_user_attr("prune_reason", f"same configuration as pruned trial {dup.number}")
+            raise optuna.TrialPruned(f"same configuration as pruned trial {dup.number}")
+        return dup.values[0] if len(dup.values) == 1 else tuple(dup.values)
+
+    def _epoch_callback(self, trial, label: str | None, curve: list[dict]):
+        """Records each evaluated epoch and asks the pruner (never for a baseline)."""
+        space = self.space
+
+        def on_epoch(epoch: int, metrics: dict) -> None:
+            dice = float(metrics["dice"])
+            curve.append({"epoch": epoch, **{k: _num(v) for k, v in metrics.items()
+                                             if isinstance(v, (int, float))}})
+            trial.set_user_attr("curve", curve)
+            self.listener.epoch_done(trial.number, epoch, metrics)
+            if not space.multi_objective:
+                trial.report(dice, epoch)
+                # baselines always run to the end: they are what finalize measures against
+                if label is None and trial.should_prune():
+                    reason = f"pruned by {type(trial.study.pruner).__name__} after epoch " \
+                             f"{epoch} (dice {dice:.4f})"
+                    trial.set_user_attr("prune_reason", reason)
+                    raise optuna.TrialPruned(reason)
+
+        return on_epoch
+
+    def _finish(self, trial, out_dir: Path, arch: UNetArch, result, curve: list[dict], cost):
+        """The finished trial's scores and artifacts; its objective value(s)."""
         best = result.best
         dice = float(best["dice"])
         trial.set_user_attr("dice", dice)
@@ -277,9 +301,10 @@ class Objective:
             trial.set_user_attr("checkpoint", str(Path(result.checkpoint).resolve()))
         from ..curves import save_curve
 
-        save_curve(curve or result.history, out_dir / "curve.png", title=f"trial {trial.number}: {arch.summary()}")
+        save_curve(curve or result.history, out_dir / "curve.png",
+                   title=f"trial {trial.number}: {arch.summary()}")
         self._artifacts(trial, out_dir, arch, dice, cost)
-        values = [dice] + [float(getattr(cost, o)) for o in space.objectives[1:]]
+        values = [dice] + [float(getattr(cost, o)) for o in self.space.objectives[1:]]
         return values[0] if len(values) == 1 else tuple(values)
 
     def _measure(self, arch: UNetArch, cfg):
@@ -357,6 +382,12 @@ class SearchSession:
     notes: list[str]
     objective: Objective
     runs_dir: Path
+    request: SearchRequest | None = None
+    """The request as resolved (a resumed study's data settings filled in)."""
+
+    def trials(self, asked: int | None = None) -> int:
+        """Trials to run now: `asked`, else the space's `search.trials`."""
+        return asked if asked is not None else self.space.search.trials
 
 
 def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchSession:
@@ -383,11 +414,12 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
                 f"study {name!r} was created with a different search space "
                 f"({study0.user_attrs.get('space_path')}); resume it with that space or choose a "
                 f"new --study name")
-        if req.data is None and study0.user_attrs.get("data_override"):
-            req.data = study0.user_attrs["data_override"]
-        for attr in ("val_pattern", "test_pattern", "test_data"):
-            if getattr(req, attr) is None and study0.user_attrs.get(attr):
-                setattr(req, attr, study0.user_attrs[attr])
+        # a resumed study keeps its data settings unless the request gives others
+        resumed = {attr: study0.user_attrs[key] for attr, key in (
+            ("data", "data_override"), ("val_pattern", "val_pattern"),
+            ("test_pattern", "test_pattern"), ("test_data", "test_data"))
+            if getattr(req, attr) is None and study0.user_attrs.get(key)}
+        req = dataclasses.replace(req, **resumed)  # a copy: the caller's request stays as it was
     artifact_dir = artifact_dir_for(runs_dir)
     artifact_dir.mkdir(parents=True, exist_ok=True)
     # data first: a bad folder must fail before a study is created for it
@@ -426,7 +458,7 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
             optuna.storages.fail_stale_trials(study)
     if space.search.baselines:
         enqueue_baselines(study, space, created)
-    return SearchSession(study, space, space_path, created, notes, objective, runs_dir)
+    return SearchSession(study, space, space_path, created, notes, objective, runs_dir, req)
 
 
 def enqueue_baselines(study: optuna.Study, space: Space, created: bool) -> list[str]:

@@ -48,9 +48,18 @@ def _attn_choices(names: list[str | None]) -> list[str]:
 
 
 def site_choices(space: Space, site: str, depth: int) -> list[str]:
+    """The attention names a site may take (the bottleneck is level `depth`)."""
     kind, _, level = site.partition(".")
-    rule = space.rule(kind)
-    return _attn_choices(rule.choices if kind == "bottleneck" else rule.at(int(level)))
+    return _attn_choices(space.rule(kind).at(depth if kind == "bottleneck" else int(level)))
+
+
+def site_param(space: Space, site: str, depth: int) -> str:
+    """A site's parameter prefix: its name, except that the bottleneck's carries the depth
+    (`bottleneck.4`) when its choices differ between the space's depths (`bottleneck.levels`),
+    since an Optuna parameter keeps one list of choices."""
+    if site == "bottleneck" and len({tuple(space.bottleneck.at(d)) for d in space.macro.depth}) > 1:
+        return f"bottleneck.{depth}"
+    return site
 
 
 def sample_arch(trial, space: Space, data: DataInfo) -> UNetArch:
@@ -64,11 +73,12 @@ def sample_arch(trial, space: Space, data: DataInfo) -> UNetArch:
     names = [f"encoder.{i}" for i in range(depth)] + ["bottleneck"] + \
             [f"skip.{i}" for i in range(depth)] + [f"decoder.{i}" for i in range(depth)]
     for site in names:
-        choice = suggest(trial, f"{site}.attn", site_choices(space, site, depth))
+        param = site_param(space, site, depth)
+        choice = suggest(trial, f"{param}.attn", site_choices(space, site, depth))
         if choice == NONE:
             spec = AttnSpec()
         else:
-            opts = {k: suggest(trial, f"{site}.{choice}.{k}", v)
+            opts = {k: suggest(trial, f"{param}.{choice}.{k}", v)
                     for k, v in space.option_choices(choice).items()}
             spec = AttnSpec.make(choice, **opts)
         if site == "bottleneck":
@@ -124,7 +134,7 @@ def baseline_params(space: Space) -> list[tuple[str, dict[str, Any]]]:
             if NONE not in site_choices(space, s, depth):
                 plain = None
                 break
-            plain[f"{s}.attn"] = NONE
+            plain[f"{site_param(space, s, depth)}.attn"] = NONE
     if plain is not None:
         out.append(("plain_unet", plain))
         skips = [f"skip.{i}" for i in range(depth)]

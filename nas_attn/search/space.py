@@ -13,10 +13,11 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..attention import registry
-from ..errors import SpaceError
+from .. import registry
+from ..errors import ArchError, SpaceError
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[1] / "spaces"
+"""The ready spaces: YAML files shipped inside the package (package data of the wheel)."""
 OBJECTIVES = ("dice", "params", "flops", "latency_ms")
 SAMPLERS = ("tpe", "random", "gp", "nsga2", "brute")
 PRUNERS = ("hyperband", "sha", "median", "none")
@@ -106,14 +107,6 @@ class Macro(_Strict):
     def _listify(cls, v):
         return v if isinstance(v, list) else [v]
 
-    @field_validator("depth")
-    @classmethod
-    def _depth(cls, v):
-        bad = [d for d in v if not 1 <= d <= 6]
-        if bad:
-            raise ValueError(f"depth values must be 1..6, got {bad}")
-        return v
-
     def widths(self, depth: int, base: int) -> tuple[int, ...]:
         return tuple(min(self.max_width, int(round(base * self.width_factor ** i)))
                      for i in range(depth + 1))
@@ -146,7 +139,7 @@ class SearchSettings(_Strict):
 
 
 class Space(_Strict):
-    """A search space file (see search_spaces/default.yaml for an annotated example)."""
+    """A search space file (see nas_attn/spaces/default.yaml for an annotated example)."""
 
     description: str = ""
     spatial_dims: Literal[2, 3] | None = None
@@ -169,40 +162,16 @@ class Space(_Strict):
     # ------------------------------------------------------------------------------------
     @model_validator(mode="after")
     def _semantics(self):
-        known = registry.names()
-        for kind in ("encoder", "bottleneck", "skip", "decoder"):
-            rule: SiteRule = getattr(self, kind)
-            for where, names in [(f"{kind}.choices", rule.choices)] + [
-                    (f"{kind}.levels.{lvl}", v) for lvl, v in rule.levels.items()]:
-                if not names:
-                    raise ValueError(f"{where}: empty list; use [none] for no attention")
-                for n in names:
-                    if n is None:
-                        continue
-                    if n not in known:
-                        raise ValueError(f"{where}: unknown attention {n!r}; known: none, "
-                                         f"{', '.join(known)}")
-                    if registry.get_info(n).kind == "paired" and kind != "skip":
-                        raise ValueError(f"{where}: {n!r} needs a guiding feature and may only "
-                                         "be listed under skip")
-        for name, opts in self.options.items():
-            if name not in known:
-                raise ValueError(f"options.{name}: unknown attention {name!r}; known: "
-                                 f"{', '.join(known)}")
-            accepted = registry.get_info(name).options()
-            for key in opts:
-                if key not in accepted:
-                    raise ValueError(f"options.{name}.{key}: {name!r} has no option {key!r}; "
-                                     f"accepted: {', '.join(accepted) or 'none'}")
-        from ..train import TrainConfig
-
-        fields = TrainConfig.model_fields
-        for key in self.training:
-            if key not in fields:
-                raise ValueError(f"training.{key}: not a training setting; accepted: "
-                                 f"{', '.join(fields)}")
+        """The one validation of a space: every site choice, macro value, option value and
+        training value goes through the checks the architecture, the registry, TrainConfig
+        and DataConfig apply themselves, so a space that loads samples only buildable
+        architectures (tests/test_search.py samples every ready space)."""
         from ..data import DataConfig
 
+        _check_sites(self)
+        _check_macro(self.macro, self.spatial_dims)
+        _check_options(self)
+        _check_training(self.training)
         try:
             DataConfig(**self.data)
         except ValidationError as e:
@@ -248,6 +217,124 @@ class Space(_Strict):
                     c *= choice_count(ch)
             total += c
         return total
+
+
+# ----- the checks behind Space._semantics --------------------------------------------------------
+def _dims_of(space_dims: int | None, name: str) -> int:
+    """The spatial dims to check a module in: the space's, else the module's first."""
+    return space_dims or registry.get_info(name).dims[0]
+
+
+def _check_sites(space: Space) -> None:
+    known = registry.names()
+    for kind in ("encoder", "bottleneck", "skip", "decoder"):
+        rule: SiteRule = getattr(space, kind)
+        for where, names in [(f"{kind}.choices", rule.choices)] + [
+                (f"{kind}.levels.{lvl}", v) for lvl, v in rule.levels.items()]:
+            if not names:
+                raise ValueError(f"{where}: empty list; use [none] for no attention")
+            for n in names:
+                if n is None:
+                    continue
+                if n not in known:
+                    raise ValueError(f"{where}: unknown attention {n!r}; known: none, "
+                                     f"{', '.join(known)}")
+                if registry.get_info(n).kind == "paired" and kind != "skip":
+                    raise ValueError(f"{where}: {n!r} needs a guiding feature and may only "
+                                     "be listed under skip")
+                try:
+                    registry.validate_options(n, {}, spatial_dims=_dims_of(space.spatial_dims, n))
+                except ArchError as e:
+                    raise ValueError(f"{where}: {e}") from None
+
+
+def _check_macro(m: Macro, spatial_dims: int | None) -> None:
+    """Each macro value as the architecture itself checks it (depth and widths, block, upsample,
+    encoder; a timm encoder must exist and give enough feature levels for every depth)."""
+    from ..arch import BlockSpec, UNetArch
+
+    dims = spatial_dims or 2
+    checks = [(f"macro.depth / base_width ({d}, {b})",
+               lambda d=d, b=b: UNetArch(spatial_dims=dims, depth=d, widths=m.widths(d, b)))
+              for d in m.depth for b in m.base_width]
+    checks += [(f"macro.{key}", lambda key=key, v=v: BlockSpec(**{key: v}))
+               for key in ("convs", "norm", "act") for v in getattr(m, key)]
+    checks += [("macro.upsample", lambda v=v: UNetArch(spatial_dims=dims, upsample=v))
+               for v in m.upsample]
+    checks += [("macro.encoder", lambda v=v: _check_encoder(v, dims, m.depth))
+               for v in m.encoder]
+    for where, check in checks:
+        try:
+            check()
+        except (ArchError, TypeError) as e:
+            raise ValueError(f"{where}: {e}") from None
+
+
+def _check_encoder(name: str, dims: int, depths: list[int]) -> None:
+    from ..arch import UNetArch
+
+    UNetArch(spatial_dims=dims, encoder_name=name)  # 'unet' or 'timm:<model>', 2D only
+    if name == "unet":
+        return
+    import timm
+
+    model = name.split(":", 1)[1]
+    if model not in timm.list_models():
+        raise ArchError(f"timm has no model {model!r} (see timm.list_models())")
+    levels = len(timm.create_model(model, pretrained=False, features_only=True).feature_info)
+    if max(depths) + 1 > levels:
+        raise ArchError(f"encoder {model!r} gives {levels} feature levels; depth must be at "
+                        f"most {levels - 1}, got {max(depths)}")
+
+
+def _values(choice: Choice) -> list:
+    """The concrete values a choice can take (an int range: all of them, up to 256; a float
+    range: both ends)."""
+    if isinstance(choice, Range):
+        if choice.is_int() and choice.count() <= 256:
+            step = int(choice.step or 1)
+            return list(range(int(choice.low), int(choice.high) + 1, step))
+        return [choice.low, choice.high]
+    return list(choice) if isinstance(choice, list) else [choice]
+
+
+def _check_options(space: Space) -> None:
+    """Every value of every option through the registry, then the module built with it."""
+    known = registry.names()
+    for name, opts in space.options.items():
+        if name not in known:
+            raise ValueError(f"options.{name}: unknown attention {name!r}; known: "
+                             f"{', '.join(known)}")
+        info = registry.get_info(name)
+        accepted = info.options()
+        dims = _dims_of(space.spatial_dims, name)
+        for key, choice in opts.items():
+            if key not in accepted:
+                raise ValueError(f"options.{name}.{key}: {name!r} has no option {key!r}; "
+                                 f"accepted: {', '.join(accepted) or 'none'}")
+            for v in _values(choice):
+                try:
+                    registry.create_attention(name, 8, spatial_dims=dims, guide_channels=8
+                                              if info.kind == "paired" else None, **{key: v})
+                except ArchError as e:
+                    raise ValueError(f"options.{name}.{key}: value {v!r}: {e}") from None
+
+
+def _check_training(training: dict[str, Choice]) -> None:
+    from ..errors import TrainingError
+    from ..train import TrainConfig
+
+    fields = TrainConfig.model_fields
+    for key, choice in training.items():
+        if key not in fields:
+            raise ValueError(f"training.{key}: not a training setting; accepted: "
+                             f"{', '.join(fields)}")
+        for v in _values(choice):
+            try:
+                TrainConfig.make(**{key: v})
+            except TrainingError as e:
+                raise ValueError(f"training.{key}: value {v!r}: "
+                                 f"{str(e).splitlines()[-1].strip()}") from None
 
 
 def _first_errors(e: ValidationError, limit: int = 5) -> str:

@@ -6,7 +6,8 @@ reads back what it wrote.
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import DiceCELoss, SegLoss, deep_supervision_weights
-from .loop import StepInfo, TrainResult, evaluate, get_loaders, predict_logits, train
+from .inference import predict_logits
+from .loop import StepInfo, TrainResult, evaluate, get_loaders, train
 from .metrics import MetricAccumulator, dice_iou_per_class, hd95
 
 __all__ = [
@@ -14,3 +15,7 @@ __all__ = [
     "TrainResult", "deep_supervision_weights", "dice_iou_per_class", "evaluate", "get_loaders",
     "hd95", "load_checkpoint", "predict_logits", "read_checkpoint", "save_checkpoint", "train",
 ]
+
+from .._callable import make_callable  # noqa: E402
+
+make_callable(__name__)  # `na.train(...)` runs `nas_attn.api.train`

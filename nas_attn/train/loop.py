@@ -19,6 +19,7 @@ from ..device import Runtime, is_oom, release_memory, seed_everything
 from ..errors import DivergedError, OutOfMemoryError, TrainingError
 from .checkpoint import save_checkpoint, state_dict_cpu
 from .config import TrainConfig
+from .inference import predict_logits
 from .losses import SegLoss
 from .metrics import MetricAccumulator, labels_from_logits
 
@@ -116,10 +117,6 @@ def _reseed(loader, seed: int) -> None:
         reseed(seed)
 
 
-def clear_loader_cache() -> None:
-    _LOADERS.clear()
-
-
 # ----- optimizer / schedule ---------------------------------------------------------------
 def make_optimizer(model: nn.Module, cfg: TrainConfig,
                    runtime: Runtime | None = None) -> torch.optim.Optimizer:
@@ -195,15 +192,6 @@ class LRSchedule:
 
 
 # ----- evaluation -------------------------------------------------------------------------
-def _patch_tuple(patch_size, spatial_dims: int) -> tuple[int, ...] | None:
-    if patch_size is None:
-        return None
-    if isinstance(patch_size, int):
-        return (patch_size,) * spatial_dims
-    sizes = tuple(int(p) for p in patch_size)
-    return sizes * spatial_dims if len(sizes) == 1 else sizes
-
-
 def _eval_patch(data_cfg, train_data):
     """The training patch size (the data package's rule), used to decide on sliding windows."""
     patch = getattr(data_cfg, "patch_size", None)
@@ -213,23 +201,6 @@ def _eval_patch(data_cfg, train_data):
         return resolve_patch(patch, train_data)
     except Exception:  # noqa: BLE001  (no data package rule / odd data: fall back to the config)
         return patch
-
-
-def predict_logits(model: nn.Module, image: torch.Tensor, runtime: Runtime, *, patch_size=None,
-                   overlap: float = 0.25, aux: torch.Tensor | None = None) -> torch.Tensor:
-    """Float32 logits (1, C, *sp) for one whole image (1, C_in, *sp) already on the device.
-    With a patch size, always through `nas_attn.data.sliding_window_predict`, which runs the
-    model at the training patch shape only (a smaller image is padded as in training and
-    cropped back, a larger one tiled), so cuDNN never tunes for a new shape."""
-    patch = _patch_tuple(patch_size, image.dim() - 2)
-    with torch.no_grad(), runtime.autocast():
-        if patch is not None:
-            from ..data import sliding_window_predict
-
-            logits = sliding_window_predict(model, image, patch, overlap=overlap, aux=aux)
-        else:
-            logits = model(image, aux)
-    return logits.float()
 
 
 def _predict_or_cpu(model: nn.Module, image: torch.Tensor, runtime: Runtime, **kw) -> torch.Tensor:
@@ -342,9 +313,45 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
         + (", or turn AMP on" if runtime.is_cuda and not runtime.amp else "") + ".")
 
 
-def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: Runtime,
-           on_epoch, out_dir, progress, loaders, compile_model: bool = False,
-           resume_from=None) -> TrainResult:
+@dataclass
+class _Run:
+    """The moving parts of one training run, shared by its epochs."""
+
+    arch: Any
+    cfg: TrainConfig
+    data_cfg: Any
+    runtime: Runtime
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    scaler: Any
+    criterion: SegLoss
+    ema: Any
+    forward: Callable
+    val_loader: Any
+    batches: Iterator
+    steps_per_epoch: int
+    total_steps: int
+    patch_size: Any
+    t_start: float
+    ckpt_path: Path | None
+    resume_path: Path | None
+    nonfinite_limit: int
+    report_every: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
+    written: Path | None = None
+    global_step: int = 0
+    images: int = 0
+    train_done_s: float = 0.0
+    wait_s: float = 0.0
+    since_best: int = 0
+    nonfinite_run: int = 0
+
+
+def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runtime, out_dir,
+           loaders, compile_model: bool) -> _Run:
     from ..unet import build_unet
 
     t_start = time.perf_counter()
@@ -379,142 +386,161 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
     if compile_model:
         forward = runtime.compile(forward)
     nonfinite_limit = NONFINITE_PATIENCE if scaler.is_enabled() else 1
-    nonfinite_run = 0
     report_every = 1 if runtime.device.type == "cpu" else 10
+    return _Run(arch, cfg, data_cfg, runtime, model, optimizer, schedule, scaler, criterion, ema,
+                forward, val_loader, _cycle(train_loader), steps_per_epoch, total_steps,
+                patch_size, t_start, Path(out_dir) / "best.pt" if out_dir is not None else None,
+                Path(out_dir) / "resume.pt" if out_dir is not None else None, nonfinite_limit,
+                report_every)
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
-    best_state: dict[str, torch.Tensor] | None = None
-    ckpt_path = Path(out_dir) / "best.pt" if out_dir is not None else None
-    written: Path | None = None
-    global_step, images, train_done_s, wait_s = 0, 0, 0.0, 0.0
-    since_best, stop_reason = 0, "epochs"
-    batches = _cycle(train_loader)
-    first_epoch = 1
+
+def _check_finite(run: _Run, values: torch.Tensor, pending: int, lr: float) -> torch.Tensor:
+    """The finite ones among the last `pending` losses; `DivergedError` once the non-finite
+    run reaches its limit."""
+    finite = torch.isfinite(values)
+    for j, ok in enumerate(finite.tolist()):
+        run.nonfinite_run = 0 if ok else run.nonfinite_run + 1
+        if run.nonfinite_run >= run.nonfinite_limit:
+            first = run.global_step - pending + 2 + j - run.nonfinite_run
+            persisted = (f" and stayed non-finite for {run.nonfinite_run} steps (the "
+                         f"gradient scaler skipped them)" if run.nonfinite_run > 1 else "")
+            ep = (first - 1) // run.steps_per_epoch + 1
+            raise DivergedError(
+                f"loss became {float(values[j])} at epoch {ep}, step "
+                f"{first - (ep - 1) * run.steps_per_epoch} (global step {first}, lr "
+                f"{lr:.3g}){persisted} for {run.arch.summary()}; lower lr (now "
+                f"{run.cfg.lr:g}), keep grad_clip on (now {run.cfg.grad_clip}), or turn AMP off")
+    return finite
+
+
+def _train_epoch(run: _Run, epoch: int, progress: ProgressFn | None) -> dict[str, Any]:
+    """One epoch of optimizer steps; its record (the losses, throughput, time budget)."""
+    cfg, optimizer, scaler = run.cfg, run.optimizer, run.scaler
+    run.model.train()
+    t_epoch = time.perf_counter()
+    epoch_loss_sum, epoch_steps, epoch_images = 0.0, 0, 0
+    pending: list[torch.Tensor] = []
+    out_of_time = False
+    for step in range(1, run.steps_per_epoch + 1):
+        t0 = time.perf_counter()
+        batch = next(run.batches)
+        t1 = time.perf_counter()
+        run.wait_s += t1 - t0
+        batch = run.runtime.to_device(batch)
+        x, y = batch["image"], batch["mask"]
+        aux = batch.get("aux")
+        with run.runtime.autocast():
+            outs = run.forward(x, aux)
+        loss = run.criterion(outs, y)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        run.global_step += 1
+        epoch_images += x.shape[0]
+        pending.append(loss.detach())
+        if run.ema is not None:
+            run.ema.update(run.model, step=run.global_step)
+        elapsed = time.perf_counter() - run.t_start
+        lr = run.schedule.lr
+        run.schedule.update(run.global_step, elapsed)
+        out_of_time = cfg.max_time_s is not None and elapsed >= cfg.max_time_s
+        if len(pending) >= run.report_every or step == run.steps_per_epoch or out_of_time:
+            values = torch.stack(pending).float().cpu()  # one sync per report
+            finite = _check_finite(run, values, len(pending), lr)
+            epoch_loss_sum += float(values[finite].sum())  # skipped steps do not count
+            epoch_steps += int(finite.sum())
+            pending.clear()
+            if progress is not None:
+                busy = run.train_done_s + time.perf_counter() - t_epoch
+                progress(StepInfo(epoch=epoch, epochs=cfg.epochs, step=step,
+                                  steps_per_epoch=run.steps_per_epoch,
+                                  global_step=run.global_step, total_steps=run.total_steps,
+                                  loss=float(values[finite].mean()) if finite.any()
+                                  else float("nan"), lr=lr,
+                                  images_per_s=(run.images + epoch_images) / max(1e-9, busy),
+                                  elapsed_s=elapsed))
+        if out_of_time:
+            break
+    epoch_train_s = time.perf_counter() - t_epoch
+    run.train_done_s += epoch_train_s
+    run.images += epoch_images
+    return {"epoch": epoch, "train_loss": epoch_loss_sum / max(1, epoch_steps),
+            "lr": run.schedule.lr, "epoch_s": epoch_train_s,
+            "images_per_s": epoch_images / max(1e-9, epoch_train_s), "_out_of_time": out_of_time}
+
+
+def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """Validation scores; a better Dice becomes the best state (and best.pt)."""
+    cfg = run.cfg
+    eval_model = run.ema.module if run.ema is not None else run.model
+    metrics = evaluate(eval_model, run.val_loader, run.runtime, classes=run.arch.classes,
+                       patch_size=run.patch_size, overlap=cfg.val_overlap, hd95=cfg.hd95,
+                       criterion=run.criterion.base)
+    if not run.best or metrics["dice"] > run.best["dice"]:
+        run.best = {"epoch": epoch, **metrics}
+        run.best_state = state_dict_cpu(eval_model)
+        run.since_best = 0
+        if run.ckpt_path is not None:
+            run.written = save_checkpoint(run.ckpt_path, run.arch, run.best_state, {
+                "metrics": run.best, "epoch": epoch, "train_config": cfg.model_dump(mode="json"),
+                "data_config": _cfg_key(run.data_cfg),
+                "patch_size": list(run.patch_size) if run.patch_size else None})
+    else:
+        run.since_best += 1
+    return metrics
+
+
+def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: Runtime,
+           on_epoch, out_dir, progress, loaders, compile_model: bool = False,
+           resume_from=None) -> TrainResult:
+    run = _setup(arch, train_data, val_data, data_cfg, cfg, runtime, out_dir, loaders,
+                 compile_model)
+    first_epoch, stop_reason = 1, "epochs"
     if resume_from is not None:
-        first_epoch, global_step, since_best, best, best_state, history, elapsed = \
-            _load_resume(resume_from, model, optimizer, schedule, scaler, ema)
-        t_start -= elapsed
-        if best_state is not None and ckpt_path is not None:
-            written = save_checkpoint(ckpt_path, arch, best_state, {
-                "metrics": best, "epoch": best.get("epoch"),
+        first_epoch, run.global_step, run.since_best, run.best, run.best_state, run.history, \
+            elapsed = _load_resume(resume_from, run.model, run.optimizer, run.schedule,
+                                   run.scaler, run.ema)
+        run.t_start -= elapsed
+        if run.best_state is not None and run.ckpt_path is not None:
+            run.written = save_checkpoint(run.ckpt_path, arch, run.best_state, {
+                "metrics": run.best, "epoch": run.best.get("epoch"),
                 "train_config": cfg.model_dump(mode="json"), "data_config": _cfg_key(data_cfg)})
-    resume_path = Path(out_dir) / "resume.pt" if out_dir is not None else None
 
     for epoch in range(first_epoch, cfg.epochs + 1):
-        model.train()
-        t_epoch = time.perf_counter()
-        epoch_loss_sum, epoch_steps, epoch_images = 0.0, 0, 0
-        pending: list[torch.Tensor] = []
-        out_of_time = False
-        for step in range(1, steps_per_epoch + 1):
-            t0 = time.perf_counter()
-            batch = next(batches)
-            t1 = time.perf_counter()
-            wait_s += t1 - t0
-            batch = runtime.to_device(batch)
-            x, y = batch["image"], batch["mask"]
-            aux = batch.get("aux")
-            with runtime.autocast():
-                outs = forward(x, aux)
-            loss = criterion(outs, y)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            global_step += 1
-            epoch_images += x.shape[0]
-            pending.append(loss.detach())
-            if ema is not None:
-                ema.update(model, step=global_step)
-            elapsed = time.perf_counter() - t_start
-            lr = schedule.lr
-            schedule.update(global_step, elapsed)
-            out_of_time = cfg.max_time_s is not None and elapsed >= cfg.max_time_s
-            if len(pending) >= report_every or step == steps_per_epoch or out_of_time:
-                values = torch.stack(pending).float().cpu()  # one sync per report
-                finite = torch.isfinite(values)
-                for j, ok in enumerate(finite.tolist()):
-                    nonfinite_run = 0 if ok else nonfinite_run + 1
-                    if nonfinite_run >= nonfinite_limit:
-                        first = global_step - len(pending) + 2 + j - nonfinite_run
-                        persisted = (f" and stayed non-finite for {nonfinite_run} steps (the "
-                                     f"gradient scaler skipped them)" if nonfinite_run > 1 else "")
-                        ep = (first - 1) // steps_per_epoch + 1
-                        raise DivergedError(
-                            f"loss became {float(values[j])} at epoch {ep}, step "
-                            f"{first - (ep - 1) * steps_per_epoch} (global step {first}, lr "
-                            f"{lr:.3g}){persisted} for {arch.summary()}; lower lr (now "
-                            f"{cfg.lr:g}), keep grad_clip on (now {cfg.grad_clip}), or turn AMP off")
-                epoch_loss_sum += float(values[finite].sum())  # skipped steps do not count
-                epoch_steps += int(finite.sum())
-                pending.clear()
-                if progress is not None:
-                    busy = train_done_s + time.perf_counter() - t_epoch
-                    progress(StepInfo(epoch=epoch, epochs=cfg.epochs, step=step,
-                                      steps_per_epoch=steps_per_epoch, global_step=global_step,
-                                      total_steps=total_steps,
-                                      loss=float(values[finite].mean()) if finite.any()
-                                      else float("nan"), lr=lr,
-                                      images_per_s=(images + epoch_images) / max(1e-9, busy),
-                                      elapsed_s=elapsed))
-            if out_of_time:
-                break
-        epoch_train_s = time.perf_counter() - t_epoch
-        train_done_s += epoch_train_s
-        images += epoch_images
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": epoch_loss_sum / max(1, epoch_steps),
-            "lr": schedule.lr,
-            "epoch_s": epoch_train_s,
-            "images_per_s": epoch_images / max(1e-9, epoch_train_s),
-        }
+        record = _train_epoch(run, epoch, progress)
+        out_of_time = record.pop("_out_of_time")
         last = epoch == cfg.epochs or out_of_time
         if epoch % cfg.val_every == 0 or last:
-            eval_model = ema.module if ema is not None else model
-            metrics = evaluate(eval_model, val_loader, runtime, classes=arch.classes,
-                               patch_size=patch_size, overlap=cfg.val_overlap, hd95=cfg.hd95,
-                               criterion=criterion.base)
-            record.update(metrics)
-            if not best or metrics["dice"] > best["dice"]:
-                best = {"epoch": epoch, **metrics}
-                best_state = state_dict_cpu(eval_model)
-                since_best = 0
-                if ckpt_path is not None:
-                    written = save_checkpoint(ckpt_path, arch, best_state, {
-                        "metrics": best, "epoch": epoch, "train_config": cfg.model_dump(mode="json"),
-                        "data_config": _cfg_key(data_cfg),
-                        "patch_size": list(patch_size) if patch_size else None})
-            else:
-                since_best += 1
-        record["time"] = time.perf_counter() - t_start
-        history.append(record)
-        if resume_path is not None:
-            _save_resume(resume_path, epoch, global_step, since_best, best, best_state, history,
-                         record["time"], model, optimizer, schedule, scaler, ema)
+            record.update(_evaluate_epoch(run, epoch))
+        record["time"] = time.perf_counter() - run.t_start
+        run.history.append(record)
+        if run.resume_path is not None:
+            _save_resume(run.resume_path, epoch, run.global_step, run.since_best, run.best,
+                         run.best_state, run.history, record["time"], run.model, run.optimizer,
+                         run.schedule, run.scaler, run.ema)
         if "dice" in record and on_epoch is not None:
             on_epoch(epoch, dict(record))
         if out_of_time:
             stop_reason = "time"
             break
-        if cfg.patience is not None and since_best >= cfg.patience:
+        if cfg.patience is not None and run.since_best >= cfg.patience:
             stop_reason = "patience"
             break
 
-    final = ema.module if ema is not None else model
-    if best_state is not None:
-        final.load_state_dict(best_state)
+    final = run.ema.module if run.ema is not None else run.model
+    if run.best_state is not None:
+        final.load_state_dict(run.best_state)
     final.eval()
-    seconds = time.perf_counter() - t_start
+    seconds = time.perf_counter() - run.t_start
     return TrainResult(
-        arch=arch, model=final, best=best, history=history, checkpoint=written,
-        images_per_s=images / max(1e-9, train_done_s), seconds=seconds, steps=global_step,
-        stop_reason=stop_reason, runtime=runtime, data_wait_s=wait_s, train_s=train_done_s,
-        config=cfg.model_dump(mode="json"))
+        arch=arch, model=final, best=run.best, history=run.history, checkpoint=run.written,
+        images_per_s=run.images / max(1e-9, run.train_done_s), seconds=seconds,
+        steps=run.global_step, stop_reason=stop_reason, runtime=runtime, data_wait_s=run.wait_s,
+        train_s=run.train_done_s, config=cfg.model_dump(mode="json"))
 
 
 # ----- resuming ---------------------------------------------------------------------------

@@ -1,27 +1,28 @@
-"""`nas-attn export` and `nas-attn dashboard`."""
+"""`nas-attn export` (a study trial or a `train` output) and `nas-attn dashboard`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .errors import NasAttnError
+from ..errors import NasAttnError
 
 
 def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, ...],
                storage, runs_dir: Path, console: Console, force: bool = False) -> None:
-    from .export import export_trial
-    from .search.study import load_study, open_existing_storage
+    from ..search.trial_export import export_trial
+    from ..search.study import load_study, open_existing_storage
 
     study = load_study(study_name, open_existing_storage(storage, runs_dir))
     written, trial = export_trial(study, trial_number, out, formats=formats, runs_dir=runs_dir,
                                   force=force)
-    table = Table(title=f"exported trial {trial.number} of study {study.study_name!r}")
+    table = Table(title=f"exported trial {trial.number} of study {escape(repr(study.study_name))}")
     table.add_column("file")
     table.add_column("size", justify="right")
     for kind, path in written.items():
-        table.add_row(str(path), f"{Path(path).stat().st_size / 1024:.1f} KiB")
+        table.add_row(escape(str(path)), f"{Path(path).stat().st_size / 1024:.1f} KiB")
     console.print(table)
     console.print(trial.user_attrs.get("arch_summary", ""), markup=False)
     if "weights" not in written:
@@ -30,12 +31,27 @@ def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, .
                       f"--from-study {study.study_name} --trial {trial.number}`)")
 
 
+def export_checkpoint_cli(checkpoint: Path, out: Path | None, formats: tuple[str, ...],
+                          runs_dir: Path, console: Console, force: bool = False) -> None:
+    from ..export import export_checkpoint
+
+    written, arch = export_checkpoint(checkpoint, out, formats=formats, runs_dir=runs_dir,
+                                      force=force)
+    table = Table(title=f"exported {escape(str(checkpoint))}")
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    for path in written.values():
+        table.add_row(escape(str(path)), f"{Path(path).stat().st_size / 1024:.1f} KiB")
+    console.print(table)
+    console.print(arch.summary(), markup=False)
+
+
 def dashboard_cli(storage, runs_dir: Path, host: str, port: int, console: Console) -> None:
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
 
-    from .search.run import artifact_dir_for
-    from .search.study import open_existing_storage, study_names
+    from ..search.run import artifact_dir_for
+    from ..search.study import open_existing_storage, study_names
 
     st = open_existing_storage(storage, runs_dir)
     names = study_names(st)
@@ -45,10 +61,10 @@ def dashboard_cli(storage, runs_dir: Path, host: str, port: int, console: Consol
     art = artifact_dir_for(runs_dir)
     art.mkdir(parents=True, exist_ok=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"[yellow]warning:[/yellow] serving on {host}: anyone who can reach this "
+        console.print(f"[yellow]warning:[/yellow] serving on {escape(host)}: anyone who can reach this "
                       "address can read and edit the studies")
-    console.print(f"optuna-dashboard on http://{host}:{port}/ ({len(names)} studies: "
-                  f"{', '.join(names)}; artifacts in {art}). Ctrl-C stops it.")
+    console.print(f"optuna-dashboard on http://{escape(host)}:{port}/ ({len(names)} studies: "
+                  f"{escape(', '.join(names))}; artifacts in {escape(str(art))}). Ctrl-C stops it.")
     run_server(st, host=host, port=port, artifact_store=FileSystemArtifactStore(str(art)))
 
 

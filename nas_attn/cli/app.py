@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import DiskFullError, NasAttnError
+from ..errors import DiskFullError, NasAttnError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -42,9 +42,9 @@ def spaces(ctx: typer.Context):
     """List the ready search spaces with what each explores and how many architectures it allows."""
     if ctx.invoked_subcommand is not None:
         return
-    from .search.space import SPACES_DIR, load_space, space_description
+    from ..search.space import SPACES_DIR, load_space, space_description
 
-    table = Table(title=f"Search spaces in {SPACES_DIR}")
+    table = Table(title=f"Search spaces in {escape(str(SPACES_DIR))}")
     table.add_column("name", style="bold")
     table.add_column("description")
     table.add_column("architectures", justify="right")
@@ -52,18 +52,18 @@ def spaces(ctx: typer.Context):
         try:
             count = _fmt_count(load_space(path).count_architectures())
         except NasAttnError as e:
-            count = f"[red]invalid: {e}[/red]"
-        table.add_row(path.stem, space_description(path), count)
+            count = f"[red]invalid: {escape(str(e))}[/red]"
+        table.add_row(escape(path.stem), escape(space_description(path)), count)
     console.print(table)
 
 
 @spaces_app.command("check")
 def spaces_check(file: Path = typer.Argument(..., help="A YAML search space (or a ready name).")):
     """Validate one search space file."""
-    from .search.space import load_space, resolve_space_path
+    from ..search.space import load_space, resolve_space_path
 
     space = load_space(file)
-    console.print(f"[green]ok[/green] {resolve_space_path(file)}: "
+    console.print(f"[green]ok[/green] {escape(str(resolve_space_path(file)))}: "
                   f"{_fmt_count(space.count_architectures())} architectures, objectives "
                   f"{', '.join(space.objectives)}, {space.budget.epochs} epochs per trial")
 
@@ -73,7 +73,7 @@ def spaces_check(file: Path = typer.Argument(..., help="A YAML search space (or 
 @data_app.command("check")
 def data_check(path: Path = typer.Argument(..., help="Folder with images/ and masks/.")):
     """Validate a dataset folder: every problem, with file names, and a summary."""
-    from .cli_data import data_check as run
+    from .data import data_check as run
 
     raise typer.Exit(run(path, console))
 
@@ -123,9 +123,9 @@ def search(
                                             "worker's trial (default 2)."),
 ):
     """Run (or resume) an architecture search."""
-    from .cli_search import run_search_cli
-    from .search.heartbeat import set_heartbeat_env
-    from .search.run import SearchRequest
+    from .search import run_search_cli
+    from ..search.heartbeat import set_heartbeat_env
+    from ..search.run import SearchRequest
 
     set_heartbeat_env(heartbeat_interval, grace_period, max_retry)
     req = SearchRequest(space=space or "default", data=data, val_pattern=val_pattern,
@@ -133,23 +133,25 @@ def search(
                         timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
                         device=device, sampler=sampler, pruner=pruner, seed=seed,
                         num_workers=num_workers)
-    from .search.study import storage_kind, storage_url
+    from ..search.study import storage_kind, storage_url
 
     # a journal file has no heartbeat: even one worker on it runs under a parent that
     # notices its death
     journal = storage_kind(storage_url(storage, runs_dir)) == "journal"
     if workers is not None or gpus is not None or journal:
-        from .cli_workers import run_workers_cli
-        from .search.workers import plan_slots
+        from .workers import run_workers_cli
+        from ..search.workers import plan_slots
 
         slots = plan_slots(workers, gpus, per_gpu, device)
         if len(slots) > 1 or gpus is not None or journal:
             run_workers_cli(req, slots, space is None, console)
             return
     if space is None:
-        from .cli_workers import stored_space
+        import dataclasses
 
-        req.space = stored_space(req) or "default"
+        from .workers import stored_space
+
+        req = dataclasses.replace(req, space=stored_space(req) or "default")
     run_search_cli(req, console)
 
 
@@ -169,8 +171,8 @@ def worker(
     index: int = typer.Option(0, "--index"),
 ):
     """One worker process of `search --workers/--gpus` (started by it; talks over stdin/out)."""
-    from .search.run import SearchRequest
-    from .search.workers import worker_main
+    from ..search.run import SearchRequest
+    from ..search.workers import worker_main
 
     req = SearchRequest(space=space, data=data, val_pattern=val_pattern, study=study,
                         storage=storage, runs_dir=runs_dir, device=device, sampler=sampler,
@@ -191,7 +193,7 @@ def show(
     top: int = typer.Option(15, "--top", help="Rows in the leaderboard."),
 ):
     """Leaderboard, best architecture, gain over the baselines, parameter importances."""
-    from .cli_search import show_study
+    from .search import show_study
 
     show_study(study, storage, runs_dir, top, console)
 
@@ -203,7 +205,9 @@ def train(
     arch: Optional[Path] = typer.Option(None, "--arch", help="Architecture JSON (UNetArch)."),
     from_study: Optional[str] = typer.Option(None, "--from-study", help="Retrain a trial of this study."),
     trial: Optional[int] = typer.Option(None, "--trial", help="Trial number (default: the best)."),
-    data: str = typer.Option("builtin", "--data", help="Dataset folder, builtin or builtin3d."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset folder, builtin or "
+                                       "builtin3d (default: the study's data with --from-study, "
+                                       "else builtin)."),
     val_pattern: Optional[str] = typer.Option(None, "--val-pattern", help="Glob on sample "
                                               "names that selects validation samples."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -219,40 +223,17 @@ def train(
                                        "forward (pays off over long runs, mostly on CUDA)."),
 ):
     """Train one architecture with the full budget; writes checkpoint, metrics and a preview."""
-    from .cli_train import run_train
+    from ..api import plan_training
+    from .train import run_train
 
     if (arch is None) == (from_study is None):
         raise NasAttnError("give exactly one of --arch FILE or --from-study STUDY")
-    arch_obj, name, train_options, data_options = None, None, {}, {}
-    if from_study is not None:
-        import yaml
-
-        from .search.finalize import (full_budget, retrain_options, study_data_options,
-                                      study_space)
-        from .search.report import get_trial, trial_arch
-        from .search.study import load_study, open_existing_storage
-
-        st = load_study(from_study, open_existing_storage(storage, runs_dir))
-        t = get_trial(st, trial)
-        arch_obj = trial_arch(t)
-        name = f"{st.study_name}_trial{t.number}"
-        # same data settings and sampled training choices as the search, full budget
-        space = study_space(st)
-        data_options = study_data_options(st, space)
-        source = data_options.pop("source", "builtin")
-        if data == "builtin":
-            data = source
-        train_options = {**full_budget(space), **retrain_options(t, space)}
-        console.print(f"retraining trial {t.number} of study {st.study_name!r}: "
-                      f"{escape(t.user_attrs.get('arch_summary', ''))}")
-    out = out or runs_dir / "train" / (name or (arch.stem if arch else "model"))
-    if val_pattern:
-        data_options["val_pattern"] = val_pattern
-    if num_workers is not None:
-        data_options["num_workers"] = num_workers
-    run_train(arch_path=arch, arch=arch_obj, data=data, epochs=epochs, out_dir=out,
-              device=device, console=console, train_options=train_options,
-              data_options=data_options, force=force, compile_model=compile_model)
+    data_options = {k: v for k, v in (("val_pattern", val_pattern), ("num_workers", num_workers))
+                    if v is not None}
+    plan = plan_training(arch, data, from_study=from_study, trial=trial, storage=storage,
+                         runs_dir=runs_dir, epochs=epochs, out_dir=out, device=device,
+                         data_options=data_options, force=force)
+    run_train(plan, console, compile_model=compile_model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,7 +254,7 @@ def finalize(
 ):
     """Retrain the best trials and the baselines with the full budget and several seeds; pick
     the winner on validation, report it once on test, and rate the short trials as a proxy."""
-    from .cli_search import finalize_cli
+    from .search import finalize_cli
 
     finalize_cli(study, top, seeds, epochs, test_data, data, device, storage, runs_dir, console)
 
@@ -294,12 +275,12 @@ def export(
     runs_dir: Path = RUNS,
 ):
     """Write the chosen architecture as a standalone PyTorch file (model.py) with its weights."""
-    from .cli_export import export_cli
+    from .export import export_cli
 
     if checkpoint is not None:
         if study is not None or trial is not None:
             raise NasAttnError("give a study (and --trial) or --checkpoint, not both")
-        from .cli_predict import export_checkpoint_cli
+        from .export import export_checkpoint_cli
 
         export_checkpoint_cli(checkpoint, out, tuple(fmt), runs_dir, console, force=force)
         return
@@ -324,7 +305,7 @@ def predict(
     batch: int = typer.Option(4, "--batch", min=1, help="Sliding-window patches per forward pass."),
 ):
     """Segment new images: masks in the input's format (NIfTI keeps affine and header)."""
-    from .cli_predict import predict_cli
+    from .predict import predict_cli
 
     raise typer.Exit(predict_cli(model, inputs, out, tta=tta, force=force, device=device,
                                  batch=batch, console=console, err=err_console))
@@ -342,7 +323,7 @@ def evaluate(
     batch: int = typer.Option(4, "--batch", min=1, help="Sliding-window patches per forward pass."),
 ):
     """Score a model on a labelled folder: pooled per-class Dice (the search's score), IoU, HD95."""
-    from .cli_predict import evaluate_cli
+    from .predict import evaluate_cli
 
     evaluate_cli(model, data, json_path=json_path, tta=tta, hd95=hd95, device=device,
                  batch=batch, console=console)
@@ -356,7 +337,7 @@ def dashboard(
     port: int = typer.Option(8080, "--port", min=1, max=65535),
 ):
     """Open the studies in optuna-dashboard (with the trial artifacts)."""
-    from .cli_export import dashboard_cli
+    from .export import dashboard_cli
 
     dashboard_cli(storage, runs_dir, host, port, console)
 
@@ -366,7 +347,7 @@ def _quiet_trial_failures(record: logging.LogRecord) -> bool:
     one line without the traceback (its reason is in fail_reason and the leaderboard); a full
     disk or a failing storage none (the command's own error line follows); "failed with value
     None" none."""
-    from .search.study import is_storage_error
+    from ..search.study import is_storage_error
 
     error = record.exc_info[1] if record.exc_info else None
     if isinstance(error, DiskFullError) or is_storage_error(error):
@@ -384,8 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI draws its own progress
     logging.getLogger("optuna.study._optimize").addFilter(_quiet_trial_failures)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    from .atomic import disk_full_error, is_disk_full
-    from .search.study import is_storage_error, storage_error
+    from ..atomic import disk_full_error, is_disk_full
+    from ..search.study import is_storage_error, storage_error
 
     try:
         app(args=argv, standalone_mode=True)
@@ -401,5 +382,3 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
 
 
-if __name__ == "__main__":
-    main()

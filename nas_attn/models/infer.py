@@ -1,8 +1,8 @@
 """Inference on whole images, torch only: the training normalisation, sliding-window prediction,
 flip test-time augmentation, probabilities or a label map.
 
-Torch only (no numpy, no nas_attn imports but the sliding window) because the exporter copies
-these functions into `model.py`, so the exported file predicts with the very code that
+Torch only (no numpy), like all of `nas_attn.models`, because the exporter copies these
+functions into `model.py`, so the exported file predicts with the very code that
 `nas-attn predict`, `nas-attn evaluate` and training validation use:
 
 - `normalise_percentile` is `nas_attn.data.readers.normalise` in torch (per image and channel,
@@ -12,13 +12,15 @@ these functions into `model.py`, so the exported file predicts with the very cod
   interpolation between order statistics), found with `torch.kthvalue` (no size limit, unlike
   `torch.quantile`).
 - `predict_logits` runs the model once on an image no larger than the training patch, else
-  `nas_attn.data.sliding_window_predict` at the patch size (overlap, Gaussian weights), which
+  `sliding_window_predict` (sliding.py) at the patch size (overlap, Gaussian weights), which
   is what validation during training does (`nas_attn.train.loop.predict_logits`). With
   `tta=True` it also predicts the image flipped along every combination of spatial axes and
   averages the probabilities (4 passes in 2D, 8 in 3D). Flip TTA assumes a flipped image keeps
   its labels' meaning: do not use it when classes are lateralised (left vs right structures).
 - `labels_from_output` turns logits (or averaged probabilities) into a label map: argmax over
   classes, or `> 0` (sigmoid > 0.5) for a single-channel binary model.
+- `preprocess_image` / `predict_image` are model.py's `preprocess` / `predict`, given the
+  file's ARCH and INFERENCE: one image in, labels or probabilities out.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from itertools import product
 
 import torch
 
-from .data.sliding import sliding_window_predict
+from .sliding import forward_logits, sliding_window_predict
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
@@ -80,13 +82,6 @@ def normalise_percentile(image, low: float = LOW_PERCENTILE, high: float = HIGH_
     return out
 
 
-def _forward(model, x: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
-    out = model(x) if aux is None else model(x, aux)
-    if isinstance(out, (list, tuple)):
-        out = out[0]
-    return out
-
-
 def _logits_once(model, image: torch.Tensor, aux: torch.Tensor | None, patch_size,
                  overlap: float, batch: int) -> torch.Tensor:
     spatial = tuple(image.shape[2:])
@@ -98,7 +93,7 @@ def _logits_once(model, image: torch.Tensor, aux: torch.Tensor | None, patch_siz
             patch = patch * len(spatial)
     if patch is not None:  # the training patch shape only: smaller images padded, larger tiled
         return sliding_window_predict(model, image, patch, overlap=overlap, aux=aux, batch=batch)
-    return _forward(model, image, aux)
+    return forward_logits(model, image, aux)
 
 
 def to_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -137,3 +132,52 @@ def predict_logits(model, image: torch.Tensor, *, patch_size=None,
             total = y if total is None else total + y
             count += 1
         return total / count, True
+
+
+def preprocess_image(image, spatial_dims: int, channels: int | None = None,
+                     low: float = LOW_PERCENTILE, high: float = HIGH_PERCENTILE) -> torch.Tensor:
+    """One raw image, (C, *spatial) or (*spatial) for one channel (tensor or array), to the
+    training normalisation: float32 (C, *spatial), see `normalise_percentile`."""
+    x = torch.as_tensor(image)
+    if x.dim() == spatial_dims:
+        x = x[None]
+    if x.dim() != spatial_dims + 1:
+        raise ValueError(f"expected a (C, *spatial) image with {spatial_dims} spatial axes, got "
+                         f"shape {tuple(x.shape)}")
+    if channels is not None and x.shape[0] != channels:
+        raise ValueError(f"expected {channels} channels first, got shape {tuple(x.shape)}")
+    return normalise_percentile(x, low, high)
+
+
+def predict_image(image, model, arch, inference, *, aux=None, tta: bool = False,
+                  output: str = "labels", normalise: bool = True, overlap=None, batch: int = 4):
+    """model.py's `predict`: `arch` and `inference` are its ARCH and INFERENCE mappings
+    (spatial_dims, in_channels, aux_channels; patch_size, overlap, low/high percentiles)."""
+    if output not in ("labels", "probabilities", "logits"):
+        raise ValueError(f"output must be 'labels', 'probabilities' or 'logits', not {output!r}")
+    if output == "logits" and tta:
+        raise ValueError("output='logits' cannot be averaged over flips; use 'probabilities'")
+    dims, low, high = arch["spatial_dims"], inference["low_percentile"], inference["high_percentile"]
+    device = next(model.parameters()).device
+    x = preprocess_image(image, dims, arch["in_channels"], low, high) if normalise else \
+        torch.as_tensor(image).float()
+    a = None
+    if arch["aux_channels"]:
+        if aux is None:
+            raise ValueError(f"this model also takes an auxiliary image "
+                             f"({arch['aux_channels']} channels): predict(image, model, aux=...)")
+        a = preprocess_image(aux, dims, arch["aux_channels"], low, high) if normalise else \
+            torch.as_tensor(aux).float()
+        a = a[None].to(device)
+    x = x[None].to(device)
+    if x.shape[1] != arch["in_channels"] or x.dim() != dims + 2:
+        raise ValueError(f"expected ({arch['in_channels']}, *spatial) with {dims} spatial axes, "
+                         f"got {tuple(x.shape[1:])}")
+    out, is_probs = predict_logits(
+        model, x, patch_size=inference["patch_size"], aux=a, tta=tta, batch=batch,
+        overlap=inference["overlap"] if overlap is None else overlap)
+    if output == "labels":
+        return labels_from_output(out, is_probs)[0]
+    if output == "probabilities" and not is_probs:
+        out = to_probabilities(out)
+    return out[0]

@@ -31,8 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import conv_nd, reduced_width
-from .registry import register
+from .layers import conv_nd, reduced_width
 from .tokens import (
     DEFAULT_MAX_TOKENS,
     attend_tokens,
@@ -44,10 +43,12 @@ from .tokens import (
 )
 
 
-@register("cross", family="cross", kind="paired", residual=True)
 class CrossAttention(nn.Module):
     """Multi-head cross-attention: decoder (or aux modality) feature attends to the skip."""
 
+    family = "cross"
+    kind = "paired"
+    residual = True
     option_choices = {"context": ("decoder", "aux")}  # noqa: RUF012 (read by the registry)
 
     def __init__(self, channels: int, *, spatial_dims: int, guide_channels: int, heads: int = 4,

@@ -1,6 +1,7 @@
 """`nas-attn search --workers N / --gpus LIST`: the parent's live view over its workers."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -11,11 +12,11 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import DiskFullError, StudyError
-from .search.run import SearchRequest, open_search
-from .search.study import (default_multi_storage_url, open_storage, storage_kind,
+from ..errors import DiskFullError, StudyError
+from ..search.run import SearchRequest, open_search
+from ..search.study import (default_multi_storage_url, open_storage, storage_kind,
                             storage_url)
-from .search.workers import Slot, Supervisor, study_space_file
+from ..search.workers import Slot, Supervisor, study_space_file
 
 
 def stored_space(req: SearchRequest) -> str | None:
@@ -65,20 +66,11 @@ def worker_table(sup: Supervisor, epochs: int) -> Table:
     return t
 
 
-def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: bool,
-                    console: Console) -> None:
-    from .cli_search import _summary, leaderboard_table
-
-    notes: list[str] = []
-    req.storage = _storage_for_workers(req, len(slots), notes)
-    if space_from_study:
-        req.space = stored_space(req) or "default"
-    session = open_search(req)  # creates the study and enqueues the baselines, once
-    study = session.study
-    req.notes = []
-    trials = req.trials if req.trials is not None else session.space.search.trials
+def _worker_args(session, slots: list[Slot]) -> list[str]:
+    """The `nas-attn worker` options every worker of this search gets (its index apart)."""
+    req = session.request  # as open_search resolved it (a resumed study's data settings)
     seed = req.seed if req.seed is not None else session.space.search.seed
-    args = ["--study", study.study_name, "--storage", req.storage,
+    args = ["--study", session.study.study_name, "--storage", req.storage,
             "--runs-dir", str(Path(req.runs_dir).resolve()),
             "--space", str(Path(session.space_path).resolve()), "--seed", str(seed)]
     for flag, value in (("--data", req.data), ("--val-pattern", req.val_pattern),
@@ -88,6 +80,21 @@ def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: boo
             args += [flag, str(value)]
     if req.device is not None and not any(s.device for s in slots):
         args += ["--device", req.device]
+    return args
+
+
+def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: bool,
+                    console: Console) -> None:
+    from .search import _summary, leaderboard_table
+
+    notes: list[str] = []
+    req = dataclasses.replace(req, storage=_storage_for_workers(req, len(slots), notes))
+    if space_from_study:
+        req = dataclasses.replace(req, space=stored_space(req) or "default")
+    session = open_search(req)  # creates the study and enqueues the baselines, once
+    study = session.study
+    trials = session.trials(req.trials)
+    args = _worker_args(session, slots)
     epochs = session.space.budget.epochs
     log_dir = Path(req.runs_dir) / study.study_name / "workers"
     sup = Supervisor(study, slots, args, trials, req.timeout, log_dir, epochs)
@@ -146,7 +153,7 @@ def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: boo
                       f"{escape(study.study_name)} --storage {escape(req.storage)} "
                       f"--workers {len(slots)}`")
         raise typer.Exit(130)
-    from .cli_search import check_all_failed
+    from .search import check_all_failed
 
     waiting = optuna.trial.TrialState.WAITING
     check_all_failed(study, [t.number for t in study.get_trials(deepcopy=False)

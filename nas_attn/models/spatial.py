@@ -10,8 +10,9 @@ Deviations:
 - Dimension generic: channel-wise mean/max maps and a k^d convolution (k x k or k x k x k).
 - CBAM's spatial branch has a BatchNorm after its conv in the reference code; omitted here (the
   conv has a bias), which keeps the gate independent of the batch size.
-- `cbam` is self-contained (it does not reuse the `cbam_channel` / `spatial` classes) so the
-  exporter can copy it alone; its channel MLP runs on (B, C) vectors with `nn.Linear`.
+- `cbam` is composed of the `cbam_channel` and `spatial` modules (channel gate, then spatial
+  gate), as timm's CbamModule is; its channel MLP runs on (B, C) vectors with `nn.Linear`.
+  State dicts of the earlier self-contained layout (`mlp.*`, `conv.*`) still load.
 - `scse` combines its two recalibrated maps by addition by default, as in Roy et al.'s paper
   (x*c + x*s); `combine="max"` gives the element-wise max used in their later work (Roy et al.,
   TMI 2019). Reduced widths go through `reduced_width` (floor 1).
@@ -22,13 +23,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import conv_nd, reduced_width
-from .registry import register
+from .channel import CBAMChannel
+from .layers import conv_nd, reduced_width, rename_on_load
 
 
-@register("spatial", family="spatial")
 class SpatialAttention(nn.Module):
     """CBAM spatial attention: channel mean & max maps, k^d conv, sigmoid position gate."""
+
+    family = "spatial"
 
     def __init__(self, channels: int, *, spatial_dims: int, kernel_size: int = 7):
         super().__init__()
@@ -44,37 +46,27 @@ class SpatialAttention(nn.Module):
         return x * torch.sigmoid(self.conv(m)).contiguous()
 
 
-@register("cbam", family="spatial")
 class CBAM(nn.Module):
     """CBAM: channel gate (avg+max descriptors, shared MLP), then spatial gate (k^d conv)."""
+
+    family = "spatial"
 
     def __init__(self, channels: int, *, spatial_dims: int, reduction: int = 16,
                  kernel_size: int = 7):
         super().__init__()
-        if reduction < 1:
-            raise ValueError(f"cbam: reduction must be >= 1, got {reduction}")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"cbam: kernel_size must be odd and >= 1, got {kernel_size}")
-        hidden = reduced_width(channels, reduction)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, channels))
-        self.conv = conv_nd(spatial_dims)(2, 1, kernel_size, padding=kernel_size // 2)
+        self.channel = CBAMChannel(channels, spatial_dims=spatial_dims, reduction=reduction)
+        self.spatial = SpatialAttention(channels, spatial_dims=spatial_dims,
+                                        kernel_size=kernel_size)
+        rename_on_load(self, [("mlp", "channel.mlp"), ("conv", "spatial.conv")])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(2)
-        c = torch.sigmoid(self.mlp(flat.sum(-1) / flat.shape[-1]) + self.mlp(flat.max(-1).values))
-        x = x * c.reshape(*c.shape, *([1] * (x.dim() - 2)))
-        m = torch.cat([x.mean(1, keepdim=True), x.max(1, keepdim=True).values], dim=1)
-        # channels-last: oneDNN runs this 2-channel k^d conv (and its backward) about 3x faster
-        last = torch.channels_last if m.dim() == 4 else torch.channels_last_3d
-        m = m.contiguous(memory_format=last)
-        return x * torch.sigmoid(self.conv(m)).contiguous()
+        return self.spatial(self.channel(x))
 
 
-@register("scse", family="spatial")
 class SCSE(nn.Module):
     """scSE: channel SE gate and 1x1-conv spatial gate applied concurrently, combined (add/max)."""
 
+    family = "spatial"
     option_choices = {"combine": ("add", "max")}  # noqa: RUF012 (read by the registry)
 
     def __init__(self, channels: int, *, spatial_dims: int, reduction: int = 16,

@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .data import check_folder
-from .data.readers import fmt_shape
+from ..data import check_folder
+from ..data.readers import fmt_shape
 
 
 def _count(n: int, word: str) -> str:
@@ -55,15 +55,15 @@ def data_check(path: Path, console: Console) -> int:
             for k, v in rep.class_shares.items())
         table.add_row(f"classes ({rep.classes})", shares)
     if rep.splits:
-        table.add_row("split", f"{rep.split_source}: " + ", ".join(
+        table.add_row("split", f"{escape(str(rep.split_source))}: " + ", ".join(
             f"{len(v)} {k}" for k, v in rep.splits.items()))
     else:
         table.add_row("split", "none in the folder (random by val_fraction unless val_pattern is set)")
     console.print(table)
     problems = list(rep.problems)
     if not problems:  # the same split rules as search and train: one verdict
-        from .data import DataConfig, load_data
-        from .errors import DataError
+        from ..data import DataConfig, load_data
+        from ..errors import DataError
 
         try:
             load_data(DataConfig(source=str(path)))
@@ -87,8 +87,8 @@ def data_check(path: Path, console: Console) -> int:
 def _augment_note(path: Path) -> str:
     """What the default augmentation will leave out to keep labels meaningful (lateralised
     classes: no flips / 90° turns along their axis), from the folder's training split."""
-    from .data import DataConfig, load_data, symmetry_plan
-    from .errors import DataError
+    from ..data import DataConfig, load_data, symmetry_plan
+    from ..errors import DataError
 
     try:
         cfg = DataConfig(source=str(path))

@@ -27,8 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import conv_nd, norm_layer, reduced_width
-from .registry import register
+from .layers import conv_nd, norm_layer, reduced_width
 from .tokens import (
     DEFAULT_MAX_TOKENS,
     attend_tokens,
@@ -38,9 +37,11 @@ from .tokens import (
 )
 
 
-@register("self", family="self", residual=True)
 class SelfAttention(nn.Module):
     """Pre-norm multi-head self-attention (non-local block), residual with gamma = 0."""
+
+    family = "self"
+    residual = True
 
     def __init__(self, channels: int, *, spatial_dims: int, heads: int = 4, reduction: int = 1,
                  pos: bool = False, max_tokens: int = DEFAULT_MAX_TOKENS):

@@ -1,4 +1,5 @@
-"""Sliding-window inference with Gaussian blending, 2D and 3D, in plain torch."""
+"""Sliding-window inference with Gaussian blending, 2D and 3D, in plain torch (copied into
+model.py with `infer.py`; training validation uses it too)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def _gaussian(patch: tuple[int, ...], sigma_scale: float = 0.125) -> torch.Tenso
     return w.clamp_min(1e-3).float()
 
 
-def _forward(model, x: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
+def forward_logits(model, x: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
+    """`model(x)` or `model(x, aux)`; the main output of a model that returns several."""
     out = model(x) if aux is None else model(x, aux)
     if isinstance(out, (list, tuple)):
         out = out[0]
@@ -92,7 +94,7 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
         out = sliding_window_predict(model, image, ps, overlap=overlap, aux=aux, batch=batch)
         return out[(slice(None), slice(None)) + crop]
     if all(s == p for s, p in zip(spatial, ps)):
-        return _forward(model, image, aux)
+        return forward_logits(model, image, aux)
     patch = tuple(ps)
     starts = list(product(*[_positions(s, p, overlap) for s, p in zip(spatial, patch)]))
     weight = _gaussian(patch).to(image.device)
@@ -111,7 +113,7 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
                 aparts.append(aparts[0].new_zeros((missing * b,) + aparts[0].shape[1:]))
         x = torch.cat(parts, dim=0)
         a = None if aparts is None else torch.cat(aparts, dim=0)
-        y = _forward(model, x, a).float()
+        y = forward_logits(model, x, a).float()
         if out is None:
             out = torch.zeros((b, y.shape[1]) + spatial, dtype=torch.float32, device=image.device)
             norm = torch.zeros((1, 1) + spatial, dtype=torch.float32, device=image.device)

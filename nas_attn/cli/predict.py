@@ -17,8 +17,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .atomic import atomic_write
-from .errors import DiskFullError
+from ..atomic import atomic_write
+from ..errors import DiskFullError
 
 
 def _progress(console: Console) -> Progress:
@@ -36,7 +36,7 @@ def _model_line(loaded) -> str:
 def predict_cli(model: Path, inputs: list[Path], out: Path, *, tta: bool, force: bool,
                 device: str | None, batch: int, console: Console, err: Console) -> int:
     """Exit status: 0 when every input was written, 1 when any failed."""
-    from .predict import expand_inputs, load_model, predict_files
+    from ..predict import expand_inputs, load_model, predict_files
 
     loaded = load_model(model, device)
     console.print(_model_line(loaded), highlight=False)
@@ -74,8 +74,8 @@ def _fmt(v, digits: int = 4) -> str:
 
 def evaluate_cli(model: Path, data: Path, *, json_path: Path | None, tta: bool, hd95: bool,
                  device: str | None, batch: int, console: Console) -> dict:
-    from .evaluate import evaluate_folder
-    from .predict import load_model
+    from ..evaluate import evaluate_folder
+    from ..predict import load_model
 
     loaded = load_model(model, device)
     console.print(_model_line(loaded), highlight=False)
@@ -113,18 +113,3 @@ def evaluate_cli(model: Path, data: Path, *, json_path: Path | None, tta: bool, 
         atomic_write(json_path, json.dumps(res, indent=2) + "\n")
         console.print(f"scores written to {escape(str(json_path))}")
     return res
-
-
-def export_checkpoint_cli(checkpoint: Path, out: Path | None, formats: tuple[str, ...],
-                          runs_dir: Path, console: Console, force: bool = False) -> None:
-    from .export import export_checkpoint
-
-    written, arch = export_checkpoint(checkpoint, out, formats=formats, runs_dir=runs_dir,
-                                      force=force)
-    table = Table(title=f"exported {escape(str(checkpoint))}")
-    table.add_column("file")
-    table.add_column("size", justify="right")
-    for path in written.values():
-        table.add_row(escape(str(path)), f"{Path(path).stat().st_size / 1024:.1f} KiB")
-    console.print(table)
-    console.print(arch.summary(), markup=False)

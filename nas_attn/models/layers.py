@@ -1,6 +1,7 @@
 """Dimension-generic building blocks (2D and 3D) shared by attention modules and the UNet.
 
-This file imports only torch: `nas_attn.export` copies it into standalone `model.py` files.
+Torch only, like every file of `nas_attn.models`: `nas_attn.export` copies its definitions
+whole into standalone `model.py` files.
 """
 from __future__ import annotations
 
@@ -25,18 +26,6 @@ def conv_transpose_nd(spatial_dims: int):
 
 def max_pool_nd(spatial_dims: int):
     return (nn.MaxPool2d, nn.MaxPool3d)[check_dims(spatial_dims) - 2]
-
-
-def avg_pool_nd(spatial_dims: int):
-    return (nn.AvgPool2d, nn.AvgPool3d)[check_dims(spatial_dims) - 2]
-
-
-def adaptive_avg_pool_nd(spatial_dims: int):
-    return (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)[check_dims(spatial_dims) - 2]
-
-
-def adaptive_max_pool_nd(spatial_dims: int):
-    return (nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)[check_dims(spatial_dims) - 2]
 
 
 def interp_mode(spatial_dims: int) -> str:
@@ -88,6 +77,21 @@ def resize_to(x: torch.Tensor, size, mode: str = "nearest") -> torch.Tensor:
         mode = interp_mode(x.dim() - 2)
         return F.interpolate(x, size=size, mode=mode, align_corners=False)
     return F.interpolate(x, size=size, mode=mode)
+
+
+def rename_on_load(module: nn.Module, renames: list[tuple[str, str]]) -> None:
+    """Let `module.load_state_dict` read state dicts written before its parameters were renamed:
+    each `(old, new)` maps the entry `old` (or `old.<rest>`) below the module to `new`."""
+
+    def hook(state_dict, prefix, *_):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            for old, new in renames:
+                if rest == old or rest.startswith(old + "."):
+                    state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
+                    break
+
+    module._register_load_state_dict_pre_hook(hook)
 
 
 class PassThrough(nn.Module):

@@ -13,12 +13,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
 
-from .arch import UNetArch
-from .errors import DiskFullError, StudyError
-from .search.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
+from ..arch import UNetArch
+from ..errors import DiskFullError, StudyError
+from ..search.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
                             trial_arch)
-from .search.run import SearchRequest, open_search, run_search
-from .search.study import load_study, open_existing_storage
+from ..search.run import SearchRequest, open_search, run_search
+from ..search.study import load_study, open_existing_storage
 
 
 def _f(v, spec=".4f"):
@@ -124,15 +124,16 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     study = session.study
     waiting = optuna.trial.TrialState.WAITING
     n_before = sum(t.state != waiting for t in study.get_trials(deepcopy=False))
-    console.print(f"[bold]study[/bold] {study.study_name!r} "
+    console.print(f"[bold]study[/bold] {escape(repr(study.study_name))} "
                   f"({'new' if session.created else f'resumed with {n_before} trials'}), space "
-                  f"{session.space_path}, data {session.objective.data_cfg.source!r} "
+                  f"{escape(str(session.space_path))}, data "
+                  f"{escape(repr(session.objective.data_cfg.source))} "
                   f"({len(session.objective.train_data)} train / "
                   f"{len(session.objective.val_data)} val, {session.objective.info.spatial_dims}D), "
                   f"device {session.objective.device}")
     for note in session.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
-    trials = req.trials if req.trials is not None else session.space.search.trials
+    trials = session.trials(req.trials)
     interrupted, stopped = False, None
     with Live(view._render(), console=console, refresh_per_second=2, transient=False) as live:
         view.live = live
@@ -202,7 +203,7 @@ def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> Non
     try:
         best = best_trial(study)
     except Exception as e:  # no completed trial yet
-        console.print(f"[yellow]{e}[/yellow]")
+        console.print(f"[yellow]{escape(str(e))}[/yellow]")
         return
     console.print(arch_tree(trial_arch(best), f"best: trial {best.number}, Dice "
                                               f"{best.values[0]:.4f}"))
@@ -255,7 +256,7 @@ def print_finalize(res: dict, console: Console) -> None:
     console.print(finalize_table(res))
     rho = res.get("spearman_short_vs_full")
     console.print("metric: " + res["metric"], highlight=False)
-    console.print(f"test split: {res['test_source'] or 'none'} ({res['splits']['test']} samples; "
+    console.print(f"test split: {escape(res['test_source'] or 'none')} ({res['splits']['test']} samples; "
                   "scored once per retrained model, never used to choose)", highlight=False)
     console.print("rank correlation of short-trial scores with full-budget validation means "
                   "(Spearman): " + ("n/a (fewer than 3 distinct candidates)" if rho is None
@@ -264,7 +265,7 @@ def print_finalize(res: dict, console: Console) -> None:
 
 def finalize_cli(name, top, seeds, epochs, test_data, data, device, storage, runs_dir: Path,
                  console: Console) -> None:
-    from .search.finalize import candidates, finalize
+    from ..search.finalize import candidates, finalize
 
     study = load_study(name, open_existing_storage(storage, runs_dir))
     chosen = candidates(study, top)

@@ -1,8 +1,11 @@
-"""The one attention registry: name -> class, kind (single/paired), family and supported dims.
+"""The attention registry: name -> class, kind (single/paired), family, supported dims, options,
+and the one validation of an attention name and its options.
 
-Module signature: `Module(channels, *, spatial_dims, **options)`; paired modules (used on skip
-connections) also take `guide_channels` (the width of the decoder feature coming up from the
-level below) and are called as `forward(x, g)`.
+It starts from `nas_attn.models.ATTENTION` (the one table of the package's modules; each class
+says its family, kind, dims and residual-ness with class attributes); `register` adds modules of
+your own. Module signature: `Module(channels, *, spatial_dims, **options)`; paired modules (used
+on skip connections) also take `guide_channels` (the width of the decoder feature coming up from
+the level below) and are called as `forward(x, g)`.
 """
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ from typing import Any, Callable, Literal
 
 import torch.nn as nn
 
-from ..errors import AttentionOptionError, UnknownAttentionError
-from ..layers import IgnoreGuide, PassThrough
+from .errors import AttentionOptionError, UnknownAttentionError
+from .models import ATTENTION, build_attention
+from .models.layers import PassThrough
 
 Kind = Literal["single", "paired"]
 FAMILIES = ("channel", "spatial", "gate", "dual", "cross", "self", "timm")
@@ -44,28 +48,39 @@ class AttentionInfo:
 _REGISTRY: dict[str, AttentionInfo] = {}
 
 
+def _info(name: str, cls: type) -> AttentionInfo:
+    params = inspect.signature(cls.__init__).parameters
+    for p in params.values():
+        if p.kind is p.VAR_KEYWORD:
+            raise TypeError(f"{cls.__qualname__} swallows options with **{p.name}; "
+                            "declare them as keyword-only parameters")
+    family = getattr(cls, "family", None)
+    if family not in FAMILIES:
+        raise ValueError(f"{cls.__qualname__}: family {family!r} not in {FAMILIES}")
+    doc = (cls.__doc__ or "").strip().splitlines()
+    return AttentionInfo(name, cls, getattr(cls, "kind", "single"), family,
+                         tuple(getattr(cls, "dims", (2, 3))), bool(getattr(cls, "residual", False)),
+                         doc[0] if doc else "")
+
+
 def register(name: str, *, family: str, kind: Kind = "single", dims: tuple[int, ...] = (2, 3),
              residual: bool = False) -> Callable[[type], type]:
-    """Class decorator that registers an attention module under `name`. Twice raises."""
-    if family not in FAMILIES:
-        raise ValueError(f"family {family!r} not in {FAMILIES}")
+    """Class decorator that registers an attention module of your own under `name` (it sets the
+    class attributes `family`, `kind`, `dims`, `residual`). A name taken already raises."""
 
     def deco(cls: type) -> type:
         if name in _REGISTRY:
             raise ValueError(f"attention {name!r} is already registered "
                              f"(by {_REGISTRY[name].cls.__qualname__})")
-        params = inspect.signature(cls.__init__).parameters
-        for p in params.values():
-            if p.kind is p.VAR_KEYWORD:
-                raise TypeError(f"{cls.__qualname__} swallows options with **{p.name}; "
-                                "declare them as keyword-only parameters")
-        doc = (cls.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = AttentionInfo(name, cls, kind, family, tuple(dims), residual,
-                                        doc[0] if doc else "")
-        cls.attention_name = name
+        cls.family, cls.kind, cls.dims, cls.residual = family, kind, tuple(dims), residual
+        _REGISTRY[name] = _info(name, cls)
         return cls
 
     return deco
+
+
+for _name, _cls in ATTENTION.items():
+    _REGISTRY[_name] = _info(_name, _cls)
 
 
 def names() -> list[str]:
@@ -141,13 +156,18 @@ def create_attention(name: str | None, channels: int, *, spatial_dims: int,
         if guide_channels is None:
             raise AttentionOptionError(
                 f"attention {name!r} needs a guiding feature and can only go on a skip site")
-    guide = {"guide_channels": guide_channels} if info.kind == "paired" else {}
     try:
-        module = info.cls(channels, spatial_dims=spatial_dims, **guide, **options)
+        return build_attention(info.cls, channels, spatial_dims=spatial_dims,
+                               guide_channels=guide_channels, **options)
     except AttentionOptionError:
         raise
     except ValueError as e:  # a module's own check of an option value (torch-only, exportable)
         raise AttentionOptionError(f"attention {name!r} with options {options}: {e}") from e
-    if info.kind == "paired" or guide_channels is None:
-        return module
-    return IgnoreGuide(module)
+
+
+def list_attention(family: str | None = None) -> list[str]:
+    """The registered attention names (sorted), or those of one family (channel, spatial, gate,
+    dual, cross, self, timm)."""
+    if family is not None and family not in FAMILIES:
+        raise UnknownAttentionError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    return [i.name for i in all_info() if family is None or i.family == family]

@@ -24,13 +24,13 @@ import math
 import torch
 import torch.nn as nn
 
-from ..layers import reduced_width
-from .registry import register
+from .layers import reduced_width
 
 
-@register("se", family="channel")
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation: global average pool, MLP C -> C/r -> C, sigmoid channel gate."""
+
+    family = "channel"
 
     def __init__(self, channels: int, *, spatial_dims: int, reduction: int = 16):
         super().__init__()
@@ -48,9 +48,10 @@ class SqueezeExcite(nn.Module):
         return x * s.reshape(*s.shape, *([1] * (x.dim() - 2)))
 
 
-@register("eca", family="channel")
 class EfficientChannelAttention(nn.Module):
     """ECA: global average pool, 1D conv of size k across channels (no reduction), sigmoid gate."""
+
+    family = "channel"
 
     def __init__(self, channels: int, *, spatial_dims: int, kernel_size: int = 0):
         super().__init__()
@@ -70,9 +71,10 @@ class EfficientChannelAttention(nn.Module):
         return x * s.reshape(*s.shape, *([1] * (x.dim() - 2)))
 
 
-@register("cbam_channel", family="channel")
 class CBAMChannel(nn.Module):
     """CBAM channel attention: avg- and max-pooled descriptors, shared MLP, sum, sigmoid gate."""
+
+    family = "channel"
 
     def __init__(self, channels: int, *, spatial_dims: int, reduction: int = 16):
         super().__init__()

@@ -5,7 +5,9 @@ Paper: Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019, ar
 - `position` (PAM): q, k = 1x1 convs to reduced_width(C, reduction) channels, v = 1x1 conv to C,
   out = x + gamma * softmax(q^T k) v over positions.
 - `channel_self` (CAM): out = x + gamma * softmax(X X^T) X, a C x C affinity over positions.
-- `dual`: x + gamma_p * PAM term + gamma_c * CAM term, each gamma its own learnable scale.
+- `dual`: x + gamma_p * PAM term + gamma_c * CAM term, each gamma its own learnable scale:
+  the `position` module, then the `channel_self` module's term added to its output (composed,
+  not copied; state dicts of the earlier flat layout, `query.*` ... `gamma_channel`, still load).
 All residual with gamma = 0 at initialisation (as in the paper), so each starts as the identity.
 
 Deviations:
@@ -29,8 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import conv_nd, reduced_width
-from .registry import register
+from .layers import conv_nd, reduced_width, rename_on_load
 from .tokens import (
     DEFAULT_MAX_TOKENS,
     apply_channel_weights,
@@ -41,9 +42,11 @@ from .tokens import (
 )
 
 
-@register("position", family="dual", residual=True)
 class PositionAttention(nn.Module):
     """DANet position attention module: self-attention over positions, residual gamma = 0."""
+
+    family = "dual"
+    residual = True
 
     def __init__(self, channels: int, *, spatial_dims: int, reduction: int = 8,
                  max_tokens: int = DEFAULT_MAX_TOKENS):
@@ -66,9 +69,11 @@ class PositionAttention(nn.Module):
         return x + linear_resize(self.gamma.to(out.dtype) * out, x.shape[2:])
 
 
-@register("channel_self", family="dual", residual=True)
 class ChannelSelfAttention(nn.Module):
     """DANet channel attention module: C x C affinity over positions, residual gamma = 0."""
+
+    family = "dual"
+    residual = True
 
     def __init__(self, channels: int, *, spatial_dims: int, max_tokens: int = DEFAULT_MAX_TOKENS):
         super().__init__()
@@ -78,34 +83,28 @@ class ChannelSelfAttention(nn.Module):
         self.max_tokens = max_tokens
         self.gamma = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """x + gamma * CAM(x); with `base`, the term is added to `base` instead of x."""
         weights = channel_weights(x, self.max_tokens)
-        return apply_channel_weights(x, self.gamma.to(weights.dtype) * weights, x)
+        return apply_channel_weights(x if base is None else base,
+                                     self.gamma.to(weights.dtype) * weights, x)
 
 
-@register("dual", family="dual", residual=True)
 class DualAttention(nn.Module):
     """DANet dual attention: position and channel attention terms summed, each with its gamma."""
+
+    family = "dual"
+    residual = True
 
     def __init__(self, channels: int, *, spatial_dims: int, reduction: int = 8,
                  max_tokens: int = DEFAULT_MAX_TOKENS):
         super().__init__()
-        if reduction < 1:
-            raise ValueError(f"dual: reduction must be >= 1, got {reduction}")
-        if max_tokens < 0:
-            raise ValueError(f"dual: max_tokens must be >= 0 (0 = no budget), got {max_tokens}")
-        inner = reduced_width(channels, reduction)
-        conv = conv_nd(spatial_dims)
-        self.max_tokens = max_tokens
-        self.query = conv(channels, inner, 1)
-        self.key = conv(channels, inner, 1)
-        self.value = conv(channels, channels, 1)
-        self.gamma_position = nn.Parameter(torch.zeros(1))
-        self.gamma_channel = nn.Parameter(torch.zeros(1))
+        self.position = PositionAttention(channels, spatial_dims=spatial_dims,
+                                          reduction=reduction, max_tokens=max_tokens)
+        self.channel = ChannelSelfAttention(channels, spatial_dims=spatial_dims,
+                                            max_tokens=max_tokens)
+        rename_on_load(self, [(n, f"position.{n}") for n in ("query", "key", "value")]
+                       + [("gamma_position", "position.gamma"), ("gamma_channel", "channel.gamma")])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = pool_tokens(x, self.max_tokens)
-        pos = attend_tokens(self.query(p), self.key(p), self.value(p), 1, self.max_tokens)
-        y = x + linear_resize(self.gamma_position.to(pos.dtype) * pos, x.shape[2:])
-        weights = channel_weights(p, self.max_tokens)  # p is x pooled to the same budget
-        return apply_channel_weights(y, self.gamma_channel.to(weights.dtype) * weights, x)
+        return self.channel(x, base=self.position(x))

@@ -24,15 +24,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import conv_nd, reduced_width
-from .registry import register
+from .layers import conv_nd, reduced_width
 from .tokens import linear_resize, pool_to
 
 
-@register("gate", family="gate", kind="paired")
 class AttentionGate(nn.Module):
     """Attention U-Net additive gate: sigmoid(psi(relu(W_x x + W_g g))) scales the skip x."""
 
+    family = "gate"
+    kind = "paired"
     option_choices = {"resample": ("coarse", "fine")}  # noqa: RUF012 (read by the registry)
 
     def __init__(self, channels: int, *, spatial_dims: int, guide_channels: int,

@@ -1,0 +1,219 @@
+"""The library entry points behind `import nas_attn as na`: search, train, export, load_model.
+
+Each is what the matching `nas-attn` command runs (the CLI only parses options and draws
+progress); everything is keyword-only past the first argument, returns values and raises
+`NasAttnError` subclasses with one-line messages.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .arch import UNetArch
+from .errors import ArchError, DataError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .predict import LoadedModel
+    from .train import TrainResult
+
+
+# ----- search -----------------------------------------------------------------------------------
+def search(space: str | Path = "default", *, trials: int | None = None,
+           timeout: float | None = None, listener=None, **request: Any) -> "optuna.Study":
+    """Run (or resume) a search and return its study. `space`: a ready space name or a YAML
+    file; `trials` defaults to the space's `search.trials`; `request` takes the other fields of
+    `nas_attn.search.run.SearchRequest` (data, study, storage, runs_dir, device, sampler,
+    pruner, seed, val_pattern, test_pattern, test_data, num_workers). `listener` gets
+    `trial_started` / `epoch_done` / `trial_done` calls (see `search.run.Listener`)."""
+    from .search.run import SearchRequest, open_search, run_search
+
+    req = SearchRequest(space=space, trials=trials, timeout=timeout, **request)
+    session = open_search(req, listener)
+    return run_search(session, session.trials(req.trials), req.timeout)
+
+
+# ----- train ------------------------------------------------------------------------------------
+def load_arch_file(path: str | Path) -> UNetArch:
+    """The architecture in a JSON file; `ArchError` naming the file when missing or invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArchError(f"architecture file {str(path)!r} does not exist")
+    try:
+        return UNetArch.from_json(path.read_text())
+    except ArchError as e:
+        raise ArchError(f"{path}: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArchError(f"{path}: cannot read: {e}") from None
+
+
+def adapt_arch(arch: UNetArch, data) -> tuple[UNetArch, list[str]]:
+    """`arch` with in_channels / classes / spatial_dims / aux_channels taken from the data;
+    the list of changes (empty when it already fits)."""
+    wanted = {"spatial_dims": data.spatial_dims, "in_channels": data.in_channels,
+              "classes": data.classes}
+    if arch.aux_channels:
+        if not data.aux_channels:
+            raise ArchError(f"the architecture takes an auxiliary modality ({arch.aux_channels} "
+                            f"channels) but the data has none")
+        wanted["aux_channels"] = data.aux_channels
+    changes = {k: (getattr(arch, k), v) for k, v in wanted.items() if getattr(arch, k) != v}
+    if not changes:
+        return arch, []
+    text = [f"{k} {a} → {b}" for k, (a, b) in changes.items()]
+    try:
+        new = dataclasses.replace(arch, **{k: v for k, (_, v) in changes.items()})
+    except ArchError as e:
+        raise ArchError(f"the architecture cannot be adapted to the data ({', '.join(text)}): "
+                        f"{e}") from None
+    return new, text
+
+
+@dataclass
+class TrainPlan:
+    """Everything a `train` run will do, known before its first step (what the CLI prints)."""
+
+    arch: UNetArch
+    data_cfg: Any
+    cfg: Any
+    train_data: Any
+    val_data: Any
+    out_dir: Path | None
+    changes: list[str] = field(default_factory=list)
+    """How the architecture was adapted to the data (in_channels, classes, ...)."""
+    augment_note: str = ""
+    """What the augmentation leaves out to keep labels meaningful (lateralised classes)."""
+    origin: str = ""
+    """Where the architecture came from: a file, a study's trial, or the default."""
+
+
+def plan_training(arch: UNetArch | str | Path | None = None, data: str | None = None, *,
+                  from_study=None, trial: int | None = None, storage: str | None = None,
+                  runs_dir: str | Path = "runs", epochs: int | None = None,
+                  out_dir: str | Path | None = None, device: str | None = None,
+                  train_options: dict | None = None, data_options: dict | None = None,
+                  force: bool = False) -> TrainPlan:
+    """Resolve a `train` call: the architecture (a UNetArch, a JSON file, a study's trial with
+    `from_study`, or the default plain UNet), its data (decoded) and configurations, the output
+    folder (claimed: refused before any work when it holds files nas-attn did not write)."""
+    from pydantic import ValidationError
+
+    from .data import DataConfig, load_data, symmetry_plan
+    from .paths import claim_output_dir
+    from .train import TrainConfig
+    from .train.config import format_errors
+
+    opts, dopts, name = {}, {}, "model"
+    if from_study is not None:
+        if arch is not None:
+            raise ArchError("give an architecture or a study to retrain from, not both")
+        recipe = _recipe(from_study, trial, storage, runs_dir)
+        arch, opts, dopts = recipe.arch, recipe.train_options, dict(recipe.data_options)
+        name = f"{recipe.study}_trial{recipe.trial}"
+        origin = f"trial {recipe.trial} of study {recipe.study!r}: {recipe.summary}"
+    elif isinstance(arch, (str, Path)):
+        name, origin = Path(arch).stem, str(arch)
+        arch = load_arch_file(arch)
+    elif arch is None:
+        arch, origin = UNetArch(), "the default plain UNet"
+    else:
+        origin = "the given architecture"
+    dopts.update(data_options or {})
+    if data is not None:
+        dopts["source"] = data
+    try:
+        data_cfg = DataConfig(**dopts)
+    except ValidationError as e:
+        raise DataError("invalid data options:\n" + format_errors(e)) from None
+    opts = {**opts, **(train_options or {})}
+    opts.update({k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None})
+    cfg = TrainConfig.make(**opts)
+    train_data, val_data = load_data(data_cfg)
+    arch, changes = adapt_arch(arch, train_data)
+    out = Path(out_dir) if out_dir is not None else Path(runs_dir) / "train" / name
+    out = claim_output_dir(out, "train", force=force)  # before any training
+    return TrainPlan(arch, data_cfg, cfg, train_data, val_data, out, changes,
+                     symmetry_plan(train_data, data_cfg).note, origin)
+
+
+def _recipe(from_study, trial, storage, runs_dir):
+    from .search.finalize import retrain_recipe
+    from .search.study import load_study, open_existing_storage
+
+    study = from_study if hasattr(from_study, "study_name") else \
+        load_study(str(from_study), open_existing_storage(storage, Path(runs_dir)))
+    return retrain_recipe(study, trial)
+
+
+def run_plan(plan: TrainPlan, *, progress: Callable | None = None,
+             on_epoch: Callable[[int, dict], None] | None = None,
+             compile_model: bool = False) -> "TrainResult":
+    """Train as planned; writes best.pt, preview.png and metrics.json into the plan's folder."""
+    from .train import train as train_loop
+    from .train.checkpoint import write_json
+
+    result = train_loop(plan.arch, plan.train_data, plan.val_data, plan.data_cfg, plan.cfg,
+                        on_epoch=on_epoch, out_dir=plan.out_dir, progress=progress,
+                        compile_model=compile_model)
+    if plan.out_dir is not None:
+        write_json(plan.out_dir / "metrics.json", {
+            "arch": plan.arch.to_dict(), "arch_summary": plan.arch.summary(),
+            "best": result.best, "history": result.history,
+            "images_per_s": result.images_per_s, "seconds": result.seconds,
+            "steps": result.steps, "stop_reason": result.stop_reason,
+            "device": result.runtime.describe(),
+            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+            "train_config": plan.cfg.model_dump(mode="json"),
+            "data_config": plan.data_cfg.model_dump(mode="json"),
+        })
+    return result
+
+
+def train(arch: UNetArch | str | Path | None = None, data: str | None = None, *,
+          progress: Callable | None = None, on_epoch: Callable[[int, dict], None] | None = None,
+          compile_model: bool = False, **plan: Any) -> "TrainResult":
+    """Train one architecture with a full budget and write its outputs (see `plan_training` for
+    the arguments: `from_study`/`trial`, `epochs`, `out_dir`, `device`, `train_options`,
+    `data_options`, `force`, `storage`, `runs_dir`). `data`: a folder, `builtin` or `builtin3d`
+    (default: the study's data with `from_study`, else `builtin`). Returns the `TrainResult`
+    (best weights loaded in `result.model`)."""
+    return run_plan(plan_training(arch, data, **plan), progress=progress, on_epoch=on_epoch,
+                    compile_model=compile_model)
+
+
+# ----- export and inference ---------------------------------------------------------------------
+def export(source, out_dir: str | Path | None = None, *, trial: int | None = None,
+           weights=None, meta: dict | None = None, formats: tuple[str, ...] = (),
+           storage: str | None = None, runs_dir: str | Path = "runs",
+           force: bool = False) -> dict[str, Path]:
+    """Write a standalone model.py (torch only) with arch.json, meta.json and weights.pt.
+
+    `source`: a `UNetArch` (with optional `weights`, a state_dict or its file, and `meta`), an
+    `optuna.Study` (its best trial, the finalize winner, or `trial`), or the path of a
+    `nas-attn train` output / checkpoint. `formats`: also "onnx" and/or "torchscript". Returns
+    the paths written by kind ("model", "arch", "meta", "weights", ...)."""
+    from .export import export_arch, export_checkpoint
+
+    runs_dir = Path(runs_dir)
+    if isinstance(source, UNetArch):
+        out = Path(out_dir) if out_dir is not None else runs_dir / "export" / "model"
+        return export_arch(source, out, weights=weights, meta=meta, formats=tuple(formats),
+                           force=force)
+    if hasattr(source, "study_name"):
+        from .search.trial_export import export_trial
+
+        return export_trial(source, trial, out_dir, formats=tuple(formats), runs_dir=runs_dir,
+                            force=force)[0]
+    return export_checkpoint(source, out_dir, formats=tuple(formats), runs_dir=runs_dir,
+                             force=force)[0]
+
+
+def load_model(path: str | Path, device: str | None = None) -> "LoadedModel":
+    """A trained model ready for inference: an export folder (model.py + weights.pt), a
+    checkpoint, or a `nas-attn train` folder; `.model` (eval mode), `.arch`, `.patch_size`."""
+    from .predict import load_model as _load
+
+    return _load(path, device)

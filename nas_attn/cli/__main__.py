@@ -1,0 +1,4 @@
+"""`python -m nas_attn.cli ...` is `nas-attn ...`."""
+from . import main
+
+main()

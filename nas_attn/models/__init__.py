@@ -1,0 +1,25 @@
+"""The model code: torch only, written to be copied whole into a standalone `model.py`.
+
+Every file here imports only torch, the standard library (math, typing, functools, itertools,
+collections) and its siblings; top-level names are unique across the files, so the exporter
+copies whole definitions (classes, functions, constants) without renaming anything. timm is
+imported only inside the constructors of `timm_layers.py`.
+
+- `layers`      dimension-generic conv / norm / activation helpers, `ConvBlock`
+- `tokens`      the budgeted scaled-dot-product token attention every token module uses
+- `channel`, `spatial`, `gate`, `dual`, `cross`, `selfattn`: one file per attention family
+- `timm_layers` timm's attention layers and `TimmUNet` (a timm encoder)
+- `unet`        `UNet`, `UNetDecoder` (plain numbers in, no `UNetArch`)
+- `factory`     `ATTENTION` (the one table of names) and `make_attention`
+- `sliding`, `infer`: sliding-window / TTA prediction and the training normalisation
+"""
+from .factory import ATTENTION, build_attention, make_attention
+from .timm_layers import TimmUNet
+from .unet import UNet, UNetDecoder
+
+SOURCE_ORDER = ("layers", "tokens", "channel", "spatial", "gate", "dual", "cross", "selfattn",
+                "unet", "timm_layers", "factory", "sliding", "infer")
+"""The files in an order where each comes after the siblings it imports (model.py's order)."""
+
+__all__ = ["ATTENTION", "SOURCE_ORDER", "TimmUNet", "UNet", "UNetDecoder", "build_attention",
+           "make_attention"]

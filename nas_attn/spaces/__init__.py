@@ -1,0 +1,1 @@
+"""The ready search spaces (YAML files; `nas-attn spaces` lists them)."""

@@ -1,0 +1,86 @@
+"""Shared fixtures: the CLI run in-process, a tiny search space, a search session on it, and the
+throwaway PostgreSQL server of `pg.py`."""
+from __future__ import annotations
+
+import textwrap
+
+import optuna
+import pytest
+
+from pg import pg_url  # noqa: F401  (fixture: a throwaway PostgreSQL server)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# one level, two sites (encoder.0, skip.0) with two choices each: two fixed baselines
+TINY_SPACE = """
+macro: {depth: [1], base_width: [4]}
+encoder: {choices: [none, se]}
+skip: {choices: [none, gate]}
+training: {batch_size: 4, lr: 0.005}
+budget: {epochs: 1, samples_per_epoch: 4}
+data: {source: builtin, builtin_n: 6, builtin_size: 24}
+search: {trials: 2, n_startup_trials: 1}
+"""
+
+
+@pytest.fixture
+def cli(capsys):
+    """`cli(*args)` runs `nas-attn ARGS` in this process: (exit code, stdout + stderr)."""
+    from nas_attn.cli import main
+
+    def run(*args):
+        code = 0
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    return run
+
+
+@pytest.fixture
+def tiny_space() -> str:
+    """The YAML text of a space whose trials take a second (see TINY_SPACE)."""
+    return TINY_SPACE
+
+
+@pytest.fixture
+def write_space(tmp_path):
+    """`write_space(text, name="space.yaml")`: the (dedented) text in a file under tmp_path."""
+    def write(text: str, name: str = "space.yaml"):
+        p = tmp_path / name
+        p.write_text(textwrap.dedent(text))
+        return p
+
+    return write
+
+
+@pytest.fixture
+def session(tmp_path, write_space):
+    """`session(text=TINY_SPACE, **request)`: an opened search (study "t") under tmp_path/runs."""
+    from nas_attn.search.run import SearchRequest, open_search
+
+    def open_(text: str = TINY_SPACE, **kw):
+        return open_search(SearchRequest(space=write_space(text), runs_dir=tmp_path / "runs",
+                                         study="t", **kw))
+
+    return open_
+
+
+@pytest.fixture
+def every_site_arch():
+    """`every_site_arch(**fields)`: a depth-3 UNetArch with a different module at every site."""
+    from nas_attn.arch import AttnSpec, UNetArch
+
+    def make(**kw):
+        A = AttnSpec.make
+        return UNetArch(
+            depth=3, widths=(8, 16, 32, 64),
+            encoder=(A("se", reduction=4), A("cbam"), A("position", max_tokens=64)),
+            bottleneck=A("self", heads=2),
+            skip=(A("gate", resample="fine"), A("cross"), A("eca")),
+            decoder=(A("scse"), A("dual"), A("spatial", kernel_size=3)), **kw)
+
+    return make

@@ -1,0 +1,135 @@
+"""The package's shape: no import cycles, no upward imports, short functions, tests that do not
+import each other (measured with grimp's import graph and Python's own AST)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "nas_attn"
+MAX_LINES = 80
+LONG_OK = "# long:"  # a function over MAX_LINES says why in a comment starting with this
+
+# top to bottom: a module may import only from its own layer or the layers below it
+LAYERS = (
+    "nas_attn.cli",
+    "nas_attn.api",
+    "nas_attn.search",
+    "nas_attn.evaluate",
+    "nas_attn.predict",
+    "nas_attn.export",
+    "nas_attn.export_formats",
+    "nas_attn.export_text",
+    "nas_attn.train",
+    "nas_attn.curves | nas_attn.data | nas_attn.device",
+    "nas_attn.unet",
+    "nas_attn.arch",
+    "nas_attn.registry",
+    "nas_attn.models",
+    "nas_attn.atomic | nas_attn.paths | nas_attn._callable",
+    "nas_attn.errors",
+)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    grimp = pytest.importorskip("grimp")
+    return grimp.build_graph("nas_attn", cache_dir=None)
+
+
+def _cycles(graph) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    adj = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in graph.modules}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out = []
+    for root in sorted(adj):
+        if root in index:
+            continue
+        work = [(root, iter(adj[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(adj[w])))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def test_no_import_cycles(graph):
+    """Every import counts, at the top of a module or inside a function."""
+    assert _cycles(graph) == []
+
+
+def test_cycle_finder_finds_a_cycle():
+    class Fake:
+        modules = {"a", "b", "c"}
+
+        @staticmethod
+        def find_modules_directly_imported_by(m):
+            return {"a": {"b"}, "b": {"a"}, "c": {"a"}}[m]
+
+    assert _cycles(Fake()) == [["a", "b"]]
+
+
+def test_no_upward_imports(graph):
+    layers = [set(x.strip() for x in layer.split("|")) for layer in LAYERS]
+    illegal = graph.find_illegal_dependencies_for_layers(
+        layers=tuple(layer if len(layer) > 1 else next(iter(layer)) for layer in layers))
+    assert not illegal, sorted((d.importer, d.imported) for d in illegal)
+    listed = {m for layer in layers for m in layer}
+    top = {".".join(m.split(".")[:2]) for m in graph.modules if m != "nas_attn"}
+    assert top <= listed | {"nas_attn.spaces"}, top - listed
+
+
+def _functions():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path.relative_to(ROOT), node, lines[node.lineno - 1:node.end_lineno]
+
+
+def test_no_function_over_80_lines_without_a_reason():
+    long = [f"{path}:{node.lineno} {node.name} ({len(body)} lines)"
+            for path, node, body in _functions()
+            if len(body) > MAX_LINES and not any(LONG_OK in line for line in body[:3])]
+    assert long == []
+
+
+def test_test_files_do_not_import_each_other():
+    tests = {p.stem for p in (ROOT / "tests").glob("test_*.py")}
+    bad = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad += [f"{path.name}: {n}" for n in names
+                    if n.split(".")[-1] in tests or n.startswith("tests.")]
+    assert bad == []
