@@ -1,8 +1,12 @@
 """Typed errors. Every message names the file, field or value at fault and what is accepted."""
+import errno as _errno
 
 
 class NasAttnError(Exception):
     """Base class for every error this package raises on purpose."""
+
+    exit_code = 2
+    """The command line's exit status when this error stops a command."""
 
 
 class ArchError(NasAttnError, ValueError):
@@ -35,6 +39,22 @@ class DivergedError(TrainingError):
 
 class OutOfMemoryError(TrainingError):
     """The accelerator (or host) ran out of memory for this candidate."""
+
+
+class DiskFullError(NasAttnError, OSError):
+    """A write failed for lack of space (ENOSPC, or a disk quota): `path` names what could not
+    be written. Not bad input: the same command succeeds once space is freed (exit code 1)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.errno = _errno.ENOSPC
+        self.filename = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class StudyError(NasAttnError, LookupError):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.machinery
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 from . import models
 from .arch import UNetArch
-from .atomic import atomic_save, atomic_write
+from .atomic import AtomicGroup
 from .export_formats import FORMATS, example_inputs, export_onnx, export_torchscript, onnx_missing
 from .export_text import (BASE_IMPORTS, TAIL, ExportError, arch_literal, check_generated, docstring,
                           inference_settings, lit, meta_literal, sanitize_meta, sanitize_text,
@@ -191,7 +192,9 @@ def load_model_py(path: Path | str, module_name: str | None = None):
     """Import a generated model.py from its path into a fresh module (not put in sys.modules)."""
     path = Path(path)
     name = module_name or f"nas_attn_exported_{abs(hash(str(path.resolve()))):x}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    # an explicit loader: an export's model.py is imported from its temporary name (any suffix)
+    spec = importlib.util.spec_from_file_location(
+        name, path, loader=importlib.machinery.SourceFileLoader(name, str(path)))
     if spec is None or spec.loader is None:
         raise ExportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -231,26 +234,33 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
                                   (inference or {}).get("overlap"), arch.spatial_dims, inference)
     code = render_model_py(arch, meta=meta, example_size=size[0], inference=settings)
     out_dir = claim_output_dir(out_dir, "export", force=force)  # only once all is valid
-    files = {"model": atomic_write(out_dir / "model.py", code),
-             "arch": atomic_write(out_dir / "arch.json", arch.to_json(indent=2) + "\n")}
-    if meta is not None or inference is not None:
-        doc = sanitize_meta(meta)
-        doc["inference"] = settings
-        files["meta"] = atomic_write(out_dir / "meta.json", json.dumps(doc, indent=2) + "\n")
-    if state is not None:
-        files["weights"] = atomic_save(out_dir / "weights.pt", lambda p: torch.save(state, p))
-    if formats:
-        model = load_model_py(files["model"]).build_model()
+    # every file is written under a temporary name and renamed only when all are: a failure (a
+    # full disk) leaves an earlier export in this folder whole, never half replaced
+    with AtomicGroup() as group:
+        files = {"model": out_dir / "model.py", "arch": out_dir / "arch.json"}
+        model_tmp = group.write(files["model"], code)  # what `formats` import
+        group.write(files["arch"], arch.to_json(indent=2) + "\n")
+        if meta is not None or inference is not None:
+            doc = sanitize_meta(meta)
+            doc["inference"] = settings
+            files["meta"] = out_dir / "meta.json"
+            group.write(files["meta"], json.dumps(doc, indent=2) + "\n")
         if state is not None:
-            model.load_state_dict(state)
-        model.eval()
-        inputs = example_inputs(arch, size)
-        if "torchscript" in formats:
-            files["torchscript"] = out_dir / "model.ts"
-            export_torchscript(model, inputs, files["torchscript"])
-        if "onnx" in formats:
-            files["onnx"] = out_dir / "model.onnx"
-            export_onnx(model, inputs, files["onnx"], arch)
+            files["weights"] = out_dir / "weights.pt"
+            with group.file(files["weights"]) as f:
+                torch.save(state, f)
+        if formats:
+            model = load_model_py(model_tmp).build_model()
+            if state is not None:
+                model.load_state_dict(state)
+            model.eval()
+            inputs = example_inputs(arch, size)
+            if "torchscript" in formats:
+                files["torchscript"] = out_dir / "model.ts"
+                export_torchscript(model, inputs, group.stage(files["torchscript"]))
+            if "onnx" in formats:
+                files["onnx"] = out_dir / "model.onnx"
+                export_onnx(model, inputs, group.stage(files["onnx"]), arch)
     return files
 
 

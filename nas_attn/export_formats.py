@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .arch import UNetArch
-from .atomic import atomic_save
+from .atomic import atomic_save, is_disk_full
 from .export_text import ExportError
 
 FORMATS = ("onnx", "torchscript")
@@ -142,6 +142,8 @@ def export_onnx(model, inputs, path: Path, arch: UNetArch | None = None) -> dict
                                   external_data=False)  # one file (weights inside), renamed whole
             result["max_abs_diff"] = _onnx_check(model, tmp, inputs, [size, other])
         except Exception as e:  # noqa: BLE001  (torch.export / onnx / onnxruntime failures)
+            if is_disk_full(e):
+                raise
             bad = _onnx_culprits(arch) if arch is not None else []
             if bad:
                 raise OnnxUnsupportedError(
@@ -170,7 +172,8 @@ def export_torchscript(model, inputs, path: Path) -> None:
                 want, got = model(*inputs), traced(*inputs)
             if not torch.allclose(want, got, atol=1e-5, rtol=1e-4):
                 raise ExportError("the traced TorchScript model disagrees with the eager model")
-            torch.jit.save(traced, str(tmp))
+            with open(tmp, "wb") as f:  # to a path, a full disk aborts the process
+                torch.jit.save(traced, f)
 
     atomic_save(path, save)
 

@@ -8,10 +8,11 @@
 """
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 
-from .errors import NasAttnError
+from .errors import DiskFullError, NasAttnError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MARKER = ".nas-attn-output"
@@ -52,8 +53,12 @@ def claim_output_dir(path: str | Path, kind: str, *, force: bool = False) -> Pat
                               "--force to write into it")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        (path / MARKER).write_text(f"written by nas-attn {kind}\n")
+        if not (path / MARKER).is_file():  # (rewriting it could lose it on a full disk)
+            (path / MARKER).write_text(f"written by nas-attn {kind}\n")
     except OSError as e:
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise DiskFullError(f"no space left on device: {path / MARKER}",
+                                str(path / MARKER)) from None
         raise OutputError(f"cannot write to output folder {str(path)!r}: "
                           f"{e.strerror or e}") from None
     return path

@@ -29,7 +29,7 @@ import torch
 from .arch import UNetArch
 from .atomic import atomic_write
 from .data import readers as R
-from .errors import DataError, NasAttnError
+from .errors import DataError, DiskFullError, NasAttnError
 from .export import load_model_py
 from .models.infer import (
     DEFAULT_OVERLAP,
@@ -251,7 +251,8 @@ def predict_normalised(loaded: LoadedModel, x: torch.Tensor, *, aux: torch.Tenso
 def predict_files(loaded: LoadedModel, files: list[Path], out_dir: Path, *, tta: bool = False,
                   force: bool = False, batch: int = 4) -> Iterator[PredictOutcome]:
     """Segment each file and write its mask (see the module docstring); yields one outcome per
-    file, errors included (a bad file does not stop the others)."""
+    file, errors included (a bad file does not stop the others; a full disk raises
+    `DiskFullError`)."""
     if loaded.arch.aux_channels:
         raise ModelLoadError(f"{loaded.source}: this model also takes an auxiliary modality "
                              f"({loaded.arch.aux_channels} channels); `predict` segments single "
@@ -276,6 +277,8 @@ def predict_files(loaded: LoadedModel, files: list[Path], out_dir: Path, *, tta:
             res.output, res.shape = dest, tuple(labels.shape)
         except InputError as e:
             res.error = str(e)
+        except DiskFullError:
+            raise  # every file after it would fail the same way
         except (RuntimeError, ValueError, OSError) as e:  # model/IO failure on this one file
             res.error = f"{f}: {type(e).__name__}: {e}"
         yield res

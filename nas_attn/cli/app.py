@@ -1,6 +1,7 @@
 """The `nas-attn` command line. The only layer that prints (with rich)."""
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import NasAttnError
+from ..errors import DiskFullError, NasAttnError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -345,18 +346,43 @@ def dashboard(
     dashboard_cli(storage, runs_dir, host, port, console)
 
 
+def _quiet_trial_failures(record: logging.LogRecord) -> bool:
+    """Optuna's warnings on a failed trial: a trial failed on purpose (diverged, Ctrl-C) keeps
+    one line without the traceback (its reason is in fail_reason and the leaderboard); a full
+    disk or a failing storage none (the command's own error line follows); "failed with value
+    None" none."""
+    from ..search.study import is_storage_error
+
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, DiskFullError) or is_storage_error(error):
+        return False
+    if isinstance(error, (NasAttnError, KeyboardInterrupt)):
+        record.exc_info, record.exc_text = None, None
+    return not record.getMessage().endswith("failed with value None.")
+
+
 def main(argv: list[str] | None = None) -> None:
     import warnings
 
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI draws its own progress
+    logging.getLogger("optuna.study._optimize").addFilter(_quiet_trial_failures)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from ..atomic import disk_full_error, is_disk_full
+    from ..search.study import is_storage_error, storage_error
+
     try:
         app(args=argv, standalone_mode=True)
-    except NasAttnError as e:
+    except Exception as e:  # noqa: BLE001  (anything else is a bug: its traceback shows)
+        if isinstance(e, OSError) and is_disk_full(e) and not isinstance(e, NasAttnError):
+            e = disk_full_error(e.filename or "a file this command writes", e)
+        elif is_storage_error(e):  # a command that did not say which storage (finalize, ...)
+            e = storage_error(e)
+        if not isinstance(e, NasAttnError):
+            raise
         err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False,
                           soft_wrap=True)
-        sys.exit(2)
+        sys.exit(e.exit_code)
 
 

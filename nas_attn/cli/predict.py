@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ..atomic import atomic_write
+from ..errors import DiskFullError
 
 
 def _progress(console: Console) -> Progress:
@@ -48,14 +49,20 @@ def predict_cli(model: Path, inputs: list[Path], out: Path, *, tta: bool, force:
     if files:
         with _progress(console) as bar:
             task = bar.add_task("predicting", total=len(files), name="")
-            for res in predict_files(loaded, files, out, tta=tta, force=force, batch=batch):
-                if res.error:
-                    failed += 1
-                    bar.console.print(f"[bold red]error:[/bold red] {escape(res.error)}",
-                                      highlight=False, soft_wrap=True)
-                else:
-                    written += 1
-                bar.update(task, advance=1, name=escape(res.source.name))
+            try:
+                for res in predict_files(loaded, files, out, tta=tta, force=force, batch=batch):
+                    if res.error:
+                        failed += 1
+                        bar.console.print(f"[bold red]error:[/bold red] {escape(res.error)}",
+                                          highlight=False, soft_wrap=True)
+                    else:
+                        written += 1
+                    bar.update(task, advance=1, name=escape(res.source.name))
+            except DiskFullError as e:
+                raise DiskFullError(
+                    f"{e}; {written} of {len(files)} masks were written before it; free some "
+                    "space and run the same command with --force to write them all",
+                    e.path) from None
     console.print(f"{written} mask{'s' if written != 1 else ''} written to {escape(str(out))}"
                   + (f"; [red]{failed} failed[/red]" if failed else ""))
     return 1 if failed or not files else 0

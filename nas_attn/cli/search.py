@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from ..arch import UNetArch
-from ..errors import StudyError
+from ..errors import DiskFullError, StudyError
 from ..search.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
                             trial_arch)
 from ..search.run import SearchRequest, open_search, run_search
@@ -134,17 +134,25 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     for note in session.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     trials = session.trials(req.trials)
-    interrupted = False
+    interrupted, stopped = False, None
     with Live(view._render(), console=console, refresh_per_second=2, transient=False) as live:
         view.live = live
         try:
             run_search(session, trials, req.timeout)
         except KeyboardInterrupt:
             interrupted = True
+        except DiskFullError as e:  # the leaderboard first (if the storage can still be read)
+            stopped = e
         view.live = None
-        live.update(leaderboard_table(study, 10, f"Study {study.study_name}"))
-    ran = len(view.finished) + int(interrupted)
+        try:
+            live.update(leaderboard_table(study, 10, f"Study {study.study_name}"))
+        except Exception:  # noqa: BLE001
+            if stopped is None:
+                raise
     console.print()
+    if stopped is not None:
+        raise stopped
+    ran = len(view.finished) + int(interrupted)
     console.print(f"ran {ran} trial(s) in this session; {len(study.trials)} in the study. "
                   f"Storage: {session.objective.runs_dir if req.storage is None else req.storage}")
     if interrupted:

@@ -14,6 +14,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from rich.table import Table
 
 from ..api import TrainPlan, run_plan
+from ..errors import DiskFullError
 from ..train import TrainResult
 
 
@@ -79,10 +80,18 @@ def run_train(plan: TrainPlan, console: Console, *, compile_model: bool = False)
                        ips=f"{info.images_per_s:.1f}", dice=dice["last"])
 
         def on_epoch(epoch: int, metrics: dict) -> None:
-            dice["last"] = f"{metrics['dice']:.4f}"
+            dice["last"], dice["epoch"] = f"{metrics['dice']:.4f}", epoch
             bar.update(task, dice=dice["last"])
 
-        result = run_plan(plan, progress=on_step, on_epoch=on_epoch, compile_model=compile_model)
+        try:
+            result = run_plan(plan, progress=on_step, on_epoch=on_epoch,
+                              compile_model=compile_model)
+        except DiskFullError as e:
+            done = dice.get("epoch", 0)
+            kept = f" (best.pt holds the best of epochs 1-{done})" if done else ""
+            raise DiskFullError(f"{e}; training stopped in epoch {done + 1} of {plan.cfg.epochs}"
+                                f"{kept}; free some space and run the command again",
+                                e.path) from None
         bar.update(task, completed=result.steps, total=result.steps)
     console.print(summary_table(result, plan.out_dir))
     return result

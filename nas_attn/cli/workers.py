@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import StudyError
+from ..errors import DiskFullError, StudyError
 from ..search.run import SearchRequest, open_search
 from ..search.study import (default_multi_storage_url, open_storage, storage_kind,
                             storage_url)
@@ -135,6 +135,10 @@ def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: boo
         live.update(Group(worker_table(sup, epochs),
                           leaderboard_table(study, 10, f"Study {study.study_name}")))
     sup.write_status()
+    if sup.fatal is not None:
+        console.print()
+        raise DiskFullError(f"{sup.fatal}; the search stopped: free some space, then resume "
+                            "with the same command")
     if not sup.started_any() and not interrupted:
         raise StudyError("no worker could start: " + "; ".join(sup.start_errors))
     for e in sup.events:

@@ -102,7 +102,15 @@ class RetryDeadTrial(RetryHeartbeatStaleTrialCallback):
 
 class HeartbeatRDBStorage(RDBStorage):
     """`RDBStorage` that writes why a stale trial failed before Optuna marks it FAIL (a finished
-    trial's attributes can no longer be set)."""
+    trial's attributes can no longer be set), and skips a heartbeat it cannot write."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # Optuna's heartbeat thread dies with a traceback on a storage error (a full disk under
+        # SQLite); a missed beat is harmless, and the trial's own writes report the storage
+        try:
+            super().record_heartbeat(trial_id)
+        except optuna.exceptions.StorageInternalError:
+            pass
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         ids = super()._get_stale_trial_ids(study_id)
@@ -111,7 +119,8 @@ class HeartbeatRDBStorage(RDBStorage):
                 self.set_trial_user_attr(
                     trial_id, "fail_reason",
                     f"worker stopped: no heartbeat for over {self.grace_period} s "
-                    f"(killed, out of memory or its machine went down)")
+                    f"(killed, out of memory, stopped by a full disk or its machine went "
+                    f"down)")
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another worker got there first
         return ids
@@ -143,6 +152,36 @@ def fail_dead_trial(study: optuna.Study, number: int, reason: str,
     if max_retry is None:
         max_retry = HeartbeatConfig.from_env().max_retry
     RetryDeadTrial(max_retry)(study, storage.get_trial(trial_id))
+    return True
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """RUNNING trials whose worker (user attribute `worker`, `host:pid`) ran on this machine and
+    is gone: FAIL with the reason, and their retry queued. For a resumed search on a journal
+    file, which has no heartbeat (a search stopped by a full disk could not record its trials'
+    end); on RDB storages the heartbeat does it, also for workers of other machines."""
+    import socket
+
+    host, failed = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tag = str(t.user_attrs.get("worker", ""))
+        where, _, pid = tag.rpartition(":")
+        if where != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if fail_dead_trial(study, t.number, f"worker {tag} is gone (killed, or its search was "
+                                            "stopped by a full disk) and its trial was still "
+                                            "RUNNING"):
+            failed.append(t.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
     return True
 
 

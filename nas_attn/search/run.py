@@ -4,10 +4,12 @@ Library code: it prints nothing. Progress goes to an optional `listener` (the CL
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +17,18 @@ from typing import Any, Protocol
 
 import optuna
 import yaml
+from optuna.artifacts import FileSystemArtifactStore
 
 from ..arch import UNetArch
+from ..atomic import atomic_file
 from ..paths import check_name, inside
-from ..errors import ArchError, DivergedError, NasAttnError, OutOfMemoryError, StudyError
+from ..errors import (ArchError, DiskFullError, DivergedError, NasAttnError, OutOfMemoryError,
+                      StudyError)
 from .cost import measure_cost
 from .sampling import DataInfo, baseline_params, sample_arch, sample_training
 from .space import Space, load_space, resolve_space_path
-from .study import DEFAULT_RUNS, make_pruner, make_sampler, open_storage, study_names
+from .study import (DEFAULT_RUNS, describe_storage, is_storage_error, make_pruner,
+                    make_sampler, open_storage, storage_error, storage_errors, study_names)
 
 KEEP_EXPORTS = 3
 """A completed trial that ranks among the best this many gets its model.py as an artifact."""
@@ -70,6 +76,15 @@ class SearchRequest:
 def artifact_dir_for(runs_dir: Path) -> Path:
     """One artifact store for every study of a runs folder (what the dashboard serves)."""
     return (Path(runs_dir) / "artifacts").resolve()
+
+
+class AtomicArtifactStore(FileSystemArtifactStore):
+    """Optuna's file-system artifact store, writing each artifact under a temporary name (its
+    own writes in place: a full disk left a truncated artifact behind)."""
+
+    def write(self, artifact_id: str, content_body) -> None:
+        with atomic_file(self._get_filepath(artifact_id)) as f:
+            shutil.copyfileobj(content_body, f)
 
 
 def _key(arch: UNetArch, train_overrides: dict) -> str:
@@ -125,6 +140,10 @@ class Objective:
         self.study_name = study_name
         self.listener = listener or _Quiet()
         self.artifact_store = artifact_store
+        self.current: optuna.Trial | None = None
+        """The trial whose result the storage may not have yet (`run_search` clears it)."""
+        self.disk_full: tuple[DiskFullError, optuna.Trial] | None = None
+        """The error and trial when a trial failed for lack of space: the search stops."""
 
     # ------------------------------------------------------------------------------------
     def train_config(self, overrides: dict):
@@ -149,6 +168,23 @@ class Objective:
         return None
 
     def __call__(self, trial: optuna.Trial):
+        self.current = trial
+        try:
+            return self._run(trial)
+        except Exception as e:
+            if not isinstance(e, DiskFullError) and not is_storage_error(e):
+                raise
+            # a full disk or a storage that cannot be written: the next trial would fail the
+            # same way, so the search stops (a storage error is not caught by the optimize loop)
+            if isinstance(e, DiskFullError):
+                self.disk_full = (e, trial)
+                trial.study.stop()
+            with contextlib.suppress(Exception):  # the storage may be on the same full disk
+                trial.set_user_attr("fail_reason", str(e) if isinstance(e, DiskFullError)
+                                    else str(storage_error(e, trial.storage)))
+            raise
+
+    def _run(self, trial: optuna.Trial):
         from ..train import train
 
         space = self.space
@@ -198,6 +234,8 @@ class Objective:
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
             raise
+        except DiskFullError:
+            raise  # recorded by __call__
         except NasAttnError as e:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
             raise
@@ -353,10 +391,13 @@ class SearchSession:
 
 
 def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchSession:
-    from optuna.artifacts import FileSystemArtifactStore
+    storage = open_storage(req.storage, Path(req.runs_dir))
+    with storage_errors(storage):  # e.g. a full disk under the SQLite file: one clear line
+        return _open_search(req, storage, listener)
 
+
+def _open_search(req: SearchRequest, storage, listener: Listener | None) -> SearchSession:
     runs_dir = Path(req.runs_dir)
-    storage = open_storage(req.storage, runs_dir)
     existing = study_names(storage)
     notes = list(req.notes)
     space_path = resolve_space_path(req.space)
@@ -385,7 +426,7 @@ def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchS
     data_cfg = data_config(space, req.data, req.val_pattern, req.test_pattern, req.test_data,
                            req.num_workers)
     objective = Objective(space, data_cfg, runs_dir, name, req.device, listener,
-                          FileSystemArtifactStore(str(artifact_dir)))
+                          AtomicArtifactStore(str(artifact_dir)))
     seed = req.seed if req.seed is not None else space.search.seed
     sampler = make_sampler(req.sampler or space.search.sampler, space, seed)
     pruner, note = make_pruner(req.pruner or space.search.pruner, space)
@@ -407,6 +448,14 @@ def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchS
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAMES[o] for o in space.objectives])
     study.set_user_attr("artifact_dir", str(artifact_dir))
+    if not created:  # a dead run's RUNNING trial (killed, a full disk): failed and retried now
+        from .heartbeat import fail_orphaned_trials
+
+        if isinstance(storage, optuna.storages.JournalStorage):  # RDB: its heartbeat says
+            fail_orphaned_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     if space.search.baselines:
         enqueue_baselines(study, space, created)
     return SearchSession(study, space, space_path, created, notes, objective, runs_dir, req)
@@ -432,9 +481,70 @@ def enqueue_baselines(study: optuna.Study, space: Space, created: bool) -> list[
 
 
 def run_search(session: SearchSession, trials: int | None, timeout: float | None) -> optuna.Study:
-    """Run trials; a diverged or otherwise failed trial is recorded and the study goes on."""
+    """Run trials; a diverged or otherwise failed trial is recorded and the study goes on.
+    A full disk stops the search after the trial it failed, with `DiskFullError` (see
+    `stopped_by_disk`): the next trial would fail the same way. A storage that cannot be
+    written stops it too (`StudyError` when it is not for lack of space)."""
     listener = session.objective.listener
-    session.study.optimize(
-        session.objective, n_trials=trials, timeout=timeout, catch=(NasAttnError,),
-        callbacks=[lambda study, trial: listener.trial_done(trial)], gc_after_trial=True)
+    optimize(session, n_trials=trials, timeout=timeout,
+             callbacks=[lambda study, trial: listener.trial_done(trial)])
     return session.study
+
+
+def optimize(session: SearchSession, func=None, *, callbacks=(), hint: bool = True,
+             **kwargs) -> None:
+    """`study.optimize` of the session's objective (or of `func`, which calls it): a trial that
+    fails with a `NasAttnError` is recorded and the loop goes on; a full disk, or a storage that
+    cannot be written, stops it with one error (`stopped_by_disk`, with `hint`)."""
+    objective = session.objective
+    objective.current, objective.disk_full = None, None
+
+    def done(study, trial):
+        objective.current = None  # the storage has the trial's result
+
+    try:
+        with storage_errors(session.study._storage):
+            session.study.optimize(func or objective, catch=(NasAttnError,),
+                                   callbacks=[done, *callbacks], gc_after_trial=True, **kwargs)
+    except DiskFullError as e:  # the storage itself could not be written
+        raise stopped_by_disk(session.study, objective, e, hint) from None
+    if objective.disk_full is not None:
+        raise stopped_by_disk(session.study, objective, hint=hint) from None
+
+
+def stopped_by_disk(study: optuna.Study, objective: Objective,
+                    storage_failure: DiskFullError | None = None,
+                    hint: bool = True) -> DiskFullError:
+    """The one line for a search stopped by a full disk: what could not be written (a file the
+    objective reported, or `storage_failure`), what became of the running trial (FAIL when the
+    storage could record it), and with `hint`, how to go on."""
+    from optuna.trial import TrialState
+
+    first, trial = objective.disk_full or (storage_failure, objective.current)
+    parts = [str(first)]
+    if storage_failure is not None and storage_failure is not first:
+        parts.append(f"the storage {describe_storage(study._storage)} cannot be written "
+                     "either")
+    storage, state, attrs = study._storage, None, {}
+    with contextlib.suppress(Exception):  # an unreadable storage: say nothing of the trial
+        if trial is not None:
+            frozen = storage.get_trial(trial._trial_id)
+            state, attrs = frozen.state, frozen.user_attrs
+    if state == TrialState.RUNNING:
+        try:  # the failing write may have freed its space: record the failure if we can
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", str(first))
+            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            parts.append(f"trial {trial.number} was recorded as failed")
+        except Exception:  # noqa: BLE001  (the storage is on the full disk)
+            when = "on this machine fails it" if attrs.get("worker") else \
+                "fails it once its heartbeat is older than the grace period"
+            parts.append(f"trial {trial.number} stays RUNNING in the study (a resumed search "
+                         f"{when})")
+    elif state == TrialState.FAIL:
+        parts.append(f"trial {trial.number} was recorded as failed"
+                     + ("" if attrs.get("fail_reason") else
+                        " (the storage had no room for its reason)"))
+    if hint:
+        parts.append(f"free some space, then resume with `nas-attn search --study "
+                     f"{study.study_name}`")
+    return DiskFullError("; ".join(parts), first.path)

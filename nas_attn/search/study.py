@@ -1,12 +1,20 @@
 """Storage, samplers, pruners and opening studies by name."""
 from __future__ import annotations
 
+import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
+from optuna.storages.journal import (
+    JournalFileBackend,
+    JournalFileSymlinkLock,
+    JournalStorage,
+)
 
-from ..errors import StudyError
+from ..atomic import disk_full_error, is_disk_full
+from ..errors import DiskFullError, NasAttnError, StudyError
 from .space import Space
 
 DEFAULT_RUNS = Path("runs")
@@ -90,6 +98,9 @@ def open_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> optuna.stora
     except StudyError:
         raise
     except Exception as e:  # bad URL or unreachable database: say which
+        full = storage_error(e, url)
+        if isinstance(full, DiskFullError):
+            raise full from None
         raise StudyError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
 
 
@@ -116,10 +127,61 @@ def _mkdir(path: Path, what: str) -> None:
         raise StudyError(f"cannot create {what} {str(path)!r}: {e.strerror or e}") from None
 
 
+class WholeLineJournalFileBackend(JournalFileBackend):
+    """Optuna's journal file, with appends that never leave part of a line behind: an append
+    that fails (a full disk) is cut off again, and a fragment left by a writer killed mid-line is
+    dropped before the next append (both under the file's lock). Optuna's own backend keeps the
+    fragment, and the next record glued to it makes the whole journal unreadable."""
+
+    def __init__(self, file_path: str) -> None:
+        self._append_lock = JournalFileSymlinkLock(file_path)  # optuna's default lock
+        super().__init__(file_path, lock_obj=self._append_lock)
+
+    def append_logs(self, logs: list[dict]) -> None:
+        data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs)
+                + "\n").encode()
+        self._append_lock.acquire()
+        try:
+            fd = os.open(self._file_path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                start = _end_of_last_line(fd)
+                os.ftruncate(fd, start)
+                try:
+                    os.lseek(fd, start, os.SEEK_SET)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, start)
+                    raise
+            finally:
+                os.close(fd)
+        finally:
+            self._append_lock.release()
+
+
+def _end_of_last_line(fd: int, chunk: int = 1 << 16) -> int:
+    """The offset just after the file's last newline (0 when it holds none)."""
+    end = pos = os.lseek(fd, 0, os.SEEK_END)
+    if end == 0:
+        return 0
+    os.lseek(fd, end - 1, os.SEEK_SET)
+    if os.read(fd, 1) == b"\n":  # the usual case: one byte read
+        return end
+    while pos > 0:
+        size = min(chunk, pos)
+        os.lseek(fd, pos - size, os.SEEK_SET)
+        block = os.read(fd, size)
+        i = block.rfind(b"\n")
+        if i >= 0:
+            return pos - size + i + 1
+        pos -= size
+    return 0
+
+
 def _journal(url: str) -> optuna.storages.BaseStorage:
     """A journal-file storage, checked: a usable path, and a file that holds a journal."""
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
     raw = url.removeprefix("journal:")
     if not raw.strip():
         raise StudyError(f"storage {url!r}: give the journal file's path, e.g. "
@@ -130,7 +192,7 @@ def _journal(url: str) -> optuna.storages.BaseStorage:
                          f"journal:{path / 'nas_attn.journal'}")
     _mkdir(path.parent, "the journal file's folder")
     try:
-        storage = JournalStorage(JournalFileBackend(str(path)))
+        storage = JournalStorage(WholeLineJournalFileBackend(str(path)))
         storage.get_all_studies()  # reads the file: fails here, not mid-search
     except OSError as e:
         raise StudyError(f"storage {url!r}: cannot use {raw}: {e.strerror or e}") from None
@@ -138,6 +200,76 @@ def _journal(url: str) -> optuna.storages.BaseStorage:
         raise StudyError(f"storage {url!r}: {raw} is not an Optuna journal file (it does not "
                          "hold JSON log lines); choose a new file name") from None
     return storage
+
+
+def describe_storage(storage) -> str:
+    """The storage as the user named it (an RDB URL without its password, journal:PATH)."""
+    while not hasattr(storage, "url") and hasattr(storage, "_backend"):  # cache, journal
+        storage = storage._backend
+    url = getattr(storage, "url", None)
+    if url:
+        try:
+            from sqlalchemy.engine import make_url
+
+            return make_url(url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001  (not a URL SQLAlchemy parses: show its scheme only)
+            return url.split(":", 1)[0] + ":..."
+    path = getattr(storage, "_file_path", None)
+    return f"journal:{path}" if path else type(storage).__name__
+
+
+def _chain(e: BaseException | None) -> list[BaseException]:
+    out: list[BaseException] = []
+    while e is not None and e not in out:
+        out.append(e)
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__) \
+            or getattr(e, "orig", None)  # SQLAlchemy's DB-API error
+    return out
+
+
+_FULL_TEXT = ("disk is full", "no space left", "disk quota exceeded")
+
+
+def is_storage_error(e: BaseException | None) -> bool:
+    """A storage that could not be written or read (an RDB commit, a journal file append)."""
+    return isinstance(e, optuna.exceptions.StorageInternalError) or (
+        isinstance(e, OSError) and not isinstance(e, NasAttnError) and is_disk_full(e)) or (
+        type(e).__module__.startswith("sqlalchemy"))
+
+
+def storage_error(e: BaseException, storage=None) -> NasAttnError:
+    """One clear line for an error of `storage` (or its URL; None: unknown): `DiskFullError`
+    when its disk is full (SQLite says "database or disk is full", PostgreSQL "No space left on
+    device"), else `StudyError`."""
+    chain = _chain(e)
+    root = chain[-1]
+    if isinstance(root, OSError) and root.filename and is_disk_full(root):
+        return disk_full_error(root.filename, root)  # a file, not the storage
+    first = (str(root).strip().splitlines() or [type(root).__name__])[0][:300]
+    where = "the study storage" if storage is None else \
+        f"the storage {storage if isinstance(storage, str) else describe_storage(storage)}"
+    if is_disk_full(e) or any(t in str(x).lower() for x in chain for t in _FULL_TEXT) \
+            or any(type(x).__name__ == "DiskFull" for x in chain):
+        return DiskFullError(f"no space left on device: {where} cannot be written ({first})",
+                             where)
+    return StudyError(f"{where} failed: {first}")
+
+
+@contextmanager
+def storage_errors(storage):
+    """Storage errors inside the block as one clear line (`storage_error`)."""
+    try:
+        yield
+    except AssertionError as e:
+        # optuna 5's `_run_trial`: when telling a finished trial's state to the storage fails,
+        # the trial stays RUNNING and `assert False, "Should not reach."` replaces the error
+        if not is_storage_error(e.__context__):
+            raise
+        raise storage_error(e.__context__, storage) from None
+    except Exception as e:
+        if not is_storage_error(e):
+            raise
+        raise storage_error(e, storage) from None
 
 
 def study_names(storage) -> list[str]:

@@ -36,7 +36,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..atomic import atomic_write
-from ..errors import StudyError
+from ..errors import DiskFullError, StudyError
 
 MAX_RESTARTS = 3
 """Replacement workers per slot after unexpected deaths."""
@@ -159,6 +159,9 @@ class WorkerState:
     owned: set = field(default_factory=set)
     """Trial numbers this slot's workers started (for the final sweep)."""
     log: Path | None = None
+    reader: threading.Thread | None = None
+    """Reads the worker's messages; its last ones (a `fatal`) come before its exit is handled."""
+    exited_at: float = 0.0
 
 
 class Supervisor:
@@ -180,6 +183,8 @@ class Supervisor:
         self.start_errors: list[str] = []
         self.events: list[str] = []
         """Notes for the user (a worker died, a trial was retried), in order."""
+        self.fatal: str | None = None
+        """Why a worker stopped the search (a full disk); no new trials start after it."""
         self.version = 0
         """Bumped on every change (the view redraws its leaderboard when it moves)."""
 
@@ -204,8 +209,9 @@ class Supervisor:
         w.pid = w.proc.pid
         w.tag = f"{socket.gethostname()}:{w.pid}"
         w.state, w.trial, w.holding, w.asked, w.handled = "starting", None, False, False, False
-        w.exit_code = None
-        threading.Thread(target=self._reader, args=(w, w.proc), daemon=True).start()
+        w.exit_code, w.exited_at = None, 0.0
+        w.reader = threading.Thread(target=self._reader, args=(w, w.proc), daemon=True)
+        w.reader.start()
         self._changed()
 
     def _reader(self, w: WorkerState, proc: subprocess.Popen) -> None:
@@ -251,6 +257,9 @@ class Supervisor:
         elif ev == "done":
             w.holding, w.state = False, "idle"
             w.trial, w.summary, w.label, w.epoch, w.dice = None, "", None, 0, None
+        elif ev == "fatal":  # a full disk: every trial would fail the same way, so stop
+            self.fatal = self.fatal or str(msg.get("error"))
+            self.stopping = True
         self._changed()
 
     def poll(self) -> bool:
@@ -262,9 +271,14 @@ class Supervisor:
                 rc = w.proc.poll()
                 if rc is None:
                     continue
+                if w.reader is not None and w.reader.is_alive():  # its last messages first
+                    w.exited_at = w.exited_at or time.monotonic()
+                    if time.monotonic() - w.exited_at < 5.0:
+                        continue
                 w.handled, w.exit_code = True, rc
                 self._exited(w, rc)
-            alive = any(w.proc is not None and w.proc.poll() is None for w in self.workers)
+            alive = any(w.proc is not None and (w.proc.poll() is None or not w.handled)
+                        for w in self.workers)
         if not alive:
             self.write_status()
         return alive
@@ -302,6 +316,7 @@ class Supervisor:
 
     def _fail(self, number: int, reason: str, retry: bool) -> bool:
         from .heartbeat import fail_dead_trial
+        from .study import is_storage_error
 
         try:
             if retry:
@@ -314,6 +329,10 @@ class Supervisor:
             self.study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
             return self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+        except Exception as e:  # a storage on a full disk: the trial stays RUNNING
+            if not is_storage_error(e):
+                raise
             return False
 
     def started_any(self) -> bool:
@@ -392,8 +411,11 @@ class Supervisor:
     def write_status(self, path: Path | None = None) -> Path:
         """`workers.json` next to the logs: what each worker does (pid, trial, epoch, Dice)."""
         path = path or self.log_dir / "workers.json"
-        return atomic_write(path, json.dumps({"remaining": self.remaining,
-                                              "workers": self.snapshot()}, indent=1))
+        try:
+            return atomic_write(path, json.dumps({"remaining": self.remaining,
+                                                  "workers": self.snapshot()}, indent=1))
+        except DiskFullError:  # a status file: not worth stopping the workers for
+            return path
 
 
 def last_line(path: Path | None) -> str:
@@ -454,8 +476,7 @@ def _one_sigint() -> None:
 def worker_main(req, supervised: bool = True) -> int:
     """Run trials of `req`'s (existing) study: one per `go` from the parent on stdin, or, with
     `supervised=False`, `req.trials` of them. Returns the exit code."""
-    from ..errors import NasAttnError
-    from .run import open_search
+    from .run import open_search, optimize
 
     # the protocol owns the real stdout; anything else printed goes to stderr (the log)
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -464,7 +485,11 @@ def worker_main(req, supervised: bool = True) -> int:
     _one_sigint()
     _pin_threads()
     listener = PipeListener(proto)
-    session = open_search(req, listener=listener)
+    try:
+        session = open_search(req, listener=listener)
+    except DiskFullError as e:
+        listener.send(event="fatal", error=str(e))
+        raise
     tag = f"{socket.gethostname()}:{os.getpid()}"
     objective = session.objective
 
@@ -480,8 +505,11 @@ def worker_main(req, supervised: bool = True) -> int:
             answer = sys.stdin.readline().strip()
             if answer != "go":  # "stop", or the parent is gone (EOF)
                 return 0
-            session.study.optimize(tagged, n_trials=1, catch=(NasAttnError,),
-                                   callbacks=done_cb, gc_after_trial=True)
+            try:
+                optimize(session, tagged, n_trials=1, callbacks=done_cb, hint=False)
+            except DiskFullError as e:  # the parent stops the search with this line
+                listener.send(event="fatal", error=str(e))
+                raise
     except KeyboardInterrupt:
         return 130
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from ..atomic import atomic_save, atomic_write
+from ..atomic import atomic_file, atomic_write
 from ..errors import TrainingError
 from ..models.infer import DEFAULT_OVERLAP
 
@@ -48,7 +48,9 @@ def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save` to a temporary file in the target's folder, then rename it into place."""
-    return atomic_save(path, lambda tmp: torch.save(obj, tmp))
+    with atomic_file(path) as f:  # a file object: a full disk raises OSError (DiskFullError)
+        torch.save(obj, f)
+    return Path(path)
 
 
 def save_checkpoint(path: str | os.PathLike, arch, state_dict: Mapping[str, torch.Tensor],
