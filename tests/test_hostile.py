@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from nas_attn.arch import UNetArch
-from nas_attn.cli import main
 
 TINY = """
 macro: {depth: [1], base_width: [4]}
@@ -19,16 +18,6 @@ budget: {epochs: 1, samples_per_epoch: 4}
 data: {source: builtin, builtin_n: 6, builtin_size: 24}
 search: {trials: 1, baselines: false}
 """
-
-
-def cli(capsys, *args):
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 def one_error(code, out, *words):
@@ -60,33 +49,33 @@ def folder(root, n=3, make=None):
 
 
 @pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs_study", "a/b", ".."])
-def test_study_name_cannot_escape_runs(tmp_path, capsys, name):
+def test_study_name_cannot_escape_runs(tmp_path, cli, name):
     space = tmp_path / "s.yaml"
     space.write_text(textwrap.dedent(TINY))
     work = tmp_path / "work"
     runs = work / "runs"
     runs.mkdir(parents=True)
     before = tree(tmp_path)
-    code, out = cli(capsys, "search", "--space", space, "--study", name, "--runs-dir", runs)
+    code, out = cli("search", "--space", space, "--study", name, "--runs-dir", runs)
     one_error(code, out, "study name")
     assert [p for p in tree(tmp_path) if p not in before and not p.startswith("work/runs")] == []
     assert not os.path.exists("/tmp/abs_study/trial_0000")
 
 
-def test_export_and_train_never_replace_user_files(tmp_path, capsys):
+def test_export_and_train_never_replace_user_files(tmp_path, cli):
     arch = tmp_path / "arch.json"
     arch.write_text(UNetArch(depth=1, widths=(4, 8)).to_json())
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "model.py").write_text("# my own model\n")
     # train into a folder holding the user's files: refused before any training
-    code, out = cli(capsys, "train", "--arch", arch, "--out", mine, "--epochs", "1")
+    code, out = cli("train", "--arch", arch, "--out", mine, "--epochs", "1")
     one_error(code, out, "already holds", "--force")
     assert "epoch" not in out
     assert (mine / "model.py").read_text() == "# my own model\n"
     a_file = tmp_path / "out.txt"
     a_file.write_text("keep")
-    code, out = cli(capsys, "train", "--arch", arch, "--out", a_file, "--epochs", "1")
+    code, out = cli("train", "--arch", arch, "--out", a_file, "--epochs", "1")
     one_error(code, out, "is a file")
     assert a_file.read_text() == "keep"
 
@@ -110,17 +99,17 @@ def test_export_into_foreign_folder_is_refused(tmp_path):
     assert "def build_model" in (mine / "model.py").read_text()
 
 
-def test_bad_numbers_are_reported_not_zeroed(tmp_path, capsys):
+def test_bad_numbers_are_reported_not_zeroed(tmp_path, cli):
     def nan_some(i):
         x = np.random.default_rng(i).random((16, 16))
         x[0, 0] = np.nan
         return x
     root = folder(tmp_path / "nan", make=nan_some)
-    code, out = cli(capsys, "data", "check", root)
+    code, out = cli("data", "check", root)
     assert code == 0 and "NaN/inf" in out and "s0.npy" in out
 
     root = folder(tmp_path / "allnan", make=lambda i: np.full((16, 16), np.nan))
-    code, out = cli(capsys, "data", "check", root)
+    code, out = cli("data", "check", root)
     one_error(code, out, "no finite value", "s0.npy")
 
     from nas_attn.data.readers import normalise
@@ -129,63 +118,63 @@ def test_bad_numbers_are_reported_not_zeroed(tmp_path, capsys):
     assert out.max() == 1.0 and out.min() == 0.0 and np.isfinite(out).all()
 
 
-def test_data_check_and_search_agree_on_one_image(tmp_path, capsys):
+def test_data_check_and_search_agree_on_one_image(tmp_path, cli):
     root = folder(tmp_path / "one", n=1)
-    code, out = cli(capsys, "data", "check", root)
+    code, out = cli("data", "check", root)
     one_error(code, out, "need at least 2")
 
 
-def test_symlink_loop_in_data_folder(tmp_path, capsys):
+def test_symlink_loop_in_data_folder(tmp_path, cli):
     root = folder(tmp_path / "ds")
     os.symlink("loop.png", root / "images" / "loop.png")
-    code, out = cli(capsys, "data", "check", root)
+    code, out = cli("data", "check", root)
     one_error(code, out, "loop.png")
 
 
-def test_boolean_widths_in_arch_json(tmp_path, capsys):
+def test_boolean_widths_in_arch_json(tmp_path, cli):
     d = json.loads(UNetArch(depth=1, widths=(4, 8)).to_json())
     d["widths"] = [True, 8]
     p = tmp_path / "a.json"
     p.write_text(json.dumps(d))
-    code, out = cli(capsys, "train", "--arch", p, "--out", tmp_path / "o")
+    code, out = cli("train", "--arch", p, "--out", tmp_path / "o")
     one_error(code, out, "widths", "a.json")
 
 
-def test_show_and_dashboard_on_missing_runs_create_nothing(tmp_path, capsys):
+def test_show_and_dashboard_on_missing_runs_create_nothing(tmp_path, cli):
     runs = tmp_path / "nothing"
     for cmd in (["show"], ["dashboard"], ["export"], ["finalize"]):
-        code, out = cli(capsys, *cmd, "--runs-dir", runs)
+        code, out = cli(*cmd, "--runs-dir", runs)
         one_error(code, out, "does not exist")
     assert not runs.exists()
 
 
-def test_dashboard_port_taken_or_out_of_range(tmp_path, capsys):
+def test_dashboard_port_taken_or_out_of_range(tmp_path, cli):
     space = tmp_path / "s.yaml"
     space.write_text(textwrap.dedent(TINY))
     runs = tmp_path / "runs"
-    code, out = cli(capsys, "search", "--space", space, "--study", "d", "--runs-dir", runs)
+    code, out = cli("search", "--space", space, "--study", "d", "--runs-dir", runs)
     assert code == 0, out
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        code, out = cli(capsys, "dashboard", "--runs-dir", runs, "--port", port)
+        code, out = cli("dashboard", "--runs-dir", runs, "--port", port)
         one_error(code, out, f"127.0.0.1:{port}", "another --port")
-    code, out = cli(capsys, "dashboard", "--runs-dir", runs, "--port", 70000)
+    code, out = cli("dashboard", "--runs-dir", runs, "--port", 70000)
     one_error(code, out, "--port")
-    code, out = cli(capsys, "dashboard", "--runs-dir", runs, "--host", "no.such.host.invalid")
+    code, out = cli("dashboard", "--runs-dir", runs, "--host", "no.such.host.invalid")
     one_error(code, out, "--host")
 
 
 @pytest.mark.parametrize("flag,value", [("--trials", -2), ("--timeout", -5)])
-def test_negative_budgets_are_refused(tmp_path, capsys, flag, value):
-    code, out = cli(capsys, "search", "--space", "smoke", flag, value, "--runs-dir",
+def test_negative_budgets_are_refused(tmp_path, cli, flag, value):
+    code, out = cli("search", "--space", "smoke", flag, value, "--runs-dir",
                     tmp_path / "runs")
     one_error(code, out, flag)
     assert not (tmp_path / "runs").exists()
 
 
-def test_ctrl_c_exits_130_and_the_interrupted_baseline_reruns(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_exits_130_and_the_interrupted_baseline_reruns(tmp_path, cli, monkeypatch):
     import optuna
 
     import nas_attn.train as T
@@ -199,7 +188,7 @@ def test_ctrl_c_exits_130_and_the_interrupted_baseline_reruns(tmp_path, capsys, 
         raise KeyboardInterrupt
 
     monkeypatch.setattr(T, "train", interrupted)
-    code, out = cli(capsys, "search", "--space", space, "--study", "c", "--runs-dir", runs)
+    code, out = cli("search", "--space", space, "--study", "c", "--runs-dir", runs)
     assert code == 130 and "Traceback" not in out and "interrupted" in out
     storage = optuna.storages.RDBStorage(f"sqlite:///{runs / 'nas_attn.db'}")
     (t0,) = [t for t in optuna.load_study(study_name="c", storage=storage).trials
@@ -207,7 +196,7 @@ def test_ctrl_c_exits_130_and_the_interrupted_baseline_reruns(tmp_path, capsys, 
     assert t0.state == optuna.trial.TrialState.FAIL and t0.user_attrs["baseline"] == "plain_unet"
 
     monkeypatch.setattr(T, "train", real)
-    code, out = cli(capsys, "search", "--space", space, "--study", "c", "--runs-dir", runs,
+    code, out = cli("search", "--space", space, "--study", "c", "--runs-dir", runs,
                     "--trials", "1")
     assert code == 0, out
     done = [t for t in optuna.load_study(study_name="c", storage=storage).trials
@@ -215,7 +204,7 @@ def test_ctrl_c_exits_130_and_the_interrupted_baseline_reruns(tmp_path, capsys, 
     assert [t.user_attrs.get("baseline") for t in done] == ["plain_unet"]
 
 
-def test_a_search_whose_every_trial_failed_exits_nonzero(tmp_path, capsys, monkeypatch):
+def test_a_search_whose_every_trial_failed_exits_nonzero(tmp_path, cli, monkeypatch):
     import nas_attn.train as T
     from nas_attn.errors import DivergedError
 
@@ -226,7 +215,7 @@ def test_a_search_whose_every_trial_failed_exits_nonzero(tmp_path, capsys, monke
         raise DivergedError("loss became nan at epoch 1")
 
     monkeypatch.setattr(T, "train", diverged)
-    code, out = cli(capsys, "search", "--space", space, "--study", "f", "--runs-dir",
+    code, out = cli("search", "--space", space, "--study", "f", "--runs-dir",
                     tmp_path / "runs", "--trials", "2")
     one_error(code, out, "all 2 trial(s) of this search failed", "nan")
 
