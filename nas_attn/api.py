@@ -191,13 +191,24 @@ def export(source, out_dir: str | Path | None = None, *, trial: int | None = Non
            force: bool = False) -> dict[str, Path]:
     """Write a standalone model.py (torch only) with arch.json, meta.json and weights.pt.
 
-    `source`: a `UNetArch` (with optional `weights`, a state_dict or its file, and `meta`), an
-    `optuna.Study` (its best trial, the finalize winner, or `trial`), or the path of a
-    `nas-attn train` output / checkpoint. `formats`: also "onnx" and/or "torchscript". Returns
-    the paths written by kind ("model", "arch", "meta", "weights", ...)."""
+    `source`: the `TrainResult` of `na.train` (its best weights, with the patch size and
+    intensity normalisation it was trained with), a `UNetArch` (with optional `weights`, a
+    state_dict or its file, and `meta`; model.py then normalises each image by its own
+    percentiles and predicts in one pass), an `optuna.Study` (its best trial, the finalize
+    winner, or `trial`), or the path of a `nas-attn train` output / checkpoint. `formats`: also
+    "onnx" and/or "torchscript". Returns the paths written by kind ("model", "arch", "meta",
+    "weights", ...)."""
     from .export import export_arch, export_checkpoint
 
     runs_dir = Path(runs_dir)
+    if hasattr(source, "inference") and hasattr(source, "model") and hasattr(source, "arch"):
+        out = Path(out_dir) if out_dir is not None else runs_dir / "export" / "model"
+        best = getattr(source, "best", {}) or {}
+        info = {"score_dice": best.get("dice"), "epoch": best.get("epoch"),
+                "score_metric": "validation Dice per class, pooled over the split",
+                **(meta or {})}
+        return export_arch(source.arch, out, weights=source.model.state_dict(), meta=info,
+                           formats=tuple(formats), inference=source.inference, force=force)
     if isinstance(source, UNetArch):
         out = Path(out_dir) if out_dir is not None else runs_dir / "export" / "model"
         return export_arch(source, out, weights=weights, meta=meta, formats=tuple(formats),

@@ -97,7 +97,9 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
         ps = settings.get("patch_size")
         return LoadedModel(arch, model.to(dev).eval(), tuple(ps) if ps else None,
                            float(settings.get("overlap", DEFAULT_OVERLAP)), str(path), "export",
-                           notes, dict(settings) if settings else {"normalisation": "image"})
+                           notes, {k: v for k, v in settings.items()
+                                   if k not in ("patch_size", "overlap")}
+                           or {"normalisation": "image"})
     ckpt = find_checkpoint(path)
     if ckpt is None:
         raise ModelLoadError(f"{path}: not an export folder (model.py + weights.pt), a "

@@ -99,14 +99,48 @@ def test_retraining_a_trial_of_an_older_study(session):
     assert recipe.arch == arch and recipe.data_options["builtin_n"] == 6
 
 
-def test_readme_example_uses_only_public_names():
-    """The README's Python API example (run by hand: it trains) stays within `__all__`."""
-    import ast
+def _readme_example() -> str:
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = text.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    used = {n.attr for n in ast.walk(ast.parse(block)) if isinstance(n, ast.Attribute)
+    return text.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_example_uses_only_public_names():
+    """The README's Python API example stays within `__all__`."""
+    import ast
+
+    used = {n.attr for n in ast.walk(ast.parse(_readme_example())) if isinstance(n, ast.Attribute)
             and isinstance(n.value, ast.Name) and n.value.id == "na"}
     assert {"search", "train", "export", "load_model", "load_space"} <= used
     assert used <= set(na.__all__), used - set(na.__all__)
+
+
+def test_readme_example_runs(tmp_path, monkeypatch):
+    """The README's Python API example, run as written (in a scratch folder): the exported
+    model predicts what the trained one does on a validation image."""
+    import numpy as np
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(_readme_example(), "README.md (Python API)", "exec"), scope)
+    result, loaded = scope["result"], scope["loaded"]
+    assert loaded.normalisation == {k: v for k, v in result.inference.items()
+                                    if k not in ("patch_size", "overlap")}
+    assert scope["study"].best_trial is not None
+    from nas_attn.data import DataConfig, load_data
+
+    _, val = load_data(DataConfig(source="builtin"))
+    x = torch.from_numpy(val.images[0])[None]
+    with torch.no_grad():
+        want = result.model.cpu()(x).argmax(1)[0].numpy()
+    from nas_attn.data.builtin import make_builtin
+
+    full = make_builtin(2)  # the raw values of the built-in set (64 images of 64^2)
+    raw = full.images[full.index_of(val.names[:1])[0]]
+    got = loaded.normalise(raw)
+    np.testing.assert_allclose(got.cpu().numpy()[0], val.images[0], atol=1e-6)
+    with torch.no_grad():
+        pred = loaded.model(got).argmax(1)[0].cpu().numpy()
+    np.testing.assert_array_equal(pred, want)

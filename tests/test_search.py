@@ -173,6 +173,17 @@ def test_baselines_from_space():
     assert "encoder.0.attn" in base["attention_unet"]
     no_gate = parse_space({"skip": {"choices": ["none", "cross"]}})
     assert [n for n, _ in baseline_params(no_gate)] == ["plain_unet"]
+    # searched training settings: the recipe's default where the space allows it, else the
+    # middle of the range (geometric for log ranges) or the first choice
+    from nas_attn.train import TrainConfig
+
+    lr_default = TrainConfig.model_fields["lr"].default
+    assert base["plain_unet"]["train.lr"] == lr_default
+    narrow = dict(baseline_params(parse_space({"training": {
+        "lr": {"low": 0.02, "high": 0.08, "log": True}, "batch_size": [8, 2],
+        "dice_weight": [0.5, 1.0]}})))["plain_unet"]
+    assert narrow["train.lr"] == pytest.approx(0.04)
+    assert narrow["train.batch_size"] == 8 and narrow["train.dice_weight"] == 1.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -111,6 +111,22 @@ def _default(choice: Choice) -> Any:
     return choice[0] if isinstance(choice, list) else choice
 
 
+def _recipe_default(key: str, choice: Choice) -> Any:
+    """A baseline's value for a searched training setting: the TrainConfig recipe's default
+    when the space allows it (so a baseline is not handicapped by, say, the middle of an lr
+    range), else the middle of the range (the first of a list)."""
+    from ..train import TrainConfig
+
+    field = TrainConfig.model_fields.get(key)
+    default = None if field is None else field.default
+    if isinstance(choice, Range) and isinstance(default, (int, float)) \
+            and not isinstance(default, bool) and choice.low <= default <= choice.high:
+        return int(default) if choice.is_int() else float(default)
+    if isinstance(choice, list) and default in choice:
+        return default
+    return _default(choice)
+
+
 def baseline_params(space: Space) -> list[tuple[str, dict[str, Any]]]:
     """Hand-designed baselines from the same space: the plain UNet, and the Attention U-Net
     (gates on every skip) when the space allows gates on every skip."""
@@ -123,7 +139,7 @@ def baseline_params(space: Space) -> list[tuple[str, dict[str, Any]]]:
             fixed[name] = values[0]
     for k, v in space.training.items():
         if isinstance(v, (list, Range)) and not (isinstance(v, list) and len(v) == 1):
-            fixed[f"train.{k}"] = _default(v)
+            fixed[f"train.{k}"] = _recipe_default(k, v)
     depth = m.depth[0]
     sites = [f"encoder.{i}" for i in range(depth)] + ["bottleneck"] + \
             [f"skip.{i}" for i in range(depth)] + [f"decoder.{i}" for i in range(depth)]

@@ -63,6 +63,9 @@ class TrainResult:
     train_s: float = 0.0
     """Seconds spent in training steps (data wait included, evaluation excluded)."""
     config: dict[str, Any] = field(default_factory=dict)
+    inference: dict[str, Any] = field(default_factory=dict)
+    """How inference must see images to match training: patch_size, overlap and the
+    normalisation settings (what best.pt records; `nas_attn.export.export_arch(inference=)`)."""
 
 
 NONFINITE_PATIENCE = 5
@@ -548,7 +551,9 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
         arch=arch, model=final, best=run.best, history=run.history, checkpoint=run.written,
         images_per_s=run.images / max(1e-9, run.train_done_s), seconds=seconds,
         steps=run.global_step, stop_reason=stop_reason, runtime=runtime, data_wait_s=run.wait_s,
-        train_s=run.train_done_s, config=cfg.model_dump(mode="json"))
+        train_s=run.train_done_s, config=cfg.model_dump(mode="json"),
+        inference={"patch_size": list(run.patch_size) if run.patch_size else None,
+                   "overlap": cfg.val_overlap, **(run.normalisation or {})})
 
 
 # ----- resuming ---------------------------------------------------------------------------
