@@ -45,7 +45,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data of the repo
 WIDTHS = (16, 32, 64, 128, 256)
 DEFAULT_STEPS = {"inia19": 400, "nuclei": 150}
 

@@ -11,7 +11,7 @@ The public API (a notebook session)::
     space = na.load_space("smoke")                   # a ready space, or a YAML path
     study = na.search("smoke", trials=4, runs_dir="runs")          # an optuna.Study
     result = na.train(arch, data="builtin", epochs=2, out_dir="runs/train/mine")
-    na.export(arch, "runs/export/mine", weights=result.model.state_dict())
+    na.export(result, "runs/export/mine")           # its best weights, patch size, normalisation
     loaded = na.load_model("runs/export/mine")      # model.py + weights.pt, or a checkpoint
 
 Every name is imported on first use (PEP 562), so `import nas_attn` itself loads neither torch

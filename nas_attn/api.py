@@ -186,15 +186,16 @@ def train(arch: UNetArch | str | Path | None = None, data: str | None = None, *,
 
 # ----- export and inference ---------------------------------------------------------------------
 def export(source, out_dir: str | Path | None = None, *, trial: int | None = None,
-           weights=None, meta: dict | None = None, formats: tuple[str, ...] = (),
-           storage: str | None = None, runs_dir: str | Path = "runs",
-           force: bool = False) -> dict[str, Path]:
+           weights=None, meta: dict | None = None, inference: dict | None = None,
+           formats: tuple[str, ...] = (), storage: str | None = None,
+           runs_dir: str | Path = "runs", force: bool = False) -> dict[str, Path]:
     """Write a standalone model.py (torch only) with arch.json, meta.json and weights.pt.
 
     `source`: the `TrainResult` of `na.train` (its best weights, with the patch size and
     intensity normalisation it was trained with), a `UNetArch` (with optional `weights`, a
-    state_dict or its file, and `meta`; model.py then normalises each image by its own
-    percentiles and predicts in one pass), an `optuna.Study` (its best trial, the finalize
+    state_dict or its file, `meta`, and `inference`: {"patch_size", "overlap",
+    "normalisation"} as training used them, e.g. `TrainResult.inference`; without it model.py
+    normalises each image by its own percentiles and predicts in one pass), an `optuna.Study` (its best trial, the finalize
     winner, or `trial`), or the path of a `nas-attn train` output / checkpoint. `formats`: also
     "onnx" and/or "torchscript". Returns the paths written by kind ("model", "arch", "meta",
     "weights", ...)."""
@@ -212,7 +213,7 @@ def export(source, out_dir: str | Path | None = None, *, trial: int | None = Non
     if isinstance(source, UNetArch):
         out = Path(out_dir) if out_dir is not None else runs_dir / "export" / "model"
         return export_arch(source, out, weights=weights, meta=meta, formats=tuple(formats),
-                           force=force)
+                           inference=inference, force=force)
     if hasattr(source, "study_name"):
         from .search.trial_export import export_trial
 

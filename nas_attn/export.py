@@ -261,7 +261,20 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
             if "onnx" in formats:
                 files["onnx"] = out_dir / "model.onnx"
                 export_onnx(model, inputs, group.stage(files["onnx"]), arch)
+    _remove_stale(out_dir, files)
     return files
+
+
+# every file an export may write: one left from an earlier export into the same folder that this
+# one did not rewrite (its weights, an ONNX file) would belong to another model
+EXPORT_FILES = ("model.py", "arch.json", "meta.json", "weights.pt", "model.ts", "model.onnx")
+
+
+def _remove_stale(out_dir: Path, written: Mapping[str, Path]) -> None:
+    keep = {p.name for p in written.values()}
+    for name in EXPORT_FILES:
+        if name not in keep and (out_dir / name).is_file():
+            (out_dir / name).unlink()
 
 
 def export_checkpoint(path: Path | str, out_dir: Path | None = None, *,

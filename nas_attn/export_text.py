@@ -245,14 +245,14 @@ def docstring(arch: UNetArch, meta: Mapping[str, Any], uses_timm: bool) -> str:
         "    from model import load, predict, preprocess",
         "",
         "    model = load('weights.pt')",
-        f"    x = preprocess(image)  # ({arch.in_channels}, {spatial}) float32 in [0, 1], exactly "
-        "the training",
+        f"    x = preprocess(image)  # ({arch.in_channels}, {spatial}) float32, exactly the "
+        "training",
         "    # normalisation (INFERENCE['normalisation']: the training set's per-channel",
-        "    # intensity range, or each image's own percentiles)",
+        "    # intensity range or each image's own percentiles, to [0, 1]; or none)",
         f"    labels = predict(image, model{aux_arg})  # ({spatial}) int64 class ids",
         f"    probs = predict(image, model{aux_arg}, output='probabilities', tta=True)",
         "    # predict() preprocesses, then runs a sliding window (INFERENCE: patch size,",
-        "    # overlap 0.25, Gaussian weights) on images larger than the training patch;",
+        "    # overlap, Gaussian weights) on images larger than the training patch;",
         "    # tta=True averages all flips (not for lateralised left/right classes).",
     ]
     text = "\n".join(l.rstrip() for l in lines)

@@ -373,6 +373,18 @@ def test_weights_checks_and_atomic_files(tmp_path):
     assert issubclass(ExportError, NasAttnError)
 
 
+def test_reexport_leaves_no_file_of_the_earlier_model(tmp_path):
+    out = tmp_path / "out"
+    export_arch(arch_small(), out, weights=build_unet(arch_small()).state_dict(),
+                meta={"epoch": 3}, formats=("torchscript",))
+    assert {"weights.pt", "meta.json", "model.ts"} <= {p.name for p in out.iterdir()}
+    (out / "notes.txt").write_text("mine")  # not an export file: kept
+    export_arch(arch_aux(), out)  # another architecture, no weights: none of the old ones stay
+    assert sorted(p.name for p in out.iterdir()) == \
+        [".nas-attn-output", "arch.json", "model.py", "notes.txt"]
+    assert UNetArch.from_json((out / "arch.json").read_text()) == arch_aux()
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export(tmp_path):
     arch = arch_small()

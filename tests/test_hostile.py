@@ -190,6 +190,8 @@ def test_ctrl_c_exits_130_and_the_interrupted_baseline_reruns(tmp_path, cli, mon
     monkeypatch.setattr(T, "train", interrupted)
     code, out = cli("search", "--space", space, "--study", "c", "--runs-dir", runs)
     assert code == 130 and "Traceback" not in out and "interrupted" in out
+    # the hint resumes this study, not a new one in the default runs folder
+    assert f"resume with `nas-attn search --study c --runs-dir {runs}`" in " ".join(out.split())
     storage = optuna.storages.RDBStorage(f"sqlite:///{runs / 'nas_attn.db'}")
     (t0,) = [t for t in optuna.load_study(study_name="c", storage=storage).trials
              if t.state != optuna.trial.TrialState.WAITING]

@@ -75,6 +75,14 @@ def test_auto_is_dataset_in_2d_and_per_image_in_3d():
         resolve_mode("zscore", 2)
 
 
+def test_raw_values_refuse_intensity_augmentation():
+    # gamma and the [0, 1] clip of the intensity jitter would flatten raw 0..255 values
+    with pytest.raises(ValueError, match="augment.intensity works on normalised images"):
+        DataConfig(normalisation="none", augment={"intensity": True})
+    DataConfig(normalisation="none")  # raw values without intensity jitter are fine
+    DataConfig(normalisation="dataset", augment={"intensity": True})
+
+
 def test_non_finite_huge_and_constant_values():
     imgs = [np.array([[[np.nan, 1e300], [2e300, 3e300]]]), np.array([[[0.0, 1e300], [4e300, np.inf]]])]
     data = SegData(images=imgs, masks=[np.zeros((2, 2), np.int64)] * 2, names=["a", "b"],

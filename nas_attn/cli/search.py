@@ -157,7 +157,7 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
                   f"Storage: {session.objective.runs_dir if req.storage is None else req.storage}")
     if interrupted:
         console.print("[yellow]interrupted:[/yellow] the running trial was recorded as failed; "
-                      f"resume with `nas-attn search --study {study.study_name}`")
+                      f"resume with `{escape(req.resume_command(study.study_name))}`")
         raise typer.Exit(130)
     _summary(study, console)
     check_all_failed(study, view.finished)

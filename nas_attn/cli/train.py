@@ -75,6 +75,7 @@ def run_train(plan: TrainPlan, console: Console, *, compile_model: bool = False)
         dice = {"last": "—"}
 
         def on_step(info) -> None:
+            dice["training"] = info.epoch
             bar.update(task, total=info.total_steps, completed=info.global_step,
                        description=f"epoch {info.epoch}/{info.epochs}", loss=f"{info.loss:.4f}",
                        ips=f"{info.images_per_s:.1f}", dice=dice["last"])
@@ -87,11 +88,13 @@ def run_train(plan: TrainPlan, console: Console, *, compile_model: bool = False)
             result = run_plan(plan, progress=on_step, on_epoch=on_epoch,
                               compile_model=compile_model)
         except DiskFullError as e:
-            done = dice.get("epoch", 0)
-            kept = f" (best.pt holds the best of epochs 1-{done})" if done else ""
-            raise DiskFullError(f"{e}; training stopped in epoch {done + 1} of {plan.cfg.epochs}"
-                                f"{kept}; free some space and run the command again",
-                                e.path) from None
+            done = dice.get("epoch", 0)  # the last evaluated epoch
+            kept = f" (best.pt holds the best evaluated epoch up to {done})" if done else ""
+            at = dice.get("training", 1)
+            when = (f"after the last epoch ({plan.cfg.epochs})" if done >= plan.cfg.epochs
+                    else f"in epoch {at} of {plan.cfg.epochs}")
+            raise DiskFullError(f"{e}; training stopped {when}{kept}; free some space and run "
+                                "the command again", e.path) from None
         bar.update(task, completed=result.steps, total=result.steps)
     console.print(summary_table(result, plan.out_dir))
     return result

@@ -149,9 +149,8 @@ def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: boo
     _summary(study, console)
     if interrupted:
         console.print("[yellow]interrupted:[/yellow] every worker stopped and its running trial "
-                      f"was recorded as failed; resume with `nas-attn search --study "
-                      f"{escape(study.study_name)} --storage {escape(req.storage)} "
-                      f"--workers {len(slots)}`")
+                      f"was recorded as failed; resume with "
+                      f"`{escape(req.resume_command(study.study_name))} --workers {len(slots)}`")
         raise typer.Exit(130)
     from .search import check_all_failed
 

@@ -204,6 +204,10 @@ class DataConfig(BaseModel):
         if dims and self.patch_size is not None and len(self.patch_size) not in (1, dims):
             raise ValueError(f"patch_size {self.patch_size} has {len(self.patch_size)} entries "
                              f"for {dims}D data (give 1 or {dims})")
+        if self.normalisation == "none" and self.augment.intensity:
+            raise ValueError("augment.intensity works on normalised images (values in [0, 1]); "
+                             "with normalisation 'none' turn it off or choose auto, dataset or "
+                             "image")
         return self
 
     @property

@@ -16,8 +16,8 @@ Layout rules (documented here, applied everywhere):
 - Values: decoding keeps the raw intensities (native dtype, channels first); `load_data`
   normalises each split with settings fitted on the training images (`nas_attn.data.intensity`:
   by default one per-channel percentile range for the whole training set in 2D, each image's
-  own percentiles in 3D), which keeps the values in the range that intensity augmentation
-  (gamma) expects.
+  own percentiles in 3D) into [0, 1], the range that intensity augmentation (gamma) expects
+  (`normalisation: none` keeps the raw values and so refuses intensity augmentation).
 - Masks: one channel (a colour mask whose channels are equal counts as one). Values must be
   non-negative integers. {0, 255} or {0, 1} are binary (255 -> 1); otherwise values are class
   ids 0..K-1 with K <= MAX_CLASSES. 255 next to other values (anti-aliased or "ignore" labels) and

@@ -7,9 +7,9 @@ functions into `model.py`, so the exported file predicts with the very code that
 
 - `normalise_image` is the training normalisation, in torch, for every mode
   (`NORMALISATIONS`; training's `nas_attn.data.intensity` calls this same function):
-  `dataset`: per channel, the same linear map for every image, from the training set's
-  0.5th percentile (-> 0) to its 99.5th (-> 1), clipped, the two values recorded in the
-  settings (`low`, `high`; `aux_low`, `aux_high` for the auxiliary modality); `image`:
+  `dataset`: per channel, the same linear map for every image, fitted on the training
+  images by `nas_attn.data.intensity` (the lowest per-image 0.5th percentile -> 0, the highest
+  per-image 99.5th -> 1), clipped, the two values recorded in the settings (`low`, `high`; `aux_low`, `aux_high` for the auxiliary modality); `image`:
   `normalise_percentile`, per image and channel between the image's own percentiles (min/max
   when those coincide; a constant channel becomes 0); `none`: the values as they are.
   NaN/inf read as the lowest value (0 for `none`); in float64, so 1e300 scales instead of
@@ -17,7 +17,7 @@ functions into `model.py`, so the exported file predicts with the very code that
   statistics), found with `torch.kthvalue` (no size limit, unlike `torch.quantile`).
 - `predict_logits` runs the model once on an image no larger than the training patch, else
   `sliding_window_predict` (sliding.py) at the patch size (overlap, Gaussian weights), which
-  is what validation during training does (`nas_attn.train.loop.predict_logits`). With
+  is what validation during training does (`nas_attn.train.inference.predict_logits`). With
   `tta=True` it also predicts the image flipped along every combination of spatial axes and
   averages the probabilities (4 passes in 2D, 8 in 3D). Flip TTA assumes a flipped image keeps
   its labels' meaning: do not use it when classes are lateralised (left vs right structures).
@@ -61,8 +61,8 @@ def normalise_percentile(image, low: float = LOW_PERCENTILE, high: float = HIGH_
     and `high` percentiles of the finite values (min/max where those coincide; a constant
     channel becomes 0). Computed in float64, so data far beyond float32's range (1e300) scales
     instead of overflowing; NaN/inf pixels read as the channel's lowest value (0). A channel
-    with no finite value raises ValueError. The one implementation: training's decoding
-    (`nas_attn.data.readers.normalise`) calls it too."""
+    with no finite value raises ValueError. The one implementation: training's `image`
+    normalisation (`nas_attn.data.readers.normalise`, through `normalise_image`) calls it too."""
     x = torch.as_tensor(image)
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     for c in range(x.shape[0]):

@@ -72,6 +72,17 @@ class SearchRequest:
     """Overrides the space's data.num_workers (training loader workers)."""
     notes: list[str] = field(default_factory=list)
 
+    def resume_command(self, study_name: str) -> str:
+        """The command that resumes `study_name` where this request found it: with its
+        --storage and --runs-dir when they are not the defaults (without them the command
+        would open the default storage and start a new study)."""
+        cmd = f"nas-attn search --study {study_name}"
+        if self.storage is not None:
+            cmd += f" --storage {self.storage}"
+        if Path(self.runs_dir) != Path(DEFAULT_RUNS):
+            cmd += f" --runs-dir {self.runs_dir}"
+        return cmd
+
 
 def artifact_dir_for(runs_dir: Path) -> Path:
     """One artifact store for every study of a runs folder (what the dashboard serves)."""
@@ -498,6 +509,9 @@ def optimize(session: SearchSession, func=None, *, callbacks=(), hint: bool = Tr
     cannot be written, stops it with one error (`stopped_by_disk`, with `hint`)."""
     objective = session.objective
     objective.current, objective.disk_full = None, None
+    resume = None
+    if hint:
+        resume = (session.request or SearchRequest()).resume_command(session.study.study_name)
 
     def done(study, trial):
         objective.current = None  # the storage has the trial's result
@@ -507,17 +521,17 @@ def optimize(session: SearchSession, func=None, *, callbacks=(), hint: bool = Tr
             session.study.optimize(func or objective, catch=(NasAttnError,),
                                    callbacks=[done, *callbacks], gc_after_trial=True, **kwargs)
     except DiskFullError as e:  # the storage itself could not be written
-        raise stopped_by_disk(session.study, objective, e, hint) from None
+        raise stopped_by_disk(session.study, objective, e, resume) from None
     if objective.disk_full is not None:
-        raise stopped_by_disk(session.study, objective, hint=hint) from None
+        raise stopped_by_disk(session.study, objective, resume=resume) from None
 
 
 def stopped_by_disk(study: optuna.Study, objective: Objective,
                     storage_failure: DiskFullError | None = None,
-                    hint: bool = True) -> DiskFullError:
+                    resume: str | None = None) -> DiskFullError:
     """The one line for a search stopped by a full disk: what could not be written (a file the
     objective reported, or `storage_failure`), what became of the running trial (FAIL when the
-    storage could record it), and with `hint`, how to go on."""
+    storage could record it), and with `resume` (a command), how to go on."""
     from optuna.trial import TrialState
 
     first, trial = objective.disk_full or (storage_failure, objective.current)
@@ -544,7 +558,6 @@ def stopped_by_disk(study: optuna.Study, objective: Objective,
         parts.append(f"trial {trial.number} was recorded as failed"
                      + ("" if attrs.get("fail_reason") else
                         " (the storage had no room for its reason)"))
-    if hint:
-        parts.append(f"free some space, then resume with `nas-attn search --study "
-                     f"{study.study_name}`")
+    if resume:
+        parts.append(f"free some space, then resume with `{resume}`")
     return DiskFullError("; ".join(parts), first.path)

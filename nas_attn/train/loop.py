@@ -405,7 +405,11 @@ def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runt
                 forward, val_loader, _cycle(train_loader), steps_per_epoch, total_steps,
                 patch_size, t_start, Path(out_dir) / "best.pt" if out_dir is not None else None,
                 Path(out_dir) / "resume.pt" if out_dir is not None else None, nonfinite_limit,
-                report_every, normalisation=getattr(train_data, "normalisation", None))
+                report_every,
+                # data that `load_data` did not normalise (a SegData built by hand) reached the
+                # model as it is: say so, or inference would replay the old per-image default
+                normalisation=getattr(train_data, "normalisation", None)
+                or {"normalisation": "none"})
 
 
 def _check_finite(run: _Run, values: torch.Tensor, pending: int, lr: float) -> torch.Tensor:
