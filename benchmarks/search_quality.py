@@ -18,6 +18,11 @@ The space's per-trial wall-time budget (`budget.max_time_s`, 60 s in `default`) 
 unless `--keep-time-limit` is given: with it, how far a trial trains depends on what else the
 machine runs, and so would every figure below.
 
+With the same `--runs-dir`, a run resumes what an earlier one left: a study only runs its missing
+trials and a finalize result with the same top / seeds / epochs is reused. So on two cores,
+`--part searched` and `--part random` can run at once, and a run of both afterwards prints the
+comparison from their results.
+
 Test data is never used to choose anything. Runs under `--runs-dir` (a fresh temporary folder
 by default), so nothing of the user's is touched.
 """
@@ -41,16 +46,31 @@ from nas_attn.search.run import SearchRequest, open_search, run_search  # noqa: 
 
 def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: int,
                         baselines: bool) -> tuple[dict, float]:
+    """Search `args.trials` trials and finalize. A study already in `runs` (an earlier run with
+    the same --runs-dir, or the other --part) is resumed: only its missing trials run, and a
+    finalize result it holds with the same top, seeds and epochs is reused."""
     t0 = time.perf_counter()
     req = SearchRequest(space=args.space_path, data=None if args.data == "builtin" else args.data,
                         val_pattern=args.val_pattern, test_pattern=args.test_pattern,
                         test_data=args.test_data, study=study, runs_dir=runs,
                         sampler=sampler, seed=args.search_seed, device=args.device)
     session = open_search(req)
-    run_search(session, args.trials, None)
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+             optuna.trial.TrialState.FAIL)
+    done = len(session.study.get_trials(deepcopy=False, states=ended))
+    if done < args.trials:
+        run_search(session, args.trials - done, None)
+    old = session.study.user_attrs.get("finalize")
+    if old and old.get("top") == top and old.get("seeds") == args.seeds and \
+            (args.epochs is None or old.get("epochs") == args.epochs) and done >= args.trials:
+        print(f"{study}: reusing its finalize result ({top} top, {args.seeds} seeds, "
+              f"{old.get('epochs')} epochs)")
+        return old, float(session.study.user_attrs.get("benchmark_seconds", 0.0))
     res = finalize(session.study, top=top, seeds=args.seeds, epochs=args.epochs, runs_dir=runs,
                    device=args.device, baselines=baselines)
-    return res, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    session.study.set_user_attr("benchmark_seconds", seconds)
+    return res, seconds
 
 
 def space_without_time_limit(space: str, runs: Path) -> str:
@@ -104,15 +124,25 @@ def main() -> None:
                          "it is dropped so that the figures do not depend on the machine's load")
     ap.add_argument("--runs-dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--part", choices=("both", "searched", "random"), default="both",
+                    help="run only the search or only the random search (two processes on two "
+                         "cores with the same --runs-dir); a later run of both with that "
+                         "--runs-dir reuses their results and prints the comparison")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t_start = time.perf_counter()
     runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="nas_attn_sq_"))
     args.space_path = space_without_time_limit(args.space, runs) if not args.keep_time_limit \
         else args.space
 
 
-    tpe, t_tpe = search_and_finalize(args, runs, "searched", None, args.top, True)
-    rnd, t_rnd = search_and_finalize(args, runs, "random", "random", 1, False)
+    if args.part != "random":
+        tpe, t_tpe = search_and_finalize(args, runs, "searched", None, args.top, True)
+    if args.part != "searched":
+        rnd, t_rnd = search_and_finalize(args, runs, "random", "random", 1, False)
+    if args.part != "both":
+        print(f"{args.part}: done in {time.perf_counter() - t_start:.0f} s; runs in {runs}")
+        return
     if tpe["splits"]["test"] == 0:
         sys.exit("no test split: give --test-data, --test-pattern, or a folder with test.txt")
     win = row(tpe, trial=tpe["winner"])

@@ -257,6 +257,26 @@ def test_resume_with_other_space_refused(tiny_space, write_space, tmp_path, cli)
     assert code == 2 and "different search space" in out
 
 
+def test_resumed_study_from_before_recorded_normalisation_keeps_per_image(tiny_space, session):
+    s = session(tiny_space)
+    run_search(s, 1, None)
+    (t0,) = [t for t in s.study.trials if t.state.is_finished()]
+    assert t0.user_attrs["data_config"]["normalisation"] == "auto" and s.objective.data_cfg \
+        .normalisation == "auto"
+    old = {k: v for k, v in t0.user_attrs["data_config"].items() if k != "normalisation"}
+    s.study.add_trial(optuna.trial.create_trial(  # a trial written by an older nas-attn
+        value=0.5, params=t0.params, distributions=t0.distributions,
+        user_attrs={**t0.user_attrs, "data_config": old, "config_key": "an older key"}))
+    resumed = session(tiny_space)
+    assert resumed.objective.data_cfg.normalisation == "image"
+    assert any("before the intensity normalisation was recorded" in n for n in resumed.notes)
+    run_search(resumed, 1, None)
+    (new,) = [t for t in resumed.study.trials if t.number != t0.number
+              and t.user_attrs.get("config_key") != "an older key"]
+    assert new.state.is_finished() and "duplicate_of" not in new.user_attrs
+    assert new.user_attrs["data_config"]["normalisation"] == "image"
+
+
 # ---------------------------------------------------------------------------------------------
 # pruned, failed, interrupted, duplicate, multi-objective (library level)
 

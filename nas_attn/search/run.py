@@ -13,7 +13,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 import yaml
@@ -29,6 +29,9 @@ from .sampling import DataInfo, baseline_params, sample_arch, sample_training
 from .space import Space, load_space, resolve_space_path
 from .study import (DEFAULT_RUNS, describe_storage, is_storage_error, make_pruner,
                     make_sampler, open_storage, storage_error, storage_errors, study_names)
+
+if TYPE_CHECKING:
+    from ..data import DataConfig
 
 KEEP_EXPORTS = 3
 """A completed trial that ranks among the best this many gets its model.py as an artifact."""
@@ -436,6 +439,9 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
     # data first: a bad folder must fail before a study is created for it
     data_cfg = data_config(space, req.data, req.val_pattern, req.test_pattern, req.test_data,
                            req.num_workers)
+    if not created:
+        data_cfg, note = pin_old_normalisation(study0, data_cfg)
+        notes += [note] if note else []
     objective = Objective(space, data_cfg, runs_dir, name, req.device, listener,
                           AtomicArtifactStore(str(artifact_dir)))
     seed = req.seed if req.seed is not None else space.search.seed
@@ -470,6 +476,23 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
     if space.search.baselines:
         enqueue_baselines(study, space, created)
     return SearchSession(study, space, space_path, created, notes, objective, runs_dir, req)
+
+
+def pin_old_normalisation(study: optuna.Study, data_cfg: DataConfig
+                          ) -> tuple[DataConfig, str | None]:
+    """A study whose trials ran before the intensity normalisation was recorded (their
+    `data_config` has no "normalisation") scaled each image by its own percentiles: its new
+    trials do the same, so that they are ranked against the old ones on equal terms."""
+    old = [t.number for t in study.get_trials(deepcopy=False)
+           if t.state.is_finished() and "arch" in t.user_attrs
+           and "normalisation" not in (t.user_attrs.get("data_config") or {})]
+    if not old or data_cfg.normalisation == "image":
+        return data_cfg, None
+    return data_cfg.model_copy(update={"normalisation": "image"}), (
+        f"study {study.study_name!r}: trial(s) {', '.join(map(str, old[:5]))}"
+        f"{' ...' if len(old) > 5 else ''} ran before the intensity normalisation was recorded "
+        "(each image scaled by its own percentiles); new trials use the same (normalisation: "
+        "image) so that all are ranked alike")
 
 
 def enqueue_baselines(study: optuna.Study, space: Space, created: bool) -> list[str]:
