@@ -1,10 +1,11 @@
 """Does nas-attn's default training recipe reach a minimal hand-written one? Test Dice, as a ratio.
 
-    python benchmarks/recipe_reference.py [--data {inia19,nuclei,both}] [--seeds 0 1]
+    python benchmarks/recipe_reference.py [--data {inia19,nuclei,both}] [--seeds 0 1 2 3]
                                           [--steps N] [--batch B] [--only {both,nas,ref}]
+                                          [--jobs 2]
                                           [--set train.lr=1e-3 --set data.augment.flips=false]
 
-Per dataset and seed, in one process, on one CPU thread each:
+Per dataset and seed, on one CPU thread each:
 
 - reference: a plain-PyTorch script (its own UNet of widths 16..256, depth 4; CE + batch soft
   Dice; AdamW; OneCycleLR; `steps` steps of `batch` whole training images; no augmentation;
@@ -18,8 +19,9 @@ own numpy code, not the library's metric): per-class Dice pooled over the whole 
 intersections and sizes per class over all images), mean over the foreground classes present
 in the reference or the prediction; an all-background prediction scores 0.
 
-Defaults: seeds 0 and 1; 400 reference steps of 4 on inia19 (at 250 the reference swung
-0.219 / 0.046 with the seed; at 400 it gives 0.357 / 0.417), 150 on nuclei.
+Defaults: seeds 0-3, `--jobs` runs at a time (one thread each; differences paired by seed);
+400 reference steps of 4 on inia19 (at 250 the reference swung 0.219 / 0.046 with the seed;
+at 400 it gives 0.38-0.56), 150 on nuclei.
 
 Data: inia19-macaque (train.txt / val.txt; test = ../inia19-macaque-test) and the nuclei tiles
 (rows 0-1 train, row 2 val, row 3 test). Target: ratio nas-attn / reference >= 1.0 on both.

@@ -10,8 +10,11 @@ In one run, on one data set and one space (default: `default`):
    the full budget (`--epochs`) under `--seeds` seeds; the winner is chosen on validation;
 2. a random search with the same number of trials and the same pruner (the honest baseline
    for any search strategy), finalized the same way (its top 1, same seeds);
-3. test Dice (per class, pooled over the test split) of the search's winner against the plain
-   UNet, the Attention U-Net and the random search's winner, all with the same full budget.
+3. the plain UNet at the winner's size (its widths and upsampling, no attention), retrained
+   the same way (`width_control`): the baselines are the narrowest of the space;
+4. test Dice (per class, pooled over the test split) of the search's winner against the plain
+   UNet, the Attention U-Net, the plain UNet of its size and the random search's winner, all
+   with the same full budget.
    Gains are paired by training seed: mean ± sd over seeds of (winner − other).
 
 The space's per-trial wall-time budget (`budget.max_time_s`, 60 s in `default`) is dropped
@@ -20,8 +23,8 @@ machine runs, and so would every figure below.
 
 With the same `--runs-dir`, a run resumes what an earlier one left: a study only runs its missing
 trials and a finalize result with the same top / seeds / epochs is reused. So on two cores,
-`--part searched` and `--part random` can run at once, and a run of both afterwards prints the
-comparison from their results.
+`--part searched` and `--part random` can run at once (then `--part control`), and a run
+without `--part` afterwards prints the comparison from their results.
 
 Test data is never used to choose anything. Runs under `--runs-dir` (a fresh temporary folder
 by default), so nothing of the user's is touched.
@@ -29,6 +32,7 @@ by default), so nothing of the user's is touched.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -89,6 +93,40 @@ def space_without_time_limit(space: str, runs: Path) -> str:
     return str(out)
 
 
+def width_control(args, runs: Path, tpe: dict) -> dict | None:
+    """The plain UNet at the search winner's macro settings (its widths, upsampling: every
+    attention site empty), retrained like finalize retrains the candidates, with the plain
+    baseline's training options. The baselines use the first value of each macro choice (the
+    narrowest width), so the winner's gain over them mixes attention and size; the gain over
+    this control is the attention's. None when the winner's macro is the baseline's. Stored in
+    the study (user attribute `width_control`) and reused by later runs."""
+    from nas_attn.search.finalize import _retrain, _splits, study_space
+    from nas_attn.search.report import trial_arch
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{runs / 'nas_attn.db'}")
+    study = optuna.load_study(study_name="searched", storage=storage)
+    win = study.trials[tpe["winner"]]
+    plain = next(t for t in study.trials if t.user_attrs.get("baseline") == "plain_unet")
+    arch = trial_arch(win)
+    ctrl = dataclasses.replace(arch, encoder=(None,) * len(arch.encoder), bottleneck=None,
+                               skip=(None,) * len(arch.skip), decoder=(None,) * len(arch.decoder))
+    if ctrl == trial_arch(plain):
+        return None
+    old = study.user_attrs.get("width_control")
+    if old and old.get("summary") == ctrl.summary() and len(old["test"]) == args.seeds:
+        print(f"reusing the width control ({old['summary']})")
+        return old
+    base = row(tpe, label="plain_unet")["train_config"]
+    t = optuna.trial.create_trial(value=0.0, user_attrs={"arch": ctrl.to_json()})
+    t.number = 9999  # its folder: width_control/trial_9999_seed<S>
+    d = _splits(study, study_space(study), None, None)
+    res = _retrain(t, dict(base), args.seeds, d, runs / "searched" / "width_control",
+                   lambda *a: None, None)
+    res.update(label="plain UNet at the winner's macro", short_dice=None)
+    study.set_user_attr("width_control", res)
+    return res
+
+
 def row(res: dict, *, trial: int | None = None, label: str | None = None) -> dict:
     for r in res["candidates"]:
         if (trial is not None and r["trial"] == trial) or (label and r["label"] == label):
@@ -124,7 +162,7 @@ def main() -> None:
                          "it is dropped so that the figures do not depend on the machine's load")
     ap.add_argument("--runs-dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--part", choices=("both", "searched", "random"), default="both",
+    ap.add_argument("--part", choices=("both", "searched", "random", "control"), default="both",
                     help="run only the search or only the random search (two processes on two "
                          "cores with the same --runs-dir); a later run of both with that "
                          "--runs-dir reuses their results and prints the comparison")
@@ -138,7 +176,9 @@ def main() -> None:
 
     if args.part != "random":
         tpe, t_tpe = search_and_finalize(args, runs, "searched", None, args.top, True)
-    if args.part != "searched":
+    if args.part in ("both", "control"):
+        ctrl = width_control(args, runs, tpe)
+    if args.part in ("both", "random"):
         rnd, t_rnd = search_and_finalize(args, runs, "random", "random", 1, False)
     if args.part != "both":
         print(f"{args.part}: done in {time.perf_counter() - t_start:.0f} s; runs in {runs}")
@@ -156,20 +196,24 @@ def main() -> None:
           f"seeds; metric: {tpe['metric']}")
     print(f"search + finalize {t_tpe:.0f} s, random search + finalize {t_rnd:.0f} s; runs in {runs}")
     print(f"{'model':<34} {'short trial':>11} {'val Dice':>17} {'test Dice':>17}  architecture")
-    for name, r in (("search winner (trial %d)" % win["trial"], win),
-                    ("plain UNet", plain), ("Attention U-Net", att),
-                    ("random-search winner (trial %d)" % rwin["trial"], rwin)):
-        print(f"{name:<34} {r['short_dice']:>11.4f} {ms(r['val']):>17} {ms(r['test']):>17}  "
-              f"{r['summary']}")
+    rows = [("search winner (trial %d)" % win["trial"], win), ("plain UNet", plain),
+            ("Attention U-Net", att)] + ([("plain UNet, winner's size", ctrl)] if ctrl else []) \
+        + [("random-search winner (trial %d)" % rwin["trial"], rwin)]
+    for name, r in rows:
+        short = "—" if r["short_dice"] is None else f"{r['short_dice']:.4f}"
+        print(f"{name:<34} {short:>11} {ms(r['val']):>17} {ms(r['test']):>17}  {r['summary']}")
     print(f"gain of the search winner on test (paired by seed): vs plain UNet "
           f"{paired(win['test'], plain['test'])}, vs Attention U-Net "
-          f"{paired(win['test'], att['test'])}, vs random search "
-          f"{paired(win['test'], rwin['test'])}")
+          f"{paired(win['test'], att['test'])}, "
+          + (f"vs the plain UNet of its size {paired(win['test'], ctrl['test'])}, " if ctrl
+             else "")
+          + f"vs random search {paired(win['test'], rwin['test'])}")
     rho = tpe["spearman_short_vs_full"]
     print("proxy quality: Spearman(short-trial Dice, full-budget val Dice) over "
           f"{len(tpe['candidates'])} candidates = " + ("n/a" if rho is None else f"{rho:+.2f}"))
     if args.json:
-        args.json.write_text(json.dumps({"search": tpe, "random": rnd}, indent=1))
+        args.json.write_text(json.dumps({"search": tpe, "random": rnd, "width_control": ctrl},
+                                        indent=1))
 
 
 if __name__ == "__main__":

@@ -195,10 +195,10 @@ def export(source, out_dir: str | Path | None = None, *, trial: int | None = Non
     intensity normalisation it was trained with), a `UNetArch` (with optional `weights`, a
     state_dict or its file, `meta`, and `inference`: {"patch_size", "overlap",
     "normalisation"} as training used them, e.g. `TrainResult.inference`; without it model.py
-    normalises each image by its own percentiles and predicts in one pass), an `optuna.Study` (its best trial, the finalize
-    winner, or `trial`), or the path of a `nas-attn train` output / checkpoint. `formats`: also
-    "onnx" and/or "torchscript". Returns the paths written by kind ("model", "arch", "meta",
-    "weights", ...)."""
+    normalises each image by its own percentiles and predicts in one pass), an `optuna.Study`
+    (its best trial, the finalize winner, or `trial`), or the path of a `nas-attn train`
+    output / checkpoint. `formats`: also "onnx" and/or "torchscript". Returns the paths
+    written by kind ("model", "arch", "meta", "weights", ...)."""
     from .export import export_arch, export_checkpoint
 
     runs_dir = Path(runs_dir)

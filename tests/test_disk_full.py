@@ -164,7 +164,8 @@ def test_search_stops_when_a_checkpoint_cannot_be_written(tmp_path, cli, monkeyp
     code, out = cli("search", "--space", space, "--study", "f", "--runs-dir", runs)
     assert code == 1, out
     full_disk_line(code, out, f"{FULL}: {runs.resolve() / 'f' / 'trial_0000' / 'best.pt'}",
-              "trial 0 was recorded as failed", f"resume with `nas-attn search --study f --runs-dir {runs}`")
+              "trial 0 was recorded as failed",
+              f"resume with `nas-attn search --study f --runs-dir {runs}`")
     assert "Should not reach" not in out
     trials = trials_of(runs / "nas_attn.db", "f")
     assert [t.state for t in trials] == [TrialState.FAIL]  # stopped: 1 trial, not 3

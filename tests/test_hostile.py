@@ -140,6 +140,26 @@ def test_boolean_widths_in_arch_json(tmp_path, cli):
     one_error(code, out, "widths", "a.json")
 
 
+@pytest.mark.parametrize("content", [b"garbage\n", b'{"a": 1}\n', b"no newline"])
+def test_a_file_that_is_not_a_journal_is_refused_and_kept(tmp_path, cli, content):
+    # optuna's reader defers the error of a bad last line: a one-line text file passed its
+    # read, got a record appended, and failed with a JSONDecodeError traceback
+    f = tmp_path / "notes.txt"
+    f.write_bytes(content)
+    code, out = cli("search", "--space", "smoke", "--trials", "1", "--storage", f"journal:{f}",
+                    "--runs-dir", tmp_path / "runs")
+    one_error(code, out, "not an Optuna journal file", "notes.txt")
+    assert f.read_bytes() == content
+
+
+@pytest.mark.parametrize("url,words", [("journal:", ["give the journal file's path"]),
+                                       ("journal:{tmp}", ["is a folder"])])
+def test_empty_or_folder_journal_path(tmp_path, cli, url, words):
+    code, out = cli("search", "--space", "smoke", "--trials", "1", "--storage",
+                    url.format(tmp=tmp_path), "--runs-dir", tmp_path / "runs")
+    one_error(code, out, *words)
+
+
 def test_show_and_dashboard_on_missing_runs_create_nothing(tmp_path, cli):
     runs = tmp_path / "nothing"
     for cmd in (["show"], ["dashboard"], ["export"], ["finalize"]):

@@ -141,8 +141,20 @@ def test_postgresql_url_without_driver_names_the_package(tmp_path, monkeypatch):
 
 
 def test_killed_worker_trial_fails_with_reason_and_is_retried(tmp_path):
-    proc = _search(tmp_path, SLOW, "--workers", "2", "--trials", "2", "--study", "kill")
-    victim = _wait_status(tmp_path, "kill", _running_at_epoch)
+    # killed in epoch 2 or later, so that epoch 1 has left its resume.pt (killed inside epoch 1
+    # there is nothing to resume from, and the retry rightly starts afresh)
+    space = SLOW.replace("epochs: 3,", "epochs: 6,")
+    assert space != SLOW
+    proc = _search(tmp_path, space, "--workers", "2", "--trials", "2", "--study", "kill")
+
+    def resumable(workers):
+        w = _running_at_epoch(workers)
+        if w is not None and w["epoch"] >= 2 and (
+                tmp_path / "runs" / "kill" / f"trial_{w['trial']:04d}" / "resume.pt").is_file():
+            return w
+        return None
+
+    victim = _wait_status(tmp_path, "kill", resumable)
     os.kill(victim["pid"], signal.SIGKILL)
     code, out = _finish(proc)
     assert code == 0, out
@@ -159,8 +171,14 @@ def test_killed_worker_trial_fails_with_reason_and_is_retried(tmp_path):
 
 
 def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path):
-    proc = _search(tmp_path, SLOW, "--workers", "2", "--trials", "6", "--study", "intr")
-    _wait_status(tmp_path, "intr", _running_at_epoch)
+    # trials long enough (20 short epochs) that the Ctrl-C, sent once the status file shows a
+    # worker in epoch 1 or later, still finds it training (with 3 epochs it could land after
+    # the trial had ended: nothing was interrupted)
+    slow = SLOW.replace("epochs: 3,", "epochs: 20,")
+    assert slow != SLOW
+    proc = _search(tmp_path, slow, "--workers", "2", "--trials", "6", "--study", "intr")
+    _wait_status(tmp_path, "intr", lambda ws: (w := _running_at_epoch(ws)) and
+                 w["epoch"] <= 10 and w)
     pids = [w["pid"] for w in json.loads(
         (tmp_path / "runs" / "intr" / "workers" / "workers.json").read_text())["workers"]]
     proc.send_signal(signal.SIGINT)
@@ -176,7 +194,7 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path):
     assert failed and all("interrupted" in t.user_attrs["fail_reason"] for t in failed)
     done = states.count(TrialState.COMPLETE)
     # one worker on a journal file still runs under a supervising parent
-    code, out = _finish(_search(tmp_path, SLOW, "--trials", "1", "--study", "intr"))
+    code, out = _finish(_search(tmp_path, slow, "--trials", "1", "--study", "intr"))
     assert code == 0 and "resumed with" in out, out
     study = _study(_journal(tmp_path), "intr", tmp_path / "runs")
     assert [t.state for t in study.trials].count(TrialState.COMPLETE) == done + 1

@@ -9,7 +9,8 @@ functions into `model.py`, so the exported file predicts with the very code that
   (`NORMALISATIONS`; training's `nas_attn.data.intensity` calls this same function):
   `dataset`: per channel, the same linear map for every image, fitted on the training
   images by `nas_attn.data.intensity` (the lowest per-image 0.5th percentile -> 0, the highest
-  per-image 99.5th -> 1), clipped, the two values recorded in the settings (`low`, `high`; `aux_low`, `aux_high` for the auxiliary modality); `image`:
+  per-image 99.5th -> 1), clipped, the two values recorded in the settings (`low`, `high`;
+  `aux_low`, `aux_high` for the auxiliary modality); `image`:
   `normalise_percentile`, per image and channel between the image's own percentiles (min/max
   when those coincide; a constant channel becomes 0); `none`: the values as they are.
   NaN/inf read as the lowest value (0 for `none`); in float64, so 1e300 scales instead of

@@ -185,6 +185,12 @@ class Objective:
         self.current = trial
         try:
             return self._run(trial)
+        except KeyboardInterrupt:
+            # also when Ctrl-C lands before training starts (sampling, the cost probe): optuna
+            # fails the trial either way, and the reason says why
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
+            raise
         except Exception as e:
             if not isinstance(e, DiskFullError) and not is_storage_error(e):
                 raise
@@ -483,9 +489,13 @@ def pin_old_normalisation(study: optuna.Study, data_cfg: DataConfig
     """A study whose trials ran before the intensity normalisation was recorded (their
     `data_config` has no "normalisation") scaled each image by its own percentiles: its new
     trials do the same, so that they are ranked against the old ones on equal terms."""
+    def trained_before(attrs) -> bool:  # (a trial pruned by a constraint never trained)
+        if "data_config" in attrs:
+            return "normalisation" not in attrs["data_config"]
+        return "dice" in attrs or "curve" in attrs  # older still: no data_config at all
+
     old = [t.number for t in study.get_trials(deepcopy=False)
-           if t.state.is_finished() and "arch" in t.user_attrs
-           and "normalisation" not in (t.user_attrs.get("data_config") or {})]
+           if t.state.is_finished() and trained_before(t.user_attrs)]
     if not old or data_cfg.normalisation == "image":
         return data_cfg, None
     return data_cfg.model_copy(update={"normalisation": "image"}), (

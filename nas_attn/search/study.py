@@ -192,6 +192,8 @@ def _journal(url: str) -> optuna.storages.BaseStorage:
                          f"journal:{path / 'nas_attn.journal'}")
     _mkdir(path.parent, "the journal file's folder")
     try:
+        if not _looks_like_journal(path):  # optuna would append to it, and fail only after
+            raise ValueError(raw)
         storage = JournalStorage(WholeLineJournalFileBackend(str(path)))
         storage.get_all_studies()  # reads the file: fails here, not mid-search
     except OSError as e:
@@ -200,6 +202,24 @@ def _journal(url: str) -> optuna.storages.BaseStorage:
         raise StudyError(f"storage {url!r}: {raw} is not an Optuna journal file (it does not "
                          "hold JSON log lines); choose a new file name") from None
     return storage
+
+
+def _looks_like_journal(path: Path) -> bool:
+    """A missing or empty file, or one whose first line is an Optuna journal record (a JSON
+    object with an "op_code"; a lone unterminated first line, left by a writer killed
+    mid-line, only has to start like one). Optuna's reader defers the error of a bad last
+    line, so a file of one line of text would pass its read and be appended to."""
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    with open(path, "rb") as f:
+        first = f.readline(1 << 20)
+    if not first.endswith(b"\n"):
+        return first.startswith(b'{"op_code"')
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "op_code" in record
 
 
 def describe_storage(storage) -> str:

@@ -20,6 +20,7 @@ Library code: prints nothing; the CLI renders `Supervisor.snapshot()`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -494,8 +495,13 @@ def worker_main(req, supervised: bool = True) -> int:
     objective = session.objective
 
     def tagged(trial: optuna.Trial):
-        trial.set_user_attr("worker", tag)
-        listener.send(event="trial", number=trial.number)
+        try:
+            trial.set_user_attr("worker", tag)
+            listener.send(event="trial", number=trial.number)
+        except KeyboardInterrupt:  # Ctrl-C before the objective runs: say so all the same
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
+            raise
         return objective(trial)
 
     done_cb = [lambda study, trial: listener.trial_done(trial)]
