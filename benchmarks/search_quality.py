@@ -102,9 +102,9 @@ def width_control(args, runs: Path, tpe: dict) -> dict | None:
     the study (user attribute `width_control`) and reused by later runs."""
     from nas_attn.search.finalize import _retrain, _splits, study_space
     from nas_attn.search.report import trial_arch
+    from nas_attn.search.study import open_storage
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{runs / 'nas_attn.db'}")
-    study = optuna.load_study(study_name="searched", storage=storage)
+    study = optuna.load_study(study_name="searched", storage=open_storage(None, runs))
     win = study.trials[tpe["winner"]]
     plain = next(t for t in study.trials if t.user_attrs.get("baseline") == "plain_unet")
     arch = trial_arch(win)

@@ -43,10 +43,9 @@ def answers(port: int) -> bool:
 
 
 def study_id(runs: Path, name: str) -> int:
-    import optuna
+    from nas_attn.search.study import open_storage
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{runs / 'nas_attn.db'}")
-    return storage.get_study_id_from_name(name)
+    return open_storage(None, runs).get_study_id_from_name(name)
 
 
 def main() -> None:

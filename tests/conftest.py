@@ -2,6 +2,9 @@
 throwaway PostgreSQL server of `pg.py`."""
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import textwrap
 
 import optuna
@@ -84,3 +87,31 @@ def every_site_arch():
             decoder=(A("scse"), A("dual"), A("spatial", kernel_size=3)), **kw)
 
     return make
+
+
+@contextlib.contextmanager
+def _tmpfs_mount(mnt, options: str = "size=1m"):
+    """A real tmpfs mounted at the (new) folder `mnt` with mount `options` for the `with`
+    block, unmounted afterwards; the test is skipped where mounting is not allowed (not root,
+    a container without the capability, not Linux)."""
+    mnt.mkdir()
+    if sys.platform != "linux":
+        pytest.skip("needs Linux tmpfs")
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)],
+                           capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"cannot mount a tmpfs ({options}): {e}")
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}; needs root, or a container that allows "
+                    f"mount): {(r.stderr or r.stdout).strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30, check=False)
+
+
+@pytest.fixture
+def tmpfs():
+    """`with tmpfs(folder, options="size=1m") as mnt:` a real tmpfs there (skip if impossible)."""
+    return _tmpfs_mount

@@ -516,38 +516,24 @@ def test_predict_on_a_full_disk_stops_with_one_line(tmp_path, cli, monkeypatch):
 # --------------------------------------------------------------------------------------------
 # a real, nearly full file system
 @pytest.fixture
-def small_fs(tmp_path):
+def small_fs(tmp_path, tmpfs):
     """A 1 MiB tmpfs at tmp_path/fs, and `fill(kb)` leaving about kb KiB free in it."""
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    if sys.platform != "linux":
-        pytest.skip("needs Linux tmpfs")
-    try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                           capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"cannot mount a small tmpfs to fill up: {e}")
-    if r.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs to fill up (needs root, or a container that "
-                    f"allows mount): {(r.stderr or r.stdout).strip()}")
-    filler = mnt / ".filler"
+    with tmpfs(tmp_path / "fs") as mnt:
+        filler = mnt / ".filler"
 
-    def fill(kb: int) -> None:
-        filler.unlink(missing_ok=True)
-        st = os.statvfs(mnt)
-        n = st.f_bavail * st.f_frsize - kb * 1024
-        if n > 0:
-            with open(filler, "wb") as f:
-                f.write(b"\0" * n)
+        def fill(kb: int) -> None:
+            filler.unlink(missing_ok=True)
+            st = os.statvfs(mnt)
+            n = st.f_bavail * st.f_frsize - kb * 1024
+            if n > 0:
+                with open(filler, "wb") as f:
+                    f.write(b"\0" * n)
 
-    def free() -> None:
-        filler.unlink(missing_ok=True)
+        def free() -> None:
+            filler.unlink(missing_ok=True)
 
-    fill.free = free
-    try:
+        fill.free = free
         yield mnt, fill
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30, check=False)
 
 
 def _intact(db: Path):

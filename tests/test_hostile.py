@@ -160,29 +160,12 @@ def test_empty_or_folder_journal_path(tmp_path, cli, url, words):
     one_error(code, out, *words)
 
 
-def test_runs_dir_on_a_read_only_file_system(tmp_path, cli):
-    import subprocess
-    import sys
-
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if sys.platform != "linux":
-        pytest.skip("needs Linux tmpfs")
-    try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)],
-                           capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"cannot mount a read-only tmpfs: {e}")
-    if r.returncode != 0:
-        pytest.skip("cannot mount a read-only tmpfs (needs root, or a container that allows "
-                    f"mount): {(r.stderr or r.stdout).strip()}")
-    try:
+def test_runs_dir_on_a_read_only_file_system(tmp_path, cli, tmpfs):
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as mnt:
         code, out = cli("search", "--space", "smoke", "--trials", "1", "--runs-dir",
                         mnt / "runs")
         one_error(code, out, "--runs-dir", "read-only file system")
         assert list(mnt.iterdir()) == []
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30, check=False)
 
 
 def test_show_and_dashboard_on_missing_runs_create_nothing(tmp_path, cli):
