@@ -138,6 +138,25 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
+def enable_tf32() -> None:
+    """Let CUDA float32 matmuls (cuBLAS) and convolutions (cuDNN) run in TF32.
+
+    torch >= 2.9 has per-backend `fp32_precision` settings, the documented API there: the
+    `allow_tf32` flags are deprecated (torch 2.9 warns when they are set). Older torch has only
+    `allow_tf32`. Read the state back the same way: torch refuses a mix of the two (2.14's
+    `matmul.allow_tf32` and `torch.get_float32_matmul_precision()` raise once the new setter
+    chose "tf32").
+    """
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision") and hasattr(cudnn, "conv"):
+        matmul.fp32_precision = "tf32"
+        cudnn.conv.fp32_precision = "tf32"
+        cudnn.rnn.fp32_precision = "tf32"  # as `cudnn.allow_tf32 = True` did: conv and RNN alike
+    else:
+        matmul.allow_tf32 = True
+        cudnn.allow_tf32 = True
+
+
 @dataclass(frozen=True)
 class Runtime:
     """How to run on one device: AMP dtype, memory format.
@@ -167,9 +186,7 @@ class Runtime:
         if use_amp:
             dtype = torch.bfloat16 if cuda_bf16_native(dev) else torch.float16
         if on_cuda:
-            # TF32 for the float32 parts (loss, optimizer, anything autocast leaves in fp32)
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            enable_tf32()  # for the float32 parts (loss, optimizer, what autocast leaves in fp32)
         return cls(device=dev, amp=use_amp, channels_last=bool(channels_last and on_cuda),
                    dtype=dtype, spatial_dims=spatial_dims)
 
