@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch_state
 
 from nas_attn import device as device_mod
 from nas_attn.models import tokens
@@ -209,23 +210,32 @@ def test_other_errors_in_cost_probe_are_not_swallowed(session, tmp_path, monkeyp
 
 
 # ----- device selection and precision policy -----------------------------------------------------
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    """Two CUDA GPUs as far as device.py can tell; records set_device and the bf16 question."""
+@contextlib.contextmanager
+def _fake_cuda():
+    """Two CUDA GPUs as far as device.py can tell; records set_device and the bf16 question.
+
+    Through torch_state.faked(), not monkeypatch: its undo puts each fake back on its own, sets
+    back (never deletes) attributes that torch's modules serve through `__getattr__`, and puts
+    back the TF32 switches that `Runtime.create` turns on "on CUDA" through their own setters."""
     seen = {"set_device": [], "bf16_emulation": []}
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen["set_device"].append(str(d)))
-    monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
 
     def bf16(including_emulation=True):
         seen["bf16_emulation"].append(including_emulation)
         return including_emulation  # a V100/T4: bf16 only by emulation
 
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16)
-    for mod in (torch.backends.cuda.matmul, torch.backends.cudnn):
-        monkeypatch.setattr(mod, "allow_tf32", mod.allow_tf32)
-    return seen
+    with torch_state.faked() as fake:
+        fake(torch.cuda, "is_available", lambda: True)
+        fake(torch.cuda, "device_count", lambda: 2)
+        fake(torch.cuda, "set_device", lambda d: seen["set_device"].append(str(d)))
+        fake(torch.cuda, "device", lambda d: contextlib.nullcontext())
+        fake(torch.cuda, "is_bf16_supported", bf16)
+        yield seen
+
+
+@pytest.fixture
+def fake_cuda():
+    with _fake_cuda() as seen:
+        yield seen
 
 
 def test_selected_gpu_becomes_current_and_emulated_bf16_is_not_used(fake_cuda):
@@ -238,6 +248,32 @@ def test_selected_gpu_becomes_current_and_emulated_bf16_is_not_used(fake_cuda):
     assert rt.amp and rt.dtype == torch.float16  # emulated bf16 is slower than fp16 + scaler
     assert rt.optimizer_kwargs() == {"fused": True}
     assert Runtime(torch.device("cpu")).optimizer_kwargs() == {}
+
+
+def test_fake_cuda_leaves_no_torch_global_changed():
+    """The fixture's teardown, failing or not, restores all it faked and all that the code
+    under test switched (with pytest 9.2, monkeypatch's undo tried to delete
+    `matmul.allow_tf32`, failed, and left CUDA faked for the rest of the suite)."""
+    before = torch_state.snapshot()
+    with _fake_cuda():
+        rt = Runtime.create("cuda:1", amp=True)  # turns TF32 on, as on a real GPU
+        assert rt.is_cuda and torch.cuda.is_available()
+        assert torch_state.snapshot() != before
+    assert torch_state.snapshot() == before
+
+
+def test_tf32_through_the_current_api_without_warnings():
+    import warnings
+
+    with torch_state.faked(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        device_mod.enable_tf32()
+        matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+        if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+            assert matmul.fp32_precision == "tf32"
+            assert cudnn.conv.fp32_precision == cudnn.rnn.fp32_precision == "tf32"
+        else:
+            assert matmul.allow_tf32 and cudnn.allow_tf32
 
 
 def test_fused_optimizer_on_cuda_runtime():
