@@ -10,9 +10,25 @@ import textwrap
 import optuna
 import pytest
 
+import torch_state  # before any test: torch_state.REAL is read on import
 from pg import pg_url  # noqa: F401  (fixture: a throwaway PostgreSQL server)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _torch_globals_are_real(request):
+    """After each test (and its fixtures' teardown): torch.cuda's functions and the TF32/cuDNN
+    switches are the real ones (torch_state.py). A test that left one changed fails here, named
+    with what it left, and the real ones are put back, so that it cannot poison the tests after
+    it. Fake them with monkeypatch or torch_state.faked(), inside the test or its fixtures."""
+    yield
+    changed, failed = torch_state.restore_real()
+    if changed or failed:
+        pytest.fail(f"{request.node.nodeid} left torch globals changed:\n  " + "\n  ".join(changed)
+                    + ("\n  put back" if not failed else "\n  could not put back: "
+                       + "; ".join(failed)), pytrace=False)
+
 
 # one level, two sites (encoder.0, skip.0) with two choices each: two fixed baselines
 TINY_SPACE = """

@@ -1,14 +1,21 @@
 """Fakes of torch's global state cannot outlive their test: torch_state.faked() restores every
-fake on its own, whatever fails."""
+fake on its own, and conftest's autouse check fails a test that left one behind, by name, and
+puts the real ones back for the tests after it."""
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch_state
 
 from nas_attn.device import enable_tf32
+
+TESTS = Path(__file__).resolve().parent
 
 
 class _Stubborn:
@@ -53,3 +60,55 @@ def test_a_failing_switch_setter_does_not_stop_the_others():
     fake = "test_a_failing_switch_setter_does_not_stop_the_others.<locals>.<lambda>"
     assert f"torch.cuda.is_available = {fake} (tests/test_torch_state.py:" in "\n".join(changed)
 
+
+LEAKY = '''
+import torch
+
+from nas_attn.device import enable_tf32
+
+
+def test_leaks_cuda():
+    torch.cuda.is_available = lambda: True
+
+
+def test_sees_the_real_one():
+    assert torch.cuda.is_available.__module__ == "torch.cuda"
+
+
+def test_leaks_tf32():
+    enable_tf32()
+
+
+def test_flips_cudnn_benchmark():  # as every training does (seed_everything): put back quietly
+    torch.backends.cudnn.benchmark = True
+
+
+def test_sees_real_switches():
+    assert torch.backends.cudnn.benchmark is False
+    assert torch.get_float32_matmul_precision() == "highest"
+'''
+
+
+def test_a_test_that_leaves_torch_faked_fails_loudly_and_the_next_sees_the_real_one(tmp_path):
+    """The real conftest (loaded as a plugin) over a file whose tests leak."""
+    (tmp_path / "test_leaky.py").write_text(LEAKY)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider",
+                        "-q", "-rA", "test_leaky.py"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300, check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "5 passed, 2 errors" in out, out
+    assert "ERROR at teardown of test_leaks_cuda" in out
+    assert ("test_leaky.py::test_leaks_cuda left torch globals changed:\n"
+            "  torch.cuda.is_available = test_leaks_cuda.<locals>.<lambda> (test_leaky.py:8) "
+            "(real: torch.cuda.is_available)\n  put back") in out, out
+    assert "ERROR at teardown of test_leaks_tf32" in out
+    assert "test_leaky.py::test_leaks_tf32 left torch globals changed:" in out
+    tf32 = ("torch.backends.cuda.matmul.fp32_precision" if hasattr(
+        torch.backends.cuda.matmul, "fp32_precision") else "torch.backends.cuda.matmul.allow_tf32")
+    assert tf32 in out, out
+    assert "PASSED test_leaky.py::test_sees_the_real_one" in out
+    assert "PASSED test_leaky.py::test_flips_cudnn_benchmark" in out
+    assert "PASSED test_leaky.py::test_sees_real_switches" in out
