@@ -199,6 +199,13 @@ class UNetArch:
                 lists[kind][int(idx)] = spec
         return replace(self, bottleneck=bottleneck, **{k: tuple(v) for k, v in lists.items()})
 
+    def without_attention(self) -> "UNetArch":
+        """The plain UNet of the same macro (widths, depth, block, upsampling): every site
+        empty. What a gain from attention is measured against."""
+        d = self.depth
+        return replace(self, encoder=_none_sites(d), bottleneck=AttnSpec(),
+                       skip=_none_sites(d), decoder=_none_sites(d))
+
     def attention_names(self) -> list[str]:
         return sorted({s.name for _, s in self.sites() if s.name})
 

@@ -140,6 +140,9 @@ META_LABELS = {
     "score_metric": "Metric", "params": "Parameters", "flops": "FLOPs (forward, one patch)",
     "latency_ms": "Latency (ms)", "activation_mb": "Activation memory (MB)", "study": "Study",
     "trial": "Trial", "state": "State", "epoch": "Epoch", "checkpoint": "Checkpoint",
+    "candidate": "Candidate", "attention_verdict": "Attention vs the same-size plain UNet",
+    "gain_over_same_size_plain_val": "Gain over the same-size plain UNet (val Dice)",
+    "gain_over_same_size_plain_test": "Gain over the same-size plain UNet (test Dice)",
 }
 
 

@@ -31,14 +31,24 @@ def timm_kwargs(arch) -> dict:
     return {"model_name": arch.encoder_name.split(":", 1)[1], **unet_kwargs(arch)}
 
 
-def build_unet(arch, *, pretrained: bool = False) -> nn.Module:
+def build_unet(arch, *, pretrained: bool = False, make_attention=None,
+               sites: dict | None = None) -> nn.Module:
     """Turn a validated `UNetArch` into a model (plain conv encoder, or a timm encoder in 2D;
-    `pretrained` downloads the timm encoder's weights, never done by nas-attn itself)."""
+    `pretrained` downloads the timm encoder's weights, never done by nas-attn itself).
+
+    `make_attention` and `sites` replace the registry's factory and the architecture's site
+    table (the one-shot supernet puts a module holding every choice at each site)."""
+    make = make_attention or create_attention
     if not arch.encoder_name.startswith("timm:"):
-        return UNet(**unet_kwargs(arch), make_attention=create_attention)
+        kw = unet_kwargs(arch)
+        if sites is not None:
+            kw["sites"] = sites
+        return UNet(**kw, make_attention=make)
     import timm
 
     kw = timm_kwargs(arch)
+    if sites is not None:
+        kw["sites"] = sites
     if kw["model_name"] not in timm.list_models():
         raise ArchError(f"encoder_name {arch.encoder_name!r}: timm has no model "
                         f"{kw['model_name']!r} (see timm.list_models())")
@@ -46,6 +56,6 @@ def build_unet(arch, *, pretrained: bool = False) -> nn.Module:
         raise ArchError("cross attention with context='aux' is not supported with a timm "
                         "encoder; the auxiliary modality joins the input channels instead")
     try:
-        return TimmUNet(**kw, make_attention=create_attention, pretrained=pretrained)
+        return TimmUNet(**kw, make_attention=make, pretrained=pretrained)
     except ValueError as e:  # depth beyond the encoder's feature levels
         raise ArchError(str(e)) from None

@@ -251,7 +251,7 @@ def test_meta_labels_cover_the_keys_real_callers_pass():
 
     root = Path(__file__).resolve().parents[1] / "nas_attn"
     passed = set()
-    for rel in ("search/trial_export.py", "export.py", "search/run.py"):
+    for rel in ("search/trial_export.py", "export.py", "search/objective.py"):
         for n in ast.walk(ast.parse((root / rel).read_text())):
             if isinstance(n, ast.Dict) and any(isinstance(k, ast.Constant) and k.value ==
                                                "score_dice" for k in n.keys):
@@ -259,7 +259,7 @@ def test_meta_labels_cover_the_keys_real_callers_pass():
             if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant) and \
                     isinstance(n.value, ast.Name) and n.value.id == "meta":
                 passed.add(n.slice.value)
-    passed |= set(Cost.__dataclass_fields__)  # search/run.py passes **cost.as_dict()
+    passed |= set(Cost.__dataclass_fields__)  # search/objective.py passes **cost.as_dict()
     assert {"score_dice", "params", "study", "trial", "epoch", "checkpoint"} <= passed
     assert passed <= set(META_LABELS), passed - set(META_LABELS)
 

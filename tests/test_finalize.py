@@ -115,9 +115,14 @@ def test_finalize_end_to_end(tmp_path, cli):
                         str(tmp_path / "exp"))
     assert code == 0, out
     meta = json.loads((tmp_path / "exp" / "meta.json").read_text())
-    assert meta["trial"] == res["winner"]
-    win = next(r for r in res["candidates"] if r["trial"] == res["winner"])
-    assert meta["score_dice"] == pytest.approx(win["val_mean"])
+    # the recommended model: the winner, or the plain UNet of its size when attention did not
+    # beat it by two seed standard deviations
+    assert meta["trial"] == res["recommended"]["trial"]
+    assert meta["attention_verdict"] == res["attention_gain"]["verdict"]
+    if res["attention_gain"]["recommend"] == "winner":
+        assert meta["trial"] == res["winner"]
+    rec = next(r for r in res["candidates"] if r["trial"] == res["recommended"]["trial"])
+    assert meta["score_dice"] == pytest.approx(rec["val_mean"])
     assert (tmp_path / "exp" / "weights.pt").exists()
 
 

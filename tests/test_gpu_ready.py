@@ -165,7 +165,8 @@ def test_out_of_memory_in_cost_probe_prunes_and_search_goes_on(session, tmp_path
     import optuna
     from optuna.trial import TrialState
 
-    import nas_attn.search.run as run_mod
+    import nas_attn.search.objective as run_mod
+    from nas_attn.search.run import run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     real = run_mod.measure_cost
@@ -185,7 +186,7 @@ def test_out_of_memory_in_cost_probe_prunes_and_search_goes_on(session, tmp_path
     s = session()
     waiting = [t for t in s.study.trials if t.state == TrialState.WAITING]
     assert waiting, "the space should queue baselines"
-    run_mod.run_search(s, len(waiting) + 1, None)
+    run_search(s, len(waiting) + 1, None)
     trials = s.study.trials
     first = trials[0]
     assert first.state == TrialState.PRUNED
@@ -198,7 +199,8 @@ def test_out_of_memory_in_cost_probe_prunes_and_search_goes_on(session, tmp_path
 
 
 def test_other_errors_in_cost_probe_are_not_swallowed(session, tmp_path, monkeypatch):
-    import nas_attn.search.run as run_mod
+    import nas_attn.search.objective as run_mod
+    from nas_attn.search.run import run_search
 
     def broken(*a, **k):
         raise RuntimeError("shape mismatch in conv")
@@ -206,7 +208,7 @@ def test_other_errors_in_cost_probe_are_not_swallowed(session, tmp_path, monkeyp
     monkeypatch.setattr(run_mod, "measure_cost", broken)
     s = session()
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        run_mod.run_search(s, 1, None)
+        run_search(s, 1, None)
 
 
 # ----- device selection and precision policy -----------------------------------------------------

@@ -108,6 +108,10 @@ def search(
     num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="Training "
                                               "data loader workers (default: 0 on CPU, several "
                                               "on CUDA)."),
+    strategy: Optional[str] = typer.Option(
+        None, "--strategy", help="trials (train every candidate; the default) or oneshot (train "
+        "one weight-sharing supernet, then score --trials placements with its weights; "
+        "default: the space's search.strategy)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes on this "
                                           "machine, sharing its CPU cores (see Scale out)."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker per listed GPU: "
@@ -132,7 +136,7 @@ def search(
                         test_pattern=test_pattern, test_data=test_data, trials=trials,
                         timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
                         device=device, sampler=sampler, pruner=pruner, seed=seed,
-                        num_workers=num_workers)
+                        num_workers=num_workers, strategy=strategy)
     from ..search.study import storage_kind, storage_url
 
     # a journal file has no heartbeat: even one worker on it runs under a parent that

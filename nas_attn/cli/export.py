@@ -18,12 +18,18 @@ def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, .
     study = load_study(study_name, open_existing_storage(storage, runs_dir))
     written, trial = export_trial(study, trial_number, out, formats=formats, runs_dir=runs_dir,
                                   force=force)
-    table = Table(title=f"exported trial {trial.number} of study {escape(repr(study.study_name))}")
+    what = f"trial {trial.number}" if trial is not None else \
+        "the recommended plain UNet at the winner's size"
+    table = Table(title=f"exported {what} of study {escape(repr(study.study_name))}")
     table.add_column("file")
     table.add_column("size", justify="right")
     for kind, path in written.items():
         table.add_row(escape(str(path)), f"{Path(path).stat().st_size / 1024:.1f} KiB")
     console.print(table)
+    if trial is None:
+        console.print((study.user_attrs.get("finalize") or {}).get("recommended", {})
+                      .get("summary", ""), markup=False)
+        return
     console.print(trial.user_attrs.get("arch_summary", ""), markup=False)
     if "weights" not in written:
         console.print("[yellow]note:[/yellow] this trial kept no checkpoint; model.py builds the "

@@ -69,6 +69,37 @@ def arch_tree(arch: UNetArch, title: str) -> Tree:
     return tree
 
 
+def supernet_panel(step) -> Panel:
+    """Phase 1 of a one-shot search: which supernet, epoch, step, loss, throughput."""
+    i = step.info
+    return Panel(f"{escape(step.macro)}\nepoch {i.epoch}/{i.epochs}   step {i.global_step}/"
+                 f"{i.total_steps}   loss {i.loss:.4f}   lr {i.lr:.2e}   "
+                 f"{i.images_per_s:.1f} img/s   elapsed {i.elapsed_s:.0f}s",
+                 title=f"phase 1: supernet {step.index}/{step.count} (one path per step, fair "
+                 "per site)", border_style="magenta")
+
+
+def print_supernets(session, console: Console) -> None:
+    """Phase 1's result, one line per supernet, and the placements phase 2 chooses among."""
+    info = session.study.user_attrs.get("oneshot") or {}
+    for r in info.get("supernets", []):
+        console.print(f"supernet {escape(r['macro'])}: {r['params']:,} parameters (the sum of "
+                      f"every choice), {r['steps']} steps in {r['seconds']:.0f}s; "
+                      f"choices per site {r['choices_per_site']}", highlight=False)
+    if info:
+        console.print(f"phase 2: placements scored with inherited weights and recalibrated "
+                      f"BatchNorm, out of {info['placements']:.3g}", highlight=False)
+
+
+def run_phase1(session, console: Console) -> None:
+    """Phase 1 of a one-shot search (the supernets) in this process, before workers start."""
+    from ..search.run import prepare_oneshot
+
+    console.print("phase 1: training the supernet(s) in this process", highlight=False)
+    prepare_oneshot(session)
+    print_supernets(session, console)
+
+
 class LiveView:
     """Listener for the search loop: current trial panel + leaderboard, redrawn live."""
 
@@ -80,15 +111,20 @@ class LiveView:
         self.live: Live | None = None
         self.started = time.perf_counter()
         self.finished: list[int] = []
+        self.supernet = None
 
     def _render(self):
         parts = []
+        if self.supernet is not None:
+            parts.append(supernet_panel(self.supernet))
+            return Group(*parts)
         if self.current:
             c = self.current
             dice = "—" if c["dice"] is None else f"{c['dice']:.4f}"
             label = f" ({c['label']})" if c["label"] else ""
+            when = f"epoch {c['epoch']}/{self.epochs}" if self.epochs else "inherited weights"
             parts.append(Panel(
-                f"{escape(c['summary'])}\nepoch {c['epoch']}/{self.epochs}   Dice {dice}   "
+                f"{escape(c['summary'])}\n{when}   Dice {dice}   "
                 f"elapsed {time.perf_counter() - c['t0']:.0f}s",
                 title=f"trial {c['number']}{label}", border_style="cyan"))
         parts.append(leaderboard_table(self.study_getter(), 8, "Best so far"))
@@ -109,7 +145,13 @@ class LiveView:
             self.current["dice"] = float(metrics.get("dice", 0.0))
         self.refresh()
 
+    def supernet_step(self, step):
+        """Phase 1 of a one-shot search: the supernet being trained."""
+        self.supernet = step
+        self.refresh()
+
     def trial_done(self, trial):
+        self.supernet = None
         self.current = None
         self.finished.append(trial.number)  # this process's trials (others may share the study)
         self.refresh()
@@ -120,7 +162,7 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     view = LiveView(console, lambda: holder["study"], 0)
     session = open_search(req, listener=view)
     holder["study"] = session.study
-    view.epochs = session.space.budget.epochs
+    view.epochs = 0 if session.strategy == "oneshot" else session.space.budget.epochs
     study = session.study
     waiting = optuna.trial.TrialState.WAITING
     n_before = sum(t.state != waiting for t in study.get_trials(deepcopy=False))
@@ -138,6 +180,13 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     with Live(view._render(), console=console, refresh_per_second=2, transient=False) as live:
         view.live = live
         try:
+            if session.strategy == "oneshot":
+                from ..search.run import prepare_oneshot
+
+                prepare_oneshot(session)
+                view.supernet = None
+                live.console.print()
+                print_supernets(session, live.console)
             run_search(session, trials, req.timeout)
         except KeyboardInterrupt:
             interrupted = True
@@ -236,17 +285,21 @@ def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> Non
 def finalize_table(res: dict) -> Table:
     has_test = res["splits"]["test"] > 0
     t = Table(title=f"Final answer: full-budget retraining ({res['epochs']} epochs × "
-                    f"{res['seeds']} seeds), winner by mean validation Dice")
+                    f"{res['seeds']} seeds), winner by mean validation Dice, "
+                    "★ recommended")
     t.add_column("trial", justify="right")
     t.add_column("baseline")
-    t.add_column("short trial", justify="right")
+    t.add_column("inherited" if res.get("strategy") == "oneshot" else "short trial",
+                 justify="right")
     t.add_column("val Dice mean ± sd", justify="right")
     t.add_column("test Dice mean ± sd" if has_test else "test", justify="right")
     t.add_column("architecture", overflow="fold")
     for r in sorted(res["candidates"], key=lambda r: -r["val_mean"]):
-        win = r["trial"] == res["winner"]
-        t.add_row(("★ " if win else "") + str(r["trial"]), escape(r["label"]),
-                  f"{r['short_dice']:.4f}", f"{r['val_mean']:.4f} ± {r['val_std']:.4f}",
+        rec = res.get("recommended")
+        win = r["summary"] == rec["summary"] if rec else r["trial"] == res["winner"]
+        t.add_row(("★ " if win else "") + ("—" if r["trial"] is None else str(r["trial"])),
+                  escape(r["label"]), _f(r["short_dice"]),
+                  f"{r['val_mean']:.4f} ± {r['val_std']:.4f}",
                   f"{r['test_mean']:.4f} ± {r['test_std']:.4f}" if has_test else "—",
                   escape(r["summary"]), style="bold" if win else None)
     return t
@@ -254,27 +307,31 @@ def finalize_table(res: dict) -> Table:
 
 def print_finalize(res: dict, console: Console) -> None:
     console.print(finalize_table(res))
-    rho = res.get("spearman_short_vs_full")
+    from ..search.finalize import gain_line, proxy_line
+
     console.print("metric: " + res["metric"], highlight=False)
     console.print(f"test split: {escape(res['test_source'] or 'none')} ({res['splits']['test']} samples; "
                   "scored once per retrained model, never used to choose)", highlight=False)
-    console.print("rank correlation of short-trial scores with full-budget validation means "
-                  "(Spearman): " + ("n/a (fewer than 3 distinct candidates)" if rho is None
-                                    else f"{rho:+.2f}"), highlight=False)
+    console.print(escape(proxy_line(res)), highlight=False)
+    if gain_line(res):
+        console.print(escape(gain_line(res)), highlight=False)
 
 
 def finalize_cli(name, top, seeds, epochs, test_data, data, device, storage, runs_dir: Path,
                  console: Console) -> None:
-    from ..search.finalize import candidates, finalize
+    from ..search.finalize import candidates, finalize, with_controls
 
     study = load_study(name, open_existing_storage(storage, runs_dir))
-    chosen = candidates(study, top)
+    chosen = with_controls(candidates(study, top))
+    names = [str(c.trial) if c.trial is not None else f"plain at trial {c.control_of}'s size"
+             for c in chosen]
     console.print(f"finalizing study {study.study_name!r}: {len(chosen)} candidates "
-                  f"({', '.join(str(t.number) for t in chosen)}) × {seeds} seeds", highlight=False)
+                  f"({', '.join(names)}) × {seeds} seeds", highlight=False)
 
     def progress(p) -> None:
         test = "" if p.test_dice is None else f", test {p.test_dice:.4f}"
-        console.print(f"  [{p.index}/{p.runs}] trial {p.trial} seed {p.seed}: val "
+        who = f"trial {p.trial}" if p.trial is not None else "same-size plain"
+        console.print(f"  [{p.index}/{p.runs}] {who} seed {p.seed}: val "
                       f"{p.val_dice:.4f}{test}", highlight=False)
 
     res = finalize(study, top=top, seeds=seeds, epochs=epochs, runs_dir=runs_dir, device=device,

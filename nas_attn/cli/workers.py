@@ -93,6 +93,10 @@ def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: boo
         req = dataclasses.replace(req, space=stored_space(req) or "default")
     session = open_search(req)  # creates the study and enqueues the baselines, once
     study = session.study
+    if session.strategy == "oneshot":  # phase 1 on this process's device, before any worker
+        from .search import run_phase1
+
+        run_phase1(session, console)
     trials = session.trials(req.trials)
     args = _worker_args(session, slots)
     epochs = session.space.budget.epochs

@@ -155,6 +155,16 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return None if rho is None or math.isnan(rho) else float(rho)
 
 
+def kendall(x: list[float], y: list[float]) -> float | None:
+    """Kendall's tau-b (scipy), None with fewer than 3 points or no spread."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    from scipy.stats import kendalltau
+
+    tau = kendalltau(x, y).statistic
+    return None if tau is None or math.isnan(tau) else float(tau)
+
+
 def _mean_std(v: list[float]) -> tuple[float, float]:
     return (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
 
@@ -204,28 +214,66 @@ def _splits(study: optuna.Study, space, data: str | None, test_source: str | Non
     return _Splits(cfg, train_data, val_data, test_data, loader)
 
 
-def _retrain(t: FrozenTrial, base: dict[str, Any], seeds: int, d: _Splits, out_root: Path,
+@dataclass(frozen=True)
+class Candidate:
+    """One model `finalize` retrains: a trial of the study, or the plain UNet at a trial's
+    macro (`trial` None, `control_of` that trial) that tells attention from width."""
+
+    trial: int | None
+    label: str
+    arch: UNetArch
+    short_dice: float | None
+    source: FrozenTrial
+    """The trial whose recorded recipe the retraining replays."""
+    control_of: int | None = None
+
+    @property
+    def folder(self) -> str:
+        if self.trial is None:
+            return f"plain_at_trial_{self.control_of:04d}"
+        return f"trial_{self.trial:04d}"
+
+
+SAME_SIZE_PLAIN = "same-size plain"
+
+
+def with_controls(chosen: list[FrozenTrial]) -> list[Candidate]:
+    """The chosen trials, then the plain UNet at the macro of each chosen non-baseline trial
+    with attention, unless a chosen trial already is that plain UNet."""
+    out = [Candidate(t.number, t.user_attrs.get("baseline", ""), trial_arch(t),
+                     float(t.values[0]), t) for t in chosen]
+    have = {c.arch.to_json() for c in out}
+    for c in list(out):
+        plain = c.arch.without_attention()
+        if c.label or plain.to_json() in have:
+            continue
+        have.add(plain.to_json())
+        out.append(Candidate(None, SAME_SIZE_PLAIN, plain, None, c.source, c.trial))
+    return out
+
+
+def _retrain(c: Candidate, base: dict[str, Any], seeds: int, d: _Splits, out_root: Path,
              on_run: Callable[[int, float, float | None], None],
              on_epoch: Callable[[int, int, int, dict], None] | None) -> dict[str, Any]:
     """One candidate under every seed: its row of the result."""
     from ..train import TrainConfig, evaluate, train
     from ..train.loop import _eval_patch
 
-    arch: UNetArch = trial_arch(t)
+    arch = c.arch
     row: dict[str, Any] = {
-        "trial": t.number, "label": t.user_attrs.get("baseline", ""),
-        "summary": arch.summary(), "short_dice": float(t.values[0]),
+        "trial": c.trial, "label": c.label, "control_of": c.control_of,
+        "summary": arch.summary(), "arch": arch.to_dict(), "short_dice": c.short_dice,
         "val": [], "test": [], "best_epoch": [], "checkpoints": [], "seconds": [],
         "train_config": None}
     for s in range(seeds):
         cfg = TrainConfig.make(**{**base, "seed": s})
         row["train_config"] = cfg.model_dump(mode="json", exclude={"seed"})
 
-        def _epoch(epoch, metrics, _t=t.number, _s=s):
+        def _epoch(epoch, metrics, _t=c.trial, _s=s):
             if on_epoch is not None:
                 on_epoch(_t, _s, epoch, metrics)
 
-        res = train(arch, d.train, d.val, d.cfg, cfg, out_dir=out_root / f"trial_{t.number:04d}_seed{s}",
+        res = train(arch, d.train, d.val, d.cfg, cfg, out_dir=out_root / f"{c.folder}_seed{s}",
                     on_epoch=_epoch)
         val = float(res.best["dice"])
         tst = None
@@ -260,28 +308,34 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int |
     space = study_space(study)
     d = _splits(study, space, data, test_source)
     data_cfg, train_data, val_data, test_data = d.cfg, d.train, d.val, d.test
-    chosen = candidates(study, top, baselines)
+    chosen = with_controls(candidates(study, top, baselines))
     out_root = inside(runs_dir, study.study_name, "final")
     runs = len(chosen) * seeds
     rows: list[dict[str, Any]] = []
     done = [0]
-    for t in chosen:
-        base = retrain_recipe(study, t, space).train_options
+    for c in chosen:
+        base = retrain_recipe(study, c.source, space).train_options
         if epochs is not None:
             base["epochs"] = epochs
         if device is not None:
             base["device"] = device
 
-        def on_run(seed, val, tst, _t=t.number):
+        def on_run(seed, val, tst, _t=c.trial):
             done[0] += 1
             if progress is not None:
                 progress(Progress(done[0], runs, _t, seed, val, tst))
 
-        rows.append(_retrain(t, base, seeds, d, out_root, on_run, on_epoch))
+        rows.append(_retrain(c, base, seeds, d, out_root, on_run, on_epoch))
     winner = max(rows, key=lambda r: r["val_mean"])
+    gain = attention_gain(rows, winner)
+    rec = winner if gain["recommend"] == "winner" else gain["plain_row"]
     best_seed = max(range(seeds), key=lambda i: winner["val"][i])
+    rec_seed = max(range(seeds), key=lambda i: rec["val"][i])
+    searched = [r for r in rows if r["short_dice"] is not None]
+    short, full = [r["short_dice"] for r in searched], [r["val_mean"] for r in searched]
     result = {
         "metric": METRIC,
+        "strategy": study.user_attrs.get("strategy", "trials"),
         "top": top, "seeds": seeds,
         "epochs": rows[0]["train_config"]["epochs"],
         "data": data_cfg.source,
@@ -293,14 +347,66 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int |
                         else "the folder's test list" if test_data is not None else None),
         "candidates": rows,
         "winner": winner["trial"],
+        "winner_summary": winner["summary"],
         "winner_checkpoint": winner["checkpoints"][best_seed],
-        "spearman_short_vs_full": spearman([r["short_dice"] for r in rows],
-                                           [r["val_mean"] for r in rows]),
+        "attention_gain": {k: v for k, v in gain.items() if k != "plain_row"},
+        "recommended": {"trial": rec["trial"], "label": rec["label"], "summary": rec["summary"],
+                        "arch": rec["arch"], "checkpoint": rec["checkpoints"][rec_seed]},
+        "spearman_short_vs_full": spearman(short, full),
+        "kendall_short_vs_full": kendall(short, full),
     }
     write_json(out_root / "finalize.json", result)
     study.set_user_attr("finalize", result)
     _note(study, result)
     return result
+
+
+def _paired(a: list, b: list) -> tuple[float, float] | None:
+    diffs = [x - y for x, y in zip(a, b) if x is not None and y is not None]
+    return _mean_std(diffs) if diffs else None
+
+
+def attention_gain(rows: list[dict[str, Any]], winner: dict[str, Any]) -> dict[str, Any]:
+    """The winner's paired gain (by seed) over the plain UNet of its own macro, on validation
+    (what decides) and test (what is reported). "gain from attention" needs the validation gain
+    above zero and above two standard deviations of the paired differences, with two seeds or
+    more; else the plain UNet is recommended (or, with one seed, the winner, without verdict)."""
+    plain_json = UNetArch.from_dict(winner["arch"]).without_attention().to_json()
+    plain = next((r for r in rows if UNetArch.from_dict(r["arch"]).to_json() == plain_json), None)
+    out: dict[str, Any] = {"plain_row": plain, "plain_trial": None if plain is None
+                           else plain["trial"], "plain_label": None if plain is None
+                           else plain["label"], "plain_summary": None if plain is None
+                           else plain["summary"], "val": None, "test": None}
+    if plain is None:  # baselines off and no attention in the space's sites
+        return {**out, "verdict": "no same-size plain UNet retrained", "recommend": "winner"}
+    if plain is winner:
+        return {**out, "verdict": "no gain from attention (the plain UNet wins)",
+                "recommend": "winner"}
+    val, test = _paired(winner["val"], plain["val"]), _paired(winner["test"], plain["test"])
+    out.update(val=None if val is None else {"mean": val[0], "sd": val[1]},
+               test=None if test is None else {"mean": test[0], "sd": test[1]})
+    if len(winner["val"]) < 2:
+        return {**out, "verdict": "one seed: no verdict on attention", "recommend": "winner"}
+    if val[0] > 0 and val[0] > 2 * val[1]:
+        return {**out, "verdict": "gain from attention", "recommend": "winner"}
+    return {**out, "verdict": "no gain from attention", "recommend": "plain"}
+
+
+def gain_line(res: dict[str, Any]) -> str | None:
+    """One line: the winner against the plain UNet of the same size, and the verdict."""
+    g = res.get("attention_gain")
+    if not g:
+        return None
+    parts = [f"attention vs the plain UNet at the winner's size ({g['plain_summary']}):"]
+    for split in ("val", "test"):
+        if g.get(split):
+            parts.append(f"{split} {g[split]['mean']:+.4f} ± {g[split]['sd']:.4f}")
+    parts.append(f"(paired by seed) → {g['verdict']}")
+    rec = res.get("recommended") or {}
+    if rec:
+        who = f"trial {rec['trial']}" if rec["trial"] is not None else rec["label"]
+        parts.append(f"; recommended: {who}")
+    return " ".join(parts)
 
 
 def finalize_markdown(res: dict[str, Any]) -> str:
@@ -315,12 +421,27 @@ def finalize_markdown(res: dict[str, Any]) -> str:
              "| architecture |", "|---|---|---|---|---|---|"]
     for r in sorted(res["candidates"], key=lambda r: -r["val_mean"]):
         test = f"{r['test_mean']:.4f} ± {r['test_std']:.4f}" if has_test else "—"
-        lines.append(f"| {r['trial']} | {r['label'] or ''} | {r['short_dice']:.4f} | "
-                     f"{r['val_mean']:.4f} ± {r['val_std']:.4f} | {test} | `{r['summary']}` |")
-    rho = res.get("spearman_short_vs_full")
-    lines += ["", "Spearman rank correlation, short-trial score vs full-budget validation mean: "
-              + ("n/a (fewer than 3 distinct candidates)" if rho is None else f"{rho:+.2f}")]
+        short = "—" if r["short_dice"] is None else f"{r['short_dice']:.4f}"
+        lines.append(f"| {'—' if r['trial'] is None else r['trial']} | {r['label'] or ''} | "
+                     f"{short} | {r['val_mean']:.4f} ± {r['val_std']:.4f} | {test} | "
+                     f"`{r['summary']}` |")
+    lines += ["", proxy_line(res)]
+    if gain_line(res):
+        lines += ["", gain_line(res)]
     return "\n".join(lines)
+
+
+def proxy_line(res: dict[str, Any]) -> str:
+    """How far the search's scores (short trials, or inherited weights) ranked the candidates
+    as the full-budget retraining did."""
+    what = ("inherited (one-shot) score" if res.get("strategy") == "oneshot"
+            else "short-trial score")
+    rho, tau = res.get("spearman_short_vs_full"), res.get("kendall_short_vs_full")
+    if rho is None:
+        return f"rank correlation, {what} vs full-budget validation mean (Spearman, Kendall): " \
+               "n/a (fewer than 3 distinct searched candidates)"
+    return (f"rank correlation, {what} vs full-budget validation mean: Spearman {rho:+.2f}"
+            + ("" if tau is None else f", Kendall {tau:+.2f}"))
 
 
 def _note(study: optuna.Study, res: dict[str, Any]) -> None:

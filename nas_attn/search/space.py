@@ -128,7 +128,32 @@ class Constraints(_Strict):
     max_latency_ms: float | None = Field(None, gt=0)
 
 
+STRATEGIES = ("trials", "oneshot")
+
+
+class OneShotSettings(_Strict):
+    """Phase 1 (the weight-sharing supernet) and phase 2 (placements scored with its weights)."""
+
+    epochs: int | None = Field(None, ge=1)
+    """Supernet training epochs; default: the full budget `finalize` retrains with."""
+    samples_per_epoch: int | None = Field(None, ge=1)
+    """Default: the budget's samples per epoch."""
+    max_supernets: int = Field(2, ge=1)
+    """At most this many macro combinations get a supernet; the space's other macro values are
+    fixed (to their first value), which the search says in one line."""
+    trials: int = Field(300, ge=1)
+    """Placements phase 2 scores when --trials is not given."""
+    recalibration_batches: int = Field(8, ge=1)
+    """Training batches that re-estimate BatchNorm statistics for each placement."""
+    range_values: int = Field(3, ge=2, le=8)
+    """A searched numeric option range becomes this many values in the supernet."""
+
+
 class SearchSettings(_Strict):
+    strategy: Literal[STRATEGIES] = "trials"  # type: ignore[valid-type]
+    """`trials` trains every candidate; `oneshot` trains one weight-sharing supernet and scores
+    placements with its weights (`nas_attn.search.oneshot`)."""
+    oneshot: OneShotSettings = Field(default_factory=OneShotSettings)
     sampler: Literal[SAMPLERS] | None = None  # type: ignore[valid-type]
     pruner: Literal[PRUNERS] = "hyperband"  # type: ignore[valid-type]
     baselines: bool = True

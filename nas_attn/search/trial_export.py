@@ -13,10 +13,17 @@ from .report import get_trial, trial_arch
 def export_trial(study, number: int | None = None, out_dir: Path | None = None, *,
                  formats: tuple[str, ...] = (), runs_dir: Path = Path("runs"),
                  force: bool = False):
-    """Export one trial of a study (the best when `number` is None): model.py, arch.json, the
-    weights when the trial kept a checkpoint. Returns (paths written, the frozen trial)."""
+    """Export one trial of a study (default: the model `finalize` recommends, else the best
+    trial): model.py, arch.json, the weights when the trial kept a checkpoint. Returns (paths
+    written, the frozen trial); the trial is None when `finalize` recommended the plain UNet at
+    the winner's size, which no trial of the study is."""
     final = study.user_attrs.get("finalize") or {}
-    if number is None and final.get("winner") is not None:
+    rec = final.get("recommended")
+    if number is None and rec is not None and rec.get("trial") is None:
+        return _export_control(study, final, out_dir, formats, runs_dir, force), None
+    if number is None and rec is not None:
+        number = int(rec["trial"])  # chosen on validation, attention vs width decided
+    elif number is None and final.get("winner") is not None:
         number = int(final["winner"])  # the full-budget winner, chosen on validation
     trial = get_trial(study, number)
     arch = trial_arch(trial)
@@ -28,16 +35,51 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
         "latency_ms": ua.get("latency_ms"),
         "study": study.study_name, "trial": trial.number, "state": trial.state.name.lower(),
     }
+    if "inherited_dice" in ua:
+        meta["score_metric"] = ("validation Dice per class, pooled over the split, with weights "
+                                "inherited from the one-shot supernet")
     ckpt = ua.get("checkpoint")
     row = next((r for r in final.get("candidates", []) if r.get("trial") == trial.number), None)
     if row is not None:  # retrained with the full budget: export those weights and scores
-        meta["score_dice"] = row["val_mean"]
-        meta["score_test_dice"] = row.get("test_mean")
+        meta.update(_row_meta(row, final))
         best = max(range(len(row["val"])), key=lambda i: row["val"][i])
         ckpt = row["checkpoints"][best] or ckpt
-    weights = Path(ckpt) if ckpt and Path(ckpt).exists() else None
     out = Path(out_dir) if out_dir else Path(runs_dir) / "export" / \
         f"{sanitize_text(study.study_name, 48).replace(' ', '_')}_trial{trial.number}"
+    return _export(arch, out, ckpt, meta, formats, force), trial
+
+
+def _row_meta(row, final) -> dict:
+    """Scores of a retrained candidate, and the attention verdict of the finalize run."""
+    meta = {"score_dice": row["val_mean"], "score_test_dice": row.get("test_mean"),
+            "score_metric": "validation Dice per class, pooled over the split, full-budget "
+                            f"retraining, mean of {len(row['val'])} seed(s)"}
+    gain = final.get("attention_gain")
+    if gain:
+        meta["attention_verdict"] = gain["verdict"]
+        if gain.get("val"):
+            meta["gain_over_same_size_plain_val"] = round(gain["val"]["mean"], 4)
+        if gain.get("test"):
+            meta["gain_over_same_size_plain_test"] = round(gain["test"]["mean"], 4)
+    return meta
+
+
+def _export_control(study, final, out_dir, formats, runs_dir, force):
+    """The plain UNet at the winner's size, recommended by `finalize` (no trial holds it)."""
+    from ..arch import UNetArch
+
+    rec = final["recommended"]
+    row = next(r for r in final["candidates"] if r["trial"] is None
+               and r["summary"] == rec["summary"])
+    meta = {"study": study.study_name, "trial": None, "candidate": rec["label"],
+            **_row_meta(row, final)}
+    out = Path(out_dir) if out_dir else Path(runs_dir) / "export" / \
+        f"{sanitize_text(study.study_name, 48).replace(' ', '_')}_plain"
+    return _export(UNetArch.from_dict(rec["arch"]), out, rec["checkpoint"], meta, formats, force)
+
+
+def _export(arch, out: Path, ckpt, meta, formats, force):
+    weights = Path(ckpt) if ckpt and Path(ckpt).exists() else None
     inference = None
     if weights is not None:  # the patch size and normalisation the weights were trained with
         from ..train.checkpoint import checkpoint_inference, read_checkpoint
@@ -48,6 +90,4 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
         except NasAttnError:
             inference = None
     return export_arch(arch, out, weights=weights, meta=meta, formats=formats,
-                       inference=inference, force=force), trial
-
-
+                       inference=inference, force=force)

@@ -266,8 +266,10 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
           on_epoch: EpochFn | None = None, out_dir: str | Path | None = None,
           progress: ProgressFn | None = None, loaders: tuple | None = None,
           runtime: Runtime | None = None, preview: bool = True,
-          compile_model: bool = False, resume_from: str | Path | None = None) -> TrainResult:
-    """Train `build_unet(arch)` on `train_data`, evaluate on `val_data` after every
+          compile_model: bool = False, resume_from: str | Path | None = None,
+          model: nn.Module | None = None) -> TrainResult:
+    """Train `build_unet(arch)` (or `model`, a module of `arch`'s inputs and outputs such as
+    the one-shot supernet) on `train_data`, evaluate on `val_data` after every
     `cfg.val_every` epochs (and at the end), keep the best by mean foreground Dice.
 
     `loaders` (train, val) overrides `make_loaders` (default: memoised, see `get_loaders`);
@@ -292,7 +294,7 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
     try:
         result = _train(arch, train_data, val_data, data_cfg, cfg, runtime=runtime,
                         on_epoch=on_epoch, out_dir=out_dir, progress=progress, loaders=loaders,
-                        compile_model=compile_model, resume_from=resume_from)
+                        compile_model=compile_model, resume_from=resume_from, model=model)
         if out_dir is not None and preview:
             from .preview import save_preview
 
@@ -365,7 +367,7 @@ class _Run:
 
 
 def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runtime, out_dir,
-           loaders, compile_model: bool) -> _Run:
+           loaders, compile_model: bool, model: nn.Module | None = None) -> _Run:
     from ..unet import build_unet
 
     t_start = time.perf_counter()
@@ -382,7 +384,7 @@ def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runt
     total_steps = cfg.epochs * steps_per_epoch
     patch_size = _eval_patch(data_cfg, train_data)
 
-    model = runtime.prepare_model(build_unet(arch))
+    model = runtime.prepare_model(build_unet(arch) if model is None else model)
     model.train()
     optimizer = make_optimizer(model, cfg, runtime)
     schedule = LRSchedule(optimizer, cfg, total_steps=total_steps,
@@ -512,9 +514,9 @@ def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
 
 def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: Runtime,
            on_epoch, out_dir, progress, loaders, compile_model: bool = False,
-           resume_from=None) -> TrainResult:
+           resume_from=None, model=None) -> TrainResult:
     run = _setup(arch, train_data, val_data, data_cfg, cfg, runtime, out_dir, loaders,
-                 compile_model)
+                 compile_model, model)
     first_epoch, stop_reason = 1, "epochs"
     if resume_from is not None:
         first_epoch, run.global_step, run.since_best, run.best, run.best_state, run.history, \

@@ -1,0 +1,170 @@
+"""Phase 2 of a one-shot search: an Optuna trial samples a placement, whose score is the
+validation Dice of that path of the trained supernet (inherited weights) after its BatchNorm
+statistics are re-estimated on a few training batches. Seconds per placement, not minutes.
+
+Trials record what per-trial search records (architecture JSON and summary, cost, constraints,
+train and data configuration) plus `inherited_dice`, so `show`, the dashboard, `finalize` and
+`export` read them unchanged.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ...arch import UNetArch
+from ...errors import StudyError
+from ..objective import Objective, _num
+from ..sampling import _recipe_default
+from .choices import discrete_space, macro_arch, macro_plan, site_specs
+from .supernet import SuperNet, macro_key, recalibrate_bn
+
+
+def training_defaults(space) -> dict[str, Any]:
+    """Searched training settings at the recipe's defaults (one supernet, one recipe); fixed
+    ones as the space gives them."""
+    out = {}
+    for k, v in space.training.items():
+        if isinstance(v, list) and len(v) == 1:
+            out[k] = v[0]
+        elif isinstance(v, list) or hasattr(v, "low"):
+            out[k] = _recipe_default(k, v)
+        else:
+            out[k] = v
+    return out
+
+
+class OneShotObjective(Objective):
+    """`Objective` whose trials score a placement on a trained supernet instead of training."""
+
+    strategy = "oneshot"
+    gc_after_trial = False  # a scoring allocates little; a full collection costs ~0.4 s
+
+
+    def __init__(self, space, data_cfg, runs_dir: Path, study_name: str, device=None,
+                 listener=None, artifact_store=None):
+        super().__init__(space, data_cfg, runs_dir, study_name, device, listener,
+                         artifact_store)
+        self.space, self.notes = discrete_space(space)
+        self.plan = macro_plan(self.space)
+        if self.plan.note:
+            self.notes.append(self.plan.note)
+        self.overrides = training_defaults(self.space)
+        searched = [k for k, v in self.space.training.items()
+                    if isinstance(v, list) and len(v) > 1 or hasattr(v, "low")]
+        if searched:
+            self.notes.append("one-shot: training settings are not searched (one supernet, one "
+                              "recipe); " + ", ".join(f"{k}={self.overrides[k]}"
+                                                      for k in searched))
+        uses_latency = "latency_ms" in self.space.objectives or \
+            self.space.constraints.max_latency_ms is not None
+        self.latency_reps = 5 if uses_latency else 1  # the figure is shown, not used
+        self._nets: dict[str, tuple[SuperNet, Any]] = {}
+        self._batches: dict[str, list] = {}
+
+    # ----- the supernets of this space -----------------------------------------------------
+    def macros(self) -> list[UNetArch]:
+        """The plain UNet of every macro combination that gets a supernet."""
+        return [macro_arch(self.space, self.info, combo, self.plan.fixed)
+                for combo in self.plan.combos]
+
+    def choices(self, macro: UNetArch):
+        return site_specs(self.space, macro)
+
+    def supernet_dir(self, macro: UNetArch) -> Path:
+        from ...paths import inside
+        from .phase1 import supernet_tag
+
+        return inside(self.runs_dir, self.study_name, "supernet", supernet_tag(macro))
+
+    def supernet(self, arch: UNetArch, cfg):
+        """The trained supernet of `arch`'s macro (loaded once) on this objective's device."""
+        from ...device import Runtime
+        from .phase1 import load_supernet
+
+        key = macro_key(arch)
+        if key not in self._nets:
+            macro = next((m for m in self.macros() if macro_key(m) == key), None)
+            if macro is None:
+                raise StudyError(f"no supernet holds the macro of {arch.summary()}")
+            runtime = Runtime.create(self.device, amp=cfg.amp, channels_last=cfg.channels_last,
+                                     spatial_dims=arch.spatial_dims)
+            net = load_supernet(self.supernet_dir(macro), macro, self.choices(macro))
+            self._nets[key] = (runtime.prepare_model(net).eval(), runtime)
+        return self._nets[key]
+
+    def calibration_batches(self, cfg, runtime) -> list:
+        """The same `recalibration_batches` training batches (augmented patches, the recipe's
+        batch size and seed) for every placement, kept on the device."""
+        from ...train.loop import get_loaders
+
+        key = f"{cfg.batch_size}/{cfg.seed}"
+        if key not in self._batches:
+            n = self.space.search.oneshot.recalibration_batches
+            train_loader, _ = get_loaders(
+                self.train_data, self.val_data, self.data_cfg, batch_size=cfg.batch_size,
+                seed=cfg.seed, device_is_cuda=runtime.is_cuda,
+                samples_per_epoch=max(n * cfg.batch_size, cfg.batch_size))
+            batches = []
+            while len(batches) < n:
+                for b in train_loader:
+                    batches.append(runtime.to_device(b))
+                    if len(batches) == n:
+                        break
+            self._batches[key] = batches
+        return self._batches[key]
+
+    def score(self, arch: UNetArch, cfg) -> dict[str, Any]:
+        """Validation metrics of `arch`'s path with inherited weights and recalibrated
+        BatchNorm statistics."""
+        from ...train.loop import _eval_patch, evaluate, get_loaders
+
+        net, runtime = self.supernet(arch, cfg)
+        net.set_path(arch)
+        recalibrate_bn(net, self.calibration_batches(cfg, runtime), runtime)
+        _, val_loader = get_loaders(self.train_data, self.val_data, self.data_cfg,
+                                    batch_size=cfg.batch_size, seed=cfg.seed,
+                                    device_is_cuda=runtime.is_cuda)
+        return evaluate(net, val_loader, runtime, classes=arch.classes,
+                        patch_size=_eval_patch(self.data_cfg, self.train_data),
+                        overlap=cfg.val_overlap)
+
+    # ----- the trial ----------------------------------------------------------------------
+    def _training_overrides(self, trial) -> dict[str, Any]:
+        return dict(self.overrides)
+
+    def _run(self, trial: optuna.Trial):
+        label = trial.user_attrs.get("baseline")
+        arch, overrides, dup = self._sample(trial)
+        if dup is not None:
+            return self._repeat(trial, dup)
+        self.listener.trial_started(trial.number, arch, label)
+        cfg = self.train_config(overrides)
+        trial.set_user_attr("train_config", cfg.model_dump(mode="json"))
+        trial.set_user_attr("data_config", self.data_cfg.model_dump(mode="json"))
+        trial.set_user_attr("strategy", "oneshot")
+        _, cost = self._measure(arch, cfg)
+        for k, v in cost.as_dict().items():
+            trial.set_user_attr(k, v)
+        broken = cost.violations(self.space.constraints)
+        if broken:  # pruned before it is scored
+            reason = "constraint: " + "; ".join(broken)
+            trial.set_user_attr("prune_reason", reason)
+            raise optuna.TrialPruned(reason)
+        t0 = time.perf_counter()
+        metrics = self.score(arch, cfg)
+        dice = float(metrics["dice"])
+        for k, v in (("dice", dice), ("inherited_dice", dice),
+                     ("iou", _num(float(metrics.get("iou", float("nan"))))),
+                     ("score_seconds", round(time.perf_counter() - t0, 3))):
+            trial.set_user_attr(k, v)
+        self.listener.epoch_done(trial.number, 0, {"dice": dice})
+        from ..objective import _note
+
+        _note(trial, arch, cost.as_dict())
+        out_dir = self.runs_dir / self.study_name / f"trial_{trial.number:04d}"
+        self._artifacts(trial, out_dir, arch, dice, cost)
+        values = [dice] + [float(getattr(cost, o)) for o in self.space.objectives[1:]]
+        return values[0] if len(values) == 1 else tuple(values)
