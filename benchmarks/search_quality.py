@@ -10,11 +10,14 @@ In one run, on one data set and one space (default: `default`):
    the full budget (`--epochs`) under `--seeds` seeds; the winner is chosen on validation;
 2. a random search with the same number of trials and the same pruner (the honest baseline
    for any search strategy), finalized the same way (its top 1, same seeds);
-3. the plain UNet at the winner's size (its widths and upsampling, no attention), retrained
-   the same way (`width_control`): the baselines are the narrowest of the space;
-4. test Dice (per class, pooled over the test split) of the search's winner against the plain
-   UNet, the Attention U-Net, the plain UNet of its size and the random search's winner, all
-   with the same full budget.
+3. a one-shot search (`--strategy oneshot`: one supernet, `--oneshot-trials` placements scored
+   with inherited weights), finalized the same way (its `--top` best and the baselines);
+4. `finalize` retrains the plain UNet at each winner's size (its widths and upsampling, no
+   attention) beside it: the baselines are the narrowest of the space, so the gain over them
+   mixes attention and width;
+5. test Dice (per class, pooled over the test split) of each arm's winner against the plain
+   UNet, the Attention U-Net and the plain UNet of its size, all with the same full budget,
+   and the wall time each arm spent (search + finalize).
    Gains are paired by training seed: mean ± sd over seeds of (winner − other).
 
 The space's per-trial wall-time budget (`budget.max_time_s`, 60 s in `default`) is dropped
@@ -32,7 +35,6 @@ by default), so nothing of the user's is touched.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -49,7 +51,7 @@ from nas_attn.search.run import SearchRequest, open_search, run_search  # noqa: 
 
 
 def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: int,
-                        baselines: bool) -> tuple[dict, float]:
+                        baselines: bool, strategy: str = "trials") -> tuple[dict, float]:
     """Search `args.trials` trials and finalize. A study already in `runs` (an earlier run with
     the same --runs-dir, or the other --part) is resumed: only its missing trials run, and a
     finalize result it holds with the same top, seeds and epochs is reused."""
@@ -57,16 +59,18 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
     req = SearchRequest(space=args.space_path, data=None if args.data == "builtin" else args.data,
                         val_pattern=args.val_pattern, test_pattern=args.test_pattern,
                         test_data=args.test_data, study=study, runs_dir=runs,
-                        sampler=sampler, seed=args.search_seed, device=args.device)
+                        sampler=sampler, seed=args.search_seed, device=args.device,
+                        strategy=strategy)
     session = open_search(req)
+    trials = args.trials if strategy == "trials" else args.oneshot_trials
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
              optuna.trial.TrialState.FAIL)
     done = len(session.study.get_trials(deepcopy=False, states=ended))
-    if done < args.trials:
-        run_search(session, args.trials - done, None)
+    if done < trials:
+        run_search(session, trials - done, None)
     old = session.study.user_attrs.get("finalize")
     if old and old.get("top") == top and old.get("seeds") == args.seeds and \
-            (args.epochs is None or old.get("epochs") == args.epochs) and done >= args.trials:
+            (args.epochs is None or old.get("epochs") == args.epochs) and done >= trials:
         print(f"{study}: reusing its finalize result ({top} top, {args.seeds} seeds, "
               f"{old.get('epochs')} epochs)")
         return old, float(session.study.user_attrs.get("benchmark_seconds", 0.0))
@@ -93,38 +97,19 @@ def space_without_time_limit(space: str, runs: Path) -> str:
     return str(out)
 
 
-def width_control(args, runs: Path, tpe: dict) -> dict | None:
-    """The plain UNet at the search winner's macro settings (its widths, upsampling: every
-    attention site empty), retrained like finalize retrains the candidates, with the plain
-    baseline's training options. The baselines use the first value of each macro choice (the
-    narrowest width), so the winner's gain over them mixes attention and size; the gain over
-    this control is the attention's. None when the winner's macro is the baseline's. Stored in
-    the study (user attribute `width_control`) and reused by later runs."""
-    from nas_attn.search.finalize import _retrain, _splits, study_space
-    from nas_attn.search.report import trial_arch
-    from nas_attn.search.study import open_storage
+def same_size_plain(res: dict) -> dict | None:
+    """The retrained plain UNet at the winner's macro (its widths and upsampling, every site
+    empty): `finalize` adds it as a candidate (or it is the plain baseline), and the winner's
+    gain over it is the attention's, not the width's. None when the winner is that plain UNet."""
+    from nas_attn.arch import UNetArch
 
-    study = optuna.load_study(study_name="searched", storage=open_storage(None, runs))
-    win = study.trials[tpe["winner"]]
-    plain = next(t for t in study.trials if t.user_attrs.get("baseline") == "plain_unet")
-    arch = trial_arch(win)
-    ctrl = dataclasses.replace(arch, encoder=(None,) * len(arch.encoder), bottleneck=None,
-                               skip=(None,) * len(arch.skip), decoder=(None,) * len(arch.decoder))
-    if ctrl == trial_arch(plain):
+    win = row(res, trial=res["winner"]) if res["winner"] is not None else None
+    if win is None:
         return None
-    old = study.user_attrs.get("width_control")
-    if old and old.get("summary") == ctrl.summary() and len(old["test"]) == args.seeds:
-        print(f"reusing the width control ({old['summary']})")
-        return old
-    base = row(tpe, label="plain_unet")["train_config"]
-    t = optuna.trial.create_trial(value=0.0, user_attrs={"arch": ctrl.to_json()})
-    t.number = 9999  # its folder: width_control/trial_9999_seed<S>
-    d = _splits(study, study_space(study), None, None)
-    res = _retrain(t, dict(base), args.seeds, d, runs / "searched" / "width_control",
-                   lambda *a: None, None)
-    res.update(label="plain UNet at the winner's macro", short_dice=None)
-    study.set_user_attr("width_control", res)
-    return res
+    plain = UNetArch.from_dict(win["arch"]).without_attention().to_json()
+    found = next((r for r in res["candidates"]
+                  if UNetArch.from_dict(r["arch"]).to_json() == plain), None)
+    return None if found is win else found
 
 
 def row(res: dict, *, trial: int | None = None, label: str | None = None) -> dict:
@@ -162,10 +147,12 @@ def main() -> None:
                          "it is dropped so that the figures do not depend on the machine's load")
     ap.add_argument("--runs-dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--part", choices=("both", "searched", "random", "control"), default="both",
-                    help="run only the search or only the random search (two processes on two "
-                         "cores with the same --runs-dir); a later run of both with that "
-                         "--runs-dir reuses their results and prints the comparison")
+    ap.add_argument("--oneshot-trials", type=int, default=300,
+                    help="placements the one-shot arm scores with inherited weights")
+    ap.add_argument("--part", choices=("both", "searched", "random", "oneshot"), default="both",
+                    help="run only the search, the random search or the one-shot search (one "
+                         "process each, with the same --runs-dir); a later run of both with "
+                         "that --runs-dir reuses their results and prints the comparison")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t_start = time.perf_counter()
@@ -174,10 +161,10 @@ def main() -> None:
         else args.space
 
 
-    if args.part != "random":
+    if args.part in ("both", "searched"):
         tpe, t_tpe = search_and_finalize(args, runs, "searched", None, args.top, True)
-    if args.part in ("both", "control"):
-        ctrl = width_control(args, runs, tpe)
+    if args.part in ("both", "oneshot"):
+        one, t_one = search_and_finalize(args, runs, "oneshot", None, args.top, True, "oneshot")
     if args.part in ("both", "random"):
         rnd, t_rnd = search_and_finalize(args, runs, "random", "random", 1, False)
     if args.part != "both":
@@ -185,34 +172,46 @@ def main() -> None:
         return
     if tpe["splits"]["test"] == 0:
         sys.exit("no test split: give --test-data, --test-pattern, or a folder with test.txt")
-    win = row(tpe, trial=tpe["winner"])
     plain = row(tpe, label="plain_unet")
     att = row(tpe, label="attention_unet")
-    rwin = row(rnd, trial=rnd["winner"])
 
     print(f"data {tpe['data']}: {tpe['splits']} samples; space {args.space}"
           f"{'' if args.space_path == args.space else ' without its per-trial time limit'}; "
-          f"{args.trials} trials per search; full budget {tpe['epochs']} epochs × {args.seeds} "
-          f"seeds; metric: {tpe['metric']}")
-    print(f"search + finalize {t_tpe:.0f} s, random search + finalize {t_rnd:.0f} s; runs in {runs}")
-    print(f"{'model':<34} {'short trial':>11} {'val Dice':>17} {'test Dice':>17}  architecture")
-    rows = [("search winner (trial %d)" % win["trial"], win), ("plain UNet", plain),
-            ("Attention U-Net", att)] + ([("plain UNet, winner's size", ctrl)] if ctrl else []) \
-        + [("random-search winner (trial %d)" % rwin["trial"], rwin)]
+          f"{args.trials} trials per search, {args.oneshot_trials} one-shot placements; full "
+          f"budget {tpe['epochs']} epochs × {args.seeds} seeds; metric: {tpe['metric']}")
+    print(f"compute (search + finalize, wall): per-trial search {t_tpe:.0f} s, one-shot "
+          f"{t_one:.0f} s, random search {t_rnd:.0f} s; runs in {runs}")
+    print(f"{'model':<34} {'search score':>12} {'val Dice':>17} {'test Dice':>17}  architecture")
+    arms = [("search", tpe), ("one-shot", one), ("random search", rnd)]
+    rows = [("plain UNet", plain), ("Attention U-Net", att)]
+    for name, res in arms:
+        if res["winner"] is None:  # the same-size plain UNet itself won
+            rows.append((f"{name} winner (its plain UNet)", max(
+                res["candidates"], key=lambda r: r["val_mean"])))
+            continue
+        rows.append((f"{name} winner (trial {res['winner']})", row(res, trial=res["winner"])))
+        ctrl = same_size_plain(res)
+        if ctrl is not None:
+            rows.append((f"  plain UNet, {name} winner's size", ctrl))
     for name, r in rows:
         short = "—" if r["short_dice"] is None else f"{r['short_dice']:.4f}"
-        print(f"{name:<34} {short:>11} {ms(r['val']):>17} {ms(r['test']):>17}  {r['summary']}")
-    print(f"gain of the search winner on test (paired by seed): vs plain UNet "
-          f"{paired(win['test'], plain['test'])}, vs Attention U-Net "
-          f"{paired(win['test'], att['test'])}, "
-          + (f"vs the plain UNet of its size {paired(win['test'], ctrl['test'])}, " if ctrl
-             else "")
-          + f"vs random search {paired(win['test'], rwin['test'])}")
-    rho = tpe["spearman_short_vs_full"]
-    print("proxy quality: Spearman(short-trial Dice, full-budget val Dice) over "
-          f"{len(tpe['candidates'])} candidates = " + ("n/a" if rho is None else f"{rho:+.2f}"))
+        print(f"{name:<34} {short:>12} {ms(r['val']):>17} {ms(r['test']):>17}  {r['summary']}")
+    for name, res in arms:
+        if res["winner"] is None:
+            print(f"{name}: the plain UNet at the winner's size won: no gain from attention")
+            continue
+        win, ctrl = row(res, trial=res["winner"]), same_size_plain(res)
+        print(f"{name} winner on test (paired by seed): vs plain UNet "
+              f"{paired(win['test'], plain['test'])}, vs Attention U-Net "
+              f"{paired(win['test'], att['test'])}"
+              + (f", vs the plain UNet of its size {paired(win['test'], ctrl['test'])}" if ctrl
+                 else "") + f"; finalize's verdict: {res['attention_gain']['verdict']}")
+        rho, tau = res["spearman_short_vs_full"], res.get("kendall_short_vs_full")
+        print(f"  proxy quality over {len(res['candidates'])} candidates: Spearman "
+              + ("n/a" if rho is None else f"{rho:+.2f}") + ", Kendall "
+              + ("n/a" if tau is None else f"{tau:+.2f}"))
     if args.json:
-        args.json.write_text(json.dumps({"search": tpe, "random": rnd, "width_control": ctrl},
+        args.json.write_text(json.dumps({"search": tpe, "oneshot": one, "random": rnd},
                                         indent=1))
 
 

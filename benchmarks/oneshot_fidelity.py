@@ -1,0 +1,292 @@
+"""Rank fidelity of the one-shot search: do inherited scores rank placements as stand-alone
+training does? And what does the supernet cost against one stand-alone training?
+
+    python benchmarks/oneshot_fidelity.py --data ../shared/data/inia19-macaque
+    python benchmarks/oneshot_fidelity.py --data builtin3d
+
+In one run, on one data set and one macro:
+1. phase 1: the supernet of a space (every family the site allows, `--space` or the built-in
+   one below) trained once (`nas_attn.search.oneshot`), in a process of its own;
+2. phase 2: `--trials` placements scored by Optuna (TPE) with inherited weights;
+3. `--top` distinct placements from the top of phase 2 and `--random` placements drawn uniformly
+   from the supernet's choices (also scored with inherited weights), each trained stand-alone
+   from scratch with the full budget (what `finalize` retrains with) under `--seeds` seeds;
+4. printed: Spearman and Kendall of inherited score vs the stand-alone mean validation Dice,
+   the seed-to-seed Spearman of the stand-alone scores (the ceiling any proxy can reach),
+   the Spearman of ranking by parameter count (the trivial rival), and the cost of phase 1 +
+   phase 2 against one stand-alone training of the largest candidate (CPU seconds of each
+   process, so that running jobs side by side does not skew it) and peak resident memory.
+
+Validation Dice only: nothing here looks at a test split. Runs under `--runs-dir` (a fresh
+temporary folder by default); with the same folder a run reuses the supernet, the study and
+every stand-alone result already there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SPACE = """\
+# oneshot_fidelity: one macro, every family the sites allow
+macro: {{depth: [{depth}], base_width: [{width}]}}
+encoder:
+  choices: [none, se, eca, cbam, scse]
+bottleneck:
+  choices: [none, se, cbam, self, dual]
+skip:
+  choices: [none, gate, scse, cross]
+decoder:
+  choices: [none, se, eca, cbam, scse]
+budget: {{epochs: {epochs}, samples_per_epoch: {spe}}}
+data: {data}
+search: {{strategy: oneshot, baselines: true, n_startup_trials: 20,
+          oneshot: {{trials: {trials}{sn_epochs}}}}}
+"""
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def phase_1(space: str, runs: str, data: str | None) -> dict:
+    """Phase 1 in this (child) process: its CPU seconds and peak memory."""
+    _one_thread()
+    import optuna
+
+    from nas_attn.search.run import SearchRequest, open_search, prepare_oneshot
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0, c0 = time.perf_counter(), _cpu_s()
+    s = open_search(SearchRequest(space=space, runs_dir=Path(runs), study="fidelity", data=data))
+    rec = prepare_oneshot(s)[0]
+    return {"seconds": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0, "peak_mb": _peak_mb(),
+            **rec}
+
+
+def phase_2(space: str, runs: str, data: str | None, trials: int, extra: list[str],
+            seed: int) -> dict:
+    """Phase 2 in this (child) process, then the inherited scores of `extra` placements."""
+    _one_thread()
+    import optuna
+
+    from nas_attn.arch import UNetArch
+    from nas_attn.search.run import SearchRequest, open_search, run_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = open_search(SearchRequest(space=space, runs_dir=Path(runs), study="fidelity", data=data,
+                                  seed=seed))
+    done = len([t for t in s.study.trials if t.state.is_finished()])
+    t0, c0 = time.perf_counter(), _cpu_s()
+    if done < trials:
+        run_search(s, trials - done, None)
+    spent = {"seconds": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0, "trials": trials - done}
+    obj = s.objective
+    cfg = obj.train_config(dict(obj.overrides))
+    scores = {}
+    for text in extra:
+        arch = UNetArch.from_json(text)
+        scores[text] = float(obj.score(arch, cfg)["dice"])
+    rows = [{"arch": t.user_attrs["arch"], "inherited": t.values[0],
+             "params": t.user_attrs.get("params")} for t in s.study.trials
+            if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs]
+    return {"spent": spent, "extra": scores, "rows": rows, "peak_mb": _peak_mb(),
+            "placements": s.study.user_attrs["oneshot"]["placements"]}
+
+
+def standalone(space: str, runs: str, data: str | None, arch_json: str, seed: int) -> dict:
+    """One stand-alone training from scratch with the full budget (finalize's recipe)."""
+    _one_thread()
+    from nas_attn.arch import UNetArch
+    from nas_attn.data import load_data
+    from nas_attn.search.finalize import full_budget
+    from nas_attn.search.oneshot.objective import training_defaults
+    from nas_attn.search.run import data_config
+    from nas_attn.search.space import load_space
+    from nas_attn.train import TrainConfig, train
+
+    sp = load_space(space)
+    cfg_data = data_config(sp, data)
+    train_data, val_data = load_data(cfg_data)
+    cfg = TrainConfig.make(**{**training_defaults(sp), **full_budget(sp), "seed": seed})
+    arch = UNetArch.from_json(arch_json)
+    t0, c0 = time.perf_counter(), _cpu_s()
+    res = train(arch, train_data, val_data, cfg_data, cfg, preview=False)
+    return {"arch": arch_json, "seed": seed, "val": float(res.best["dice"]),
+            "seconds": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0, "peak_mb": _peak_mb(),
+            "params": sum(p.numel() for p in res.model.parameters())}
+
+
+def random_placements(space_path: str, data: str | None, n: int, seed: int) -> list[str]:
+    """`n` distinct placements drawn uniformly (per site, uniformly among its choices)."""
+    from nas_attn.data import load_data
+    from nas_attn.search.oneshot.choices import (discrete_space, macro_arch, macro_plan,
+                                                 site_specs)
+    from nas_attn.search.run import data_config
+    from nas_attn.search.sampling import DataInfo
+    from nas_attn.search.space import load_space
+
+    sp, _ = discrete_space(load_space(space_path))
+    d, _ = load_data(data_config(sp, data))
+    info = DataInfo(d.spatial_dims, d.in_channels, d.classes, d.aux_channels)
+    plan = macro_plan(sp)
+    macro = macro_arch(sp, info, plan.combos[0], plan.fixed)
+    choices = site_specs(sp, macro)
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < n:
+        arch = macro.with_sites(**{s.replace(".", "_"): rng.choice(choices[s])
+                                   for s, _ in macro.sites()})
+        if arch.to_json() not in out:
+            out.append(arch.to_json())
+    return out
+
+
+def _rank_stats(x, y):
+    from nas_attn.search.finalize import kendall, spearman
+
+    return spearman(x, y), kendall(x, y)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="../shared/data/inia19-macaque",
+                    help="a data folder, or builtin / builtin3d")
+    ap.add_argument("--space", help="a one-shot space (default: the built-in one above)")
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--width", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=15,
+                    help="the space's trial epochs; the full budget is max(30, 2x) of them")
+    ap.add_argument("--samples-per-epoch", type=int, default=48)
+    ap.add_argument("--supernet-epochs", type=int, default=None,
+                    help="default: the full budget (as long as one stand-alone training)")
+    ap.add_argument("--trials", type=int, default=300)
+    ap.add_argument("--top", type=int, default=8)
+    ap.add_argument("--random", type=int, default=16)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--runs-dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="oneshot_fidelity_"))
+    runs.mkdir(parents=True, exist_ok=True)
+    data = None if args.data in ("builtin", "builtin3d") else str(Path(args.data).resolve())
+    space = args.space
+    if space is None:
+        space = str(runs / "space.yaml")
+        src = {"source": args.data} if data is None else {}
+        if args.data == "builtin3d":
+            src.update(builtin_n=24, builtin_size=24)
+        Path(space).write_text(SPACE.format(
+            depth=args.depth, width=args.width, epochs=args.epochs, spe=args.samples_per_epoch,
+            data=json.dumps(src), trials=args.trials,
+            sn_epochs="" if args.supernet_epochs is None else
+            f", epochs: {args.supernet_epochs}"))
+    cache = runs / "fidelity.json"
+    state = json.loads(cache.read_text()) if cache.exists() else {"standalone": []}
+
+    def save():
+        cache.write_text(json.dumps(state, indent=1))
+
+    rand = random_placements(space, data, args.random, seed=1234)
+    have = {(r["arch"], r["seed"]) for r in state["standalone"]}
+    with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool:
+        # the random placements train while the supernet does (they need nothing from it)
+        p1 = pool.submit(phase_1, space, str(runs), data) if "phase1" not in state else None
+        futs = [pool.submit(standalone, space, str(runs), data, a, s)
+                for a in rand for s in range(args.seeds) if (a, s) not in have]
+        if p1 is not None:
+            state["phase1"] = p1.result()
+            save()
+            print(f"phase 1: {state['phase1']['seconds']:.0f}s, "
+                  f"{state['phase1']['params']:,} parameters", flush=True)
+        if "phase2" not in state:
+            state["phase2"] = pool.submit(phase_2, space, str(runs), data, args.trials, rand,
+                                          0).result()
+            save()
+            print(f"phase 2: {state['phase2']['spent']['trials']} placements in "
+                  f"{state['phase2']['spent']['seconds']:.0f}s", flush=True)
+        ranked = sorted(state["phase2"]["rows"], key=lambda r: -r["inherited"])
+        top = [r["arch"] for r in ranked if r["arch"] not in rand][:args.top]
+        futs += [pool.submit(standalone, space, str(runs), data, a, s)
+                 for a in top for s in range(args.seeds) if (a, s) not in have]
+        for i, f in enumerate(futs, 1):
+            state["standalone"].append(f.result())
+            save()
+            r = state["standalone"][-1]
+            print(f"  [{i}/{len(futs)}] stand-alone seed {r['seed']}: val {r['val']:.4f} "
+                  f"({r['seconds']:.0f}s)", flush=True)
+    report(state, top, rand, args.seeds)
+    print(f"results: {cache}")
+    return 0
+
+
+def report(state: dict, top: list[str], rand: list[str], seeds: int) -> None:
+    from nas_attn.arch import UNetArch
+
+    inherited = {r["arch"]: r["inherited"] for r in state["phase2"]["rows"]}
+    inherited.update(state["phase2"]["extra"])
+    by_arch: dict[str, dict] = {}
+    for r in state["standalone"]:
+        by_arch.setdefault(r["arch"], {})[r["seed"]] = r
+    archs = [a for a in top + rand if len(by_arch.get(a, {})) == seeds]
+    mean = {a: statistics.fmean(by_arch[a][s]["val"] for s in range(seeds)) for a in archs}
+    inh = [inherited[a] for a in archs]
+    alone = [mean[a] for a in archs]
+    params = [by_arch[a][0]["params"] for a in archs]
+    rho, tau = _rank_stats(inh, alone)
+    ceiling = _rank_stats([by_arch[a][0]["val"] for a in archs],
+                          [by_arch[a][1]["val"] for a in archs])[0] if seeds > 1 else None
+    prho, ptau = _rank_stats(params, alone)
+    p1, p2 = state["phase1"], state["phase2"]
+    largest = max(archs, key=lambda a: by_arch[a][0]["params"])
+    big = [by_arch[largest][s] for s in range(seeds)]
+    big_cpu = statistics.fmean(r["cpu_s"] for r in big)
+    print(f"\n{len(archs)} placements ({len([a for a in archs if a in top])} from the top of "
+          f"{p2['spent']['trials'] or 'the'} phase-2 trials, "
+          f"{len([a for a in archs if a in rand])} random) of "
+          f"{p2['placements']:.3g}, {seeds} seeds each")
+    f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
+    print(f"inherited vs stand-alone:   Spearman {f(rho)}  Kendall {f(tau)}")
+    print(f"seed 0 vs seed 1 (ceiling): Spearman {f(ceiling)}")
+    print(f"parameters vs stand-alone:  Spearman {f(prho)}  Kendall {f(ptau)}")
+    tm = statistics.fmean(mean[a] for a in archs if a in top) if any(a in top for a in archs) \
+        else float("nan")
+    rm = statistics.fmean(mean[a] for a in archs if a in rand)
+    print(f"stand-alone val Dice: top-{len(top)} by inherited {tm:.4f}, random {rm:.4f}, "
+          f"best {max(alone):.4f}, worst {min(alone):.4f}")
+    plain = [a for a in archs if not UNetArch.from_json(a).attention_names()]
+    if plain:
+        print(f"plain UNet among them: {mean[plain[0]]:.4f}")
+    cost = (p1["cpu_s"] + p2["spent"]["cpu_s"]) / big_cpu
+    print(f"cost: phase 1 {p1['cpu_s']:.0f} CPU s + phase 2 {p2['spent']['cpu_s']:.0f} CPU s "
+          f"({p2['spent']['trials']} placements) = {cost:.2f} x one stand-alone training of the "
+          f"largest candidate ({big_cpu:.0f} CPU s, {by_arch[largest][0]['params']:,} "
+          f"parameters)")
+    print(f"peak resident memory: phase 1 {p1['peak_mb']:.0f} MB, phase 2 {p2['peak_mb']:.0f} "
+          f"MB, largest candidate's training {max(r['peak_mb'] for r in big):.0f} MB "
+          f"(ratio {p1['peak_mb'] / max(r['peak_mb'] for r in big):.2f})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
