@@ -79,9 +79,9 @@ def supernet_panel(step) -> Panel:
                  "per site)", border_style="magenta")
 
 
-def print_supernets(session, console: Console) -> None:
+def print_supernets(study: optuna.Study, console: Console) -> None:
     """Phase 1's result, one line per supernet, and the placements phase 2 chooses among."""
-    info = session.study.user_attrs.get("oneshot") or {}
+    info = study.user_attrs.get("oneshot") or {}
     for r in info.get("supernets", []):
         console.print(f"supernet {escape(r['macro'])}: {r['params']:,} parameters (the sum of "
                       f"every choice), {r['steps']} steps in {r['seconds']:.0f}s; "
@@ -97,7 +97,7 @@ def run_phase1(session, console: Console) -> None:
 
     console.print("phase 1: training the supernet(s) in this process", highlight=False)
     prepare_oneshot(session)
-    print_supernets(session, console)
+    print_supernets(session.study, console)
 
 
 class LiveView:
@@ -186,7 +186,7 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
                 prepare_oneshot(session)
                 view.supernet = None
                 live.console.print()
-                print_supernets(session, live.console)
+                print_supernets(session.study, live.console)
             run_search(session, trials, req.timeout)
         except KeyboardInterrupt:
             interrupted = True
@@ -237,6 +237,7 @@ def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> Non
     study = load_study(name, open_existing_storage(storage, runs_dir))
     console.print(leaderboard_table(study, top, f"Study {study.study_name} "
                                     f"({len(study.trials)} trials)"))
+    print_supernets(study, console)  # a one-shot study: what its scores were inherited from
     front = pareto_front(study)
     if front:
         objs = study.user_attrs.get("objectives", [])
@@ -268,7 +269,9 @@ def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> Non
     if study.user_attrs.get("finalize"):
         print_finalize(study.user_attrs["finalize"], console)
     else:
-        console.print(f"[dim]short-trial scores only; `nas-attn finalize {escape(study.study_name)}` "
+        what = "inherited (one-shot)" if study.user_attrs.get("strategy") == "oneshot" \
+            else "short-trial"
+        console.print(f"[dim]{what} scores only; `nas-attn finalize {escape(study.study_name)}` "
                       "retrains the best with the full budget and several seeds[/dim]")
     imp = importances(study)
     if imp:

@@ -1,11 +1,16 @@
 """`finalize`: the honest final answer of a search.
 
-Short trials are a proxy. `finalize(study, top=K, seeds=S)` retrains the K best distinct trials
-and the baselines with the full budget (`full_budget`: at least twice a trial's epochs at its
+Short trials (or, in a one-shot study, inherited weights) are a proxy. `finalize(study, top=K,
+seeds=S)` retrains the K best distinct trials, the baselines and the plain UNet at each
+retrained trial's size (`with_controls`: a gain the plain UNet of the same widths also gets is
+width, not attention) with the full budget (`full_budget`: at least twice a trial's epochs at its
 samples per epoch and at least 30 epochs, no time limit; or `epochs`) under S training
 seeds each, picks the winner by **mean validation Dice** (never by test), scores every
 retrained model once on the test split, and measures how far the proxy can be trusted: the
-Spearman rank correlation between the short-trial scores and the full-budget validation means.
+Spearman and Kendall rank correlations between the search's scores and the full-budget
+validation means; and decides attention against width (`attention_gain`): the winner is
+recommended only when its validation gain over the plain UNet of its size, paired by seed, is
+above two standard deviations; else that plain UNet is.
 
 The result is a plain dict (JSON): it is kept as the study's user attribute `finalize`, written
 to `runs/<study>/final/finalize.json`, and read by `show`, the dashboard note and `export`.
@@ -412,7 +417,10 @@ def gain_line(res: dict[str, Any]) -> str | None:
 def finalize_markdown(res: dict[str, Any]) -> str:
     """The result as a markdown table (the study's note in optuna-dashboard)."""
     has_test = res["splits"]["test"] > 0
-    lines = [f"## Final answer: trial {res['winner']}",
+    rec = res.get("recommended") or {"trial": res["winner"], "label": ""}
+    who = f"trial {rec['trial']}" if rec["trial"] is not None else \
+        "the plain UNet at the winner's size"
+    lines = [f"## Final answer: {who}",
              f"Full-budget retraining ({res['epochs']} epochs, {res['seeds']} seeds) of the "
              f"{res['top']} best trials and the baselines; winner chosen by mean validation "
              f"Dice. Metric: {res['metric']}. Test: {res['test_source'] or 'none'} "
