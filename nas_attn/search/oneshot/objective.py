@@ -40,9 +40,9 @@ class OneShotObjective(Objective):
     """`Objective` whose trials score a placement on a trained supernet instead of training."""
 
     strategy = "oneshot"
-    # gc_after_trial stays on (as for trials): with it off, 300 placements on inia19 grew the
-    # process to 21.7 GB resident (benchmarks/oneshot_fidelity.py). That collection alone bounds
-    # it is not measured yet.
+    # gc_after_trial stays on (as for trials). Known problem: phase 2's resident memory grows
+    # by about 60 MB a placement on inia19 with or without it (40 placements: 3.2 GB off, 3.5 GB
+    # on; 300: 21.7 GB); the cause is not found yet.
 
 
     def __init__(self, space, data_cfg, runs_dir: Path, study_name: str, device=None,
