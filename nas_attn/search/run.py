@@ -131,6 +131,8 @@ class SearchSession:
     request: SearchRequest | None = None
     """The request as resolved (a resumed study's data settings filled in)."""
     strategy: str = "trials"
+    prepared: bool = False
+    """A one-shot session's phase 1 is done (`prepare_oneshot`)."""
 
     def trials(self, asked: int | None = None) -> int:
         """Trials to run now: `asked`, else the space's `search.trials` (one-shot:
@@ -286,7 +288,7 @@ def run_search(session: SearchSession, trials: int | None, timeout: float | None
     `stopped_by_disk`): the next trial would fail the same way. A storage that cannot be
     written stops it too (`StudyError` when it is not for lack of space)."""
     listener = session.objective.listener
-    if session.strategy == "oneshot":
+    if session.strategy == "oneshot" and not session.prepared:
         prepare_oneshot(session)
     optimize(session, n_trials=trials, timeout=timeout,
              callbacks=[lambda study, trial: listener.trial_done(trial)])
@@ -306,6 +308,7 @@ def prepare_oneshot(session: SearchSession) -> list[dict[str, Any]]:
     with storage_errors(session.study._storage):
         session.study.set_user_attr("oneshot", {
             "supernets": records, "placements": count, "fixed_macro": objective.plan.fixed})
+    session.prepared = True
     return records
 
 
