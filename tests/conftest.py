@@ -3,6 +3,7 @@ throwaway PostgreSQL server of `pg.py`."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -30,6 +31,25 @@ def _torch_globals_are_real(request):
                        + "; ".join(failed)), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _nas_attn_environment_is_unchanged(request):
+    """After each test: the NAS_ATTN_* environment variables are what they were before it. The
+    CLI makes options such as --grace-period the defaults of its process through them (and so of
+    every worker a later test starts in this process): a grace period of 2 s left behind by one
+    test made another's workers take each other for dead under load."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("NAS_ATTN_")}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith("NAS_ATTN_")}
+    if after != before:
+        for k in set(after) - set(before):
+            del os.environ[k]
+        os.environ.update(before)
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        pytest.fail(f"{request.node.nodeid} left environment variables changed: "
+                    f"{', '.join(changed)} (put back; run the CLI through the `cli` fixture, or "
+                    "use monkeypatch.setenv)", pytrace=False)
+
+
 # one level, two sites (encoder.0, skip.0) with two choices each: two fixed baselines
 TINY_SPACE = """
 macro: {depth: [1], base_width: [4]}
@@ -44,8 +64,12 @@ search: {trials: 2, n_startup_trials: 1}
 
 @pytest.fixture
 def cli(capsys):
-    """`cli(*args)` runs `nas-attn ARGS` in this process: (exit code, stdout + stderr)."""
+    """`cli(*args)` runs `nas-attn ARGS` in this process: (exit code, stdout + stderr). The
+    environment variables the CLI sets for its workers (--heartbeat-interval ...) are put back at
+    the end of the test."""
     from nas_attn.cli import main
+
+    saved = dict(os.environ)
 
     def run(*args):
         code = 0
@@ -56,7 +80,9 @@ def cli(capsys):
         out = capsys.readouterr()
         return code, out.out + out.err
 
-    return run
+    yield run
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture

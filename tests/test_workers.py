@@ -87,7 +87,8 @@ def _check_exact(study, trials):
     ts = study.get_trials(deepcopy=False)
     states = [t.state for t in ts]
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states, states
-    assert len(ts) == trials, [(t.number, t.state) for t in ts]
+    assert len(ts) == trials, [(t.number, t.state.name, t.user_attrs.get("fail_reason"))
+                               for t in ts]
     labels = [t.user_attrs["baseline"] for t in ts if "baseline" in t.user_attrs]
     assert sorted(labels) == ["attention_unet", "plain_unet"]  # each baseline exactly once
 
