@@ -39,11 +39,6 @@ def training_defaults(space) -> dict[str, Any]:
 class OneShotObjective(Objective):
     """`Objective` whose trials score a placement on a trained supernet instead of training."""
 
-    # gc_after_trial stays on (as for trials). Known problem: phase 2's resident memory grows
-    # by about 60 MB a placement on inia19 with or without it (40 placements: 3.2 GB off, 3.5 GB
-    # on; 300: 21.7 GB); the cause is not found yet.
-
-
     def __init__(self, space, data_cfg, runs_dir: Path, study_name: str, device=None,
                  listener=None, artifact_store=None):
         super().__init__(space, data_cfg, runs_dir, study_name, device, listener,
