@@ -66,22 +66,6 @@ def measure_cost(model: torch.nn.Module, arch, patch_shape, *, batch_size: int =
     was_training = model.training
     model = runtime.prepare_model(model)
     x, aux = _inputs(arch, patch_shape, batch, runtime, seed)
-    model.eval()
-    with torch.no_grad(), runtime.autocast(), FlopCounterMode(display=False) as counter:
-        model(x, aux)
-    flops = float(counter.get_total_flops()) / batch
-    times = []
-    with torch.no_grad(), runtime.autocast():
-        for _ in range(latency_reps + 1):
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t0 = time.perf_counter()
-            model(x, aux)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            times.append((time.perf_counter() - t0) * 1000 / batch)
-    latency = min(times[1:])
-    model.train()
     saved = 0
 
     def pack(t):
@@ -95,9 +79,26 @@ def measure_cost(model: torch.nn.Module, arch, patch_shape, *, batch_size: int =
     def unpack(_):
         raise RuntimeError("measure_cost's graph is for counting; it has no backward")
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack), runtime.autocast():
+    # one training-mode forward counts both the FLOPs and the tensors saved for backward (it
+    # also warms the device up for the timed passes below)
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack), runtime.autocast(), \
+            FlopCounterMode(display=False) as counter:
         out = model(x, aux)
     del out
+    flops = float(counter.get_total_flops()) / batch
+    model.eval()
+    times = []
+    with torch.no_grad(), runtime.autocast():
+        for _ in range(max(1, latency_reps)):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+            model(x, aux)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            times.append((time.perf_counter() - t0) * 1000 / batch)
+    latency = min(times)
     for m in model.modules():  # the random batch above must not leak into norm statistics
         if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats:
             m.reset_running_stats()
