@@ -50,7 +50,7 @@ decoder:
 budget: {{epochs: {epochs}, samples_per_epoch: {spe}}}
 data: {data}
 search: {{strategy: oneshot, baselines: true, n_startup_trials: 20,
-          oneshot: {{trials: {trials}{sn_epochs}}}}}
+          oneshot: {{trials: {trials}{sn_epochs}{split}}}}}
 """
 
 
@@ -69,7 +69,7 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def phase_1(space: str, runs: str, data: str | None) -> dict:
+def phase_1(space: str, runs: str, data: str | None, study: str = "fidelity") -> dict:
     """Phase 1 in this (child) process: its CPU seconds and peak memory."""
     _one_thread()
     import optuna
@@ -78,14 +78,15 @@ def phase_1(space: str, runs: str, data: str | None) -> dict:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0, c0 = time.perf_counter(), _cpu_s()
-    s = open_search(SearchRequest(space=space, runs_dir=Path(runs), study="fidelity", data=data))
-    rec = prepare_oneshot(s)[0]
+    s = open_search(SearchRequest(space=space, runs_dir=Path(runs), study=study, data=data))
+    recs = prepare_oneshot(s)
+    rec = {**recs[0], "params": sum(r["params"] for r in recs), "supernets": len(recs)}
     return {"seconds": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0, "peak_mb": _peak_mb(),
             **rec}
 
 
 def phase_2(space: str, runs: str, data: str | None, trials: int, extra: list[str],
-            seed: int) -> dict:
+            seed: int, study: str = "fidelity") -> dict:
     """Phase 2 in this (child) process, then the inherited scores of `extra` placements."""
     _one_thread()
     import optuna
@@ -94,7 +95,7 @@ def phase_2(space: str, runs: str, data: str | None, trials: int, extra: list[st
     from nas_attn.search.run import SearchRequest, open_search, run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s = open_search(SearchRequest(space=space, runs_dir=Path(runs), study="fidelity", data=data,
+    s = open_search(SearchRequest(space=space, runs_dir=Path(runs), study=study, data=data,
                                   seed=seed))
     done = len([t for t in s.study.trials if t.state.is_finished()])
     t0, c0 = time.perf_counter(), _cpu_s()
@@ -186,7 +187,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--runs-dir", type=Path, default=None)
+    ap.add_argument("--split", type=int, default=1,
+                    help="few-shot variant: split the supernet into this many (2..4); with the "
+                         "runs dir of a split-1 run it starts from that run's supernet (its "
+                         "cost counted) and reuses its stand-alone trainings")
+    ap.add_argument("--split-epochs", type=int, default=None,
+                    help="fine-tuning epochs of each sub-supernet (default: a quarter of the "
+                         "supernet's)")
     args = ap.parse_args(argv)
+    tag = "" if args.split == 1 else f"_split{args.split}"
+    study = "fidelity" + tag
 
     runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="oneshot_fidelity_"))
     runs.mkdir(parents=True, exist_ok=True)
@@ -201,7 +211,14 @@ def main(argv=None) -> int:
             depth=args.depth, width=args.width, epochs=args.epochs, spe=args.samples_per_epoch,
             data=json.dumps(src), trials=args.trials,
             sn_epochs="" if args.supernet_epochs is None else
-            f", epochs: {args.supernet_epochs}"))
+            f", epochs: {args.supernet_epochs}", split=""))
+    if args.split > 1:  # the same space, split
+        text = Path(space).read_text()
+        space = str(runs / f"space{tag}.yaml")
+        extra = f", split: {args.split}" + (f", split_epochs: {args.split_epochs}"
+                                            if args.split_epochs else "")
+        Path(space).write_text(text.replace(f"oneshot: {{trials: {args.trials}",
+                                            f"oneshot: {{trials: {args.trials}{extra}", 1))
     cache = runs / "fidelity.json"
     state = json.loads(cache.read_text()) if cache.exists() else {"standalone": []}
 
@@ -212,21 +229,27 @@ def main(argv=None) -> int:
     have = {(r["arch"], r["seed"]) for r in state["standalone"]}
     with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool:
         # the random placements train while the supernet does (they need nothing from it)
-        p1 = pool.submit(phase_1, space, str(runs), data) if "phase1" not in state else None
+        shared_cpu = 0.0
+        if args.split > 1 and "phase1" + tag not in state:
+            shared_cpu = _reuse_shared_supernet(runs, study, state)
+        p1 = pool.submit(phase_1, space, str(runs), data, study) \
+            if "phase1" + tag not in state else None
         futs = [pool.submit(standalone, space, str(runs), data, a, s)
                 for a in rand for s in range(args.seeds) if (a, s) not in have]
         if p1 is not None:
-            state["phase1"] = p1.result()
+            r1 = p1.result()
+            r1["cpu_s"] += shared_cpu  # the shared supernet it started from
+            state["phase1" + tag] = r1
             save()
-            print(f"phase 1: {state['phase1']['seconds']:.0f}s, "
-                  f"{state['phase1']['params']:,} parameters", flush=True)
-        if "phase2" not in state:
-            state["phase2"] = pool.submit(phase_2, space, str(runs), data, args.trials, rand,
-                                          0).result()
+            print(f"phase 1: {r1['seconds']:.0f}s, {r1['supernets']} supernet(s), "
+                  f"{r1['params']:,} parameters", flush=True)
+        if "phase2" + tag not in state:
+            state["phase2" + tag] = pool.submit(phase_2, space, str(runs), data, args.trials,
+                                                rand, 0, study).result()
             save()
-            print(f"phase 2: {state['phase2']['spent']['trials']} placements in "
-                  f"{state['phase2']['spent']['seconds']:.0f}s", flush=True)
-        ranked = sorted(state["phase2"]["rows"], key=lambda r: -r["inherited"])
+            print(f"phase 2: {state['phase2' + tag]['spent']['trials']} placements in "
+                  f"{state['phase2' + tag]['spent']['seconds']:.0f}s", flush=True)
+        ranked = sorted(state["phase2" + tag]["rows"], key=lambda r: -r["inherited"])
         top = [r["arch"] for r in ranked if r["arch"] not in rand][:args.top]
         futs += [pool.submit(standalone, space, str(runs), data, a, s)
                  for a in top for s in range(args.seeds) if (a, s) not in have]
@@ -236,16 +259,36 @@ def main(argv=None) -> int:
             r = state["standalone"][-1]
             print(f"  [{i}/{len(futs)}] stand-alone seed {r['seed']}: val {r['val']:.4f} "
                   f"({r['seconds']:.0f}s)", flush=True)
-    report(state, top, rand, args.seeds)
+    if tag:
+        print(f"\nfew-shot split into {args.split} supernets")
+    report(state, top, rand, args.seeds, tag)
     print(f"results: {cache}")
     return 0
 
 
-def report(state: dict, top: list[str], rand: list[str], seeds: int) -> None:
+def _reuse_shared_supernet(runs: Path, study: str, state: dict) -> float:
+    """A split run starts from the split-1 run's supernet when there is one (the same macro,
+    choices and budget): copied into the split study's folder; its CPU seconds are returned, to
+    be counted in the split's phase 1."""
+    import shutil
+
+    if "phase1" not in state:
+        return 0.0
+    src = Path(state["phase1"]["file"])
+    if not src.exists():
+        return 0.0
+    dst = runs / study / "supernet" / src.parent.name / src.name
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    return float(state["phase1"]["cpu_s"])
+
+
+def report(state: dict, top: list[str], rand: list[str], seeds: int, tag: str = "") -> None:
     from nas_attn.arch import UNetArch
 
-    inherited = {r["arch"]: r["inherited"] for r in state["phase2"]["rows"]}
-    inherited.update(state["phase2"]["extra"])
+    inherited = {r["arch"]: r["inherited"] for r in state["phase2" + tag]["rows"]}
+    inherited.update(state["phase2" + tag]["extra"])
     by_arch: dict[str, dict] = {}
     for r in state["standalone"]:
         by_arch.setdefault(r["arch"], {})[r["seed"]] = r
@@ -258,7 +301,7 @@ def report(state: dict, top: list[str], rand: list[str], seeds: int) -> None:
     ceiling = _rank_stats([by_arch[a][0]["val"] for a in archs],
                           [by_arch[a][1]["val"] for a in archs])[0] if seeds > 1 else None
     prho, ptau = _rank_stats(params, alone)
-    p1, p2 = state["phase1"], state["phase2"]
+    p1, p2 = state["phase1" + tag], state["phase2" + tag]
     largest = max(archs, key=lambda a: by_arch[a][0]["params"])
     big = [by_arch[largest][s] for s in range(seeds)]
     big_cpu = statistics.fmean(r["cpu_s"] for r in big)

@@ -358,3 +358,81 @@ def _epoch_of(path: Path):
         return int(torch.load(path, weights_only=True)["epoch"])
     except Exception:  # noqa: BLE001  (being written)
         return None
+
+
+# ----- few-shot split ------------------------------------------------------------------------
+def test_split_groups_take_the_heaviest_site_and_choice():
+    from nas_attn.search.oneshot.choices import split_groups
+
+    macro = UNetArch(spatial_dims=2, depth=2, widths=(4, 8, 16), classes=3)
+    choices = _choices(macro, 2)
+    weights = SuperNet(macro, choices).choice_parameters()
+    site, groups = split_groups(choices, weights, 3)
+    heaviest = max((max(w), s) for s, w in weights.items())[1]
+    assert site == heaviest == "bottleneck"  # self / dual attention at the widest channels
+    w = dict(zip(choices[site], weights[site]))
+    # the two heaviest alone, in order; all the others together; nothing lost or doubled
+    assert [len(g) for g in groups] == [1, 1, len(choices[site]) - 2]
+    assert w[groups[0][0]] >= w[groups[1][0]] >= max(w[c] for c in groups[2])
+    assert sorted(map(repr, sum(groups, []))) == sorted(map(repr, choices[site]))
+    assert split_groups(choices, weights, 1) is None
+    one = {s: c[:1] for s, c in choices.items()}
+    assert split_groups(one, {s: w[:1] for s, w in weights.items()}, 2) is None
+
+
+def test_a_sub_supernet_inherits_the_shared_weights_path_for_path():
+    from nas_attn.search.oneshot.choices import split_groups
+
+    macro = UNetArch(spatial_dims=2, depth=2, widths=(4, 8, 16), classes=3)
+    choices = _choices(macro, 2)
+    shared = SuperNet(macro, choices)
+    _perturb(shared, 5)
+    shared.step = 17
+    site, groups = split_groups(choices, shared.choice_parameters(), 2)
+    sub = SuperNet(macro, {**choices, site: groups[1]})
+    sub.inherit_from(shared)
+    assert sub.step == 0
+    rng = random.Random(2)
+    x = torch.randn(2, 1, 19, 22)
+    for _ in range(6):
+        arch = _random_arch(macro, {**choices, site: groups[1]}, rng)
+        shared.set_path(arch)
+        sub.set_path(arch)
+        shared.eval()
+        sub.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(sub(x), shared(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="not among"):
+        sub.set_path(macro.with_sites(bottleneck=groups[0][0]))
+
+
+def test_oneshot_study_with_a_few_shot_split(cli, write_space, tmp_path):
+    """split 2: the shared supernet, then two sub-supernets fine-tuned from it; each placement
+    is scored on the one that holds its choice at the split site."""
+    space = write_space(ONESHOT_SPACE.replace("oneshot: {epochs: 2, trials: 12}",
+                                              "oneshot: {epochs: 2, trials: 8, split: 2, "
+                                              "split_epochs: 1}"))
+    runs = tmp_path / "runs"
+    code, out = cli("search", "--space", space, "--study", "fs", "--runs-dir", runs)
+    assert code == 0, out
+    out = " ".join(out.split())
+    assert "few-shot split on" in out and "fine-tuned from the shared one for 2 steps" in out
+    from nas_attn.search.study import load_study, open_existing_storage
+
+    study = load_study("fs", open_existing_storage(None, runs))
+    sns = study.user_attrs["oneshot"]["supernets"]
+    assert len(sns) == 2 and {s["split"]["group"] for s in sns} == {0, 1}
+    site = sns[0]["split"]["site"]
+    assert sns[0]["shared"]["file"] == sns[1]["shared"]["file"]
+    assert sns[0]["shared"]["steps"] == 4 and all(s["steps"] == 2 for s in sns)
+    held = [set(s["split"]["holds"]) for s in sns]
+    assert not held[0] & held[1]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) >= 6
+    tags = [Path(s["file"]).parent.name for s in sns]
+    scored = [t for t in done if "duplicate_of" not in t.user_attrs]
+    assert len(scored) >= 4
+    for t in scored:  # scored on the sub-supernet that holds its choice at the split site
+        spec = dict(UNetArch.from_json(t.user_attrs["arch"]).sites())[site]
+        name = spec.short() if spec.name else "none"
+        assert name in held[tags.index(t.user_attrs["supernet"])], (name, t.user_attrs)

@@ -82,9 +82,19 @@ def supernet_panel(step) -> Panel:
 def print_supernets(study: optuna.Study, console: Console) -> None:
     """Phase 1's result, one line per supernet, and the placements phase 2 chooses among."""
     info = study.user_attrs.get("oneshot") or {}
+    shared_seen = set()
     for r in info.get("supernets", []):
+        shared = r.get("shared")
+        if shared and shared["file"] not in shared_seen:
+            shared_seen.add(shared["file"])
+            console.print(f"shared supernet: {shared['params']:,} parameters, "
+                          f"{shared['steps']} steps in {shared['seconds']:.0f}s; few-shot split "
+                          f"on {r['split']['site']} into the sub-supernets below",
+                          highlight=False)
+        how = (f"fine-tuned from the shared one for {r['steps']} steps" if shared else
+               f"{r['steps']} steps")
         console.print(f"supernet {escape(r['macro'])}: {r['params']:,} parameters (the sum of "
-                      f"every choice), {r['steps']} steps in {r['seconds']:.0f}s; "
+                      f"every choice), {how} in {r['seconds']:.0f}s; "
                       f"choices per site {r['choices_per_site']}", highlight=False)
     if info:
         console.print(f"phase 2: placements scored with inherited weights and recalibrated "

@@ -147,6 +147,12 @@ class OneShotSettings(_Strict):
     """Training batches that re-estimate BatchNorm statistics for each placement."""
     range_values: int = Field(3, ge=2, le=8)
     """A searched numeric option range becomes this many values in the supernet."""
+    split: int = Field(1, ge=1, le=4)
+    """Few-shot split: each supernet becomes this many sub-supernets, split on the site holding
+    the heaviest module (its heaviest choices alone, the rest together); each starts from the
+    trained shared supernet and is fine-tuned for `split_epochs`. 1: no split."""
+    split_epochs: int | None = Field(None, ge=1)
+    """Fine-tuning epochs of each sub-supernet; default: a quarter of the supernet's epochs."""
 
 
 class SearchSettings(_Strict):

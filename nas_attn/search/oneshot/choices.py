@@ -154,3 +154,50 @@ def site_specs(space: Space, macro: UNetArch) -> dict[str, list[AttnSpec]]:
 
 def placements(choices: dict[str, list[AttnSpec]]) -> float:
     return math.prod(len(v) for v in choices.values())
+
+
+@dataclass(frozen=True, eq=False)
+class Unit:
+    """One supernet: a macro, the modules each site holds, and for a few-shot split which site
+    was split and which group of its choices this sub-supernet holds."""
+
+    macro: UNetArch
+    choices: dict[str, list[AttnSpec]]
+    split_site: str | None = None
+    group: int | None = None
+
+    def holds(self, arch: UNetArch) -> bool:
+        from .supernet import macro_key
+
+        if macro_key(arch) != macro_key(self.macro):
+            return False
+        if self.split_site is None:
+            return True
+        return dict(arch.sites())[self.split_site] in self.choices[self.split_site]
+
+    def describe(self) -> str:
+        if self.split_site is None:
+            return self.macro.summary()
+        held = ", ".join(c.short() if c.name else "none" for c in self.choices[self.split_site])
+        return f"{self.macro.summary()} [{self.split_site}: {held}]"
+
+
+def split_groups(choices: dict[str, list[AttnSpec]], weights: dict[str, list[int]], k: int
+                 ) -> tuple[str, list[list[AttnSpec]]] | None:
+    """Few-shot split (Zhao et al., "Few-shot Neural Architecture Search", ICML 2021) of one
+    supernet into at most `k`: the site holding the heaviest module (most parameters; the first
+    such site in the trunk's order on a tie) is split; its `k - 1` heaviest choices get a
+    sub-supernet each, its other choices share the last. None when `k` is 1 or the site has a
+    single choice."""
+    if k <= 1:
+        return None
+    site = max(weights, key=lambda s: max(weights[s], default=0))
+    n = len(choices[site])
+    if n < 2:
+        return None
+    k = min(k, n)
+    order = sorted(range(n), key=lambda i: -weights[site][i])
+    alone = order[:k - 1]
+    groups = [[choices[site][i]] for i in alone]
+    groups.append([c for i, c in enumerate(choices[site]) if i not in alone])
+    return site, groups

@@ -18,8 +18,8 @@ from ...arch import UNetArch
 from ...errors import StudyError
 from ..objective import Objective, _num
 from ..sampling import _recipe_default
-from .choices import discrete_space, macro_arch, macro_plan, site_specs
-from .supernet import SuperNet, macro_key, recalibrate_bn
+from .choices import Unit, discrete_space, macro_arch, macro_plan, site_specs, split_groups
+from .supernet import SuperNet, recalibrate_bn
 
 
 def training_defaults(space) -> dict[str, Any]:
@@ -58,6 +58,7 @@ class OneShotObjective(Objective):
             self.space.constraints.max_latency_ms is not None
         self.latency_reps = 5 if uses_latency else 1  # the figure is shown, not used
         self._nets: dict[str, tuple[SuperNet, Any]] = {}
+        self._units: list[Unit] | None = None
         self._batches: dict[str, list] = {}
 
     # ----- the supernets of this space -----------------------------------------------------
@@ -69,25 +70,51 @@ class OneShotObjective(Objective):
     def choices(self, macro: UNetArch):
         return site_specs(self.space, macro)
 
-    def supernet_dir(self, macro: UNetArch) -> Path:
+    def units(self) -> list[Unit]:
+        """The supernets phase 2 scores on: one per macro, or its few-shot split
+        (`search.oneshot.split`)."""
+        if self._units is None:
+            k = self.space.search.oneshot.split
+            out = []
+            for macro in self.macros():
+                choices = self.choices(macro)
+                sp = split_groups(choices, SuperNet(macro, choices).choice_parameters(), k)
+                if sp is None:
+                    out.append(Unit(macro, choices))
+                    continue
+                site, groups = sp
+                out += [Unit(macro, {**choices, site: specs}, site, g)
+                        for g, specs in enumerate(groups)]
+            self._units = out
+        return self._units
+
+    def unit_of(self, arch: UNetArch) -> Unit:
+        unit = next((u for u in self.units() if u.holds(arch)), None)
+        if unit is None:
+            raise StudyError(f"no supernet holds {arch.summary()}")
+        return unit
+
+    def base_unit(self, unit: Unit) -> Unit:
+        """The shared supernet a split unit starts from."""
+        return Unit(unit.macro, self.choices(unit.macro))
+
+    def supernet_dir(self, unit: Unit) -> Path:
         from ...paths import inside
         from .phase1 import supernet_tag
 
-        return inside(self.runs_dir, self.study_name, "supernet", supernet_tag(macro))
+        return inside(self.runs_dir, self.study_name, "supernet", supernet_tag(unit))
 
     def supernet(self, arch: UNetArch, cfg):
-        """The trained supernet of `arch`'s macro (loaded once) on this objective's device."""
+        """The trained supernet holding `arch` (loaded once) on this objective's device."""
         from ...device import Runtime
-        from .phase1 import load_supernet
+        from .phase1 import load_supernet, supernet_tag
 
-        key = macro_key(arch)
+        unit = self.unit_of(arch)
+        key = supernet_tag(unit)
         if key not in self._nets:
-            macro = next((m for m in self.macros() if macro_key(m) == key), None)
-            if macro is None:
-                raise StudyError(f"no supernet holds the macro of {arch.summary()}")
             runtime = Runtime.create(self.device, amp=cfg.amp, channels_last=cfg.channels_last,
                                      spatial_dims=arch.spatial_dims)
-            net = load_supernet(self.supernet_dir(macro), macro, self.choices(macro))
+            net = load_supernet(self.supernet_dir(unit), unit)
             self._nets[key] = (runtime.prepare_model(net).eval(), runtime)
         return self._nets[key]
 
@@ -152,6 +179,9 @@ class OneShotObjective(Objective):
         t0 = time.perf_counter()
         metrics = self.score(arch, cfg)
         dice = float(metrics["dice"])
+        from .phase1 import supernet_tag
+
+        trial.set_user_attr("supernet", supernet_tag(self.unit_of(arch)))
         for k, v in (("dice", dice), ("inherited_dice", dice),
                      ("iou", _num(float(metrics.get("iou", float("nan"))))),
                      ("score_seconds", round(time.perf_counter() - t0, 3))):

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ...arch import UNetArch
+from ...arch import AttnSpec, UNetArch
 from ...errors import StudyError
 from .supernet import SuperNet, macro_key
 
@@ -25,10 +25,15 @@ SUPERNET_FILE = "supernet.pt"
 FORMAT_VERSION = 1
 
 
-def supernet_tag(macro: UNetArch) -> str:
-    """A short folder name for one macro: depth, widths and a hash of the whole macro."""
+def supernet_tag(unit) -> str:
+    """A short folder name for one supernet (a `Unit`, or a bare macro): depth, widths, a hash
+    of the whole macro, and for a few-shot sub-supernet its group on the split site."""
+    macro = getattr(unit, "macro", unit)
     digest = hashlib.sha1(macro_key(macro).encode()).hexdigest()[:8]
-    return f"d{macro.depth}_w{macro.widths[0]}_{macro.upsample}_{digest}"
+    tag = f"d{macro.depth}_w{macro.widths[0]}_{macro.upsample}_{digest}"
+    if getattr(unit, "split_site", None) is not None:
+        tag += f"_split{unit.group}"
+    return tag
 
 
 def supernet_config(objective, overrides: dict[str, Any]):
@@ -61,31 +66,64 @@ class SupernetStep:
 def ensure_supernets(objective, progress: Callable[[SupernetStep], None] | None = None
                      ) -> list[dict[str, Any]]:
     """Train every supernet of the objective's space that is not trained yet (resuming a
-    killed training); returns one record per supernet (macro, file, parameters, seconds)."""
-    macros = objective.macros()
+    killed training); a few-shot split first trains the shared supernet, then fine-tunes each
+    sub-supernet from it. Returns one record per supernet phase 2 scores on (macro, file,
+    parameters, seconds, and for a split its site, group and the shared supernet's cost)."""
+    units = objective.units()
     out = []
-    for i, macro in enumerate(macros, 1):
-        folder = objective.supernet_dir(macro)
+
+    def callback(i, unit):
+        if progress is None:
+            return None
+        return lambda info: progress(SupernetStep(i, len(units), unit.describe(), info))
+
+    for i, unit in enumerate(units, 1):
+        folder = objective.supernet_dir(unit)
+        base_meta = None
+        if unit.split_site is not None:
+            base = objective.base_unit(unit)
+            base_folder = objective.supernet_dir(base)
+            if not (base_folder / SUPERNET_FILE).exists():
+                train_supernet(objective, base, base_folder, callback(i, base))
+            base_meta = read_meta(base_folder)
         if not (folder / SUPERNET_FILE).exists():
-            cb = None if progress is None else \
-                (lambda info, _i=i, _m=macro: progress(SupernetStep(_i, len(macros),
-                                                                     _m.summary(), info)))
-            train_supernet(objective, macro, folder, cb)
+            train_supernet(objective, unit, folder, callback(i, unit),
+                           start=None if base_meta is None else base_folder)
         meta = read_meta(folder)
-        out.append({"macro": macro.summary(), "file": str(folder / SUPERNET_FILE), **meta})
+        record = {"macro": unit.describe(), "file": str(folder / SUPERNET_FILE), **meta}
+        if base_meta is not None:
+            record["shared"] = {"file": str(base_folder / SUPERNET_FILE), **base_meta}
+        out.append(record)
     return out
 
 
-def train_supernet(objective, macro: UNetArch, folder: Path, progress=None) -> Path:
+def train_supernet(objective, unit, folder: Path, progress=None, start: Path | None = None
+                   ) -> Path:
+    """Train `unit`'s supernet into `folder`; from scratch, or (few-shot split) starting from
+    the trained shared supernet in `start` and fine-tuned for `split_epochs`."""
     from ...train import train
     from ...train.checkpoint import atomic_torch_save, state_dict_cpu
 
-    choices = objective.choices(macro)
+    macro, choices = unit.macro, unit.choices
     cfg = supernet_config(objective, objective.overrides)
-    net = SuperNet(macro, choices, seed=cfg.seed)
+    seed = cfg.seed
+    if start is not None:
+        one = objective.space.search.oneshot
+        epochs = one.split_epochs or max(1, cfg.epochs // 4)
+        cfg = cfg.model_copy(update={"epochs": epochs, "val_every": epochs,
+                                     "warmup_epochs": min(cfg.warmup_epochs, epochs / 4)})
+        seed = cfg.seed + 1000 * (unit.group + 1)  # its own path order
+    net = SuperNet(macro, choices, seed=seed)
+    resume = folder / "resume.pt"
+    if start is not None and not resume.exists():
+        shared = _read(start)
+        base = SuperNet(macro, {s: [AttnSpec.from_dict(c) for c in v]
+                                for s, v in shared["meta"]["choices"].items()})
+        base.load_state_dict(shared["state"])
+        net.inherit_from(base)
+        net.seed = seed
     net.sampling = True
     folder.mkdir(parents=True, exist_ok=True)
-    resume = folder / "resume.pt"
     resumed_from = _resume_epoch(resume)
     result = train(macro, objective.train_data, objective.val_data, objective.data_cfg, cfg,
                    out_dir=folder, progress=progress, preview=False, model=net,
@@ -93,11 +131,16 @@ def train_supernet(objective, macro: UNetArch, folder: Path, progress=None) -> P
     net.sampling = False
     (folder / "best.pt").unlink(missing_ok=True)  # the trunk's state, not a loadable model
     counts = {s: len(c) for s, c in choices.items()}
+    split = None
+    if start is not None:
+        split = {"site": unit.split_site, "group": unit.group,
+                 "holds": [c.short() if c.name else "none" for c in choices[unit.split_site]],
+                 "from": str(start / SUPERNET_FILE)}
     meta = {"format_version": FORMAT_VERSION, "macro": macro.to_json(),
             "choices": {s: [c.to_dict() for c in specs] for s, specs in choices.items()},
             "params": net.parameter_count(), "choices_per_site": counts,
             "steps": result.steps, "resumed_from_epoch": resumed_from,
-            "seconds": round(result.seconds, 1),
+            "seconds": round(result.seconds, 1), "split": split,
             "train_config": result.config, "peak_gpu_mb": result.runtime.peak_memory_mb()}
     atomic_torch_save({"meta": meta, "state": state_dict_cpu(result.model)},
                       folder / SUPERNET_FILE)
@@ -118,7 +161,10 @@ def _resume_epoch(path: Path) -> int | None:
 def read_meta(folder: Path) -> dict[str, Any]:
     obj = _read(folder)
     m = obj["meta"]
-    return {k: m[k] for k in ("params", "steps", "seconds", "choices_per_site", "peak_gpu_mb")}
+    out = {k: m[k] for k in ("params", "steps", "seconds", "choices_per_site", "peak_gpu_mb")}
+    if m.get("split"):
+        out["split"] = {k: m["split"][k] for k in ("site", "group", "holds")}
+    return out
 
 
 def _read(folder: Path) -> dict[str, Any]:
@@ -138,14 +184,14 @@ def _read(folder: Path) -> dict[str, Any]:
     return obj
 
 
-def load_supernet(folder: Path, macro: UNetArch, choices) -> SuperNet:
-    """The trained supernet in `folder`, checked against the macro and choices it must hold."""
+def load_supernet(folder: Path, unit) -> SuperNet:
+    """The trained supernet in `folder`, checked against the macro and choices `unit` holds."""
     obj = _read(folder)
     meta = obj["meta"]
-    want = {s: [c.to_dict() for c in specs] for s, specs in choices.items()}
-    if UNetArch.from_json(meta["macro"]) != macro or meta["choices"] != want:
+    want = {s: [c.to_dict() for c in specs] for s, specs in unit.choices.items()}
+    if UNetArch.from_json(meta["macro"]) != unit.macro or meta["choices"] != want:
         raise StudyError(f"{Path(folder) / SUPERNET_FILE}: trained for another macro or other "
                          "site choices than the study's space; delete it to train it again")
-    net = SuperNet(macro, choices)
+    net = SuperNet(unit.macro, unit.choices)
     net.load_state_dict(obj["state"])
     return net.eval()

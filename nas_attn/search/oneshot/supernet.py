@@ -164,6 +164,34 @@ class SuperNet(nn.Module):
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def choice_parameters(self) -> dict[str, list[int]]:
+        """Per site, the parameter count of each of its choices."""
+        return {s: [sum(p.numel() for p in c.parameters()) for c in m.choices]
+                for s, m in self._site_modules.items()}
+
+    def inherit_from(self, other: "SuperNet") -> None:
+        """Load `other`'s weights: the trunk's, and at each site those of the same module in
+        `other` (whose choices must include this supernet's). The few-shot split starts its
+        sub-supernets from the shared one this way; the path step counter starts at 0."""
+        if macro_key(other.macro) != macro_key(self.macro):
+            raise ValueError("inherit_from: the two supernets have other macros")
+        remap = {}
+        for site, specs in self.choices.items():
+            mine, theirs = self._prefix[site], other._prefix[site]
+            for i, spec in enumerate(specs):
+                remap[f"{mine}.choices.{i}."] = f"{theirs}.choices.{other.index_of(site, spec)}."
+        src = other.net.state_dict()
+        out = {}
+        for key in self.net.state_dict():
+            for mine, theirs in remap.items():
+                if key.startswith(mine):
+                    out[key] = src[theirs + key[len(mine):]].detach().clone()
+                    break
+            else:
+                out[key] = src[key].detach().clone()
+        self.net.load_state_dict(out)
+        self.step = 0
+
 
 def macro_key(arch: UNetArch) -> str:
     """The architecture with every site empty, as JSON: what one supernet fixes."""
