@@ -71,7 +71,7 @@ def spaces_check(file: Path = typer.Argument(..., help="A YAML search space (or 
 # --------------------------------------------------------------------------------------------
 # data
 @data_app.command("check")
-def data_check(path: Path = typer.Argument(..., help="Folder with images/ and masks/.")):
+def data_check(path: Path = typer.Argument(..., help="Dataset folder: images/ + masks/, nnU-Net v2 raw or Decathlon.")):
     """Validate a dataset folder: every problem, with file names, and a summary."""
     from .data import data_check as run
 

@@ -33,6 +33,10 @@ def data_check(path: Path, console: Console) -> int:
     files = f"{_count(rep.n_images, 'image')}, {_count(rep.n_masks, 'mask')}"
     if rep.n_aux:
         files += f", {rep.n_aux} aux"
+    table.add_row("layout", {"folder": "images/ + masks/ (nas-attn)",
+                             "nnunet": "nnU-Net v2 raw (dataset.json, imagesTr/, labelsTr/)",
+                             "decathlon": "Medical Segmentation Decathlon (dataset.json "
+                                          "training list)"}[rep.layout])
     table.add_row("files", files)
     table.add_row("usable samples", str(rep.n_samples))
     if rep.spatial_dims:
@@ -42,8 +46,16 @@ def data_check(path: Path, console: Console) -> int:
         if rep.size_max != rep.size_min:
             sizes = f"{sizes} .. {fmt_shape(rep.size_max)}"
         table.add_row("sizes", sizes)
+    if rep.spacing_min:
+        sp = "×".join(f"{v:g}" for v in rep.spacing_min)
+        if rep.spacing_max != rep.spacing_min:
+            sp += " .. " + "×".join(f"{v:g}" for v in rep.spacing_max)
+        table.add_row("spacing (mm)", sp)
     if rep.channels:
-        table.add_row("channels", ", ".join(map(str, rep.channels)))
+        chans = ", ".join(map(str, rep.channels))
+        if rep.channel_names:
+            chans += f" ({', '.join(escape(n) for n in rep.channel_names)})"
+        table.add_row("channels", chans)
     if rep.aux_channels:
         table.add_row("aux channels", ", ".join(map(str, rep.aux_channels)))
     if rep.class_pixels:

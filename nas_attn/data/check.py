@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import readers as R
+from .layouts import Listing, detect, list_layout
 from .segdata import SegData
 
 SPLIT_FILES = ("splits.json", "train.txt", "val.txt", "test.txt")
@@ -55,6 +56,12 @@ class FolderReport:
     mask_kind: str = ""
     splits: dict[str, list[str]] | None = None
     split_source: str | None = None
+    layout: str = "folder"
+    """`folder`, `nnunet` (v2 raw) or `decathlon` (`nas_attn.data.layouts`)."""
+    channel_names: list[str] | None = None
+    spacing_min: tuple[float, ...] | None = None
+    spacing_max: tuple[float, ...] | None = None
+    """Voxel spacing (mm, array axis order) over the samples, where the files give it."""
 
     @property
     def ok(self) -> bool:
@@ -76,7 +83,11 @@ class FolderReport:
             "classes": self.classes, "class_names": self.class_names, "mask_kind": self.mask_kind,
             "class_shares": {str(k): round(v, 6) for k, v in self.class_shares.items()},
             "splits": ({k: len(v) for k, v in self.splits.items()} if self.splits else None),
-            "split_source": self.split_source, "problems": list(self.problems),
+            "split_source": self.split_source, "layout": self.layout,
+            "channel_names": self.channel_names,
+            "spacing_min": list(self.spacing_min) if self.spacing_min else None,
+            "spacing_max": list(self.spacing_max) if self.spacing_max else None,
+            "problems": list(self.problems),
             "notes": list(self.notes),
         }
 
@@ -190,6 +201,7 @@ class _Sample:
     image: np.ndarray
     mask: np.ndarray
     aux: np.ndarray | None
+    spacing: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -206,6 +218,16 @@ class _Scan:
     pixels: Counter = field(default_factory=Counter)
     by_channels: dict[str, dict[int, list[str]]] = field(
         default_factory=lambda: {"images": {}, "aux": {}})
+    listing: Listing | None = None
+    """nnU-Net / Decathlon layouts: the cases as dataset.json names them."""
+
+    def rel(self, role: str, stem: str) -> str:
+        """The file of `stem` in `role` as the user knows it (relative to the folder)."""
+        path = self.files[role][stem]
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
 
     @property
     def problems(self) -> list[str]:
@@ -245,6 +267,20 @@ def _list_pairs(scan: _Scan) -> bool:
     return True
 
 
+def _list_tree(scan: _Scan) -> bool:
+    """nnU-Net v2 raw / Decathlon: the cases dataset.json and the tree name."""
+    lst = list_layout(scan.root, scan.rep.layout, scan.problems)
+    scan.listing = lst
+    scan.files["images"] = {c: paths[0] for c, paths in lst.images.items()}
+    scan.files["masks"] = dict(lst.masks)
+    scan.rep.n_images = len(lst.images)
+    scan.rep.n_masks = len(lst.masks)
+    scan.stems = [c for c in lst.images if c in lst.masks]
+    if not lst.images and lst.class_names is not None:
+        scan.problems.append("imagesTr/: no image files")
+    return bool(scan.stems)
+
+
 def _read_masks(scan: _Scan, spatial_dims: int | None) -> tuple[dict[str, np.ndarray], int]:
     """Pass 1: the masks, and the spatial dims they imply (unless given)."""
     msks, P = scan.files["masks"], scan.problems
@@ -254,7 +290,7 @@ def _read_masks(scan: _Scan, spatial_dims: int | None) -> tuple[dict[str, np.nda
         try:
             m = R.read_array(msks[s], "mask")
         except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
-            P.append(f"masks/{msks[s].name}: unreadable ({type(e).__name__}: {e})")
+            P.append(f"{scan.rel('masks', s)}: unreadable ({type(e).__name__}: {e})")
             continue
         raw_masks[s] = m
         votes[R.guess_spatial_dims(msks[s], m)].append(msks[s].name)
@@ -271,7 +307,7 @@ def _read_masks(scan: _Scan, spatial_dims: int | None) -> tuple[dict[str, np.nda
 
 def _mask_ids(scan: _Scan, s: str, raw: np.ndarray | None, spatial_dims: int):
     """A mask's (array, kind, values, counts), or None after recording its problem."""
-    mname = f"masks/{scan.files['masks'][s].name}"
+    mname = scan.rel("masks", s)
     if raw is None:
         return None
     m = R.mask_spatial(raw, spatial_dims)
@@ -283,10 +319,20 @@ def _mask_ids(scan: _Scan, s: str, raw: np.ndarray | None, spatial_dims: int):
         scan.problems.append(f"{mname}: {vc}")
         return None
     vals, counts = vc
-    kind, prob = R.classify_mask(vals)
-    if prob:
-        scan.problems.append(f"{mname}: {prob}")
-        return None
+    ids = scan.listing.label_ids if scan.listing is not None else None
+    if ids is not None:
+        outside = [int(v) for v in vals if int(v) not in ids]
+        if outside:
+            scan.problems.append(f"{mname}: value{'s' if len(outside) > 1 else ''} "
+                                 f"{', '.join(map(str, outside[:5]))} not among dataset.json's "
+                                 f"labels (ids 0..{max(ids)})")
+            return None
+        kind = "ids" if len(vals) and int(vals.max()) > 0 else "empty"
+    else:
+        kind, prob = R.classify_mask(vals)
+        if prob:
+            scan.problems.append(f"{mname}: {prob}")
+            return None
     scan.kinds.setdefault(kind, []).append(scan.files["masks"][s].name)
     return m, kind, vals, counts
 
@@ -295,23 +341,42 @@ def _read_channels(scan: _Scan, s: str, spatial: tuple[int, ...] | None) -> dict
     """The sample's image (and aux) channels first, or None when any is unusable (an image is
     read even when its mask is bad, so unreadable files and channel counts are reported too)."""
     arrays, bad = {}, spatial is None
-    mname = f"masks/{scan.files['masks'][s].name}"
+    mname = scan.rel("masks", s)
     for role in ("images", "aux") if scan.has_aux else ("images",):
-        fname = f"{role}/{scan.files[role][s].name}"
-        try:
-            raw = R.read_array(scan.files[role][s], "image")
-        except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
-            scan.problems.append(f"{fname}: unreadable ({type(e).__name__}: {e})")
-            bad = True
+        paths = [scan.files[role][s]]
+        if role == "images" and scan.listing is not None:
+            paths = scan.listing.images[s]  # nnU-Net: one file per channel
+        parts = []
+        for path in paths:
+            fname = str(path.relative_to(scan.root)) if path.is_relative_to(scan.root) \
+                else str(path)
+            try:
+                raw = R.read_array(path, "image")
+            except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
+                scan.problems.append(f"{fname}: unreadable ({type(e).__name__}: {e})")
+                bad = True
+                continue
+            if spatial is None:
+                continue
+            part = R.to_channels_first(raw, spatial)
+            if part is None:
+                scan.problems.append(
+                    f"{fname}: size {R.fmt_shape(raw.shape)} does not match its mask {mname} "
+                    f"{R.fmt_shape(spatial)} (accepted: the mask's size, with an optional "
+                    "channel axis first or last)")
+                bad = True
+                continue
+            parts.append(part)
+        if bad or spatial is None:
             continue
-        if spatial is None:
-            continue
-        cf = R.to_channels_first(raw, spatial)
-        if cf is None:
-            scan.problems.append(
-                f"{fname}: size {R.fmt_shape(raw.shape)} does not match its mask {mname} "
-                f"{R.fmt_shape(spatial)} (accepted: the mask's size, with an optional channel "
-                "axis first or last)")
+        fname = scan.rel(role, s)
+        cf = parts[0] if len(parts) == 1 else np.concatenate(
+            [np.asarray(p) for p in parts], axis=0)
+        names = scan.listing.channel_names if scan.listing is not None and role == "images" \
+            else None
+        if names is not None and cf.shape[0] != len(names):
+            scan.problems.append(f"{fname}: {cf.shape[0]} channel(s), dataset.json names "
+                                 f"{len(names)} ({', '.join(names)})")
             bad = True
             continue
         scan.by_channels[role].setdefault(int(cf.shape[0]), []).append(s)
@@ -351,7 +416,8 @@ def _decode(scan: _Scan, raw_masks: dict[str, np.ndarray], spatial_dims: int) ->
         scan.pixels.update(counts_by_id)
         # raw values, in memory (not a memory map), normalised per split by `load_data`
         aux_arr = R.raw_copy(arrays["aux"]) if scan.has_aux else None
-        scan.samples.append(_Sample(s, R.raw_copy(arrays["images"]), ids, aux_arr))
+        scan.samples.append(_Sample(s, R.raw_copy(arrays["images"]), ids, aux_arr,
+                                    R.read_spacing(scan.files["masks"][s], spatial_dims)))
 
 
 def _summarise(scan: _Scan) -> None:
@@ -371,6 +437,11 @@ def _summarise(scan: _Scan) -> None:
         shapes = np.array([sm.mask.shape for sm in scan.samples])
         rep.size_min = tuple(int(x) for x in shapes.min(0))
         rep.size_max = tuple(int(x) for x in shapes.max(0))
+        spacings = [sm.spacing for sm in scan.samples if sm.spacing is not None]
+        if spacings and len({len(sp) for sp in spacings}) == 1:
+            arr = np.array(spacings)
+            rep.spacing_min = tuple(round(float(x), 6) for x in arr.min(0))
+            rep.spacing_max = tuple(round(float(x), 6) for x in arr.max(0))
     rep.class_pixels = dict(sorted(pixels.items()))
     max_id = max(pixels) if pixels else 0
     rep.classes = max(2, max_id + 1)
@@ -391,6 +462,16 @@ def _summarise(scan: _Scan) -> None:
 def _names_and_splits(scan: _Scan) -> None:
     """classes.txt and the split lists."""
     rep, root, P = scan.rep, scan.root, scan.problems
+    if scan.listing is not None:  # dataset.json names the classes; imagesTs/labelsTs: test
+        lst = scan.listing
+        rep.class_names = lst.class_names
+        rep.channel_names = lst.channel_names
+        if lst.class_names:
+            rep.classes = max(rep.classes, len(lst.class_names))
+        test = [s for s in lst.test if s in set(scan.stems)]
+        rep.splits, rep.split_source = ({"test": test}, "imagesTs/ + labelsTs/") if test \
+            else (None, None)
+        return
     cn = root / "classes.txt"
     if cn.exists():
         names = _read_list(cn)
@@ -415,7 +496,8 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
     if not root.is_dir():
         P.append(f"{root}: not a folder" if root.exists() else f"{root}: folder not found")
         return rep, None
-    if not _list_pairs(scan):
+    rep.layout = detect(root)
+    if not (_list_pairs(scan) if rep.layout == "folder" else _list_tree(scan)):
         return rep, None
     raw_masks, spatial_dims = _read_masks(scan, spatial_dims)
     rep.spatial_dims = spatial_dims
@@ -440,5 +522,7 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
         class_names=rep.class_names,
         splits=rep.splits,
         source=str(root),
+        spacings=[sm.spacing for sm in samples]
+        if all(sm.spacing is not None for sm in samples) else None,
     )
     return rep, data

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .check import SPLIT_FILES, SUBDIRS, FolderReport, scan_folder
+from .layouts import TREE_DIRS
 from .segdata import SegData
 
 _CACHE: dict[tuple, tuple[FolderReport, SegData | None]] = {}
@@ -20,7 +21,7 @@ _CACHE: dict[tuple, tuple[FolderReport, SegData | None]] = {}
 
 def _signature(root: Path) -> tuple:
     sig = []
-    for sub in SUBDIRS:
+    for sub in SUBDIRS + TREE_DIRS:
         d = root / sub
         if d.is_dir():
             with os.scandir(d) as it:
@@ -31,7 +32,7 @@ def _signature(root: Path) -> tuple:
                         sig.append((sub, e.name, -1, -1))
                         continue
                     sig.append((sub, e.name, st.st_size, st.st_mtime_ns))
-    for name in SPLIT_FILES + ("classes.txt",):
+    for name in SPLIT_FILES + ("classes.txt", "dataset.json"):
         p = root / name
         if p.exists():
             st = p.stat()

@@ -97,4 +97,4 @@ def normalise(data: SegData, settings: dict[str, Any]) -> SegData:
         spatial_dims=data.spatial_dims, in_channels=data.in_channels, classes=data.classes,
         aux=None if data.aux is None else [run(a, settings, "aux") for a in data.aux],
         aux_channels=data.aux_channels, class_names=data.class_names, splits=data.splits,
-        source=data.source, normalisation=dict(settings))
+        source=data.source, normalisation=dict(settings), spacings=data.spacings)

@@ -103,6 +103,22 @@ def read_array(path: Path, role: str = "image") -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
+def read_spacing(path: Path, spatial_dims: int) -> tuple[float, ...] | None:
+    """The voxel spacing (mm, in the array's axis order) a file's header gives: NIfTI's
+    pixdim for its first `spatial_dims` axes; None for other formats or a header without it."""
+    if file_kind(path) != "nifti":
+        return None
+    try:
+        import nibabel as nib
+
+        zooms = nib.load(str(path)).header.get_zooms()[:spatial_dims]
+    except Exception:  # noqa: BLE001 - the array was read; a header without zooms has none
+        return None
+    if len(zooms) != spatial_dims or not all(float(z) > 0 for z in zooms):
+        return None
+    return tuple(float(z) for z in zooms)
+
+
 def guess_spatial_dims(path: Path, mask: np.ndarray) -> int:
     """3 for NIfTI, 2 for Pillow formats, else the mask array's rank (a trailing or leading
     singleton axis aside; (H, W, 3|4) counts as a 2D colour mask). `spatial_dims=` overrides."""

@@ -34,6 +34,9 @@ class SegData:
     source: str = ""
     normalisation: dict | None = None
     """The settings the images were normalised with (None: raw values)."""
+    spacings: list[tuple[float, ...]] | None = None
+    """Per sample, the voxel spacing in mm along the array's spatial axes, where the files
+    give it (NIfTI headers); None when any sample has none."""
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -74,4 +77,5 @@ class SegData:
             splits=None,
             source=self.source,
             normalisation=self.normalisation,
+            spacings=None if self.spacings is None else [self.spacings[i] for i in idx],
         )
