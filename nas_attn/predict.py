@@ -5,7 +5,10 @@ Library code (no printing); `nas_attn.cli.predict` draws the progress and the er
 
 - Models: an export folder (`model.py` + `weights.pt` + `arch.json`, see `nas_attn.export`),
   a checkpoint (`best.pt` of `nas-attn train` or a search trial) or the folder holding it.
-  The patch size and overlap come from the export's INFERENCE or the checkpoint's metadata.
+  An export folder is loaded from its data only (arch.json built with the package's modules,
+  weights.pt with `weights_only=True`): its model.py is never run. The patch size and overlap
+  come from the export's meta.json (or model.py's INFERENCE literal, parsed) or the
+  checkpoint's metadata.
 - Inputs: files (PNG, JPEG, BMP, TIFF, NPY, NIfTI) or folders of them (a dataset folder's
   `images/` when it has one). Channels: an array with the model's spatial rank is one
   channel; otherwise channels first or last (or (D, C, H, W) in 3D), the axis whose size is the
@@ -30,7 +33,6 @@ from .arch import UNetArch
 from .atomic import atomic_write
 from .data import readers as R
 from .errors import DataError, DiskFullError, NasAttnError
-from .export import load_model_py
 from .models.infer import (
     DEFAULT_OVERLAP,
     labels_from_output,
@@ -77,23 +79,8 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
 
     path = Path(path)
     dev = select_device(device)
-    if path.is_dir() and (path / "model.py").is_file():
-        weights = path / "weights.pt"
-        if not weights.is_file():
-            raise ModelLoadError(f"{path}: export folder without weights.pt (it was exported "
-                                 "from a trial without a checkpoint; export a trained model)")
-        try:
-            module = load_model_py(path / "model.py")
-            model = module.load(str(weights), map_location="cpu")
-            arch = UNetArch.from_json((path / "arch.json").read_text())
-        except NasAttnError:
-            raise
-        except Exception as e:  # noqa: BLE001  (a hand-edited or foreign folder)
-            raise ModelLoadError(f"{path}: cannot load the exported model: "
-                                 f"{type(e).__name__}: {e}") from None
-        settings = getattr(module, "INFERENCE", None) or {}
-        notes = [] if settings else ["model.py has no INFERENCE settings (an older export); "
-                                     "every image is predicted in one pass"]
+    if path.is_dir() and ((path / "model.py").is_file() or (path / "arch.json").is_file()):
+        model, arch, settings, notes = _load_export(path)
         ps = settings.get("patch_size")
         return LoadedModel(arch, model.to(dev).eval(), tuple(ps) if ps else None,
                            float(settings.get("overlap", DEFAULT_OVERLAP)), str(path), "export",
@@ -109,6 +96,78 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
     patch = inference.pop("patch_size")
     return LoadedModel(arch, model.eval(), patch, inference.pop("overlap"), str(ckpt),
                        "checkpoint", notes, inference)
+
+
+def _load_export(path: Path) -> tuple[torch.nn.Module, UNetArch, dict, list[str]]:
+    """An export folder's model, built from its data only: never by running its model.py
+    (which anyone may have edited). The architecture comes from arch.json, validated like any
+    architecture, and is built with the package's own modules; weights.pt is read with
+    `weights_only=True` and must fit strictly; the inference settings come from meta.json, or
+    as a literal read out of model.py's `INFERENCE = {...}` line (parsed, not executed)."""
+    import json
+
+    from .errors import ArchError
+    from .export_text import inference_settings, validated_arch
+    from .unet import build_unet
+
+    for name in ("arch.json", "weights.pt"):
+        if not (path / name).is_file():
+            raise ModelLoadError(f"{path}: export folder without {name}" + (
+                " (it was exported from a trial without a checkpoint; export a trained model)"
+                if name == "weights.pt" else " (re-export the model)"))
+    try:
+        arch = validated_arch(json.loads((path / "arch.json").read_text()))
+    except (ArchError, ValueError, OSError) as e:
+        raise ModelLoadError(f"{path / 'arch.json'}: not a valid architecture ({e})") from None
+    try:
+        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        model = build_unet(arch)
+        model.load_state_dict(state)
+    except Exception as e:  # noqa: BLE001  (foreign, truncated or mismatched weights)
+        raise ModelLoadError(f"{path / 'weights.pt'}: does not load into the architecture of "
+                             f"arch.json ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+                             ) from None
+    raw = _export_inference(path)
+    if raw is None:
+        return model, arch, {}, ["the export has no INFERENCE settings (an older export); "
+                                 "every image is predicted in one pass"]
+    try:
+        settings = inference_settings(raw.get("patch_size"), raw.get("overlap"),
+                                      arch.spatial_dims, raw)
+    except NasAttnError as e:
+        raise ModelLoadError(f"{path}: its inference settings are not valid ({e})") from None
+    return model, arch, settings, []
+
+
+def _export_inference(path: Path) -> dict | None:
+    """meta.json's "inference", else the literal of model.py's `INFERENCE = ...` line."""
+    import ast
+    import json
+
+    meta = path / "meta.json"
+    if meta.is_file():
+        try:
+            doc = json.loads(meta.read_text())
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"{meta}: not valid JSON ({e})") from None
+        if isinstance(doc, dict) and isinstance(doc.get("inference"), dict):
+            return doc["inference"]
+    code = path / "model.py"
+    if not code.is_file():
+        return None
+    try:
+        tree = ast.parse(code.read_text())
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ModelLoadError(f"{code}: cannot be read for its INFERENCE settings ({e})") from None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "INFERENCE"
+                                                for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                raise ModelLoadError(f"{code}: INFERENCE is not a plain literal") from None
+            return value if isinstance(value, dict) else None
+    return None
 
 
 # ----- inputs -----------------------------------------------------------------------------

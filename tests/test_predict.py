@@ -317,3 +317,44 @@ def test_evaluate_rejects_mismatched_folder(tmp_path, cli):
     data = shapes_folder(tmp_path / "data", ["a", "b"])
     code, text = cli("evaluate", "--model", ckpt, "--data", data)
     assert code == 2 and "images have 1 channels, the model takes 3" in " ".join(text.split())
+
+
+def test_loading_an_export_never_runs_its_model_py(tmp_path, cli):
+    """Code appended to an exported model.py does not run on `predict`, `evaluate` or
+    `load_model`; the predictions are those of the untouched export. A tampered arch.json or
+    mismatched weights.pt is one line naming the file."""
+    from nas_attn.predict import ModelLoadError, load_model
+
+    data = shapes_folder(tmp_path / "data", ["a", "b"])
+    arch = UNetArch(classes=3, encoder=(A.make("se", reduction=2), None), **TINY)
+    ck = checkpoint(tmp_path, arch, (16, 16))
+    export = tmp_path / "export"
+    code, text = cli("export", "--checkpoint", ck, "--out", export)
+    assert code == 0, text
+    code, _ = cli("predict", data / "images", "--model", export, "--out", tmp_path / "clean")
+    assert code == 0
+    marker = tmp_path / "ran.txt"
+    with open(export / "model.py", "a") as f:
+        f.write(f"\nopen({str(marker)!r}, 'w').write('model.py ran')\n"
+                "INFERENCE = {'patch_size': [8, 8]}\n")  # after the real line: must not count
+    code, text = cli("predict", data / "images", "--model", export, "--out", tmp_path / "after")
+    assert code == 0, text
+    code, text = cli("evaluate", "--model", export, "--data", data, "--no-hd95")
+    assert code == 0, text
+    loaded = load_model(export, device="cpu")
+    assert not marker.exists()
+    assert loaded.patch_size == (16, 16)
+    for n in ("a", "b"):
+        np.testing.assert_array_equal(np.array(Image.open(tmp_path / "clean" / f"{n}.png")),
+                                      np.array(Image.open(tmp_path / "after" / f"{n}.png")))
+    # without meta.json the settings are read from model.py's first INFERENCE literal, parsed
+    (export / "meta.json").unlink()
+    assert load_model(export, device="cpu").patch_size == (16, 16) and not marker.exists()
+    good = (export / "arch.json").read_text()
+    (export / "arch.json").write_text(good.replace('"depth": 2', '"depth": 99'))
+    with pytest.raises(ModelLoadError, match="arch.json: not a valid architecture"):
+        load_model(export, device="cpu")
+    (export / "arch.json").write_text(good.replace('"classes": 3', '"classes": 4'))
+    code, text = cli("predict", data / "images", "--model", export, "--out", tmp_path / "x")
+    assert code != 0 and "weights.pt: does not load into the architecture of arch.json" in text
+    assert "Traceback" not in text
