@@ -377,3 +377,23 @@ def test_leaderboard_keeps_brackets_of_summaries():
     console = Console(width=200, record=True)
     console.print(leaderboard_table(study, 5))
     assert summary in console.export_text()
+
+
+def test_one_patch_size_number_means_every_axis_in_search_as_in_train(cli, write_space,
+                                                                      tmp_path):
+    """`data: {patch_size: [16]}` is 16x16 for the cost probe as for training (it crashed the
+    search's probe with a raw conv error while `train` accepted it)."""
+    from conftest import TINY_SPACE
+
+    from nas_attn.search.study import load_study, open_existing_storage
+
+    space = write_space(TINY_SPACE.replace("builtin_size: 24}", "builtin_size: 24, "
+                                           "patch_size: [16]}"))
+    code, out = cli("search", "--space", space, "--study", "p", "--runs-dir", tmp_path,
+                    "--trials", "1")
+    assert code == 0, out
+    study = load_study("p", open_existing_storage(None, tmp_path))
+    t = study.trials[0]
+    assert t.state.name == "COMPLETE", t.user_attrs.get("fail_reason")
+    assert t.user_attrs["data_config"]["patch_size"] == [16]
+    assert t.user_attrs["flops"] > 0

@@ -51,9 +51,11 @@ def _key(arch: UNetArch, train_overrides: dict) -> str:
 
 
 def _patch_shape(data_cfg, train_data) -> tuple[int, ...]:
-    if data_cfg.patch_size:
-        return tuple(data_cfg.patch_size)
-    return tuple(train_data.images[0].shape[1:])
+    """The training patch, by the data package's one rule (a single number means every axis;
+    none: the smallest sample), so the cost is measured on what training sees."""
+    from ..data.loaders import resolve_patch
+
+    return resolve_patch(data_cfg.patch_size or None, train_data)
 
 
 class Objective:
