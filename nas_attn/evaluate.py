@@ -35,7 +35,8 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, *, tta: bool = Fals
     """Scores of `loaded` on every sample of a dataset folder (images/, masks/ [, aux/]).
 
     Returns `dice`, `iou` (pooled per class over the folder, mean over classes present),
-    `dice_per_class`, `iou_per_class`, `hd95`, `hd95_per_class` (pixels), `dice_per_image`,
+    `dice_per_class`, `iou_per_class`, `hd95`, `hd95_per_class` (mm where the files give the
+    voxel spacing, else pixels: `hd95_unit`), `dice_per_image`,
     `images`, `classes`, `class_names` and `per_image` ({name, dice per class}).
     """
     from .data import load_folder
@@ -58,7 +59,8 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, *, tta: bool = Fals
         x = loaded.normalise(data.images[i])  # raw values, normalised as in training
         a = None if data.aux is None else loaded.normalise(data.aux[i], "aux")
         pred = predict_normalised(loaded, x, aux=a, tta=tta, batch=batch)[0]
-        per_class = acc.add(pred, data.masks[i])
+        per_class = acc.add(pred, data.masks[i],
+                            None if data.spacings is None else data.spacings[i])
         rows.append({"name": data.names[i], "dice_per_class": _clean(per_class)})
         if progress is not None:
             progress(i + 1, len(data), data.names[i])

@@ -157,3 +157,28 @@ def _copy_case(root: Path, case: str) -> None:
         (root / "imagesTs" / name).write_bytes((root / "imagesTr" / name).read_bytes())
     (root / "labelsTs" / f"{case}.nii.gz").write_bytes(
         (root / "labelsTr" / f"{case}.nii.gz").read_bytes())
+
+
+def test_evaluate_on_an_nnunet_folder_gives_hd95_in_mm(tmp_path, cli):
+    """The folder's spacing reaches HD95 (mm) through `evaluate`, and the training validation
+    loader carries it too."""
+    import torch
+
+    from nas_attn.arch import UNetArch
+    from nas_attn.train.checkpoint import save_checkpoint
+    from nas_attn.unet import build_unet
+
+    root = _nnunet(tmp_path / "ds", channels=2)
+    arch = UNetArch(spatial_dims=3, in_channels=2, depth=1, widths=(4, 8), classes=3)
+    torch.manual_seed(0)
+    ck = save_checkpoint(tmp_path / "best.pt", arch, build_unet(arch).state_dict(),
+                         {"patch_size": [8, 8, 8], "metrics": {"dice": 0.1}, "epoch": 1})
+    code, out = cli("evaluate", "--model", ck, "--data", root, "--json", tmp_path / "s.json")
+    assert code == 0, out
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert res["hd95_unit"] == "mm" and "HD95 (mm)" in out
+    assert res["class_names"] == ["background", "liver", "tumour"] and "liver" in out
+    from nas_attn.data.loaders import WholeImageDataset
+
+    item = WholeImageDataset(load_folder(root))[0]
+    assert item["spacing"].tolist() == pytest.approx(SPACING)

@@ -123,3 +123,32 @@ def test_evaluate_gives_zero_to_a_model_that_predicts_background():
     rt = Runtime.create("cpu", amp=False, channels_last=False, spatial_dims=2)
     res = evaluate(_Const(4, 0), loader, rt, classes=4)
     assert res["dice"] == 0.0 and res["images"] == 4
+
+
+def test_hd95_in_mm_with_the_voxel_spacing():
+    """Two boxes 4 voxels apart along the first axis: 4 voxels, 8 mm at 2 mm along it; a
+    spacing along another axis does not change it; one empty mask gives the diagonal in mm."""
+    import math
+
+    import numpy as np
+
+    from nas_attn.train.metrics import MetricAccumulator, hd95
+
+    a = np.zeros((20, 10, 10), bool)
+    b = np.zeros_like(a)
+    a[2:6, 2:8, 2:8] = True
+    b[6:10, 2:8, 2:8] = True
+    assert hd95(a, b) == pytest.approx(4.0)
+    assert hd95(a, b, (2.0, 1.0, 1.0)) == pytest.approx(8.0)
+    assert hd95(a, b, (1.0, 3.0, 3.0)) == pytest.approx(4.0)
+    empty = np.zeros_like(a)
+    assert hd95(a, empty, (2.0, 1.0, 1.0)) == pytest.approx(math.sqrt(40**2 + 10**2 + 10**2))
+    with pytest.raises(ValueError, match="spacing"):
+        hd95(a, b, (1.0, 1.0))
+    acc = MetricAccumulator(2, with_hd95=True)
+    acc.add(a.astype(np.int64), b.astype(np.int64), (2.0, 1.0, 1.0))
+    res = acc.result()
+    assert res["hd95_unit"] == "mm" and res["hd95"] == pytest.approx(8.0)
+    acc = MetricAccumulator(2, with_hd95=True)
+    acc.add(a.astype(np.int64), b.astype(np.int64))
+    assert acc.result()["hd95_unit"] == "voxels"

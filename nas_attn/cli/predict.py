@@ -95,7 +95,9 @@ def evaluate_cli(model: Path, data: Path, *, json_path: Path | None, tta: bool, 
     table.add_column("Dice", justify="right")
     table.add_column("IoU", justify="right")
     if hd95:
-        table.add_column("HD95 (px)", justify="right")
+        unit = {"mm": "mm", "voxels": "px" if loaded.arch.spatial_dims == 2 else "voxels"}.get(
+            res.get("hd95_unit", "voxels"), "mixed units")
+        table.add_column(f"HD95 ({unit})", justify="right")
     for k in range(1, res["classes"]):
         row = [f"{k} {escape(res['class_names'][k])}", _fmt(res["dice_per_class"][k - 1]),
                _fmt(res["iou_per_class"][k - 1])]

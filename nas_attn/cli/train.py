@@ -48,7 +48,8 @@ def summary_table(result: TrainResult, out_dir: Path) -> Table:
               + (f"\n  per class {per_class_text(per)}" if len(per) > 1 else ""))
     t.add_row("val IoU", f"{best.get('iou', float('nan')):.4f}")
     if "hd95" in best:
-        t.add_row("val HD95", f"{best['hd95']:.2f} px")
+        t.add_row("val HD95", f"{best['hd95']:.2f} "
+                  + ("mm" if best.get("hd95_unit") == "mm" else "px"))
     t.add_row("throughput", f"{result.images_per_s:.1f} images/s (training)")
     t.add_row("time", f"{result.seconds:.1f} s")
     t.add_row("checkpoint", str(result.checkpoint) if result.checkpoint else "—")

@@ -165,6 +165,8 @@ class WholeImageDataset(Dataset):
                                                               dtype=_mask_dtype(d.classes)))}
         if d.aux is not None:
             item["aux"] = torch.from_numpy(np.ascontiguousarray(d.aux[i], dtype=np.float32))
+        if d.spacings is not None:  # mm per axis: HD95 in mm
+            item["spacing"] = torch.tensor(d.spacings[i], dtype=torch.float64)
         return item
 
 

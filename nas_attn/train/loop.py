@@ -235,6 +235,7 @@ def evaluate(model: nn.Module, val_loader, runtime: Runtime, *, classes: int, pa
     acc = MetricAccumulator(classes, with_hd95=hd95)
     loss_sum = None
     for batch in val_loader:
+        spacing = batch.pop("spacing", None)  # stays on the host: (B, dims) mm
         batch = runtime.to_device(batch)
         image, mask = batch["image"], batch["mask"]
         logits = _predict_or_cpu(model, image, runtime, patch_size=patch_size, overlap=overlap,
@@ -243,8 +244,8 @@ def evaluate(model: nn.Module, val_loader, runtime: Runtime, *, classes: int, pa
         if criterion is not None:
             loss = criterion(logits, mask).detach()
             loss_sum = loss if loss_sum is None else loss_sum + loss.to(loss_sum.device)
-        for pred, gt in zip(labels_from_logits(logits), mask):
-            acc.add(pred, gt)
+        for j, (pred, gt) in enumerate(zip(labels_from_logits(logits), mask)):
+            acc.add(pred, gt, None if spacing is None else spacing[j].tolist())
     out: dict[str, Any] = acc.result()
     if loss_sum is not None:
         out["val_loss"] = float(loss_sum) / max(1, len(acc))

@@ -92,19 +92,23 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~eroded
 
 
-def hd95(pred: np.ndarray, gt: np.ndarray) -> float:
-    """95th-percentile symmetric Hausdorff distance between two binary masks (pixel units):
-    NaN when both are empty, the image diagonal when exactly one is."""
+def hd95(pred: np.ndarray, gt: np.ndarray, spacing=None) -> float:
+    """95th-percentile symmetric Hausdorff distance between two binary masks: in mm with the
+    voxel `spacing` (mm per axis), else in pixels / voxels. NaN when both are empty, the image
+    diagonal when exactly one is."""
     from scipy import ndimage
 
     pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    step = [1.0] * pred.ndim if spacing is None else [float(v) for v in spacing]
+    if len(step) != pred.ndim:
+        raise ValueError(f"spacing {list(step)} has {len(step)} entries for a {pred.ndim}D mask")
     if not pred.any() and not gt.any():
         return math.nan
     if not pred.any() or not gt.any():
-        return float(math.sqrt(sum(s * s for s in pred.shape)))
+        return float(math.sqrt(sum((s * v) ** 2 for s, v in zip(pred.shape, step))))
     sp, sg = _surface(pred), _surface(gt)
-    d_to_g = ndimage.distance_transform_edt(~sg)[sp]
-    d_to_p = ndimage.distance_transform_edt(~sp)[sg]
+    d_to_g = ndimage.distance_transform_edt(~sg, sampling=step)[sp]
+    d_to_p = ndimage.distance_transform_edt(~sp, sampling=step)[sg]
     return float(max(np.percentile(d_to_g, 95), np.percentile(d_to_p, 95)))
 
 
@@ -119,11 +123,12 @@ class MetricAccumulator:
         self.total = np.zeros((classes, classes), dtype=np.int64)
         self.per_image: list[float] = []
         self.hd: list[list[float]] = []
+        self.hd_units: set[str] = set()
         self.images = 0
 
-    def add(self, pred, gt) -> list[float]:
-        """Add one image (integer label maps of one shape); returns its per-class Dice (NaN where
-        the class is in neither)."""
+    def add(self, pred, gt, spacing=None) -> list[float]:
+        """Add one image (integer label maps of one shape; `spacing`: its voxel size in mm, for
+        HD95 in mm); returns its per-class Dice (NaN where the class is in neither)."""
         cm = confusion(pred, gt, self.classes)
         self.total += cm
         self.images += 1
@@ -133,7 +138,8 @@ class MetricAccumulator:
         if self.with_hd95:
             p = _as_tensor(pred).cpu().numpy()
             g = _as_tensor(gt).cpu().numpy()
-            self.hd.append([hd95(p == c, g == c) for c in range(1, self.classes)])
+            self.hd.append([hd95(p == c, g == c, spacing) for c in range(1, self.classes)])
+            self.hd_units.add("voxels" if spacing is None else "mm")
         return [float(x) for x in dice]
 
     def __len__(self) -> int:
@@ -162,6 +168,7 @@ class MetricAccumulator:
                 per_class = [_nanmean(rows[:, k]) for k in range(rows.shape[1])]
             out["hd95"] = _nanmean(per_class) if not np.isnan(per_class).all() else 0.0
             out["hd95_per_class"] = _listed(per_class)
+            out["hd95_unit"] = self.hd_units.pop() if len(self.hd_units) == 1 else "mixed"
         return out
 
 
