@@ -266,3 +266,31 @@ def test_two_searches_starting_together_on_a_new_sqlite_file(tmp_path):
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out
         assert "Traceback" not in out and "ran 1 trial(s) in this session" in out, out
+
+
+def test_a_storage_password_is_never_printed(tmp_path, cli):
+    """An unreachable PostgreSQL URL with a password: the error names the storage as
+    user:***@host, for the command and for the library's message."""
+    from nas_attn.errors import StudyError
+    from nas_attn.search.study import open_storage, redact
+
+    url = "postgresql+psycopg://alice:s3cr3t-pw@127.0.0.1:9/db"
+    assert redact(url) == "postgresql+psycopg://alice:***@127.0.0.1:9/db"
+    assert redact("journal:runs/x.journal") == "journal:runs/x.journal"
+    with pytest.raises(StudyError) as e:
+        open_storage(url, tmp_path)
+    assert "s3cr3t-pw" not in str(e.value) and "alice:***@127.0.0.1" in str(e.value)
+    code, out = cli("search", "--space", "smoke", "--storage", url, "--runs-dir", tmp_path,
+                    "--trials", "1")
+    assert code != 0 and "s3cr3t-pw" not in out and "***" in out, out
+
+
+def test_data_check_escapes_control_characters_in_file_names(tmp_path, cli):
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "images" / "evil\x1b[2J\x07.png").write_bytes(b"not a png")
+    code, out = cli("data", "check", root)
+    assert code == 1
+    assert "\x1b" not in out and "\x07" not in out
+    assert "evil\\x1b[2J\\x07.png" in out

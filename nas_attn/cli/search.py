@@ -211,9 +211,12 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     console.print()
     if stopped is not None:
         raise stopped
+    from ..search.study import redact
+
     ran = len(view.finished) + int(interrupted)
+    where = session.objective.runs_dir if req.storage is None else redact(req.storage)
     console.print(f"ran {ran} trial(s) in this session; {len(study.trials)} in the study. "
-                  f"Storage: {session.objective.runs_dir if req.storage is None else req.storage}")
+                  f"Storage: {where}")
     if interrupted:
         console.print("[yellow]interrupted:[/yellow] the running trial was recorded as failed; "
                       f"resume with `{escape(req.resume_command(study.study_name))}`")

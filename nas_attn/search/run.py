@@ -78,7 +78,9 @@ class SearchRequest:
         would open the default storage and start a new study)."""
         cmd = f"nas-attn search --study {study_name}"
         if self.storage is not None:
-            cmd += f" --storage {self.storage}"
+            from .study import redact
+
+            cmd += f" --storage {redact(self.storage)}"
         if Path(self.runs_dir) != Path(DEFAULT_RUNS):
             cmd += f" --runs-dir {self.runs_dir}"
         return cmd

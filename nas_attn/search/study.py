@@ -57,7 +57,7 @@ def _postgres_driver(url: str) -> str:
     module = {"psycopg": "psycopg", "psycopg2": "psycopg2", "pg8000": "pg8000",
               "asyncpg": "asyncpg"}.get(driver, driver)
     if importlib.util.find_spec(module) is None:
-        raise StudyError(f"storage {url!r} needs the PostgreSQL driver {module!r}, which is not "
+        raise StudyError(f"storage {redact(url)!r} needs the PostgreSQL driver {module!r}, which is not "
                          f"installed: pip install \"psycopg[binary]\" (or pip install -e "
                          f"\".[postgres]\" in a checkout of nas-attn)")
     return url
@@ -101,7 +101,8 @@ def open_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> optuna.stora
         full = storage_error(e, url)
         if isinstance(full, DiskFullError):
             raise full from None
-        raise StudyError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
+        raise StudyError(f"cannot open storage {redact(url)!r}: "
+                         f"{redact(str(e).splitlines()[0])}") from None
 
 
 @contextmanager
@@ -222,6 +223,19 @@ def _looks_like_journal(path: Path) -> bool:
     return isinstance(record, dict) and "op_code" in record
 
 
+def redact(url: str) -> str:
+    """A storage URL fit to print: its password replaced by *** (`user:***@host`)."""
+    if "://" not in url or "@" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001  (not a URL SQLAlchemy parses: hide what sits before @)
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
 def describe_storage(storage) -> str:
     """The storage as the user named it (an RDB URL without its password, journal:PATH)."""
     while not hasattr(storage, "url") and hasattr(storage, "_backend"):  # cache, journal
@@ -267,7 +281,7 @@ def storage_error(e: BaseException, storage=None) -> NasAttnError:
         return disk_full_error(root.filename, root)  # a file, not the storage
     first = (str(root).strip().splitlines() or [type(root).__name__])[0][:300]
     where = "the study storage" if storage is None else \
-        f"the storage {storage if isinstance(storage, str) else describe_storage(storage)}"
+        f"the storage {redact(storage) if isinstance(storage, str) else describe_storage(storage)}"
     if is_disk_full(e) or any(t in str(x).lower() for x in chain for t in _FULL_TEXT) \
             or any(type(x).__name__ == "DiskFull" for x in chain):
         return DiskFullError(f"no space left on device: {where} cannot be written ({first})",
