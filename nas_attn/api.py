@@ -102,7 +102,7 @@ def plan_training(arch: UNetArch | str | Path | None = None, data: str | None = 
     from pydantic import ValidationError
 
     from .data import DataConfig, load_data, symmetry_plan
-    from .paths import claim_output_dir
+    from .paths import claim_output_dir, folder_name, inside
     from .train import TrainConfig
     from .train.config import format_errors
 
@@ -133,7 +133,8 @@ def plan_training(arch: UNetArch | str | Path | None = None, data: str | None = 
     cfg = TrainConfig.make(**opts)
     train_data, val_data = load_data(data_cfg)
     arch, changes = adapt_arch(arch, train_data)
-    out = Path(out_dir) if out_dir is not None else Path(runs_dir) / "train" / name
+    out = Path(out_dir) if out_dir is not None else \
+        inside(Path(runs_dir) / "train", folder_name(name))  # name: stored text
     out = claim_output_dir(out, "train", force=force)  # before any training
     return TrainPlan(arch, data_cfg, cfg, train_data, val_data, out, changes,
                      symmetry_plan(train_data, data_cfg).note, origin)

@@ -30,6 +30,14 @@ def check_name(name: str, what: str = "study name") -> str:
     return name
 
 
+def folder_name(text: str, limit: int = 48, default: str = "model") -> str:
+    """A folder name made from stored text (a study name read from a shared storage, a run's
+    folder): letters, digits, '.', '_' and '-' only, no leading dot, so it names one folder
+    and never a path ("../../x" becomes "x")."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).replace("..", "_").strip("._-")
+    return name[:limit] or default
+
+
 def inside(parent: str | Path, *parts: str) -> Path:
     root = Path(parent).resolve()
     path = root.joinpath(*parts).resolve()

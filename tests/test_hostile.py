@@ -294,3 +294,26 @@ def test_data_check_escapes_control_characters_in_file_names(tmp_path, cli):
     assert code == 1
     assert "\x1b" not in out and "\x07" not in out
     assert "evil\\x1b[2J\\x07.png" in out
+
+
+def test_a_stored_study_name_cannot_place_outputs_outside_the_runs_folder(tmp_path, cli):
+    """Anyone who can write to a shared storage can name a study `../../x`: `export` builds its
+    default folder from that name as from untrusted text."""
+    import optuna
+
+    from nas_attn.arch import UNetArch
+    from nas_attn.paths import folder_name
+
+    runs = tmp_path / "a" / "b" / "runs"
+    runs.mkdir(parents=True)
+    study = optuna.create_study(study_name="../../evil", storage=f"sqlite:///{runs}/nas_attn.db")
+    study.add_trial(optuna.trial.create_trial(
+        value=0.5, params={}, distributions={},
+        user_attrs={"arch": UNetArch().to_json(), "arch_summary": "plain"}))
+    code, out = cli("export", "../../evil", "--runs-dir", runs)
+    assert code == 0, out
+    assert (runs / "export" / "evil_trial0" / "model.py").exists()
+    assert not list(tmp_path.rglob("evil_trial0*"))[0].relative_to(runs).is_absolute()
+    assert not (tmp_path / "a" / "evil_trial0").exists()
+    assert folder_name("../../x") == "x" and folder_name("a/../b") == "a___b"
+    assert folder_name("..") == "model" and folder_name("my study_1") == "my_study_1"

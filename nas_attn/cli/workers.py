@@ -13,9 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import DiskFullError, StudyError
+from ..paths import inside
 from ..search.run import SearchRequest, open_search
-from ..search.study import (default_multi_storage_url, open_storage, storage_kind,
-                            storage_url)
+from ..search.study import (
+    default_multi_storage_url,
+    open_storage,
+    storage_kind,
+    storage_url,
+)
 from ..search.workers import Slot, Supervisor, study_space_file
 
 
@@ -100,7 +105,7 @@ def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: boo
     trials = session.trials(req.trials)
     args = _worker_args(session, slots)
     epochs = session.space.budget.epochs
-    log_dir = Path(req.runs_dir) / study.study_name / "workers"
+    log_dir = inside(req.runs_dir, study.study_name, "workers")
     sup = Supervisor(study, slots, args, trials, req.timeout, log_dir, epochs)
     waiting = optuna.trial.TrialState.WAITING
     n_before = sum(t.state != waiting for t in study.get_trials(deepcopy=False))

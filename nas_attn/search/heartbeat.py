@@ -26,6 +26,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import StudyError
+from ..paths import inside
 
 ENV_INTERVAL = "NAS_ATTN_HEARTBEAT_INTERVAL"
 ENV_GRACE = "NAS_ATTN_GRACE_PERIOD"
@@ -191,7 +192,7 @@ def resume_checkpoint(trial: optuna.Trial, runs_dir: Path, study_name: str) -> P
     attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
     failed = attrs.get("retry_history") or []
     for number in reversed(failed):  # the latest attempt got furthest
-        p = Path(runs_dir) / study_name / f"trial_{int(number):04d}" / "resume.pt"
+        p = inside(runs_dir, study_name, f"trial_{int(number):04d}", "resume.pt")
         if p.is_file():
             return p
     return None

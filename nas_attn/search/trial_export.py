@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import NasAttnError
 from ..export import export_arch
-from ..export_text import sanitize_text
+from ..paths import folder_name, inside
 from .report import get_trial, trial_arch
 
 
@@ -44,8 +44,8 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
         meta.update(_row_meta(row, final))
         best = max(range(len(row["val"])), key=lambda i: row["val"][i])
         ckpt = row["checkpoints"][best] or ckpt
-    out = Path(out_dir) if out_dir else Path(runs_dir) / "export" / \
-        f"{sanitize_text(study.study_name, 48).replace(' ', '_')}_trial{trial.number}"
+    out = Path(out_dir) if out_dir else inside(Path(runs_dir) / "export",
+                                               f"{folder_name(study.study_name)}_trial{trial.number}")
     return _export(arch, out, ckpt, meta, formats, force), trial
 
 
@@ -73,8 +73,8 @@ def _export_control(study, final, out_dir, formats, runs_dir, force):
                and r["summary"] == rec["summary"])
     meta = {"study": study.study_name, "trial": None, "candidate": rec["label"],
             **_row_meta(row, final)}
-    out = Path(out_dir) if out_dir else Path(runs_dir) / "export" / \
-        f"{sanitize_text(study.study_name, 48).replace(' ', '_')}_plain"
+    out = Path(out_dir) if out_dir else inside(Path(runs_dir) / "export",
+                                               f"{folder_name(study.study_name)}_plain")
     return _export(UNetArch.from_dict(rec["arch"]), out, rec["checkpoint"], meta, formats, force)
 
 

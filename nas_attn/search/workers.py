@@ -38,6 +38,7 @@ from optuna.trial import TrialState
 
 from ..atomic import atomic_write
 from ..errors import DiskFullError, StudyError
+from ..paths import inside
 
 MAX_RESTARTS = 3
 """Replacement workers per slot after unexpected deaths."""
@@ -531,7 +532,7 @@ def study_space_file(study_name: str, storage, runs_dir: Path) -> Path | None:
     text = study.user_attrs.get("space_yaml")
     if text is None:
         raise StudyError(f"study {study_name!r} has no stored search space; give --space")
-    path = Path(runs_dir) / study_name / "space.yaml"
+    path = inside(runs_dir, study_name, "space.yaml")
     if not path.is_file() or path.read_text() != text:
         atomic_write(path, text)
     return path

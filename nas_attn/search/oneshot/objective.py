@@ -16,9 +16,17 @@ import optuna
 
 from ...arch import UNetArch
 from ...errors import StudyError
+from ...paths import inside
 from ..objective import Objective, _num
 from ..sampling import _recipe_default
-from .choices import Unit, discrete_space, macro_arch, macro_plan, site_specs, split_groups
+from .choices import (
+    Unit,
+    discrete_space,
+    macro_arch,
+    macro_plan,
+    site_specs,
+    split_groups,
+)
 from .supernet import SuperNet, recalibrate_bn
 
 
@@ -190,7 +198,7 @@ class OneShotObjective(Objective):
         from ..objective import _note
 
         _note(trial, arch, cost.as_dict())
-        out_dir = self.runs_dir / self.study_name / f"trial_{trial.number:04d}"
+        out_dir = inside(self.runs_dir, self.study_name, f"trial_{trial.number:04d}")
         self._artifacts(trial, out_dir, arch, dice, cost)
         values = [dice] + [float(getattr(cost, o)) for o in self.space.objectives[1:]]
         return values[0] if len(values) == 1 else tuple(values)
