@@ -317,3 +317,15 @@ def test_a_stored_study_name_cannot_place_outputs_outside_the_runs_folder(tmp_pa
     assert not (tmp_path / "a" / "evil_trial0").exists()
     assert folder_name("../../x") == "x" and folder_name("a/../b") == "a___b"
     assert folder_name("..") == "model" and folder_name("my study_1") == "my_study_1"
+
+
+def test_a_test_folder_that_does_not_exist_is_refused_when_the_search_starts(tmp_path, cli):
+    code, out = cli("search", "--space", "smoke", "--runs-dir", tmp_path, "--trials", "1",
+                    "--test-data", tmp_path / "nowhere")
+    assert code != 0 and "--test-data" in out and "nowhere" in out and "not found" in out, out
+    assert "Traceback" not in out
+    db = tmp_path / "nas_attn.db"
+    if db.exists():  # no study was created for a search that cannot be finalized
+        import optuna
+
+        assert optuna.get_all_study_names(f"sqlite:///{db}") == []

@@ -119,6 +119,20 @@ def data_config(space: Space, source: str | None, val_pattern: str | None = None
     return DataConfig(**cfg)
 
 
+def _check_test_folder(source: str | None) -> None:
+    """A --test-data folder is checked when the search starts, not first at `finalize`."""
+    if not source or source in ("builtin", "builtin3d"):
+        return
+    from ..data import check_folder
+    from ..errors import DataError
+
+    rep = check_folder(source)
+    if not rep.ok:
+        more = f" (and {len(rep.problems) - 1} more: nas-attn data check {source})" \
+            if len(rep.problems) > 1 else ""
+        raise DataError(f"--test-data {source}: {rep.problems[0]}{more}")
+
+
 @dataclass
 class SearchSession:
     """An opened study with everything needed to run trials on it."""
@@ -180,6 +194,7 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
     # data first: a bad folder must fail before a study is created for it
     data_cfg = data_config(space, req.data, req.val_pattern, req.test_pattern, req.test_data,
                            req.num_workers)
+    _check_test_folder(data_cfg.test_source)
     if not created:
         data_cfg, note = pin_old_normalisation(study0, data_cfg)
         notes += [note] if note else []
