@@ -282,3 +282,30 @@ def test_plan_slots_pins_gpus_and_splits_cores(monkeypatch):
             plan_slots(None, bad)
     with pytest.raises(StudyError, match="not both"):
         plan_slots(2, "0")
+
+
+def test_sigterm_does_what_ctrl_c_does(tmp_path):
+    """`kill`, `timeout` and batch schedulers send SIGTERM: the one-process search records the
+    running trial as failed (interrupted) and exits like Ctrl-C, not with the trial RUNNING."""
+    slow = SLOW.replace("epochs: 3,", "epochs: 20,")
+    proc = _search(tmp_path, slow, "--trials", "3", "--study", "term")
+    db = tmp_path / "runs" / "nas_attn.db"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                ts = optuna.load_study(study_name="term", storage=f"sqlite:///{db}").trials
+            except Exception:  # noqa: BLE001  (being created)
+                ts = []
+            if any(t.state == TrialState.RUNNING and t.intermediate_values for t in ts):
+                break
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    code, out = _finish(proc, limit=120)
+    assert code == 130, out
+    assert "interrupted" in out and "Traceback" not in out
+    study = optuna.load_study(study_name="term", storage=f"sqlite:///{db}")
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and all("interrupted" in t.user_attrs["fail_reason"] for t in failed)

@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     from ..atomic import disk_full_error, is_disk_full
     from ..search.study import is_storage_error, storage_error
 
+    previous = _sigterm_as_ctrl_c()
     try:
         app(args=argv, standalone_mode=True)
     except Exception as e:  # noqa: BLE001  (anything else is a bug: its traceback shows)
@@ -388,5 +389,28 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False,
                           soft_wrap=True)
         sys.exit(e.exit_code)
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_ctrl_c():
+    """SIGTERM (`kill`, `timeout`, batch schedulers) does what Ctrl-C does: the running trial
+    is recorded as failed ("interrupted") instead of staying RUNNING. Later SIGTERMs are
+    ignored while that record is written. Returns the handler it replaced (None off the main
+    thread, where signals cannot be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, on_term)
 
 
