@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .readers import split_name
+
 LAYOUTS = ("folder", "nnunet", "decathlon")
 TREE_DIRS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
 
@@ -117,7 +119,7 @@ def _channel_names(raw, key: str, problems: list[str]) -> list[str] | None:
     if idx != list(range(len(idx))):
         problems.append(f"dataset.json: {key}: indices {idx} are not 0..{len(idx) - 1}")
         return None
-    return [str(raw[str(i)]) if str(i) in raw else str(raw[i]) for i in idx]
+    return [str(raw[str(i)]) for i in idx]  # JSON keys are strings
 
 
 def _nnunet_cases(root: Path, images: str, labels: str | None, ending: str, channels: int,
@@ -225,7 +227,8 @@ def _list_decathlon(root: Path, meta: dict, problems: list[str]) -> Listing:
                             '{"image": "./imagesTr/<case>.nii.gz", "label": "./labelsTr/..."}')
             continue
         img, lab = root / entry["image"], root / entry["label"]
-        case = img.name.split(".")[0]
+        sn = split_name(img.name)
+        case = sn[0] if sn else img.name
         bad = False
         for p, what in ((img, "image"), (lab, "label")):
             if not p.is_file():

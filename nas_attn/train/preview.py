@@ -119,9 +119,13 @@ def save_preview(model: torch.nn.Module, val_data, path: str | os.PathLike, runt
         dice, _ = dice_iou_per_class(pred, gt, val_data.classes)
         img = np.asarray(val_data.images[i])
         if val_data.spatial_dims == 3:
-            z = gt.shape[0] // 2
-            img, gt, pred = img[:, z], gt[z], pred[z]
-            where = f" z={z}"
+            # the middle slice across the thinnest axis: the largest picture (a slab of 16
+            # coronal slices, stored as X x 16 x Z, shows 168 x 128 instead of a 16-pixel strip)
+            ax = int(np.argmin(gt.shape))
+            z = gt.shape[ax] // 2
+            img, gt, pred = (np.take(img, z, axis=ax + 1), np.take(gt, z, axis=ax),
+                             np.take(pred, z, axis=ax))
+            where = f" {'zyx'[ax]}={z}"
         else:
             where = ""
         name = str(val_data.names[i])

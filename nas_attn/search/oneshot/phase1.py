@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ...arch import AttnSpec, UNetArch
+from ...arch import UNetArch
 from ...errors import StudyError
 from .supernet import SuperNet, macro_key
 
@@ -26,12 +26,12 @@ FORMAT_VERSION = 1
 
 
 def supernet_tag(unit) -> str:
-    """A short folder name for one supernet (a `Unit`, or a bare macro): depth, widths, a hash
-    of the whole macro, and for a few-shot sub-supernet its group on the split site."""
-    macro = getattr(unit, "macro", unit)
+    """A short folder name for one supernet (a `choices.Unit`): depth, widths, a hash of the
+    whole macro, and for a few-shot sub-supernet its group on the split site."""
+    macro = unit.macro
     digest = hashlib.sha1(macro_key(macro).encode()).hexdigest()[:8]
     tag = f"d{macro.depth}_w{macro.widths[0]}_{macro.upsample}_{digest}"
-    if getattr(unit, "split_site", None) is not None:
+    if unit.split_site is not None:
         tag += f"_split{unit.group}"
     return tag
 
@@ -88,7 +88,7 @@ def ensure_supernets(objective, progress: Callable[[SupernetStep], None] | None 
             base_meta = read_meta(base_folder)
         if not (folder / SUPERNET_FILE).exists():
             train_supernet(objective, unit, folder, callback(i, unit),
-                           start=None if base_meta is None else base_folder)
+                           start=None if base_meta is None else (base, base_folder))
         meta = read_meta(folder)
         record = {"macro": unit.describe(), "file": str(folder / SUPERNET_FILE), **meta}
         if base_meta is not None:
@@ -97,10 +97,10 @@ def ensure_supernets(objective, progress: Callable[[SupernetStep], None] | None 
     return out
 
 
-def train_supernet(objective, unit, folder: Path, progress=None, start: Path | None = None
-                   ) -> Path:
+def train_supernet(objective, unit, folder: Path, progress=None, start=None) -> Path:
     """Train `unit`'s supernet into `folder`; from scratch, or (few-shot split) starting from
-    the trained shared supernet in `start` and fine-tuned for `split_epochs`."""
+    the trained shared supernet `start` = (its unit, its folder) and fine-tuned for
+    `split_epochs`."""
     from ...train import train
     from ...train.checkpoint import atomic_torch_save, state_dict_cpu
 
@@ -116,12 +116,7 @@ def train_supernet(objective, unit, folder: Path, progress=None, start: Path | N
     net = SuperNet(macro, choices, seed=seed)
     resume = folder / "resume.pt"
     if start is not None and not resume.exists():
-        shared = _read(start)
-        base = SuperNet(macro, {s: [AttnSpec.from_dict(c) for c in v]
-                                for s, v in shared["meta"]["choices"].items()})
-        base.load_state_dict(shared["state"])
-        net.inherit_from(base)
-        net.seed = seed
+        net.inherit_from(load_supernet(start[1], start[0]))
     net.sampling = True
     folder.mkdir(parents=True, exist_ok=True)
     resumed_from = _resume_epoch(resume)
@@ -135,7 +130,7 @@ def train_supernet(objective, unit, folder: Path, progress=None, start: Path | N
     if start is not None:
         split = {"site": unit.split_site, "group": unit.group,
                  "holds": [c.short() if c.name else "none" for c in choices[unit.split_site]],
-                 "from": str(start / SUPERNET_FILE)}
+                 "from": str(start[1] / SUPERNET_FILE)}
     meta = {"format_version": FORMAT_VERSION, "macro": macro.to_json(),
             "choices": {s: [c.to_dict() for c in specs] for s, specs in choices.items()},
             "params": net.parameter_count(), "choices_per_site": counts,
