@@ -38,7 +38,7 @@ from .export_formats import FORMATS, example_inputs, export_onnx, export_torchsc
 from .export_text import (BASE_IMPORTS, TAIL, ExportError, arch_literal, check_generated, docstring,
                           inference_settings, lit, meta_literal, sanitize_meta, sanitize_text,
                           validated_arch)
-from .paths import claim_output_dir
+from .paths import claim_output_dir, record_outputs
 from .unet import timm_kwargs, unet_kwargs
 
 __all__ = ["ExportError", "export_arch", "export_checkpoint", "inference_settings",
@@ -262,6 +262,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
                 files["onnx"] = out_dir / "model.onnx"
                 export_onnx(model, inputs, group.stage(files["onnx"]), arch)
     _remove_stale(out_dir, files)
+    record_outputs(out_dir, "export", files.values())
     return files
 
 

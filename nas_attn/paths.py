@@ -5,13 +5,19 @@
 - `inside`: a path built from a parent and names, refused if it resolves outside the parent.
 - `claim_output_dir`: an output folder must be new, empty, or one this tool wrote before (it
   holds the marker file); anything else needs `force`, so nothing the user made is replaced.
+  Where the marker lists the files written with their SHA-256 (`record_outputs`, as exports
+  do), the folder is reused only while it holds exactly those files, unchanged: a model.py the
+  user edited or a file the user added there is refused like a folder of the user's own (git's
+  rule for untracked and modified files).
 """
 from __future__ import annotations
 
 import errno
+import hashlib
 import re
 from pathlib import Path
 
+from .atomic import atomic_write
 from .errors import DiskFullError, NasAttnError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -59,6 +65,8 @@ def claim_output_dir(path: str | Path, kind: str, *, force: bool = False) -> Pat
             raise OutputError(f"output folder {str(path)!r} already holds files that nas-attn "
                               f"did not write ({shown}); choose a new or empty --out, or pass "
                               "--force to write into it")
+        if entries:
+            _check_recorded(path, entries)
     try:
         path.mkdir(parents=True, exist_ok=True)
         if not (path / MARKER).is_file():  # (rewriting it could lose it on a full disk)
@@ -70,3 +78,50 @@ def claim_output_dir(path: str | Path, kind: str, *, force: bool = False) -> Pat
         raise OutputError(f"cannot write to output folder {str(path)!r}: "
                           f"{e.strerror or e}") from None
     return path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _recorded(path: Path) -> dict[str, str] | None:
+    """The files the marker lists (name -> SHA-256), or None for a marker without a list."""
+    try:
+        lines = (path / MARKER).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    files = {}
+    for line in lines[1:]:
+        digest, _, name = line.partition("  ")
+        if len(digest) == 64 and name:
+            files[name] = digest
+    return files or None
+
+
+def _check_recorded(path: Path, entries: list[str]) -> None:
+    files = _recorded(path)
+    if files is None:
+        return
+    for name in sorted(entries):
+        p = path / name
+        if name not in files or not p.is_file():
+            problem = f"holds {name!r}, which nas-attn did not write"
+        elif _sha256(p) != files[name]:
+            problem = f"{name!r} was changed since nas-attn wrote it"
+        else:
+            continue
+        raise OutputError(f"output folder {str(path)!r}: {problem}; choose a new or empty "
+                          "--out, or pass --force to write into it")
+
+
+def record_outputs(path: str | Path, kind: str, files) -> None:
+    """Write the marker of `path` listing `files` (paths inside it) with their SHA-256, so a
+    later `claim_output_dir` sees any edit or addition."""
+    path = Path(path)
+    lines = [f"written by nas-attn {kind}"]
+    lines += [f"{_sha256(Path(f))}  {Path(f).name}" for f in sorted(files, key=str)]
+    atomic_write(path / MARKER, "\n".join(lines) + "\n")

@@ -247,6 +247,30 @@ def read_image(path: Path, arch: UNetArch) -> np.ndarray:
 
 
 # ----- outputs ----------------------------------------------------------------------------
+def check_out_dir(files: list[Path], out_dir: Path,
+                  inputs: list[str | Path] = ()) -> None:
+    """Refuse (InputError, one line) an --out that is an existing file, one whose masks would
+    land on an input image, or the `masks/` folder of an input dataset folder: these are the
+    user's data, and `--force` only allows replacing earlier masks."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: is an existing file, not a folder; name a folder "
+                         "for the masks")
+    target = out_dir.resolve()
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir() and (p / "images").is_dir() and (p / "masks").resolve() == target:
+            raise InputError(f"--out {out_dir}: is the masks/ folder of the input data set "
+                             f"{p} (its ground truth); name another folder")
+    sources = {f.resolve(): f for f in files}
+    for f in files:
+        dest = output_path(f, out_dir).resolve()
+        if dest in sources:
+            raise InputError(f"--out {out_dir}: the mask of {f} would replace the input image "
+                             f"{sources[dest]}; name a folder that holds no input images "
+                             "(--force does not allow this)")
+
+
 def output_path(path: Path, out_dir: Path) -> Path:
     """Where the mask of input `path` goes: same stem, same format (PNG for JPEG / BMP)."""
     stem, ext = R.split_name(path.name)  # type: ignore[misc]
@@ -320,6 +344,7 @@ def predict_files(loaded: LoadedModel, files: list[Path], out_dir: Path, *, tta:
                              "images, use `evaluate` on a folder with aux/ or model.py's "
                              "predict(image, model, aux=...)")
     out_dir = Path(out_dir)
+    check_out_dir(files, out_dir)
     taken: dict[Path, Path] = {}
     binary = loaded.arch.classes == 2
     for f in files:

@@ -378,8 +378,11 @@ def test_reexport_leaves_no_file_of_the_earlier_model(tmp_path):
     export_arch(arch_small(), out, weights=build_unet(arch_small()).state_dict(),
                 meta={"epoch": 3}, formats=("torchscript",))
     assert {"weights.pt", "meta.json", "model.ts"} <= {p.name for p in out.iterdir()}
-    (out / "notes.txt").write_text("mine")  # not an export file: kept
-    export_arch(arch_aux(), out)  # another architecture, no weights: none of the old ones stay
+    (out / "notes.txt").write_text("mine")  # a user's file: refused unless --force, then kept
+    with pytest.raises(NasAttnError, match="notes.txt"):
+        export_arch(arch_aux(), out)
+    # another architecture, no weights: none of the old ones stay
+    export_arch(arch_aux(), out, force=True)
     assert sorted(p.name for p in out.iterdir()) == \
         [".nas-attn-output", "arch.json", "model.py", "notes.txt"]
     assert UNetArch.from_json((out / "arch.json").read_text()) == arch_aux()

@@ -329,3 +329,68 @@ def test_a_test_folder_that_does_not_exist_is_refused_when_the_search_starts(tmp
         import optuna
 
         assert optuna.get_all_study_names(f"sqlite:///{db}") == []
+
+
+def _exported(tmp_path):
+    from nas_attn.export import export_arch
+    from nas_attn.unet import build_unet
+
+    arch = UNetArch(depth=1, widths=(4, 8))
+    out = tmp_path / "model"
+    export_arch(arch, out, weights=build_unet(arch).state_dict())
+    return out
+
+
+def test_predict_never_writes_over_its_inputs(tmp_path, cli):
+    data = folder(tmp_path / "data")
+    model = _exported(tmp_path)
+    before = {p: p.read_bytes() for p in data.rglob("*.png")}
+    images = data / "images"
+    for args in (["--force"], []):  # the masks would be the input images themselves
+        code, out = cli("predict", images, "--model", model, "--out", images, *args)
+        one_error(code, out, "would replace the input image", "s0.png")
+    # the masks/ folder of an input data set is its ground truth
+    code, out = cli("predict", data, "--model", model, "--out", data / "masks", "--force")
+    one_error(code, out, "masks/ folder", "ground truth")
+    assert {p: p.read_bytes() for p in data.rglob("*.png")} == before
+    # --out an existing file: one line, not one error per image
+    a_file = tmp_path / "a.txt"
+    a_file.write_text("keep")
+    code, out = cli("predict", images, "--model", model, "--out", a_file)
+    one_error(code, out, "existing file")
+    assert out.count("error") == 1 and a_file.read_text() == "keep"
+    code, out = cli("predict", images, "--model", model, "--out", tmp_path / "pred")
+    assert code == 0 and len(list((tmp_path / "pred").iterdir())) == 3, out
+
+
+def test_evaluate_json_never_replaces_a_file_unasked(tmp_path, cli):
+    data = folder(tmp_path / "data")
+    model = _exported(tmp_path)
+    scores = tmp_path / "scores.json"
+    scores.write_text("mine")
+    code, out = cli("evaluate", "--model", model, "--data", data, "--json", scores)
+    one_error(code, out, "scores.json", "exists", "--force")
+    assert scores.read_text() == "mine" and "Dice" not in out  # refused before any work
+    code, out = cli("evaluate", "--model", model, "--data", data, "--json", tmp_path)
+    one_error(code, out, "is a folder")
+    code, out = cli("evaluate", "--model", model, "--data", data, "--json", scores, "--force")
+    assert code == 0 and json.loads(scores.read_text())["images"] == 3, out
+
+
+def test_reexport_refuses_an_edited_or_added_file(tmp_path):
+    from nas_attn.errors import NasAttnError
+    from nas_attn.export import export_arch
+
+    arch = UNetArch(depth=1, widths=(4, 8))
+    out = tmp_path / "exp"
+    export_arch(arch, out)
+    export_arch(arch, out)  # unchanged: its own earlier export may be replaced
+    (out / "model.py").write_text((out / "model.py").read_text() + "# my edit\n")
+    with pytest.raises(NasAttnError, match="'model.py' was changed"):
+        export_arch(arch, out)
+    assert (out / "model.py").read_text().endswith("# my edit\n")
+    export_arch(arch, out, force=True)  # asked for
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(NasAttnError, match="holds 'notes.txt'"):
+        export_arch(arch, out)
+    assert (out / "notes.txt").read_text() == "mine"

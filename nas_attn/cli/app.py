@@ -329,12 +329,13 @@ def evaluate(
     hd95: bool = typer.Option(True, "--hd95/--no-hd95", help="95th-percentile Hausdorff distance."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
     batch: int = typer.Option(4, "--batch", min=1, help="Sliding-window patches per forward pass."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
 ):
     """Score a model on a labelled folder: pooled per-class Dice (the search's score), IoU, HD95."""
     from .predict import evaluate_cli
 
     evaluate_cli(model, data, json_path=json_path, tta=tta, hd95=hd95, device=device,
-                 batch=batch, console=console)
+                 batch=batch, console=console, force=force)
 
 
 @app.command()

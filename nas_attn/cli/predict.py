@@ -36,13 +36,14 @@ def _model_line(loaded) -> str:
 def predict_cli(model: Path, inputs: list[Path], out: Path, *, tta: bool, force: bool,
                 device: str | None, batch: int, console: Console, err: Console) -> int:
     """Exit status: 0 when every input was written, 1 when any failed."""
-    from ..predict import expand_inputs, load_model, predict_files
+    from ..predict import check_out_dir, expand_inputs, load_model, predict_files
 
+    files, problems = expand_inputs(inputs)
+    check_out_dir(files, out, inputs)  # before the model loads: one line, nothing written
     loaded = load_model(model, device)
     console.print(_model_line(loaded), highlight=False)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
-    files, problems = expand_inputs(inputs)
     for p in problems:
         err.print(f"[bold red]error:[/bold red] {escape(p)}", highlight=False, soft_wrap=True)
     written, failed = 0, len(problems)
@@ -73,10 +74,16 @@ def _fmt(v, digits: int = 4) -> str:
 
 
 def evaluate_cli(model: Path, data: Path, *, json_path: Path | None, tta: bool, hd95: bool,
-                 device: str | None, batch: int, console: Console) -> dict:
+                 device: str | None, batch: int, console: Console, force: bool = False) -> dict:
     from ..evaluate import evaluate_folder
-    from ..predict import load_model
+    from ..predict import InputError, load_model
 
+    if json_path is not None:  # before any work, and never over a user's file unasked
+        if json_path.is_dir():
+            raise InputError(f"--json {json_path}: is a folder; name a file for the scores")
+        if json_path.exists() and not force:
+            raise InputError(f"--json {json_path}: the file exists; name a new file or pass "
+                             "--force to overwrite it")
     loaded = load_model(model, device)
     console.print(_model_line(loaded), highlight=False)
     for note in loaded.notes:
