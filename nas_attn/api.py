@@ -7,18 +7,43 @@ progress); everything is keyword-only past the first argument, returns values an
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .arch import UNetArch
-from .errors import ArchError, DataError
+from .errors import ArchError, DataError, NasAttnError
 
 if TYPE_CHECKING:
     import optuna
 
     from .predict import LoadedModel
     from .train import TrainResult
+
+
+# ----- argument checks: the command line's rules, with the package's errors ---------------------
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _path_arg(value: Any, name: str, what: str, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, (str, os.PathLike)) or (isinstance(value, str) and not value):
+        raise NasAttnError(f"{name} must be {what}, got {_describe(value)}")
+
+
+def _number_arg(value: Any, name: str, low: float, *, integer: bool = True,
+                optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= low:
+        kind = "an integer" if integer else "a number"
+        raise NasAttnError(f"{name} must be {kind} >= {low:g}" + (" or None" if optional else "")
+                           + f", got {_describe(value)}")
 
 
 # ----- search -----------------------------------------------------------------------------------
@@ -31,6 +56,20 @@ def search(space: str | Path = "default", *, trials: int | None = None,
     `trial_started` / `epoch_done` / `trial_done` calls (see `search.run.Listener`)."""
     from .search.run import SearchRequest, open_search, run_search
 
+    _path_arg(space, "space", "a ready space name or the path of a YAML file")
+    _number_arg(trials, "trials", 1)
+    _number_arg(timeout, "timeout", 1, integer=False)
+    accepted = {f.name for f in dataclasses.fields(SearchRequest)} - {"space", "trials",
+                                                                      "timeout", "notes"}
+    unknown = sorted(set(request) - accepted)
+    if unknown:
+        raise NasAttnError(f"search() got unknown option(s) {', '.join(unknown)}; accepted: "
+                           f"{', '.join(sorted(accepted))}")
+    for key in ("data", "study", "storage", "runs_dir", "device", "sampler", "pruner",
+                "val_pattern", "test_pattern", "test_data", "strategy"):
+        _path_arg(request.get(key), key, "a string", optional=True)
+    for key in ("seed", "num_workers"):
+        _number_arg(request.get(key), key, 0)
     req = SearchRequest(space=space, trials=trials, timeout=timeout, **request)
     session = open_search(req, listener)
     return run_search(session, session.trials(req.trials), req.timeout)
@@ -101,6 +140,12 @@ def plan_training(arch: UNetArch | str | Path | None = None, data: str | None = 
     folder (claimed: refused before any work when it holds files nas-attn did not write)."""
     from pydantic import ValidationError
 
+    if arch is not None and not isinstance(arch, UNetArch):
+        _path_arg(arch, "arch", "a UNetArch, the path of an architecture JSON file or None "
+                  "(UNetArch.from_dict makes one from a dict)")
+    _path_arg(data, "data", "a data folder, 'builtin' or 'builtin3d'", optional=True)
+    _number_arg(epochs, "epochs", 1)
+    _number_arg(trial, "trial", 0)
     from .data import DataConfig, load_data, symmetry_plan
     from .paths import claim_output_dir, folder_name, inside
     from .train import TrainConfig
@@ -202,6 +247,9 @@ def export(source, out_dir: str | Path | None = None, *, trial: int | None = Non
     written by kind ("model", "arch", "meta", "weights", ...)."""
     from .export import export_arch, export_checkpoint
 
+    _path_arg(out_dir, "out_dir", "a folder path", optional=True)
+    _path_arg(runs_dir, "runs_dir", "a folder path")
+    _number_arg(trial, "trial", 0)
     runs_dir = Path(runs_dir)
     if hasattr(source, "inference") and hasattr(source, "model") and hasattr(source, "arch"):
         out = Path(out_dir) if out_dir is not None else runs_dir / "export" / "model"
@@ -220,6 +268,8 @@ def export(source, out_dir: str | Path | None = None, *, trial: int | None = Non
 
         return export_trial(source, trial, out_dir, formats=tuple(formats), runs_dir=runs_dir,
                             force=force)[0]
+    _path_arg(source, "source", "a TrainResult, a UNetArch, an optuna Study, or the path of a "
+              "`nas-attn train` output or checkpoint")
     return export_checkpoint(source, out_dir, formats=tuple(formats), runs_dir=runs_dir,
                              force=force)[0]
 
@@ -229,4 +279,7 @@ def load_model(path: str | Path, device: str | None = None) -> "LoadedModel":
     checkpoint, or a `nas-attn train` folder; `.model` (eval mode), `.arch`, `.patch_size`."""
     from .predict import load_model as _load
 
+    _path_arg(path, "path", "the path of an export folder, a checkpoint or a `nas-attn train` "
+              "folder")
+    _path_arg(device, "device", "a device name (auto, cpu, cuda, cuda:N, mps)", optional=True)
     return _load(path, device)

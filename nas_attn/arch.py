@@ -26,6 +26,12 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+MAX_CLASSES = 256
+"""Class ids are stored as 8-bit values (masks read and written, `predict`'s output)."""
+MAX_CHANNELS = 1024
+MAX_JSON_CHARS = 1 << 20
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ArchError(msg)
@@ -128,10 +134,11 @@ class UNetArch:
     def __post_init__(self):
         d = self.depth
         _check(self.spatial_dims in (2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
-        _check(_is_int(self.in_channels) and self.in_channels >= 1,
-               f"in_channels must be an integer >= 1, got {self.in_channels!r}")
-        _check(_is_int(self.classes) and self.classes >= 2,
-               f"classes must be an integer >= 2 (background counts), got {self.classes!r}")
+        _check(_is_int(self.in_channels) and 1 <= self.in_channels <= MAX_CHANNELS,
+               f"in_channels must be an integer 1..{MAX_CHANNELS}, got {self.in_channels!r}")
+        _check(_is_int(self.classes) and 2 <= self.classes <= MAX_CLASSES,
+               f"classes must be an integer 2..{MAX_CLASSES} (background counts; masks hold "
+               f"8-bit class ids), got {self.classes!r}")
         _check(_is_int(d) and 1 <= d <= 7, f"depth must be an integer 1..7, got {d!r}")
         widths = tuple(self.widths)
         object.__setattr__(self, "widths", widths)
@@ -141,8 +148,8 @@ class UNetArch:
                f"widths must be integers in 1..4096, got {list(widths)}")
         _check(self.upsample in UPSAMPLES,
                f"upsample {self.upsample!r} unknown; accepted: {', '.join(UPSAMPLES)}")
-        _check(_is_int(self.aux_channels) and self.aux_channels >= 0,
-               f"aux_channels must be an integer >= 0, got {self.aux_channels!r}")
+        _check(_is_int(self.aux_channels) and 0 <= self.aux_channels <= MAX_CHANNELS,
+               f"aux_channels must be an integer 0..{MAX_CHANNELS}, got {self.aux_channels!r}")
         enc = self.encoder_name
         _check(enc == "unet" or (isinstance(enc, str) and enc.startswith("timm:") and len(enc) > 5),
                f"encoder_name {enc!r} unknown; accepted: 'unet' or 'timm:<model name>'")
@@ -262,10 +269,16 @@ class UNetArch:
 
     @classmethod
     def from_json(cls, text: str) -> "UNetArch":
+        if len(text) > MAX_JSON_CHARS:
+            raise ArchError(f"architecture JSON of {len(text):,} characters; an architecture "
+                            f"is at most {MAX_JSON_CHARS:,}")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ArchError(f"architecture is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ArchError("architecture JSON is nested too deeply (an architecture is a few "
+                            "levels of objects and lists)") from None
         return cls.from_dict(data)
 
     # ----- summaries -------------------------------------------------------------------------

@@ -244,6 +244,36 @@ class Runtime:
         if self.is_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
 
+    def memory_bytes(self) -> int | None:
+        """All the memory of the device: the GPU's on CUDA, the machine's RAM otherwise (None
+        when the system does not say)."""
+        if self.is_cuda:
+            return int(torch.cuda.get_device_properties(self.device).total_memory)
+        try:
+            return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            return None
+
+    def check_fits(self, arch, patch, batch: int) -> None:
+        """`OutOfMemoryError` (one line) when training `arch` on `patch` at `batch` needs more
+        than this device's whole memory by `nas_attn.footprint`'s lower bound: refused before
+        anything is allocated."""
+        from .errors import OutOfMemoryError
+        from .footprint import estimate, gb
+
+        total = self.memory_bytes()
+        if total is None or not patch:
+            return
+        fp = estimate(arch, patch, batch, act_bytes=2 if self.amp else 4)
+        if fp.training_bytes > total:
+            shape = "x".join(str(int(p)) for p in patch)
+            raise OutOfMemoryError(
+                f"{arch.summary()} needs at least {gb(fp.training_bytes)} to train at batch "
+                f"{batch} on {shape} patches ({fp.params:,} parameters: "
+                f"{gb(16 * fp.params)} with gradients and optimizer state; activations "
+                f"{gb(fp.activation_bytes)}), more than all of {self.device}'s "
+                f"{gb(total)}; use smaller widths, depth, patch or batch")
+
     def peak_memory_mb(self) -> float | None:
         """Peak GPU memory allocated by tensors since `reset_peak_memory()`, in MiB; None off
         CUDA (CPU and MPS have no such counter)."""

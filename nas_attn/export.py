@@ -34,6 +34,7 @@ from typing import Any, Mapping, Sequence
 from . import models
 from .arch import UNetArch
 from .atomic import AtomicGroup
+from .errors import NasAttnError
 from .export_formats import FORMATS, example_inputs, export_onnx, export_torchscript, onnx_missing
 from .export_text import (BASE_IMPORTS, TAIL, ExportError, arch_literal, check_generated, docstring,
                           inference_settings, lit, meta_literal, sanitize_meta, sanitize_text,
@@ -166,10 +167,12 @@ def _state_dict(weights: Path | str | Mapping, arch: UNetArch) -> dict:
     from .unet import build_unet
 
     if isinstance(weights, (str, Path)):
+        from .train.checkpoint import safe_load
+
         try:
-            obj = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ExportError(f"cannot read weights {str(weights)!r}: {e}") from None
+            obj = safe_load(weights)
+        except NasAttnError as e:
+            raise ExportError(str(e)) from None
     else:
         obj = weights
     if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -143,6 +143,7 @@ META_LABELS = {
     "candidate": "Candidate", "attention_verdict": "Attention vs the same-size plain UNet",
     "gain_over_same_size_plain_val": "Gain over the same-size plain UNet (val Dice)",
     "gain_over_same_size_plain_test": "Gain over the same-size plain UNet (test Dice)",
+    "weights_note": "Weights",
 }
 
 

@@ -119,8 +119,16 @@ def _load_export(path: Path) -> tuple[torch.nn.Module, UNetArch, dict, list[str]
         arch = validated_arch(json.loads((path / "arch.json").read_text()))
     except (ArchError, ValueError, OSError) as e:
         raise ModelLoadError(f"{path / 'arch.json'}: not a valid architecture ({e})") from None
+    except RecursionError:
+        raise ModelLoadError(f"{path / 'arch.json'}: not a valid architecture (nested too "
+                             "deeply)") from None
+    from .train.checkpoint import safe_load
+
     try:
-        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        state = safe_load(path / "weights.pt")
+    except NasAttnError as e:
+        raise ModelLoadError(str(e)) from None
+    try:
         model = build_unet(arch)
         model.load_state_dict(state)
     except Exception as e:  # noqa: BLE001  (foreign, truncated or mismatched weights)

@@ -102,6 +102,12 @@ def get_info(name: str) -> AttentionInfo:
 _OPTION_TYPES = (bool, int, float, str)
 
 
+OPTION_RANGES = {"reduction": (1, 1024), "heads": (1, 64), "max_tokens": (0, 65536),
+                 "kernel_size": (0, 31), "inter_channels": (0, 4096)}
+"""The values an integer option may take (outside them a module would be clamped in silence
+or allocate without bound)."""
+
+
 def validate_options(name: str, options: dict[str, Any], *, spatial_dims: int = 2,
                      where: str = "") -> None:
     """Raise a clear error for an option the module does not accept or a value of the wrong kind."""
@@ -125,6 +131,11 @@ def validate_options(name: str, options: dict[str, Any], *, spatial_dims: int = 
             raise AttentionOptionError(
                 f"option {key!r} of {name!r}{at} must be of type {type(default).__name__} "
                 f"(default {default!r}), got {value!r}")
+        bounds = OPTION_RANGES.get(key)
+        if bounds is not None and isinstance(value, int) and not isinstance(value, bool) \
+                and not bounds[0] <= value <= bounds[1]:
+            raise AttentionOptionError(
+                f"option {key!r} of {name!r}{at} must be {bounds[0]}..{bounds[1]}, got {value!r}")
         choices = getattr(info.cls, "option_choices", {}).get(key)
         if choices is not None and value not in choices:
             raise AttentionOptionError(

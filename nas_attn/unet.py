@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from .arch import UNetArch
 from .errors import ArchError
 from .models import TimmUNet, UNet
 from .registry import create_attention
@@ -38,6 +39,9 @@ def build_unet(arch, *, pretrained: bool = False, make_attention=None,
 
     `make_attention` and `sites` replace the registry's factory and the architecture's site
     table (the one-shot supernet puts a module holding every choice at each site)."""
+    if not isinstance(arch, UNetArch):
+        raise ArchError(f"build_unet needs a UNetArch, got {type(arch).__name__} (UNetArch."
+                        "from_dict / from_json make one from a dict or JSON text)")
     make = make_attention or create_attention
     if not arch.encoder_name.startswith("timm:"):
         kw = unet_kwargs(arch)

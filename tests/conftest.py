@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -73,10 +74,15 @@ def cli(capsys):
 
     def run(*args):
         code = 0
+        # an interrupted command ignores SIGINT and SIGTERM after: not this test process
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             main([str(a) for a in args])
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
         out = capsys.readouterr()
         return code, out.out + out.err
 

@@ -244,7 +244,8 @@ def test_storage_that_cannot_record_the_end_of_a_trial(tmp_path, cli, monkeypatc
                     "--heartbeat-interval", "1", "--grace-period", "2")
     db = runs.resolve() / "nas_attn.db"
     full_disk_line(code, out, f"{FULL}: the storage sqlite:///{db} cannot be written (database or "
-              "disk is full)", "trial 0 stays RUNNING", "grace period")
+              "disk is full)", "trial 0 stays RUNNING",
+              "a resumed search on this machine fails it")
     assert code == 1 and "Should not reach" not in out
     monkeypatch.undo()
     (t,) = trials_of(db, "s")  # the database opens, the trial is there
@@ -456,8 +457,12 @@ def test_export_on_a_full_disk_replaces_nothing(tmp_path, cli, monkeypatch, spac
     assert {p.name: p.stat().st_mode & 0o777 for p in dest.iterdir()} == {
         n: 0o644 for n in (".nas-attn-output", "model.py", "arch.json", "meta.json",
                            "weights.pt")}
+    from nas_attn.paths import MARKER, record_outputs
+
     for p in dest.iterdir():  # an earlier export, unlike the one about to fail
-        p.write_bytes(b"earlier " + p.read_bytes())
+        if p.name != MARKER:
+            p.write_bytes(b"earlier " + p.read_bytes())
+    record_outputs(dest, "export", [p for p in dest.iterdir() if p.name != MARKER])
     before = {p.name: p.read_bytes() for p in dest.iterdir()}
     full_torch_save(monkeypatch)  # model.py and arch.json are written; weights.pt fails
     code, out = cli("export", "e", "--runs-dir", runs, "--out", dest)

@@ -394,3 +394,389 @@ def test_reexport_refuses_an_edited_or_added_file(tmp_path):
     with pytest.raises(NasAttnError, match="holds 'notes.txt'"):
         export_arch(arch, out)
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_resume_fails_the_trial_of_a_killed_search_at_once(tmp_path, cli):
+    """kill -9 on SQLite: the dead process's RUNNING trial is failed (with why) and retried by
+    the next search on this machine without waiting for the heartbeat's grace period, and its
+    partial score never counts as a baseline."""
+    import socket
+    import subprocess
+    import sys
+
+    import optuna
+
+    from nas_attn.search.report import baseline_gains
+
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY))
+    runs = tmp_path / "runs"
+    code, out = cli("search", "--space", space, "--study", "k", "--runs-dir", runs)
+    assert code == 0, out
+    storage = optuna.storages.RDBStorage(f"sqlite:///{runs / 'nas_attn.db'}")
+    study = optuna.load_study(study_name="k", storage=storage)
+    (done,) = study.trials
+    assert done.user_attrs["worker"] == f"{socket.gethostname()}:{os.getpid()}"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask()  # what a search killed mid-trial leaves: RUNNING, a partial curve
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}")
+    trial.set_user_attr("baseline", "attention_unet")
+    trial.set_user_attr("arch", done.user_attrs["arch"])
+    trial.set_user_attr("curve", [{"epoch": 1, "dice": 0.01}])
+    assert baseline_gains(study) == []  # a partial score is no baseline
+    code, out = cli("search", "--space", space, "--study", "k", "--runs-dir", runs,
+                    "--trials", "1", "--grace-period", "3600")
+    assert code == 0, out
+    trials = optuna.load_study(study_name="k", storage=storage).trials
+    killed = trials[trial.number]
+    assert killed.state == optuna.trial.TrialState.FAIL
+    assert f":{dead.pid} is gone" in killed.user_attrs["fail_reason"]
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[2].user_attrs.get("retry_of") == trial.number
+    assert [g[0] for g in baseline_gains(optuna.load_study(study_name="k", storage=storage))] \
+        == ["attention_unet"]
+
+
+def test_a_study_is_resumed_only_on_its_own_data(tmp_path, cli):
+    import optuna
+
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY).replace("data: {source: builtin, builtin_n: 6, "
+                                                   "builtin_size: 24}\n", ""))
+    a = folder(tmp_path / "a", n=4)
+    b = folder(tmp_path / "b", n=4, make=lambda i: np.full((16, 16), 7 * i, np.uint8))
+    (b / "masks" / "s3.png").unlink()  # b: other labels; also one sample fewer
+    Image.fromarray(np.eye(16, dtype=np.uint8) * 255).save(b / "masks" / "s3.png")
+    runs = tmp_path / "runs"
+    code, out = cli("search", "--space", space, "--data", a, "--study", "d", "--runs-dir", runs)
+    assert code == 0, out
+    storage = optuna.storages.RDBStorage(f"sqlite:///{runs / 'nas_attn.db'}")
+    ident = optuna.load_study(study_name="d", storage=storage).user_attrs["data_identity"]
+    assert ident["classes"] == 2 and ident["train"] + ident["val"] == 4
+    code, out = cli("search", "--space", space, "--data", b, "--study", "d", "--runs-dir", runs)
+    one_error(code, out, "study 'd' was run on", str(a), "other samples or labels",
+              "--force-data")
+    assert len(optuna.load_study(study_name="d", storage=storage).trials) == 1
+    code, out = cli("search", "--space", space, "--study", "d", "--runs-dir", runs)
+    assert code == 0, out  # its own data (recorded with the study)
+    code, out = cli("search", "--space", space, "--data", b, "--study", "d", "--runs-dir", runs,
+                    "--force-data")
+    assert code == 0 and "--force-data" in out, out
+    study = optuna.load_study(study_name="d", storage=storage)
+    assert len(study.trials) == 3 and study.user_attrs["data_identity"]["source"] == str(b)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("macro: {depth: [7], base_width: [4096], max_width: 4096}\n", ["smallest candidate",
+                                                                    "needs at least", "GB"]),
+    ("data: {source: builtin, builtin_size: 100000}\n", ["builtin_size must be 16..2048"]),
+    ("data: {source: builtin, builtin_n: 100000000}\n", ["builtin_n must be 2..100000"]),
+    ("data: {source: builtin3d, builtin_n: 64, builtin_size: 512}\n", ["at most", "voxels"]),
+    ("macro: {base_width: [100000]}\n", ["base_width 100000", "max_width"]),
+    ("macro: {depth: []}\n", ["macro.depth: empty list"]),
+    ("bottleneck: {choices: [self]}\noptions: {self: {heads: {low: 1, high: 1000000000}}}\n",
+     ["'heads' of 'self' must be 1..64"]),
+])
+def test_sizes_are_checked_before_anything_is_allocated(tmp_path, cli, text, words):
+    space = tmp_path / "s.yaml"
+    space.write_text(text + "budget: {epochs: 1, samples_per_epoch: 2}\n")
+    code, out = cli("search", "--space", space, "--study", "x", "--runs-dir", tmp_path / "r")
+    one_error(code, out, *words)
+    assert "Value error" not in out and "Traceback" not in out
+    assert not (tmp_path / "r" / "x").exists()
+
+
+def test_space_files_are_read_with_a_size_limit_and_as_utf8(tmp_path, cli):
+    code, out = cli("spaces", "check", "/dev/zero")
+    one_error(code, out, "/dev/zero", "not a regular file")
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (1 << 20) + "\n")
+    code, out = cli("spaces", "check", big)
+    one_error(code, out, "larger than 1 MiB")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("# Espa\xf1a\nmacro: {depth: [2]}\n".encode("latin-1"))
+    code, out = cli("spaces", "check", latin)
+    one_error(code, out, "not UTF-8", "0xf1")
+
+
+def test_architectures_are_bounded(tmp_path):
+    from nas_attn.errors import ArchError
+    from nas_attn.footprint import estimate
+    from nas_attn.unet import build_unet
+
+    for kw in ({"classes": 10 ** 9}, {"in_channels": 10 ** 6}, {"aux_channels": 10 ** 6}):
+        with pytest.raises(ArchError, match="must be an integer"):
+            UNetArch(**kw)
+    # the estimate is a lower bound of what the model really holds
+    arch = UNetArch(depth=3, widths=(8, 16, 32, 64), classes=5)
+    real = sum(p.numel() for p in build_unet(arch).parameters())
+    assert 0.9 * real <= estimate(arch, (64, 64)).params <= real
+
+
+def test_a_training_that_cannot_fit_is_refused_before_allocating(tmp_path, cli):
+    arch = tmp_path / "a.json"
+    arch.write_text(UNetArch(depth=7, widths=(4096,) * 8).to_json())
+    code, out = cli("train", "--arch", arch, "--data", folder(tmp_path / "d", n=2),
+                    "--epochs", "1", "--out", tmp_path / "o")
+    one_error(code, out, "needs at least", "more than all of cpu")
+
+
+def _interrupt(cmd, delays, env=None):
+    """Run `cmd`, send SIGINT after each delay (seconds from the start): exit code, stderr."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "COLUMNS": "200", **(env or {})})
+    t0 = time.monotonic()
+    for d in delays:
+        time.sleep(max(0.0, t0 + d - time.monotonic()))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err.decode(errors="replace")
+
+
+@pytest.mark.parametrize("after", [0.05, 0.2, 1.0])
+def test_ctrl_c_while_the_command_is_starting(tmp_path, after):
+    """What the `nas-attn` script does, with SIGINT soon after its entry point is called:
+    it lands in the imports (typer, optuna, torch: seconds on a loaded machine)."""
+    import sys
+
+    script = ("import os, signal, sys, threading\n"
+              "from nas_attn.cli import main\n"
+              f"threading.Timer({after}, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+              "main(sys.argv[1:])\n")
+    code, err = _interrupt([sys.executable, "-c", script, "search", "--space", "smoke",
+                            "--runs-dir", str(tmp_path / "r")], [])
+    assert code == 130, err
+    assert "Traceback" not in err and "interrupted" in err, err
+
+
+def test_after_the_first_interrupt_later_ones_are_ignored():
+    """The first SIGINT (or SIGTERM) interrupts the command; later ones, which used to land in
+    its clean-up (a storage write, a finalizer, an exit hook) and print their traceback, are
+    ignored until it has exited (kill -9 still ends it)."""
+    import signal
+
+    from nas_attn.cli.app import _one_interrupt
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _one_interrupt()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between two bytecodes
+                pass
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+            os.kill(os.getpid(), signum)  # ignored: no KeyboardInterrupt
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def test_dashboard_stops_on_ctrl_c_whatever_it_was_doing(tmp_path, cli, monkeypatch):
+    """The server runs off the main thread, so Ctrl-C (always delivered to the main thread)
+    cannot be swallowed by a request's error handler and leave the server running."""
+    import signal
+    import threading
+    import time
+
+    import optuna_dashboard
+
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY))
+    runs = tmp_path / "runs"
+    assert cli("search", "--space", space, "--study", "d", "--runs-dir", runs)[0] == 0
+    where = []
+
+    def serve(*a, **k):  # a server busy with a request that never ends
+        where.append(threading.current_thread())
+        while True:
+            time.sleep(0.05)
+
+    monkeypatch.setattr(optuna_dashboard, "run_server", serve)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        code, out = cli("dashboard", "--runs-dir", runs, "--port", port)
+    finally:
+        timer.cancel()
+    assert code == 0 and "dashboard stopped" in out, out
+    assert where and where[0] is not threading.main_thread()
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda na: na.build_unet({"depth": 2}), ["needs a UNetArch", "dict"]),
+    (lambda na: na.search(123), ["space must be", "int 123"]),
+    (lambda na: na.search("smoke", trials=0), ["trials must be an integer >= 1"]),
+    (lambda na: na.search("smoke", trails=3), ["unknown option", "trails"]),
+    (lambda na: na.search("smoke", timeout=-5), ["timeout must be"]),
+    (lambda na: na.search("smoke", study=7), ["study must be a string"]),
+    (lambda na: na.export(None), ["source must be"]),
+    (lambda na: na.train({"depth": 1}), ["arch must be a UNetArch", "from_dict"]),
+    (lambda na: na.train(epochs="3"), ["epochs must be an integer"]),
+    (lambda na: na.load_model(None), ["path must be"]),
+    (lambda na: na.UNetArch(classes=0), ["classes must be an integer 2..256"]),
+    (lambda na: na.UNetArch(classes=10 ** 9), ["classes must be"]),
+    (lambda na: na.UNetArch(in_channels=-3), ["in_channels must be"]),
+    (lambda na: na.UNetArch(in_channels="3"), ["in_channels must be"]),
+    (lambda na: na.UNetArch(spatial_dims=4), ["spatial_dims must be 2 or 3"]),
+])
+def test_the_python_api_checks_its_arguments(tmp_path, monkeypatch, call, words):
+    import nas_attn as na
+
+    monkeypatch.chdir(tmp_path)  # nothing may be created: a study, a runs folder
+    with pytest.raises(na.NasAttnError) as e:
+        call(na)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+    assert "\n" not in str(e.value) and list(tmp_path.iterdir()) == []
+
+
+def test_unclear_messages_made_clear(tmp_path, cli, monkeypatch):
+    import errno
+    import socket as socket_mod
+
+    from nas_attn.data.readers import classify_mask
+
+    # masks with ids 0..299: too many classes, not "255 next to other values"
+    _, problem = classify_mask(np.arange(300))
+    assert "ids up to 299" in problem and "255 next to" not in problem
+    # a broken symbolic link is not a missing mask
+    data = folder(tmp_path / "d")
+    (data / "masks" / "s0.png").unlink()
+    (data / "masks" / "s0.png").symlink_to(tmp_path / "nowhere.png")
+    code, out = cli("data", "check", data)
+    assert code != 0 and "broken symbolic link" in out, out
+    # a privileged port is a matter of rights, not another program
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY))
+    runs = tmp_path / "runs"
+    assert cli("search", "--space", space, "--study", "u", "--runs-dir", runs)[0] == 0
+
+    def refuse(self, addr):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(socket_mod.socket, "bind", refuse)
+    code, out = cli("dashboard", "--runs-dir", runs, "--port", 80)
+    one_error(code, out, "administrator rights", "8080")
+    assert "another program" not in out
+    monkeypatch.undo()
+    # the same space file, edited since: named as changed, not as another file
+    space.write_text(textwrap.dedent(TINY).replace("lr: 0.005", "lr: 0.004"))
+    code, out = cli("search", "--space", space, "--study", "u", "--runs-dir", runs)
+    one_error(code, out, "the file changed since study 'u' was created")
+
+
+def test_damaged_files_are_named_and_called_damaged(tmp_path, cli):
+    from nas_attn.export import export_arch
+    from nas_attn.unet import build_unet
+
+    arch = UNetArch(depth=1, widths=(4, 8))
+    data = folder(tmp_path / "d")
+    model = tmp_path / "m"
+    export_arch(arch, model, weights=build_unet(arch).state_dict())
+    good = (model / "weights.pt").read_bytes()
+    for content, words in ((good[:100], "truncated"), (os.urandom(3000), "damaged")):
+        (model / "weights.pt").write_bytes(content)
+        code, out = cli("predict", data / "images", "--model", model, "--force", "--out",
+                        tmp_path / "p")
+        one_error(code, out, str(model / "weights.pt"), words)
+        assert "weights_only" not in out  # torch's advice to load unsafely is not repeated
+    # a corrupt SQLite study database is called corrupt
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "nas_attn.db").write_bytes(b"SQLite format 3\0" + os.urandom(4000))
+    code, out = cli("show", "--runs-dir", runs)
+    one_error(code, out, "is corrupt", "restore it from a copy")
+    # an architecture JSON nested 100,000 deep
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    code, out = cli("train", "--arch", deep, "--out", tmp_path / "o")
+    one_error(code, out, "nested too deeply")
+
+
+def test_a_journal_record_optuna_cannot_replay(tmp_path, cli):
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY))
+    journal = tmp_path / "j.log"
+    url = f"journal:{journal}"
+    assert cli("search", "--space", space, "--study", "j", "--storage", url,
+               "--runs-dir", tmp_path / "r")[0] == 0
+    lines = journal.read_text().splitlines()
+    record = json.loads(lines[-1])
+    record["op_code"] = 99
+    journal.write_text("\n".join(lines + [json.dumps(record)]) + "\n")
+    before = journal.read_bytes()
+    code, out = cli("show", "j", "--storage", url, "--runs-dir", tmp_path / "r")
+    one_error(code, out, f"line {len(lines) + 1} holds op_code 99", "cannot replay")
+    assert journal.read_bytes() == before
+
+
+def test_a_one_pixel_wide_image_trains(tmp_path, cli):
+    """A flip of a 1-pixel-wide patch has a negative stride numpy calls contiguous: the
+    trial used to fail with no reason and the search stopped with a traceback."""
+    def strip(i):
+        return (np.random.default_rng(i).random((1, 32)) * 255).astype(np.uint8)
+    root = tmp_path / "strip"
+    for i in range(4):
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(strip(i)).save(root / "images" / f"s{i}.png")
+        m = np.zeros((1, 32), np.uint8)
+        m[0, 3:9] = 255
+        Image.fromarray(m).save(root / "masks" / f"s{i}.png")
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY).replace("macro: {depth: [1], base_width: [4]}",
+                                                   "macro: {depth: [3], base_width: [4]}")
+                     .replace("data: {source: builtin, builtin_n: 6, builtin_size: 24}\n", ""))
+    code, out = cli("search", "--space", space, "--data", root, "--study", "w",
+                    "--runs-dir", tmp_path / "r", "--trials", "2")
+    assert code == 0 and "Traceback" not in out, out
+
+
+def test_one_message_per_field_for_a_union(tmp_path, cli):
+    space = tmp_path / "s.yaml"
+    space.write_text("training: {lr: {low: abc, high: 0.1}}\n")
+    code, out = cli("spaces", "check", space)
+    one_error(code, out, "training.lr.low: Input should be a valid number")
+    assert out.count(";") == 0 and "function-after" not in out and "list[" not in out, out
+
+
+def test_export_of_a_failed_trial_uses_the_checkpoint_it_left(tmp_path, cli, monkeypatch):
+    """A trial that failed after its first epoch has a best.pt on disk: export uses it and
+    says so, instead of random weights with a note that no checkpoint was kept."""
+    import nas_attn.train as T
+    from nas_attn.errors import TrainingError
+
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY).replace("epochs: 1", "epochs: 3"))
+    real = T.train
+
+    def dies_after_an_epoch(*a, **k):
+        on_epoch = k.get("on_epoch")
+
+        def then_fail(epoch, metrics):
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+            if epoch >= 2:
+                raise TrainingError("a failure after the second epoch")
+        return real(*a, **{**k, "on_epoch": then_fail})
+
+    monkeypatch.setattr(T, "train", dies_after_an_epoch)
+    runs = tmp_path / "runs"
+    code, out = cli("search", "--space", space, "--study", "f", "--runs-dir", runs)
+    assert code != 0 and (runs / "f" / "trial_0000" / "best.pt").is_file(), out
+    code, out = cli("export", "f", "--trial", "0", "--runs-dir", runs, "--out", tmp_path / "e")
+    assert code == 0, out
+    assert "best epoch before it stopped" in " ".join(out.split()) and "fresh weights" not in out
+    assert (tmp_path / "e" / "weights.pt").is_file()
+    meta = json.loads((tmp_path / "e" / "meta.json").read_text())
+    assert "kept on disk" in meta["weights_note"]

@@ -145,7 +145,7 @@ def test_checkpoint_export_and_evaluate_replay_the_training_normalisation(tmp_pa
             (val / sub / f"{n}.png").write_bytes((root / sub / f"{n}.png").read_bytes())
     for model in (out, tmp_path / "exp"):
         code, text = cli("evaluate", "--model", model, "--data", val, "--json",
-                         tmp_path / "scores.json", "--no-hd95")
+                         tmp_path / "scores.json", "--no-hd95", "--force")
         assert code == 0, text
         got = json.loads((tmp_path / "scores.json").read_text())
         assert got["dice"] == pytest.approx(val_dice, abs=1e-4)

@@ -24,11 +24,12 @@ LAYERS = (
     "nas_attn.export_text",
     "nas_attn.train",
     "nas_attn.curves | nas_attn.data | nas_attn.device",
-    "nas_attn.unet",
+    "nas_attn.unet | nas_attn.footprint",
     "nas_attn.arch",
     "nas_attn.registry",
     "nas_attn.models",
-    "nas_attn.atomic | nas_attn.paths | nas_attn._callable",
+    "nas_attn.paths | nas_attn._callable",
+    "nas_attn.atomic",
     "nas_attn.errors",
 )
 

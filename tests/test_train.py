@@ -226,7 +226,7 @@ def test_checkpoint_roundtrip(disc_data, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         read_checkpoint(tmp_path / "nope.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         read_checkpoint(tmp_path / "junk.pt")
 
 

@@ -218,6 +218,9 @@ def test_heartbeat_fails_a_dead_process_trial_across_machines(tmp_path, pg_url):
     proc.wait()
     study = optuna.load_study(study_name=name, storage=storage)
     assert study.trials[0].state == TrialState.RUNNING  # what kill -9 leaves without help
+    # as if it ran on another machine (on this one, a resume fails it at once: see
+    # test_hostile's kill -9 test); there, only the heartbeat can tell
+    storage.set_trial_user_attr(study.trials[0]._trial_id, "worker", "another-host:1")
     time.sleep(4)
     # a worker joining with only the study name, the storage and a data source: the space
     # comes from the study

@@ -7,6 +7,46 @@ one line on stderr and exit code 2. Not meant to be called from Python: use `imp
 - `workers` the parent's live view over worker processes
 - `train`, `export`, `predict`, `data`: the views of those commands
 """
-from .app import app, main
+from __future__ import annotations
+
+import sys
 
 __all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `nas-attn` entry point. A Ctrl-C at any time ends it with one line and exit code
+    130: also while the command is still starting (importing torch can take many seconds on a
+    loaded machine), and a second Ctrl-C during the clean-up of the first (exit hooks run with
+    SIGINT ignored once the command was interrupted)."""
+    try:
+        from .app import main as run
+
+        run(argv)
+    except KeyboardInterrupt:
+        _quiet_exit_hooks()
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:
+            _quiet_exit_hooks()
+        raise
+
+
+def _quiet_exit_hooks() -> None:
+    import atexit
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # also for the rest of this handler
+        # registered last, so it runs first: the exit hooks after it run without SIGINT
+        atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
+
+
+def __getattr__(name: str):
+    if name == "app":
+        from .app import app
+
+        return app
+    raise AttributeError(name)

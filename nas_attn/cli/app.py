@@ -125,6 +125,8 @@ def search(
         "dead and is retried (default 120)."),
     max_retry: Optional[int] = typer.Option(None, "--max-retry", help="Retries of a dead "
                                             "worker's trial (default 2)."),
+    force_data: bool = typer.Option(False, "--force-data", help="Resume a study on other data "
+                                    "than it was created with (refused otherwise)."),
 ):
     """Run (or resume) an architecture search."""
     from .search import run_search_cli
@@ -136,7 +138,7 @@ def search(
                         test_pattern=test_pattern, test_data=test_data, trials=trials,
                         timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
                         device=device, sampler=sampler, pruner=pruner, seed=seed,
-                        num_workers=num_workers, strategy=strategy)
+                        num_workers=num_workers, strategy=strategy, force_data=force_data)
     from ..search.study import storage_kind, storage_url
 
     # a journal file has no heartbeat: even one worker on it runs under a parent that
@@ -377,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     from ..atomic import disk_full_error, is_disk_full
     from ..search.study import is_storage_error, storage_error
 
-    previous = _sigterm_as_ctrl_c()
+    previous = _one_interrupt()
     try:
         app(args=argv, standalone_mode=True)
     except Exception as e:  # noqa: BLE001  (anything else is a bug: its traceback shows)
@@ -394,24 +396,30 @@ def main(argv: list[str] | None = None) -> None:
         if previous is not None:
             import signal
 
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # (ignored: interrupted)
+                    signal.signal(signum, handler)
 
 
-def _sigterm_as_ctrl_c():
-    """SIGTERM (`kill`, `timeout`, batch schedulers) does what Ctrl-C does: the running trial
-    is recorded as failed ("interrupted") instead of staying RUNNING. Later SIGTERMs are
-    ignored while that record is written. Returns the handler it replaced (None off the main
-    thread, where signals cannot be set)."""
+def _one_interrupt() -> dict | None:
+    """Ctrl-C and SIGTERM (`kill`, `timeout`, batch schedulers) interrupt the command once: the
+    running trial is recorded as failed ("interrupted") instead of staying RUNNING, and later
+    SIGINTs and SIGTERMs are ignored while that record is written and the process exits (a
+    second Ctrl-C used to land in clean-up code and print its traceback; kill -9 still ends
+    it). Returns the handlers it replaced (None off the main thread, where signals cannot be
+    set)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
 
-    def on_term(signum, frame):
+    def on_signal(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, on_term)
+    return {signum: signal.signal(signum, on_signal)
+            for signum in (signal.SIGINT, signal.SIGTERM)}
 
 

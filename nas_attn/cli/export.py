@@ -31,6 +31,11 @@ def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, .
                       .get("summary", ""), markup=False)
         return
     console.print(trial.user_attrs.get("arch_summary", ""), markup=False)
+    if "weights" in written and not trial.user_attrs.get("checkpoint") \
+            and trial.state.name != "COMPLETE":
+        console.print(f"[yellow]note:[/yellow] trial {trial.number} is "
+                      f"{trial.state.name.lower()}: its weights are those of its best epoch "
+                      "before it stopped (best.pt on disk)")
     if "weights" not in written:
         console.print("[yellow]note:[/yellow] this trial kept no checkpoint; model.py builds the "
                       "architecture with fresh weights (retrain it with `nas-attn train "
@@ -71,7 +76,29 @@ def dashboard_cli(storage, runs_dir: Path, host: str, port: int, console: Consol
                       "address can read and edit the studies")
     console.print(f"optuna-dashboard on http://{escape(host)}:{port}/ ({len(names)} studies: "
                   f"{escape(', '.join(names))}; artifacts in {escape(str(art))}). Ctrl-C stops it.")
-    run_server(st, host=host, port=port, artifact_store=FileSystemArtifactStore(str(art)))
+    # the server runs in a thread of its own: Ctrl-C always lands in this (main) thread and
+    # stops it. In the main thread, a Ctrl-C that arrived while a request was handled was
+    # caught by wsgiref's error handler (a traceback, and the server kept running)
+    import threading
+
+    failed: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            run_server(st, host=host, port=port, artifact_store=FileSystemArtifactStore(str(art)))
+        except Exception as e:  # noqa: BLE001  (reported by the main thread)
+            failed.append(e)
+
+    server = threading.Thread(target=serve, name="optuna-dashboard", daemon=True)
+    server.start()
+    try:
+        while server.is_alive():
+            server.join(0.5)
+    except KeyboardInterrupt:
+        console.print("dashboard stopped")
+        return
+    if failed:
+        raise NasAttnError(f"the dashboard stopped: {type(failed[0]).__name__}: {failed[0]}")
 
 
 def _check_bind(host: str, port: int) -> None:
@@ -88,5 +115,16 @@ def _check_bind(host: str, port: int) -> None:
         try:
             s.bind(addr)
         except OSError as e:
-            raise NasAttnError(f"cannot serve on {host}:{port}: {e.strerror or e} (another "
-                               "program may be using the port; choose another --port)") from None
+            import errno
+
+            if e.errno in (errno.EACCES, errno.EPERM):
+                why = ("ports below 1024 need administrator rights; choose --port 1024 or "
+                       "above, e.g. 8080" if port < 1024 else "choose another --port")
+            elif e.errno == errno.EADDRINUSE:
+                why = "another program is using the port; choose another --port"
+            elif e.errno == errno.EADDRNOTAVAIL:
+                why = "not an address of this machine; use 127.0.0.1 or a local interface"
+            else:
+                why = "choose another --host or --port"
+            raise NasAttnError(f"cannot serve on {host}:{port}: {e.strerror or e} "
+                               f"({why})") from None

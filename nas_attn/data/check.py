@@ -290,7 +290,7 @@ def _read_masks(scan: _Scan, spatial_dims: int | None) -> tuple[dict[str, np.nda
         try:
             m = R.read_array(msks[s], "mask")
         except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
-            P.append(f"{scan.rel('masks', s)}: unreadable ({type(e).__name__}: {e})")
+            P.append(f"{scan.rel('masks', s)}: {_unreadable(msks[s], e)}")
             continue
         raw_masks[s] = m
         votes[R.guess_spatial_dims(msks[s], m)].append(msks[s].name)
@@ -353,7 +353,7 @@ def _read_channels(scan: _Scan, s: str, spatial: tuple[int, ...] | None) -> dict
             try:
                 raw = R.read_array(path, "image")
             except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
-                scan.problems.append(f"{fname}: unreadable ({type(e).__name__}: {e})")
+                scan.problems.append(f"{fname}: {_unreadable(path, e)}")
                 bad = True
                 continue
             if spatial is None:
@@ -526,3 +526,14 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
         if all(sm.spacing is not None for sm in samples) else None,
     )
     return rep, data
+
+
+def _unreadable(path: Path, e: BaseException) -> str:
+    """Why a listed file cannot be read, in words (a broken link is not a missing file)."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        import os
+
+        return (f"a broken symbolic link (to {os.readlink(path)}, which does not exist); "
+                "fix or remove the link")
+    return f"unreadable ({type(e).__name__}: {e})"

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 BUILTIN_SOURCES = ("builtin", "builtin3d")
+BUILTIN_MAX_VOXELS = 2 ** 28
+"""The built-in set is generated in memory (float32 images, int64 masks: about 3 GB at this)."""
 
 
 def _range(v: tuple[float, float], name: str, lo: float | None = None) -> tuple[float, float]:
@@ -185,15 +187,16 @@ class DataConfig(BaseModel):
     @field_validator("builtin_n")
     @classmethod
     def _bn(cls, v):
-        if v is not None and v < 2:
-            raise ValueError(f"builtin_n must be >= 2 (one train and one val sample), got {v}")
+        if v is not None and not 2 <= v <= 100_000:
+            raise ValueError(f"builtin_n must be 2..100000 (one train and one val sample at "
+                             f"least), got {v}")
         return v
 
     @field_validator("builtin_size")
     @classmethod
     def _bs(cls, v):
-        if v is not None and v < 16:
-            raise ValueError(f"builtin_size must be >= 16, got {v}")
+        if v is not None and not 16 <= v <= 2048:
+            raise ValueError(f"builtin_size must be 16..2048, got {v}")
         return v
 
     @model_validator(mode="after")
@@ -201,6 +204,14 @@ class DataConfig(BaseModel):
         if self.source == "builtin3d" and self.spatial_dims == 2:
             raise ValueError("source 'builtin3d' is 3D but spatial_dims is 2")
         dims = self.resolved_builtin_dims
+        if dims and self.is_builtin:  # the generator holds the whole set in memory
+            n = self.builtin_n or (64 if dims == 2 else 16)
+            size = self.builtin_size or (64 if dims == 2 else 32)
+            if n * size ** dims > BUILTIN_MAX_VOXELS:
+                raise ValueError(
+                    f"builtin_n {n} x builtin_size {size}^{dims} = {n * size ** dims:.3g} "
+                    f"voxels; the built-in generator makes at most {BUILTIN_MAX_VOXELS:.3g} "
+                    "(about 3 GB in memory): fewer or smaller samples")
         if dims and self.patch_size is not None and len(self.patch_size) not in (1, dims):
             raise ValueError(f"patch_size {self.patch_size} has {len(self.patch_size)} entries "
                              f"for {dims}D data (give 1 or {dims})")

@@ -39,6 +39,16 @@ from .segdata import SegData
 MAX_FG_INDICES = 100_000
 
 
+def _tensor(a: np.ndarray, dtype) -> torch.Tensor:
+    """A C-contiguous copy-if-needed of `a` as a tensor. numpy calls an array with a size-1
+    axis contiguous even when that axis' stride is negative (a flip of a 1-pixel-wide image),
+    which torch refuses: such arrays are copied."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if any(st < 0 for st in a.strides):
+        a = a.copy()
+    return torch.from_numpy(a)
+
+
 def _mask_dtype(classes: int):
     return np.uint8 if classes <= 256 else np.int64
 
@@ -142,10 +152,10 @@ class PatchDataset(Dataset):
                 x, m = np.moveaxis(out["volume"], -1, 0), out["mask3d"]
             if x.ndim == m.ndim:  # a transform dropped a single channel axis
                 x = x[None]
-        item = {"image": torch.from_numpy(np.ascontiguousarray(x[:c], dtype=np.float32)),
-                "mask": torch.from_numpy(np.ascontiguousarray(m, dtype=self.mask_dtype))}
+        item = {"image": _tensor(x[:c], np.float32),
+                "mask": _tensor(m, self.mask_dtype)}
         if self.aux is not None:
-            item["aux"] = torch.from_numpy(np.ascontiguousarray(x[c:], dtype=np.float32))
+            item["aux"] = _tensor(x[c:], np.float32)
         return item
 
 
@@ -160,11 +170,10 @@ class WholeImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         d = self.data
-        item = {"image": torch.from_numpy(np.ascontiguousarray(d.images[i], dtype=np.float32)),
-                "mask": torch.from_numpy(np.ascontiguousarray(d.masks[i],
-                                                              dtype=_mask_dtype(d.classes)))}
+        item = {"image": _tensor(d.images[i], np.float32),
+                "mask": _tensor(d.masks[i], _mask_dtype(d.classes))}
         if d.aux is not None:
-            item["aux"] = torch.from_numpy(np.ascontiguousarray(d.aux[i], dtype=np.float32))
+            item["aux"] = _tensor(d.aux[i], np.float32)
         if d.spacings is not None:  # mm per axis: HD95 in mm
             item["spacing"] = torch.tensor(d.spacings[i], dtype=torch.float64)
         return item

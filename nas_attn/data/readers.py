@@ -252,10 +252,12 @@ def classify_mask(vals: np.ndarray) -> tuple[str, str | None]:
     if s <= {0, 1}:
         return "binary01", None
     shown = "{" + ", ".join(str(v) for v in sorted(s)[:8]) + (", ..." if len(s) > 8 else "") + "}"
-    if 255 in s:
+    if 255 in s and max(s) == 255:
         return "ids", (f"unexpected mask values {shown}: 255 next to other values "
                        "(expected {0, 255} for binary or class ids 0..K-1)")
     if max(s) >= MAX_CLASSES:
-        return "ids", (f"unexpected mask values {shown}: ids up to {max(s)} look like intensities "
-                       f"or instance labels (expected {{0, 255}}, {{0, 1}} or class ids < {MAX_CLASSES})")
+        return "ids", (f"unexpected mask values {shown}: ids up to {max(s)} ({len(s)} distinct "
+                       f"values); class ids must be < {MAX_CLASSES} (at most {MAX_CLASSES} "
+                       "classes; large ids are often intensities or instance labels), or "
+                       "{0, 255} / {0, 1} for binary")
     return "ids", None

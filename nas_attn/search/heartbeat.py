@@ -156,22 +156,46 @@ def fail_dead_trial(study: optuna.Study, number: int, reason: str,
     return True
 
 
-def fail_orphaned_trials(study: optuna.Study) -> list[int]:
-    """RUNNING trials whose worker (user attribute `worker`, `host:pid`) ran on this machine and
-    is gone: FAIL with the reason, and their retry queued. For a resumed search on a journal
-    file, which has no heartbeat (a search stopped by a full disk could not record its trials'
-    end); on RDB storages the heartbeat does it, also for workers of other machines."""
+def worker_tag() -> str:
+    """`host:pid` of this process, the user attribute `worker` of every trial it runs."""
     import socket
 
-    host, failed = socket.gethostname(), []
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def boot_id() -> str:
+    """This machine's boot id (Linux; empty elsewhere): two machines that share a host name
+    (containers) are told apart by it, so a resume never fails a live trial of another one."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def tag_trial(trial: optuna.Trial) -> None:
+    """Record which process runs `trial` (`worker`, `worker_boot`)."""
+    trial.set_user_attr("worker", worker_tag())
+    trial.set_user_attr("worker_boot", boot_id())
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """RUNNING trials whose worker (user attribute `worker`, `host:pid`) ran on this machine and
+    is gone: FAIL with the reason, and their retry queued. Run when a search resumes, on every
+    storage: a journal file has no heartbeat, and on an RDB storage the heartbeat would wait for
+    the grace period; a dead worker of another machine is left to the heartbeat."""
+    import socket
+
+    host, boot, failed = socket.gethostname(), boot_id(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tag = str(t.user_attrs.get("worker", ""))
         where, _, pid = tag.rpartition(":")
         if where != host or not pid.isdigit() or _alive(int(pid)):
             continue
-        if fail_dead_trial(study, t.number, f"worker {tag} is gone (killed, or its search was "
-                                            "stopped by a full disk) and its trial was still "
-                                            "RUNNING"):
+        if t.user_attrs.get("worker_boot", boot) != boot:  # another machine of that name
+            continue
+        if fail_dead_trial(study, t.number, f"worker {tag} is gone (killed, out of memory, or "
+                                            "its search was stopped by a full disk) and its "
+                                            "trial was still RUNNING"):
             failed.append(t.number)
     return failed
 

@@ -90,6 +90,26 @@ class Objective:
         """The trial whose result the storage may not have yet (`run_search` clears it)."""
         self.disk_full: tuple[DiskFullError, optuna.Trial] | None = None
         """The error and trial when a trial failed for lack of space: the search stops."""
+        self._check_smallest_fits()
+
+    def _check_smallest_fits(self) -> None:
+        """A space whose smallest candidate (least depth and width, no attention, batch 1)
+        cannot train on this device even by the lower bound of `nas_attn.footprint` is refused
+        with one line before a study is made for it; larger candidates that do not fit are
+        pruned one by one (`_measure`)."""
+        from ..arch import UNetArch
+        from ..device import Runtime
+
+        m, i = self.space.macro, self.info
+        depth, base = min(m.depth), min(m.base_width)
+        arch = UNetArch(spatial_dims=i.spatial_dims, in_channels=i.in_channels,
+                        classes=i.classes, aux_channels=i.aux_channels, depth=depth,
+                        widths=m.widths(depth, base))
+        runtime = Runtime.create(self.device, spatial_dims=i.spatial_dims)
+        try:
+            runtime.check_fits(arch, self.patch, 1)
+        except OutOfMemoryError as e:
+            raise OutOfMemoryError(f"even the smallest candidate of the space: {e}") from None
 
     # ------------------------------------------------------------------------------------
     def train_config(self, overrides: dict):
@@ -116,6 +136,10 @@ class Objective:
     def __call__(self, trial: optuna.Trial):
         self.current = trial
         try:
+            if "worker" not in trial.user_attrs:  # who runs it: a resume fails it once gone
+                from .heartbeat import tag_trial
+
+                tag_trial(trial)
             return self._run(trial)
         except KeyboardInterrupt:
             # also when Ctrl-C lands before training starts (sampling, the cost probe): optuna
@@ -124,7 +148,14 @@ class Objective:
                 trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
             raise
         except Exception as e:
+            if isinstance(e, optuna.TrialPruned):
+                raise
             if not isinstance(e, DiskFullError) and not is_storage_error(e):
+                # an error the objective did not foresee: the trial still says why it failed
+                with contextlib.suppress(Exception):
+                    if not trial.user_attrs.get("fail_reason"):
+                        first = str(e).splitlines()[0][:300] if str(e) else ""
+                        trial.set_user_attr("fail_reason", f"{type(e).__name__}: {first}")
                 raise
             # a full disk or a storage that cannot be written: the next trial would fail the
             # same way, so the search stops (a storage error is not caught by the optimize loop)
@@ -274,6 +305,7 @@ class Objective:
         runtime = Runtime.create(self.device, amp=cfg.amp, channels_last=cfg.channels_last,
                                  spatial_dims=arch.spatial_dims)
         runtime.reset_peak_memory()
+        runtime.check_fits(arch, self.patch, cfg.batch_size)  # before anything is allocated
         model = None
         try:
             model = build_unet(arch)

@@ -88,18 +88,19 @@ def trial_arch(trial: FrozenTrial) -> UNetArch:
 
 
 def baseline_gains(study: optuna.Study) -> list[tuple[str, float, float]]:
-    """(baseline label, its Dice, best Dice minus it) for each finished baseline."""
+    """(baseline label, its Dice, best Dice minus it) for each completed baseline. A baseline
+    that was interrupted, failed, pruned or is still running has only a partial score, which
+    would flatter the search: it does not count (its retry does, once complete)."""
     try:
         best = best_trial(study).values[0]
     except StudyError:
         return []
-    out = []
-    for t in study.get_trials(deepcopy=False):
+    scores: dict[str, float] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         label = t.user_attrs.get("baseline")
-        d = trial_dice(t)
-        if label and d is not None:
-            out.append((label, d, best - d))
-    return out
+        if label:
+            scores[label] = max(scores.get(label, -math.inf), float(t.values[0]))
+    return [(label, d, best - d) for label, d in scores.items()]
 
 
 def importances(study: optuna.Study) -> dict[str, float]:

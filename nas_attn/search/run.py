@@ -27,7 +27,7 @@ from ..errors import (
 from ..paths import check_name
 from .objective import Listener, Objective
 from .sampling import baseline_params
-from .space import Space, load_space, resolve_space_path
+from .space import Space, load_space, read_space_text, resolve_space_path
 from .study import (
     DEFAULT_RUNS,
     describe_storage,
@@ -71,6 +71,8 @@ class SearchRequest:
     """`trials` or `oneshot`; overrides the space's `search.strategy` (a resumed study keeps
     the one it was created with)."""
     notes: list[str] = field(default_factory=list)
+    force_data: bool = False
+    """Resume a study on data other than it was created with (its identity is replaced)."""
 
     def resume_command(self, study_name: str) -> str:
         """The command that resumes `study_name` where this request found it: with its
@@ -133,6 +135,30 @@ def _check_test_folder(source: str | None) -> None:
         raise DataError(f"--test-data {source}: {rep.problems[0]}{more}")
 
 
+def _data_identity(objective, study0, req: SearchRequest, notes: list[str]) -> dict | None:
+    """The data's identity to record with the study (None: the recorded one stands). A resume
+    on other data than the study was created with is refused unless `req.force_data`."""
+    from ..data.identity import data_identity, describe, differences
+
+    ident = data_identity(objective.train_data, objective.val_data)
+    old = None if study0 is None else study0.user_attrs.get("data_identity")
+    if old is None:
+        return ident
+    diff = differences(old, ident)
+    if not diff:
+        return None
+    if not req.force_data:
+        raise StudyError(
+            f"study {study0.study_name!r} was run on {describe(old)}; this data is "
+            f"{describe(ident)} ({'; '.join(diff)}): their scores cannot be ranked together; "
+            "resume with the same data and --val-pattern, choose a new --study name, or pass "
+            "--force-data")
+    notes.append(f"--force-data: study {study0.study_name!r} now continues on "
+                 f"{describe(ident)} ({'; '.join(diff)}); its earlier trials were scored on "
+                 "other data")
+    return ident
+
+
 @dataclass
 class SearchSession:
     """An opened study with everything needed to run trials on it."""
@@ -165,6 +191,22 @@ def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchS
         return _open_search(req, storage, listener)
 
 
+def _check_same_space(study0: optuna.Study, space_path: Path) -> None:
+    """A study resumes with the space it was created with (its stored copy)."""
+    name = study0.study_name
+    stored = study0.user_attrs.get("space_yaml")
+    if stored is None or yaml.safe_load(stored) == yaml.safe_load(read_space_text(space_path)):
+        return
+    was = study0.user_attrs.get("space_path")
+    if was and Path(was).resolve() == space_path.resolve():
+        raise StudyError(
+            f"{space_path}: the file changed since study {name!r} was created with it; "
+            "restore its content (the study keeps a copy in its user attribute space_yaml) or "
+            "choose a new --study name")
+    raise StudyError(f"study {name!r} was created with a different search space ({was}); "
+                     "resume it with that space or choose a new --study name")
+
+
 def _open_search(req: SearchRequest, storage, listener: Listener | None) -> SearchSession:
     runs_dir = Path(req.runs_dir)
     existing = study_names(storage)
@@ -177,12 +219,7 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
         check_name(name)
     if not created:
         study0 = optuna.load_study(study_name=name, storage=storage)
-        stored = study0.user_attrs.get("space_yaml")
-        if stored is not None and yaml.safe_load(stored) != yaml.safe_load(space_path.read_text()):
-            raise StudyError(
-                f"study {name!r} was created with a different search space "
-                f"({study0.user_attrs.get('space_path')}); resume it with that space or choose a "
-                f"new --study name")
+        _check_same_space(study0, space_path)
         # a resumed study keeps its data settings unless the request gives others
         resumed = {attr: study0.user_attrs[key] for attr, key in (
             ("data", "data_override"), ("val_pattern", "val_pattern"),
@@ -205,6 +242,7 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
     objective = objective_cls(space, data_cfg, runs_dir, name, req.device, listener,
                               AtomicArtifactStore(str(artifact_dir)))
     notes += getattr(objective, "notes", [])
+    identity = _data_identity(objective, None if created else study0, req, notes)
     seed = req.seed if req.seed is not None else space.search.seed
     sampler = make_sampler(req.sampler or space.search.sampler, space, seed)
     if strategy == "oneshot" and objective.plan.fixed:
@@ -217,7 +255,7 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
         directions=[DIRECTIONS[o] for o in space.objectives])
     if created:
         study.set_user_attr("space_path", str(space_path))
-        study.set_user_attr("space_yaml", space_path.read_text())
+        study.set_user_attr("space_yaml", read_space_text(space_path))
         study.set_user_attr("objectives", list(space.objectives))
         study.set_user_attr("strategy", strategy)
         if req.data:
@@ -229,11 +267,12 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAMES[o] for o in space.objectives])
     study.set_user_attr("artifact_dir", str(artifact_dir))
+    if identity is not None:
+        study.set_user_attr("data_identity", identity)
     if not created:  # a dead run's RUNNING trial (killed, a full disk): failed and retried now
         from .heartbeat import fail_orphaned_trials
 
-        if isinstance(storage, optuna.storages.JournalStorage):  # RDB: its heartbeat says
-            fail_orphaned_trials(study)
+        fail_orphaned_trials(study)  # this machine's dead workers: now, not after the grace
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)

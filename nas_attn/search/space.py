@@ -285,6 +285,17 @@ def _check_macro(m: Macro, spatial_dims: int | None) -> None:
     from ..arch import BlockSpec, UNetArch
 
     dims = spatial_dims or 2
+    for key in ("depth", "base_width", "convs", "norm", "act", "upsample", "encoder",
+                "deep_supervision"):
+        if not getattr(m, key):
+            raise ValueError(f"macro.{key}: empty list; give at least one value")
+    if not 1 <= m.max_width <= 4096:
+        raise ValueError(f"macro.max_width must be 1..4096, got {m.max_width}")
+    for b in m.base_width:
+        if isinstance(b, int) and b > m.max_width:
+            raise ValueError(f"macro.base_width {b!r} is above macro.max_width ({m.max_width}); "
+                             "widths above max_width would be cut to it in silence (raise "
+                             "macro.max_width, up to 4096, to allow wider)")
     checks = [(f"macro.depth / base_width ({d}, {b})",
                lambda d=d, b=b: UNetArch(spatial_dims=dims, depth=d, widths=m.widths(d, b)))
               for d in m.depth for b in m.base_width]
@@ -368,13 +379,41 @@ def _check_training(training: dict[str, Choice]) -> None:
                                  f"{str(e).splitlines()[-1].strip()}") from None
 
 
+_UNION_TAGS = {"int", "float", "bool", "str", "list", "dict", "none"}
+
+
+def _is_tag(part) -> bool:
+    """A union alternative in a pydantic error location (`int`, `list[...]`,
+    `function-after[_order(), Range]`), not a field or an index."""
+    return isinstance(part, str) and ("[" in part or part in _UNION_TAGS)
+
+
+def _deepest_per_union(errors: list[dict]) -> list[dict]:
+    """Of the errors pydantic lists for each alternative of a union (a value, a list, a range
+    ...), the one that got furthest, with the alternatives' names dropped from its location:
+    one message per field instead of five."""
+    best: dict[tuple, tuple[tuple, int, dict]] = {}
+    for i, err in enumerate(errors):
+        loc = tuple(err["loc"])
+        cut = next((k for k, part in enumerate(loc) if _is_tag(part)), len(loc))
+        root = loc[:cut]
+        # furthest in; then an alternative whose shape matched (a value error, not "should be
+        # a valid list" of an alternative that never applied); then the last
+        rank = (len([x for x in loc if not _is_tag(x)]), not str(err["type"]).endswith("_type"))
+        if root not in best or rank >= best[root][0]:
+            best[root] = (rank, i, {**err, "loc": tuple(x for x in loc if not _is_tag(x))})
+    return [err for _, _, err in sorted(best.values(), key=lambda t: t[1])]
+
+
 def _first_errors(e: ValidationError, limit: int = 5) -> str:
     parts = []
-    for err in e.errors()[:limit]:
+    for err in _deepest_per_union(e.errors())[:limit]:
         loc = ".".join(str(x) for x in err["loc"])
         val = err.get("input")
-        shown = "" if isinstance(val, (dict, list)) else f" (got {val!r})"
-        parts.append(f"{loc}: {err['msg']}{shown}")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        shown = "" if isinstance(val, (dict, list)) or err["type"] == "value_error" else \
+            f" (got {val!r})"
+        parts.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
     return "; ".join(parts)
 
 
@@ -403,12 +442,32 @@ def resolve_space_path(name_or_path: str | Path) -> Path:
                      f"ready space ({ready})")
 
 
+MAX_SPACE_BYTES = 1 << 20
+
+
+def read_space_text(path: Path) -> str:
+    """A space file's text: a regular file of at most 1 MiB of UTF-8 (a device such as
+    /dev/zero, a huge or a binary file gets one line, not an endless read)."""
+    try:
+        if not path.is_file():
+            raise SpaceError(f"{path}: not a regular file; a search space is a YAML file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPACE_BYTES + 1)
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_SPACE_BYTES:
+        raise SpaceError(f"{path}: larger than {MAX_SPACE_BYTES >> 20} MiB; a search space is "
+                         "a small YAML file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                         f"{e.start}); save the space as UTF-8") from None
+
+
 def load_space(name_or_path: str | Path) -> Space:
     path = resolve_space_path(name_or_path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SpaceError(f"{path}: cannot read: {e.strerror}") from None
+    text = read_space_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -422,12 +481,13 @@ def load_space(name_or_path: str | Path) -> Space:
 def space_description(path: Path) -> str:
     """The description field, else the first header comment line."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = read_space_text(path)
+        data = yaml.safe_load(text) or {}
         if isinstance(data, dict) and data.get("description"):
             return str(data["description"]).strip().splitlines()[0]
-    except (OSError, yaml.YAMLError):
-        pass
-    for line in path.read_text().splitlines():
+    except (SpaceError, yaml.YAMLError):
+        return ""
+    for line in text.splitlines():
         if line.startswith("#"):
             return line.lstrip("# ").strip()
     return ""

@@ -1,6 +1,7 @@
 """Storage, samplers, pruners and opening studies by name."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from contextlib import contextmanager
@@ -99,7 +100,7 @@ def open_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> optuna.stora
         raise
     except Exception as e:  # bad URL or unreachable database: say which
         full = storage_error(e, url)
-        if isinstance(full, DiskFullError):
+        if isinstance(full, DiskFullError) or "is corrupt" in str(full):
             raise full from None
         raise StudyError(f"cannot open storage {redact(url)!r}: "
                          f"{redact(str(e).splitlines()[0])}") from None
@@ -202,7 +203,27 @@ def _journal(url: str) -> optuna.storages.BaseStorage:
     except (ValueError, KeyError, TypeError):
         raise StudyError(f"storage {url!r}: {raw} is not an Optuna journal file (it does not "
                          "hold JSON log lines); choose a new file name") from None
+    except AssertionError:  # optuna's replay of a record it does not know
+        raise StudyError(f"storage {url!r}: {raw}{_unknown_record(path)} that this optuna "
+                         f"({optuna.__version__}) cannot replay: written by another version or "
+                         "damaged; nothing was written to it") from None
     return storage
+
+
+def _unknown_record(path: Path) -> str:
+    """' line N holds op_code X' for the first record whose operation optuna does not know."""
+    try:  # optuna-private: without it, the line is not named
+        from optuna.storages.journal._storage import JournalOperation
+    except ImportError:
+        return ": it holds a record"
+    known = {int(op) for op in JournalOperation}
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            with contextlib.suppress(ValueError, AttributeError):
+                op = json.loads(line).get("op_code")
+                if op not in known:
+                    return f": line {n} holds op_code {op!r}, a record"
+    return ": it holds a record"
 
 
 def _looks_like_journal(path: Path) -> bool:
@@ -286,6 +307,12 @@ def storage_error(e: BaseException, storage=None) -> NasAttnError:
             or any(type(x).__name__ == "DiskFull" for x in chain):
         return DiskFullError(f"no space left on device: {where} cannot be written ({first})",
                              where)
+    low = first.lower()
+    sqlite = type(root).__module__ == "sqlite3"
+    if sqlite and ("malformed" in low or "not a database" in low or "is encrypted" in low):
+        return StudyError(f"{where} is corrupt ({first}): it is not a readable SQLite "
+                          "database; restore it from a copy, or give another --storage / "
+                          "--runs-dir (sqlite3's .recover may save its studies)")
     return StudyError(f"{where} failed: {first}")
 
 

@@ -38,7 +38,10 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
     if "inherited_dice" in ua:
         meta["score_metric"] = ("validation Dice per class, pooled over the split, with weights "
                                 "inherited from the one-shot supernet")
-    ckpt = ua.get("checkpoint")
+    ckpt = ua.get("checkpoint") or _left_on_disk(runs_dir, study.study_name, trial.number)
+    if ckpt and not ua.get("checkpoint"):  # a failed or interrupted trial's best epoch so far
+        meta["weights_note"] = (f"the best epoch's checkpoint of trial {trial.number} "
+                                f"({trial.state.name.lower()}), kept on disk")
     row = next((r for r in final.get("candidates", []) if r.get("trial") == trial.number), None)
     if row is not None:  # retrained with the full budget: export those weights and scores
         meta.update(_row_meta(row, final))
@@ -47,6 +50,17 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
     out = Path(out_dir) if out_dir else inside(Path(runs_dir) / "export",
                                                f"{folder_name(study.study_name)}_trial{trial.number}")
     return _export(arch, out, ckpt, meta, formats, force), trial
+
+
+def _left_on_disk(runs_dir: Path, study_name: str, number: int) -> str | None:
+    """The best.pt a trial's training wrote, when the trial did not record it (it failed or
+    was interrupted after an epoch); None when there is none or the stored name would lead
+    outside the runs folder."""
+    try:
+        path = inside(Path(runs_dir), study_name, f"trial_{int(number):04d}", "best.pt")
+    except NasAttnError:
+        return None
+    return str(path) if path.is_file() else None
 
 
 def _row_meta(row, final) -> dict:

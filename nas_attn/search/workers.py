@@ -389,9 +389,14 @@ class Supervisor:
                 time.sleep(tick_s)
         except KeyboardInterrupt:
             self.interrupt()
+            main = threading.current_thread() is threading.main_thread()
+            if main:  # the CLI ignores later Ctrl-Cs; here a second one means "stop waiting"
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 self.wait_stopped()
             except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, kill, fail what ran
+                if main:
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
                 self.wait_stopped(limit_s=0.0)
             raise
         self.sweep("worker exited while its trial ran")
@@ -492,12 +497,13 @@ def worker_main(req, supervised: bool = True) -> int:
     except DiskFullError as e:
         listener.send(event="fatal", error=str(e))
         raise
-    tag = f"{socket.gethostname()}:{os.getpid()}"
+    from .heartbeat import tag_trial
+
     objective = session.objective
 
     def tagged(trial: optuna.Trial):
         try:
-            trial.set_user_attr("worker", tag)
+            tag_trial(trial)
             listener.send(event="trial", number=trial.number)
         except KeyboardInterrupt:  # Ctrl-C before the objective runs: say so all the same
             with contextlib.suppress(Exception):

@@ -65,15 +65,35 @@ def save_checkpoint(path: str | os.PathLike, arch, state_dict: Mapping[str, torc
     return atomic_torch_save(obj, path)
 
 
+def safe_load(path: str | os.PathLike, what: str = "weights file"):
+    """`torch.load(path, weights_only=True)` onto the CPU, or `CheckpointError` naming the file
+    and what is wrong with it in one line (never torch's advice to load with
+    `weights_only=False`, which would run any code the file holds)."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001  (zip, pickle and EOF errors of many kinds)
+        text = str(e)
+        if "Unsupported global" in text:
+            why = ("it holds Python objects besides tensors, which are not loaded (they could "
+                   "run code)")
+        elif "Weights only load failed" in text or "central directory" in text \
+                or "EOF" in text or "truncated" in text.lower() or isinstance(e, EOFError):
+            why = "it is truncated, damaged or not a PyTorch file"
+        else:
+            why = f"{type(e).__name__}: {text.splitlines()[0][:160] if text else ''}"
+        size = path.stat().st_size if path.exists() else 0
+        raise CheckpointError(f"{path}: not a readable {what} ({size:,} bytes; {why})") from None
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The raw checkpoint dict (validated), loaded with `weights_only=True` onto the CPU."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (pickle / zip errors of many kinds)
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {e}") from None
+    obj = safe_load(path, "checkpoint")
     missing = {"format", "arch", "state_dict"} - set(obj) if isinstance(obj, dict) else {"all"}
     if missing:
         raise CheckpointError(f"{str(path)!r} is not a nas-attn checkpoint (missing "

@@ -6,6 +6,7 @@ callback, per-evaluation metrics to `on_epoch(epoch, metrics)` (which may raise,
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -385,6 +386,10 @@ def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runt
     total_steps = cfg.epochs * steps_per_epoch
     patch_size = _eval_patch(data_cfg, train_data)
 
+    if model is None:  # an architecture that cannot fit: one line before any allocation
+        runtime.check_fits(arch, patch_size or max((tuple(x.shape[1:]) for x in
+                                                    train_data.images), key=math.prod),
+                           cfg.batch_size)
     model = runtime.prepare_model(build_unet(arch) if model is None else model)
     model.train()
     optimizer = make_optimizer(model, cfg, runtime)

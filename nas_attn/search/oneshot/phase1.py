@@ -113,6 +113,11 @@ def train_supernet(objective, unit, folder: Path, progress=None, start=None) -> 
         cfg = cfg.model_copy(update={"epochs": epochs, "val_every": epochs,
                                      "warmup_epochs": min(cfg.warmup_epochs, epochs / 4)})
         seed = cfg.seed + 1000 * (unit.group + 1)  # its own path order
+    from ...device import Runtime
+
+    # the macro's plain UNet is a lower bound of every path: refused before the supernet exists
+    Runtime.create(objective.device, amp=cfg.amp, spatial_dims=macro.spatial_dims) \
+        .check_fits(macro, objective.patch, cfg.batch_size)
     net = SuperNet(macro, choices, seed=seed)
     resume = folder / "resume.pt"
     if start is not None and not resume.exists():
