@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 
 from .errors import DataError
-from .predict import LoadedModel, predict_normalised
+from .predict import LoadedModel, predict_array
 from .train.metrics import MetricAccumulator
 
 
@@ -56,11 +56,11 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, *, tta: bool = Fals
     acc = MetricAccumulator(arch.classes, with_hd95=hd95)
     rows = []
     for i in range(len(data)):
-        x = loaded.normalise(data.images[i])  # raw values, normalised as in training
-        a = None if data.aux is None else loaded.normalise(data.aux[i], "aux")
-        pred = predict_normalised(loaded, x, aux=a, tta=tta, batch=batch)[0]
-        per_class = acc.add(pred, data.masks[i],
-                            None if data.spacings is None else data.spacings[i])
+        spacing = None if data.spacings is None else data.spacings[i]
+        # raw values, normalised as in training (resampled to the model's spacing and back)
+        pred = predict_array(loaded, data.images[i], aux=None if data.aux is None else
+                             data.aux[i], spacing=spacing, tta=tta, batch=batch)
+        per_class = acc.add(pred, data.masks[i], spacing)
         rows.append({"name": data.names[i], "dice_per_class": _clean(per_class)})
         if progress is not None:
             progress(i + 1, len(data), data.names[i])

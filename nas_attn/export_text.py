@@ -335,7 +335,8 @@ def inference_settings(patch_size: Sequence[int] | None = None, overlap: float |
                        spatial_dims: int = 2, normalisation: Mapping[str, Any] | None = None
                        ) -> dict[str, Any]:
     """The INFERENCE literal of model.py: how `predict` preprocesses and tiles an image
-    (the training normalisation and patch size). `patch_size` None: one pass on every image.
+    (the training normalisation and patch size, and the voxel spacing in mm the model was
+    trained at where the data gave one: `spacing`). `patch_size` None: one pass on every image.
     `normalisation`: what the training data recorded (`nas_attn.data.intensity`); None: the
     per-image percentile scaling of models trained before it was recorded. Only validated
     numbers and names come back."""
@@ -362,6 +363,13 @@ def inference_settings(patch_size: Sequence[int] | None = None, overlap: float |
         "low_percentile": _finite(norm.get("low_percentile", LOW_PERCENTILE), "low_percentile"),
         "high_percentile": _finite(norm.get("high_percentile", HIGH_PERCENTILE),
                                    "high_percentile")}
+    spacing = norm.get("spacing")
+    if spacing is not None:
+        if not isinstance(spacing, (list, tuple)) or len(spacing) != spatial_dims:
+            raise ExportError(f"spacing {spacing!r} must have {spatial_dims} entries (mm per axis)")
+        out["spacing"] = [_finite(v, "spacing") for v in spacing]
+        if any(v <= 0 for v in out["spacing"]):
+            raise ExportError(f"spacing {out['spacing']} must be positive")
     if mode == "dataset":
         for key in ("low", "high", "aux_low", "aux_high"):
             values = norm.get(key)

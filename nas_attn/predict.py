@@ -62,6 +62,9 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     normalisation: dict = field(default_factory=lambda: {"normalisation": "image"})
     """The training normalisation (`nas_attn.models.infer.normalise_image` settings)."""
+    spacing: tuple[float, ...] | None = None
+    """The voxel spacing (mm) the model was trained at, where its data gave one: inputs of
+    another spacing are resampled to it and their masks back (`nas_attn.data.resample`)."""
 
     def normalise(self, image: np.ndarray, role: str = "image") -> torch.Tensor:
         """A raw (C, *spatial) array as the model's (1, C, *spatial) input on its device."""
@@ -81,21 +84,21 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
     dev = select_device(device)
     if path.is_dir() and ((path / "model.py").is_file() or (path / "arch.json").is_file()):
         model, arch, settings, notes = _load_export(path)
-        ps = settings.get("patch_size")
+        ps, sp = settings.get("patch_size"), settings.get("spacing")
         return LoadedModel(arch, model.to(dev).eval(), tuple(ps) if ps else None,
                            float(settings.get("overlap", DEFAULT_OVERLAP)), str(path), "export",
                            notes, {k: v for k, v in settings.items()
-                                   if k not in ("patch_size", "overlap")}
-                           or {"normalisation": "image"})
+                                   if k not in ("patch_size", "overlap", "spacing")}
+                           or {"normalisation": "image"}, tuple(sp) if sp else None)
     ckpt = find_checkpoint(path)
     if ckpt is None:
         raise ModelLoadError(f"{path}: not an export folder (model.py + weights.pt), a "
                              "checkpoint file, or a `nas-attn train` folder holding best.pt")
     arch, model, meta = load_checkpoint(ckpt, dev)
     inference, notes = checkpoint_inference(ckpt, arch, meta)
-    patch = inference.pop("patch_size")
+    patch, sp = inference.pop("patch_size"), inference.pop("spacing", None)
     return LoadedModel(arch, model.eval(), patch, inference.pop("overlap"), str(ckpt),
-                       "checkpoint", notes, inference)
+                       "checkpoint", notes, inference, tuple(sp) if sp else None)
 
 
 def _load_export(path: Path) -> tuple[torch.nn.Module, UNetArch, dict, list[str]]:
@@ -327,10 +330,26 @@ class PredictOutcome:
 
 
 def predict_array(loaded: LoadedModel, image: np.ndarray, *, tta: bool = False,
-                  batch: int = 4) -> np.ndarray:
+                  batch: int = 4, aux: np.ndarray | None = None,
+                  spacing: tuple[float, ...] | None = None) -> np.ndarray:
     """Label map (*spatial) int64 of a raw (C, *spatial) image (normalised here, as in
-    training)."""
-    return predict_normalised(loaded, loaded.normalise(image), tta=tta, batch=batch)[0]
+    training). With the image's `spacing` (mm) and a model trained at another one, the image
+    is resampled to the model's spacing, and the class scores back to the image's grid before
+    the arg max (`nas_attn.data.resample`), so the mask lies on the input's grid."""
+    from .data import resample as RS
+
+    target = loaded.spacing
+    shape = tuple(image.shape[1:])
+    if target is None or spacing is None or RS.close(spacing, target):
+        x = loaded.normalise(image)
+        a = None if aux is None else loaded.normalise(aux, "aux")
+        return predict_normalised(loaded, x, aux=a, tta=tta, batch=batch)[0]
+    x = loaded.normalise(RS.resample_image(image, spacing, target))
+    a = None if aux is None else loaded.normalise(RS.resample_image(aux, spacing, target), "aux")
+    out, is_probs = predict_logits(loaded.model, x, patch_size=loaded.patch_size,
+                                   overlap=loaded.overlap, aux=a, tta=tta, batch=batch)
+    out = RS.scores_to_shape(out, shape)
+    return labels_from_output(out, is_probs).cpu().numpy()[0]
 
 
 def predict_normalised(loaded: LoadedModel, x: torch.Tensor, *, aux: torch.Tensor | None = None,
@@ -366,7 +385,8 @@ def predict_files(loaded: LoadedModel, files: list[Path], out_dir: Path, *, tta:
                 raise InputError(f"{f}: {dest} exists (pass --force to overwrite it)")
             taken[dest] = f
             image = read_image(f, loaded.arch)
-            labels = predict_array(loaded, image, tta=tta, batch=batch)
+            labels = predict_array(loaded, image, tta=tta, batch=batch,
+                                   spacing=R.read_spacing(f, loaded.arch.spatial_dims))
             atomic_write(dest, encode_mask(labels, f, dest, binary=binary))
             res.output, res.shape = dest, tuple(labels.shape)
         except InputError as e:

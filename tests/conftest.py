@@ -17,6 +17,18 @@ from pg import pg_url  # noqa: F401  (fixture: a throwaway PostgreSQL server)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+# 3D folders are read through the preprocessed cache (nas_attn.data.cache): the suite's go to a
+# folder of its own, never to runs/cache of the checkout (set before any test, so the
+# environment guard below sees it unchanged; subprocesses inherit it)
+if not os.environ.get("NAS_ATTN_CACHE_DIR"):
+    import atexit
+    import shutil
+    import tempfile
+
+    _CACHE_DIR = tempfile.mkdtemp(prefix="nas-attn-test-cache-")
+    os.environ["NAS_ATTN_CACHE_DIR"] = _CACHE_DIR
+    atexit.register(shutil.rmtree, _CACHE_DIR, True)
+
 
 @pytest.fixture(autouse=True)
 def _torch_globals_are_real(request):

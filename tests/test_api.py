@@ -127,7 +127,8 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     exec(compile(_readme_example(), "README.md (Python API)", "exec"), scope)
     result, loaded = scope["result"], scope["loaded"]
     assert loaded.normalisation == {k: v for k, v in result.inference.items()
-                                    if k not in ("patch_size", "overlap")}
+                                    if k not in ("patch_size", "overlap", "spacing")}
+    assert loaded.spacing is None and result.inference["spacing"] is None  # PNG-like, no mm
     assert scope["study"].best_trial is not None
     from nas_attn.data import DataConfig, load_data
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -25,8 +26,22 @@ app.add_typer(spaces_app, name="spaces")
 app.add_typer(data_app, name="data")
 
 RUNS = typer.Option(Path("runs"), "--runs-dir", help="Where studies, checkpoints and artifacts go.")
+CACHE = typer.Option(None, "--cache-dir", help="Where 3D data folders are decoded to, once, and "
+                     "read from patch by patch (default: $NAS_ATTN_CACHE_DIR, else "
+                     "<runs-dir>/cache).")
 STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite under "
                        "--runs-dir); `journal:PATH` for a journal file.")
+
+
+def _cache_env(cache_dir: Optional[Path], runs_dir: Path) -> None:
+    """The preprocessed cache's folder, for this process and the workers it starts
+    (`nas_attn.data.cache`): --cache-dir, else $NAS_ATTN_CACHE_DIR, else <runs-dir>/cache."""
+    from ..data.cache import ENV_DIR
+
+    if cache_dir is not None:
+        os.environ[ENV_DIR] = str(cache_dir)
+    elif not os.environ.get(ENV_DIR):
+        os.environ[ENV_DIR] = str(Path(runs_dir) / "cache")
 
 
 def _fmt_count(n: float) -> str:
@@ -127,6 +142,7 @@ def search(
                                             "worker's trial (default 2)."),
     force_data: bool = typer.Option(False, "--force-data", help="Resume a study on other data "
                                     "than it was created with (refused otherwise)."),
+    cache_dir: Optional[Path] = CACHE,
 ):
     """Run (or resume) an architecture search."""
     from .search import run_search_cli
@@ -134,6 +150,7 @@ def search(
     from ..search.run import SearchRequest
 
     set_heartbeat_env(heartbeat_interval, grace_period, max_retry)
+    _cache_env(cache_dir, runs_dir)
     req = SearchRequest(space=space or "default", data=data, val_pattern=val_pattern,
                         test_pattern=test_pattern, test_data=test_data, trials=trials,
                         timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
@@ -231,11 +248,13 @@ def train(
                                               "on CUDA)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training "
                                        "forward (pays off over long runs, mostly on CUDA)."),
+    cache_dir: Optional[Path] = CACHE,
 ):
     """Train one architecture with the full budget; writes checkpoint, metrics and a preview."""
     from ..api import plan_training
     from .train import run_train
 
+    _cache_env(cache_dir, runs_dir)
     if (arch is None) == (from_study is None):
         raise NasAttnError("give exactly one of --arch FILE or --from-study STUDY")
     data_options = {k: v for k, v in (("val_pattern", val_pattern), ("num_workers", num_workers),
@@ -261,11 +280,13 @@ def finalize(
     device: Optional[str] = typer.Option(None, "--device"),
     storage: Optional[str] = STORAGE,
     runs_dir: Path = RUNS,
+    cache_dir: Optional[Path] = CACHE,
 ):
     """Retrain the best trials and the baselines with the full budget and several seeds; pick
     the winner on validation, report it once on test, and rate the short trials as a proxy."""
     from .search import finalize_cli
 
+    _cache_env(cache_dir, runs_dir)
     finalize_cli(study, top, seeds, epochs, test_data, data, device, storage, runs_dir, console)
 
 

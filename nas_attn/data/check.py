@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import readers as R
+from . import resample as RS
 from .layouts import Listing, detect, list_layout
 from .segdata import SegData
 
 SPLIT_FILES = ("splits.json", "train.txt", "val.txt", "test.txt")
 SUBDIRS = ("images", "masks", "aux")
+_UNREADABLE = object()
 
 
 @dataclass
@@ -62,6 +66,8 @@ class FolderReport:
     spacing_min: tuple[float, ...] | None = None
     spacing_max: tuple[float, ...] | None = None
     """Voxel spacing (mm, array axis order) over the samples, where the files give it."""
+    resampled_to: tuple[float, ...] | None = None
+    """The spacing the samples were resampled to (`scan_folder(resample=True)`), or None."""
 
     @property
     def ok(self) -> bool:
@@ -197,11 +203,15 @@ def read_splits(root: Path, stems: list[str], problems: list[str]
 
 @dataclass
 class _Sample:
+    """One decoded sample; `scan_folder`'s `sink` may replace the arrays (e.g. by views on a
+    cache on disk), so only `shape` is read afterwards."""
+
     stem: str
-    image: np.ndarray
-    mask: np.ndarray
-    aux: np.ndarray | None
+    image: Any
+    mask: Any
+    aux: Any
     spacing: tuple[float, ...] | None = None
+    shape: tuple[int, ...] = ()
 
 
 @dataclass
@@ -220,6 +230,9 @@ class _Scan:
         default_factory=lambda: {"images": {}, "aux": {}})
     listing: Listing | None = None
     """nnU-Net / Decathlon layouts: the cases as dataset.json names them."""
+    target: tuple[float, ...] | None = None
+    """The spacing cases are resampled to (`resample.plan_target`), or None."""
+    resampled: int = 0
 
     def rel(self, role: str, stem: str) -> str:
         """The file of `stem` in `role` as the user knows it (relative to the folder)."""
@@ -281,8 +294,10 @@ def _list_tree(scan: _Scan) -> bool:
     return bool(scan.stems)
 
 
-def _read_masks(scan: _Scan, spatial_dims: int | None) -> tuple[dict[str, np.ndarray], int]:
-    """Pass 1: the masks, and the spatial dims they imply (unless given)."""
+def _read_masks(scan: _Scan, spatial_dims: int | None, keep: bool = True
+                ) -> tuple[dict[str, np.ndarray | None], int]:
+    """Pass 1: the masks (None each when not `keep`: pass 2 reads them again, so no more than
+    one sample is in memory at a time), and the spatial dims they imply (unless given)."""
     msks, P = scan.files["masks"], scan.problems
     raw_masks: dict[str, np.ndarray] = {}
     votes: dict[int, list[str]] = {2: [], 3: []}
@@ -292,8 +307,9 @@ def _read_masks(scan: _Scan, spatial_dims: int | None) -> tuple[dict[str, np.nda
         except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
             P.append(f"{scan.rel('masks', s)}: {_unreadable(msks[s], e)}")
             continue
-        raw_masks[s] = m
+        raw_masks[s] = m if keep else None
         votes[R.guess_spatial_dims(msks[s], m)].append(msks[s].name)
+        del m
     if spatial_dims is None:
         if votes[2] and votes[3]:
             few, many = (2, 3) if len(votes[2]) < len(votes[3]) else (3, 2)
@@ -397,10 +413,19 @@ def _read_channels(scan: _Scan, s: str, spatial: tuple[int, ...] | None) -> dict
     return None if bad else arrays
 
 
-def _decode(scan: _Scan, raw_masks: dict[str, np.ndarray], spatial_dims: int) -> None:
-    """Pass 2: mask values, images, aux; the usable samples with their class pixel counts."""
+def _decode(scan: _Scan, raw_masks: dict[str, np.ndarray | None], spatial_dims: int,
+            sink: Callable[[_Sample], _Sample] | None = None) -> None:
+    """Pass 2: mask values, images, aux; the usable samples with their class pixel counts.
+    With `sink`, each sample goes through it as soon as it is decoded and what it returns is
+    kept (nothing, while the folder has a problem)."""
     for s in scan.stems:
-        mask = _mask_ids(scan, s, raw_masks.pop(s, None), spatial_dims)
+        raw = raw_masks.pop(s, _UNREADABLE)  # absent: unreadable, reported in pass 1
+        if raw is None:  # read but not kept
+            raw = R.read_array(scan.files["masks"][s], "mask")
+        elif raw is _UNREADABLE:
+            raw = None
+        mask = _mask_ids(scan, s, raw, spatial_dims)
+        del raw
         spatial = None if mask is None else tuple(int(x) for x in mask[0].shape)
         arrays = _read_channels(scan, s, spatial)
         if mask is None or arrays is None:
@@ -416,8 +441,20 @@ def _decode(scan: _Scan, raw_masks: dict[str, np.ndarray], spatial_dims: int) ->
         scan.pixels.update(counts_by_id)
         # raw values, in memory (not a memory map), normalised per split by `load_data`
         aux_arr = R.raw_copy(arrays["aux"]) if scan.has_aux else None
-        scan.samples.append(_Sample(s, R.raw_copy(arrays["images"]), ids, aux_arr,
-                                    R.read_spacing(scan.files["masks"][s], spatial_dims)))
+        image, spacing = R.raw_copy(arrays["images"]), R.read_spacing(scan.files["masks"][s],
+                                                                      spatial_dims)
+        if scan.target is not None and spacing is not None and not RS.close(spacing, scan.target):
+            image = RS.resample_image(image, spacing, scan.target)
+            aux_arr = None if aux_arr is None else RS.resample_image(aux_arr, spacing, scan.target)
+            ids = RS.resample_labels(ids, spacing, scan.target)
+            spacing = scan.target
+            scan.resampled += 1
+        sample = _Sample(s, image, ids, aux_arr, spacing, tuple(ids.shape))
+        del arrays, ids, aux_arr, mask, image
+        if sink is not None:
+            sample = sink(sample) if not scan.problems else _Sample(
+                s, None, None, None, sample.spacing, sample.shape)
+        scan.samples.append(sample)
 
 
 def _summarise(scan: _Scan) -> None:
@@ -434,7 +471,7 @@ def _summarise(scan: _Scan) -> None:
             P.append(f"{role}/: mixed channel counts: {'; '.join(parts)}")
         setattr(rep, "channels" if role == "images" else "aux_channels", sorted(counts_c))
     if scan.samples:
-        shapes = np.array([sm.mask.shape for sm in scan.samples])
+        shapes = np.array([sm.shape for sm in scan.samples])
         rep.size_min = tuple(int(x) for x in shapes.min(0))
         rep.size_max = tuple(int(x) for x in shapes.max(0))
         spacings = [sm.spacing for sm in scan.samples if sm.spacing is not None]
@@ -489,8 +526,31 @@ def _names_and_splits(scan: _Scan) -> None:
             rep.notes.append(f"{rep.split_source}: {len(unused)} samples in no split")
 
 
-def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderReport, SegData | None]:
-    """Check and decode `root`; the SegData is None when there is any problem."""
+def _plan_spacing(scan: _Scan, spatial_dims: int) -> bool:
+    """The spacing to resample to, from the masks' headers (`resample.plan_target`); False
+    after recording why the spacings cannot be brought together."""
+    from ..errors import DataError
+
+    stems = [s for s in scan.stems if s in scan.files["masks"]]
+    try:
+        scan.target = RS.plan_target(
+            [R.read_spacing(scan.files["masks"][s], spatial_dims) for s in stems],
+            [scan.rel("masks", s) for s in stems])
+    except DataError as e:
+        scan.problems.append(str(e))
+        return False
+    return True
+
+
+def scan_folder(root: Path, spatial_dims: int | None = None,
+                sink: Callable[[_Sample], _Sample] | None = None,
+                resample: bool | str = False) -> tuple[FolderReport, SegData | None]:
+    """Check and decode `root`; the SegData is None when there is any problem. With `sink`
+    (see `_decode`), one sample at a time is in memory and no SegData is made: the sink keeps
+    what it needs (`nas_attn.data.cache` writes each sample to disk; `check_folder` keeps
+    nothing). With `resample`, cases of differing voxel spacings are resampled to the median
+    one (`nas_attn.data.resample`); the report's notes say so; `resample="check"` only checks
+    that they can be and notes that they would be."""
     scan = _Scan(root, FolderReport(path=str(root)))
     rep, P = scan.rep, scan.problems
     if not root.is_dir():
@@ -499,14 +559,25 @@ def scan_folder(root: Path, spatial_dims: int | None = None) -> tuple[FolderRepo
     rep.layout = detect(root)
     if not (_list_pairs(scan) if rep.layout == "folder" else _list_tree(scan)):
         return rep, None
-    raw_masks, spatial_dims = _read_masks(scan, spatial_dims)
+    raw_masks, spatial_dims = _read_masks(scan, spatial_dims, keep=sink is None)
     rep.spatial_dims = spatial_dims
-    _decode(scan, raw_masks, spatial_dims)
+    if resample and not _plan_spacing(scan, spatial_dims):
+        return rep, None
+    if resample == "check" and scan.target is not None:  # say it, do not do it
+        rep.notes.append(f"cases have different voxel spacings; training resamples them to the "
+                         f"median {'×'.join(f'{v:g}' for v in scan.target)} mm")
+        scan.target = None
+    _decode(scan, raw_masks, spatial_dims, sink)
+    if scan.resampled:
+        rep.resampled_to = scan.target
+        rep.notes.append(f"{scan.resampled} of {len(scan.samples)} cases resampled to the median "
+                         f"spacing {'×'.join(f'{v:g}' for v in scan.target)} mm (images: "
+                         "third-order splines, labels: nearest)")
     _summarise(scan)
     _names_and_splits(scan)
     samples = scan.samples
     rep.n_samples = len(samples)
-    if P or not samples:
+    if P or not samples or sink is not None:
         if not samples and not P:
             P.append("no complete image/mask pair")
         return rep, None

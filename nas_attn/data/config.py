@@ -141,6 +141,13 @@ class DataConfig(BaseModel):
     """Side of the built-in images (default 64 in 2D, 32 in 3D)."""
     builtin_aux: bool = False
     """Give the built-in set its auxiliary modality."""
+    cache: Literal["auto", "on", "off"] = "auto"
+    """Read a dataset folder through the preprocessed cache on disk (`nas_attn.data.cache`:
+    decoded once, read patch by patch, memory independent of the data's size): `auto` for 3D
+    folders, `on`, `off` (decode into memory)."""
+    cache_dir: str | None = None
+    """Where the cache lives; None: `$NAS_ATTN_CACHE_DIR` (the CLI's --cache-dir, default
+    `<runs dir>/cache`), else `runs/cache`."""
     num_workers: int | None = Field(None, ge=0)
     """Training DataLoader workers; None: 0 on the CPU, several on CUDA (`auto_workers`)."""
 

@@ -17,6 +17,7 @@ from .layouts import TREE_DIRS
 from .segdata import SegData
 
 _CACHE: dict[tuple, tuple[FolderReport, SegData | None]] = {}
+_REPORTS: dict[tuple, FolderReport] = {}
 
 
 def _signature(root: Path) -> tuple:
@@ -40,31 +41,58 @@ def _signature(root: Path) -> tuple:
     return tuple(sorted(sig))
 
 
-def _scan_cached(path: str | os.PathLike, spatial_dims: int | None) -> tuple[FolderReport, SegData | None]:
+def _scan_cached(path: str | os.PathLike, spatial_dims: int | None, resample: bool = False
+                 ) -> tuple[FolderReport, SegData | None]:
+    if spatial_dims not in (None, 2, 3):
+        raise DataError(f"spatial_dims must be 2, 3 or None (infer), got {spatial_dims!r}")
+    root = Path(path).expanduser().resolve()
+    key = (str(root), spatial_dims, _signature(root) if root.is_dir() else None, resample)
+    hit = _CACHE.get(key)
+    plain = _CACHE.get(key[:3] + (False,))
+    if hit is None and plain is not None and (plain[0].spacing_min == plain[0].spacing_max):
+        hit = plain  # one spacing (or none): resampling would change nothing
+    if hit is None:
+        hit = scan_folder(root, spatial_dims, resample=resample)
+        # keep only the newest version of a folder
+        for k in [k for k in _CACHE if k[:2] == key[:2] and k[2] != key[2]]:
+            del _CACHE[k]
+        _CACHE[key] = hit
+        if resample and hit[0].resampled_to is None:
+            _CACHE[key[:3] + (False,)] = hit  # nothing was resampled: the plain decoding
+    return hit
+
+
+def _drop(sample):
+    sample.image = sample.mask = sample.aux = None
+    return sample
+
+
+def check_folder(path: str | os.PathLike, *, spatial_dims: int | None = None) -> FolderReport:
+    """Validate a dataset folder without raising; every problem is in `report.problems`. One
+    sample at a time is decoded and dropped (a folder larger than memory can be checked); a
+    folder `load_folder` already decoded is not read again."""
     if spatial_dims not in (None, 2, 3):
         raise DataError(f"spatial_dims must be 2, 3 or None (infer), got {spatial_dims!r}")
     root = Path(path).expanduser().resolve()
     key = (str(root), spatial_dims, _signature(root) if root.is_dir() else None)
-    hit = _CACHE.get(key)
-    if hit is None:
-        hit = scan_folder(root, spatial_dims)
-        # keep only the newest version of a folder
-        for k in [k for k in _CACHE if k[0] == key[0] and k[1] == key[1]]:
-            del _CACHE[k]
-        _CACHE[key] = hit
-    return hit
+    hit = _CACHE.get(key + (False,))  # a resampled decoding reports the new spacings
+    if hit is not None:
+        return hit[0]
+    if key not in _REPORTS:
+        for k in [k for k in _REPORTS if k[:2] == key[:2]]:
+            del _REPORTS[k]
+        _REPORTS[key] = scan_folder(root, spatial_dims, sink=_drop, resample="check")[0]
+    return _REPORTS[key]
 
 
-def check_folder(path: str | os.PathLike, *, spatial_dims: int | None = None) -> FolderReport:
-    """Validate a dataset folder without raising; every problem is in `report.problems`."""
-    return _scan_cached(path, spatial_dims)[0]
-
-
-def load_folder(path: str | os.PathLike, *, spatial_dims: int | None = None) -> SegData:
+def load_folder(path: str | os.PathLike, *, spatial_dims: int | None = None,
+                resample: bool = False) -> SegData:
     """Decode a dataset folder (images/, masks/, optional aux/); raises DataError listing every
     problem. Layout and normalisation rules: `nas_attn.data.readers`; folder layout and split
-    files: `nas_attn.data.check`."""
-    rep, data = _scan_cached(path, spatial_dims)
+    files: `nas_attn.data.check`. `resample`: cases of different voxel spacings are brought
+    to the median one (`nas_attn.data.resample`; what training does; evaluation and
+    prediction read each file on its own grid)."""
+    rep, data = _scan_cached(path, spatial_dims, resample)
     if data is None:
         lines = "\n".join(f"  - {p}" for p in rep.problems)
         raise DataError(f"dataset folder {rep.path}: {len(rep.problems)} problem"

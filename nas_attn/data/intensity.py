@@ -36,6 +36,7 @@ from .segdata import SegData
 
 MODES = ("auto", "dataset", "image", "none")
 SAMPLE_PER_IMAGE = 200_000
+_DEFAULT_PCT = (0.5, 99.5)
 """At most this many finite values per image and channel go into the dataset percentiles."""
 
 
@@ -47,20 +48,36 @@ def resolve_mode(mode: str, spatial_dims: int) -> str:
     return mode
 
 
-def _channel_range(arrays: list[np.ndarray], c: int, rng: np.random.Generator,
-                   low: float, high: float) -> tuple[float, float]:
+def image_range(channel, low: float | None = None, high: float | None = None
+                ) -> tuple[float, float] | None:
+    """One image's (low, high) percentiles of one channel's finite values, from at most
+    `SAMPLE_PER_IMAGE` of them (a subset seeded per image, so the result does not depend on
+    the other images); None when none is finite. The `dataset` fit takes the lowest low and
+    the highest high over the training images (the preprocessed cache stores this per case)."""
+    from ..models.infer import HIGH_PERCENTILE, LOW_PERCENTILE
+
+    low = LOW_PERCENTILE if low is None else low
+    high = HIGH_PERCENTILE if high is None else high
+    v = np.asarray(channel, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return None
+    if v.size > SAMPLE_PER_IMAGE:
+        v = v[np.random.default_rng(12345).choice(v.size, SAMPLE_PER_IMAGE, replace=False)]
+    lo, hi = np.percentile(v, [low, high])
+    return float(lo), (float(hi) if hi > lo else float(v.max()))
+
+
+def _channel_range(arrays: list, c: int, low: float, high: float) -> tuple[float, float]:
     """(lowest per-image `low` percentile, highest per-image `high` percentile) of channel c."""
     lows, highs = [], []
     for a in arrays:
-        v = np.asarray(a[c], dtype=np.float64).ravel()
-        v = v[np.isfinite(v)]
-        if not v.size:
-            continue
-        if v.size > SAMPLE_PER_IMAGE:
-            v = v[rng.choice(v.size, SAMPLE_PER_IMAGE, replace=False)]
-        lo, hi = np.percentile(v, [low, high])
-        lows.append(float(lo))
-        highs.append(float(hi) if hi > lo else float(v.max()))
+        cached = getattr(a, "dataset_range", None)  # a CachedArray knows its range
+        r = cached(c) if cached is not None and (low, high) == _DEFAULT_PCT else \
+            image_range(a[c], low, high)
+        if r is not None:
+            lows.append(r[0])
+            highs.append(r[1])
     if not lows:
         return 0.0, 0.0
     return min(lows), max(highs)
@@ -75,12 +92,11 @@ def fit_normalisation(train: SegData, mode: str = "auto") -> dict[str, Any]:
                            "high_percentile": HIGH_PERCENTILE}
     if resolved != "dataset":
         return out
-    rng = np.random.default_rng(12345)
     for prefix, arrays, channels in (("", train.images, train.in_channels),
                                      ("aux_", train.aux, train.aux_channels)):
         if arrays is None:
             continue
-        ranges = [_channel_range(arrays, c, rng, LOW_PERCENTILE, HIGH_PERCENTILE)
+        ranges = [_channel_range(arrays, c, LOW_PERCENTILE, HIGH_PERCENTILE)
                   for c in range(channels)]
         out[prefix + "low"] = [lo for lo, _ in ranges]
         out[prefix + "high"] = [hi for _, hi in ranges]
@@ -89,12 +105,17 @@ def fit_normalisation(train: SegData, mode: str = "auto") -> dict[str, Any]:
 
 def normalise(data: SegData, settings: dict[str, Any]) -> SegData:
     """A copy of `data` whose images (and aux) are the model's float32 input under `settings`
-    (masks and names shared, not copied)."""
+    (masks and names shared, not copied; cached arrays become normalising views, nothing is
+    read)."""
     from .readers import normalise as run
 
+    def one(a, role="image"):
+        view = getattr(a, "normalised", None)
+        return view(settings, role) if view is not None else run(a, settings, role)
+
     return SegData(
-        images=[run(a, settings) for a in data.images], masks=data.masks, names=data.names,
+        images=[one(a) for a in data.images], masks=data.masks, names=data.names,
         spatial_dims=data.spatial_dims, in_channels=data.in_channels, classes=data.classes,
-        aux=None if data.aux is None else [run(a, settings, "aux") for a in data.aux],
+        aux=None if data.aux is None else [one(a, "aux") for a in data.aux],
         aux_channels=data.aux_channels, class_names=data.class_names, splits=data.splits,
-        source=data.source, normalisation=dict(settings), spacings=data.spacings)
+        source=data.source, normalisation=dict(settings), spacings=data.spacings, fg=data.fg)

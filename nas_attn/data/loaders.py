@@ -102,7 +102,10 @@ class PatchDataset(Dataset):
             self.masks.append(m)
             if self.aux is not None:
                 self.aux.append(_pad_to(data.aux[i], target))
-            flat = m.ravel()
+            if data.fg is not None and m is data.masks[i]:  # indexed in advance, not padded
+                self.fg.append([f for f in data.fg[i] if f.size])
+                continue
+            flat = np.asarray(m).ravel()
             per_class = []
             for c in range(1, data.classes):
                 idx = np.flatnonzero(flat == c)

@@ -12,6 +12,9 @@ import numpy as np
 class SegData:
     """Decoded samples, ready for patch sampling.
 
+    The arrays are numpy arrays in memory, or `nas_attn.data.cache.CachedArray`s (read from
+    the preprocessed cache on demand: index them for a part, `np.asarray` for the whole).
+
     - `images[i]`: (C, *spatial). Raw intensities (any numeric dtype) as decoded from a folder
       or generated, while `normalisation` is None; the model's float32 input once a split is
       normalised (`nas_attn.data.intensity.normalise`), with the settings in `normalisation`.
@@ -37,11 +40,16 @@ class SegData:
     spacings: list[tuple[float, ...]] | None = None
     """Per sample, the voxel spacing in mm along the array's spatial axes, where the files
     give it (NIfTI headers); None when any sample has none."""
+    fg: list[list] | None = None
+    """Per sample, its foreground voxel indices per class present, computed in advance (the
+    preprocessed cache's `FgIndex`es); None: the patch sampler computes them."""
 
     def __post_init__(self) -> None:
         n = len(self.images)
         if len(self.masks) != n or len(self.names) != n:
             raise ValueError(f"SegData: {n} images, {len(self.masks)} masks, {len(self.names)} names")
+        if self.fg is not None and len(self.fg) != n:
+            raise ValueError(f"SegData: {n} images but {len(self.fg)} foreground indices")
         if self.aux is not None and len(self.aux) != n:
             raise ValueError(f"SegData: {n} images but {len(self.aux)} aux arrays")
         if self.spatial_dims not in (2, 3):
@@ -78,4 +86,5 @@ class SegData:
             source=self.source,
             normalisation=self.normalisation,
             spacings=None if self.spacings is None else [self.spacings[i] for i in idx],
+            fg=None if self.fg is None else [self.fg[i] for i in idx],
         )

@@ -92,7 +92,11 @@ def _source_data(cfg: DataConfig) -> SegData:
     if not path.exists():
         raise DataError(f"data source {cfg.source!r}: no such folder "
                         "(accepted: 'builtin', 'builtin3d' or a folder with images/ and masks/)")
-    return load_folder(path, spatial_dims=cfg.spatial_dims)
+    from . import cache
+
+    if cache.wants_cache(cfg.cache, path, cfg.spatial_dims):
+        return cache.open_cached(path, cfg.spatial_dims, cfg.cache_dir)
+    return load_folder(path, spatial_dims=cfg.spatial_dims, resample=True)
 
 
 def load_data(cfg: DataConfig) -> tuple[SegData, SegData]:
@@ -154,6 +158,10 @@ def load_test(cfg: DataConfig) -> SegData | None:
 
 def clear_cache() -> None:
     """Forget every decoded folder and the train/val splits made from them."""
+    from . import cache
+
     folder._CACHE.clear()
+    folder._REPORTS.clear()
+    cache.clear()
     _SPLITS.clear()
     _BUILTIN.clear()

@@ -68,25 +68,40 @@ def normalise_percentile(image, low: float = LOW_PERCENTILE, high: float = HIGH_
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     for c in range(x.shape[0]):
         ch = x[c].to(torch.float64)
-        finite = torch.isfinite(ch)
-        if ch.numel() == 0:
-            out[c] = 0.0
-            continue
-        if not bool(finite.all()):
-            if not bool(finite.any()):
-                raise ValueError(f"channel {c} holds no finite value")
-            flat = ch[finite]
-        else:
-            flat = ch.reshape(-1)
-        lo, hi = _percentile(flat, low), _percentile(flat, high)
-        if hi <= lo:
-            lo, hi = float(flat.min()), float(flat.max())
-        if hi <= lo:
-            out[c] = 0.0
-            continue
-        ch = torch.where(finite, ch, torch.full((), lo, dtype=ch.dtype, device=ch.device))
-        out[c] = ((ch - lo) / (hi - lo)).clamp_(0.0, 1.0)
+        lo, hi = percentile_range(ch, low, high, c)
+        out[c] = scale_channel(ch, lo, hi)
     return out
+
+
+def percentile_range(ch: torch.Tensor, low: float = LOW_PERCENTILE, high: float = HIGH_PERCENTILE,
+                     c: int = 0) -> tuple[float, float]:
+    """(lo, hi) of one channel as `normalise_percentile` scales it: its `low` and `high`
+    percentiles of the finite values, min/max where those coincide; (0, 0) for an empty one.
+    ValueError when no value is finite."""
+    if ch.numel() == 0:
+        return 0.0, 0.0
+    ch = ch.to(torch.float64)
+    finite = torch.isfinite(ch)
+    if not bool(finite.all()):
+        if not bool(finite.any()):
+            raise ValueError(f"channel {c} holds no finite value")
+        flat = ch[finite]
+    else:
+        flat = ch.reshape(-1)
+    lo, hi = _percentile(flat, low), _percentile(flat, high)
+    if hi <= lo:
+        lo, hi = float(flat.min()), float(flat.max())
+    return lo, hi
+
+
+def scale_channel(ch: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """One channel (float64) linearly from [lo, hi] to [0, 1], clipped; NaN/inf read as `lo`;
+    all 0 when hi <= lo. The one formula of the `image` and `dataset` normalisations, so a
+    patch scaled with its whole image's range equals the patch of the scaled image."""
+    if hi <= lo:
+        return torch.zeros(ch.shape, dtype=torch.float32, device=ch.device)
+    ch = torch.where(torch.isfinite(ch), ch, torch.full((), lo, dtype=ch.dtype, device=ch.device))
+    return ((ch - lo) / (hi - lo)).clamp_(0.0, 1.0).float()
 
 
 def normalise_image(image, settings, role: str = "image") -> torch.Tensor:
@@ -113,11 +128,7 @@ def normalise_image(image, settings, role: str = "image") -> torch.Tensor:
                          f"{len(lows)} (low) and {len(highs)} (high) values")
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     for c in range(x.shape[0]):
-        lo, hi = float(lows[c]), float(highs[c])
-        ch = x[c].to(torch.float64)
-        ch = torch.where(torch.isfinite(ch), ch, torch.full((), lo, dtype=ch.dtype,
-                                                             device=ch.device))
-        out[c] = ((ch - lo) / (hi - lo)).clamp_(0.0, 1.0) if hi > lo else 0.0
+        out[c] = scale_channel(x[c].to(torch.float64), float(lows[c]), float(highs[c]))
     return out
 
 

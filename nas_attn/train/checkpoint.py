@@ -174,7 +174,7 @@ def checkpoint_inference(ckpt: Path, arch, meta: dict) -> tuple[dict[str, Any], 
         else:
             notes.append("the checkpoint does not record its patch size; every image is "
                          "predicted in one pass")
-    return {**norm, "patch_size": patch, "overlap": overlap}, notes
+    return {**norm, "patch_size": patch, "overlap": overlap, "spacing": meta.get("spacing")}, notes
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

@@ -357,6 +357,9 @@ class _Run:
     nonfinite_run: int = 0
     normalisation: dict | None = None
     """How the training images were normalised (recorded with the checkpoint)."""
+    spacing: list[float] | None = None
+    """The training images' voxel spacing (mm), where they share one (recorded with the
+    checkpoint: prediction resamples inputs of other spacings to it)."""
 
     def checkpoint_meta(self, epoch) -> dict[str, Any]:
         """What best.pt records besides the weights: scores, configs, and what inference needs
@@ -365,7 +368,18 @@ class _Run:
                 "train_config": self.cfg.model_dump(mode="json"),
                 "data_config": _cfg_key(self.data_cfg),
                 "patch_size": list(self.patch_size) if self.patch_size else None,
-                "normalisation": self.normalisation}
+                "normalisation": self.normalisation, "spacing": self.spacing}
+
+
+def common_spacing(data) -> list[float] | None:
+    """The one voxel spacing of `data`'s samples (equal within `resample.TOLERANCE`, as
+    `load_data` makes them), else None."""
+    from ..data.resample import close
+
+    sp = getattr(data, "spacings", None)
+    if not sp or any(s is None for s in sp) or not all(close(s, sp[0]) for s in sp):
+        return None
+    return [float(v) for v in sp[0]]
 
 
 def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runtime, out_dir,
@@ -417,7 +431,7 @@ def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runt
                 # data that `load_data` did not normalise (a SegData built by hand) reached the
                 # model as it is: say so, or inference would replay the old per-image default
                 normalisation=getattr(train_data, "normalisation", None)
-                or {"normalisation": "none"})
+                or {"normalisation": "none"}, spacing=common_spacing(train_data))
 
 
 def _check_finite(run: _Run, values: torch.Tensor, pending: int, lr: float) -> torch.Tensor:
@@ -565,7 +579,8 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
         steps=run.global_step, stop_reason=stop_reason, runtime=runtime, data_wait_s=run.wait_s,
         train_s=run.train_done_s, config=cfg.model_dump(mode="json"),
         inference={"patch_size": list(run.patch_size) if run.patch_size else None,
-                   "overlap": cfg.val_overlap, **(run.normalisation or {})})
+                   "overlap": cfg.val_overlap, **(run.normalisation or {}),
+                   "spacing": run.spacing})
 
 
 # ----- resuming ---------------------------------------------------------------------------

@@ -1,0 +1,408 @@
+"""The preprocessed cache: a dataset folder decoded once into per-case arrays on disk, read back
+patch by patch, so a process holds at most the case it is working on, whatever the data's size.
+
+What `build` writes for a folder, one sample at a time (`check.scan_folder` with a sink;
+cases of differing spacings resampled to the median one first, `nas_attn.data.resample`):
+
+- `<case>_image.npy` (C, *spatial) raw values (native byte order; booleans as uint8),
+  `<case>_aux.npy` the same for an aux modality, `<case>_mask.npy` uint8 class ids;
+- `<case>_fg.npy`: per foreground class present, the flat voxel indices of that class (at most
+  `loaders.MAX_FG_INDICES`, a seeded subset), concatenated; the manifest says where each starts;
+- `manifest.json`: per case its shape, spacing, files (size and mtime), the intensity ranges
+  that normalisation needs (each channel's `image` range, as `normalise_percentile` computes it
+  on the whole case, and the per-image range the `dataset` fit takes the lowest / highest of),
+  and the folder's `FolderReport`.
+
+Normalisation is not baked in: `CachedArray` applies it to what is read (a linear map per
+channel with the case's range, the same torch code as on whole images), so one cache serves
+every split and normalisation, and a patch read from the cache equals the patch of the
+normalised whole image.
+
+Where: `DataConfig.cache_dir`, else `$NAS_ATTN_CACHE_DIR` (the CLI's `--cache-dir`, default
+`<runs dir>/cache`), else `runs/cache`; one folder per (dataset folder, spatial dims, file
+signature): a folder whose files change (name, size or mtime) gets a new cache; the old one is
+left for the user to delete. Built under a temporary name and renamed, with an exclusive lock
+(`fcntl.flock`) per cache, so workers that start together build it once; on a file system
+without working locks (some network mounts) two builders each build and the first rename
+wins. Opening checks every file's size and mtime against the manifest: a truncated or edited
+cache is refused with one line naming the file, never read.
+
+When (`DataConfig.cache`): `on`; `off`; `auto` (default): 3D folders (spatial_dims 3, an
+nnU-Net / Decathlon layout, or NIfTI masks), where decoding everything into memory is what
+does not scale; 2D folders stay in memory (`benchmarks/data_scale.py` measures both).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..paths import folder_name
+from .segdata import SegData
+
+CACHE_VERSION = 1
+MANIFEST = "manifest.json"
+DEFAULT_DIR = Path("runs") / "cache"
+"""Under the default runs folder (`nas_attn.search.study.DEFAULT_RUNS`)."""
+ENV_DIR = "NAS_ATTN_CACHE_DIR"
+FG_SEED = 1299709
+
+
+def cache_root(cfg_dir: str | None) -> Path:
+    return Path(cfg_dir or os.environ.get(ENV_DIR) or DEFAULT_DIR).expanduser()
+
+
+def wants_cache(mode: str, root: Path, spatial_dims: int | None) -> bool:
+    """Whether `DataConfig.cache` = `mode` caches the folder `root` (module docstring)."""
+    if mode != "auto":
+        return mode == "on"
+    if spatial_dims is not None:
+        return spatial_dims == 3
+    from .layouts import detect
+
+    if detect(root) != "folder":
+        return True
+    masks = root / "masks"
+    if not masks.is_dir():
+        return False
+    with os.scandir(masks) as it:
+        return any(e.name.lower().endswith((".nii", ".nii.gz")) for e in it)
+
+
+# ----- reading ------------------------------------------------------------------------------
+
+class CachedArray:
+    """A (C, *spatial) image or (*spatial) mask in a cache file, read on demand.
+
+    Indexing reads only what is asked for (the file is memory-mapped for the read and unmapped
+    after, so the pages read do not stay in the process); `np.asarray` reads the whole array.
+    With `scale` set (what `normalised` returns), what is read comes back as the model's float32
+    input: per channel the settings' normalisation with this case's ranges."""
+
+    __slots__ = ("path", "shape", "stored", "ranges", "scale")
+
+    def __init__(self, path: Path, shape: tuple[int, ...], stored: str,
+                 ranges: dict[str, list] | None = None, scale: dict | None = None):
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.stored = stored
+        self.ranges = ranges or {}
+        self.scale = scale
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32) if self.scale is not None else np.dtype(self.stored)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self, key: Any) -> np.ndarray:
+        try:
+            mm = np.load(self.path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DataError(f"cache file {self.path}: unreadable ({e}); delete "
+                            f"{self.path.parent} to rebuild it") from None
+        try:
+            return np.array(mm[key])
+        finally:
+            del mm
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if self.scale is None:
+            return self._read(key)
+        key = key if isinstance(key, tuple) else (key,)
+        if key and key[0] is not Ellipsis and not (isinstance(key[0], slice)
+                                                   and key[0] == slice(None)):
+            return np.asarray(self)[key]  # a channel subset: rare, read the whole case
+        return _apply(self._read(key), self.scale)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def normalised(self, settings: dict, role: str = "image") -> CachedArray:
+        """This array as `readers.normalise(whole, settings, role)` would give it."""
+        mode = settings.get("normalisation", "image")
+        if mode in ("image", "percentile"):
+            lows, highs = zip(*self.ranges["image"]) if self.ranges.get("image") else ((), ())
+            scale = {"normalisation": "dataset", "low": list(lows), "high": list(highs)}
+        elif mode == "dataset":
+            prefix = "aux_" if role == "aux" else ""
+            scale = {"normalisation": "dataset", "low": list(settings[prefix + "low"]),
+                     "high": list(settings[prefix + "high"])}
+        else:
+            scale = {"normalisation": mode}
+        return CachedArray(self.path, self.shape, self.stored, self.ranges, scale)
+
+    def dataset_range(self, c: int) -> tuple[float, float] | None:
+        r = self.ranges.get("dataset")
+        return None if r is None or r[c] is None else (float(r[c][0]), float(r[c][1]))
+
+
+def _apply(raw: np.ndarray, scale: dict) -> np.ndarray:
+    import torch
+
+    from ..models.infer import normalise_image
+
+    if raw.dtype == np.uint64:
+        raw = raw.astype(np.float64)
+    return normalise_image(torch.from_numpy(np.require(raw, requirements=["C", "W"])),
+                           scale).numpy()
+
+
+class FgIndex:
+    """One class's foreground voxel indices of a case, read one at a time from the cache."""
+
+    __slots__ = ("path", "start", "size")
+
+    def __init__(self, path: Path, start: int, size: int):
+        self.path, self.start, self.size = Path(path), int(start), int(size)
+
+    def __getitem__(self, j: int) -> int:
+        mm = np.load(self.path, mmap_mode="r")
+        try:
+            return int(mm[self.start + int(j)])
+        finally:
+            del mm
+
+
+# ----- writing ------------------------------------------------------------------------------
+
+def _entry(path: Path) -> dict:
+    st = path.stat()
+    return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _save(tmp: Path, name: str, arr: np.ndarray) -> dict:
+    path = tmp / name
+    np.save(path, arr, allow_pickle=False)
+    return _entry(path)
+
+
+def _stored(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype == bool:
+        return a.view(np.uint8)
+    if not a.dtype.isnative:
+        return a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+def _ranges(a: np.ndarray) -> dict[str, list]:
+    """Each channel's `image` range (as `normalise_percentile` scales it) and its per-image
+    `dataset` range (`intensity.image_range`)."""
+    import torch
+
+    from ..models.infer import percentile_range
+    from .intensity import image_range
+
+    img, ds = [], []
+    for c in range(a.shape[0]):
+        ch = torch.from_numpy(np.asarray(a[c], dtype=np.float64))
+        img.append(list(percentile_range(ch, c=c)))
+        r = image_range(a[c])
+        ds.append(None if r is None else list(r))
+    return {"image": img, "dataset": ds}
+
+
+def _fg(mask: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
+    from .loaders import MAX_FG_INDICES
+
+    flat = mask.ravel()
+    rng = np.random.default_rng(FG_SEED)
+    parts, table, start = [], [], 0
+    counts = np.bincount(flat, minlength=1)
+    for c in np.flatnonzero(counts):
+        if c == 0:
+            continue
+        idx = np.flatnonzero(flat == c)
+        if idx.size > MAX_FG_INDICES:
+            idx = np.sort(rng.choice(idx, MAX_FG_INDICES, replace=False))
+        parts.append(idx.astype(np.int64))
+        table.append([int(c), start, int(idx.size)])
+        start += int(idx.size)
+    return (np.concatenate(parts) if parts else np.zeros(0, np.int64)), table
+
+
+class _Writer:
+    """The sink `scan_folder` hands each decoded sample to: writes it, keeps its manifest
+    entry, returns the sample with its arrays replaced by `CachedArray`s."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.cases: list[dict] = []
+
+    def __call__(self, sample):
+        stem = f"{len(self.cases):06d}"
+        image = _stored(sample.image)
+        mask = np.asarray(sample.mask)
+        if mask.size and int(mask.max()) > 255:
+            raise DataError(f"{sample.stem}: class id {int(mask.max())} does not fit the cache's "
+                            "uint8 masks")
+        mask = mask.astype(np.uint8)
+        fg, table = _fg(mask)
+        case = {"name": sample.stem, "shape": list(mask.shape),
+                "spacing": None if sample.spacing is None else list(sample.spacing),
+                "image": {**_save(self.tmp, f"{stem}_image.npy", image),
+                          "dtype": image.dtype.str, "shape": list(image.shape),
+                          "ranges": _ranges(image)},
+                "mask": {**_save(self.tmp, f"{stem}_mask.npy", mask), "dtype": "|u1",
+                         "shape": list(mask.shape)},
+                "fg": {**_save(self.tmp, f"{stem}_fg.npy", fg), "classes": table},
+                "aux": None}
+        if sample.aux is not None:
+            aux = _stored(sample.aux)
+            case["aux"] = {**_save(self.tmp, f"{stem}_aux.npy", aux), "dtype": aux.dtype.str,
+                           "shape": list(aux.shape), "ranges": _ranges(aux)}
+        self.cases.append(case)
+        del image, mask, fg
+        sample.image = sample.mask = sample.aux = None
+        return sample
+
+
+def _key(root: Path, spatial_dims: int | None) -> str:
+    from .folder import _signature
+
+    text = json.dumps({"v": CACHE_VERSION, "root": str(root), "dims": spatial_dims,
+                       "resample": "median",
+                       "sig": _signature(root)}, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _build(root: Path, spatial_dims: int | None, final: Path, key: str) -> None:
+    from dataclasses import asdict
+
+    from .check import scan_folder
+
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        writer = _Writer(tmp)
+        rep, _ = scan_folder(root, spatial_dims, sink=writer, resample=True)
+        if rep.problems:
+            lines = "\n".join(f"  - {p}" for p in rep.problems)
+            raise DataError(f"dataset folder {rep.path}: {len(rep.problems)} problem"
+                            f"{'s' if len(rep.problems) != 1 else ''}:\n{lines}")
+        manifest = {"version": CACHE_VERSION, "key": key, "source": str(root),
+                    "spatial_dims": rep.spatial_dims, "report": asdict(rep),
+                    "cases": writer.cases}
+        (tmp / MANIFEST).write_text(json.dumps(manifest))
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / MANIFEST).exists():
+                raise
+    except OSError as e:
+        from ..atomic import disk_full_error, is_disk_full
+
+        if is_disk_full(e):
+            raise disk_full_error(tmp, e) from None
+        raise DataError(f"cache {tmp}: could not write ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_files(folder: Path, manifest: dict) -> None:
+    for case in manifest["cases"]:
+        for role in ("image", "mask", "fg", "aux"):
+            e = case.get(role)
+            if e is None:
+                continue
+            path = folder / e["file"]
+            try:
+                st = path.stat()
+            except OSError:
+                raise DataError(f"cache file {path}: missing; delete {folder} to rebuild the "
+                                "cache") from None
+            if st.st_size != e["size"] or st.st_mtime_ns != e["mtime_ns"]:
+                what = "truncated" if st.st_size < e["size"] else "edited"
+                raise DataError(f"cache file {path}: {what} since it was written (size "
+                                f"{st.st_size}, recorded {e['size']}); delete {folder} to "
+                                "rebuild the cache") from None
+
+
+def _read_manifest(folder: Path, key: str) -> dict:
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest.get("version") != CACHE_VERSION or manifest.get("key") != key:
+            raise ValueError("another version or key")
+        manifest["cases"], manifest["report"]  # noqa: B018 - present
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DataError(f"cache file {path}: damaged ({e}); delete {folder} to rebuild the "
+                        "cache") from None
+    _check_files(folder, manifest)
+    return manifest
+
+
+def _segdata(folder: Path, manifest: dict) -> SegData:
+    rep = manifest["report"]
+    cases = manifest["cases"]
+
+    def arr(e):
+        return CachedArray(folder / e["file"], e["shape"], e["dtype"], e.get("ranges"))
+
+    has_aux = cases[0]["aux"] is not None
+    spacings = [c["spacing"] for c in cases]
+    return SegData(
+        images=[arr(c["image"]) for c in cases], masks=[arr(c["mask"]) for c in cases],
+        names=[c["name"] for c in cases], spatial_dims=int(manifest["spatial_dims"]),
+        in_channels=int(cases[0]["image"]["shape"][0]), classes=int(rep["classes"]),
+        aux=[arr(c["aux"]) for c in cases] if has_aux else None,
+        aux_channels=int(cases[0]["aux"]["shape"][0]) if has_aux else 0,
+        class_names=rep.get("class_names"), splits=rep.get("splits"), source=str(
+            manifest["source"]),
+        spacings=None if any(s is None for s in spacings) else [tuple(s) for s in spacings],
+        fg=[[FgIndex(folder / c["fg"]["file"], start, n) for _, start, n in c["fg"]["classes"]]
+            for c in cases])
+
+
+_OPEN: dict[str, SegData] = {}
+
+
+def open_cached(root: Path, spatial_dims: int | None, cache_dir: str | None) -> SegData:
+    """The folder `root` as a `SegData` of `CachedArray`s, building its cache first where it
+    has none (module docstring). Raises DataError (the folder's problems, or a damaged cache)."""
+    root = Path(root).expanduser().resolve()
+    key = _key(root, spatial_dims)
+    base = cache_root(cache_dir)
+    final = base / f"{folder_name(root.name, default='data')}-{key}"
+    hit = _OPEN.get(str(final))
+    if hit is not None:
+        return hit
+    if not (final / MANIFEST).exists():
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            lock = open(base / f".{final.name}.lock", "a")  # noqa: SIM115 - held while building
+        except OSError as e:
+            raise DataError(f"cache folder {base}: not writable ({e.strerror or e}); give "
+                            "another one with --cache-dir or data.cache_dir") from None
+        with lock:
+            with contextlib.suppress(OSError):
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (final / MANIFEST).exists():  # another process may have built it meanwhile
+                _build(root, spatial_dims, final, key)
+    data = _segdata(final, _read_manifest(final, key))
+    _OPEN[str(final)] = data
+    return data
+
+
+def clear() -> None:
+    _OPEN.clear()

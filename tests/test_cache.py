@@ -1,0 +1,213 @@
+"""The preprocessed cache (nas_attn.data.cache): 3D folders decoded once to disk and read back
+patch by patch; what it gives equals the in-memory path; stale caches are rebuilt, damaged ones
+refused by name; workers that start together build it once."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas_attn.data import DataConfig, check_folder, clear_cache, load_data, make_loaders
+from nas_attn.data.cache import CachedArray
+from nas_attn.data.check import scan_folder
+from nas_attn.errors import DataError
+
+SPACING = (0.8, 0.5, 1.5)
+
+
+def _nifti(path: Path, arr: np.ndarray, spacing=SPACING) -> None:
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(arr, np.diag([*spacing, 1.0]))
+    img.header.set_zooms(tuple(spacing) + img.header.get_zooms()[3:])
+    nib.save(img, str(path))
+
+
+def _folder(root: Path, n: int = 5, aux: bool = True, seed: int = 0) -> Path:
+    """A 3D images/ + masks/ (+ aux/) folder of NIfTI volumes of several sizes, with NaN
+    pixels and int16 intensities, three classes."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        shape = (14 + i, 12, 10 + 2 * (i % 2))
+        mask = np.zeros(shape, np.uint8)
+        mask[2:6, 2:7, 2:5] = 1
+        mask[8:12, 6:10, 4:8] = 2
+        img = rng.normal(300 * (i + 1), 50, (*shape, 2))
+        img[..., 1] *= 3
+        img = img.astype(np.int16)
+        _nifti(root / "images" / f"case{i}.nii.gz", img)
+        _nifti(root / "masks" / f"case{i}.nii.gz", mask)
+        if aux:
+            a = rng.normal(0, 1, shape).astype(np.float32)
+            a[0, 0, 0] = np.nan
+            _nifti(root / "aux" / f"case{i}.nii.gz", a)
+    return root
+
+
+def _both(cfg: dict):
+    clear_cache()
+    mem = load_data(DataConfig(**cfg, cache="off"))
+    clear_cache()
+    cached = load_data(DataConfig(**cfg, cache="on"))
+    return mem, cached
+
+
+@pytest.mark.parametrize("normalisation", ["image", "dataset", "none"])
+def test_the_cache_gives_what_memory_gives(tmp_path, normalisation):
+    src = _folder(tmp_path / "d")
+    (m_tr, m_va), (c_tr, c_va) = _both({"source": str(src), "normalisation": normalisation})
+    assert isinstance(c_tr.images[0], CachedArray) and isinstance(m_tr.images[0], np.ndarray)
+    assert c_tr.names == m_tr.names and c_va.names == m_va.names
+    assert c_tr.normalisation == m_tr.normalisation
+    assert c_tr.spacings == m_tr.spacings
+    np.testing.assert_allclose(m_tr.spacings, [SPACING] * len(m_tr), rtol=1e-6)
+    assert (c_tr.classes, c_tr.in_channels, c_tr.aux_channels) == (3, 2, 1)
+    for m, c in ((m_tr, c_tr), (m_va, c_va)):
+        for a, b in zip(m.images + m.aux, c.images + c.aux):
+            got = np.asarray(b)
+            assert got.dtype == np.float32 and got.shape == a.shape
+            np.testing.assert_array_equal(got, a)
+            # a patch read from the cache is the patch of the normalised whole image
+            np.testing.assert_array_equal(b[:, 1:5, 2:9, 3:7], a[:, 1:5, 2:9, 3:7])
+        for a, b in zip(m.masks, c.masks):
+            np.testing.assert_array_equal(np.asarray(b), a)
+
+
+def test_training_patches_from_the_cache_equal_those_from_memory(tmp_path):
+    src = _folder(tmp_path / "d", aux=False)
+    cfg = {"source": str(src), "patch_size": [8]}
+    (m_tr, m_va), (c_tr, c_va) = _both(cfg)
+    dc = DataConfig(**cfg, fg_oversample=0.7)
+    mem, _ = make_loaders(m_tr, m_va, dc, batch_size=2, seed=3)
+    cached, val = make_loaders(c_tr, c_va, dc, batch_size=2, seed=3)
+    assert cached.dataset.fg[0] and not isinstance(cached.dataset.fg[0][0], np.ndarray)
+    for i in range(12):
+        a, b = mem.dataset[i], cached.dataset[i]
+        assert a["image"].equal(b["image"]) and a["mask"].equal(b["mask"])
+    item = next(iter(val))
+    assert item["image"].shape[1:] == (2, *c_va.shapes[0]) and "spacing" in item
+
+
+def test_a_changed_folder_gets_a_new_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NAS_ATTN_CACHE_DIR", str(cache))
+    src = _folder(tmp_path / "d", n=4, aux=False)
+    cfg = DataConfig(source=str(src), val_fraction=0.25)
+    clear_cache()
+    tr, va = load_data(cfg)
+    first = sorted(p.name for p in cache.iterdir() if p.is_dir())
+    assert len(first) == 1
+    m = np.zeros((14, 12, 10), np.uint8)
+    m[1:3, 1:3, 1:3] = 2
+    _nifti(src / "masks" / "case0.nii.gz", m)
+    clear_cache()
+    tr2, va2 = load_data(cfg)
+    dirs = sorted(p.name for p in cache.iterdir() if p.is_dir())
+    assert len(dirs) == 2 and first[0] in dirs  # stale one left, never read
+    both = dict(zip(tr2.names + va2.names, tr2.masks + va2.masks))
+    np.testing.assert_array_equal(np.asarray(both["case0"]), m)
+
+
+def _one_cache(cache: Path) -> Path:
+    (d,) = [p for p in cache.iterdir() if p.is_dir()]
+    return d
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("truncate", "truncated"), ("edit", "edited"), ("remove", "missing"),
+    ("manifest", "damaged")])
+def test_a_damaged_cache_is_refused_by_name(tmp_path, monkeypatch, damage, words):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NAS_ATTN_CACHE_DIR", str(cache))
+    src = _folder(tmp_path / "d", n=3, aux=False)
+    clear_cache()
+    load_data(DataConfig(source=str(src)))
+    d = _one_cache(cache)
+    target = d / "000001_image.npy"
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-40])
+    elif damage == "edit":
+        data = bytearray(target.read_bytes())
+        data[-1] ^= 0xFF
+        target.write_bytes(bytes(data))
+    elif damage == "remove":
+        target.unlink()
+    else:
+        target = d / "manifest.json"
+        target.write_text("{not json")
+    clear_cache()
+    with pytest.raises(DataError) as e:
+        load_data(DataConfig(source=str(src)))
+    msg = str(e.value)
+    assert "\n" not in msg and str(target) in msg and words in msg and str(d) in msg
+
+
+def test_the_cli_names_a_damaged_cache_in_one_line(tmp_path, cli):
+    src = _folder(tmp_path / "d", n=3, aux=False)
+    cache = tmp_path / "cache"
+    arch = tmp_path / "arch.json"
+    from nas_attn.arch import UNetArch
+
+    arch.write_text(UNetArch(spatial_dims=3, in_channels=2, classes=3, depth=2,
+                             widths=(4, 8, 8)).to_json())
+    args = ("train", "--arch", str(arch), "--data", str(src), "--epochs", "1",
+            "--cache-dir", str(cache), "--runs-dir", str(tmp_path / "runs"))
+    code, out = cli(*args)
+    assert code == 0, out
+    f = _one_cache(cache) / "000000_mask.npy"
+    f.write_bytes(f.read_bytes()[:-10])
+    clear_cache()
+    code, out = cli(*args, "--out", str(tmp_path / "again"))
+    assert code == 2 and "Traceback" not in out, out
+    assert f"cache file {f}: truncated" in out
+
+
+def test_check_folder_streams_and_reports_what_a_full_decode_reports(tmp_path):
+    src = _folder(tmp_path / "d", n=3)
+    clear_cache()
+    streamed = check_folder(src)
+    full, data = scan_folder(src.resolve())
+    assert data is not None
+    assert streamed.summary() == full.summary()
+
+
+def test_two_processes_starting_together_build_one_cache(tmp_path):
+    src = _folder(tmp_path / "d", n=3, aux=False)
+    cache = tmp_path / "cache"
+    code = ("import sys; from nas_attn.data import DataConfig, load_data; "
+            "tr, va = load_data(DataConfig(source=sys.argv[1])); print(len(tr) + len(va))")
+    env = {**os.environ, "NAS_ATTN_CACHE_DIR": str(cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(src)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o.strip() for o, _ in outs] == ["3", "3"]
+    entries = sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock"))
+    assert len(entries) == 1 and not entries[0].startswith("."), entries  # no temporary left
+
+
+def test_auto_caches_3d_folders_only(tmp_path):
+    from PIL import Image
+
+    src3 = _folder(tmp_path / "d3", n=3, aux=False)
+    src2 = tmp_path / "d2"
+    for sub in ("images", "masks"):
+        (src2 / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(
+            src2 / "images" / f"s{i}.png")
+        m = np.zeros((16, 16), np.uint8)
+        m[4:9, 4:9] = 1
+        Image.fromarray(m).save(src2 / "masks" / f"s{i}.png")
+    clear_cache()
+    assert isinstance(load_data(DataConfig(source=str(src3)))[0].images[0], CachedArray)
+    assert isinstance(load_data(DataConfig(source=str(src2)))[0].images[0], np.ndarray)
+    tr, _ = load_data(DataConfig(source=str(src2), cache="on"))
+    assert isinstance(tr.images[0], CachedArray) and tr.spacings is None
