@@ -131,3 +131,17 @@ def test_the_model_records_its_spacing_and_predicts_on_each_inputs_grid(tmp_path
     res = nib.load(str(tmp_path / "pred" / "fine.nii.gz"))
     assert res.shape == (48, 48, 48)
     np.testing.assert_allclose(res.affine, nib.load(str(inp)).affine)
+
+
+@pytest.mark.parametrize("cache", ["off", "on"])
+def test_a_separate_test_folder_is_brought_to_the_training_spacing(tmp_path, cache):
+    from nas_attn.data import load_test
+
+    src = _folder(tmp_path / "d", [(1.0, 1.0, 2.0)] * 3)
+    test = _folder(tmp_path / "t", [(1.0, 1.0, 1.0)] * 2)
+    clear_cache()
+    cfg = DataConfig(source=str(src), test_source=str(test), cache=cache)
+    tr, _ = load_data(cfg)
+    te = load_test(cfg)
+    assert all(RS.close(s, (1.0, 1.0, 2.0)) for s in te.spacings)
+    assert {tuple(np.asarray(m).shape) for m in te.masks} == {tuple(tr.shapes[0])}

@@ -276,16 +276,16 @@ class _Writer:
         return sample
 
 
-def _key(root: Path, spatial_dims: int | None) -> str:
+def _key(root: Path, spatial_dims: int | None, resample) -> str:
     from .folder import _signature
 
     text = json.dumps({"v": CACHE_VERSION, "root": str(root), "dims": spatial_dims,
-                       "resample": "median",
+                       "resample": "median" if resample is True else resample,
                        "sig": _signature(root)}, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _build(root: Path, spatial_dims: int | None, final: Path, key: str) -> None:
+def _build(root: Path, spatial_dims: int | None, final: Path, key: str, resample) -> None:
     from dataclasses import asdict
 
     from .check import scan_folder
@@ -295,7 +295,7 @@ def _build(root: Path, spatial_dims: int | None, final: Path, key: str) -> None:
     tmp.mkdir(parents=True)
     try:
         writer = _Writer(tmp)
-        rep, _ = scan_folder(root, spatial_dims, sink=writer, resample=True)
+        rep, _ = scan_folder(root, spatial_dims, sink=writer, resample=resample)
         if rep.problems:
             lines = "\n".join(f"  - {p}" for p in rep.problems)
             raise DataError(f"dataset folder {rep.path}: {len(rep.problems)} problem"
@@ -377,11 +377,13 @@ def _segdata(folder: Path, manifest: dict) -> SegData:
 _OPEN: dict[str, SegData] = {}
 
 
-def open_cached(root: Path, spatial_dims: int | None, cache_dir: str | None) -> SegData:
+def open_cached(root: Path, spatial_dims: int | None, cache_dir: str | None,
+                resample: bool | tuple[float, ...] = True) -> SegData:
     """The folder `root` as a `SegData` of `CachedArray`s, building its cache first where it
-    has none (module docstring). Raises DataError (the folder's problems, or a damaged cache)."""
+    has none (module docstring; `resample` as `check.scan_folder`'s: True, the median spacing).
+    Raises DataError (the folder's problems, or a damaged cache)."""
     root = Path(root).expanduser().resolve()
-    key = _key(root, spatial_dims)
+    key = _key(root, spatial_dims, list(resample) if isinstance(resample, tuple) else resample)
     base = cache_root(cache_dir)
     final = base / f"{folder_name(root.name, default='data')}-{key}"
     hit = _OPEN.get(str(final))
@@ -398,7 +400,7 @@ def open_cached(root: Path, spatial_dims: int | None, cache_dir: str | None) -> 
             with contextlib.suppress(OSError):
                 fcntl.flock(lock, fcntl.LOCK_EX)
             if not (final / MANIFEST).exists():  # another process may have built it meanwhile
-                _build(root, spatial_dims, final, key)
+                _build(root, spatial_dims, final, key, resample)
     data = _segdata(final, _read_manifest(final, key))
     _OPEN[str(final)] = data
     return data

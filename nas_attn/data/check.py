@@ -526,7 +526,8 @@ def _names_and_splits(scan: _Scan) -> None:
             rep.notes.append(f"{rep.split_source}: {len(unused)} samples in no split")
 
 
-def _plan_spacing(scan: _Scan, spatial_dims: int) -> bool:
+def _plan_spacing(scan: _Scan, spatial_dims: int, target: tuple[float, ...] | None = None
+                  ) -> bool:
     """The spacing to resample to, from the masks' headers (`resample.plan_target`); False
     after recording why the spacings cannot be brought together."""
     from ..errors import DataError
@@ -535,7 +536,7 @@ def _plan_spacing(scan: _Scan, spatial_dims: int) -> bool:
     try:
         scan.target = RS.plan_target(
             [R.read_spacing(scan.files["masks"][s], spatial_dims) for s in stems],
-            [scan.rel("masks", s) for s in stems])
+            [scan.rel("masks", s) for s in stems], target)
     except DataError as e:
         scan.problems.append(str(e))
         return False
@@ -544,13 +545,14 @@ def _plan_spacing(scan: _Scan, spatial_dims: int) -> bool:
 
 def scan_folder(root: Path, spatial_dims: int | None = None,
                 sink: Callable[[_Sample], _Sample] | None = None,
-                resample: bool | str = False) -> tuple[FolderReport, SegData | None]:
+                resample: bool | str | tuple[float, ...] = False
+                ) -> tuple[FolderReport, SegData | None]:
     """Check and decode `root`; the SegData is None when there is any problem. With `sink`
     (see `_decode`), one sample at a time is in memory and no SegData is made: the sink keeps
     what it needs (`nas_attn.data.cache` writes each sample to disk; `check_folder` keeps
     nothing). With `resample`, cases of differing voxel spacings are resampled to the median
     one (`nas_attn.data.resample`); the report's notes say so; `resample="check"` only checks
-    that they can be and notes that they would be."""
+    that they can be and notes that they would be; a tuple resamples to that spacing."""
     scan = _Scan(root, FolderReport(path=str(root)))
     rep, P = scan.rep, scan.problems
     if not root.is_dir():
@@ -561,7 +563,8 @@ def scan_folder(root: Path, spatial_dims: int | None = None,
         return rep, None
     raw_masks, spatial_dims = _read_masks(scan, spatial_dims, keep=sink is None)
     rep.spatial_dims = spatial_dims
-    if resample and not _plan_spacing(scan, spatial_dims):
+    given = tuple(resample) if isinstance(resample, (tuple, list)) else None
+    if resample and not _plan_spacing(scan, spatial_dims, given):
         return rep, None
     if resample == "check" and scan.target is not None:  # say it, do not do it
         rep.notes.append(f"cases have different voxel spacings; training resamples them to the "
@@ -570,8 +573,8 @@ def scan_folder(root: Path, spatial_dims: int | None = None,
     _decode(scan, raw_masks, spatial_dims, sink)
     if scan.resampled:
         rep.resampled_to = scan.target
-        rep.notes.append(f"{scan.resampled} of {len(scan.samples)} cases resampled to the median "
-                         f"spacing {'×'.join(f'{v:g}' for v in scan.target)} mm (images: "
+        rep.notes.append(f"{scan.resampled} of {len(scan.samples)} cases resampled to the "
+                         f"{'training' if given else 'median'} spacing {'×'.join(f'{v:g}' for v in scan.target)} mm (images: "
                          "third-order splines, labels: nearest)")
     _summarise(scan)
     _names_and_splits(scan)

@@ -41,7 +41,18 @@ def _signature(root: Path) -> tuple:
     return tuple(sorted(sig))
 
 
-def _scan_cached(path: str | os.PathLike, spatial_dims: int | None, resample: bool = False
+def _unchanged_by(rep: FolderReport, resample) -> bool:
+    """Whether resampling as `resample` asks would leave the decoding of `rep` as it is: one
+    spacing (or none) across the cases, and, for a given target, that one."""
+    from .resample import close
+
+    if rep.spacing_min != rep.spacing_max or rep.spacing_min is None:
+        return rep.spacing_min is None
+    return not isinstance(resample, tuple) or close(rep.spacing_min, resample)
+
+
+def _scan_cached(path: str | os.PathLike, spatial_dims: int | None,
+                 resample: bool | tuple[float, ...] = False
                  ) -> tuple[FolderReport, SegData | None]:
     if spatial_dims not in (None, 2, 3):
         raise DataError(f"spatial_dims must be 2, 3 or None (infer), got {spatial_dims!r}")
@@ -49,8 +60,8 @@ def _scan_cached(path: str | os.PathLike, spatial_dims: int | None, resample: bo
     key = (str(root), spatial_dims, _signature(root) if root.is_dir() else None, resample)
     hit = _CACHE.get(key)
     plain = _CACHE.get(key[:3] + (False,))
-    if hit is None and plain is not None and (plain[0].spacing_min == plain[0].spacing_max):
-        hit = plain  # one spacing (or none): resampling would change nothing
+    if hit is None and plain is not None and _unchanged_by(plain[0], resample):
+        hit = plain
     if hit is None:
         hit = scan_folder(root, spatial_dims, resample=resample)
         # keep only the newest version of a folder
@@ -86,12 +97,13 @@ def check_folder(path: str | os.PathLike, *, spatial_dims: int | None = None) ->
 
 
 def load_folder(path: str | os.PathLike, *, spatial_dims: int | None = None,
-                resample: bool = False) -> SegData:
+                resample: bool | tuple[float, ...] = False) -> SegData:
     """Decode a dataset folder (images/, masks/, optional aux/); raises DataError listing every
     problem. Layout and normalisation rules: `nas_attn.data.readers`; folder layout and split
     files: `nas_attn.data.check`. `resample`: cases of different voxel spacings are brought
     to the median one (`nas_attn.data.resample`; what training does; evaluation and
-    prediction read each file on its own grid)."""
+    prediction read each file on its own grid); a tuple: to that spacing (a test folder, to
+    the training spacing)."""
     rep, data = _scan_cached(path, spatial_dims, resample)
     if data is None:
         lines = "\n".join(f"  - {p}" for p in rep.problems)

@@ -31,9 +31,10 @@ def close(a: Sequence[float], b: Sequence[float], tol: float = TOLERANCE) -> boo
     return len(a) == len(b) and all(abs(x - y) <= tol * max(abs(y), 1e-12) for x, y in zip(a, b))
 
 
-def plan_target(spacings: Sequence[tuple[float, ...] | None], files: Sequence[str]
-                ) -> tuple[float, ...] | None:
-    """The spacing to resample to (module docstring), or None when nothing needs it."""
+def plan_target(spacings: Sequence[tuple[float, ...] | None], files: Sequence[str],
+                target: Sequence[float] | None = None) -> tuple[float, ...] | None:
+    """The spacing to resample to (module docstring: the median, or `target` when given, e.g.
+    a separate test folder brought to the training spacing), or None when nothing needs it."""
     known = [s for s in spacings if s is not None]
     if not known:
         return None
@@ -43,7 +44,11 @@ def plan_target(spacings: Sequence[tuple[float, ...] | None], files: Sequence[st
                         "cases give one (accepted: every case with a spacing, or none)")
     if len({len(s) for s in known}) != 1:
         raise DataError(f"{files[0]}: spacings of different lengths across cases")
-    target = tuple(float(x) for x in np.median(np.array(known, dtype=np.float64), axis=0))
+    median = target is None
+    target = tuple(float(x) for x in (np.median(np.array(known, dtype=np.float64), axis=0)
+                                      if target is None else target))
+    if len(target) != len(known[0]):
+        raise DataError(f"{files[0]}: {len(known[0])} spacing axes, the target has {len(target)}")
     if all(close(s, target) for s in known):
         return None
     for f, s in zip(files, known):
@@ -51,7 +56,8 @@ def plan_target(spacings: Sequence[tuple[float, ...] | None], files: Sequence[st
         if ratio > MAX_RATIO:
             raise DataError(
                 f"{f}: voxel spacing {'×'.join(f'{v:g}' for v in s)} mm is {ratio:.1f} times the "
-                f"median {'×'.join(f'{v:g}' for v in target)} mm (accepted: within "
+                f"{'median' if median else 'training spacing'} "
+                f"{'×'.join(f'{v:g}' for v in target)} mm (accepted: within "
                 f"{MAX_RATIO:g} times on every axis; leave such a case out or resample it "
                 "beforehand)")
     return target

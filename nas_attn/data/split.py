@@ -125,7 +125,8 @@ def load_data(cfg: DataConfig) -> tuple[SegData, SegData]:
 
 def load_test(cfg: DataConfig) -> SegData | None:
     """The test split `cfg` names (module docstring), or None when there is none, normalised
-    like the training split (with the training images' settings). A separate test folder must
+    like the training split (with the training images' settings). A separate test folder is
+    resampled to the training data's spacing (as validation is scored); it must
     match the training data's dimensions and channels and may not hold a class id the
     training data lacks."""
     train, _ = load_data(cfg)
@@ -133,7 +134,7 @@ def load_test(cfg: DataConfig) -> SegData | None:
         path = Path(cfg.test_source).expanduser()
         if not path.exists():
             raise DataError(f"test_source {cfg.test_source!r}: no such folder")
-        test = load_folder(path, spatial_dims=train.spatial_dims)
+        test = _test_folder(path, train, cfg)
         if test.in_channels != train.in_channels:
             raise DataError(f"test_source {cfg.test_source!r}: {test.in_channels} image channels, "
                             f"the training data has {train.in_channels}")
@@ -154,6 +155,19 @@ def load_test(cfg: DataConfig) -> SegData | None:
         return normalise(test, train.normalisation or {})
     idx = test_indices(data, cfg.test_pattern)
     return normalise(data.subset(idx), train.normalisation or {}) if idx else None
+
+
+def _test_folder(path: Path, train: SegData, cfg: DataConfig) -> SegData:
+    """A separate test folder, through the cache where the training data would be, and at the
+    training data's spacing (validation is scored so too)."""
+    from . import cache
+    from .resample import close
+
+    sp = train.spacings
+    target = tuple(sp[0]) if sp and all(close(s, sp[0]) for s in sp) else False
+    if cache.wants_cache(cfg.cache, path, train.spatial_dims):
+        return cache.open_cached(path, train.spatial_dims, cfg.cache_dir, target)
+    return load_folder(path, spatial_dims=train.spatial_dims, resample=target)
 
 
 def clear_cache() -> None:
