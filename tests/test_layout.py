@@ -134,3 +134,47 @@ def test_test_files_do_not_import_each_other():
             bad += [f"{path.name}: {n}" for n in names
                     if n.split(".")[-1] in tests or n.startswith("tests.")]
     assert bad == []
+
+
+OPTUNA_PRIVATE = ("_storage", "_study_id", "_trial_id", "_backend", "_get_stale_trial_ids")
+
+
+def _optuna_private_uses(tree: ast.AST) -> list[str]:
+    """Attributes of optuna objects by their private names, and imports of optuna's private
+    modules (`optuna.x._y`), in one module's AST."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in OPTUNA_PRIVATE and not (
+                isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+                and node.attr not in ("_get_stale_trial_ids",)):
+            found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.FunctionDef) and node.name in OPTUNA_PRIVATE:
+            found.append(f"line {node.lineno}: def {node.name}")
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+            [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        for name in names:
+            if name.startswith("optuna.") and any(p.startswith("_") for p in name.split(".")):
+                found.append(f"line {node.lineno}: import {name}")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                node.value.startswith("optuna.") and "._" in node.value:
+            found.append(f"line {node.lineno}: {node.value!r}")
+    return found
+
+
+def test_optuna_private_api_only_in_its_adapter():
+    """One place to fix when optuna changes (`nas_attn/search/optuna_adapter.py`)."""
+    bad = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "optuna_adapter.py":
+            continue
+        uses = _optuna_private_uses(ast.parse(path.read_text()))
+        if uses:
+            bad[str(path.relative_to(ROOT))] = uses
+    assert not bad, bad
+
+
+def test_the_private_api_check_finds_each_kind_of_use():
+    src = ("from optuna.storages.journal._storage import X\nstudy._storage.get_trial(1)\n"
+           "t._trial_id\nlogging.getLogger('optuna.study._optimize')\n"
+           "class S:\n    def _get_stale_trial_ids(self, i):\n        return self._backend\n")
+    assert len(_optuna_private_uses(ast.parse(src))) == 5

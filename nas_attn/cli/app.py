@@ -395,7 +395,9 @@ def main(argv: list[str] | None = None) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI draws its own progress
-    logging.getLogger("optuna.study._optimize").addFilter(_quiet_trial_failures)
+    from ..search.optuna_adapter import OPTIMIZE_LOGGER
+
+    logging.getLogger(OPTIMIZE_LOGGER).addFilter(_quiet_trial_failures)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from ..atomic import disk_full_error, is_disk_full
     from ..search.study import is_storage_error, storage_error

@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import StudyError
 from ..paths import inside
+from . import optuna_adapter as OA
 
 ENV_INTERVAL = "NAS_ATTN_HEARTBEAT_INTERVAL"
 ENV_GRACE = "NAS_ATTN_GRACE_PERIOD"
@@ -97,11 +98,11 @@ class RetryDeadTrial(RetryHeartbeatStaleTrialCallback):
             number=trial.number, state=trial.state, value=None, datetime_start=None,
             datetime_complete=None, params=trial.params, distributions=trial.distributions,
             user_attrs=ua, system_attrs=dict(trial.system_attrs), intermediate_values={},
-            trial_id=trial._trial_id, values=None)
+            trial_id=OA.trial_id(trial), values=None)
         super().__call__(study, clean)
 
 
-class HeartbeatRDBStorage(RDBStorage):
+class HeartbeatRDBStorage(OA.StaleAwareRDBStorage):
     """`RDBStorage` that writes why a stale trial failed before Optuna marks it FAIL (a finished
     trial's attributes can no longer be set), and skips a heartbeat it cannot write."""
 
@@ -113,9 +114,8 @@ class HeartbeatRDBStorage(RDBStorage):
         except optuna.exceptions.StorageInternalError:
             pass
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        ids = super()._get_stale_trial_ids(study_id)
-        for trial_id in ids:
+    def on_stale(self, trial_ids: list[int]) -> None:
+        for trial_id in trial_ids:
             try:
                 self.set_trial_user_attr(
                     trial_id, "fail_reason",
@@ -124,7 +124,6 @@ class HeartbeatRDBStorage(RDBStorage):
                     f"down)")
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another worker got there first
-        return ids
 
 
 def rdb_storage(url: str, hb: HeartbeatConfig | None = None) -> RDBStorage:
@@ -142,8 +141,8 @@ def fail_dead_trial(study: optuna.Study, number: int, reason: str,
     """A supervisor saw the worker running trial `number` die: record `reason`, mark the trial
     FAIL and enqueue its retry. False when the trial had already finished (e.g. the heartbeat
     check of another worker got there first)."""
-    storage = study._storage
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    storage = OA.storage_of(study)
+    trial_id = OA.trial_id_of_number(study, number)
     try:
         storage.set_trial_user_attr(trial_id, "fail_reason", reason)
         if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
@@ -213,7 +212,7 @@ def _alive(pid: int) -> bool:
 def resume_checkpoint(trial: optuna.Trial, runs_dir: Path, study_name: str) -> Path | None:
     """The resume state of the dead trial this trial retries, if it reached the end of an
     epoch (`train` leaves `resume.pt` behind only when its process is killed)."""
-    attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
+    attrs = trial.storage.get_trial_system_attrs(OA.trial_id(trial))
     failed = attrs.get("retry_history") or []
     for number in reversed(failed):  # the latest attempt got furthest
         p = inside(runs_dir, study_name, f"trial_{int(number):04d}", "resume.pt")

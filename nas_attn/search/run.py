@@ -25,6 +25,7 @@ from ..errors import (
     StudyError,
 )
 from ..paths import check_name
+from . import optuna_adapter as OA
 from .objective import Listener, Objective
 from .sampling import baseline_params
 from .space import Space, load_space, read_space_text, resolve_space_path
@@ -361,7 +362,7 @@ def prepare_oneshot(session: SearchSession) -> list[dict[str, Any]]:
     step = getattr(objective.listener, "supernet_step", None)
     records = ensure_supernets(objective, step)
     count = sum(placements(objective.choices(m)) for m in objective.macros())
-    with storage_errors(session.study._storage):
+    with storage_errors(OA.storage_of(session.study)):
         session.study.set_user_attr("oneshot", {
             "supernets": records, "placements": count, "fixed_macro": objective.plan.fixed})
     session.prepared = True
@@ -383,7 +384,7 @@ def optimize(session: SearchSession, func=None, *, callbacks=(), hint: bool = Tr
         objective.current = None  # the storage has the trial's result
 
     try:
-        with storage_errors(session.study._storage):
+        with storage_errors(OA.storage_of(session.study)):
             session.study.optimize(func or objective, catch=(NasAttnError,),
                                    callbacks=[done, *callbacks],
                                    gc_after_trial=objective.gc_after_trial, **kwargs)
@@ -404,17 +405,16 @@ def stopped_by_disk(study: optuna.Study, objective: Objective,
     first, trial = objective.disk_full or (storage_failure, objective.current)
     parts = [str(first)]
     if storage_failure is not None and storage_failure is not first:
-        parts.append(f"the storage {describe_storage(study._storage)} cannot be written "
+        parts.append(f"the storage {describe_storage(OA.storage_of(study))} cannot be written "
                      "either")
-    storage, state, attrs = study._storage, None, {}
+    storage, state, attrs = OA.storage_of(study), None, {}
     with contextlib.suppress(Exception):  # an unreadable storage: say nothing of the trial
         if trial is not None:
-            frozen = storage.get_trial(trial._trial_id)
+            frozen = storage.get_trial(OA.trial_id(trial))
             state, attrs = frozen.state, frozen.user_attrs
     if state == TrialState.RUNNING:
         try:  # the failing write may have freed its space: record the failure if we can
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", str(first))
-            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            OA.fail_trial(storage, OA.trial_id(trial), str(first))
             parts.append(f"trial {trial.number} was recorded as failed")
         except Exception:  # noqa: BLE001  (the storage is on the full disk)
             when = "on this machine fails it" if attrs.get("worker") else \

@@ -212,11 +212,11 @@ def _journal(url: str) -> optuna.storages.BaseStorage:
 
 def _unknown_record(path: Path) -> str:
     """' line N holds op_code X' for the first record whose operation optuna does not know."""
-    try:  # optuna-private: without it, the line is not named
-        from optuna.storages.journal._storage import JournalOperation
-    except ImportError:
+    from .optuna_adapter import journal_op_codes
+
+    known = journal_op_codes()
+    if known is None:  # without it, the line is not named
         return ": it holds a record"
-    known = {int(op) for op in JournalOperation}
     with contextlib.suppress(OSError), open(path, "rb") as f:
         for n, line in enumerate(f, 1):
             with contextlib.suppress(ValueError, AttributeError):
@@ -259,8 +259,9 @@ def redact(url: str) -> str:
 
 def describe_storage(storage) -> str:
     """The storage as the user named it (an RDB URL without its password, journal:PATH)."""
-    while not hasattr(storage, "url") and hasattr(storage, "_backend"):  # cache, journal
-        storage = storage._backend
+    from .optuna_adapter import innermost
+
+    storage = innermost(storage)  # under the RDB cache, the journal's backend
     url = getattr(storage, "url", None)
     if url:
         try:

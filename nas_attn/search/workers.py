@@ -323,13 +323,12 @@ class Supervisor:
         try:
             if retry:
                 return fail_dead_trial(self.study, number, reason)
-            t = self.study._storage.get_trial(
-                self.study._storage.get_trial_id_from_study_id_trial_number(
-                    self.study._study_id, number))
+            from . import optuna_adapter as OA
+
+            t = OA.frozen_of_number(self.study, number)
             if t.state != TrialState.RUNNING:
                 return False
-            self.study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-            return self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            return OA.fail_trial(OA.storage_of(self.study), OA.trial_id(t), reason)
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
         except Exception as e:  # a storage on a full disk: the trial stays RUNNING
