@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 
 from .errors import DataError
 from .predict import LoadedModel, predict_array
@@ -32,17 +33,23 @@ def _clean(v: Any) -> Any:
 def evaluate_folder(loaded: LoadedModel, folder: str | Path, *, tta: bool = False,
                     hd95: bool = True, batch: int = 4,
                     progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
-    """Scores of `loaded` on every sample of a dataset folder (images/, masks/ [, aux/]).
+    """Scores of `loaded` on every sample of a dataset folder (images/, masks/ [, aux/]), each
+    on its own grid (resampled to the model's spacing for the model and back). A 3D folder is
+    read through the preprocessed cache (`nas_attn.data.cache`, not resampled), so one case is
+    in memory at a time.
 
     Returns `dice`, `iou` (pooled per class over the folder, mean over classes present),
     `dice_per_class`, `iou_per_class`, `hd95`, `hd95_per_class` (mm where the files give the
     voxel spacing, else pixels: `hd95_unit`), `dice_per_image`,
     `images`, `classes`, `class_names` and `per_image` ({name, dice per class}).
     """
-    from .data import load_folder
+    from .data import cache, load_folder
 
     arch = loaded.arch
-    data = load_folder(folder, spatial_dims=arch.spatial_dims)
+    if cache.wants_cache("auto", Path(folder), arch.spatial_dims):  # 3D: one case in memory
+        data = cache.open_cached(Path(folder), arch.spatial_dims, None, resample=False)
+    else:
+        data = load_folder(folder, spatial_dims=arch.spatial_dims)
     if data.in_channels != arch.in_channels:
         raise DataError(f"{folder}: images have {data.in_channels} channels, the model takes "
                         f"{arch.in_channels}")
@@ -60,7 +67,7 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, *, tta: bool = Fals
         # raw values, normalised as in training (resampled to the model's spacing and back)
         pred = predict_array(loaded, data.images[i], aux=None if data.aux is None else
                              data.aux[i], spacing=spacing, tta=tta, batch=batch)
-        per_class = acc.add(pred, data.masks[i], spacing)
+        per_class = acc.add(pred, np.asarray(data.masks[i]), spacing)
         rows.append({"name": data.names[i], "dice_per_class": _clean(per_class)})
         if progress is not None:
             progress(i + 1, len(data), data.names[i])

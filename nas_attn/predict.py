@@ -339,6 +339,8 @@ def predict_array(loaded: LoadedModel, image: np.ndarray, *, tta: bool = False,
     from .data import resample as RS
 
     target = loaded.spacing
+    image = np.asarray(image)  # a cached case is read here
+    aux = None if aux is None else np.asarray(aux)
     shape = tuple(image.shape[1:])
     if target is None or spacing is None or RS.close(spacing, target):
         x = loaded.normalise(image)

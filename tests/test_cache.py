@@ -211,3 +211,28 @@ def test_auto_caches_3d_folders_only(tmp_path):
     assert isinstance(load_data(DataConfig(source=str(src2)))[0].images[0], np.ndarray)
     tr, _ = load_data(DataConfig(source=str(src2), cache="on"))
     assert isinstance(tr.images[0], CachedArray) and tr.spacings is None
+
+
+def test_evaluate_reads_a_3d_folder_through_the_cache_and_scores_alike(tmp_path, monkeypatch):
+    import torch
+
+    from nas_attn.arch import UNetArch
+    from nas_attn.data import cache as cache_mod
+    from nas_attn.evaluate import evaluate_folder
+    from nas_attn.predict import LoadedModel
+    from nas_attn.unet import build_unet
+
+    src = _folder(tmp_path / "d", n=3)
+    torch.manual_seed(0)
+    arch = UNetArch(spatial_dims=3, in_channels=2, aux_channels=1, classes=3, depth=2,
+                    widths=(4, 8, 8))
+    loaded = LoadedModel(arch, build_unet(arch).eval(), None, 0.25, "m", "export")
+    monkeypatch.setenv("NAS_ATTN_CACHE_DIR", str(tmp_path / "cache"))
+    clear_cache()
+    cached = evaluate_folder(loaded, src, hd95=True)
+    assert any((tmp_path / "cache").iterdir())
+    monkeypatch.setattr(cache_mod, "wants_cache", lambda *a: False)
+    clear_cache()
+    memory = evaluate_folder(loaded, src, hd95=True)
+    assert cached["per_image"] == memory["per_image"] and cached["dice"] == memory["dice"]
+    assert cached["hd95_unit"] == memory["hd95_unit"] == "mm"
