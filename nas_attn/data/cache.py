@@ -48,7 +48,8 @@ from ..errors import DataError
 from ..paths import folder_name
 from .segdata import SegData
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""2: arrays in C order, per-channel `finite` flags."""
 MANIFEST = "manifest.json"
 DEFAULT_DIR = Path("runs") / "cache"
 """Under the default runs folder (`nas_attn.search.study.DEFAULT_RUNS`)."""
@@ -87,7 +88,7 @@ class CachedArray:
     With `scale` set (what `normalised` returns), what is read comes back as the model's float32
     input: per channel the settings' normalisation with this case's ranges."""
 
-    __slots__ = ("path", "shape", "stored", "ranges", "scale")
+    __slots__ = ("path", "shape", "stored", "ranges", "scale", "_offset")
 
     def __init__(self, path: Path, shape: tuple[int, ...], stored: str,
                  ranges: dict[str, list] | None = None, scale: dict | None = None):
@@ -96,6 +97,7 @@ class CachedArray:
         self.stored = stored
         self.ranges = ranges or {}
         self.scale = scale
+        self._offset: int | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -112,9 +114,23 @@ class CachedArray:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def _header(self) -> int:
+        """Where the array starts in its .npy file (its header read once, and checked)."""
+        if self._offset is None:
+            with open(self.path, "rb") as f:
+                fmt = np.lib.format
+                version = fmt.read_magic(f)  # np.save writes 1.0 (2.0 for huge headers)
+                shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0)
+                                         else fmt.read_array_header_2_0)(f)
+                if tuple(shape) != self.shape or fortran or dtype != np.dtype(self.stored):
+                    raise ValueError(f"holds {dtype} {shape}, the manifest says "
+                                     f"{self.stored} {self.shape}")
+                self._offset = f.tell()
+        return self._offset
+
     def _read(self, key: Any) -> np.ndarray:
         try:
-            mm = np.load(self.path, mmap_mode="r")
+            mm = np.memmap(self.path, np.dtype(self.stored), "r", self._header(), self.shape)
         except (OSError, ValueError) as e:
             raise DataError(f"cache file {self.path}: unreadable ({e}); delete "
                             f"{self.path.parent} to rebuild it") from None
@@ -139,13 +155,15 @@ class CachedArray:
     def normalised(self, settings: dict, role: str = "image") -> CachedArray:
         """This array as `readers.normalise(whole, settings, role)` would give it."""
         mode = settings.get("normalisation", "image")
+        finite = self.ranges.get("finite") or [False] * self.shape[0]
         if mode in ("image", "percentile"):
             lows, highs = zip(*self.ranges["image"]) if self.ranges.get("image") else ((), ())
-            scale = {"normalisation": "dataset", "low": list(lows), "high": list(highs)}
+            scale = {"normalisation": "dataset", "low": list(lows), "high": list(highs),
+                     "finite": finite}
         elif mode == "dataset":
             prefix = "aux_" if role == "aux" else ""
             scale = {"normalisation": "dataset", "low": list(settings[prefix + "low"]),
-                     "high": list(settings[prefix + "high"])}
+                     "high": list(settings[prefix + "high"]), "finite": finite}
         else:
             scale = {"normalisation": mode}
         return CachedArray(self.path, self.shape, self.stored, self.ranges, scale)
@@ -156,14 +174,22 @@ class CachedArray:
 
 
 def _apply(raw: np.ndarray, scale: dict) -> np.ndarray:
+    """What `normalise_image(raw, scale)` gives, with the linear map of a channel that holds
+    no NaN/inf (known from the build) skipping the search for them."""
     import torch
 
-    from ..models.infer import normalise_image
+    from ..models.infer import normalise_image, scale_channel
 
     if raw.dtype == np.uint64:
         raw = raw.astype(np.float64)
-    return normalise_image(torch.from_numpy(np.require(raw, requirements=["C", "W"])),
-                           scale).numpy()
+    x = torch.from_numpy(np.require(raw, requirements=["C", "W"]))
+    if scale["normalisation"] != "dataset":
+        return normalise_image(x, scale).numpy()
+    out = np.empty(raw.shape, np.float32)
+    for c in range(raw.shape[0]):
+        out[c] = scale_channel(x[c].to(torch.float64), float(scale["low"][c]),
+                               float(scale["high"][c]), bool(scale["finite"][c])).numpy()
+    return out
 
 
 class FgIndex:
@@ -196,29 +222,32 @@ def _save(tmp: Path, name: str, arr: np.ndarray) -> dict:
 
 
 def _stored(a: np.ndarray) -> np.ndarray:
+    """C order (NIfTI arrays come in Fortran order; a patch of a C-ordered file is read in
+    few runs), native byte order, booleans as uint8."""
     a = np.asarray(a)
     if a.dtype == bool:
-        return a.view(np.uint8)
+        a = a.view(np.uint8)
     if not a.dtype.isnative:
-        return a.astype(a.dtype.newbyteorder("="))
-    return a
+        a = a.astype(a.dtype.newbyteorder("="))
+    return np.ascontiguousarray(a)
 
 
 def _ranges(a: np.ndarray) -> dict[str, list]:
-    """Each channel's `image` range (as `normalise_percentile` scales it) and its per-image
-    `dataset` range (`intensity.image_range`)."""
+    """Each channel's `image` range (as `normalise_percentile` scales it), its per-image
+    `dataset` range (`intensity.image_range`) and whether all its values are finite."""
     import torch
 
     from ..models.infer import percentile_range
     from .intensity import image_range
 
-    img, ds = [], []
+    img, ds, finite = [], [], []
     for c in range(a.shape[0]):
         ch = torch.from_numpy(np.asarray(a[c], dtype=np.float64))
         img.append(list(percentile_range(ch, c=c)))
         r = image_range(a[c])
         ds.append(None if r is None else list(r))
-    return {"image": img, "dataset": ds}
+        finite.append(bool(torch.isfinite(ch).all()))
+    return {"image": img, "dataset": ds, "finite": finite}
 
 
 def _fg(mask: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
@@ -255,7 +284,7 @@ class _Writer:
         if mask.size and int(mask.max()) > 255:
             raise DataError(f"{sample.stem}: class id {int(mask.max())} does not fit the cache's "
                             "uint8 masks")
-        mask = mask.astype(np.uint8)
+        mask = np.ascontiguousarray(mask, dtype=np.uint8)
         fg, table = _fg(mask)
         case = {"name": sample.stem, "shape": list(mask.shape),
                 "spacing": None if sample.spacing is None else list(sample.spacing),

@@ -94,13 +94,16 @@ def percentile_range(ch: torch.Tensor, low: float = LOW_PERCENTILE, high: float 
     return lo, hi
 
 
-def scale_channel(ch: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """One channel (float64) linearly from [lo, hi] to [0, 1], clipped; NaN/inf read as `lo`;
-    all 0 when hi <= lo. The one formula of the `image` and `dataset` normalisations, so a
-    patch scaled with its whole image's range equals the patch of the scaled image."""
+def scale_channel(ch: torch.Tensor, lo: float, hi: float, finite: bool = False) -> torch.Tensor:
+    """One channel (float64) linearly from [lo, hi] to [0, 1], clipped; NaN/inf read as `lo`
+    (`finite`: the caller knows there are none); all 0 when hi <= lo. The one formula of the
+    `image` and `dataset` normalisations, so a patch scaled with its whole image's range equals
+    the patch of the scaled image."""
     if hi <= lo:
         return torch.zeros(ch.shape, dtype=torch.float32, device=ch.device)
-    ch = torch.where(torch.isfinite(ch), ch, torch.full((), lo, dtype=ch.dtype, device=ch.device))
+    if not finite:
+        ch = torch.where(torch.isfinite(ch), ch, torch.full((), lo, dtype=ch.dtype,
+                                                             device=ch.device))
     return ((ch - lo) / (hi - lo)).clamp_(0.0, 1.0).float()
 
 
