@@ -140,6 +140,7 @@ def test_data_check_names_the_layout_and_spacing(tmp_path, cli):
     assert code == 0, out
     assert "nnU-Net v2 raw" in out and "0.8×0.5×1.5" in out and "T1, T2" in out
     assert "liver" in out and "imagesTs/ + labelsTs/: 2 test" in out
+    assert "cache:" in out and "read patch by patch" in out  # 3D: the preprocessed cache
     (root / "labelsTr" / "a.nii.gz").unlink()
     code, out = cli("data", "check", root)
     assert code == 1 and "labelsTr/a.nii.gz" in out and "Traceback" not in out

@@ -130,5 +130,9 @@ def _training_notes(path: Path) -> list[tuple[str, str]]:
     else:
         text = f"{norm.get('normalisation')} (values as stored)"
     notes = [("intensity", text)]
+    path0 = getattr(train.images[0], "path", None)  # read through the preprocessed cache
+    if path0 is not None:
+        notes.append(("cache", f"{path0.parent} (the decoded cases, read patch by patch by "
+                               "train and search; --cache-dir chooses another place)"))
     aug = symmetry_plan(train, cfg).note
     return notes + ([("augmentation", aug)] if aug else [])
