@@ -1,10 +1,13 @@
-"""Data: dataset folders and the built-in cue set, decoded once into memory, split, patched,
-augmented and tiled back together.
+"""Data: dataset folders and the built-in cue set, decoded once (into memory, or for 3D folders
+into the preprocessed cache on disk), split, patched, augmented and tiled back together.
 
 - `segdata`  : `SegData`, the in-memory sample container
 - `readers`  : file formats, channel-axis rule, normalisation, mask value rules
 - `check`    : `FolderReport` and the one-pass folder validation / decoding
 - `folder`   : `load_folder`, `check_folder` (cached per process)
+- `layouts`  : nnU-Net v2 raw and Decathlon folders; `split_files`: a folder's own split lists
+- `resample` : one voxel spacing (the median) for training, predictions back on the input grid
+- `cache`    : the preprocessed cache on disk, read patch by patch (3D folders)
 - `builtin`  : `make_builtin`, the seeded context-dependent synthetic set
 - `config`   : `DataConfig`, `AugmentConfig`
 - `split`    : `load_data` (train/val split, cached), `load_test` (the test split)

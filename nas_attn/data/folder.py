@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from ..errors import DataError
-from .check import SPLIT_FILES, SUBDIRS, FolderReport, scan_folder
+from .check import SUBDIRS, FolderReport, scan_folder
+from .split_files import SPLIT_FILES
 from .layouts import TREE_DIRS
 from .segdata import SegData
 
