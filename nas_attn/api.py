@@ -48,12 +48,17 @@ def _number_arg(value: Any, name: str, low: float, *, integer: bool = True,
 
 # ----- search -----------------------------------------------------------------------------------
 def search(space: str | Path = "default", *, trials: int | None = None,
-           timeout: float | None = None, listener=None, **request: Any) -> "optuna.Study":
+           timeout: float | None = None, listener=None, workers: int | None = None,
+           gpus: str | None = None, per_gpu: int = 1, **request: Any) -> "optuna.Study":
     """Run (or resume) a search and return its study. `space`: a ready space name or a YAML
     file; `trials` defaults to the space's `search.trials`; `request` takes the other fields of
     `nas_attn.search.run.SearchRequest` (data, study, storage, runs_dir, device, sampler,
     pruner, seed, val_pattern, test_pattern, test_data, num_workers). `listener` gets
-    `trial_started` / `epoch_done` / `trial_done` calls (see `search.run.Listener`)."""
+    `trial_started` / `epoch_done` / `trial_done` calls (see `search.run.Listener`; in this
+    process only). `workers` / `gpus` (+ `per_gpu`) run the trials in worker processes as
+    `nas-attn search --workers/--gpus` does, with the same storage rules
+    (`nas_attn.search.parallel`; a journal storage always does)."""
+    from .search.parallel import run_parallel, worker_slots
     from .search.run import SearchRequest, open_search, run_search
 
     _path_arg(space, "space", "a ready space name or the path of a YAML file")
@@ -70,7 +75,13 @@ def search(space: str | Path = "default", *, trials: int | None = None,
         _path_arg(request.get(key), key, "a string", optional=True)
     for key in ("seed", "num_workers"):
         _number_arg(request.get(key), key, 0)
+    _number_arg(workers, "workers", 1)
+    _number_arg(per_gpu, "per_gpu", 1)
+    _path_arg(gpus, "gpus", "a string such as '0,1' or 'all'", optional=True)
     req = SearchRequest(space=space, trials=trials, timeout=timeout, **request)
+    slots = worker_slots(req, workers, gpus, per_gpu)
+    if slots is not None:
+        return run_parallel(req, slots)
     session = open_search(req, listener)
     return run_search(session, session.trials(req.trials), req.timeout)
 

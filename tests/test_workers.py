@@ -110,6 +110,26 @@ def test_four_workers_on_the_one_node_default(tmp_path):
     assert show.returncode == 0 and "plain_unet" in show.stdout, show.stdout + show.stderr
 
 
+def test_the_api_runs_worker_processes_as_the_command_does(tmp_path):
+    """`na.search(workers=2)`: two processes, the journal default, each baseline once."""
+    import nas_attn as na
+
+    space = tmp_path / "space.yaml"
+    space.write_text(textwrap.dedent(TINY))
+    study = na.search(str(space), trials=4, workers=2, study="api2",
+                      runs_dir=str(tmp_path / "runs"))
+    assert (tmp_path / "runs" / "nas_attn.journal").is_file()
+    _check_exact(study, 4)
+    status = json.loads((tmp_path / "runs" / "api2" / "workers" / "workers.json").read_text())
+    pids = {w["pid"] for w in status["workers"]}
+    assert len(pids) == 2 and None not in pids and os.getpid() not in pids
+    ran_in = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in study.trials}
+    assert ran_in <= pids  # every trial ran in a worker process, none in this one
+    with pytest.raises(na.NasAttnError, match="SQLite cannot take 2 concurrent workers"):
+        na.search(str(space), trials=1, workers=2, runs_dir=str(tmp_path / "r2"),
+                  storage=f"sqlite:///{tmp_path}/x.db")
+
+
 def test_four_workers_on_postgresql(tmp_path, pg_url):
     name = f"pg4_{uuid.uuid4().hex[:8]}"
     code, out = _finish(_search(tmp_path, TINY, "--workers", "4", "--trials", "6", "--study",

@@ -156,23 +156,16 @@ def search(
                         timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
                         device=device, sampler=sampler, pruner=pruner, seed=seed,
                         num_workers=num_workers, strategy=strategy, force_data=force_data)
-    from ..search.study import storage_kind, storage_url
+    from ..search.parallel import stored_space, worker_slots
 
-    # a journal file has no heartbeat: even one worker on it runs under a parent that
-    # notices its death
-    journal = storage_kind(storage_url(storage, runs_dir)) == "journal"
-    if workers is not None or gpus is not None or journal:
+    slots = worker_slots(req, workers, gpus, per_gpu)  # the library's rule (search.parallel)
+    if slots is not None:
         from .workers import run_workers_cli
-        from ..search.workers import plan_slots
 
-        slots = plan_slots(workers, gpus, per_gpu, device)
-        if len(slots) > 1 or gpus is not None or journal:
-            run_workers_cli(req, slots, space is None, console)
-            return
+        run_workers_cli(req, slots, space is None, console)
+        return
     if space is None:
         import dataclasses
-
-        from .workers import stored_space
 
         req = dataclasses.replace(req, space=stored_space(req) or "default")
     run_search_cli(req, console)
