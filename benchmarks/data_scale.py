@@ -170,6 +170,23 @@ SPACE = textwrap.dedent("""\
     """)
 
 
+def search_child(work: Path, cache: Path, env: dict) -> tuple[dict[str, int], float]:
+    """`nas-attn search` with 2 trials of a tiny 3D space on the full folder, in a fresh runs
+    folder (a study left by an earlier run would be resumed, not searched)."""
+    shutil.rmtree(work / "runs", ignore_errors=True)
+    space = work / "space.yaml"
+    space.write_text(SPACE)
+    out, peaks, secs = watched(
+        [sys.executable, "-m", "nas_attn.cli", "search", "--space", str(space), "--data",
+         str(work / "full"), "--trials", "2", "--runs-dir", str(work / "runs"),
+         "--cache-dir", str(cache)], env)
+    if "2 trial" not in out and "ran 2" not in out:
+        print(out[-2000:])
+    print(f"search (2 trials, full folder, cache): peak resident "
+          f"{peaks['VmHWM'] / 2**20:.0f} MB, {secs:.0f} s", flush=True)
+    return peaks, secs
+
+
 def train_child(src: Path, mode: str, env: dict, dims: int = 3
                 ) -> tuple[dict, dict[str, int], float]:
     out, peaks, secs = watched([sys.executable, "-c", CHILD_TRAIN, str(src), mode, str(dims)],
@@ -190,6 +207,8 @@ def main() -> None:
     ap.add_argument("--only-2d", action="store_true",
                     help="only the 2D comparison: images/s through the cache (cache: on) "
                     "against memory (the default for 2D) on 64 PNG tiles of 256²")
+    ap.add_argument("--only-search", action="store_true",
+                    help="only the 2-trial search on the full folder")
     ap.add_argument("--only-loader", action="store_true",
                     help="only the loaders' patches/s, cache against memory, in one process "
                     "(interleaved rounds), on the small 3D folder and 2D tiles")
@@ -198,6 +217,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "cache"
     env = {**os.environ, "NAS_ATTN_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "2"}
+    if a.only_search:
+        search_child(work, cache, env)
+        return
     if a.only_loader:
         for dims, folder in ((3, work / "small"), (2, work / "tiles2d")):
             if not (folder / "masks").is_dir():
@@ -271,14 +293,7 @@ def main() -> None:
             on, _, _ = train_child(work / "small", "on", env)
             off, _, _ = train_child(work / "small", "off", env)
             ratios.append(on["images_per_s"] / off["images_per_s"])
-        space = work / "space.yaml"
-        space.write_text(SPACE)
-        out, s_peaks, s_secs = watched(
-            [sys.executable, "-m", "nas_attn.cli", "search", "--space", str(space), "--data",
-             str(work / "full"), "--trials", "2", "--runs-dir", str(work / "runs"),
-             "--cache-dir", str(cache)], env)
-        print(f"search (2 trials, full folder, cache): peak resident "
-              f"{s_peaks['VmHWM'] / 2**20:.0f} MB, {s_secs:.0f} s", flush=True)
+        s_peaks, s_secs = search_child(work, cache, env)
     finally:
         if not a.keep and a.work is None:
             shutil.rmtree(work, ignore_errors=True)
