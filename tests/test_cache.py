@@ -15,17 +15,13 @@ from nas_attn.data import DataConfig, check_folder, clear_cache, load_data, make
 from nas_attn.data.cache import CachedArray
 from nas_attn.data.check import scan_folder
 from nas_attn.errors import DataError
+from volumes import write_nifti
 
 SPACING = (0.8, 0.5, 1.5)
 
 
 def _nifti(path: Path, arr: np.ndarray, spacing=SPACING) -> None:
-    import nibabel as nib
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(arr, np.diag([*spacing, 1.0]))
-    img.header.set_zooms(tuple(spacing) + img.header.get_zooms()[3:])
-    nib.save(img, str(path))
+    write_nifti(path, arr, spacing)
 
 
 def _folder(root: Path, n: int = 5, aux: bool = True, seed: int = 0) -> Path:

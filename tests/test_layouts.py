@@ -11,17 +11,13 @@ import numpy as np
 import pytest
 
 from nas_attn.data import check_folder, load_folder
+from volumes import write_nifti
 
 SPACING = (0.8, 0.5, 1.5)
 
 
 def _nifti(path: Path, arr: np.ndarray, spacing=SPACING) -> None:
-    import nibabel as nib
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(arr, np.diag([*spacing, 1.0]))
-    img.header.set_zooms(tuple(spacing) + img.header.get_zooms()[3:])
-    nib.save(img, str(path))
+    write_nifti(path, arr, spacing)
 
 
 def _case(rng, shape=(12, 10, 8), classes=3):

@@ -13,15 +13,11 @@ import pytest
 from nas_attn.data import DataConfig, check_folder, clear_cache, load_data
 from nas_attn.data import resample as RS
 from nas_attn.errors import DataError
+from volumes import write_nifti
 
 
 def _nifti(path: Path, arr: np.ndarray, spacing) -> None:
-    import nibabel as nib
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(arr, np.diag([*spacing, 1.0]))
-    img.header.set_zooms(tuple(spacing))
-    nib.save(img, str(path))
+    write_nifti(path, arr, spacing)
 
 
 def _ball(shape, spacing, radius_mm=4.0):
