@@ -22,8 +22,8 @@ from nas_attn.export_text import lit as _lit
 from nas_attn.export_text import sanitize_text
 from nas_attn.unet import build_unet
 
-# standard-library modules model.py may import (the sliding window of predict() uses the last 3)
-STDLIB = {"math", "typing", "functools", "itertools", "collections"}
+# the sliding window needs the last three; load() hashes weights.pt with hashlib, io, pathlib
+STDLIB = {"math", "typing", "functools", "itertools", "collections", "hashlib", "io", "pathlib"}
 TORCH_ONLY = ["se", "eca", "cbam_channel", "spatial", "cbam", "scse", "position",
               "channel_self", "dual", "self", "gate", "cross"]
 
@@ -363,7 +363,7 @@ def test_weights_checks_and_atomic_files(tmp_path):
     state = torch.load(files["weights"], weights_only=True)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
-        [".nas-attn-output", "arch.json", "model.py", "weights.pt"]  # marker: ours to replace
+        [".nas-attn-output", "arch.json", "meta.json", "model.py", "weights.pt"]  # marker: ours
     other = build_unet(arch_aux()).state_dict()
     with pytest.raises(ExportError, match="do not match"):
         export_arch(arch, tmp_path / "bad", weights=other)
@@ -384,7 +384,7 @@ def test_reexport_leaves_no_file_of_the_earlier_model(tmp_path):
     # another architecture, no weights: none of the old ones stay
     export_arch(arch_aux(), out, force=True)
     assert sorted(p.name for p in out.iterdir()) == \
-        [".nas-attn-output", "arch.json", "model.py", "notes.txt"]
+        [".nas-attn-output", "arch.json", "meta.json", "model.py", "notes.txt"]
     assert UNetArch.from_json((out / "arch.json").read_text()) == arch_aux()
 
 
@@ -431,7 +431,7 @@ def test_onnx_dynamic_axes_match_torch_at_several_sizes(tmp_path, dims):
     files = export_arch(arch, tmp_path, weights=ref.state_dict(), formats=("onnx",),
                         input_size=size)
     assert sorted(p.name for p in tmp_path.iterdir()) == [  # weights inside, nothing left over
-        ".nas-attn-output", "arch.json", "model.onnx", "model.py", "weights.pt"]
+        ".nas-attn-output", "arch.json", "meta.json", "model.onnx", "model.py", "weights.pt"]
     sess = ort.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
     others = [(20, 28), (4, 8)] if dims == 2 else [(12, 8, 16), (4, 4, 4)]
     for batch, s in ((1, size), (3, others[0]), (2, others[1])):
