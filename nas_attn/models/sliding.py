@@ -12,23 +12,26 @@ import torch
 
 
 def _positions(size: int, patch: int, overlap: float) -> list[int]:
+    """Patch starts on one axis: every `patch * (1 - overlap)` voxels (at least 1), the last one
+    moved back to end at the border (MONAI's `dense_patch_slices`, which
+    `tests/test_monai_parity.py` compares against)."""
     if size <= patch:
         return [0]
     step = max(1, int(patch * (1.0 - overlap)))
     n = math.ceil((size - patch) / step) + 1
-    return sorted({round(i * (size - patch) / (n - 1)) for i in range(n)})
+    return [min(i * step, size - patch) for i in range(n)]
 
 
 @lru_cache(maxsize=16)
 def _gaussian(patch: tuple[int, ...], sigma_scale: float = 0.125) -> torch.Tensor:
-    """Separable Gaussian weights peaking at the patch centre (sigma = patch/8), floor > 0."""
+    """Separable Gaussian weights centred on the patch ((p - 1) / 2, sigma = patch/8), not
+    rescaled, floored at 1e-3 (MONAI's `compute_importance_map` in Gaussian mode)."""
     w = None
     for p in patch:
         x = torch.arange(p, dtype=torch.float64) - (p - 1) / 2
         g = torch.exp(-0.5 * (x / max(p * sigma_scale, 1e-6)) ** 2)
         w = g if w is None else w[..., None] * g
-    w = w / w.max()
-    return w.clamp_min(1e-3).float()
+    return w.clamp_min(max(float(w.min()), 1e-3)).float()
 
 
 def forward_logits(model, x: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
@@ -64,8 +67,8 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
     for training and evaluation instead of once per new image shape: an image smaller than the
     patch on an axis is zero-padded (centred, as the training loader pads small samples) to the
     patch there and its logits are cut back; an image of exactly the patch size takes one plain
-    forward pass. Larger images are tiled by patches with `overlap`, evenly spread so the last
-    one ends at the border, and overlapping outputs are averaged with Gaussian weights
+    forward pass. Larger images are tiled by patches with `overlap`, a step of
+    `patch * (1 - overlap)` with the last patch moved back to end at the border (MONAI's tiling), and overlapping outputs are averaged with Gaussian weights
     (sigma = patch/8), which downweights patch borders. `aux` (B, C_aux, *spatial) is padded
     and cut the same way and passed as `model(x, aux)`. `batch` patches per image go through the
     model at once; the last, partial group is filled up with zero patches to the same batch
