@@ -225,9 +225,9 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
 
     `inference` (see `inference_settings`) becomes model.py's INFERENCE and meta.json's
     "inference". `weights`: a state_dict, or the path of one (or of a checkpoint holding one
-    under 'state_dict' / 'model'); it must load strictly into `build_unet(arch)`. TorchScript is
-    traced at `input_size` (default 64² in 2D, 32³ in 3D); ONNX is exported there with dynamic
-    axes and checked at a second size. Returns the paths written, under the keys "model",
+    under 'state_dict' / 'model'); it must load strictly into `build_unet(arch)`. TorchScript and
+    ONNX are traced at `input_size` (default 64² in 2D, 32³ in 3D) and take any size; each is
+    checked against torch at three sizes (recorded in meta.json's "format_checks"). Returns the paths written, under the keys "model",
     "arch", "meta", "weights", "onnx", "torchscript".
     """
     import torch
@@ -253,6 +253,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
         files = {"model": out_dir / "model.py", "arch": out_dir / "arch.json",
                  "meta": out_dir / "meta.json"}
         staged: dict[str, Path] = {}
+        checks: dict[str, dict] = {}
         if state is not None:  # first: model.py records the hash of these very bytes
             files["weights"] = out_dir / "weights.pt"
             with group.file(files["weights"]) as f:
@@ -271,14 +272,17 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
             if "torchscript" in formats:
                 files["torchscript"] = out_dir / "model.ts"
                 staged["model.ts"] = group.stage(files["torchscript"])
-                export_torchscript(model, inputs, staged["model.ts"])
+                checks["torchscript"] = export_torchscript(model, inputs, staged["model.ts"],
+                                                           arch.depth)
             if "onnx" in formats:
                 files["onnx"] = out_dir / "model.onnx"
                 staged["model.onnx"] = group.stage(files["onnx"])
-                export_onnx(model, inputs, staged["model.onnx"], arch)
+                checks["onnx"] = export_onnx(model, inputs, staged["model.onnx"], arch)
         # last: the record of every file above (`nas_attn.export_verify`)
         doc = sanitize_meta(meta)
         doc["inference"] = settings
+        if checks:  # each format against eager torch: the sizes and the largest difference
+            doc["format_checks"] = checks
         doc["verify"] = provenance(arch, {n: sha256_file(p) for n, p in staged.items()})
         group.write(files["meta"], json.dumps(doc, indent=2) + "\n")
     _remove_stale(out_dir, files)
