@@ -60,7 +60,7 @@ def _pad_spatial(t: torch.Tensor, target: Sequence[int]) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int] | int, *,
                            overlap: float = 0.25, aux: torch.Tensor | None = None,
-                           batch: int = 4) -> torch.Tensor:
+                           batch: int = 4, fill: bool | None = None) -> torch.Tensor:
     """Logits (B, out, *spatial) of `model` over `image` (B, C, *spatial).
 
     Every forward pass sees the patch size, so cuDNN (benchmark mode) tunes its kernels once
@@ -71,8 +71,9 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
     `patch * (1 - overlap)` with the last patch moved back to end at the border (MONAI's tiling), and overlapping outputs are averaged with Gaussian weights
     (sigma = patch/8), which downweights patch borders. `aux` (B, C_aux, *spatial) is padded
     and cut the same way and passed as `model(x, aux)`. `batch` patches per image go through the
-    model at once; the last, partial group is filled up with zero patches to the same batch
-    size (their outputs are dropped). Runs under `torch.no_grad()`, on the image's device; put
+    model at once; with `fill` (default: on CUDA, where cuDNN tunes per shape; elsewhere the
+    filler is only work thrown away) the last, partial group is filled up with zero patches to
+    the same batch size (their outputs are dropped). Runs under `torch.no_grad()`, on the image's device; put
     the model in eval mode first (BatchNorm would otherwise use per-batch statistics, and the
     filler patches would change the results).
     """
@@ -94,11 +95,13 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
         image, crop = _pad_spatial(image, padded)
         if aux is not None:
             aux = _pad_spatial(aux, padded)[0]
-        out = sliding_window_predict(model, image, ps, overlap=overlap, aux=aux, batch=batch)
+        out = sliding_window_predict(model, image, ps, overlap=overlap, aux=aux, batch=batch,
+                                     fill=fill)
         return out[(slice(None), slice(None)) + crop]
     if all(s == p for s, p in zip(spatial, ps)):
         return forward_logits(model, image, aux)
     patch = tuple(ps)
+    fill = image.device.type == "cuda" if fill is None else fill
     starts = list(product(*[_positions(s, p, overlap) for s, p in zip(spatial, patch)]))
     weight = _gaussian(patch).to(image.device)
     b = image.shape[0]
@@ -109,7 +112,7 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
         sls = [tuple(slice(s, s + p) for s, p in zip(st, patch)) for st in chunk]
         parts = [image[(slice(None), slice(None)) + sl] for sl in sls]
         aparts = None if aux is None else [aux[(slice(None), slice(None)) + sl] for sl in sls]
-        missing = step - len(chunk)
+        missing = step - len(chunk) if fill else 0
         if missing:  # the last group: same batch size as the others (no new shape to tune)
             parts.append(parts[0].new_zeros((missing * b,) + parts[0].shape[1:]))
             if aparts is not None:
