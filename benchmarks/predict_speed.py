@@ -17,6 +17,7 @@ gate and cross), random weights (speed only), exported once with `nas_attn.expor
    take turns going first; one round runs every image once per arm.
 2. ONNX Runtime (CPUExecutionProvider) against torch on the CPU: the exported model.onnx and
    the eager model on the same batch of patches; printed torch / onnxruntime.
+3. The sliding windows alone (a 1x1 convolution as the network): nas-attn's and MONAI's.
 Ratios are medians over rounds (a shared machine is noisy).
 """
 from __future__ import annotations
@@ -159,6 +160,33 @@ def _onnx_ratio(path: Path, model, patch, rounds: int) -> None:
           f"torch / onnxruntime {statistics.median(ratios):.2f}x; max |difference| {diff:.2e}")
 
 
+def window_overhead(dims: int, rounds: int) -> None:
+    """The sliding windows alone: a 1x1 convolution as the network, same image size and patch."""
+    from monai.inferers import sliding_window_inference
+
+    size = (128, 128) if dims == 2 else (168, 16, 128)
+    patch = SETS[dims]["patch"]
+    conv = (torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d)(1, 2, 1).eval()
+    x = torch.randn(1, 1, *size)
+
+    def ours():
+        predict_logits(conv, x, patch_size=patch, overlap=OVERLAP)
+
+    def monai():
+        with torch.no_grad():
+            sliding_window_inference(x, patch, 4, conv, overlap=OVERLAP, mode="gaussian",
+                                     sigma_scale=0.125)
+
+    for fn in (ours, monai, ours, monai):
+        fn()
+    t_ours, t_monai = [], []
+    for _ in range(rounds * 5):
+        t_ours.append(_timed(ours))
+        t_monai.append(_timed(monai))
+    print(f"  window alone (1x1 conv as the network): nas-attn "
+          f"{statistics.median(t_ours) * 1000:.1f} ms, MONAI {statistics.median(t_monai) * 1000:.1f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
@@ -169,6 +197,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     for dims in (2, 3):
         speed(dims, args.rounds, not args.skip_onnx)
+        window_overhead(dims, args.rounds)
 
 
 if __name__ == "__main__":
