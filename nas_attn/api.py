@@ -285,12 +285,17 @@ def export(source, out_dir: str | Path | None = None, *, trial: int | None = Non
                              force=force)[0]
 
 
-def load_model(path: str | Path, device: str | None = None) -> "LoadedModel":
+def load_model(path: str | Path, device: str | None = None, *,
+               accept_mismatch: bool = False) -> "LoadedModel":
     """A trained model ready for inference: an export folder (model.py + weights.pt), a
-    checkpoint, or a `nas-attn train` folder; `.model` (eval mode), `.arch`, `.patch_size`."""
+    checkpoint, or a `nas-attn train` folder; `.model` (eval mode), `.arch`, `.patch_size`.
+    An export folder whose files differ from the hashes in its meta.json is refused
+    (`ExportMismatchError`) unless `accept_mismatch=True`."""
     from .predict import load_model as _load
 
     _path_arg(path, "path", "the path of an export folder, a checkpoint or a `nas-attn train` "
               "folder")
     _path_arg(device, "device", "a device name (auto, cpu, cuda, cuda:N, mps)", optional=True)
-    return _load(path, device)
+    if not isinstance(accept_mismatch, bool):
+        raise NasAttnError(f"accept_mismatch must be True or False, got {accept_mismatch!r}")
+    return _load(path, device, accept_mismatch=accept_mismatch)

@@ -15,7 +15,8 @@ Safety (`nas_attn.export_text`): the code is the package's own source files plus
 re-validated values; study metadata is sanitised text; the result is checked before it is
 written (`check_generated`).
 
-`export_arch(arch, out_dir)` writes `model.py`, `arch.json`, `meta.json` (when meta is given),
+`export_arch(arch, out_dir)` writes `model.py`, `arch.json`, `meta.json` (with the hashes that
+make the folder verify itself, `nas_attn.export_verify`),
 `weights.pt` (a state_dict, loadable with `torch.load(..., weights_only=True)`), and optionally
 `model.ts` / `model.onnx` (`nas_attn.export_formats`). `export_checkpoint` exports a
 `nas-attn train` output; `nas_attn.search.trial_export.export_trial` a trial of a study.
@@ -27,6 +28,7 @@ import functools
 import importlib.machinery
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -36,10 +38,11 @@ from .arch import UNetArch
 from .atomic import AtomicGroup
 from .errors import NasAttnError
 from .export_formats import FORMATS, example_inputs, export_onnx, export_torchscript, onnx_missing
-from .export_text import (BASE_IMPORTS, TAIL, ExportError, arch_literal, check_generated, docstring,
-                          inference_settings, lit, meta_literal, sanitize_meta, sanitize_text,
+from .export_text import (BASE_IMPORTS, TAIL, TAIL_IMPORTS, ExportError, arch_literal,
+                          check_generated, docstring, inference_settings, lit, meta_literal, sanitize_meta, sanitize_text,
                           validated_arch)
-from .paths import claim_output_dir, record_outputs
+from .export_verify import provenance
+from .paths import claim_output_dir, record_outputs, sha256_file
 from .unet import timm_kwargs, unet_kwargs
 
 __all__ = ["ExportError", "export_arch", "export_checkpoint", "inference_settings",
@@ -114,11 +117,15 @@ def _copied(roots: Sequence[str]) -> tuple[list[_Def], list[str]]:
 
 
 def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: int | None = None,
-                    inference: Mapping[str, Any] | None = None) -> str:
+                    inference: Mapping[str, Any] | None = None,
+                    weights_sha256: str | None = None) -> str:
     """The source of a standalone `model.py` for `arch` (see the module docstring).
 
     `inference` (from `inference_settings`): the patch size and normalisation `predict` uses;
-    default: no patch size (one pass on every image), the training normalisation."""
+    default: no patch size (one pass on every image), the training normalisation.
+    `weights_sha256`: the SHA-256 of the exported weights.pt, which `load()` checks."""
+    if weights_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", weights_sha256):
+        raise ExportError(f"weights_sha256 {weights_sha256[:80]!r} is not a SHA-256 hex digest")
     arch = validated_arch(arch)
     meta = sanitize_meta(meta)
     used = {name: models.ATTENTION[name] for name in arch.attention_names()}
@@ -143,13 +150,14 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
     size = int(example_size or (64 if arch.spatial_dims == 2 else 32))
     parts = [
         f'"""{docstring(arch, meta, uses_timm)}\n"""',
-        "\n".join(["from __future__ import annotations", "", *imports]) + "\n\n"
+        "\n".join(["from __future__ import annotations", "", *TAIL_IMPORTS, *imports]) + "\n\n"
         f"__all__ = ['ARCH', 'INFERENCE', 'META', {net.__name__!r}, 'build_model', 'load', "
         "'make_attention', 'predict', 'preprocess']",
         "\n\n\n".join(blocks),
         "# " + "=" * 96 + "\n# the exported architecture\n# " + "=" * 96,
         arch_literal(kw),
         f"META = {meta_literal(meta)}",
+        f"WEIGHTS_SHA256 = {weights_sha256!r}",
         f"INFERENCE = {lit(settings, 'inference')}",
         "ATTENTION = {" + "".join(f"\n    {n!r}: {c.__name__}," for n, c in used.items())
         + ("\n" if used else "") + "}",
@@ -209,15 +217,17 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
                 meta: dict | None = None, formats: tuple[str, ...] = (),
                 input_size: Sequence[int] | None = None,
                 inference: Mapping[str, Any] | None = None, force: bool = False) -> dict[str, Path]:
-    """Write model.py, arch.json, meta.json (with meta or inference), weights.pt (with weights)
-    and the asked formats ("onnx" -> model.onnx, "torchscript" -> model.ts) into out_dir, which
-    must be new, empty or an earlier export unless `force` (`paths.claim_output_dir`).
+    """Write model.py, arch.json, weights.pt (with weights), the asked formats ("onnx" ->
+    model.onnx, "torchscript" -> model.ts) and meta.json into out_dir, which must be new, empty
+    or an earlier export unless `force` (`paths.claim_output_dir`). meta.json holds `meta`, the
+    inference settings and the "verify" record (versions, architecture hash, every file's
+    SHA-256: `nas_attn.export_verify`); model.py's `load()` checks the weights' hash.
 
     `inference` (see `inference_settings`) becomes model.py's INFERENCE and meta.json's
     "inference". `weights`: a state_dict, or the path of one (or of a checkpoint holding one
-    under 'state_dict' / 'model'); it must load strictly into `build_unet(arch)`. TorchScript is
-    traced at `input_size` (default 64² in 2D, 32³ in 3D); ONNX is exported there with dynamic
-    axes and checked at a second size. Returns the paths written, under the keys "model",
+    under 'state_dict' / 'model'); it must load strictly into `build_unet(arch)`. TorchScript and
+    ONNX are traced at `input_size` (default 64² in 2D, 32³ in 3D) and take any size; each is
+    checked against torch at three sizes (recorded in meta.json's "format_checks"). Returns the paths written, under the keys "model",
     "arch", "meta", "weights", "onnx", "torchscript".
     """
     import torch
@@ -240,30 +250,41 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
     # every file is written under a temporary name and renamed only when all are: a failure (a
     # full disk) leaves an earlier export in this folder whole, never half replaced
     with AtomicGroup() as group:
-        files = {"model": out_dir / "model.py", "arch": out_dir / "arch.json"}
-        model_tmp = group.write(files["model"], code)  # what `formats` import
-        group.write(files["arch"], arch.to_json(indent=2) + "\n")
-        if meta is not None or inference is not None:
-            doc = sanitize_meta(meta)
-            doc["inference"] = settings
-            files["meta"] = out_dir / "meta.json"
-            group.write(files["meta"], json.dumps(doc, indent=2) + "\n")
-        if state is not None:
+        files = {"model": out_dir / "model.py", "arch": out_dir / "arch.json",
+                 "meta": out_dir / "meta.json"}
+        staged: dict[str, Path] = {}
+        checks: dict[str, dict] = {}
+        if state is not None:  # first: model.py records the hash of these very bytes
             files["weights"] = out_dir / "weights.pt"
             with group.file(files["weights"]) as f:
                 torch.save(state, f)
+            staged["weights.pt"] = Path(f.name)
+            code = render_model_py(arch, meta=meta, example_size=size[0], inference=settings,
+                                   weights_sha256=sha256_file(staged["weights.pt"]))
+        staged["model.py"] = group.write(files["model"], code)  # what `formats` import
+        group.write(files["arch"], arch.to_json(indent=2) + "\n")
         if formats:
-            model = load_model_py(model_tmp).build_model()
+            model = load_model_py(staged["model.py"]).build_model()
             if state is not None:
                 model.load_state_dict(state)
             model.eval()
             inputs = example_inputs(arch, size)
             if "torchscript" in formats:
                 files["torchscript"] = out_dir / "model.ts"
-                export_torchscript(model, inputs, group.stage(files["torchscript"]))
+                staged["model.ts"] = group.stage(files["torchscript"])
+                checks["torchscript"] = export_torchscript(model, inputs, staged["model.ts"],
+                                                           arch.depth)
             if "onnx" in formats:
                 files["onnx"] = out_dir / "model.onnx"
-                export_onnx(model, inputs, group.stage(files["onnx"]), arch)
+                staged["model.onnx"] = group.stage(files["onnx"])
+                checks["onnx"] = export_onnx(model, inputs, staged["model.onnx"], arch)
+        # last: the record of every file above (`nas_attn.export_verify`)
+        doc = sanitize_meta(meta)
+        doc["inference"] = settings
+        if checks:  # each format against eager torch: the sizes and the largest difference
+            doc["format_checks"] = checks
+        doc["verify"] = provenance(arch, {n: sha256_file(p) for n, p in staged.items()})
+        group.write(files["meta"], json.dumps(doc, indent=2) + "\n")
     _remove_stale(out_dir, files)
     record_outputs(out_dir, "export", files.values())
     return files

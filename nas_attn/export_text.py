@@ -34,8 +34,10 @@ _SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 SAFE_STR = re.compile(r"^[A-Za-z0-9_\-\.]{1,64}$")
 SITE = re.compile(r"^(?:(?:encoder|skip|decoder)\.[0-9]{1,2}|bottleneck)$")
 _META_CHARS = re.compile(r"[^A-Za-z0-9 _\-\.:/@+=,;()\[\]%~#*]")
-# the standard library modules copied code may import (the sliding window uses the last three)
-STDLIB = ("math", "typing", "functools", "itertools", "collections")
+# the standard library modules copied code may import (the sliding window uses "functools",
+# "itertools", "collections"; load() hashes the weights file with the last three)
+STDLIB = ("math", "typing", "functools", "itertools", "collections", "hashlib", "io", "pathlib")
+TAIL_IMPORTS = ("import hashlib", "import io", "import pathlib")
 BASE_IMPORTS = ("torch",) + STDLIB
 _FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "open", "globals", "locals",
                     "breakpoint", "input"}
@@ -399,10 +401,18 @@ def build_model() -> __NET__:
     return __NET__(**ARCH, make_attention=make_attention)
 
 
-def load(weights_path, map_location="cpu") -> __NET__:
-    """The model with the exported weights (a state_dict), in eval mode."""
+def load(weights_path, map_location="cpu", check=True) -> __NET__:
+    """The model with the exported weights (a state_dict), in eval mode. The file must be the
+    one exported with this model.py (its SHA-256 is WEIGHTS_SHA256); check=False loads another
+    one knowingly (it must still fit the architecture)."""
+    data = pathlib.Path(weights_path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if check and WEIGHTS_SHA256 is not None and digest != WEIGHTS_SHA256:
+        raise ValueError(f"{weights_path}: SHA-256 {digest[:12]}... differs from the "
+                         f"{WEIGHTS_SHA256[:12]}... exported with this model.py (weights of "
+                         "another run?); load(path, check=False) to use it anyway")
+    state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     model = build_model()
-    state = torch.load(weights_path, map_location=map_location, weights_only=True)
     model.load_state_dict(state)
     return model.eval()
 

@@ -80,7 +80,8 @@ def claim_output_dir(path: str | Path, kind: str, *, force: bool = False) -> Pat
     return path
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -110,7 +111,7 @@ def _check_recorded(path: Path, entries: list[str]) -> None:
         p = path / name
         if name not in files or not p.is_file():
             problem = f"holds {name!r}, which nas-attn did not write"
-        elif _sha256(p) != files[name]:
+        elif sha256_file(p) != files[name]:
             problem = f"{name!r} was changed since nas-attn wrote it"
         else:
             continue
@@ -123,5 +124,5 @@ def record_outputs(path: str | Path, kind: str, files) -> None:
     later `claim_output_dir` sees any edit or addition."""
     path = Path(path)
     lines = [f"written by nas-attn {kind}"]
-    lines += [f"{_sha256(Path(f))}  {Path(f).name}" for f in sorted(files, key=str)]
+    lines += [f"{sha256_file(Path(f))}  {Path(f).name}" for f in sorted(files, key=str)]
     atomic_write(path / MARKER, "\n".join(lines) + "\n")

@@ -33,6 +33,7 @@ from .arch import UNetArch
 from .atomic import atomic_write
 from .data import readers as R
 from .errors import DataError, DiskFullError, NasAttnError
+from .export_verify import ExportMismatchError, verify_export  # noqa: F401  (re-exported)
 from .models.infer import (
     DEFAULT_OVERLAP,
     labels_from_output,
@@ -75,15 +76,18 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
-def load_model(path: str | Path, device: str | torch.device | None = None) -> LoadedModel:
+def load_model(path: str | Path, device: str | torch.device | None = None, *,
+               accept_mismatch: bool = False) -> LoadedModel:
     """An export folder (model.py, weights.pt), a checkpoint, or a `nas-attn train` output
-    folder, in eval mode on `device` (default: the best available)."""
+    folder, in eval mode on `device` (default: the best available). An export folder whose
+    files differ from the hashes its meta.json records is refused (`ExportMismatchError`)
+    unless `accept_mismatch` (then a note says what differs)."""
     from .device import select_device
 
     path = Path(path)
     dev = select_device(device)
     if path.is_dir() and ((path / "model.py").is_file() or (path / "arch.json").is_file()):
-        model, arch, settings, notes = _load_export(path)
+        model, arch, settings, notes = _load_export(path, accept_mismatch)
         ps, sp = settings.get("patch_size"), settings.get("spacing")
         return LoadedModel(arch, model.to(dev).eval(), tuple(ps) if ps else None,
                            float(settings.get("overlap", DEFAULT_OVERLAP)), str(path), "export",
@@ -101,7 +105,8 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
                        "checkpoint", notes, inference, tuple(sp) if sp else None)
 
 
-def _load_export(path: Path) -> tuple[torch.nn.Module, UNetArch, dict, list[str]]:
+def _load_export(path: Path, accept_mismatch: bool = False
+                 ) -> tuple[torch.nn.Module, UNetArch, dict, list[str]]:
     """An export folder's model, built from its data only: never by running its model.py
     (which anyone may have edited). The architecture comes from arch.json, validated like any
     architecture, and is built with the package's own modules; weights.pt is read with
@@ -138,31 +143,44 @@ def _load_export(path: Path) -> tuple[torch.nn.Module, UNetArch, dict, list[str]
         raise ModelLoadError(f"{path / 'weights.pt'}: does not load into the architecture of "
                              f"arch.json ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
                              ) from None
-    raw = _export_inference(path)
+    # after loading: a truncated or foreign weights.pt is named as such first
+    meta = _export_meta(path)
+    notes = verify_export(path, arch, meta, accept_mismatch=accept_mismatch)
+    raw = _export_inference(path, meta)
     if raw is None:
-        return model, arch, {}, ["the export has no INFERENCE settings (an older export); "
-                                 "every image is predicted in one pass"]
+        return model, arch, {}, notes + ["the export has no INFERENCE settings (an older "
+                                         "export); every image is predicted in one pass"]
     try:
         settings = inference_settings(raw.get("patch_size"), raw.get("overlap"),
                                       arch.spatial_dims, raw)
     except NasAttnError as e:
         raise ModelLoadError(f"{path}: its inference settings are not valid ({e})") from None
-    return model, arch, settings, []
+    return model, arch, settings, notes
 
 
-def _export_inference(path: Path) -> dict | None:
-    """meta.json's "inference", else the literal of model.py's `INFERENCE = ...` line."""
-    import ast
+def _export_meta(path: Path) -> dict | None:
+    """The export's meta.json as a dict; None when there is none."""
     import json
 
     meta = path / "meta.json"
-    if meta.is_file():
-        try:
-            doc = json.loads(meta.read_text())
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"{meta}: not valid JSON ({e})") from None
-        if isinstance(doc, dict) and isinstance(doc.get("inference"), dict):
-            return doc["inference"]
+    if not meta.is_file():
+        return None
+    try:
+        doc = json.loads(meta.read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise ModelLoadError(f"{meta}: not valid JSON ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    if not isinstance(doc, dict):
+        raise ModelLoadError(f"{meta}: must hold a JSON object, not {type(doc).__name__}")
+    return doc
+
+
+def _export_inference(path: Path, meta: dict | None) -> dict | None:
+    """meta.json's "inference", else the literal of model.py's `INFERENCE = ...` line."""
+    import ast
+
+    if meta is not None and isinstance(meta.get("inference"), dict):
+        return meta["inference"]
     code = path / "model.py"
     if not code.is_file():
         return None

@@ -420,10 +420,14 @@ def test_sliding_window_forwards_see_one_shape(shape):
     x = torch.randn((2, 2) + shape)
     seen = []
     conv.register_forward_hook(lambda m, a, out: seen.append(tuple(a[0].shape)))
-    y = sliding_window_predict(conv, x, patch, overlap=0.5, batch=3)
+    y = sliding_window_predict(conv, x, patch, overlap=0.5, batch=3, fill=True)  # CUDA's default
     with torch.no_grad():
         torch.testing.assert_close(y.float(), conv(x), atol=1e-5, rtol=1e-5)
     shapes = set(seen[:-1])  # the last entry is the reference call above
+    seen.clear()  # on the CPU (the default there) no filler: every window once, nothing more
+    torch.testing.assert_close(sliding_window_predict(conv, x, patch, overlap=0.5, batch=3), y)
+    windows = math.prod(len(range(0, max(s - 16, 0) + 8, 8)) if s > 16 else 1 for s in shape)
+    assert sum(n[0] for n in seen) == 2 * windows
     assert len(shapes) == 1, shapes
     (only,) = shapes
     assert only[2:] == tuple(patch)

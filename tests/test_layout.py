@@ -21,7 +21,7 @@ LAYERS = (
     "nas_attn.predict",
     "nas_attn.export",
     "nas_attn.export_formats",
-    "nas_attn.export_text",
+    "nas_attn.export_text | nas_attn.export_verify",
     "nas_attn.train",
     "nas_attn.curves | nas_attn.data | nas_attn.device",
     "nas_attn.unet | nas_attn.footprint",

@@ -337,11 +337,17 @@ def test_loading_an_export_never_runs_its_model_py(tmp_path, cli):
     with open(export / "model.py", "a") as f:
         f.write(f"\nopen({str(marker)!r}, 'w').write('model.py ran')\n"
                 "INFERENCE = {'patch_size': [8, 8]}\n")  # after the real line: must not count
+    # the edit is refused by its hash (meta.json's record), then accepted knowingly: not run
     code, text = cli("predict", data / "images", "--model", export, "--out", tmp_path / "after")
+    assert code == 2 and "model.py: SHA-256" in text and "--accept-mismatch" in text, text
+    assert "Traceback" not in text and not (tmp_path / "after").exists()
+    code, text = cli("predict", data / "images", "--model", export, "--out", tmp_path / "after",
+                     "--accept-mismatch")
+    assert code == 0 and "accepted mismatch" in text, text
+    code, text = cli("evaluate", "--model", export, "--data", data, "--no-hd95",
+                     "--accept-mismatch")
     assert code == 0, text
-    code, text = cli("evaluate", "--model", export, "--data", data, "--no-hd95")
-    assert code == 0, text
-    loaded = load_model(export, device="cpu")
+    loaded = load_model(export, device="cpu", accept_mismatch=True)
     assert not marker.exists()
     assert loaded.patch_size == (16, 16)
     for n in ("a", "b"):

@@ -327,12 +327,16 @@ def predict(
     force: bool = typer.Option(False, "--force", help="Overwrite masks that already exist."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
     batch: int = typer.Option(4, "--batch", min=1, help="Sliding-window patches per forward pass."),
+    accept_mismatch: bool = typer.Option(False, "--accept-mismatch", help="Use an export "
+                                         "folder whose files differ from the hashes its "
+                                         "meta.json records (knowingly)."),
 ):
     """Segment new images: masks in the input's format (NIfTI keeps affine and header)."""
     from .predict import predict_cli
 
     raise typer.Exit(predict_cli(model, inputs, out, tta=tta, force=force, device=device,
-                                 batch=batch, console=console, err=err_console))
+                                 batch=batch, console=console, err=err_console,
+                                 accept_mismatch=accept_mismatch))
 
 
 @app.command()
@@ -346,12 +350,15 @@ def evaluate(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
     batch: int = typer.Option(4, "--batch", min=1, help="Sliding-window patches per forward pass."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
+    accept_mismatch: bool = typer.Option(False, "--accept-mismatch", help="Use an export "
+                                         "folder whose files differ from the hashes its "
+                                         "meta.json records (knowingly)."),
 ):
     """Score a model on a labelled folder: pooled per-class Dice (the search's score), IoU, HD95."""
     from .predict import evaluate_cli
 
     evaluate_cli(model, data, json_path=json_path, tta=tta, hd95=hd95, device=device,
-                 batch=batch, console=console, force=force)
+                 batch=batch, console=console, force=force, accept_mismatch=accept_mismatch)
 
 
 @app.command()

@@ -34,13 +34,14 @@ def _model_line(loaded) -> str:
 
 
 def predict_cli(model: Path, inputs: list[Path], out: Path, *, tta: bool, force: bool,
-                device: str | None, batch: int, console: Console, err: Console) -> int:
+                device: str | None, batch: int, console: Console, err: Console,
+                accept_mismatch: bool = False) -> int:
     """Exit status: 0 when every input was written, 1 when any failed."""
     from ..predict import check_out_dir, expand_inputs, load_model, predict_files
 
     files, problems = expand_inputs(inputs)
     check_out_dir(files, out, inputs)  # before the model loads: one line, nothing written
-    loaded = load_model(model, device)
+    loaded = load_model(model, device, accept_mismatch=accept_mismatch)
     console.print(_model_line(loaded), highlight=False)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
@@ -74,7 +75,8 @@ def _fmt(v, digits: int = 4) -> str:
 
 
 def evaluate_cli(model: Path, data: Path, *, json_path: Path | None, tta: bool, hd95: bool,
-                 device: str | None, batch: int, console: Console, force: bool = False) -> dict:
+                 device: str | None, batch: int, console: Console, force: bool = False,
+                 accept_mismatch: bool = False) -> dict:
     from ..evaluate import evaluate_folder
     from ..predict import InputError, load_model
 
@@ -84,7 +86,7 @@ def evaluate_cli(model: Path, data: Path, *, json_path: Path | None, tta: bool, 
         if json_path.exists() and not force:
             raise InputError(f"--json {json_path}: the file exists; name a new file or pass "
                              "--force to overwrite it")
-    loaded = load_model(model, device)
+    loaded = load_model(model, device, accept_mismatch=accept_mismatch)
     console.print(_model_line(loaded), highlight=False)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")

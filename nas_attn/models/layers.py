@@ -69,10 +69,15 @@ def act_layer(kind: str) -> nn.Module:
 
 def resize_to(x: torch.Tensor, size, mode: str = "nearest") -> torch.Tensor:
     """Resize the spatial dims of x to `size` exactly (no-op when already there)."""
-    # symbolic sizes stay symbolic (torch.export / ONNX with dynamic spatial axes)
-    size = tuple(s if isinstance(s, torch.SymInt) else int(s) for s in size)
-    if tuple(x.shape[2:]) == size:
-        return x
+    # symbolic sizes stay symbolic (torch.export / ONNX with dynamic spatial axes); while
+    # tracing (TorchScript, ONNX) sizes are traced tensors and the resize is always recorded
+    # (the same numbers at equal sizes), so the graph follows the input's size
+    if torch.jit.is_tracing():
+        size = list(size)
+    else:
+        size = tuple(s if isinstance(s, torch.SymInt) else int(s) for s in size)
+        if tuple(x.shape[2:]) == size:
+            return x
     if mode == "linear":
         mode = interp_mode(x.dim() - 2)
         return F.interpolate(x, size=size, mode=mode, align_corners=False)

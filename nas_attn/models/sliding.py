@@ -12,23 +12,26 @@ import torch
 
 
 def _positions(size: int, patch: int, overlap: float) -> list[int]:
+    """Patch starts on one axis: every `patch * (1 - overlap)` voxels (at least 1), the last one
+    moved back to end at the border (MONAI's `dense_patch_slices`, which
+    `tests/test_monai_parity.py` compares against)."""
     if size <= patch:
         return [0]
     step = max(1, int(patch * (1.0 - overlap)))
     n = math.ceil((size - patch) / step) + 1
-    return sorted({round(i * (size - patch) / (n - 1)) for i in range(n)})
+    return [min(i * step, size - patch) for i in range(n)]
 
 
 @lru_cache(maxsize=16)
 def _gaussian(patch: tuple[int, ...], sigma_scale: float = 0.125) -> torch.Tensor:
-    """Separable Gaussian weights peaking at the patch centre (sigma = patch/8), floor > 0."""
+    """Separable Gaussian weights centred on the patch ((p - 1) / 2, sigma = patch/8), not
+    rescaled, floored at 1e-3 (MONAI's `compute_importance_map` in Gaussian mode)."""
     w = None
     for p in patch:
         x = torch.arange(p, dtype=torch.float64) - (p - 1) / 2
         g = torch.exp(-0.5 * (x / max(p * sigma_scale, 1e-6)) ** 2)
         w = g if w is None else w[..., None] * g
-    w = w / w.max()
-    return w.clamp_min(1e-3).float()
+    return w.clamp_min(max(float(w.min()), 1e-3)).float()
 
 
 def forward_logits(model, x: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
@@ -57,19 +60,20 @@ def _pad_spatial(t: torch.Tensor, target: Sequence[int]) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int] | int, *,
                            overlap: float = 0.25, aux: torch.Tensor | None = None,
-                           batch: int = 4) -> torch.Tensor:
+                           batch: int = 4, fill: bool | None = None) -> torch.Tensor:
     """Logits (B, out, *spatial) of `model` over `image` (B, C, *spatial).
 
     Every forward pass sees the patch size, so cuDNN (benchmark mode) tunes its kernels once
     for training and evaluation instead of once per new image shape: an image smaller than the
     patch on an axis is zero-padded (centred, as the training loader pads small samples) to the
     patch there and its logits are cut back; an image of exactly the patch size takes one plain
-    forward pass. Larger images are tiled by patches with `overlap`, evenly spread so the last
-    one ends at the border, and overlapping outputs are averaged with Gaussian weights
+    forward pass. Larger images are tiled by patches with `overlap`, a step of
+    `patch * (1 - overlap)` with the last patch moved back to end at the border (MONAI's tiling), and overlapping outputs are averaged with Gaussian weights
     (sigma = patch/8), which downweights patch borders. `aux` (B, C_aux, *spatial) is padded
     and cut the same way and passed as `model(x, aux)`. `batch` patches per image go through the
-    model at once; the last, partial group is filled up with zero patches to the same batch
-    size (their outputs are dropped). Runs under `torch.no_grad()`, on the image's device; put
+    model at once; with `fill` (default: on CUDA, where cuDNN tunes per shape; elsewhere the
+    filler is only work thrown away) the last, partial group is filled up with zero patches to
+    the same batch size (their outputs are dropped). Runs under `torch.no_grad()`, on the image's device; put
     the model in eval mode first (BatchNorm would otherwise use per-batch statistics, and the
     filler patches would change the results).
     """
@@ -91,11 +95,13 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
         image, crop = _pad_spatial(image, padded)
         if aux is not None:
             aux = _pad_spatial(aux, padded)[0]
-        out = sliding_window_predict(model, image, ps, overlap=overlap, aux=aux, batch=batch)
+        out = sliding_window_predict(model, image, ps, overlap=overlap, aux=aux, batch=batch,
+                                     fill=fill)
         return out[(slice(None), slice(None)) + crop]
     if all(s == p for s, p in zip(spatial, ps)):
         return forward_logits(model, image, aux)
     patch = tuple(ps)
+    fill = image.device.type == "cuda" if fill is None else fill
     starts = list(product(*[_positions(s, p, overlap) for s, p in zip(spatial, patch)]))
     weight = _gaussian(patch).to(image.device)
     b = image.shape[0]
@@ -106,7 +112,7 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
         sls = [tuple(slice(s, s + p) for s, p in zip(st, patch)) for st in chunk]
         parts = [image[(slice(None), slice(None)) + sl] for sl in sls]
         aparts = None if aux is None else [aux[(slice(None), slice(None)) + sl] for sl in sls]
-        missing = step - len(chunk)
+        missing = step - len(chunk) if fill else 0
         if missing:  # the last group: same batch size as the others (no new shape to tune)
             parts.append(parts[0].new_zeros((missing * b,) + parts[0].shape[1:]))
             if aparts is not None:

@@ -42,7 +42,8 @@ class SpatialAttention(nn.Module):
         m = torch.cat([x.mean(1, keepdim=True), x.max(1, keepdim=True).values], dim=1)
         # channels-last: oneDNN runs this 2-channel k^d conv (and its backward) about 3x faster
         last = torch.channels_last if m.dim() == 4 else torch.channels_last_3d
-        m = m.contiguous(memory_format=last)
+        if not torch.jit.is_tracing():  # a layout only; ONNX has no memory formats
+            m = m.contiguous(memory_format=last)
         return x * torch.sigmoid(self.conv(m)).contiguous()
 
 

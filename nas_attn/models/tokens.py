@@ -47,7 +47,8 @@ _CONSTANTS_MAX = 512
 def _constant(key, build, like: torch.Tensor) -> torch.Tensor:
     """`build()` memoised under (key, dtype, device). Not cached while torch.compile traces (it
     folds constants itself) or under inference mode (such tensors cannot be used by autograd)."""
-    if not CACHE_CONSTANTS or torch.compiler.is_compiling() or torch.is_inference_mode_enabled():
+    if not CACHE_CONSTANTS or torch.compiler.is_compiling() or torch.is_inference_mode_enabled() \
+            or torch.jit.is_tracing():
         return build()
     full = (key, like.dtype, like.device)
     hit = _CONSTANTS.get(full)
@@ -59,9 +60,52 @@ def _constant(key, build, like: torch.Tensor) -> torch.Tensor:
     return hit
 
 
+# While tracing (TorchScript, ONNX export) sizes are traced 0-dim tensors: the helpers below then
+# compute grids, pooling and interpolation matrices with tensor operations on them (the
+# `_traced_*` functions), so the recorded graph follows the input's size instead of fixing the
+# size it was traced at. Eagerly they give the same grids (tests/test_onnx_all.py compares them)
+# and the same numbers up to float rounding.
+_SCRIPTED = {}
+
+
+def _grid_loop(size: torch.Tensor, max_tokens: int) -> torch.Tensor:
+    """`token_grid` on a tensor of sizes, written for torch.jit.script: its loops become loops
+    of the traced graph (ONNX `Loop`), so the grid follows the input size exactly."""
+    s = size.to(torch.float64)
+    n = s.prod()
+    if max_tokens <= 0 or bool(n <= max_tokens):
+        return size
+    scale = (max_tokens / n) ** (1.0 / s.numel())
+    grid = torch.clamp(torch.minimum(s, torch.floor(s * scale + 1e-9)), min=1.0)
+    while bool(grid.prod() > max_tokens):  # only when a side was clamped at 1
+        i = int(torch.argmax(grid))
+        grid[i] = grid[i] - 1
+    grown = True
+    while grown:  # grow the side furthest below its share (the first on ties) while it fits
+        fits = (grid < s) & (grid.prod() / grid * (grid + 1) <= max_tokens)
+        grown = bool(fits.any())
+        if grown:
+            i = int(torch.argmin(torch.where(fits, grid / s, torch.full_like(s, float("inf")))))
+            grid[i] = grid[i] + 1
+    return grid.to(size.dtype)
+
+
+def _traced_sizes(size) -> list[torch.Tensor]:
+    return [torch.as_tensor(s) for s in size]
+
+
+def _traced_token_grid(size, max_tokens: int) -> list[torch.Tensor]:
+    """`token_grid` for traced sizes: `_grid_loop`, scripted once."""
+    if "grid" not in _SCRIPTED:
+        _SCRIPTED["grid"] = torch.jit.script(_grid_loop)
+    return list(_SCRIPTED["grid"](torch.stack(_traced_sizes(size)), int(max_tokens)).unbind(0))
+
+
 def token_grid(size, max_tokens: int) -> tuple[int, ...]:
     """Spatial size to attend on: `size` itself when within budget (or budget 0), else a grid
     with product <= max_tokens and roughly the same aspect ratio (every side >= 1)."""
+    if torch.jit.is_tracing():
+        return tuple(_traced_token_grid(size, max_tokens))
     size = tuple(int(s) for s in size)
     n = math.prod(size)
     if max_tokens <= 0 or n <= max_tokens:
@@ -105,10 +149,42 @@ def _build_interp(n_out: int, n_in: int, like: torch.Tensor) -> torch.Tensor:
     return m.to(like.dtype)
 
 
+def _traced_interp(n_out: torch.Tensor, n_in: torch.Tensor) -> torch.Tensor:
+    """`_build_interp` (float32) from traced sizes, without index_put."""
+    dst = torch.arange(n_out, dtype=torch.float32)
+    src = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    i0 = torch.minimum(src.floor(), n_in - 1.0)
+    i1 = torch.minimum(i0 + 1, n_in - 1.0)
+    w1 = (src - i0)[:, None]
+    cols = torch.arange(n_in, dtype=torch.float32)[None]
+    return (cols == i0[:, None]) * (1 - w1) + (cols == i1[:, None]) * w1
+
+
+def _traced_pool(n_out: torch.Tensor, n_in: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) matrix of 1D adaptive average pooling (torch's start/end rule)."""
+    i = torch.arange(n_out)[:, None]
+    start = torch.div(i * n_in, n_out, rounding_mode="floor")
+    end = torch.div((i + 1) * n_in + n_out - 1, n_out, rounding_mode="floor")
+    j = torch.arange(n_in)[None]
+    return ((j >= start) & (j < end)).to(torch.float32) / (end - start).to(torch.float32)
+
+
+def _traced_axes(t: torch.Tensor, size, matrix) -> torch.Tensor:
+    """Apply `matrix(n_out, n_in)` along every spatial axis of t (traced sizes)."""
+    for axis, n_out in enumerate(_traced_sizes(size)):
+        n_in = torch.as_tensor(t.shape[2 + axis])
+        m = matrix(n_out, n_in).to(device=t.device, dtype=t.dtype)
+        last = t.dim() - 1  # transpose, not movedim: a negative axis breaks ONNX's Transpose
+        t = (t.transpose(2 + axis, last) @ m.t()).transpose(2 + axis, last)
+    return t
+
+
 def linear_resize(t: torch.Tensor, size) -> torch.Tensor:
     """Same numbers as `resize_to(t, size, mode="linear")`, computed as one small matrix product
     per spatial axis: on CPU its backward is several times faster than the interpolation
     kernel's (which dominated the cost of bringing pooled attention back to full size)."""
+    if torch.jit.is_tracing():
+        return _traced_axes(t, size, _traced_interp)
     size = tuple(int(s) for s in size)
     if tuple(t.shape[2:]) == size:
         return t
@@ -128,6 +204,8 @@ def linear_resize(t: torch.Tensor, size) -> torch.Tensor:
 
 def pool_to(x: torch.Tensor, size) -> torch.Tensor:
     """Adaptive average pool of the spatial dims of x to `size` (no-op when already there)."""
+    if torch.jit.is_tracing():
+        return _traced_axes(x, size, _traced_pool)
     size = tuple(int(s) for s in size)
     in_size = tuple(x.shape[2:])
     if in_size == size:
@@ -147,6 +225,8 @@ def pool_tokens(x: torch.Tensor, max_tokens: int) -> torch.Tensor:
 
 def resample_project(conv, x: torch.Tensor, size) -> torch.Tensor:
     """`conv(resize_to(x, size, "linear"))` for a 1x1 conv, in the cheaper order (they commute)."""
+    if torch.jit.is_tracing():
+        return linear_resize(conv(x), size)
     size = tuple(int(s) for s in size)
     if math.prod(size) < math.prod(x.shape[2:]):
         return conv(linear_resize(x, size))
@@ -160,6 +240,10 @@ def to_grid(conv, g: torch.Tensor, size, grid) -> torch.Tensor:
     g goes straight to the grid: average-pooled when it is at least as large as the grid in every
     dim, else linearly resized; no full-size copy of g is made.
     """
+    if torch.jit.is_tracing():  # both ways, chosen in the graph
+        gs, sz, gr = (torch.stack(_traced_sizes(v)) for v in (g.shape[2:], size, grid))
+        pooled = (gr != sz).any() & (gs >= gr).all()
+        return torch.where(pooled, conv(pool_to(g, grid)), resample_project(conv, g, grid))
     size, grid = tuple(int(s) for s in size), tuple(int(s) for s in grid)
     if grid != size and all(a >= b for a, b in zip(g.shape[2:], grid)):
         return conv(pool_to(g, grid))
@@ -204,7 +288,7 @@ def attend_tokens(q_map: torch.Tensor, k_map: torch.Tensor, v_map: torch.Tensor,
     v_map = pool_to(v_map, kv_grid)
     q, k, v = split_heads(q_map, heads), split_heads(k_map, heads), split_heads(v_map, heads)
     dq, dv, nq, nk = q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2]
-    if dq < dv and (nq + nk) * dv < nq * nk:
+    if dq < dv and not torch.jit.is_tracing() and (nq + nk) * dv < nq * nk:
         # zero-pad q and k to v's width: same scores, and the fused kernel applies (it needs equal
         # widths); worth it when padded q, k are smaller than the Nq x Nk weights it then avoids
         q, k = F.pad(q, (0, dv - dq)), F.pad(k, (0, dv - dq))
