@@ -232,3 +232,13 @@ def test_evaluate_reads_a_3d_folder_through_the_cache_and_scores_alike(tmp_path,
     memory = evaluate_folder(loaded, src, hd95=True)
     assert cached["per_image"] == memory["per_image"] and cached["dice"] == memory["dice"]
     assert cached["hd95_unit"] == memory["hd95_unit"] == "mm"
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch):
+    src = _folder(tmp_path / "d", n=3, aux=False)
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("NAS_ATTN_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    clear_cache()
+    with pytest.raises(DataError, match=r"^cache folder .*file/cache: not writable .*"
+                                        r"\$NAS_ATTN_CACHE_DIR$"):
+        load_data(DataConfig(source=str(src)))

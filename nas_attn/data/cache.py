@@ -424,7 +424,8 @@ def open_cached(root: Path, spatial_dims: int | None, cache_dir: str | None,
             lock = open(base / f".{final.name}.lock", "a")  # noqa: SIM115 - held while building
         except OSError as e:
             raise DataError(f"cache folder {base}: not writable ({e.strerror or e}); give "
-                            "another one with --cache-dir or data.cache_dir") from None
+                            "another one with --cache-dir, data.cache_dir or "
+                            f"${ENV_DIR}") from None
         with lock:
             with contextlib.suppress(OSError):
                 fcntl.flock(lock, fcntl.LOCK_EX)
