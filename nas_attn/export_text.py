@@ -260,6 +260,8 @@ def docstring(arch: UNetArch, meta: Mapping[str, Any], uses_timm: bool) -> str:
         "    # predict() preprocesses, then runs a sliding window (INFERENCE: patch size,",
         "    # overlap, Gaussian weights) on images larger than the training patch;",
         "    # tta=True averages all flips (not for lateralised left/right classes).",
+        "    # Give volumes at INFERENCE['spacing'] (mm, where training knew one): this file",
+        "    # does not resample; `nas-attn predict` does, and maps masks back.",
     ]
     text = "\n".join(l.rstrip() for l in lines)
     if '"' in text or "\\" in text:  # cannot happen with sanitised parts; never emit it anyway
