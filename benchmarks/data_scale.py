@@ -301,7 +301,7 @@ def main() -> None:
     on_peaks = {n: p["VmHWM"] for n, m, _, p, _ in rows if m == "on"}
     off_peaks = {n: p["VmHWM"] for n, m, _, p, _ in rows if m == "off"}
     print()
-    print(f"dataset sizes (decoded): " + ", ".join(f"{n} {gbs[n]:.2f} GB" for n in sizes))
+    print("dataset sizes (decoded): " + ", ".join(f"{n} {gbs[n]:.2f} GB" for n in sizes))
     print("peak resident, cache:  " + ", ".join(f"{n} {v / 2**20:.0f} MB" for n, v in
                                                 on_peaks.items())
           + f"  (full / small {on_peaks['full'] / on_peaks['small']:.2f} x)")

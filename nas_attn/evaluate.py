@@ -1,7 +1,8 @@
 """Score a trained model on a labelled folder: the pooled Dice of `nas_attn.train.metrics` (the
 score the search optimises), IoU, HD95 per class, and per-image Dice.
 
-The folder is decoded like a training folder (`nas_attn.data.load_folder`: same readers), its
+The folder is decoded like a training folder (same readers; a 3D folder through the
+preprocessed cache, `nas_attn.data.cache.open_folder`, each case on its own grid), its
 images normalised with the settings the model was trained with, and every sample is predicted like validation during training
 (`nas_attn.models.infer.predict_logits`: one pass, or a sliding window beyond the training patch), so a
 `nas-attn train` checkpoint evaluated on its own validation images gives its validation Dice.
@@ -43,13 +44,10 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, *, tta: bool = Fals
     voxel spacing, else pixels: `hd95_unit`), `dice_per_image`,
     `images`, `classes`, `class_names` and `per_image` ({name, dice per class}).
     """
-    from .data import cache, load_folder
+    from .data.cache import open_folder
 
     arch = loaded.arch
-    if cache.wants_cache("auto", Path(folder), arch.spatial_dims):  # 3D: one case in memory
-        data = cache.open_cached(Path(folder), arch.spatial_dims, None, resample=False)
-    else:
-        data = load_folder(folder, spatial_dims=arch.spatial_dims)
+    data = open_folder(Path(folder), arch.spatial_dims, resample=False)  # 3D: one case at a time
     if data.in_channels != arch.in_channels:
         raise DataError(f"{folder}: images have {data.in_channels} channels, the model takes "
                         f"{arch.in_channels}")

@@ -356,19 +356,20 @@ def predict_array(loaded: LoadedModel, image: np.ndarray, *, tta: bool = False,
     the arg max (`nas_attn.data.resample`), so the mask lies on the input's grid."""
     from .data import resample as RS
 
-    target = loaded.spacing
     image = np.asarray(image)  # a cached case is read here
     aux = None if aux is None else np.asarray(aux)
     shape = tuple(image.shape[1:])
-    if target is None or spacing is None or RS.close(spacing, target):
-        x = loaded.normalise(image)
-        a = None if aux is None else loaded.normalise(aux, "aux")
-        return predict_normalised(loaded, x, aux=a, tta=tta, batch=batch)[0]
-    x = loaded.normalise(RS.resample_image(image, spacing, target))
-    a = None if aux is None else loaded.normalise(RS.resample_image(aux, spacing, target), "aux")
+    target = loaded.spacing
+    resample = target is not None and spacing is not None and not RS.close(spacing, target)
+    if resample:
+        image = RS.resample_image(image, spacing, target)
+        aux = None if aux is None else RS.resample_image(aux, spacing, target)
+    x = loaded.normalise(image)
+    a = None if aux is None else loaded.normalise(aux, "aux")
     out, is_probs = predict_logits(loaded.model, x, patch_size=loaded.patch_size,
                                    overlap=loaded.overlap, aux=a, tta=tta, batch=batch)
-    out = RS.scores_to_shape(out, shape)
+    if resample:
+        out = RS.scores_to_shape(out, shape)
     return labels_from_output(out, is_probs).cpu().numpy()[0]
 
 

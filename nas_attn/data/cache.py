@@ -193,19 +193,16 @@ def _apply(raw: np.ndarray, scale: dict) -> np.ndarray:
 
 
 class FgIndex:
-    """One class's foreground voxel indices of a case, read one at a time from the cache."""
+    """One class's foreground voxel indices of a case, read one at a time from the cache (a
+    slice of the case's `CachedArray` of indices)."""
 
-    __slots__ = ("path", "start", "size")
+    __slots__ = ("array", "start", "size")
 
-    def __init__(self, path: Path, start: int, size: int):
-        self.path, self.start, self.size = Path(path), int(start), int(size)
+    def __init__(self, array: CachedArray, start: int, size: int):
+        self.array, self.start, self.size = array, int(start), int(size)
 
     def __getitem__(self, j: int) -> int:
-        mm = np.load(self.path, mmap_mode="r")
-        try:
-            return int(mm[self.start + int(j)])
-        finally:
-            del mm
+        return int(self.array[self.start + int(j)])
 
 
 # ----- writing ------------------------------------------------------------------------------
@@ -309,7 +306,8 @@ def _key(root: Path, spatial_dims: int | None, resample) -> str:
     from .folder import _signature
 
     text = json.dumps({"v": CACHE_VERSION, "root": str(root), "dims": spatial_dims,
-                       "resample": "median" if resample is True else resample,
+                       "resample": "median" if resample is True else
+                       list(resample) if isinstance(resample, tuple) else resample,
                        "sig": _signature(root)}, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -399,8 +397,13 @@ def _segdata(folder: Path, manifest: dict) -> SegData:
         class_names=rep.get("class_names"), splits=rep.get("splits"), source=str(
             manifest["source"]),
         spacings=None if any(s is None for s in spacings) else [tuple(s) for s in spacings],
-        fg=[[FgIndex(folder / c["fg"]["file"], start, n) for _, start, n in c["fg"]["classes"]]
-            for c in cases])
+        fg=[_fg_index(folder, c["fg"]) for c in cases])
+
+
+def _fg_index(folder: Path, e: dict) -> list[FgIndex]:
+    total = sum(n for _, _, n in e["classes"])
+    array = CachedArray(folder / e["file"], (total,), np.dtype(np.int64).str)
+    return [FgIndex(array, start, n) for _, start, n in e["classes"]]
 
 
 _OPEN: dict[str, SegData] = {}
@@ -412,7 +415,7 @@ def open_cached(root: Path, spatial_dims: int | None, cache_dir: str | None,
     has none (module docstring; `resample` as `check.scan_folder`'s: True, the median spacing).
     Raises DataError (the folder's problems, or a damaged cache)."""
     root = Path(root).expanduser().resolve()
-    key = _key(root, spatial_dims, list(resample) if isinstance(resample, tuple) else resample)
+    key = _key(root, spatial_dims, resample)
     base = cache_root(cache_dir)
     final = base / f"{folder_name(root.name, default='data')}-{key}"
     hit = _OPEN.get(str(final))
@@ -434,6 +437,18 @@ def open_cached(root: Path, spatial_dims: int | None, cache_dir: str | None,
     data = _segdata(final, _read_manifest(final, key))
     _OPEN[str(final)] = data
     return data
+
+
+def open_folder(root: Path, spatial_dims: int | None, *, mode: str = "auto",
+                cache_dir: str | None = None, resample: bool | tuple[float, ...] = True
+                ) -> SegData:
+    """A dataset folder, through the cache where `mode` says so (`wants_cache`), else decoded
+    into memory (`folder.load_folder`); `resample` as `check.scan_folder`'s."""
+    from .folder import load_folder
+
+    if wants_cache(mode, Path(root), spatial_dims):
+        return open_cached(Path(root), spatial_dims, cache_dir, resample)
+    return load_folder(root, spatial_dims=spatial_dims, resample=resample)
 
 
 def clear() -> None:

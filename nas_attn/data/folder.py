@@ -47,8 +47,10 @@ def _unchanged_by(rep: FolderReport, resample) -> bool:
     spacing (or none) across the cases, and, for a given target, that one."""
     from .resample import close
 
-    if rep.spacing_min != rep.spacing_max or rep.spacing_min is None:
-        return rep.spacing_min is None
+    if rep.spacing_min is None:  # no spacing: nothing to resample
+        return True
+    if rep.spacing_min != rep.spacing_max:
+        return False
     return not isinstance(resample, tuple) or close(rep.spacing_min, resample)
 
 

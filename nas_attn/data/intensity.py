@@ -36,7 +36,6 @@ from .segdata import SegData
 
 MODES = ("auto", "dataset", "image", "none")
 SAMPLE_PER_IMAGE = 200_000
-_DEFAULT_PCT = (0.5, 99.5)
 """At most this many finite values per image and channel go into the dataset percentiles."""
 
 
@@ -68,12 +67,19 @@ def image_range(channel, low: float | None = None, high: float | None = None
     return float(lo), (float(hi) if hi > lo else float(v.max()))
 
 
+def _default_percentiles() -> tuple[float, float]:
+    """What the preprocessed cache computed its per-case `dataset` ranges with."""
+    from ..models.infer import HIGH_PERCENTILE, LOW_PERCENTILE
+
+    return LOW_PERCENTILE, HIGH_PERCENTILE
+
+
 def _channel_range(arrays: list, c: int, low: float, high: float) -> tuple[float, float]:
     """(lowest per-image `low` percentile, highest per-image `high` percentile) of channel c."""
     lows, highs = [], []
     for a in arrays:
         cached = getattr(a, "dataset_range", None)  # a CachedArray knows its range
-        r = cached(c) if cached is not None and (low, high) == _DEFAULT_PCT else \
+        r = cached(c) if cached is not None and (low, high) == _default_percentiles() else \
             image_range(a[c], low, high)
         if r is not None:
             lows.append(r[0])

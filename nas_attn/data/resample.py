@@ -63,6 +63,15 @@ def plan_target(spacings: Sequence[tuple[float, ...] | None], files: Sequence[st
     return target
 
 
+def common_spacing(data) -> list[float] | None:
+    """The one voxel spacing of `data`'s samples (a `SegData`; equal within `TOLERANCE`, as
+    training data is after `load_data`), else None."""
+    sp = getattr(data, "spacings", None)
+    if not sp or any(s is None for s in sp) or not all(close(s, sp[0]) for s in sp):
+        return None
+    return [float(v) for v in sp[0]]
+
+
 def new_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]
               ) -> tuple[int, ...]:
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))

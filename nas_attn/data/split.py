@@ -27,7 +27,6 @@ from ..errors import DataError
 from .builtin import make_builtin
 from .config import DataConfig
 from . import folder
-from .folder import load_folder
 from .intensity import fit_normalisation, normalise
 from .segdata import SegData
 
@@ -92,11 +91,9 @@ def _source_data(cfg: DataConfig) -> SegData:
     if not path.exists():
         raise DataError(f"data source {cfg.source!r}: no such folder "
                         "(accepted: 'builtin', 'builtin3d' or a folder with images/ and masks/)")
-    from . import cache
+    from .cache import open_folder
 
-    if cache.wants_cache(cfg.cache, path, cfg.spatial_dims):
-        return cache.open_cached(path, cfg.spatial_dims, cfg.cache_dir)
-    return load_folder(path, spatial_dims=cfg.spatial_dims, resample=True)
+    return open_folder(path, cfg.spatial_dims, mode=cfg.cache, cache_dir=cfg.cache_dir)
 
 
 def load_data(cfg: DataConfig) -> tuple[SegData, SegData]:
@@ -160,14 +157,12 @@ def load_test(cfg: DataConfig) -> SegData | None:
 def _test_folder(path: Path, train: SegData, cfg: DataConfig) -> SegData:
     """A separate test folder, through the cache where the training data would be, and at the
     training data's spacing (validation is scored so too)."""
-    from . import cache
-    from .resample import close
+    from .cache import open_folder
+    from .resample import common_spacing
 
-    sp = train.spacings
-    target = tuple(sp[0]) if sp and all(close(s, sp[0]) for s in sp) else False
-    if cache.wants_cache(cfg.cache, path, train.spatial_dims):
-        return cache.open_cached(path, train.spatial_dims, cfg.cache_dir, target)
-    return load_folder(path, spatial_dims=train.spatial_dims, resample=target)
+    target = common_spacing(train)
+    return open_folder(path, train.spatial_dims, mode=cfg.cache, cache_dir=cfg.cache_dir,
+                       resample=tuple(target) if target else False)
 
 
 def clear_cache() -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
+from ..data.resample import common_spacing
 from ..device import Runtime, is_oom, release_memory, seed_everything
 from ..errors import DivergedError, OutOfMemoryError, TrainingError
 from .checkpoint import save_checkpoint, state_dict_cpu
@@ -369,17 +370,6 @@ class _Run:
                 "data_config": _cfg_key(self.data_cfg),
                 "patch_size": list(self.patch_size) if self.patch_size else None,
                 "normalisation": self.normalisation, "spacing": self.spacing}
-
-
-def common_spacing(data) -> list[float] | None:
-    """The one voxel spacing of `data`'s samples (equal within `resample.TOLERANCE`, as
-    `load_data` makes them), else None."""
-    from ..data.resample import close
-
-    sp = getattr(data, "spacings", None)
-    if not sp or any(s is None for s in sp) or not all(close(s, sp[0]) for s in sp):
-        return None
-    return [float(v) for v in sp[0]]
 
 
 def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runtime, out_dir,
