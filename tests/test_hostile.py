@@ -780,3 +780,19 @@ def test_export_of_a_failed_trial_uses_the_checkpoint_it_left(tmp_path, cli, mon
     assert (tmp_path / "e" / "weights.pt").is_file()
     meta = json.loads((tmp_path / "e" / "meta.json").read_text())
     assert "kept on disk" in meta["weights_note"]
+
+
+def test_an_interrupt_inside_a_storage_write_is_an_interrupt_not_a_storage_failure():
+    """optuna wraps a KeyboardInterrupt raised inside SQLAlchemy in a StorageInternalError;
+    Ctrl-C / SIGTERM during a write must still end as an interruption (exit 130)."""
+    import optuna
+
+    from nas_attn.search.study import storage_errors
+
+    with pytest.raises(KeyboardInterrupt):
+        with storage_errors("sqlite:///x.db"):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as e:
+                raise optuna.exceptions.StorageInternalError("An exception is raised "
+                                                             "during the commit.") from e

@@ -327,11 +327,20 @@ def storage_errors(storage):
         # the trial stays RUNNING and `assert False, "Should not reach."` replaces the error
         if not is_storage_error(e.__context__):
             raise
+        _reraise_interrupt(e)
         raise storage_error(e.__context__, storage) from None
     except Exception as e:
         if not is_storage_error(e):
             raise
+        _reraise_interrupt(e)
         raise storage_error(e, storage) from None
+
+
+def _reraise_interrupt(e: BaseException) -> None:
+    """A storage write cut by Ctrl-C / SIGTERM (optuna wraps the KeyboardInterrupt raised
+    inside SQLAlchemy in a StorageInternalError) is an interruption, not a storage failure."""
+    if any(isinstance(x, KeyboardInterrupt) for x in _chain(e)):
+        raise KeyboardInterrupt from None
 
 
 def study_names(storage) -> list[str]:
