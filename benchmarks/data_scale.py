@@ -10,7 +10,7 @@ time, and training throughput from the cache against the in-memory path.
    sixth of the cases, and a small one that fits in memory.
 2. In child processes (their peak resident memory, VmHWM, read from /proc while they run, and
    the anonymous part, RssAnon, which is what the process itself holds):
-   - a short training (`nas_attn.train.train`: 1 epoch of 32 patches of 64³, batch 2, 2
+   - a short training (`nas_attn.training.train`: 1 epoch of 32 patches of 64³, batch 2, 2
      validation volumes selected by name) on the small, the sixth and the full folder through the
      cache, and on the small and the sixth folder in memory (the full one would not fit the
      cap: the in-memory path holds about 4.7 × the raw arrays);
@@ -121,7 +121,7 @@ CHILD_TRAIN = """
 import json, sys, time
 from nas_attn.arch import UNetArch
 from nas_attn.data import DataConfig, load_data
-from nas_attn.train import TrainConfig, train
+from nas_attn.training import TrainConfig, train
 src, mode, dims = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t0 = time.perf_counter()
 dc = DataConfig(source=src, cache=mode, patch_size=[64 if dims == 3 else 128],

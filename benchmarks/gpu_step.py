@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas_attn.arch import AttnSpec, UNetArch  # noqa: E402
 from nas_attn.models import tokens  # noqa: E402
 from nas_attn.device import Runtime  # noqa: E402
-from nas_attn.train import SegLoss, TrainConfig  # noqa: E402
-from nas_attn.train.loop import make_optimizer  # noqa: E402
+from nas_attn.training import SegLoss, TrainConfig  # noqa: E402
+from nas_attn.training.optim import make_optimizer  # noqa: E402
 from nas_attn.unet import build_unet  # noqa: E402
 
 NO_KERNEL = {
@@ -171,7 +171,7 @@ def cuda_throughput(arch: UNetArch, runtime: Runtime, size: int, batch: int, ste
     from torch.utils.flop_counter import FlopCounterMode
 
     from nas_attn.data import DataConfig, load_data
-    from nas_attn.train import train
+    from nas_attn.training import train
 
     step = Step(arch, runtime, "fused", batch, size)
     with FlopCounterMode(display=False) as fc:

@@ -6,7 +6,7 @@ training does? And what does the supernet cost against one stand-alone training?
 
 In one run, on one data set and one macro:
 1. phase 1: the supernet of a space (every family the site allows, `--space` or the built-in
-   one below) trained once (`nas_attn.search.oneshot`), in a process of its own;
+   one below) trained once (`nas_attn.searching.oneshot`), in a process of its own;
 2. phase 2: `--trials` placements scored by Optuna (TPE) with inherited weights;
 3. `--top` distinct placements from the top of phase 2 and `--random` placements drawn uniformly
    from the supernet's choices (also scored with inherited weights), each trained stand-alone
@@ -74,7 +74,7 @@ def phase_1(space: str, runs: str, data: str | None, study: str = "fidelity") ->
     _one_thread()
     import optuna
 
-    from nas_attn.search.run import SearchRequest, open_search, prepare_oneshot
+    from nas_attn.searching.run import SearchRequest, open_search, prepare_oneshot
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0, c0 = time.perf_counter(), _cpu_s()
@@ -92,7 +92,7 @@ def phase_2(space: str, runs: str, data: str | None, trials: int, extra: list[st
     import optuna
 
     from nas_attn.arch import UNetArch
-    from nas_attn.search.run import SearchRequest, open_search, run_search
+    from nas_attn.searching.run import SearchRequest, open_search, run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = open_search(SearchRequest(space=space, runs_dir=Path(runs), study=study, data=data,
@@ -120,11 +120,11 @@ def standalone(space: str, runs: str, data: str | None, arch_json: str, seed: in
     _one_thread()
     from nas_attn.arch import UNetArch
     from nas_attn.data import load_data
-    from nas_attn.search.finalize import full_budget
-    from nas_attn.search.oneshot.objective import training_defaults
-    from nas_attn.search.run import data_config
-    from nas_attn.search.space import load_space
-    from nas_attn.train import TrainConfig, train
+    from nas_attn.searching.finalize import full_budget
+    from nas_attn.searching.oneshot.objective import training_defaults
+    from nas_attn.searching.run import data_config
+    from nas_attn.searching.space_files import load_space
+    from nas_attn.training import TrainConfig, train
 
     sp = load_space(space)
     cfg_data = data_config(sp, data)
@@ -141,11 +141,11 @@ def standalone(space: str, runs: str, data: str | None, arch_json: str, seed: in
 def random_placements(space_path: str, data: str | None, n: int, seed: int) -> list[str]:
     """`n` distinct placements drawn uniformly (per site, uniformly among its choices)."""
     from nas_attn.data import load_data
-    from nas_attn.search.oneshot.choices import (discrete_space, macro_arch, macro_plan,
+    from nas_attn.searching.oneshot.choices import (discrete_space, macro_arch, macro_plan,
                                                  site_specs)
-    from nas_attn.search.run import data_config
-    from nas_attn.search.sampling import DataInfo
-    from nas_attn.search.space import load_space
+    from nas_attn.searching.run import data_config
+    from nas_attn.searching.sampling import DataInfo
+    from nas_attn.searching.space_files import load_space
 
     sp, _ = discrete_space(load_space(space_path))
     d, _ = load_data(data_config(sp, data))
@@ -164,7 +164,7 @@ def random_placements(space_path: str, data: str | None, n: int, seed: int) -> l
 
 
 def _rank_stats(x, y):
-    from nas_attn.search.finalize import kendall, spearman
+    from nas_attn.searching.verdict import kendall, spearman
 
     return spearman(x, y), kendall(x, y)
 

@@ -73,7 +73,7 @@ def throughput(workers: int, trials: int, tmp: Path, tag: str = "",
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)  # ... or at most this many threads
     subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=d)
-    from nas_attn.search.study import open_storage
+    from nas_attn.searching.study import open_storage
 
     study = optuna.load_study(study_name="tp", storage=open_storage(journal, d / "runs"))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -115,7 +115,7 @@ def default_like_space(tmp: Path) -> Path:
     """The default space with a tiny training budget: its storage pattern, not its compute."""
     import yaml
 
-    from nas_attn.search.space import SPACES_DIR
+    from nas_attn.searching.space import SPACES_DIR
 
     doc = yaml.safe_load((SPACES_DIR / "default.yaml").read_text())
     doc["budget"] = {**doc["budget"], "samples_per_epoch": 4}
@@ -132,7 +132,7 @@ def default_like_space(tmp: Path) -> Path:
 
 def storage_ms_per_trial(url: str, space: Path, runs: Path, trials: int) -> tuple[float, float]:
     """(ms in storage calls per trial, calls per trial) for `trials` trials in-process."""
-    from nas_attn.search.run import SearchRequest, open_search, run_search
+    from nas_attn.searching.run import SearchRequest, open_search, run_search
 
     session = open_search(SearchRequest(space=space, storage=url, runs_dir=runs,
                                         study="storage", device="cpu"))
@@ -144,7 +144,7 @@ def storage_ms_per_trial(url: str, space: Path, runs: Path, trials: int) -> tupl
 
 def reference_trial_s(runs: Path) -> float:
     """Seconds of one real default-space trial (the plain UNet baseline), SQLite."""
-    from nas_attn.search.run import SearchRequest, open_search, run_search
+    from nas_attn.searching.run import SearchRequest, open_search, run_search
 
     session = open_search(SearchRequest(space="default", runs_dir=runs, study="reference",
                                         device="cpu"))
@@ -163,7 +163,7 @@ def main() -> None:
     ap.add_argument("--reference-trial-s", type=float, default=None)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="nas_attn_parallel_"))
-    from nas_attn.search.workers import cpu_cores
+    from nas_attn.searching.slots import cpu_cores
 
     cores = cpu_cores()
     print(f"CPU cores: {cores} (shared machine: absolute numbers are noisy)")

@@ -10,7 +10,7 @@ Per dataset and seed, on one CPU thread each:
 - reference: a plain-PyTorch script (its own UNet of widths 16..256, depth 4; CE + batch soft
   Dice; AdamW; OneCycleLR; `steps` steps of `batch` whole training images; no augmentation;
   last weights). It imports nothing from nas_attn.
-- nas-attn: the same plain UNet (`UNetArch`, no attention) through `nas_attn.train.train` with
+- nas-attn: the same plain UNet (`UNetArch`, no attention) through `nas_attn.training.train` with
   the default `TrainConfig` / `DataConfig`; only the number of epochs is set so that it sees as
   many training samples as the reference (steps x batch). It may keep its best epoch on val.
 
@@ -172,7 +172,7 @@ def _parse_sets(items: list[str]) -> tuple[dict, dict]:
 def nas_run(sp: dict, budget: int, seed: int, train_kw: dict, data_kw: dict):
     from nas_attn.arch import UNetArch
     from nas_attn.data import DataConfig, load_data, load_test
-    from nas_attn.train import TrainConfig, train
+    from nas_attn.training import TrainConfig, train
 
     split = ({"test_source": str(sp["test_root"])} if sp["test_root"] != sp["root"] else
              {"val_pattern": sp["val_pattern"], "test_pattern": sp["test_pattern"]})

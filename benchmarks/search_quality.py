@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optuna  # noqa: E402
 
-from nas_attn.search.finalize import finalize  # noqa: E402
-from nas_attn.search.run import SearchRequest, open_search, run_search  # noqa: E402
+from nas_attn.searching.finalize import finalize  # noqa: E402
+from nas_attn.searching.run import SearchRequest, open_search, run_search  # noqa: E402
 
 
 def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: int,
@@ -86,7 +86,7 @@ def space_without_time_limit(space: str, runs: Path) -> str:
     epochs whatever else runs on the machine, so the figures are reproducible."""
     import yaml
 
-    from nas_attn.search.space import resolve_space_path
+    from nas_attn.searching.space_files import resolve_space_path
 
     raw = yaml.safe_load(resolve_space_path(space).read_text())
     if not (raw.get("budget") or {}).pop("max_time_s", None):

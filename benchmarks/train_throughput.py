@@ -8,7 +8,7 @@
    interleaved in rounds in the same process (target ratio >= 0.95).
 2. achieved GFLOP/s of that step (FLOPs counted with `FlopCounterMode`) as a share of this
    machine's float32 matmul rate (a big `torch.mm`) measured in the same run.
-3. `nas_attn.train.train` on the real nuclei tiles (rows 0-2 train, row 3 validation) with the
+3. `nas_attn.training.train` on the real nuclei tiles (rows 0-2 train, row 3 validation) with the
    real loaders: validation Dice (target >= 0.92 in about two minutes of CPU), the share of
    training-step time spent waiting for data (target < 5 %), and the loop's images/s against
    the bare step's.
@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas_attn.arch import UNetArch  # noqa: E402
-from nas_attn.train import SegLoss, TrainConfig, train  # noqa: E402
+from nas_attn.training import SegLoss, TrainConfig, train  # noqa: E402
 from nas_attn.unet import build_unet  # noqa: E402
 
 NUCLEI = Path("/work/shared/data/dsb2018-nuclei")

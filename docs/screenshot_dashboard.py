@@ -43,7 +43,7 @@ def answers(port: int) -> bool:
 
 
 def study_id(runs: Path, name: str) -> int:
-    from nas_attn.search.study import open_storage
+    from nas_attn.searching.study import open_storage
 
     return open_storage(None, runs).get_study_id_from_name(name)
 

@@ -9,6 +9,11 @@ half-written. Write to a temporary name in the target's folder, then rename over
 - A write that fails for lack of space (ENOSPC, a disk quota) raises `DiskFullError` naming the
   target, after the partial temporary file is closed and removed (so its space is free again);
   the file it would have replaced is kept.
+
+DESIGN (keep): every file nas-attn writes for the user goes through this module (or
+`AtomicGroup` for a folder of files that must change together, as an export does), so an
+interruption, a kill or a full disk never leaves a truncated checkpoint, model.py or JSON
+that a later run would trust.
 """
 from __future__ import annotations
 

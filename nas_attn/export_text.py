@@ -18,7 +18,7 @@ import numbers
 import re
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from . import __version__
+from .version import __version__
 from .errors import NasAttnError
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ _META_CHARS = re.compile(r"[^A-Za-z0-9 _\-\.:/@+=,;()\[\]%~#*]")
 # the standard library modules copied code may import (the sliding window uses "functools",
 # "itertools", "collections"; load() hashes the weights file with the last three)
 STDLIB = ("math", "typing", "functools", "itertools", "collections", "hashlib", "io", "pathlib")
-TAIL_IMPORTS = ("import hashlib", "import io", "import pathlib")
 BASE_IMPORTS = ("torch",) + STDLIB
 _FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "open", "globals", "locals",
                     "breakpoint", "input"}
@@ -194,34 +193,12 @@ def arch_literal(kw: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def docstring(arch: UNetArch, meta: Mapping[str, Any], uses_timm: bool) -> str:
-    from . import registry
-
+def _usage_lines(arch: UNetArch) -> list[str]:
+    """The docstring's usage examples, with this architecture's channels and dimensions."""
     dims = arch.spatial_dims
     spatial = "H, W" if dims == 2 else "D, H, W"
     example = "64, 64" if dims == 2 else "32, 32, 32"
-    lines = [
-        f"Standalone {dims}D attention UNet exported by nas-attn {__version__}.",
-        "",
-        f"Needs only {'torch and timm' if uses_timm else 'torch'}, not nas_attn. Generated "
-        "code: edit the search, not this file.",
-    ]
-    if uses_timm:
-        import timm
-
-        what = " and ".join(w for w, used in (
-            ("its encoder", arch.encoder_name != "unet"),
-            ("some attention layers", any(s.name and registry.get_info(s.name).family == "timm"
-                                          for _, s in arch.sites()))) if used)
-        version = sanitize_text(getattr(timm, "__version__", "?"), 20)
-        lines += [
-            f"timm: {what} come from timm (exported with timm {version}); another timm version",
-            "may build different layers, and then the weights will not load.",
-        ]
-    lines += ["", "Architecture:"] + ["    " + sanitize_text(l, 200, keep_spaces=True) for l in
-                                      arch.describe().splitlines()]
-    if meta:
-        lines += [""] + _meta_lines(meta)
+    lines: list[str] = []
     aux = ""
     if arch.aux_channels:
         aux = f"aux = torch.randn(1, {arch.aux_channels}, {example})  # auxiliary modality"
@@ -263,6 +240,38 @@ def docstring(arch: UNetArch, meta: Mapping[str, Any], uses_timm: bool) -> str:
         "    # Give volumes at INFERENCE['spacing'] (mm, where training knew one): this file",
         "    # does not resample; `nas-attn predict` does, and maps masks back.",
     ]
+    return lines
+
+
+def docstring(arch: UNetArch, meta: Mapping[str, Any], uses_timm: bool) -> str:
+    """model.py's module docstring: what it is, what it needs, the architecture, the export's
+    metadata and how to use it (only sanitised text: no quotes or backslashes)."""
+    from . import registry
+
+    dims = arch.spatial_dims
+    lines = [
+        f"Standalone {dims}D attention UNet exported by nas-attn {__version__}.",
+        "",
+        f"Needs only {'torch and timm' if uses_timm else 'torch'}, not nas_attn. Generated "
+        "code: edit the search, not this file.",
+    ]
+    if uses_timm:
+        import timm
+
+        what = " and ".join(w for w, used in (
+            ("its encoder", arch.encoder_name != "unet"),
+            ("some attention layers", any(s.name and registry.get_info(s.name).family == "timm"
+                                          for _, s in arch.sites()))) if used)
+        version = sanitize_text(getattr(timm, "__version__", "?"), 20)
+        lines += [
+            f"timm: {what} come from timm (exported with timm {version}); another timm version",
+            "may build different layers, and then the weights will not load.",
+        ]
+    lines += ["", "Architecture:"] + ["    " + sanitize_text(l, 200, keep_spaces=True) for l in
+                                      arch.describe().splitlines()]
+    if meta:
+        lines += [""] + _meta_lines(meta)
+    lines += _usage_lines(arch)
     text = "\n".join(l.rstrip() for l in lines)
     if '"' in text or "\\" in text:  # cannot happen with sanitised parts; never emit it anyway
         raise ExportError("internal error: docstring text contains quotes or backslashes")
@@ -394,62 +403,3 @@ def _finite(v: Any, name: str) -> float:
     if f != f or f in (float("inf"), float("-inf")):
         raise ExportError(f"{name}: expected a finite number, got {v!r}")
     return f
-
-
-# model.py after its literals: __NET__ is UNet or TimmUNet, __SIZE__ the example input size
-TAIL = '''
-def build_model() -> __NET__:
-    """The architecture of this file with freshly initialised weights."""
-    return __NET__(**ARCH, make_attention=make_attention)
-
-
-def load(weights_path, map_location="cpu", check=True) -> __NET__:
-    """The model with the exported weights (a state_dict), in eval mode. The file must be the
-    one exported with this model.py (its SHA-256 is WEIGHTS_SHA256); check=False loads another
-    one knowingly (it must still fit the architecture)."""
-    data = pathlib.Path(weights_path).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if check and WEIGHTS_SHA256 is not None and digest != WEIGHTS_SHA256:
-        raise ValueError(f"{weights_path}: SHA-256 {digest[:12]}... differs from the "
-                         f"{WEIGHTS_SHA256[:12]}... exported with this model.py (weights of "
-                         "another run?); load(path, check=False) to use it anyway")
-    state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    model = build_model()
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def preprocess(image, channels=None, role="image"):
-    """The training normalisation of one image: (C, *spatial), or (*spatial) for one channel,
-    to float32 (C, *spatial), as INFERENCE['normalisation'] says: 'dataset' maps each channel
-    from the training set's INFERENCE['low'] (-> 0) to INFERENCE['high'] (-> 1), clipped
-    ('aux_low' / 'aux_high' with role='aux'); 'image' from the image's own low_percentile to its
-    high_percentile; 'none' keeps the values. Accepts tensors and arrays."""
-    return preprocess_image(image, ARCH["spatial_dims"], channels, INFERENCE, role)
-
-
-def predict(image, model, *, aux=None, tta=False, output="labels", normalise=True, overlap=None,
-            batch=4):
-    """Segment one image: preprocess, then the model once if the image is no larger than the
-    training patch (INFERENCE['patch_size']), else a sliding window with `overlap` and Gaussian
-    weights; `tta=True` averages the probabilities over all flips of the spatial axes.
-
-    image: (C, *spatial) or (*spatial), raw intensities (normalise=False: already normalised).
-    aux: the auxiliary modality (C_aux, *spatial) when ARCH['aux_channels'] > 0.
-    output: 'labels' -> (*spatial) int64 class ids; 'probabilities' -> (K, *spatial) softmax
-    (sigmoid for K == 1); 'logits' -> (K, *spatial) (not with tta).
-    Runs on the device of the model's parameters.
-    """
-    return predict_image(image, model, ARCH, INFERENCE, aux=aux, tta=tta, output=output,
-                         normalise=normalise, overlap=overlap, batch=batch)
-
-
-if __name__ == "__main__":
-    model = build_model().eval()
-    x = torch.randn(1, ARCH["in_channels"], *[__SIZE__] * ARCH["spatial_dims"])
-    aux = torch.randn(1, ARCH["aux_channels"], *x.shape[2:]) if ARCH["aux_channels"] else None
-    with torch.no_grad():
-        y = model(x, aux)
-    print(f"{sum(p.numel() for p in model.parameters()):,} parameters; "
-          f"input {tuple(x.shape)} -> logits {tuple(y.shape)}")
-'''

@@ -6,6 +6,12 @@ says its family, kind, dims and residual-ness with class attributes); `register`
 your own. Module signature: `Module(channels, *, spatial_dims, **options)`; paired modules (used
 on skip connections) also take `guide_channels` (the width of the decoder feature coming up from
 the level below) and are called as `forward(x, g)`.
+
+DESIGN (keep): a module's options are read from its constructor's signature
+(`inspect.signature`: keyword-only parameters and their defaults), so a new attention module
+needs no schema of its own, and one validation (`validate_options`) serves spaces, `UNetArch`,
+the CLI and the exporter: a misspelt or out-of-range option fails with one line naming the
+module and what it accepts, wherever it was written.
 """
 from __future__ import annotations
 

@@ -11,15 +11,16 @@ import pytest
 import nas_attn as na
 
 PUBLIC = ["AttnSpec", "BlockSpec", "NasAttnError", "UNetArch", "__version__", "build_unet",
-          "create_attention", "export", "list_attention", "load_model", "load_space",
-          "register", "search", "train"]
+          "create_attention", "evaluate", "export", "finalize", "list_attention", "load_model",
+          "load_space", "predict", "register", "search", "train"]
 
 
 def test_public_names_resolve():
     assert sorted(na.__all__) == sorted(PUBLIC)
     for name in PUBLIC:
         assert getattr(na, name) is not None
-    for fn in ("search", "train", "export", "load_model", "build_unet", "create_attention"):
+    for fn in ("search", "finalize", "train", "export", "load_model", "predict", "evaluate",
+               "build_unet", "create_attention"):
         assert callable(getattr(na, fn)), fn
     with pytest.raises(AttributeError, match="public names are"):
         na.no_such_thing  # noqa: B018
@@ -35,16 +36,38 @@ def test_import_loads_nothing_heavy():
     assert out.stdout.strip() == "[]"
 
 
-def test_submodules_stay_importable_beside_the_callables():
-    import nas_attn.train as T
-    from nas_attn.search.run import SearchRequest
+def test_verbs_are_plain_functions_with_explicit_signatures():
+    """`na.search`, `na.train`, ... are functions (not callable modules) whose signature and
+    help name every option: no `**kwargs` pass-through, a docstring each, and importing every
+    subpackage does not shadow them (no module carries a public function's name)."""
+    import inspect
+    import pkgutil
 
-    assert T is na.train and T.TrainConfig().epochs >= 1 and SearchRequest().space == "default"
-    assert na.export.render_model_py  # the module, callable as na.export(...)
+    import nas_attn
+    import nas_attn.evaluation  # noqa: F401  the nouns beside the verbs
+    import nas_attn.exporting  # noqa: F401
+    import nas_attn.prediction  # noqa: F401
+    import nas_attn.searching.run  # noqa: F401
+    import nas_attn.training  # noqa: F401
+
+    verbs = ("search", "finalize", "train", "export", "load_model", "predict", "evaluate")
+    for name in verbs:
+        fn = getattr(na, name)
+        assert inspect.isfunction(fn) and fn.__module__ == "nas_attn.api", name
+        kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
+        assert inspect.Parameter.VAR_KEYWORD not in kinds, name
+        assert inspect.Parameter.VAR_POSITIONAL not in kinds, name
+        assert len(inspect.getdoc(fn) or "") > 80, name
+    modules = {m.name.rsplit(".", 1)[-1] for m in pkgutil.walk_packages(
+        nas_attn.__path__, "nas_attn.", onerror=lambda _: None) if m.name.count(".") == 1}
+    assert not modules & set(nas_attn.__all__), modules & set(nas_attn.__all__)
+    assert "trials" in inspect.signature(na.search).parameters
+    with pytest.raises(TypeError, match="trails"):
+        na.search("smoke", trails=3)
 
 
 def test_open_search_leaves_the_request_alone(tmp_path, session, write_space, tiny_space):
-    from nas_attn.search.run import SearchRequest, open_search
+    from nas_attn.searching.run import SearchRequest, open_search
 
     session(data="builtin")  # study "t" remembers --data builtin
     req = SearchRequest(space=write_space(tiny_space), runs_dir=tmp_path / "runs", study="t")
@@ -58,8 +81,8 @@ def test_trials_record_their_resolved_configs_and_retraining_replays_them(sessio
     """A one-element list in a space's training section is recorded with the trial (the
     sampler never sees it) and `train --from-study` runs exactly the trial's configuration,
     with the full budget instead of the trial's."""
-    from nas_attn.search.finalize import full_budget, retrain_recipe
-    from nas_attn.search.run import run_search
+    from nas_attn.searching.finalize import full_budget, retrain_recipe
+    from nas_attn.searching.run import run_search
 
     text = tiny_space.replace("training: {batch_size: 4, lr: 0.005}",
                               "training: {batch_size: [4], lr: [0.004], ce_weight: 0.5}")
@@ -87,7 +110,7 @@ def test_trials_record_their_resolved_configs_and_retraining_replays_them(sessio
 def test_retraining_a_trial_of_an_older_study(session):
     """Trials that recorded no train_config: the sampled train.* values and the space's fixed
     training values, as before."""
-    from nas_attn.search.finalize import retrain_recipe
+    from nas_attn.searching.finalize import retrain_recipe
 
     s = session()
     arch = na.UNetArch(depth=1, widths=(4, 8))
@@ -112,8 +135,14 @@ def test_readme_example_uses_only_public_names():
 
     used = {n.attr for n in ast.walk(ast.parse(_readme_example())) if isinstance(n, ast.Attribute)
             and isinstance(n.value, ast.Name) and n.value.id == "na"}
-    assert {"search", "train", "export", "load_model", "load_space"} <= used
+    assert {"search", "finalize", "train", "export", "load_model", "predict", "evaluate",
+            "load_space"} <= used
     assert used <= set(na.__all__), used - set(na.__all__)
+
+
+def _mkdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):
@@ -123,9 +152,23 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     import torch
 
     monkeypatch.chdir(tmp_path)
+    from nas_attn.data.builtin import make_builtin
+
+    full = make_builtin(2)  # the raw values of the built-in set (64 images of 64^2)
+    for k in range(3):  # what a user brings: images to segment, a labelled folder
+        np.save(_mkdir(tmp_path / "scans") / f"s{k}.npy", full.images[k][0])
+        np.save(_mkdir(tmp_path / "labelled" / "images") / f"l{k}.npy", full.images[k][0])
+        np.save(_mkdir(tmp_path / "labelled" / "masks") / f"l{k}.npy",
+                full.masks[k].astype(np.uint8))
     scope: dict = {}
     exec(compile(_readme_example(), "README.md (Python API)", "exec"), scope)
     result, loaded = scope["result"], scope["loaded"]
+    assert [o.error for o in scope["outcomes"]] == [None] * 3
+    assert sorted(p.name for p in (tmp_path / "runs" / "masks").iterdir()) == \
+        [f"s{k}.npy" for k in range(3)]
+    assert 0.0 <= scope["scores"]["dice"] <= 1.0 and scope["scores"]["images"] == 3
+    assert scope["final"]["winner"] is not None or scope["final"]["candidates"]
+    assert scope["study"].user_attrs["finalize"]["top"] == 1
     assert loaded.normalisation == {k: v for k, v in result.inference.items()
                                     if k not in ("patch_size", "overlap", "spacing")}
     assert loaded.spacing is None and result.inference["spacing"] is None  # PNG-like, no mm
@@ -136,9 +179,6 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     x = torch.from_numpy(val.images[0])[None]
     with torch.no_grad():
         want = result.model.cpu()(x).argmax(1)[0].numpy()
-    from nas_attn.data.builtin import make_builtin
-
-    full = make_builtin(2)  # the raw values of the built-in set (64 images of 64^2)
     raw = full.images[full.index_of(val.names[:1])[0]]
     got = loaded.normalise(raw)
     np.testing.assert_allclose(got.cpu().numpy()[0], val.images[0], atol=1e-6)

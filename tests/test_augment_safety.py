@@ -179,7 +179,7 @@ def test_data_check_prints_the_augmentation_decision(tmp_path):
 
 def test_defaults_are_the_measured_recipe():
     """benchmarks/recipe_reference.py measured these: batch 4, no affine / intensity jitter."""
-    from nas_attn.train import TrainConfig
+    from nas_attn.training import TrainConfig
 
     assert TrainConfig().batch_size == 4
     a = AugmentConfig()

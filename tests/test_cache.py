@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nas_attn.data import DataConfig, check_folder, clear_cache, load_data, make_loaders
-from nas_attn.data.cache import CachedArray
+from nas_attn.data.cached_array import CachedArray
 from nas_attn.data.check import scan_folder
 from nas_attn.errors import DataError
 from volumes import write_nifti
@@ -214,8 +214,8 @@ def test_evaluate_reads_a_3d_folder_through_the_cache_and_scores_alike(tmp_path,
 
     from nas_attn.arch import UNetArch
     from nas_attn.data import cache as cache_mod
-    from nas_attn.evaluate import evaluate_folder
-    from nas_attn.predict import LoadedModel
+    from nas_attn.evaluation import evaluate_folder
+    from nas_attn.prediction import LoadedModel
     from nas_attn.unet import build_unet
 
     src = _folder(tmp_path / "d", n=3)

@@ -90,7 +90,7 @@ def full_disk_line(code, out, *words):
 # atomic writes
 def test_atomic_files_get_the_mode_open_would_give(tmp_path):
     from nas_attn.atomic import atomic_write
-    from nas_attn.train.checkpoint import atomic_torch_save
+    from nas_attn.training.checkpoint import atomic_torch_save
 
     old = os.umask(0o022)
     try:
@@ -113,7 +113,7 @@ def test_atomic_files_get_the_mode_open_would_give(tmp_path):
 def test_enospc_keeps_the_old_file_and_removes_the_partial_one(tmp_path, monkeypatch):
     from nas_attn.atomic import atomic_save, atomic_write
     from nas_attn.errors import DiskFullError
-    from nas_attn.train.checkpoint import atomic_torch_save
+    from nas_attn.training.checkpoint import atomic_torch_save
 
     target = tmp_path / "best.pt"
     atomic_write(target, b"the good checkpoint")
@@ -140,7 +140,7 @@ def test_artifact_store_writes_whole_files(tmp_path, monkeypatch):
     import shutil
 
     from nas_attn.errors import DiskFullError
-    from nas_attn.search.run import AtomicArtifactStore
+    from nas_attn.searching.run import AtomicArtifactStore
 
     store = AtomicArtifactStore(tmp_path)
 
@@ -212,7 +212,7 @@ def _failing_commits(monkeypatch, when):
     (the method's name, its positional and keyword arguments after self)."""
     from sqlalchemy.exc import OperationalError
 
-    from nas_attn.search.heartbeat import HeartbeatRDBStorage
+    from nas_attn.searching.heartbeat import HeartbeatRDBStorage
 
     def wrap(name):
         real = getattr(HeartbeatRDBStorage, name)
@@ -279,7 +279,7 @@ def test_storage_full_mid_trial_records_the_trial_failed(tmp_path, cli, monkeypa
 
 
 def test_storage_full_when_the_search_opens(tmp_path, cli, monkeypatch, space_file):
-    from nas_attn.search import run
+    from nas_attn.searching import run
 
     space = space_file()
     runs = tmp_path / "runs"
@@ -297,7 +297,7 @@ def test_storage_full_when_the_search_opens(tmp_path, cli, monkeypatch, space_fi
 
 
 def test_heartbeat_that_cannot_be_written_is_skipped(tmp_path):
-    from nas_attn.search.heartbeat import rdb_storage
+    from nas_attn.searching.heartbeat import rdb_storage
 
     st = rdb_storage(f"sqlite:///{tmp_path / 'h.db'}")
 
@@ -310,7 +310,7 @@ def test_heartbeat_that_cannot_be_written_is_skipped(tmp_path):
 
 def test_optuna_assertion_is_turned_back_into_the_storage_error():
     from nas_attn.errors import DiskFullError, StudyError
-    from nas_attn.search.study import storage_errors
+    from nas_attn.searching.study import storage_errors
 
     def tell_failed(text):
         try:
@@ -334,7 +334,7 @@ def test_optuna_assertion_is_turned_back_into_the_storage_error():
 # --------------------------------------------------------------------------------------------
 # journal files (several workers)
 def test_journal_append_that_fails_leaves_no_partial_line(tmp_path, monkeypatch):
-    from nas_attn.search.study import open_storage
+    from nas_attn.searching.study import open_storage
 
     url = f"journal:{tmp_path / 'j.journal'}"
     storage = open_storage(url)
@@ -395,7 +395,7 @@ def test_workers_stop_on_a_full_disk(tmp_path, space_file):
     out = proc.stdout + proc.stderr
     full_disk_line(proc.returncode, out, f"{FULL}: ", "trial_000", "the search stopped")
     assert proc.returncode == 1 and "restarted" not in out, out
-    from nas_attn.search.study import open_storage
+    from nas_attn.searching.study import open_storage
 
     study = optuna.load_study(study_name="w", storage=open_storage(
         f"journal:{runs / 'nas_attn.journal'}"))
@@ -644,7 +644,7 @@ def test_real_full_disk_workers_keep_the_journal_readable(small_fs, tmp_path, cl
     code, out = cli("search", "--space", space, "--study", "w", "--runs-dir", runs,
                     "--workers", "2", "--trials", "2")
     assert code == 0, out
-    from nas_attn.search.study import open_storage
+    from nas_attn.searching.study import open_storage
 
     study = optuna.load_study(study_name="w", storage=open_storage(
         f"journal:{runs / 'nas_attn.journal'}"))  # readable: no half line glued to another

@@ -17,7 +17,7 @@ import torch
 from nas_attn.arch import AttnSpec as A
 from nas_attn.arch import BlockSpec, UNetArch
 from nas_attn.errors import ArchError, NasAttnError
-from nas_attn.export import ExportError, export_arch, render_model_py
+from nas_attn.exporting import ExportError, export_arch, render_model_py
 from nas_attn.export_text import lit as _lit
 from nas_attn.export_text import sanitize_text
 from nas_attn.unet import build_unet
@@ -228,11 +228,11 @@ def test_docstring_carries_meta_and_architecture():
 def test_meta_labels_cover_the_keys_real_callers_pass():
     """Every key that a search trial, export_trial or export_checkpoint passes has a label."""
     from nas_attn.export_text import META_LABELS
-    from nas_attn.search.cost import Cost
+    from nas_attn.searching.cost import Cost
 
     root = Path(__file__).resolve().parents[1] / "nas_attn"
     passed = set()
-    for rel in ("search/trial_export.py", "export.py", "search/objective.py"):
+    for rel in ("searching/trial_export.py", "exporting.py", "searching/objective.py", "api.py"):
         for n in ast.walk(ast.parse((root / rel).read_text())):
             if isinstance(n, ast.Dict) and any(isinstance(k, ast.Constant) and k.value ==
                                                "score_dice" for k in n.keys):
@@ -294,7 +294,7 @@ def test_output_is_the_same_whether_or_not_ruff_is_on_path(tmp_path):
     (fake / "ruff").write_text("#!/bin/sh\ncat > /dev/null\necho 'x = 1'\n")
     (fake / "ruff").chmod(0o755)
     script = ("import sys; from nas_attn.arch import UNetArch; "
-              "from nas_attn.export import render_model_py; "
+              "from nas_attn.exporting import render_model_py; "
               f"arch = UNetArch.from_json({arch_small().to_json()!r}); "
               "sys.stdout.write(render_model_py(arch, meta={'score_dice': 0.25}))")
     outs = []

@@ -10,7 +10,8 @@ from PIL import Image
 
 from nas_attn.data import DataConfig, load_data, load_test
 from nas_attn.errors import DataError
-from nas_attn.search.finalize import candidates, spearman
+from nas_attn.searching.finalize import candidates
+from nas_attn.searching.verdict import spearman
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -127,8 +128,8 @@ def test_finalize_end_to_end(tmp_path, cli):
 
 
 def test_full_budget_is_never_less_than_a_trial():
-    from nas_attn.search.finalize import full_budget
-    from nas_attn.search.space import load_space, parse_space
+    from nas_attn.searching.finalize import full_budget
+    from nas_attn.searching.space_files import load_space, parse_space
 
     default = load_space("default")  # 15 epochs x 128 samples per trial
     assert full_budget(default) == {"epochs": 30, "samples_per_epoch": 128}

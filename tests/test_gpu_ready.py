@@ -124,7 +124,7 @@ def _arch():
 def test_cost_figures_do_not_depend_on_trial_order(session, tmp_path):
     import optuna
 
-    from nas_attn.search.run import run_search
+    from nas_attn.searching.run import run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = session()
@@ -140,7 +140,7 @@ def test_cost_figures_do_not_depend_on_trial_order(session, tmp_path):
 
 
 def test_cost_probe_uses_autocast_and_memory_format():
-    from nas_attn.search.cost import measure_cost
+    from nas_attn.searching.cost import measure_cost
     from nas_attn.unet import build_unet
 
     arch = _arch()
@@ -168,7 +168,7 @@ def test_cost_probe_keeps_no_activation_alive():
     import gc
     import weakref
 
-    from nas_attn.search.cost import measure_cost
+    from nas_attn.searching.cost import measure_cost
     from nas_attn.unet import build_unet
 
     arch = _arch()
@@ -187,8 +187,8 @@ def test_out_of_memory_in_cost_probe_prunes_and_search_goes_on(session, tmp_path
     import optuna
     from optuna.trial import TrialState
 
-    import nas_attn.search.objective as run_mod
-    from nas_attn.search.run import run_search
+    import nas_attn.searching.objective as run_mod
+    from nas_attn.searching.run import run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     real = run_mod.measure_cost
@@ -221,8 +221,8 @@ def test_out_of_memory_in_cost_probe_prunes_and_search_goes_on(session, tmp_path
 
 
 def test_other_errors_in_cost_probe_are_not_swallowed(session, tmp_path, monkeypatch):
-    import nas_attn.search.objective as run_mod
-    from nas_attn.search.run import run_search
+    import nas_attn.searching.objective as run_mod
+    from nas_attn.searching.run import run_search
 
     def broken(*a, **k):
         raise RuntimeError("shape mismatch in conv")
@@ -301,8 +301,8 @@ def test_tf32_through_the_current_api_without_warnings():
 
 
 def test_fused_optimizer_on_cuda_runtime():
-    from nas_attn.train import TrainConfig
-    from nas_attn.train.loop import make_optimizer
+    from nas_attn.training import TrainConfig
+    from nas_attn.training.optim import make_optimizer
 
     model = torch.nn.Conv2d(2, 3, 3)
     cfg = TrainConfig(device="cpu")
@@ -343,8 +343,8 @@ def _discs(n, seed=0, size=32):
 def _train_with_nan(monkeypatch, bad_steps, runtime, **kw):
     from nas_attn.arch import UNetArch
     from nas_attn.data import DataConfig
-    from nas_attn.train import TrainConfig, loop, train
-    from nas_attn.train.losses import SegLoss
+    from nas_attn.training import TrainConfig, loop, train
+    from nas_attn.training.losses import SegLoss
 
     calls = {"n": 0}
 
@@ -367,7 +367,7 @@ FP16 = Runtime(torch.device("cpu"), amp=True, dtype=torch.float16)
 
 
 def test_fp16_scaler_skips_a_few_non_finite_steps(monkeypatch):
-    from nas_attn.train import loop
+    from nas_attn.training import loop
 
     assert FP16.scaler().is_enabled()
     res = _train_with_nan(monkeypatch, {2, 3, 4, 5, 7, 8, 9, 10}, FP16)  # runs of 4 < 5
@@ -495,7 +495,7 @@ def test_loader_workers_run_one_thread(monkeypatch):
 
 def test_num_workers_and_compile_flags_reach_the_loop(tmp_path, monkeypatch):
     from nas_attn.cli import main
-    from nas_attn.train import loop
+    from nas_attn.training import loop
 
     compiled = []
     monkeypatch.setattr(Runtime, "compile", lambda self, fn, mode=None: compiled.append(fn)
@@ -523,7 +523,9 @@ def test_num_workers_and_compile_flags_reach_the_loop(tmp_path, monkeypatch):
 def test_ready_2d_spaces_use_widths_in_multiples_of_8():
     import yaml
 
-    from nas_attn.search.space import SPACES_DIR, load_space
+    from nas_attn.searching.space import SPACES_DIR
+
+    from nas_attn.searching.space_files import load_space
 
     for path in sorted(SPACES_DIR.glob("*.yaml")):
         text = path.read_text()

@@ -82,7 +82,7 @@ def test_export_and_train_never_replace_user_files(tmp_path, cli):
 
 def test_export_into_foreign_folder_is_refused(tmp_path):
     from nas_attn.errors import NasAttnError
-    from nas_attn.export import export_arch
+    from nas_attn.exporting import export_arch
 
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -205,7 +205,7 @@ def test_negative_budgets_are_refused(tmp_path, cli, flag, value):
 def test_ctrl_c_exits_130_and_the_interrupted_baseline_reruns(tmp_path, cli, monkeypatch):
     import optuna
 
-    import nas_attn.train as T
+    import nas_attn.training as T
 
     space = tmp_path / "s.yaml"
     space.write_text(textwrap.dedent(TINY).replace("baselines: false", "baselines: true"))
@@ -235,7 +235,7 @@ def test_ctrl_c_exits_130_and_the_interrupted_baseline_reruns(tmp_path, cli, mon
 
 
 def test_a_search_whose_every_trial_failed_exits_nonzero(tmp_path, cli, monkeypatch):
-    import nas_attn.train as T
+    import nas_attn.training as T
     from nas_attn.errors import DivergedError
 
     space = tmp_path / "s.yaml"
@@ -272,7 +272,7 @@ def test_a_storage_password_is_never_printed(tmp_path, cli):
     """An unreachable PostgreSQL URL with a password: the error names the storage as
     user:***@host, for the command and for the library's message."""
     from nas_attn.errors import StudyError
-    from nas_attn.search.study import open_storage, redact
+    from nas_attn.searching.study import open_storage, redact
 
     url = "postgresql+psycopg://alice:s3cr3t-pw@127.0.0.1:9/db"
     assert redact(url) == "postgresql+psycopg://alice:***@127.0.0.1:9/db"
@@ -332,7 +332,7 @@ def test_a_test_folder_that_does_not_exist_is_refused_when_the_search_starts(tmp
 
 
 def _exported(tmp_path):
-    from nas_attn.export import export_arch
+    from nas_attn.exporting import export_arch
     from nas_attn.unet import build_unet
 
     arch = UNetArch(depth=1, widths=(4, 8))
@@ -379,7 +379,7 @@ def test_evaluate_json_never_replaces_a_file_unasked(tmp_path, cli):
 
 def test_reexport_refuses_an_edited_or_added_file(tmp_path):
     from nas_attn.errors import NasAttnError
-    from nas_attn.export import export_arch
+    from nas_attn.exporting import export_arch
 
     arch = UNetArch(depth=1, widths=(4, 8))
     out = tmp_path / "exp"
@@ -406,7 +406,7 @@ def test_a_resume_fails_the_trial_of_a_killed_search_at_once(tmp_path, cli):
 
     import optuna
 
-    from nas_attn.search.report import baseline_gains
+    from nas_attn.searching.report import baseline_gains
 
     space = tmp_path / "s.yaml"
     space.write_text(textwrap.dedent(TINY))
@@ -616,7 +616,12 @@ def test_dashboard_stops_on_ctrl_c_whatever_it_was_doing(tmp_path, cli, monkeypa
     (lambda na: na.build_unet({"depth": 2}), ["needs a UNetArch", "dict"]),
     (lambda na: na.search(123), ["space must be", "int 123"]),
     (lambda na: na.search("smoke", trials=0), ["trials must be an integer >= 1"]),
-    (lambda na: na.search("smoke", trails=3), ["unknown option", "trails"]),
+    (lambda na: na.search("smoke", force_data="yes"), ["force_data must be True or False"]),
+    (lambda na: na.finalize(5), ["study must be an optuna Study or the name"]),
+    (lambda na: na.finalize("s", top=0), ["top must be an integer >= 1"]),
+    (lambda na: na.predict("m", "nowhere.png", "out"), ["nowhere.png", "no such file"]),
+    (lambda na: na.predict("m", [], "out"), ["inputs must be a path or a non-empty list"]),
+    (lambda na: na.evaluate("m", 3), ["data must be a dataset folder"]),
     (lambda na: na.search("smoke", timeout=-5), ["timeout must be"]),
     (lambda na: na.search("smoke", study=7), ["study must be a string"]),
     (lambda na: na.export(None), ["source must be"]),
@@ -676,7 +681,7 @@ def test_unclear_messages_made_clear(tmp_path, cli, monkeypatch):
 
 
 def test_damaged_files_are_named_and_called_damaged(tmp_path, cli):
-    from nas_attn.export import export_arch
+    from nas_attn.exporting import export_arch
     from nas_attn.unet import build_unet
 
     arch = UNetArch(depth=1, widths=(4, 8))
@@ -753,7 +758,7 @@ def test_one_message_per_field_for_a_union(tmp_path, cli):
 def test_export_of_a_failed_trial_uses_the_checkpoint_it_left(tmp_path, cli, monkeypatch):
     """A trial that failed after its first epoch has a best.pt on disk: export uses it and
     says so, instead of random weights with a note that no checkpoint was kept."""
-    import nas_attn.train as T
+    import nas_attn.training as T
     from nas_attn.errors import TrainingError
 
     space = tmp_path / "s.yaml"
@@ -787,7 +792,7 @@ def test_an_interrupt_inside_a_storage_write_is_an_interrupt_not_a_storage_failu
     Ctrl-C / SIGTERM during a write must still end as an interruption (exit 130)."""
     import optuna
 
-    from nas_attn.search.study import storage_errors
+    from nas_attn.searching.study import storage_errors
 
     with pytest.raises(KeyboardInterrupt):
         with storage_errors("sqlite:///x.db"):

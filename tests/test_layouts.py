@@ -162,7 +162,7 @@ def test_evaluate_on_an_nnunet_folder_gives_hd95_in_mm(tmp_path, cli):
     import torch
 
     from nas_attn.arch import UNetArch
-    from nas_attn.train.checkpoint import save_checkpoint
+    from nas_attn.training.checkpoint import save_checkpoint
     from nas_attn.unet import build_unet
 
     root = _nnunet(tmp_path / "ds", channels=2)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from nas_attn.arch import AttnSpec as A, UNetArch
-from nas_attn.search.oneshot.supernet import SuperNet, recalibrate_bn
+from nas_attn.searching.oneshot.supernet import SuperNet, recalibrate_bn
 
 
 def _choices(macro: UNetArch, dims: int) -> dict:
@@ -187,8 +187,8 @@ search: {strategy: oneshot, n_startup_trials: 2, oneshot: {epochs: 2, trials: 12
 
 
 def test_discrete_space_and_macro_plan(write_space):
-    from nas_attn.search.oneshot.choices import discrete_space, macro_plan
-    from nas_attn.search.space import load_space
+    from nas_attn.searching.oneshot.choices import discrete_space, macro_plan
+    from nas_attn.searching.space_files import load_space
 
     space = load_space(write_space(ONESHOT_SPACE))
     assert space.search.strategy == "oneshot"
@@ -219,7 +219,7 @@ def test_oneshot_study_end_to_end(cli, write_space, tmp_path):
     assert "supernet 2D d1 w4-8" in out and "parameters (the sum of every choice)" in out
     assert "out of 80" in out  # (none, se x 3 reductions, eca) x (none, se x 3) x 2 x 2
     assert "lr=0.006" in out  # training not searched in one-shot, said in one line
-    from nas_attn.search.study import load_study, open_existing_storage
+    from nas_attn.searching.study import load_study, open_existing_storage
 
     study = load_study("os", open_existing_storage(None, runs))
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
@@ -265,7 +265,7 @@ def test_oneshot_study_end_to_end(cli, write_space, tmp_path):
 
 
 def test_same_size_plain_control_and_verdict():
-    from nas_attn.search.finalize import attention_gain
+    from nas_attn.searching.verdict import attention_gain
 
     macro = UNetArch(depth=1, widths=(8, 16))
     att = macro.with_sites(skip_0=A("gate"))
@@ -287,7 +287,7 @@ def test_same_size_plain_control_and_verdict():
 
 
 def test_finalize_adds_the_plain_unet_at_the_winners_macro():
-    from nas_attn.search.finalize import SAME_SIZE_PLAIN, with_controls
+    from nas_attn.searching.finalize import SAME_SIZE_PLAIN, with_controls
 
     class T:  # a FrozenTrial's fields that with_controls reads
         def __init__(self, number, arch, label=""):
@@ -362,7 +362,7 @@ def _epoch_of(path: Path):
 
 # ----- few-shot split ------------------------------------------------------------------------
 def test_split_groups_take_the_heaviest_site_and_choice():
-    from nas_attn.search.oneshot.choices import split_groups
+    from nas_attn.searching.oneshot.choices import split_groups
 
     macro = UNetArch(spatial_dims=2, depth=2, widths=(4, 8, 16), classes=3)
     choices = _choices(macro, 2)
@@ -381,7 +381,7 @@ def test_split_groups_take_the_heaviest_site_and_choice():
 
 
 def test_a_sub_supernet_inherits_the_shared_weights_path_for_path():
-    from nas_attn.search.oneshot.choices import split_groups
+    from nas_attn.searching.oneshot.choices import split_groups
 
     macro = UNetArch(spatial_dims=2, depth=2, widths=(4, 8, 16), classes=3)
     choices = _choices(macro, 2)
@@ -417,7 +417,7 @@ def test_oneshot_study_with_a_few_shot_split(cli, write_space, tmp_path):
     assert code == 0, out
     out = " ".join(out.split())
     assert "few-shot split on" in out and "fine-tuned from the shared one for 2 steps" in out
-    from nas_attn.search.study import load_study, open_existing_storage
+    from nas_attn.searching.study import load_study, open_existing_storage
 
     study = load_study("fs", open_existing_storage(None, runs))
     sns = study.user_attrs["oneshot"]["supernets"]

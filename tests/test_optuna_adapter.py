@@ -1,4 +1,4 @@
-"""Each use of optuna's private API (nas_attn/search/optuna_adapter.py) against the installed
+"""Each use of optuna's private API (nas_attn/searching/optuna_adapter.py) against the installed
 optuna: when an optuna release moves one of them, the test that names it fails."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import optuna
 from optuna.trial import TrialState
 
-from nas_attn.search import optuna_adapter as OA
+from nas_attn.searching import optuna_adapter as OA
 
 
 def _study(tmp_path, name="s"):

@@ -6,9 +6,10 @@ from optuna.trial import FixedTrial, TrialState
 
 from nas_attn.arch import AttnSpec
 from nas_attn.errors import DivergedError, SpaceError
-from nas_attn.search.run import run_search
-from nas_attn.search.sampling import DataInfo, baseline_params, sample_arch, site_param
-from nas_attn.search.space import SPACES_DIR, load_space, parse_space
+from nas_attn.searching.run import run_search
+from nas_attn.searching.sampling import DataInfo, baseline_params, sample_arch, site_param
+from nas_attn.searching.space import SPACES_DIR
+from nas_attn.searching.space_files import load_space, parse_space
 
 
 
@@ -175,7 +176,7 @@ def test_baselines_from_space():
     assert [n for n, _ in baseline_params(no_gate)] == ["plain_unet"]
     # searched training settings: the recipe's default where the space allows it, else the
     # middle of the range (geometric for log ranges) or the first choice
-    from nas_attn.train import TrainConfig
+    from nas_attn.training import TrainConfig
 
     lr_default = TrainConfig.model_fields["lr"].default
     assert base["plain_unet"]["train.lr"] == lr_default
@@ -295,7 +296,7 @@ def test_constraint_prunes_with_reason(tiny_space, session, tmp_path):
 
 
 def test_failed_and_interrupted_trials_recorded(tiny_space, session, tmp_path, monkeypatch):
-    import nas_attn.train as train_mod
+    import nas_attn.training as train_mod
 
     def diverge(*a, **k):
         raise DivergedError("loss is nan at epoch 1 step 3")
@@ -318,7 +319,7 @@ def test_failed_and_interrupted_trials_recorded(tiny_space, session, tmp_path, m
 
 
 def test_same_architecture_not_trained_twice(tiny_space, session, tmp_path, monkeypatch):
-    import nas_attn.train as train_mod
+    import nas_attn.training as train_mod
 
     calls = []
     real = train_mod.train
@@ -342,7 +343,7 @@ def test_multi_objective_pareto_and_pruner_note(tiny_space, session, tmp_path):
     run_search(s, 3, None)
     front = s.study.best_trials
     assert front and all(len(t.values) == 2 for t in front)
-    from nas_attn.search.report import pareto_front
+    from nas_attn.searching.report import pareto_front
 
     assert pareto_front(s.study)
 
@@ -385,7 +386,7 @@ def test_one_patch_size_number_means_every_axis_in_search_as_in_train(cli, write
     search's probe with a raw conv error while `train` accepted it)."""
     from conftest import TINY_SPACE
 
-    from nas_attn.search.study import load_study, open_existing_storage
+    from nas_attn.searching.study import load_study, open_existing_storage
 
     space = write_space(TINY_SPACE.replace("builtin_size: 24}", "builtin_size: 24, "
                                            "patch_size: [16]}"))

@@ -14,11 +14,11 @@ from nas_attn.arch import UNetArch
 from nas_attn.data import DataConfig, SegData, load_data, make_loaders
 from nas_attn.device import Runtime
 from nas_attn.errors import ArchError, DivergedError, OutOfMemoryError, TrainingError
-from nas_attn.train import (DiceCELoss, MetricAccumulator, SegLoss, TrainConfig,
+from nas_attn.training import (DiceCELoss, MetricAccumulator, SegLoss, TrainConfig,
                             deep_supervision_weights, dice_iou_per_class, hd95, load_checkpoint,
                             train)
-from nas_attn.train.checkpoint import CheckpointError, read_checkpoint
-from nas_attn.train.preview import save_preview
+from nas_attn.training.checkpoint import CheckpointError, read_checkpoint
+from nas_attn.training.preview import save_preview
 
 CPU = Runtime(device=torch.device("cpu"))
 TINY = dict(depth=2, widths=(4, 8, 8))
@@ -146,7 +146,7 @@ def test_builtin_multiclass_with_real_loaders_deep_supervision_and_ema():
     assert all(np.isfinite(r["train_loss"]) for r in res.history)
     assert not res.model.training
     # the returned model holds the best (EMA) weights: evaluating it reproduces the best Dice
-    from nas_attn.train import evaluate
+    from nas_attn.training import evaluate
 
     _, val_loader = make_loaders(tr, va, dcfg, batch_size=4, seed=0)
     again = evaluate(res.model, val_loader, CPU, classes=tr.classes)
@@ -194,7 +194,7 @@ def test_time_budget_stops_and_val_every(disc_data, monkeypatch):
     # number of steps on any machine (a real clock made this pass or fail by CPU speed).
     import types
 
-    import nas_attn.train.loop as loop
+    import nas_attn.training.loop as loop
 
     clock = iter(range(10**9))
     monkeypatch.setattr(loop, "time", types.SimpleNamespace(

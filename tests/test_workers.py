@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas_attn.search.study import open_storage
+from nas_attn.searching.study import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -264,7 +264,7 @@ def test_train_resumes_from_a_killed_runs_state(tmp_path):
 
     from nas_attn.arch import UNetArch
     from nas_attn.data import DataConfig, load_data
-    from nas_attn.train import TrainConfig, train
+    from nas_attn.training import TrainConfig, train
 
     dcfg = DataConfig(source="builtin", builtin_n=6, builtin_size=24)
     tr, va = load_data(dcfg)
@@ -290,7 +290,7 @@ def test_train_resumes_from_a_killed_runs_state(tmp_path):
 
 def test_plan_slots_pins_gpus_and_splits_cores(monkeypatch):
     from nas_attn.errors import StudyError
-    from nas_attn.search.workers import cpu_cores, plan_slots
+    from nas_attn.searching.slots import cpu_cores, plan_slots
 
     slots = plan_slots(None, "0,2", per_gpu=2, check=False)
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "2", "2"]

@@ -14,6 +14,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import DiskFullError, NasAttnError
+from .options import (
+    SEARCH_SPACE, SEARCH_DATA, SEARCH_VAL_PATTERN, SEARCH_TEST_PATTERN, SEARCH_TEST_DATA,
+    SEARCH_TRIALS, SEARCH_TIMEOUT, SEARCH_STUDY, SEARCH_DEVICE, SEARCH_SAMPLER, SEARCH_PRUNER,
+    SEARCH_SEED, SEARCH_NUM_WORKERS, SEARCH_STRATEGY, SEARCH_WORKERS, SEARCH_GPUS,
+    SEARCH_PER_GPU, SEARCH_HEARTBEAT_INTERVAL, SEARCH_GRACE_PERIOD, SEARCH_MAX_RETRY,
+    SEARCH_FORCE_DATA)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -50,6 +56,8 @@ def _fmt_count(n: float) -> str:
     return f"{n:,.0f}" if n < 1e7 else f"{n:.2e}"
 
 
+
+
 # --------------------------------------------------------------------------------------------
 # spaces
 @spaces_app.callback()
@@ -57,7 +65,8 @@ def spaces(ctx: typer.Context):
     """List the ready search spaces with what each explores and how many architectures it allows."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..search.space import SPACES_DIR, load_space, space_description
+    from ..searching.space import SPACES_DIR
+    from ..searching.space_files import load_space, space_description
 
     table = Table(title=f"Search spaces in {escape(str(SPACES_DIR))}")
     table.add_column("name", style="bold")
@@ -75,7 +84,7 @@ def spaces(ctx: typer.Context):
 @spaces_app.command("check")
 def spaces_check(file: Path = typer.Argument(..., help="A YAML search space (or a ready name).")):
     """Validate one search space file."""
-    from ..search.space import load_space, resolve_space_path
+    from ..searching.space_files import load_space, resolve_space_path
 
     space = load_space(file)
     console.print(f"[green]ok[/green] {escape(str(resolve_space_path(file)))}: "
@@ -97,57 +106,35 @@ def data_check(path: Path = typer.Argument(..., help="Dataset folder: images/ + 
 # search
 @app.command()
 def search(
-    space: Optional[str] = typer.Option(None, "--space", help="YAML file or ready space name "
-                                        "(default: the one stored with --study if it exists, "
-                                        "else `default`)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset folder (default: the "
-                                       "space's data, usually the built-in generator)."),
-    val_pattern: Optional[str] = typer.Option(None, "--val-pattern", help="Glob on sample "
-                                              "names that selects validation samples."),
-    test_pattern: Optional[str] = typer.Option(None, "--test-pattern", help="Glob on sample "
-                                               "names held out as the test split (scored only by "
-                                               "`finalize`)."),
-    test_data: Optional[str] = typer.Option(None, "--test-data", help="A separate test folder, "
-                                            "recorded for `finalize`."),
-    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials to run now "
-                                         "(default: the space's search.trials)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="Stop starting trials after S seconds."),
-    study: Optional[str] = typer.Option(None, "--study", help="Study name (resumes if it exists; "
-                                        "default: the space's name)."),
+    space: Optional[str] = SEARCH_SPACE,
+    data: Optional[str] = SEARCH_DATA,
+    val_pattern: Optional[str] = SEARCH_VAL_PATTERN,
+    test_pattern: Optional[str] = SEARCH_TEST_PATTERN,
+    test_data: Optional[str] = SEARCH_TEST_DATA,
+    trials: Optional[int] = SEARCH_TRIALS,
+    timeout: Optional[float] = SEARCH_TIMEOUT,
+    study: Optional[str] = SEARCH_STUDY,
     storage: Optional[str] = STORAGE,
     runs_dir: Path = RUNS,
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe, random, gp, nsga2, brute."),
-    pruner: Optional[str] = typer.Option(None, "--pruner", help="hyperband, sha, median, none."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="Training "
-                                              "data loader workers (default: 0 on CPU, several "
-                                              "on CUDA)."),
-    strategy: Optional[str] = typer.Option(
-        None, "--strategy", help="trials (train every candidate; the default) or oneshot (train "
-        "one weight-sharing supernet, then score --trials placements with its weights; "
-        "default: the space's search.strategy)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes on this "
-                                          "machine, sharing its CPU cores (see Scale out)."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker per listed GPU: "
-                                       "0,1,2,3 or all."),
-    per_gpu: int = typer.Option(1, "--per-gpu", help="Workers per GPU with --gpus."),
-    heartbeat_interval: Optional[int] = typer.Option(
-        None, "--heartbeat-interval", help="Seconds between heartbeats of a running trial "
-        "(RDB storages; default 30)."),
-    grace_period: Optional[int] = typer.Option(
-        None, "--grace-period", help="Seconds without heartbeat before a trial counts as "
-        "dead and is retried (default 120)."),
-    max_retry: Optional[int] = typer.Option(None, "--max-retry", help="Retries of a dead "
-                                            "worker's trial (default 2)."),
-    force_data: bool = typer.Option(False, "--force-data", help="Resume a study on other data "
-                                    "than it was created with (refused otherwise)."),
+    device: Optional[str] = SEARCH_DEVICE,
+    sampler: Optional[str] = SEARCH_SAMPLER,
+    pruner: Optional[str] = SEARCH_PRUNER,
+    seed: Optional[int] = SEARCH_SEED,
+    num_workers: Optional[int] = SEARCH_NUM_WORKERS,
+    strategy: Optional[str] = SEARCH_STRATEGY,
+    workers: Optional[int] = SEARCH_WORKERS,
+    gpus: Optional[str] = SEARCH_GPUS,
+    per_gpu: int = SEARCH_PER_GPU,
+    heartbeat_interval: Optional[int] = SEARCH_HEARTBEAT_INTERVAL,
+    grace_period: Optional[int] = SEARCH_GRACE_PERIOD,
+    max_retry: Optional[int] = SEARCH_MAX_RETRY,
+    force_data: bool = SEARCH_FORCE_DATA,
     cache_dir: Optional[Path] = CACHE,
 ):
     """Run (or resume) an architecture search."""
     from .search import run_search_cli
-    from ..search.heartbeat import set_heartbeat_env
-    from ..search.run import SearchRequest
+    from ..searching.heartbeat import set_heartbeat_env
+    from ..searching.run import SearchRequest
 
     set_heartbeat_env(heartbeat_interval, grace_period, max_retry)
     _cache_env(cache_dir, runs_dir)
@@ -156,7 +143,7 @@ def search(
                         timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
                         device=device, sampler=sampler, pruner=pruner, seed=seed,
                         num_workers=num_workers, strategy=strategy, force_data=force_data)
-    from ..search.parallel import stored_space, worker_slots
+    from ..searching.parallel import stored_space, worker_slots
 
     slots = worker_slots(req, workers, gpus, per_gpu)  # the library's rule (search.parallel)
     if slots is not None:
@@ -187,8 +174,8 @@ def worker(
     index: int = typer.Option(0, "--index"),
 ):
     """One worker process of `search --workers/--gpus` (started by it; talks over stdin/out)."""
-    from ..search.run import SearchRequest
-    from ..search.workers import worker_main
+    from ..searching.run import SearchRequest
+    from ..searching.worker_loop import worker_main
 
     req = SearchRequest(space=space, data=data, val_pattern=val_pattern, study=study,
                         storage=storage, runs_dir=runs_dir, device=device, sampler=sampler,
@@ -379,7 +366,7 @@ def _quiet_trial_failures(record: logging.LogRecord) -> bool:
     one line without the traceback (its reason is in fail_reason and the leaderboard); a full
     disk or a failing storage none (the command's own error line follows); "failed with value
     None" none."""
-    from ..search.study import is_storage_error
+    from ..searching.study import is_storage_error
 
     error = record.exc_info[1] if record.exc_info else None
     if isinstance(error, DiskFullError) or is_storage_error(error):
@@ -395,12 +382,12 @@ def main(argv: list[str] | None = None) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI draws its own progress
-    from ..search.optuna_adapter import OPTIMIZE_LOGGER
+    from ..searching.optuna_adapter import OPTIMIZE_LOGGER
 
     logging.getLogger(OPTIMIZE_LOGGER).addFilter(_quiet_trial_failures)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from ..atomic import disk_full_error, is_disk_full
-    from ..search.study import is_storage_error, storage_error
+    from ..searching.study import is_storage_error, storage_error
 
     previous = _one_interrupt()
     try:

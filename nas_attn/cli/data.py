@@ -37,6 +37,33 @@ def _class_label(k: int, names: list[str], classes: int) -> str:
 def data_check(path: Path, console: Console) -> int:
     """Validate `path` (see `nas_attn.data.check`); 0 when usable, 1 when there are problems."""
     rep = check_folder(path)
+    table = _report_table(rep)
+    console.print(table)
+    problems = list(rep.problems)
+    if not problems:  # the same split rules as search and train: one verdict
+        from ..data import DataConfig, load_data
+        from ..errors import DataError
+
+        try:
+            load_data(DataConfig(source=str(path)))
+        except DataError as e:
+            problems.append(f"split: {e}")
+    for note in rep.notes:
+        console.print(f"[dim]note:[/dim] {escape(note)}", highlight=False)
+    if problems:
+        n = len(problems)
+        console.print(f"[bold red]{n} problem{'s' if n != 1 else ''}:[/bold red]")
+        for p in problems:
+            console.print(f"  [red]-[/red] {escape(p)}", highlight=False)
+        return 1
+    for label, note in _training_notes(path):
+        console.print(f"[dim]{label}:[/dim] {escape(note)}", highlight=False)
+    console.print("[green]ok[/green]")
+    return 0
+
+
+def _report_table(rep) -> Table:
+    """The folder report as the table `data check` prints."""
     table = Table(title=f"dataset {escape(rep.path)}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
@@ -81,28 +108,7 @@ def data_check(path: Path, console: Console) -> int:
             f"{len(v)} {k}" for k, v in rep.splits.items()))
     else:
         table.add_row("split", "none in the folder (random by val_fraction unless val_pattern is set)")
-    console.print(table)
-    problems = list(rep.problems)
-    if not problems:  # the same split rules as search and train: one verdict
-        from ..data import DataConfig, load_data
-        from ..errors import DataError
-
-        try:
-            load_data(DataConfig(source=str(path)))
-        except DataError as e:
-            problems.append(f"split: {e}")
-    for note in rep.notes:
-        console.print(f"[dim]note:[/dim] {escape(note)}", highlight=False)
-    if problems:
-        n = len(problems)
-        console.print(f"[bold red]{n} problem{'s' if n != 1 else ''}:[/bold red]")
-        for p in problems:
-            console.print(f"  [red]-[/red] {escape(p)}", highlight=False)
-        return 1
-    for label, note in _training_notes(path):
-        console.print(f"[dim]{label}:[/dim] {escape(note)}", highlight=False)
-    console.print("[green]ok[/green]")
-    return 0
+    return table
 
 
 def _training_notes(path: Path) -> list[tuple[str, str]]:

@@ -12,8 +12,8 @@ from ..errors import NasAttnError
 
 def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, ...],
                storage, runs_dir: Path, console: Console, force: bool = False) -> None:
-    from ..search.trial_export import export_trial
-    from ..search.study import load_study, open_existing_storage
+    from ..searching.trial_export import export_trial
+    from ..searching.study import load_study, open_existing_storage
 
     study = load_study(study_name, open_existing_storage(storage, runs_dir))
     written, trial = export_trial(study, trial_number, out, formats=formats, runs_dir=runs_dir,
@@ -44,7 +44,7 @@ def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, .
 
 def export_checkpoint_cli(checkpoint: Path, out: Path | None, formats: tuple[str, ...],
                           runs_dir: Path, console: Console, force: bool = False) -> None:
-    from ..export import export_checkpoint
+    from ..exporting import export_checkpoint
 
     written, arch = export_checkpoint(checkpoint, out, formats=formats, runs_dir=runs_dir,
                                       force=force)
@@ -61,8 +61,8 @@ def dashboard_cli(storage, runs_dir: Path, host: str, port: int, console: Consol
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
 
-    from ..search.run import artifact_dir_for
-    from ..search.study import open_existing_storage, study_names
+    from ..searching.run import artifact_dir_for
+    from ..searching.study import open_existing_storage, study_names
 
     st = open_existing_storage(storage, runs_dir)
     names = study_names(st)

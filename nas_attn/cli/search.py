@@ -15,10 +15,10 @@ from rich.tree import Tree
 
 from ..arch import UNetArch
 from ..errors import DiskFullError, StudyError
-from ..search.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
+from ..searching.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
                             trial_arch)
-from ..search.run import SearchRequest, open_search, run_search
-from ..search.study import load_study, open_existing_storage
+from ..searching.run import SearchRequest, open_search, run_search
+from ..searching.study import load_study, open_existing_storage
 
 
 def _f(v, spec=".4f"):
@@ -103,7 +103,7 @@ def print_supernets(study: optuna.Study, console: Console) -> None:
 
 def run_phase1(session, console: Console) -> None:
     """Phase 1 of a one-shot search (the supernets) in this process, before workers start."""
-    from ..search.run import prepare_oneshot
+    from ..searching.run import prepare_oneshot
 
     console.print("phase 1: training the supernet(s) in this process", highlight=False)
     prepare_oneshot(session)
@@ -191,7 +191,7 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
         view.live = live
         try:
             if session.strategy == "oneshot":
-                from ..search.run import prepare_oneshot
+                from ..searching.run import prepare_oneshot
 
                 prepare_oneshot(session)
                 view.supernet = None
@@ -211,7 +211,7 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     console.print()
     if stopped is not None:
         raise stopped
-    from ..search.study import redact
+    from ..searching.study import redact
 
     ran = len(view.finished) + int(interrupted)
     where = session.objective.runs_dir if req.storage is None else redact(req.storage)
@@ -323,7 +323,7 @@ def finalize_table(res: dict) -> Table:
 
 def print_finalize(res: dict, console: Console) -> None:
     console.print(finalize_table(res))
-    from ..search.finalize import gain_line, proxy_line
+    from ..searching.verdict import gain_line, proxy_line
 
     console.print("metric: " + res["metric"], highlight=False)
     console.print(f"test split: {escape(res['test_source'] or 'none')} ({res['splits']['test']} samples; "
@@ -335,7 +335,7 @@ def print_finalize(res: dict, console: Console) -> None:
 
 def finalize_cli(name, top, seeds, epochs, test_data, data, device, storage, runs_dir: Path,
                  console: Console) -> None:
-    from ..search.finalize import candidates, finalize, with_controls
+    from ..searching.finalize import candidates, finalize, with_controls
 
     study = load_study(name, open_existing_storage(storage, runs_dir))
     chosen = with_controls(candidates(study, top))

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..api import TrainPlan, run_plan
 from ..errors import DiskFullError
-from ..train import TrainResult
+from ..training import TrainResult
 
 
 def _progress(console: Console) -> Progress:

@@ -9,9 +9,10 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from ..search.parallel import ParallelSearch, open_parallel
-from ..search.run import SearchRequest
-from ..search.workers import Slot, Supervisor
+from ..searching.parallel import ParallelSearch, open_parallel
+from ..searching.run import SearchRequest
+from ..searching.slots import Slot
+from ..searching.workers import Supervisor
 
 
 def worker_table(sup: Supervisor, epochs: int) -> Table:

@@ -16,14 +16,14 @@ into the preprocessed cache on disk), split, patched, augmented and tiled back t
 - `sliding_window_predict` (from `nas_attn.models.sliding`)
 """
 
+from ..models.sliding import sliding_window_predict
 from .augment import build_augment
 from .builtin import make_builtin
-from .check import FolderReport
 from .config import AugmentConfig, DataConfig
 from .folder import check_folder, load_folder
 from .loaders import make_loaders, symmetry_plan
+from .report import FolderReport
 from .segdata import SegData
-from ..models.sliding import sliding_window_predict
 from .split import clear_cache, load_data, load_test
 
 __all__ = [

@@ -28,93 +28,13 @@ import numpy as np
 
 from . import readers as R
 from . import resample as RS
-from .layouts import Listing, detect, list_layout
-from .split_files import read_list, read_splits
+from .layouts import Listing, detect, list_files, list_layout
+from .report import FolderReport
 from .segdata import SegData
+from .split_files import read_list, read_splits
 
 SUBDIRS = ("images", "masks", "aux")
 _UNREADABLE = object()
-
-
-@dataclass
-class FolderReport:
-    """What `check_folder` found: every problem (with file names) and a summary."""
-
-    path: str
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    n_images: int = 0
-    n_masks: int = 0
-    n_aux: int = 0
-    n_samples: int = 0
-    """Complete samples (image + mask [+ aux]) that decoded without a problem."""
-    spatial_dims: int | None = None
-    size_min: tuple[int, ...] | None = None
-    size_max: tuple[int, ...] | None = None
-    channels: list[int] = field(default_factory=list)
-    aux_channels: list[int] = field(default_factory=list)
-    classes: int | None = None
-    class_pixels: dict[int, int] = field(default_factory=dict)
-    class_names: list[str] | None = None
-    mask_kind: str = ""
-    splits: dict[str, list[str]] | None = None
-    split_source: str | None = None
-    layout: str = "folder"
-    """`folder`, `nnunet` (v2 raw) or `decathlon` (`nas_attn.data.layouts`)."""
-    channel_names: list[str] | None = None
-    spacing_min: tuple[float, ...] | None = None
-    spacing_max: tuple[float, ...] | None = None
-    """Voxel spacing (mm, array axis order) over the samples, where the files give it."""
-    resampled_to: tuple[float, ...] | None = None
-    """The spacing the samples were resampled to (`scan_folder(resample=True)`), or None."""
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def class_shares(self) -> dict[int, float]:
-        total = sum(self.class_pixels.values())
-        return {k: (v / total if total else 0.0) for k, v in sorted(self.class_pixels.items())}
-
-    def summary(self) -> dict:
-        """Plain-data summary (JSON-ready)."""
-        return {
-            "path": self.path, "ok": self.ok, "images": self.n_images, "masks": self.n_masks,
-            "aux": self.n_aux, "samples": self.n_samples, "spatial_dims": self.spatial_dims,
-            "size_min": list(self.size_min) if self.size_min else None,
-            "size_max": list(self.size_max) if self.size_max else None,
-            "channels": self.channels, "aux_channels": self.aux_channels,
-            "classes": self.classes, "class_names": self.class_names, "mask_kind": self.mask_kind,
-            "class_shares": {str(k): round(v, 6) for k, v in self.class_shares.items()},
-            "splits": ({k: len(v) for k, v in self.splits.items()} if self.splits else None),
-            "split_source": self.split_source, "layout": self.layout,
-            "channel_names": self.channel_names,
-            "spacing_min": list(self.spacing_min) if self.spacing_min else None,
-            "spacing_max": list(self.spacing_max) if self.spacing_max else None,
-            "problems": list(self.problems),
-            "notes": list(self.notes),
-        }
-
-
-def list_files(d: Path, problems: list[str]) -> dict[str, Path]:
-    """stem -> file for the supported files in `d` (hidden files skipped)."""
-    out: dict[str, Path] = {}
-    for p in sorted(d.iterdir()):
-        if p.name.startswith(".") or p.is_dir():
-            continue
-        sn = R.split_name(p.name)
-        if sn is None:
-            problems.append(f"{d.name}/{p.name}: unsupported file type "
-                            f"(accepted: {', '.join(R.SUPPORTED_EXT)})")
-            continue
-        stem = sn[0]
-        if stem in out:
-            problems.append(f"{d.name}/{p.name}: same name as {d.name}/{out[stem].name} "
-                            "(one file per stem)")
-            continue
-        out[stem] = p
-    return out
 
 
 @dataclass
@@ -221,7 +141,7 @@ def _read_masks(scan: _Scan, spatial_dims: int | None, keep: bool = True
         try:
             m = R.read_array(msks[s], "mask")
         except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
-            P.append(f"{scan.rel('masks', s)}: {_unreadable(msks[s], e)}")
+            P.append(f"{scan.rel('masks', s)}: {R.unreadable(msks[s], e)}")
             continue
         raw_masks[s] = m if keep else None
         votes[R.guess_spatial_dims(msks[s], m)].append(msks[s].name)
@@ -285,7 +205,7 @@ def _read_channels(scan: _Scan, s: str, spatial: tuple[int, ...] | None) -> dict
             try:
                 raw = R.read_array(path, "image")
             except Exception as e:  # noqa: BLE001 - any decoder failure is a file problem
-                scan.problems.append(f"{fname}: {_unreadable(path, e)}")
+                scan.problems.append(f"{fname}: {R.unreadable(path, e)}")
                 bad = True
                 continue
             if spatial is None:
@@ -516,14 +436,3 @@ def scan_folder(root: Path, spatial_dims: int | None = None,
         if all(sm.spacing is not None for sm in samples) else None,
     )
     return rep, data
-
-
-def _unreadable(path: Path, e: BaseException) -> str:
-    """Why a listed file cannot be read, in words (a broken link is not a missing file)."""
-    path = Path(path)
-    if path.is_symlink() and not path.exists():
-        import os
-
-        return (f"a broken symbolic link (to {os.readlink(path)}, which does not exist); "
-                "fix or remove the link")
-    return f"unreadable ({type(e).__name__}: {e})"

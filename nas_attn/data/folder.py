@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 from ..errors import DataError
-from .check import SUBDIRS, FolderReport, scan_folder
-from .split_files import SPLIT_FILES
+from .check import SUBDIRS, scan_folder
 from .layouts import TREE_DIRS
+from .report import FolderReport
 from .segdata import SegData
+from .split_files import SPLIT_FILES
 
 _CACHE: dict[tuple, tuple[FolderReport, SegData | None]] = {}
 _REPORTS: dict[tuple, FolderReport] = {}

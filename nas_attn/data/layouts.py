@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .readers import split_name
+from .readers import SUPPORTED_EXT, split_name
 
 LAYOUTS = ("folder", "nnunet", "decathlon")
 TREE_DIRS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
@@ -255,3 +255,23 @@ def list_layout(root: Path, layout: str, problems: list[str]) -> Listing:
     if layout == "decathlon":
         return _list_decathlon(root, meta, problems)
     return _list_nnunet(root, meta, problems)
+
+
+def list_files(d: Path, problems: list[str]) -> dict[str, Path]:
+    """stem -> file for the supported files in `d` (hidden files skipped)."""
+    out: dict[str, Path] = {}
+    for p in sorted(d.iterdir()):
+        if p.name.startswith(".") or p.is_dir():
+            continue
+        sn = split_name(p.name)
+        if sn is None:
+            problems.append(f"{d.name}/{p.name}: unsupported file type "
+                            f"(accepted: {', '.join(SUPPORTED_EXT)})")
+            continue
+        stem = sn[0]
+        if stem in out:
+            problems.append(f"{d.name}/{p.name}: same name as {d.name}/{out[stem].name} "
+                            "(one file per stem)")
+            continue
+        out[stem] = p
+    return out

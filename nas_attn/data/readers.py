@@ -26,6 +26,7 @@ Layout rules (documented here, applied everywhere):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +262,12 @@ def classify_mask(vals: np.ndarray) -> tuple[str, str | None]:
                        "classes; large ids are often intensities or instance labels), or "
                        "{0, 255} / {0, 1} for binary")
     return "ids", None
+
+
+def unreadable(path: Path, e: BaseException) -> str:
+    """Why a listed file cannot be read, in words (a broken link is not a missing file)."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return (f"a broken symbolic link (to {os.readlink(path)}, which does not exist); "
+                "fix or remove the link")
+    return f"unreadable ({type(e).__name__}: {e})"

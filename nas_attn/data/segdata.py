@@ -12,7 +12,7 @@ import numpy as np
 class SegData:
     """Decoded samples, ready for patch sampling.
 
-    The arrays are numpy arrays in memory, or `nas_attn.data.cache.CachedArray`s (read from
+    The arrays are numpy arrays in memory, or `nas_attn.data.cached_array.CachedArray`s (read from
     the preprocessed cache on demand: index them for a part, `np.asarray` for the whole).
 
     - `images[i]`: (C, *spatial). Raw intensities (any numeric dtype) as decoded from a folder

@@ -26,32 +26,41 @@ def _strip_ext(s: str) -> str:
     return sn[0] if sn else s
 
 
+def _read_json_splits(js: Path, problems: list[str]) -> dict[str, list[str]] | None:
+    """splits.json's lists by split name; None (with the problem) when it cannot be used."""
+    try:
+        raw = json.loads(js.read_text())
+    except (OSError, ValueError) as e:
+        problems.append(f"splits.json: not valid JSON ({e})")
+        return None
+    if not isinstance(raw, dict):
+        problems.append('splits.json: expected an object {"train": [...], "val": [...]}')
+        return None
+    lists: dict[str, list[str]] = {}
+    for k, v in raw.items():
+        if k not in ("train", "val", "test"):
+            problems.append(f"splits.json: unknown key {k!r} (accepted: train, val, test)")
+        elif not (isinstance(v, list) and all(isinstance(s, str) for s in v)):
+            problems.append(f"splits.json: {k!r} must be a list of file stems")
+        else:
+            lists[k] = [_strip_ext(s) for s in v]
+    return lists
+
+
 def read_splits(root: Path, stems: list[str], problems: list[str]
                 ) -> tuple[dict[str, list[str]] | None, str | None]:
     """Explicit train/val lists from splits.json or train.txt/val.txt, validated against `stems`."""
     js, tr, va, te = (root / n for n in SPLIT_FILES)
-    lists: dict[str, list[str]] = {}
     if js.exists():
         source = "splits.json"
         if tr.exists() or va.exists() or te.exists():
             problems.append("splits.json and train.txt/val.txt/test.txt both present: keep one")
-        try:
-            raw = json.loads(js.read_text())
-        except (OSError, ValueError) as e:
-            problems.append(f"splits.json: not valid JSON ({e})")
+        lists = _read_json_splits(js, problems)
+        if lists is None:
             return None, source
-        if not isinstance(raw, dict):
-            problems.append('splits.json: expected an object {"train": [...], "val": [...]}')
-            return None, source
-        for k, v in raw.items():
-            if k not in ("train", "val", "test"):
-                problems.append(f"splits.json: unknown key {k!r} (accepted: train, val, test)")
-            elif not (isinstance(v, list) and all(isinstance(s, str) for s in v)):
-                problems.append(f"splits.json: {k!r} must be a list of file stems")
-            else:
-                lists[k] = [_strip_ext(s) for s in v]
     elif tr.exists() or va.exists() or te.exists():
         source = "train.txt/val.txt/test.txt"
+        lists = {}
         for k, p in (("train", tr), ("val", va), ("test", te)):
             if p.exists():
                 try:

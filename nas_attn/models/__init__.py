@@ -12,13 +12,20 @@ imported only inside the constructors of `timm_layers.py`.
 - `unet`        `UNet`, `UNetDecoder` (plain numbers in, no `UNetArch`)
 - `factory`     `ATTENTION` (the one table of names) and `make_attention`
 - `sliding`, `infer`: sliding-window / TTA prediction and the training normalisation
+- `standalone`  model.py's own functions (build_model, load, preprocess, predict), copied last
+
+DESIGN (keep): one file per attention family, each class's docstring citing its paper and
+saying where it deviates from it (and why); the class attributes (family, kind, dims) are the
+registry's only source. Torch-only files copied by definition are what make an exported
+model.py run the very code that trained and validated it; `standalone` is a real module for
+the same reason (imported, linted and tested, not a string template).
 """
 from .factory import ATTENTION, build_attention, make_attention
 from .timm_layers import TimmUNet
 from .unet import UNet, UNetDecoder
 
 SOURCE_ORDER = ("layers", "tokens", "channel", "spatial", "gate", "dual", "cross", "selfattn",
-                "unet", "timm_layers", "factory", "sliding", "infer")
+                "unet", "timm_layers", "factory", "sliding", "infer", "standalone")
 """The files in an order where each comes after the siblings it imports (model.py's order)."""
 
 __all__ = ["ATTENTION", "SOURCE_ORDER", "TimmUNet", "UNet", "UNetDecoder", "build_attention",

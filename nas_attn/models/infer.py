@@ -18,7 +18,7 @@ functions into `model.py`, so the exported file predicts with the very code that
   statistics), found with `torch.kthvalue` (no size limit, unlike `torch.quantile`).
 - `predict_logits` runs the model once on an image no larger than the training patch, else
   `sliding_window_predict` (sliding.py) at the patch size (overlap, Gaussian weights), which
-  is what validation during training does (`nas_attn.train.inference.predict_logits`). With
+  is what validation during training does (`nas_attn.training.inference.predict_logits`). With
   `tta=True` it also predicts the image flipped along every combination of spatial axes and
   averages the probabilities (4 passes in 2D, 8 in 3D). Flip TTA assumes a flipped image keeps
   its labels' meaning: do not use it when classes are lateralised (left vs right structures).

@@ -1,6 +1,6 @@
 """Dimension-generic building blocks (2D and 3D) shared by attention modules and the UNet.
 
-Torch only, like every file of `nas_attn.models`: `nas_attn.export` copies its definitions
+Torch only, like every file of `nas_attn.models`: `nas_attn.exporting` copies its definitions
 whole into standalone `model.py` files.
 """
 from __future__ import annotations

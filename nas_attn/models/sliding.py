@@ -57,32 +57,17 @@ def _pad_spatial(t: torch.Tensor, target: Sequence[int]) -> tuple[torch.Tensor, 
     return torch.nn.functional.pad(t, pads), crop
 
 
-@torch.no_grad()
-def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int] | int, *,
-                           overlap: float = 0.25, aux: torch.Tensor | None = None,
-                           batch: int = 4, fill: bool | None = None) -> torch.Tensor:
-    """Logits (B, out, *spatial) of `model` over `image` (B, C, *spatial).
-
-    Every forward pass sees the patch size, so cuDNN (benchmark mode) tunes its kernels once
-    for training and evaluation instead of once per new image shape: an image smaller than the
-    patch on an axis is zero-padded (centred, as the training loader pads small samples) to the
-    patch there and its logits are cut back; an image of exactly the patch size takes one plain
-    forward pass. Larger images are tiled by patches with `overlap`, a step of
-    `patch * (1 - overlap)` with the last patch moved back to end at the border (MONAI's tiling), and overlapping outputs are averaged with Gaussian weights
-    (sigma = patch/8), which downweights patch borders. `aux` (B, C_aux, *spatial) is padded
-    and cut the same way and passed as `model(x, aux)`. `batch` patches per image go through the
-    model at once; with `fill` (default: on CUDA, where cuDNN tunes per shape; elsewhere the
-    filler is only work thrown away) the last, partial group is filled up with zero patches to
-    the same batch size (their outputs are dropped). Runs under `torch.no_grad()`, on the image's device; put
-    the model in eval mode first (BatchNorm would otherwise use per-batch statistics, and the
-    filler patches would change the results).
-    """
+def _window_patch(image: torch.Tensor, patch_size, overlap: float,
+                  aux: torch.Tensor | None) -> list[int]:
+    """The patch as one int per spatial axis (one number means every axis), after checking
+    the arguments of `sliding_window_predict`."""
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     spatial = tuple(image.shape[2:])
     d = len(spatial)
     if d not in (2, 3):
-        raise ValueError(f"image must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(image.shape)}")
+        raise ValueError(f"image must be (B, C, H, W) or (B, C, D, H, W), got shape "
+                         f"{tuple(image.shape)}")
     ps = [int(patch_size)] * d if isinstance(patch_size, int) else [int(p) for p in patch_size]
     if len(ps) == 1:
         ps = ps * d
@@ -90,18 +75,14 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
         raise ValueError(f"patch_size {list(ps)} does not fit a {d}D image")
     if aux is not None and tuple(aux.shape[2:]) != spatial:
         raise ValueError(f"aux spatial shape {tuple(aux.shape[2:])} differs from image {spatial}")
-    if any(s < p for s, p in zip(spatial, ps)):
-        padded = tuple(max(s, p) for s, p in zip(spatial, ps))
-        image, crop = _pad_spatial(image, padded)
-        if aux is not None:
-            aux = _pad_spatial(aux, padded)[0]
-        out = sliding_window_predict(model, image, ps, overlap=overlap, aux=aux, batch=batch,
-                                     fill=fill)
-        return out[(slice(None), slice(None)) + crop]
-    if all(s == p for s, p in zip(spatial, ps)):
-        return forward_logits(model, image, aux)
-    patch = tuple(ps)
-    fill = image.device.type == "cuda" if fill is None else fill
+    return ps
+
+
+def _tiled(model, image: torch.Tensor, patch: tuple[int, ...], overlap: float,
+           aux: torch.Tensor | None, batch: int, fill: bool) -> torch.Tensor:
+    """The Gaussian-weighted average of the model's logits over patches tiling `image` (no
+    smaller than `patch` on any axis), `batch` patches per forward pass."""
+    spatial = tuple(image.shape[2:])
     starts = list(product(*[_positions(s, p, overlap) for s, p in zip(spatial, patch)]))
     weight = _gaussian(patch).to(image.device)
     b = image.shape[0]
@@ -128,3 +109,40 @@ def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int]
             out[full] += y[j * b:(j + 1) * b] * weight
             norm[full] += weight
     return out / norm
+
+
+@torch.no_grad()
+def sliding_window_predict(model, image: torch.Tensor, patch_size: Sequence[int] | int, *,
+                           overlap: float = 0.25, aux: torch.Tensor | None = None,
+                           batch: int = 4, fill: bool | None = None) -> torch.Tensor:
+    """Logits (B, out, *spatial) of `model` over `image` (B, C, *spatial).
+
+    Every forward pass sees the patch size, so cuDNN (benchmark mode) tunes its kernels once
+    for training and evaluation instead of once per new image shape: an image smaller than the
+    patch on an axis is zero-padded (centred, as the training loader pads small samples) to the
+    patch there and its logits are cut back; an image of exactly the patch size takes one plain
+    forward pass. Larger images are tiled by patches with `overlap`, a step of
+    `patch * (1 - overlap)` with the last patch moved back to end at the border (MONAI's
+    tiling), and overlapping outputs are averaged with Gaussian weights (sigma = patch/8),
+    which downweights patch borders. `aux` (B, C_aux, *spatial) is padded
+    and cut the same way and passed as `model(x, aux)`. `batch` patches per image go through the
+    model at once; with `fill` (default: on CUDA, where cuDNN tunes per shape; elsewhere the
+    filler is only work thrown away) the last, partial group is filled up with zero patches to
+    the same batch size (their outputs are dropped). Runs under `torch.no_grad()`, on the
+    image's device; put the model in eval mode first (BatchNorm would otherwise use per-batch statistics, and the
+    filler patches would change the results).
+    """
+    ps = _window_patch(image, patch_size, overlap, aux)
+    spatial = tuple(image.shape[2:])
+    if any(s < p for s, p in zip(spatial, ps)):
+        padded = tuple(max(s, p) for s, p in zip(spatial, ps))
+        image, crop = _pad_spatial(image, padded)
+        if aux is not None:
+            aux = _pad_spatial(aux, padded)[0]
+        out = sliding_window_predict(model, image, ps, overlap=overlap, aux=aux, batch=batch,
+                                     fill=fill)
+        return out[(slice(None), slice(None)) + crop]
+    if all(s == p for s, p in zip(spatial, ps)):
+        return forward_logits(model, image, aux)
+    fill = image.device.type == "cuda" if fill is None else fill
+    return _tiled(model, image, tuple(ps), overlap, aux, batch, fill)

@@ -1,6 +1,6 @@
 """Shared token attention: every attention over positions or channels goes through here.
 
-Functions only, at module level, importing only torch (and math): `nas_attn.export` copies what
+Functions only, at module level, importing only torch (and math): `nas_attn.exporting` copies what
 the exported attention classes use from here into standalone `model.py` files.
 
 Cost bound. A feature map of N positions attended at full resolution costs O(N^2) time (and,

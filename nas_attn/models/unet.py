@@ -1,6 +1,6 @@
 """The UNet itself, built from plain numbers and a site -> attention table.
 
-Torch only: `nas_attn.export` copies `UNet` and `UNetDecoder` whole into `model.py`.
+Torch only: `nas_attn.exporting` copies `UNet` and `UNetDecoder` whole into `model.py`.
 `nas_attn.unet.build_unet(arch)` turns a `UNetArch` into these numbers; a timm encoder (2D) is
 `TimmUNet` in `timm_layers.py`, with the same decoder.
 

@@ -115,7 +115,7 @@ def _recipe_default(key: str, choice: Choice) -> Any:
     """A baseline's value for a searched training setting: the TrainConfig recipe's default
     when the space allows it (so a baseline is not handicapped by, say, the middle of an lr
     range), else the middle of the range (the first of a list)."""
-    from ..train import TrainConfig
+    from ..training import TrainConfig
 
     field = TrainConfig.model_fields.get(key)
     default = None if field is None else field.default

@@ -21,9 +21,10 @@ from ..device import Runtime, is_oom, release_memory, seed_everything
 from ..errors import DivergedError, OutOfMemoryError, TrainingError
 from .checkpoint import save_checkpoint, state_dict_cpu
 from .config import TrainConfig
-from .inference import predict_logits
 from .losses import SegLoss
-from .metrics import MetricAccumulator, labels_from_logits
+from .optim import LRSchedule, make_optimizer
+from .resume import _load_resume, _save_resume
+from .validation import eval_patch, evaluate
 
 
 # ----- progress / result ------------------------------------------------------------------
@@ -67,7 +68,7 @@ class TrainResult:
     config: dict[str, Any] = field(default_factory=dict)
     inference: dict[str, Any] = field(default_factory=dict)
     """How inference must see images to match training: patch_size, overlap and the
-    normalisation settings (what best.pt records; `nas_attn.export.export_arch(inference=)`)."""
+    normalisation settings (what best.pt records; `nas_attn.exporting.export_arch(inference=)`)."""
 
 
 NONFINITE_PATIENCE = 5
@@ -122,138 +123,6 @@ def _reseed(loader, seed: int) -> None:
         reseed(seed)
 
 
-# ----- optimizer / schedule ---------------------------------------------------------------
-def make_optimizer(model: nn.Module, cfg: TrainConfig,
-                   runtime: Runtime | None = None) -> torch.optim.Optimizer:
-    """AdamW or Nesterov SGD; no weight decay on norm weights and biases (1-D parameters);
-    the runtime's optimizer arguments (fused kernels on CUDA)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    extra = runtime.optimizer_kwargs(cfg.optimizer) if runtime is not None else {}
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, **extra)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True, **extra)
-
-
-class LRSchedule:
-    """timm's schedulers (cosine, poly 0.9, constant), driven by steps or wall time.
-
-    Warm-up is linear over `warmup_steps` optimizer steps from 1 % of the peak lr, capped at a
-    quarter of the planned steps (a one-epoch run does not spend itself warming up). The decay
-    after it follows the larger of step progress and, with a time budget, time progress, so the
-    lr reaches its floor when either the planned steps or the budget run out.
-    """
-
-    RESOLUTION = 10_000
-
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig, *, total_steps: int,
-                 warmup_steps: int):
-        from timm.scheduler import CosineLRScheduler, PolyLRScheduler, StepLRScheduler
-
-        self.cfg = cfg
-        self.total_steps = max(1, total_steps)
-        self.warmup_steps = max(0, min(warmup_steps, self.total_steps // 4))
-        self.decay_t = self.RESOLUTION
-        self.warmup_end_s: float | None = None if self.warmup_steps else 0.0
-        common = dict(warmup_t=self.warmup_steps, warmup_lr_init=cfg.lr * 0.01,
-                      warmup_prefix=True, t_in_epochs=False)
-        if cfg.schedule == "cosine":
-            self.sched = CosineLRScheduler(optimizer, t_initial=self.decay_t,
-                                           lr_min=cfg.lr * cfg.min_lr_ratio, **common)
-        elif cfg.schedule == "poly":
-            self.sched = PolyLRScheduler(optimizer, t_initial=self.decay_t, power=0.9,
-                                         lr_min=cfg.lr * cfg.min_lr_ratio, **common)
-        else:
-            self.sched = StepLRScheduler(optimizer, decay_t=10 ** 9, decay_rate=1.0, **common)
-        self.optimizer = optimizer
-
-    def progress(self, step: int, elapsed_s: float) -> float:
-        """Share (0..1) of the decay phase done after `step` optimizer steps."""
-        if step < self.warmup_steps:
-            return 0.0
-        if self.warmup_end_s is None:
-            self.warmup_end_s = elapsed_s
-        q = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        budget = self.cfg.max_time_s
-        if budget is not None:
-            q = max(q, (elapsed_s - self.warmup_end_s) / max(1e-9, budget - self.warmup_end_s))
-        return min(1.0, q)
-
-    def update(self, step: int, elapsed_s: float) -> float:
-        if step < self.warmup_steps:
-            t = step
-        else:
-            t = self.warmup_steps + int(round(self.progress(step, elapsed_s) * self.decay_t))
-        self.sched.step_update(t)
-        return self.lr
-
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-
-# ----- evaluation -------------------------------------------------------------------------
-def _eval_patch(data_cfg, train_data):
-    """The training patch size (the data package's rule), used to decide on sliding windows."""
-    patch = getattr(data_cfg, "patch_size", None)
-    try:
-        from ..data.loaders import resolve_patch
-
-        return resolve_patch(patch, train_data)
-    except Exception:  # noqa: BLE001  (no data package rule / odd data: fall back to the config)
-        return patch
-
-
-def _predict_or_cpu(model: nn.Module, image: torch.Tensor, runtime: Runtime, **kw) -> torch.Tensor:
-    """`predict_logits`, retried on the CPU for this one image when the accelerator runs out of
-    memory, so an OOM at evaluation does not throw away a trial that finished training."""
-    try:
-        return predict_logits(model, image, runtime, **kw)
-    except BaseException as e:  # noqa: BLE001  (only OOM is handled)
-        if not is_oom(e) or runtime.device.type == "cpu":
-            raise
-        release_memory(e, runtime)
-    cpu = Runtime.create("cpu", amp=False, channels_last=False, spatial_dims=image.dim() - 2)
-    aux = kw.pop("aux", None)
-    model.to("cpu")
-    try:
-        return predict_logits(model, image.cpu(), cpu, aux=None if aux is None else aux.cpu(), **kw)
-    finally:
-        model.to(runtime.device)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, val_loader, runtime: Runtime, *, classes: int, patch_size=None,
-             overlap: float = 0.25, hd95: bool = False,
-             criterion: nn.Module | None = None) -> dict[str, Any]:
-    """Scores over whole validation images (`metrics`: per-class Dice pooled over the split),
-    plus the mean `val_loss` per image when a criterion is given. One host sync per image (the
-    confusion counts); the model is left in eval mode."""
-    model.eval()
-    acc = MetricAccumulator(classes, with_hd95=hd95)
-    loss_sum = None
-    for batch in val_loader:
-        spacing = batch.pop("spacing", None)  # stays on the host: (B, dims) mm
-        batch = runtime.to_device(batch)
-        image, mask = batch["image"], batch["mask"]
-        logits = _predict_or_cpu(model, image, runtime, patch_size=patch_size, overlap=overlap,
-                                 aux=batch.get("aux"))
-        mask = mask.to(logits.device)
-        if criterion is not None:
-            loss = criterion(logits, mask).detach()
-            loss_sum = loss if loss_sum is None else loss_sum + loss.to(loss_sum.device)
-        for j, (pred, gt) in enumerate(zip(labels_from_logits(logits), mask)):
-            acc.add(pred, gt, None if spacing is None else spacing[j].tolist())
-    out: dict[str, Any] = acc.result()
-    if loss_sum is not None:
-        out["val_loss"] = float(loss_sum) / max(1, len(acc))
-    return out
-
-
 # ----- training ---------------------------------------------------------------------------
 def _cycle(loader) -> Iterator:
     while True:
@@ -302,7 +171,7 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
             from .preview import save_preview
 
             save_preview(result.model, val_data, Path(out_dir) / "preview.png", runtime,
-                         patch_size=_eval_patch(data_cfg, train_data), overlap=cfg.val_overlap)
+                         patch_size=eval_patch(data_cfg, train_data), overlap=cfg.val_overlap)
         if resume_file is not None:
             resume_file.unlink(missing_ok=True)
         return result
@@ -388,7 +257,7 @@ def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runt
         raise TrainingError("the training loader is empty: no training samples, or batch_size "
                             f"{cfg.batch_size} larger than the samples with drop_last")
     total_steps = cfg.epochs * steps_per_epoch
-    patch_size = _eval_patch(data_cfg, train_data)
+    patch_size = eval_patch(data_cfg, train_data)
 
     if model is None:  # an architecture that cannot fit: one line before any allocation
         runtime.check_fits(arch, patch_size or max((tuple(x.shape[1:]) for x in
@@ -571,35 +440,3 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
         inference={"patch_size": list(run.patch_size) if run.patch_size else None,
                    "overlap": cfg.val_overlap, **(run.normalisation or {}),
                    "spacing": run.spacing})
-
-
-# ----- resuming ---------------------------------------------------------------------------
-def _save_resume(path, epoch, global_step, since_best, best, best_state, history, elapsed,
-                 model, optimizer, schedule, scaler, ema) -> None:
-    from .checkpoint import _plain, atomic_torch_save
-
-    atomic_torch_save({
-        "epoch": epoch, "global_step": global_step, "since_best": since_best,
-        "elapsed_s": float(elapsed), "warmup_end_s": schedule.warmup_end_s,
-        "best": _plain(best), "history": _plain(history), "best_state": best_state,
-        "model": state_dict_cpu(model), "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(), "ema": None if ema is None else state_dict_cpu(ema),
-    }, path)
-
-
-def _load_resume(path, model, optimizer, schedule, scaler, ema):
-    """Restore the state `_save_resume` wrote; returns where and how the run goes on."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-    except Exception as e:  # noqa: BLE001  (unreadable file or another architecture)
-        raise TrainingError(f"cannot resume from {str(path)!r}: {e}") from None
-    schedule.warmup_end_s = state["warmup_end_s"]
-    schedule.update(state["global_step"], state["elapsed_s"])
-    return (int(state["epoch"]) + 1, int(state["global_step"]), int(state["since_best"]),
-            dict(state["best"]), state["best_state"], list(state["history"]),
-            float(state["elapsed_s"]))

@@ -1,6 +1,6 @@
 """The per-trial objective of a search: sample → build → cost → constraints → train (report,
 prune) → value(s), with the trial's records (architecture, cost, configuration, scores,
-artifacts). `nas_attn.search.oneshot.objective` scores placements on a supernet instead of
+artifacts). `nas_attn.searching.oneshot.objective` scores placements on a supernet instead of
 training them.
 
 Library code: it prints nothing. Progress goes to an optional `listener` (the CLI's live view).
@@ -113,7 +113,7 @@ class Objective:
 
     # ------------------------------------------------------------------------------------
     def train_config(self, overrides: dict):
-        from ..train import TrainConfig
+        from ..training import TrainConfig
 
         b = self.space.budget
         # the TrainConfig recipe (warm-up of 5 epochs, capped at a quarter of the run), as in
@@ -168,7 +168,7 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial):
-        from ..train import train
+        from ..training import train
 
         space = self.space
         label = trial.user_attrs.get("baseline")
@@ -331,7 +331,7 @@ class Objective:
         done = [t.values[0] for t in trial.study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
         if sum(v > dice for v in done) < KEEP_EXPORTS:
-            from ..export import export_arch
+            from ..exporting import export_arch
 
             meta = {"score_dice": dice, **cost.as_dict(), "study": self.study_name,
                     "trial": trial.number}

@@ -19,7 +19,7 @@ written (`check_generated`).
 make the folder verify itself, `nas_attn.export_verify`),
 `weights.pt` (a state_dict, loadable with `torch.load(..., weights_only=True)`), and optionally
 `model.ts` / `model.onnx` (`nas_attn.export_formats`). `export_checkpoint` exports a
-`nas-attn train` output; `nas_attn.search.trial_export.export_trial` a trial of a study.
+`nas-attn train` output; `nas_attn.searching.trial_export.export_trial` a trial of a study.
 """
 from __future__ import annotations
 
@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import models
+from .models import standalone
 from .arch import UNetArch
 from .atomic import AtomicGroup
 from .errors import NasAttnError
 from .export_formats import FORMATS, example_inputs, export_onnx, export_torchscript, onnx_missing
-from .export_text import (BASE_IMPORTS, TAIL, TAIL_IMPORTS, ExportError, arch_literal,
+from .export_text import (BASE_IMPORTS, ExportError, arch_literal,
                           check_generated, docstring, inference_settings, lit, meta_literal, sanitize_meta, sanitize_text,
                           validated_arch)
 from .export_verify import provenance
@@ -48,8 +49,10 @@ from .unet import timm_kwargs, unet_kwargs
 __all__ = ["ExportError", "export_arch", "export_checkpoint", "inference_settings",
            "load_model_py", "render_model_py"]
 
-_ROOTS = ("make_attention", "preprocess_image", "predict_image")
-_WRITTEN_HERE = {"ATTENTION"}  # model.py's own table: only the used classes
+_ROOTS = ("make_attention", "build_model", "load", "preprocess", "predict", "run_example")
+"""model.py's public functions (`nas_attn.models.standalone`) and what they need."""
+_WRITTEN_HERE = {"ATTENTION", *standalone.PLACEHOLDERS}
+"""Written by `render_model_py` itself: the used classes' table and the literals of the export."""
 
 
 # ----- the copyable definitions of nas_attn.models -------------------------------------------
@@ -136,9 +139,12 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
     uses_timm = any(d.file == "timm_layers" for d in chosen)
     blocks, current = [], None
     for d in chosen:
+        if d.file == "standalone":
+            continue  # after the literals they read
         head = "" if d.file == current else f"# {'-' * 8} from nas_attn/models/{d.file}.py {'-' * 8}\n"
         current = d.file
         blocks.append(head + d.text)
+    tail = [d.text for d in chosen if d.file == "standalone"]
     settings = dict(inference) if inference is not None else {}
     # validated again: only numbers and known names reach the file
     settings = inference_settings(settings.get("patch_size"), settings.get("overlap"),
@@ -150,7 +156,7 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
     size = int(example_size or (64 if arch.spatial_dims == 2 else 32))
     parts = [
         f'"""{docstring(arch, meta, uses_timm)}\n"""',
-        "\n".join(["from __future__ import annotations", "", *TAIL_IMPORTS, *imports]) + "\n\n"
+        "\n".join(["from __future__ import annotations", "", *imports]) + "\n\n"
         f"__all__ = ['ARCH', 'INFERENCE', 'META', {net.__name__!r}, 'build_model', 'load', "
         "'make_attention', 'predict', 'preprocess']",
         "\n\n\n".join(blocks),
@@ -161,7 +167,11 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
         f"INFERENCE = {lit(settings, 'inference')}",
         "ATTENTION = {" + "".join(f"\n    {n!r}: {c.__name__}," for n, c in used.items())
         + ("\n" if used else "") + "}",
-        TAIL.strip("\n").replace("__NET__", net.__name__).replace("__SIZE__", str(size)),
+        f"NET = {net.__name__}",
+        f"EXAMPLE_SIZE = {size}",
+        "# " + "=" * 96 + "\n# from nas_attn/models/standalone.py\n# " + "=" * 96,
+        *tail,
+        'if __name__ == "__main__":\n    print(run_example())',
     ]
     code = "\n\n\n".join(parts) + "\n"
     check_generated(code, allowed_imports=BASE_IMPORTS + (("timm",) if uses_timm else ()))
@@ -175,7 +185,7 @@ def _state_dict(weights: Path | str | Mapping, arch: UNetArch) -> dict:
     from .unet import build_unet
 
     if isinstance(weights, (str, Path)):
-        from .train.checkpoint import safe_load
+        from .training.checkpoint import safe_load
 
         try:
             obj = safe_load(weights)
@@ -213,6 +223,37 @@ def load_model_py(path: Path | str, module_name: str | None = None):
     return module
 
 
+def _export_formats(arch: UNetArch, formats: tuple[str, ...], size: tuple[int, ...], state,
+                    group: AtomicGroup, files: dict[str, Path], staged: dict[str, Path],
+                    out_dir: Path) -> dict[str, dict]:
+    """TorchScript and ONNX of the staged model.py's network (traced at `size`), staged in
+    `group`; each format's check against eager torch (sizes, largest difference)."""
+    model = load_model_py(staged["model.py"]).build_model()
+    if state is not None:
+        model.load_state_dict(state)
+    model.eval()
+    inputs = example_inputs(arch, size)
+    checks: dict[str, dict] = {}
+    if "torchscript" in formats:
+        files["torchscript"] = out_dir / "model.ts"
+        staged["model.ts"] = group.stage(files["torchscript"])
+        checks["torchscript"] = export_torchscript(model, inputs, staged["model.ts"], arch.depth)
+    if "onnx" in formats:
+        files["onnx"] = out_dir / "model.onnx"
+        staged["model.onnx"] = group.stage(files["onnx"])
+        checks["onnx"] = export_onnx(model, inputs, staged["model.onnx"], arch)
+    return checks
+
+
+def _trace_size(arch: UNetArch, input_size: Sequence[int] | None) -> tuple[int, ...]:
+    """The example input's spatial size (default 64² in 2D, 32³ in 3D), checked."""
+    size = tuple(int(s) for s in input_size) if input_size else \
+        (64,) * 2 if arch.spatial_dims == 2 else (32,) * 3
+    if len(size) != arch.spatial_dims or any(s < 1 for s in size):
+        raise ExportError(f"input_size {size} must have {arch.spatial_dims} positive entries")
+    return size
+
+
 def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = None,
                 meta: dict | None = None, formats: tuple[str, ...] = (),
                 input_size: Sequence[int] | None = None,
@@ -227,8 +268,8 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
     "inference". `weights`: a state_dict, or the path of one (or of a checkpoint holding one
     under 'state_dict' / 'model'); it must load strictly into `build_unet(arch)`. TorchScript and
     ONNX are traced at `input_size` (default 64² in 2D, 32³ in 3D) and take any size; each is
-    checked against torch at three sizes (recorded in meta.json's "format_checks"). Returns the paths written, under the keys "model",
-    "arch", "meta", "weights", "onnx", "torchscript".
+    checked against torch at three sizes (recorded in meta.json's "format_checks"). Returns the
+    paths written, under the keys "model", "arch", "meta", "weights", "onnx", "torchscript".
     """
     import torch
 
@@ -236,10 +277,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ExportError(f"unknown export formats {bad}; accepted: {', '.join(FORMATS)}")
-    size = tuple(int(s) for s in input_size) if input_size else \
-        (64,) * 2 if arch.spatial_dims == 2 else (32,) * 3
-    if len(size) != arch.spatial_dims or any(s < 1 for s in size):
-        raise ExportError(f"input_size {size} must have {arch.spatial_dims} positive entries")
+    size = _trace_size(arch, input_size)
     if "onnx" in formats and onnx_missing():  # fail before writing anything
         raise ExportError(onnx_missing())
     state = _state_dict(weights, arch) if weights is not None else None
@@ -264,20 +302,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
         staged["model.py"] = group.write(files["model"], code)  # what `formats` import
         group.write(files["arch"], arch.to_json(indent=2) + "\n")
         if formats:
-            model = load_model_py(staged["model.py"]).build_model()
-            if state is not None:
-                model.load_state_dict(state)
-            model.eval()
-            inputs = example_inputs(arch, size)
-            if "torchscript" in formats:
-                files["torchscript"] = out_dir / "model.ts"
-                staged["model.ts"] = group.stage(files["torchscript"])
-                checks["torchscript"] = export_torchscript(model, inputs, staged["model.ts"],
-                                                           arch.depth)
-            if "onnx" in formats:
-                files["onnx"] = out_dir / "model.onnx"
-                staged["model.onnx"] = group.stage(files["onnx"])
-                checks["onnx"] = export_onnx(model, inputs, staged["model.onnx"], arch)
+            checks = _export_formats(arch, formats, size, state, group, files, staged, out_dir)
         # last: the record of every file above (`nas_attn.export_verify`)
         doc = sanitize_meta(meta)
         doc["inference"] = settings
@@ -308,7 +333,7 @@ def export_checkpoint(path: Path | str, out_dir: Path | None = None, *,
     """Export a `nas-attn train` output (its folder or its best.pt) or any nas-attn checkpoint:
     model.py with its patch size and normalisation, arch.json, meta.json, weights.pt.
     Returns (paths written, architecture)."""
-    from .train.checkpoint import checkpoint_inference, find_checkpoint, read_checkpoint
+    from .training.checkpoint import checkpoint_inference, find_checkpoint, read_checkpoint
 
     path = Path(path)
     ckpt = find_checkpoint(path)
@@ -329,7 +354,3 @@ def export_checkpoint(path: Path | str, out_dir: Path | None = None, *,
                         input_size=input_size,
                         inference=inference, force=force)
     return files, arch
-
-from ._callable import make_callable  # noqa: E402
-
-make_callable(__name__)  # `na.export(...)` runs `nas_attn.api.export`

@@ -3,7 +3,7 @@ output), read inputs in the package's formats, predict, write masks in the input
 
 Library code (no printing); `nas_attn.cli.predict` draws the progress and the errors.
 
-- Models: an export folder (`model.py` + `weights.pt` + `arch.json`, see `nas_attn.export`),
+- Models: an export folder (`model.py` + `weights.pt` + `arch.json`, see `nas_attn.exporting`),
   a checkpoint (`best.pt` of `nas-attn train` or a search trial) or the folder holding it.
   An export folder is loaded from its data only (arch.json built with the package's modules,
   weights.pt with `weights_only=True`): its model.py is never run. The patch size and overlap
@@ -39,7 +39,7 @@ from .models.infer import (
     labels_from_output,
     predict_logits,
 )
-from .train.checkpoint import checkpoint_inference, find_checkpoint, load_checkpoint
+from .training.checkpoint import checkpoint_inference, find_checkpoint, load_checkpoint
 
 
 class ModelLoadError(NasAttnError, ValueError):
@@ -130,7 +130,7 @@ def _load_export(path: Path, accept_mismatch: bool = False
     except RecursionError:
         raise ModelLoadError(f"{path / 'arch.json'}: not a valid architecture (nested too "
                              "deeply)") from None
-    from .train.checkpoint import safe_load
+    from .training.checkpoint import safe_load
 
     try:
         state = safe_load(path / "weights.pt")

@@ -1,4 +1,4 @@
-"""Score a trained model on a labelled folder: the pooled Dice of `nas_attn.train.metrics` (the
+"""Score a trained model on a labelled folder: the pooled Dice of `nas_attn.training.metrics` (the
 score the search optimises), IoU, HD95 per class, and per-image Dice.
 
 The folder is decoded like a training folder (same readers; a 3D folder through the
@@ -16,8 +16,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import DataError
-from .predict import LoadedModel, predict_array
-from .train.metrics import MetricAccumulator
+from .prediction import LoadedModel, predict_array
+from .training.metrics import MetricAccumulator
 
 
 def _clean(v: Any) -> Any:
@@ -76,5 +76,5 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, *, tta: bool = Fals
                 "data": str(folder), "model": loaded.source, "tta": tta,
                 "patch_size": list(loaded.patch_size) if loaded.patch_size else None,
                 "normalisation": loaded.normalisation["normalisation"],
-                "metric": "Dice per class pooled over the folder (nas_attn.train.metrics)"})
+                "metric": "Dice per class pooled over the folder (nas_attn.training.metrics)"})
     return _clean(res)

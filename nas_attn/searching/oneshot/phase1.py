@@ -1,6 +1,6 @@
 """Phase 1 of a one-shot search: train each supernet once, with the project's recipe.
 
-The supernet goes through `nas_attn.train.train` like any candidate (loss, augmentation,
+The supernet goes through `nas_attn.training.train` like any candidate (loss, augmentation,
 schedule, AMP and channels_last on CUDA, loader workers, `resume.pt` after every epoch), with a
 new path each step (fair per-site schedule, `SuperNet.fair_path`). The budget is the full
 budget `finalize` retrains with, unless `search.oneshot.epochs` says otherwise. The result is
@@ -60,7 +60,7 @@ class SupernetStep:
     index: int              # 1-based supernet counter
     count: int
     macro: str
-    info: Any               # nas_attn.train.StepInfo
+    info: Any               # nas_attn.training.StepInfo
 
 
 def ensure_supernets(objective, progress: Callable[[SupernetStep], None] | None = None
@@ -101,8 +101,8 @@ def train_supernet(objective, unit, folder: Path, progress=None, start=None) -> 
     """Train `unit`'s supernet into `folder`; from scratch, or (few-shot split) starting from
     the trained shared supernet `start` = (its unit, its folder) and fine-tuned for
     `split_epochs`."""
-    from ...train import train
-    from ...train.checkpoint import atomic_torch_save, state_dict_cpu
+    from ...training import train
+    from ...training.checkpoint import atomic_torch_save, state_dict_cpu
 
     macro, choices = unit.macro, unit.choices
     cfg = supernet_config(objective, objective.overrides)

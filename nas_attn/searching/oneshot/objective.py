@@ -129,7 +129,7 @@ class OneShotObjective(Objective):
     def calibration_batches(self, cfg, runtime) -> list:
         """The same `recalibration_batches` training batches (augmented patches, the recipe's
         batch size and seed) for every placement, kept on the device."""
-        from ...train.loop import get_loaders
+        from ...training.loop import get_loaders
 
         key = f"{cfg.batch_size}/{cfg.seed}"
         if key not in self._batches:
@@ -150,7 +150,8 @@ class OneShotObjective(Objective):
     def score(self, arch: UNetArch, cfg) -> dict[str, Any]:
         """Validation metrics of `arch`'s path with inherited weights and recalibrated
         BatchNorm statistics."""
-        from ...train.loop import _eval_patch, evaluate, get_loaders
+        from ...training.loop import get_loaders
+        from ...training.validation import eval_patch, evaluate
 
         net, runtime = self.supernet(arch, cfg)
         net.set_path(arch)
@@ -159,7 +160,7 @@ class OneShotObjective(Objective):
                                     batch_size=cfg.batch_size, seed=cfg.seed,
                                     device_is_cuda=runtime.is_cuda)
         return evaluate(net, val_loader, runtime, classes=arch.classes,
-                        patch_size=_eval_patch(self.data_cfg, self.train_data),
+                        patch_size=eval_patch(self.data_cfg, self.train_data),
                         overlap=cfg.val_overlap)
 
     # ----- the trial ----------------------------------------------------------------------

@@ -28,7 +28,8 @@ from ..paths import check_name
 from . import optuna_adapter as OA
 from .objective import Listener, Objective
 from .sampling import baseline_params
-from .space import Space, load_space, read_space_text, resolve_space_path
+from .space import Space
+from .space_files import load_space, read_space_text, resolve_space_path
 from .study import (
     DEFAULT_RUNS,
     describe_storage,
@@ -208,7 +209,34 @@ def _check_same_space(study0: optuna.Study, space_path: Path) -> None:
                      "resume it with that space or choose a new --study name")
 
 
+def _record_request(study: optuna.Study, req: SearchRequest, space: Space, space_path: Path,
+                    strategy: str) -> None:
+    """What a new study keeps of its request: the space (path and text), objectives, strategy
+    and the data settings a resume reuses."""
+    study.set_user_attr("space_path", str(space_path))
+    study.set_user_attr("space_yaml", read_space_text(space_path))
+    study.set_user_attr("objectives", list(space.objectives))
+    study.set_user_attr("strategy", strategy)
+    if req.data:
+        study.set_user_attr("data_override", req.data)
+    for attr in ("val_pattern", "test_pattern", "test_data"):
+        if getattr(req, attr):
+            study.set_user_attr(attr, getattr(req, attr))
+
+
+def _fail_dead_trials(study: optuna.Study) -> None:
+    """A dead run's RUNNING trials (killed, a full disk): failed now and retried, this
+    machine's dead workers at once, others' after the heartbeat's grace period."""
+    from .heartbeat import fail_orphaned_trials
+
+    fail_orphaned_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def _open_search(req: SearchRequest, storage, listener: Listener | None) -> SearchSession:
+    """`open_search` on an opened storage (the request's data checked before a study is made)."""
     runs_dir = Path(req.runs_dir)
     existing = study_names(storage)
     notes = list(req.notes)
@@ -218,7 +246,7 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
     created = name not in existing
     if created:
         check_name(name)
-    if not created:
+    else:
         study0 = optuna.load_study(study_name=name, storage=storage)
         _check_same_space(study0, space_path)
         # a resumed study keeps its data settings unless the request gives others
@@ -249,34 +277,20 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
     if strategy == "oneshot" and objective.plan.fixed:
         sampler = optuna.samplers.PartialFixedSampler(objective.plan.fixed, sampler)
     pruner, note = make_pruner(req.pruner or space.search.pruner, space)
-    if note:
-        notes.append(note)
+    notes += [note] if note else []
     study = optuna.create_study(
         study_name=name, storage=storage, sampler=sampler, pruner=pruner, load_if_exists=True,
         directions=[DIRECTIONS[o] for o in space.objectives])
     if created:
-        study.set_user_attr("space_path", str(space_path))
-        study.set_user_attr("space_yaml", read_space_text(space_path))
-        study.set_user_attr("objectives", list(space.objectives))
-        study.set_user_attr("strategy", strategy)
-        if req.data:
-            study.set_user_attr("data_override", req.data)
-        for attr in ("val_pattern", "test_pattern", "test_data"):
-            if getattr(req, attr):
-                study.set_user_attr(attr, getattr(req, attr))
+        _record_request(study, req, space, space_path, strategy)
     with warnings.catch_warnings():  # experimental in optuna 5; what the dashboard shows
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAMES[o] for o in space.objectives])
     study.set_user_attr("artifact_dir", str(artifact_dir))
     if identity is not None:
         study.set_user_attr("data_identity", identity)
-    if not created:  # a dead run's RUNNING trial (killed, a full disk): failed and retried now
-        from .heartbeat import fail_orphaned_trials
-
-        fail_orphaned_trials(study)  # this machine's dead workers: now, not after the grace
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+    if not created:
+        _fail_dead_trials(study)
     if space.search.baselines:
         enqueue_baselines(study, space, created)
     return SearchSession(study, objective.space, space_path, created, notes, objective, runs_dir,

@@ -17,8 +17,6 @@ to `runs/<study>/final/finalize.json`, and read by `show`, the dashboard note an
 """
 from __future__ import annotations
 
-import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +29,8 @@ from ..arch import UNetArch
 from ..errors import StudyError
 from ..paths import inside
 from .report import trial_arch
-from .space import parse_space
+from .space_files import parse_space
+from .verdict import attention_gain, kendall, mean_std, save_dashboard_note, spearman
 
 METRIC = "Dice per class, pooled over the split (mean over foreground classes present)"
 
@@ -80,7 +79,7 @@ def full_budget(space) -> dict[str, Any]:
     """Never less than a trial saw: the trial's samples per epoch (when the space sets them)
     for at least twice its epochs and at least the TrainConfig default of 30, with no time
     limit."""
-    from ..train import TrainConfig
+    from ..training import TrainConfig
 
     b = space.budget
     out: dict[str, Any] = {"epochs": max(TrainConfig.model_fields["epochs"].default,
@@ -148,30 +147,6 @@ def candidates(study: optuna.Study, top: int, baselines: bool = True) -> list[Fr
             continue
         keys.add(key)
     return best + base
-
-
-def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman's rank correlation (scipy), None with fewer than 3 points or no spread."""
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    from scipy.stats import spearmanr
-
-    rho = spearmanr(x, y).statistic
-    return None if rho is None or math.isnan(rho) else float(rho)
-
-
-def kendall(x: list[float], y: list[float]) -> float | None:
-    """Kendall's tau-b (scipy), None with fewer than 3 points or no spread."""
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    from scipy.stats import kendalltau
-
-    tau = kendalltau(x, y).statistic
-    return None if tau is None or math.isnan(tau) else float(tau)
-
-
-def _mean_std(v: list[float]) -> tuple[float, float]:
-    return (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
 
 
 @dataclass(frozen=True)
@@ -261,8 +236,8 @@ def _retrain(c: Candidate, base: dict[str, Any], seeds: int, d: _Splits, out_roo
              on_run: Callable[[int, float, float | None], None],
              on_epoch: Callable[[int, int, int, dict], None] | None) -> dict[str, Any]:
     """One candidate under every seed: its row of the result."""
-    from ..train import TrainConfig, evaluate, train
-    from ..train.loop import _eval_patch
+    from ..training import TrainConfig, evaluate, train
+    from ..training.validation import eval_patch
 
     arch = c.arch
     row: dict[str, Any] = {
@@ -284,7 +259,7 @@ def _retrain(c: Candidate, base: dict[str, Any], seeds: int, d: _Splits, out_roo
         tst = None
         if d.test_loader is not None:
             tst = float(evaluate(res.model, d.test_loader, res.runtime, classes=arch.classes,
-                                 patch_size=_eval_patch(d.cfg, d.train),
+                                 patch_size=eval_patch(d.cfg, d.train),
                                  overlap=cfg.val_overlap)["dice"])
         row["val"].append(val)
         row["test"].append(tst)
@@ -292,10 +267,46 @@ def _retrain(c: Candidate, base: dict[str, Any], seeds: int, d: _Splits, out_roo
         row["checkpoints"].append(str(res.checkpoint) if res.checkpoint else None)
         row["seconds"].append(round(res.seconds, 1))
         on_run(s, val, tst)
-    row["val_mean"], row["val_std"] = _mean_std(row["val"])
+    row["val_mean"], row["val_std"] = mean_std(row["val"])
     if d.test_loader is not None:
-        row["test_mean"], row["test_std"] = _mean_std(row["test"])
+        row["test_mean"], row["test_std"] = mean_std(row["test"])
     return row
+
+
+def _result(study: optuna.Study, rows: list[dict[str, Any]], top: int, seeds: int,
+            d: _Splits) -> dict[str, Any]:
+    """The finalize result (stored as the study's `finalize` attribute): the winner on
+    validation, its gain over the same-size plain UNet, the recommended model and its best
+    seed's checkpoint, and how the search's scores ranked the candidates."""
+    winner = max(rows, key=lambda r: r["val_mean"])
+    gain = attention_gain(rows, winner)
+    rec = winner if gain["recommend"] == "winner" else gain["plain_row"]
+    best_seed = max(range(seeds), key=lambda i: winner["val"][i])
+    rec_seed = max(range(seeds), key=lambda i: rec["val"][i])
+    searched = [r for r in rows if r["short_dice"] is not None]
+    short, full = [r["short_dice"] for r in searched], [r["val_mean"] for r in searched]
+    return {
+        "metric": METRIC,
+        "strategy": study.user_attrs.get("strategy", "trials"),
+        "top": top, "seeds": seeds,
+        "epochs": rows[0]["train_config"]["epochs"],
+        "data": d.cfg.source,
+        "splits": {"train": len(d.train), "val": len(d.val),
+                   "test": len(d.test) if d.test is not None else 0},
+        "test_source": ("separate folder " + str(d.cfg.test_source) if d.cfg.test_source
+                        else "test_pattern " + str(d.cfg.test_pattern) if d.cfg.test_pattern
+                        else "built-in held-out set" if d.cfg.is_builtin
+                        else "the folder's test list" if d.test is not None else None),
+        "candidates": rows,
+        "winner": winner["trial"],
+        "winner_summary": winner["summary"],
+        "winner_checkpoint": winner["checkpoints"][best_seed],
+        "attention_gain": {k: v for k, v in gain.items() if k != "plain_row"},
+        "recommended": {"trial": rec["trial"], "label": rec["label"], "summary": rec["summary"],
+                        "arch": rec["arch"], "checkpoint": rec["checkpoints"][rec_seed]},
+        "spearman_short_vs_full": spearman(short, full),
+        "kendall_short_vs_full": kendall(short, full),
+    }
 
 
 def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int | None = None,
@@ -306,13 +317,12 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int |
     """Retrain, choose on validation, report on test (module docstring). `test_source` adds a
     separate test folder (never seen by the search); `data` overrides the data folder path (the
     same data on another machine)."""
-    from ..train.checkpoint import write_json
+    from ..training.checkpoint import write_json
 
     if top < 1 or seeds < 1:
         raise StudyError(f"top and seeds must be >= 1, got top={top}, seeds={seeds}")
     space = study_space(study)
     d = _splits(study, space, data, test_source)
-    data_cfg, train_data, val_data, test_data = d.cfg, d.train, d.val, d.test
     chosen = with_controls(candidates(study, top, baselines))
     out_root = inside(runs_dir, study.study_name, "final")
     runs = len(chosen) * seeds
@@ -331,130 +341,8 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int |
                 progress(Progress(done[0], runs, _t, seed, val, tst))
 
         rows.append(_retrain(c, base, seeds, d, out_root, on_run, on_epoch))
-    winner = max(rows, key=lambda r: r["val_mean"])
-    gain = attention_gain(rows, winner)
-    rec = winner if gain["recommend"] == "winner" else gain["plain_row"]
-    best_seed = max(range(seeds), key=lambda i: winner["val"][i])
-    rec_seed = max(range(seeds), key=lambda i: rec["val"][i])
-    searched = [r for r in rows if r["short_dice"] is not None]
-    short, full = [r["short_dice"] for r in searched], [r["val_mean"] for r in searched]
-    result = {
-        "metric": METRIC,
-        "strategy": study.user_attrs.get("strategy", "trials"),
-        "top": top, "seeds": seeds,
-        "epochs": rows[0]["train_config"]["epochs"],
-        "data": data_cfg.source,
-        "splits": {"train": len(train_data), "val": len(val_data),
-                   "test": len(test_data) if test_data is not None else 0},
-        "test_source": ("separate folder " + str(data_cfg.test_source) if data_cfg.test_source
-                        else "test_pattern " + str(data_cfg.test_pattern) if data_cfg.test_pattern
-                        else "built-in held-out set" if data_cfg.is_builtin
-                        else "the folder's test list" if test_data is not None else None),
-        "candidates": rows,
-        "winner": winner["trial"],
-        "winner_summary": winner["summary"],
-        "winner_checkpoint": winner["checkpoints"][best_seed],
-        "attention_gain": {k: v for k, v in gain.items() if k != "plain_row"},
-        "recommended": {"trial": rec["trial"], "label": rec["label"], "summary": rec["summary"],
-                        "arch": rec["arch"], "checkpoint": rec["checkpoints"][rec_seed]},
-        "spearman_short_vs_full": spearman(short, full),
-        "kendall_short_vs_full": kendall(short, full),
-    }
+    result = _result(study, rows, top, seeds, d)
     write_json(out_root / "finalize.json", result)
     study.set_user_attr("finalize", result)
-    _note(study, result)
+    save_dashboard_note(study, result)
     return result
-
-
-def _paired(a: list, b: list) -> tuple[float, float] | None:
-    diffs = [x - y for x, y in zip(a, b) if x is not None and y is not None]
-    return _mean_std(diffs) if diffs else None
-
-
-def attention_gain(rows: list[dict[str, Any]], winner: dict[str, Any]) -> dict[str, Any]:
-    """The winner's paired gain (by seed) over the plain UNet of its own macro, on validation
-    (what decides) and test (what is reported). "gain from attention" needs the validation gain
-    above zero and above two standard deviations of the paired differences, with two seeds or
-    more; else the plain UNet is recommended (or, with one seed, the winner, without verdict)."""
-    plain_json = UNetArch.from_dict(winner["arch"]).without_attention().to_json()
-    plain = next((r for r in rows if UNetArch.from_dict(r["arch"]).to_json() == plain_json), None)
-    out: dict[str, Any] = {"plain_row": plain, "plain_trial": None if plain is None
-                           else plain["trial"], "plain_label": None if plain is None
-                           else plain["label"], "plain_summary": None if plain is None
-                           else plain["summary"], "val": None, "test": None}
-    if plain is None:  # baselines off and no attention in the space's sites
-        return {**out, "verdict": "no same-size plain UNet retrained", "recommend": "winner"}
-    if plain is winner:
-        return {**out, "verdict": "no gain from attention (the plain UNet wins)",
-                "recommend": "winner"}
-    val, test = _paired(winner["val"], plain["val"]), _paired(winner["test"], plain["test"])
-    out.update(val=None if val is None else {"mean": val[0], "sd": val[1]},
-               test=None if test is None else {"mean": test[0], "sd": test[1]})
-    if len(winner["val"]) < 2:
-        return {**out, "verdict": "one seed: no verdict on attention", "recommend": "winner"}
-    if val[0] > 0 and val[0] > 2 * val[1]:
-        return {**out, "verdict": "gain from attention", "recommend": "winner"}
-    return {**out, "verdict": "no gain from attention", "recommend": "plain"}
-
-
-def gain_line(res: dict[str, Any]) -> str | None:
-    """One line: the winner against the plain UNet of the same size, and the verdict."""
-    g = res.get("attention_gain")
-    if not g:
-        return None
-    parts = [f"attention vs the plain UNet at the winner's size ({g['plain_summary']}):"]
-    for split in ("val", "test"):
-        if g.get(split):
-            parts.append(f"{split} {g[split]['mean']:+.4f} ± {g[split]['sd']:.4f}")
-    parts.append(f"(paired by seed) → {g['verdict']}")
-    rec = res.get("recommended") or {}
-    if rec:
-        who = f"trial {rec['trial']}" if rec["trial"] is not None else rec["label"]
-        parts.append(f"; recommended: {who}")
-    return " ".join(parts)
-
-
-def finalize_markdown(res: dict[str, Any]) -> str:
-    """The result as a markdown table (the study's note in optuna-dashboard)."""
-    has_test = res["splits"]["test"] > 0
-    rec = res.get("recommended") or {"trial": res["winner"], "label": ""}
-    who = f"trial {rec['trial']}" if rec["trial"] is not None else \
-        "the plain UNet at the winner's size"
-    lines = [f"## Final answer: {who}",
-             f"Full-budget retraining ({res['epochs']} epochs, {res['seeds']} seeds) of the "
-             f"{res['top']} best trials and the baselines; winner chosen by mean validation "
-             f"Dice. Metric: {res['metric']}. Test: {res['test_source'] or 'none'} "
-             f"({res['splits']['test']} samples), scored once, never used to choose.", "",
-             "| trial | baseline | short-trial Dice | val Dice (mean ± sd) | test Dice (mean ± sd) "
-             "| architecture |", "|---|---|---|---|---|---|"]
-    for r in sorted(res["candidates"], key=lambda r: -r["val_mean"]):
-        test = f"{r['test_mean']:.4f} ± {r['test_std']:.4f}" if has_test else "—"
-        short = "—" if r["short_dice"] is None else f"{r['short_dice']:.4f}"
-        lines.append(f"| {'—' if r['trial'] is None else r['trial']} | {r['label'] or ''} | "
-                     f"{short} | {r['val_mean']:.4f} ± {r['val_std']:.4f} | {test} | "
-                     f"`{r['summary']}` |")
-    lines += ["", proxy_line(res)]
-    if gain_line(res):
-        lines += ["", gain_line(res)]
-    return "\n".join(lines)
-
-
-def proxy_line(res: dict[str, Any]) -> str:
-    """How far the search's scores (short trials, or inherited weights) ranked the candidates
-    as the full-budget retraining did."""
-    what = ("inherited (one-shot) score" if res.get("strategy") == "oneshot"
-            else "short-trial score")
-    rho, tau = res.get("spearman_short_vs_full"), res.get("kendall_short_vs_full")
-    if rho is None:
-        return f"rank correlation, {what} vs full-budget validation mean (Spearman, Kendall): " \
-               "n/a (fewer than 3 distinct searched candidates)"
-    return (f"rank correlation, {what} vs full-budget validation mean: Spearman {rho:+.2f}"
-            + ("" if tau is None else f", Kendall {tau:+.2f}"))
-
-
-def _note(study: optuna.Study, res: dict[str, Any]) -> None:
-    try:
-        from optuna_dashboard import save_note
-    except ImportError:
-        return
-    save_note(study, finalize_markdown(res))

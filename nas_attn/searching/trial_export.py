@@ -1,11 +1,11 @@
-"""`export_trial`: a trial of a study exported like any architecture (`nas_attn.export`), with
+"""`export_trial`: a trial of a study exported like any architecture (`nas_attn.exporting`), with
 the full-budget weights and scores when `finalize` retrained it."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import NasAttnError
-from ..export import export_arch
+from ..exporting import export_arch
 from ..paths import folder_name, inside
 from .report import get_trial, trial_arch
 
@@ -96,7 +96,7 @@ def _export(arch, out: Path, ckpt, meta, formats, force):
     weights = Path(ckpt) if ckpt and Path(ckpt).exists() else None
     inference = None
     if weights is not None:  # the patch size and normalisation the weights were trained with
-        from ..train.checkpoint import checkpoint_inference, read_checkpoint
+        from ..training.checkpoint import checkpoint_inference, read_checkpoint
 
         try:
             obj = read_checkpoint(weights)

@@ -6,7 +6,7 @@ search").
               give the stand-alone model of a placement; `recalibrate_bn`.
 - `choices`   what the supernets of a space hold: macro combinations (capped), per-site
               modules with their option values (ranges made discrete).
-- `phase1`    training each supernet once with `nas_attn.train.train` (resumable), its file.
+- `phase1`    training each supernet once with `nas_attn.training.train` (resumable), its file.
 - `objective` `OneShotObjective`: a trial scores a placement with inherited weights.
 
 A design note: a path of the supernet *is* `build_unet(arch)` with the supernet's tensors (the

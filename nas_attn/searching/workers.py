@@ -1,4 +1,5 @@
-"""Several worker processes on one study: the parent's supervisor and the worker's loop.
+"""Several worker processes on one study: the parent's supervisor (the slots it starts are
+planned in `slots`, the worker's loop is `worker_loop`).
 
 The parent (`nas-attn search --workers N` or `--gpus ...`) creates the study and enqueues the
 baselines once, then starts one `nas-attn worker` process per slot, each pinned before torch
@@ -20,7 +21,6 @@ Library code: prints nothing; the CLI renders `Supervisor.snapshot()`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -37,104 +37,13 @@ import optuna
 from optuna.trial import TrialState
 
 from ..atomic import atomic_write
-from ..errors import DiskFullError, StudyError
-from ..paths import inside
+from ..errors import DiskFullError
+from .slots import Slot
 
 MAX_RESTARTS = 3
 """Replacement workers per slot after unexpected deaths."""
 STOP_WAIT_S = 60.0
 """How long the parent waits for interrupted workers before killing them."""
-
-
-# --------------------------------------------------------------------------------------------
-# planning
-@dataclass
-class Slot:
-    index: int
-    device: str | None
-    """Passed to the worker's --device (None: the search's own choice)."""
-    where: str
-    """What the live view shows: `cuda:3` or `cpu (4 threads)`."""
-    env: dict[str, str]
-
-
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def threads_per_worker(n: int) -> int:
-    """An equal share of the cores, at most OMP_NUM_THREADS when the user set it."""
-    share = max(1, cpu_cores() // n)
-    cap = os.environ.get("OMP_NUM_THREADS", "")
-    return min(share, int(cap)) if cap.isdigit() and int(cap) > 0 else share
-
-
-def parse_gpus(gpus: str) -> list[str]:
-    """`0,1,3` or `all` -> device ids as strings."""
-    text = gpus.strip().lower()
-    if text == "all":
-        import torch
-
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise StudyError("--gpus all: no CUDA device is visible on this machine")
-        return [str(i) for i in range(n)]
-    ids = [p.strip() for p in text.split(",") if p.strip()]
-    if not ids or not all(p.isdigit() for p in ids):
-        raise StudyError(f"--gpus {gpus!r} is not accepted; give device numbers like 0,1,2,3 "
-                         f"or `all`")
-    if len(set(ids)) != len(ids):
-        raise StudyError(f"--gpus {gpus!r} lists a device twice; use --per-gpu K for several "
-                         f"workers on one GPU")
-    return ids
-
-
-def check_gpus(ids: list[str]) -> None:
-    """Every listed GPU exists on this machine."""
-    import torch
-
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    missing = [i for i in ids if int(i) >= n]
-    if missing:
-        raise StudyError(f"--gpus {','.join(ids)}: no CUDA device {', '.join(missing)} on this "
-                         f"machine ({n} visible); use --workers N for CPU workers")
-
-
-def plan_slots(workers: int | None, gpus: str | None, per_gpu: int = 1,
-               device: str | None = None, check: bool = True) -> list[Slot]:
-    """One slot per worker process: GPU workers pinned with CUDA_VISIBLE_DEVICES, CPU workers
-    with an equal share of the cores (torch threads and OMP/MKL threads)."""
-    if per_gpu < 1:
-        raise StudyError(f"--per-gpu {per_gpu} is not accepted; give 1 or more")
-    if gpus is not None:
-        if workers is not None:
-            raise StudyError("give either --workers N (CPU or one device) or --gpus LIST "
-                             "(one worker per GPU, times --per-gpu), not both")
-        ids = parse_gpus(gpus)
-        if check:
-            check_gpus(ids)
-        n = len(ids) * per_gpu
-        threads = threads_per_worker(n)
-        return [Slot(i, "cuda:0", f"cuda:{gid}", _env(threads, gid))
-                for i, gid in enumerate(g for g in ids for _ in range(per_gpu))]
-    n = workers or 1
-    if n < 1:
-        raise StudyError(f"--workers {workers} is not accepted; give 1 or more")
-    threads = threads_per_worker(n)
-    where = device or "auto"
-    return [Slot(i, device, f"{where} ({threads} thread{'s' * (threads > 1)})", _env(threads))
-            for i in range(n)]
-
-
-def _env(threads: int, gpu: str | None = None) -> dict[str, str]:
-    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "NAS_ATTN_THREADS": str(threads)}
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    return env
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,113 +340,3 @@ def last_line(path: Path | None) -> str:
         return "no log"
     lines = [x for x in lines if x and "Warning" not in x and "optuna_warn(" not in x]
     return lines[-1][:300] if lines else "no output"
-
-
-# --------------------------------------------------------------------------------------------
-# worker side
-class PipeListener:
-    """The search loop's listener in a worker: progress lines to the parent."""
-
-    def __init__(self, out):
-        self.out = out
-
-    def send(self, **msg) -> None:
-        self.out.write(json.dumps(msg) + "\n")
-        self.out.flush()
-
-    def trial_started(self, number, arch, label):
-        self.send(event="started", number=number, summary=arch.summary(), label=label)
-
-    def epoch_done(self, number, epoch, metrics):
-        d = metrics.get("dice")
-        self.send(event="epoch", number=number, epoch=epoch,
-                  dice=None if d is None else float(d))
-
-    def trial_done(self, trial):
-        self.send(event="done", number=trial.number, state=trial.state.name)
-
-
-def _pin_threads() -> None:
-    threads = os.environ.get("NAS_ATTN_THREADS")
-    import torch
-
-    if threads:
-        torch.set_num_threads(int(threads))
-    if os.environ.get("CUDA_VISIBLE_DEVICES") not in (None, "") and torch.cuda.is_available():
-        torch.cuda.set_device(0)
-
-
-def _one_sigint() -> None:
-    """The first SIGINT/SIGTERM interrupts the trial; later ones are ignored, so the trial's
-    FAIL record is written."""
-    def handler(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
-def worker_main(req, supervised: bool = True) -> int:
-    """Run trials of `req`'s (existing) study: one per `go` from the parent on stdin, or, with
-    `supervised=False`, `req.trials` of them. Returns the exit code."""
-    from .run import open_search, optimize
-
-    # the protocol owns the real stdout; anything else printed goes to stderr (the log)
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    _one_sigint()
-    _pin_threads()
-    listener = PipeListener(proto)
-    try:
-        session = open_search(req, listener=listener)
-    except DiskFullError as e:
-        listener.send(event="fatal", error=str(e))
-        raise
-    from .heartbeat import tag_trial
-
-    objective = session.objective
-
-    def tagged(trial: optuna.Trial):
-        try:
-            tag_trial(trial)
-            listener.send(event="trial", number=trial.number)
-        except KeyboardInterrupt:  # Ctrl-C before the objective runs: say so all the same
-            with contextlib.suppress(Exception):
-                trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
-            raise
-        return objective(trial)
-
-    done_cb = [lambda study, trial: listener.trial_done(trial)]
-    try:
-        while True:
-            listener.send(event="want")
-            answer = sys.stdin.readline().strip()
-            if answer != "go":  # "stop", or the parent is gone (EOF)
-                return 0
-            try:
-                optimize(session, tagged, n_trials=1, callbacks=done_cb, hint=False)
-            except DiskFullError as e:  # the parent stops the search with this line
-                listener.send(event="fatal", error=str(e))
-                raise
-    except KeyboardInterrupt:
-        return 130
-
-
-def study_space_file(study_name: str, storage, runs_dir: Path) -> Path | None:
-    """For a worker joining an existing study without the space file: the space stored with
-    the study, written to `runs_dir/<study>/space.yaml`. None when the study does not exist."""
-    from .study import study_names
-
-    if study_name not in study_names(storage):
-        return None
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    text = study.user_attrs.get("space_yaml")
-    if text is None:
-        raise StudyError(f"study {study_name!r} has no stored search space; give --space")
-    path = inside(runs_dir, study_name, "space.yaml")
-    if not path.is_file() or path.read_text() != text:
-        atomic_write(path, text)
-    return path

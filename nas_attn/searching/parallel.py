@@ -20,7 +20,9 @@ from ..errors import DiskFullError, StudyError
 from ..paths import inside
 from .run import SearchRequest, SearchSession, open_search, prepare_oneshot
 from .study import default_multi_storage_url, open_storage, storage_kind, storage_url
-from .workers import Slot, Supervisor, plan_slots, study_space_file
+from .slots import Slot, plan_slots
+from .worker_loop import study_space_file
+from .workers import Supervisor
 
 
 def worker_slots(req: SearchRequest, workers: int | None, gpus: str | None,

@@ -15,7 +15,3 @@ __all__ = [
     "TrainResult", "deep_supervision_weights", "dice_iou_per_class", "evaluate", "get_loaders",
     "hd95", "load_checkpoint", "predict_logits", "read_checkpoint", "save_checkpoint", "train",
 ]
-
-from .._callable import make_callable  # noqa: E402
-
-make_callable(__name__)  # `na.train(...)` runs `nas_attn.api.train`

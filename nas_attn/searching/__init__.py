@@ -1,0 +1,1 @@
+"""Searching: spaces, sampling, the study, trials, workers, reports and the final retraining."""
