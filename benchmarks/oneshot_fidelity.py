@@ -74,7 +74,9 @@ def phase_1(space: str, runs: str, data: str | None, study: str = "fidelity") ->
     _one_thread()
     import optuna
 
-    from nas_attn.searching.run import SearchRequest, open_search, prepare_oneshot
+    from nas_attn.searching.opening import SearchRequest, open_search
+
+    from nas_attn.searching.run import prepare_oneshot
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0, c0 = time.perf_counter(), _cpu_s()
@@ -92,7 +94,8 @@ def phase_2(space: str, runs: str, data: str | None, trials: int, extra: list[st
     import optuna
 
     from nas_attn.arch import UNetArch
-    from nas_attn.searching.run import SearchRequest, open_search, run_search
+    from nas_attn.searching.opening import SearchRequest, open_search
+    from nas_attn.searching.run import run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = open_search(SearchRequest(space=space, runs_dir=Path(runs), study=study, data=data,
@@ -122,7 +125,7 @@ def standalone(space: str, runs: str, data: str | None, arch_json: str, seed: in
     from nas_attn.data import load_data
     from nas_attn.searching.finalize import full_budget
     from nas_attn.searching.oneshot.objective import training_defaults
-    from nas_attn.searching.run import data_config
+    from nas_attn.searching.opening import data_config
     from nas_attn.searching.space_files import load_space
     from nas_attn.training import TrainConfig, train
 
@@ -143,7 +146,7 @@ def random_placements(space_path: str, data: str | None, n: int, seed: int) -> l
     from nas_attn.data import load_data
     from nas_attn.searching.oneshot.choices import (discrete_space, macro_arch, macro_plan,
                                                  site_specs)
-    from nas_attn.searching.run import data_config
+    from nas_attn.searching.opening import data_config
     from nas_attn.searching.sampling import DataInfo
     from nas_attn.searching.space_files import load_space
 

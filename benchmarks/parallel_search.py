@@ -132,7 +132,8 @@ def default_like_space(tmp: Path) -> Path:
 
 def storage_ms_per_trial(url: str, space: Path, runs: Path, trials: int) -> tuple[float, float]:
     """(ms in storage calls per trial, calls per trial) for `trials` trials in-process."""
-    from nas_attn.searching.run import SearchRequest, open_search, run_search
+    from nas_attn.searching.opening import SearchRequest, open_search
+    from nas_attn.searching.run import run_search
 
     session = open_search(SearchRequest(space=space, storage=url, runs_dir=runs,
                                         study="storage", device="cpu"))
@@ -144,7 +145,8 @@ def storage_ms_per_trial(url: str, space: Path, runs: Path, trials: int) -> tupl
 
 def reference_trial_s(runs: Path) -> float:
     """Seconds of one real default-space trial (the plain UNet baseline), SQLite."""
-    from nas_attn.searching.run import SearchRequest, open_search, run_search
+    from nas_attn.searching.opening import SearchRequest, open_search
+    from nas_attn.searching.run import run_search
 
     session = open_search(SearchRequest(space="default", runs_dir=runs, study="reference",
                                         device="cpu"))

@@ -47,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna  # noqa: E402
 
 from nas_attn.searching.finalize import finalize  # noqa: E402
-from nas_attn.searching.run import SearchRequest, open_search, run_search  # noqa: E402
+from nas_attn.searching.opening import SearchRequest, open_search  # noqa: E402
+from nas_attn.searching.run import run_search  # noqa: E402
 
 
 def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: int,

@@ -19,7 +19,7 @@ from .errors import ArchError, DataError, NasAttnError
 if TYPE_CHECKING:
     import optuna
 
-    from .prediction import LoadedModel
+    from .trained import TrainedModel
     from .training import TrainResult
 
 
@@ -82,7 +82,8 @@ def search(space: str | Path = "default", *, data: str | None = None, trials: in
       (`nas_attn.searching.objective.Listener`; trials in this process only).
     """
     from .searching.parallel import run_parallel, worker_slots
-    from .searching.run import SearchRequest, open_search, run_search
+    from .searching.opening import SearchRequest, open_search
+    from .searching.run import run_search
 
     _path_arg(space, "space", "a ready space name or the path of a YAML file")
     _number_arg(trials, "trials", 1)
@@ -322,33 +323,31 @@ def train(arch: UNetArch | str | Path | None = None, data: str | None = None, *,
 
 # ----- export and inference ---------------------------------------------------------------------
 def export(source, out_dir: str | Path | None = None, *, trial: int | None = None,
-           weights=None, meta: dict | None = None, inference: dict | None = None,
+           weights=None, meta: dict | None = None, inference=None,
            formats: tuple[str, ...] = (), storage: str | None = None,
            runs_dir: str | Path = "runs", force: bool = False) -> dict[str, Path]:
     """Write a standalone model.py (torch only) with arch.json, meta.json and weights.pt.
 
-    `source`: the `TrainResult` of `na.train` (its best weights, with the patch size and
-    intensity normalisation it was trained with), a `UNetArch` (with optional `weights`, a
-    state_dict or its file, `meta`, and `inference`: {"patch_size", "overlap",
-    "normalisation"} as training used them, e.g. `TrainResult.inference`; without it model.py
+    `source`: a `TrainedModel` (`na.load_model`) or the `TrainResult` of `na.train` (its best
+    weights, with the patch size and intensity normalisation it was trained with), a
+    `UNetArch` (with optional `weights`, a state_dict or its file, `meta`, and `inference`: an
+    `InferenceConfig` or its dict, e.g. `TrainResult.inference`; without it model.py
     normalises each image by its own percentiles and predicts in one pass), an `optuna.Study`
     (its best trial, the finalize winner, or `trial`), or the path of a `nas-attn train`
     output / checkpoint. `formats`: also "onnx" and/or "torchscript". Returns the paths
     written by kind ("model", "arch", "meta", "weights", ...)."""
-    from .exporting import export_arch, export_checkpoint
+    from .exporting import export_arch, export_checkpoint, export_trained
+    from .trained import TrainedModel
 
     _path_arg(out_dir, "out_dir", "a folder path", optional=True)
     _path_arg(runs_dir, "runs_dir", "a folder path")
     _number_arg(trial, "trial", 0)
     runs_dir = Path(runs_dir)
-    if hasattr(source, "inference") and hasattr(source, "model") and hasattr(source, "arch"):
+    if callable(getattr(source, "trained", None)):  # a TrainResult
+        source = source.trained()
+    if isinstance(source, TrainedModel):
         out = Path(out_dir) if out_dir is not None else runs_dir / "export" / "model"
-        best = getattr(source, "best", {}) or {}
-        info = {"score_dice": best.get("dice"), "epoch": best.get("epoch"),
-                "score_metric": "validation Dice per class, pooled over the split",
-                **(meta or {})}
-        return export_arch(source.arch, out, weights=source.model.state_dict(), meta=info,
-                           formats=tuple(formats), inference=source.inference, force=force)
+        return export_trained(source, out, meta=meta, formats=tuple(formats), force=force)
     if isinstance(source, UNetArch):
         out = Path(out_dir) if out_dir is not None else runs_dir / "export" / "model"
         return export_arch(source, out, weights=weights, meta=meta, formats=tuple(formats),
@@ -365,7 +364,7 @@ def export(source, out_dir: str | Path | None = None, *, trial: int | None = Non
 
 
 def load_model(path: str | Path, device: str | None = None, *,
-               accept_mismatch: bool = False) -> "LoadedModel":
+               accept_mismatch: bool = False) -> "TrainedModel":
     """A trained model ready for inference: an export folder (arch.json + weights.pt; its
     model.py is never run), a checkpoint, or a `nas-attn train` folder; `.model` (eval mode),
     `.arch`, `.patch_size`, `.overlap`, `.spacing`. An export folder whose files differ from the
@@ -379,10 +378,10 @@ def load_model(path: str | Path, device: str | None = None, *,
     return _load(path, device, accept_mismatch=accept_mismatch)
 
 
-def _loaded(model, device: str | None, accept_mismatch: bool) -> "LoadedModel":
-    from .prediction import LoadedModel
+def _loaded(model, device: str | None, accept_mismatch: bool) -> "TrainedModel":
+    from .trained import TrainedModel
 
-    if isinstance(model, LoadedModel):
+    if isinstance(model, TrainedModel):
         return model
     return load_model(model, device, accept_mismatch=accept_mismatch)
 

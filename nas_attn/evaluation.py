@@ -16,7 +16,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import DataError
-from .prediction import LoadedModel, predict_array
+from .prediction import predict_array
+from .trained import TrainedModel
 from .training.metrics import MetricAccumulator
 
 
@@ -31,7 +32,7 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def evaluate_folder(loaded: LoadedModel, folder: str | Path, *, tta: bool = False,
+def evaluate_folder(loaded: TrainedModel, folder: str | Path, *, tta: bool = False,
                     hd95: bool = True, batch: int = 4,
                     progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Scores of `loaded` on every sample of a dataset folder (images/, masks/ [, aux/]), each

@@ -16,7 +16,7 @@ import json
 import math
 import numbers
 import re
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .version import __version__
 from .errors import NasAttnError
@@ -342,64 +342,3 @@ def validated_arch(arch: UNetArch | Mapping) -> UNetArch:
                 raise ExportError(f"{site}: option {k!r} of {spec.name!r} is not exportable")
             lit(v, f"{site}.{spec.name}.{k}")  # raises for quotes, newlines, non-finite, ...
     return arch
-
-
-def inference_settings(patch_size: Sequence[int] | None = None, overlap: float | None = None,
-                       spatial_dims: int = 2, normalisation: Mapping[str, Any] | None = None
-                       ) -> dict[str, Any]:
-    """The INFERENCE literal of model.py: how `predict` preprocesses and tiles an image
-    (the training normalisation and patch size, and the voxel spacing in mm the model was
-    trained at where the data gave one: `spacing`). `patch_size` None: one pass on every image.
-    `normalisation`: what the training data recorded (`nas_attn.data.intensity`); None: the
-    per-image percentile scaling of models trained before it was recorded. Only validated
-    numbers and names come back."""
-    from .models.infer import DEFAULT_OVERLAP, HIGH_PERCENTILE, LOW_PERCENTILE, NORMALISATIONS
-
-    ps = None
-    if patch_size is not None:
-        ps = [int(p) for p in (patch_size if isinstance(patch_size, (list, tuple))
-                               else [patch_size])]
-        if len(ps) == 1:
-            ps = ps * spatial_dims
-        if len(ps) != spatial_dims or any(p < 1 for p in ps):
-            raise ExportError(f"patch_size {ps} must have {spatial_dims} positive entries")
-    ov = DEFAULT_OVERLAP if overlap is None else float(overlap)
-    if not 0.0 <= ov < 1.0:
-        raise ExportError(f"overlap {ov} must be in [0, 1)")
-    norm = dict(normalisation or {})
-    mode = norm.get("normalisation", "image")
-    mode = "image" if mode == "percentile" else mode
-    if mode not in NORMALISATIONS:
-        raise ExportError(f"normalisation {mode!r} unknown; accepted: {', '.join(NORMALISATIONS)}")
-    out: dict[str, Any] = {
-        "patch_size": ps, "overlap": ov, "normalisation": mode,
-        "low_percentile": _finite(norm.get("low_percentile", LOW_PERCENTILE), "low_percentile"),
-        "high_percentile": _finite(norm.get("high_percentile", HIGH_PERCENTILE),
-                                   "high_percentile")}
-    spacing = norm.get("spacing")
-    if spacing is not None:
-        if not isinstance(spacing, (list, tuple)) or len(spacing) != spatial_dims:
-            raise ExportError(f"spacing {spacing!r} must have {spatial_dims} entries (mm per axis)")
-        out["spacing"] = [_finite(v, "spacing") for v in spacing]
-        if any(v <= 0 for v in out["spacing"]):
-            raise ExportError(f"spacing {out['spacing']} must be positive")
-    if mode == "dataset":
-        for key in ("low", "high", "aux_low", "aux_high"):
-            values = norm.get(key)
-            if values is None and key.startswith("aux_"):
-                continue
-            if not isinstance(values, (list, tuple)) or not values:
-                raise ExportError(f"normalisation 'dataset' needs a list of per-channel {key!r} "
-                                  f"values, got {values!r}")
-            out[key] = [_finite(v, key) for v in values]
-    return out
-
-
-def _finite(v: Any, name: str) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ExportError(f"{name}: expected a number, got {v!r}") from None
-    if f != f or f in (float("inf"), float("-inf")):
-        raise ExportError(f"{name}: expected a finite number, got {v!r}")
-    return f

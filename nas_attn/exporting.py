@@ -35,18 +35,19 @@ from typing import Any, Mapping, Sequence
 
 from . import models
 from .models import standalone
+from .trained import InferenceConfig, TrainedModel
 from .arch import UNetArch
 from .atomic import AtomicGroup
 from .errors import NasAttnError
 from .export_formats import FORMATS, example_inputs, export_onnx, export_torchscript, onnx_missing
 from .export_text import (BASE_IMPORTS, ExportError, arch_literal,
-                          check_generated, docstring, inference_settings, lit, meta_literal, sanitize_meta, sanitize_text,
+                          check_generated, docstring, lit, meta_literal, sanitize_meta, sanitize_text,
                           validated_arch)
 from .export_verify import provenance
 from .paths import claim_output_dir, record_outputs, sha256_file
 from .unet import timm_kwargs, unet_kwargs
 
-__all__ = ["ExportError", "export_arch", "export_checkpoint", "inference_settings",
+__all__ = ["ExportError", "export_arch", "export_checkpoint", "export_trained",
            "load_model_py", "render_model_py"]
 
 _ROOTS = ("make_attention", "build_model", "load", "preprocess", "predict", "run_example")
@@ -124,7 +125,7 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
                     weights_sha256: str | None = None) -> str:
     """The source of a standalone `model.py` for `arch` (see the module docstring).
 
-    `inference` (from `inference_settings`): the patch size and normalisation `predict` uses;
+    `inference` (an `InferenceConfig` or its dict): the patch size and normalisation `predict` uses;
     default: no patch size (one pass on every image), the training normalisation.
     `weights_sha256`: the SHA-256 of the exported weights.pt, which `load()` checks."""
     if weights_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", weights_sha256):
@@ -145,10 +146,9 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
         current = d.file
         blocks.append(head + d.text)
     tail = [d.text for d in chosen if d.file == "standalone"]
-    settings = dict(inference) if inference is not None else {}
     # validated again: only numbers and known names reach the file
-    settings = inference_settings(settings.get("patch_size"), settings.get("overlap"),
-                                  arch.spatial_dims, settings)
+    settings = InferenceConfig.make(inference, arch.spatial_dims, error=ExportError).to_dict(
+        class_names=False)
     for key, channels in (("low", arch.in_channels), ("aux_low", arch.aux_channels)):
         if key in settings and len(settings[key]) != channels:
             raise ExportError(f"the normalisation has {len(settings[key])} {key!r} values for "
@@ -264,7 +264,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
     inference settings and the "verify" record (versions, architecture hash, every file's
     SHA-256: `nas_attn.export_verify`); model.py's `load()` checks the weights' hash.
 
-    `inference` (see `inference_settings`) becomes model.py's INFERENCE and meta.json's
+    `inference` (an `InferenceConfig` or its dict) becomes model.py's INFERENCE and meta.json's
     "inference". `weights`: a state_dict, or the path of one (or of a checkpoint holding one
     under 'state_dict' / 'model'); it must load strictly into `build_unet(arch)`. TorchScript and
     ONNX are traced at `input_size` (default 64² in 2D, 32³ in 3D) and take any size; each is
@@ -281,8 +281,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
     if "onnx" in formats and onnx_missing():  # fail before writing anything
         raise ExportError(onnx_missing())
     state = _state_dict(weights, arch) if weights is not None else None
-    settings = inference_settings((inference or {}).get("patch_size"),
-                                  (inference or {}).get("overlap"), arch.spatial_dims, inference)
+    settings = InferenceConfig.make(inference, arch.spatial_dims, error=ExportError)
     code = render_model_py(arch, meta=meta, example_size=size[0], inference=settings)
     out_dir = claim_output_dir(out_dir, "export", force=force)  # only once all is valid
     # every file is written under a temporary name and renamed only when all are: a failure (a
@@ -305,7 +304,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
             checks = _export_formats(arch, formats, size, state, group, files, staged, out_dir)
         # last: the record of every file above (`nas_attn.export_verify`)
         doc = sanitize_meta(meta)
-        doc["inference"] = settings
+        doc["inference"] = settings.to_dict()
         if checks:  # each format against eager torch: the sizes and the largest difference
             doc["format_checks"] = checks
         doc["verify"] = provenance(arch, {n: sha256_file(p) for n, p in staged.items()})
@@ -333,7 +332,8 @@ def export_checkpoint(path: Path | str, out_dir: Path | None = None, *,
     """Export a `nas-attn train` output (its folder or its best.pt) or any nas-attn checkpoint:
     model.py with its patch size and normalisation, arch.json, meta.json, weights.pt.
     Returns (paths written, architecture)."""
-    from .training.checkpoint import checkpoint_inference, find_checkpoint, read_checkpoint
+    from .compat import checkpoint_inference
+    from .training.checkpoint import find_checkpoint, read_checkpoint
 
     path = Path(path)
     ckpt = find_checkpoint(path)
@@ -354,3 +354,19 @@ def export_checkpoint(path: Path | str, out_dir: Path | None = None, *,
                         input_size=input_size,
                         inference=inference, force=force)
     return files, arch
+
+
+def export_trained(trained: TrainedModel, out_dir: Path, *, meta: dict | None = None,
+                   formats: tuple[str, ...] = (), input_size: Sequence[int] | None = None,
+                   force: bool = False) -> dict[str, Path]:
+    """`export_arch` of a `TrainedModel`: its architecture, weights and inference settings,
+    with its provenance's score and epoch in meta.json (`meta` adds to them)."""
+    prov = trained.provenance or {}
+    info = {"score_dice": prov.get("score_dice", (prov.get("metrics") or {}).get("dice")),
+            "score_metric": "validation Dice per class, pooled over the split",
+            "epoch": prov.get("epoch"), **(meta or {})}
+    if trained.source:
+        info.setdefault("checkpoint", trained.source)
+    return export_arch(trained.arch, out_dir, weights=trained.model.state_dict(), meta=info,
+                       formats=formats, input_size=input_size, inference=trained.inference,
+                       force=force)

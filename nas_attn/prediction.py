@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gzip
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -35,11 +35,12 @@ from .data import readers as R
 from .errors import DataError, DiskFullError, NasAttnError
 from .export_verify import ExportMismatchError, verify_export  # noqa: F401  (re-exported)
 from .models.infer import (
-    DEFAULT_OVERLAP,
     labels_from_output,
     predict_logits,
 )
-from .training.checkpoint import checkpoint_inference, find_checkpoint, load_checkpoint
+from .compat import checkpoint_inference
+from .trained import InferenceConfig, TrainedModel
+from .training.checkpoint import find_checkpoint, load_checkpoint
 
 
 class ModelLoadError(NasAttnError, ValueError):
@@ -50,63 +51,51 @@ class InputError(DataError):
     """One input file that cannot be segmented (the message names it)."""
 
 
-@dataclass
-class LoadedModel:
-    """A model ready for inference, with how it was trained to see images."""
-
-    arch: UNetArch
-    model: torch.nn.Module
-    patch_size: tuple[int, ...] | None
-    overlap: float
-    source: str
-    kind: str  # "export" | "checkpoint"
-    notes: list[str] = field(default_factory=list)
-    normalisation: dict = field(default_factory=lambda: {"normalisation": "image"})
-    """The training normalisation (`nas_attn.models.infer.normalise_image` settings)."""
-    spacing: tuple[float, ...] | None = None
-    """The voxel spacing (mm) the model was trained at, where its data gave one: inputs of
-    another spacing are resampled to it and their masks back (`nas_attn.data.resample`)."""
-
-    def normalise(self, image: np.ndarray, role: str = "image") -> torch.Tensor:
-        """A raw (C, *spatial) array as the model's (1, C, *spatial) input on its device."""
-        return torch.from_numpy(R.normalise(image, self.normalisation, role))[None].to(self.device)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-
 def load_model(path: str | Path, device: str | torch.device | None = None, *,
-               accept_mismatch: bool = False) -> LoadedModel:
-    """An export folder (model.py, weights.pt), a checkpoint, or a `nas-attn train` output
-    folder, in eval mode on `device` (default: the best available). An export folder whose
-    files differ from the hashes its meta.json records is refused (`ExportMismatchError`)
-    unless `accept_mismatch` (then a note says what differs)."""
+               accept_mismatch: bool = False) -> TrainedModel:
+    """An export folder (arch.json, weights.pt), a checkpoint, a `nas-attn train` output
+    folder or a finalize result (a study's `final/` folder: its recommended model), in eval
+    mode on `device` (default: the best available). An export folder whose files differ from
+    the hashes its meta.json records is refused (`ExportMismatchError`) unless
+    `accept_mismatch` (then a note says what differs)."""
     from .device import select_device
 
     path = Path(path)
     dev = select_device(device)
     if path.is_dir() and ((path / "model.py").is_file() or (path / "arch.json").is_file()):
-        model, arch, settings, notes = _load_export(path, accept_mismatch)
-        ps, sp = settings.get("patch_size"), settings.get("spacing")
-        return LoadedModel(arch, model.to(dev).eval(), tuple(ps) if ps else None,
-                           float(settings.get("overlap", DEFAULT_OVERLAP)), str(path), "export",
-                           notes, {k: v for k, v in settings.items()
-                                   if k not in ("patch_size", "overlap", "spacing")}
-                           or {"normalisation": "image"}, tuple(sp) if sp else None)
-    ckpt = find_checkpoint(path)
+        model, arch, settings, notes, meta = _load_export(path, accept_mismatch)
+        return TrainedModel(arch, model.to(dev).eval(), settings, str(path), "export", notes,
+                            {k: v for k, v in (meta or {}).items()
+                             if k not in ("inference", "verify", "format_checks")})
+    ckpt = find_checkpoint(path) or _finalized_checkpoint(path)
     if ckpt is None:
         raise ModelLoadError(f"{path}: not an export folder (model.py + weights.pt), a "
-                             "checkpoint file, or a `nas-attn train` folder holding best.pt")
+                             "checkpoint file, a `nas-attn train` folder holding best.pt or a "
+                             "finalize result (finalize.json)")
     arch, model, meta = load_checkpoint(ckpt, dev)
     inference, notes = checkpoint_inference(ckpt, arch, meta)
-    patch, sp = inference.pop("patch_size"), inference.pop("spacing", None)
-    return LoadedModel(arch, model.eval(), patch, inference.pop("overlap"), str(ckpt),
-                       "checkpoint", notes, inference, tuple(sp) if sp else None)
+    return TrainedModel(arch, model.eval(), inference, str(ckpt), "checkpoint", notes,
+                        {k: v for k, v in meta.items() if k != "inference"})
+
+
+def _finalized_checkpoint(path: Path) -> Path | None:
+    """The recommended model's checkpoint of a finalize result (its folder or finalize.json)."""
+    import json
+
+    doc = path / "finalize.json" if path.is_dir() else path
+    if doc.name != "finalize.json" or not doc.is_file():
+        return None
+    try:
+        rec = (json.loads(doc.read_text()).get("recommended") or {}).get("checkpoint")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ModelLoadError(f"{doc}: not a finalize result ({e})") from None
+    if not rec or not Path(rec).is_file():
+        raise ModelLoadError(f"{doc}: its recommended checkpoint {rec!r} is missing")
+    return Path(rec)
 
 
 def _load_export(path: Path, accept_mismatch: bool = False
-                 ) -> tuple[torch.nn.Module, UNetArch, dict, list[str]]:
+                 ) -> tuple[torch.nn.Module, UNetArch, InferenceConfig, list[str], dict | None]:
     """An export folder's model, built from its data only: never by running its model.py
     (which anyone may have edited). The architecture comes from arch.json, validated like any
     architecture, and is built with the package's own modules; weights.pt is read with
@@ -115,7 +104,7 @@ def _load_export(path: Path, accept_mismatch: bool = False
     import json
 
     from .errors import ArchError
-    from .export_text import inference_settings, validated_arch
+    from .export_text import validated_arch
     from .unet import build_unet
 
     for name in ("arch.json", "weights.pt"):
@@ -148,14 +137,14 @@ def _load_export(path: Path, accept_mismatch: bool = False
     notes = verify_export(path, arch, meta, accept_mismatch=accept_mismatch)
     raw = _export_inference(path, meta)
     if raw is None:
-        return model, arch, {}, notes + ["the export has no INFERENCE settings (an older "
-                                         "export); every image is predicted in one pass"]
+        return model, arch, InferenceConfig(arch.spatial_dims), notes + [
+            "the export has no INFERENCE settings (an older export); every image is predicted "
+            "in one pass"], meta
     try:
-        settings = inference_settings(raw.get("patch_size"), raw.get("overlap"),
-                                      arch.spatial_dims, raw)
+        settings = InferenceConfig.make(raw, arch.spatial_dims)
     except NasAttnError as e:
         raise ModelLoadError(f"{path}: its inference settings are not valid ({e})") from None
-    return model, arch, settings, notes
+    return model, arch, settings, notes, meta
 
 
 def _export_meta(path: Path) -> dict | None:
@@ -347,7 +336,7 @@ class PredictOutcome:
     shape: tuple[int, ...] | None = None
 
 
-def predict_array(loaded: LoadedModel, image: np.ndarray, *, tta: bool = False,
+def predict_array(loaded: TrainedModel, image: np.ndarray, *, tta: bool = False,
                   batch: int = 4, aux: np.ndarray | None = None,
                   spacing: tuple[float, ...] | None = None) -> np.ndarray:
     """Label map (*spatial) int64 of a raw (C, *spatial) image (normalised here, as in
@@ -373,7 +362,7 @@ def predict_array(loaded: LoadedModel, image: np.ndarray, *, tta: bool = False,
     return labels_from_output(out, is_probs).cpu().numpy()[0]
 
 
-def predict_normalised(loaded: LoadedModel, x: torch.Tensor, *, aux: torch.Tensor | None = None,
+def predict_normalised(loaded: TrainedModel, x: torch.Tensor, *, aux: torch.Tensor | None = None,
                        tta: bool = False, batch: int = 4) -> np.ndarray:
     """(B, *spatial) labels of an already normalised (B, C, *spatial) batch on the device."""
     out, is_probs = predict_logits(loaded.model, x, patch_size=loaded.patch_size,
@@ -381,7 +370,7 @@ def predict_normalised(loaded: LoadedModel, x: torch.Tensor, *, aux: torch.Tenso
     return labels_from_output(out, is_probs).cpu().numpy()
 
 
-def predict_files(loaded: LoadedModel, files: list[Path], out_dir: Path, *, tta: bool = False,
+def predict_files(loaded: TrainedModel, files: list[Path], out_dir: Path, *, tta: bool = False,
                   force: bool = False, batch: int = 4) -> Iterator[PredictOutcome]:
     """Segment each file and write its mask (see the module docstring); yields one outcome per
     file, errors included (a bad file does not stop the others; a full disk raises

@@ -123,7 +123,7 @@ def write_space(tmp_path):
 @pytest.fixture
 def session(tmp_path, write_space):
     """`session(text=TINY_SPACE, **request)`: an opened search (study "t") under tmp_path/runs."""
-    from nas_attn.searching.run import SearchRequest, open_search
+    from nas_attn.searching.opening import SearchRequest, open_search
 
     def open_(text: str = TINY_SPACE, **kw):
         return open_search(SearchRequest(space=write_space(text), runs_dir=tmp_path / "runs",

@@ -67,7 +67,7 @@ def test_verbs_are_plain_functions_with_explicit_signatures():
 
 
 def test_open_search_leaves_the_request_alone(tmp_path, session, write_space, tiny_space):
-    from nas_attn.searching.run import SearchRequest, open_search
+    from nas_attn.searching.opening import SearchRequest, open_search
 
     session(data="builtin")  # study "t" remembers --data builtin
     req = SearchRequest(space=write_space(tiny_space), runs_dir=tmp_path / "runs", study="t")
@@ -169,9 +169,12 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert 0.0 <= scope["scores"]["dice"] <= 1.0 and scope["scores"]["images"] == 3
     assert scope["final"]["winner"] is not None or scope["final"]["candidates"]
     assert scope["study"].user_attrs["finalize"]["top"] == 1
-    assert loaded.normalisation == {k: v for k, v in result.inference.items()
-                                    if k not in ("patch_size", "overlap", "spacing")}
-    assert loaded.spacing is None and result.inference["spacing"] is None  # PNG-like, no mm
+    # one shape: what training recorded is what the export folder gives back (class names
+    # stay in meta.json, not in model.py)
+    assert loaded.inference == result.inference
+    assert loaded.inference.to_dict() == result.inference.to_dict()
+    assert loaded.normalisation == result.inference.normalisation_settings()
+    assert loaded.spacing is None and result.inference.spacing is None  # PNG-like, no mm
     assert scope["study"].best_trial is not None
     from nas_attn.data import DataConfig, load_data
 

@@ -215,14 +215,15 @@ def test_evaluate_reads_a_3d_folder_through_the_cache_and_scores_alike(tmp_path,
     from nas_attn.arch import UNetArch
     from nas_attn.data import cache as cache_mod
     from nas_attn.evaluation import evaluate_folder
-    from nas_attn.prediction import LoadedModel
+    from nas_attn.trained import InferenceConfig, TrainedModel
     from nas_attn.unet import build_unet
 
     src = _folder(tmp_path / "d", n=3)
     torch.manual_seed(0)
     arch = UNetArch(spatial_dims=3, in_channels=2, aux_channels=1, classes=3, depth=2,
                     widths=(4, 8, 8))
-    loaded = LoadedModel(arch, build_unet(arch).eval(), None, 0.25, "m", "export")
+    loaded = TrainedModel(arch, build_unet(arch).eval(), InferenceConfig(3, overlap=0.25), "m",
+                          "export")
     monkeypatch.setenv("NAS_ATTN_CACHE_DIR", str(tmp_path / "cache"))
     clear_cache()
     cached = evaluate_folder(loaded, src, hd95=True)

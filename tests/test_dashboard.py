@@ -20,7 +20,9 @@ import time
 import optuna
 import pytest
 
-from nas_attn.searching.run import SearchRequest, open_search, run_search
+from nas_attn.searching.opening import SearchRequest, open_search
+
+from nas_attn.searching.run import run_search
 
 try:
     from playwright.sync_api import expect, sync_playwright

@@ -555,6 +555,34 @@ def test_ctrl_c_while_the_command_is_starting(tmp_path, after):
     assert "Traceback" not in err and "interrupted" in err, err
 
 
+def test_a_ctrl_c_that_python_drops_during_the_imports_still_stops_the_command(tmp_path):
+    """SIGINT inside a weakref callback of importlib (seen under load, with the signal 0.05 s
+    after start) is printed as 'Exception ignored' and dropped by Python, and the search then
+    ran to its end with exit 0. The entry point keeps such an interrupt and stops (130)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, weakref\n"
+              "import nas_attn.cli as c\n"
+              "real = c._keep_lost_interrupts\n"
+              "def keep():\n"
+              "    lost = real()\n"
+              "    class A: pass\n"
+              "    a = A()\n"
+              "    def cb(ref): raise KeyboardInterrupt\n"
+              "    r = weakref.ref(a, cb)\n"
+              "    del a  # the callback raises: Python drops it, as in importlib's\n"
+              "    return lost\n"
+              "c._keep_lost_interrupts = keep\n"
+              "c.main(sys.argv[1:])\n")
+    out = subprocess.run([sys.executable, "-c", script, "search", "--space", "smoke",
+                          "--runs-dir", str(tmp_path / "r")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 130, out.stderr
+    assert "interrupted" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "r").exists()  # nothing was searched
+
+
 def test_after_the_first_interrupt_later_ones_are_ignored():
     """The first SIGINT (or SIGTERM) interrupts the command; later ones, which used to land in
     its clean-up (a storage write, a finalizer, an exit hook) and print their traceback, are

@@ -131,12 +131,12 @@ def test_checkpoint_export_and_evaluate_replay_the_training_normalisation(tmp_pa
     import torch
 
     meta = torch.load(out / "best.pt", map_location="cpu", weights_only=True)["meta"]
-    assert meta["normalisation"]["normalisation"] == "dataset"
+    assert meta["inference"]["normalisation"] == "dataset"
     val_dice = meta["metrics"]["dice"]
     code, text = cli("export", "--checkpoint", out, "--out", tmp_path / "exp")
     assert code == 0, text
     inf = json.loads((tmp_path / "exp" / "meta.json").read_text())["inference"]
-    assert inf["normalisation"] == "dataset" and inf["low"] == meta["normalisation"]["low"]
+    assert inf["normalisation"] == "dataset" and inf["low"] == meta["inference"]["low"]
     val = tmp_path / "val"
     (val / "images").mkdir(parents=True)
     (val / "masks").mkdir()

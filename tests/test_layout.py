@@ -32,6 +32,8 @@ LAYERS = (
     "nas_attn.export_formats",
     "nas_attn.export_text | nas_attn.export_verify",
     "nas_attn.training",
+    "nas_attn.compat",
+    "nas_attn.trained",
     "nas_attn.curves | nas_attn.data | nas_attn.device",
     "nas_attn.unet | nas_attn.footprint",
     "nas_attn.arch",

@@ -138,3 +138,17 @@ def test_composites_are_their_parts():
         x = torch.randn(2, 8, 4, 5, 6)
         pos = dual.position(x)
         torch.testing.assert_close(dual(x), pos + dual.channel(x) - x)
+
+
+def test_standalone_is_model_py_tail_and_runs_as_a_module():
+    """model.py's functions are a real module (`nas_attn.models.standalone`): importable with
+    its placeholders, and copied into every model.py after the literals it reads."""
+    from nas_attn.exporting import render_model_py
+    from nas_attn.models import standalone
+
+    assert "parameters; input (1, 1, 64, 64)" in standalone.run_example()
+    code = render_model_py(UNetArch(depth=2, widths=(4, 8, 8)))
+    for name in ("build_model", "load", "preprocess", "predict", "run_example"):
+        assert f"\ndef {name}(" in code, name
+    assert code.index("\nINFERENCE = ") < code.index("\ndef build_model(")
+    assert "\nNET = UNet\n" in code and "ARCH: dict = {" not in code  # no placeholder copied

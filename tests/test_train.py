@@ -218,8 +218,8 @@ def test_checkpoint_roundtrip(disc_data, tmp_path):
     assert arch2 == arch and meta["metrics"]["dice"] == res.best["dice"]
     assert meta["epoch"] == res.best["epoch"]
     # hand-built data (not normalised by load_data) reached the model as it is: replayed as such
-    assert tr.normalisation is None and meta["normalisation"] == {"normalisation": "none"}
-    assert res.inference["normalisation"] == "none"
+    assert tr.normalisation is None and meta["inference"]["normalisation"] == "none"
+    assert res.inference.normalisation == "none"
     x = torch.from_numpy(va.images[0])[None]
     with torch.no_grad():
         assert torch.allclose(model2(x), res.model(x), atol=1e-6)

@@ -19,9 +19,12 @@ def main(argv: list[str] | None = None) -> None:
     130: also while the command is still starting (importing torch can take many seconds on a
     loaded machine), and a second Ctrl-C during the clean-up of the first (exit hooks run with
     SIGINT ignored once the command was interrupted)."""
+    lost = _keep_lost_interrupts()
     try:
         from .app import main as run
 
+        if lost:  # a Ctrl-C during the imports that Python printed and dropped
+            raise KeyboardInterrupt
         run(argv)
     except KeyboardInterrupt:
         _quiet_exit_hooks()
@@ -31,6 +34,24 @@ def main(argv: list[str] | None = None) -> None:
         if e.code == 130:
             _quiet_exit_hooks()
         raise
+
+
+def _keep_lost_interrupts() -> list[BaseException]:
+    """A Ctrl-C that lands in a callback of the import machinery (a weakref callback of
+    importlib's module locks) is not raised: Python prints "Exception ignored ... Traceback"
+    and goes on, and the command would run to its end. Such interrupts are kept instead (the
+    returned list), without the traceback; other unraisable errors are printed as before."""
+    lost: list[BaseException] = []
+    default = sys.unraisablehook
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            lost.append(unraisable.exc_value)
+            return
+        default(unraisable)
+
+    sys.unraisablehook = hook
+    return lost
 
 
 def _quiet_exit_hooks() -> None:

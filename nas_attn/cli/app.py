@@ -134,7 +134,7 @@ def search(
     """Run (or resume) an architecture search."""
     from .search import run_search_cli
     from ..searching.heartbeat import set_heartbeat_env
-    from ..searching.run import SearchRequest
+    from ..searching.opening import SearchRequest
 
     set_heartbeat_env(heartbeat_interval, grace_period, max_retry)
     _cache_env(cache_dir, runs_dir)
@@ -174,7 +174,7 @@ def worker(
     index: int = typer.Option(0, "--index"),
 ):
     """One worker process of `search --workers/--gpus` (started by it; talks over stdin/out)."""
-    from ..searching.run import SearchRequest
+    from ..searching.opening import SearchRequest
     from ..searching.worker_loop import worker_main
 
     req = SearchRequest(space=space, data=data, val_pattern=val_pattern, study=study,

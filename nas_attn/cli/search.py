@@ -17,7 +17,8 @@ from ..arch import UNetArch
 from ..errors import DiskFullError, StudyError
 from ..searching.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
                             trial_arch)
-from ..searching.run import SearchRequest, open_search, run_search
+from ..searching.opening import SearchRequest, open_search
+from ..searching.run import run_search
 from ..searching.study import load_study, open_existing_storage
 
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..searching.parallel import ParallelSearch, open_parallel
-from ..searching.run import SearchRequest
+from ..searching.opening import SearchRequest
 from ..searching.slots import Slot
 from ..searching.workers import Supervisor
 

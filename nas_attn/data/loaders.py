@@ -58,12 +58,12 @@ def resolve_patch(patch_size: Sequence[int] | None, data: SegData) -> tuple[int,
     if patch_size is None:
         shapes = np.array(data.shapes)
         return tuple(int(s) for s in shapes.min(0))
-    ps = [int(s) for s in patch_size]
-    if len(ps) == 1:
-        ps = ps * d
-    if len(ps) != d:
-        raise DataError(f"patch_size {list(patch_size)} has {len(ps)} entries for {d}D data (give 1 or {d})")
-    return tuple(ps)
+    from ..models.sliding import patch_shape  # the one rule (one number: every axis)
+
+    try:
+        return tuple(patch_shape(patch_size, d))
+    except ValueError as e:
+        raise DataError(str(e)) from None
 
 
 def _pad_to(a: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:

@@ -18,7 +18,7 @@ functions into `model.py`, so the exported file predicts with the very code that
   statistics), found with `torch.kthvalue` (no size limit, unlike `torch.quantile`).
 - `predict_logits` runs the model once on an image no larger than the training patch, else
   `sliding_window_predict` (sliding.py) at the patch size (overlap, Gaussian weights), which
-  is what validation during training does (`nas_attn.training.inference.predict_logits`). With
+  is what validation during training does (`nas_attn.training.validation.predict_logits`). With
   `tta=True` it also predicts the image flipped along every combination of spatial axes and
   averages the probabilities (4 passes in 2D, 8 in 3D). Flip TTA assumes a flipped image keeps
   its labels' meaning: do not use it when classes are lateralised (left vs right structures).
@@ -137,15 +137,9 @@ def normalise_image(image, settings, role: str = "image") -> torch.Tensor:
 
 def _logits_once(model, image: torch.Tensor, aux: torch.Tensor | None, patch_size,
                  overlap: float, batch: int) -> torch.Tensor:
-    spatial = tuple(image.shape[2:])
-    patch = None
-    if patch_size is not None:
-        patch = [int(patch_size)] * len(spatial) if isinstance(patch_size, int) else \
-            [int(p) for p in patch_size]
-        if len(patch) == 1:
-            patch = patch * len(spatial)
-    if patch is not None:  # the training patch shape only: smaller images padded, larger tiled
-        return sliding_window_predict(model, image, patch, overlap=overlap, aux=aux, batch=batch)
+    if patch_size is not None:  # the training patch shape only: smaller padded, larger tiled
+        return sliding_window_predict(model, image, patch_size, overlap=overlap, aux=aux,
+                                      batch=batch)
     return forward_logits(model, image, aux)
 
 

@@ -57,6 +57,25 @@ def _pad_spatial(t: torch.Tensor, target: Sequence[int]) -> tuple[torch.Tensor, 
     return torch.nn.functional.pad(t, pads), crop
 
 
+def patch_shape(patch_size, spatial_dims: int) -> list[int]:
+    """The one rule for a patch size, wherever one is given (a space, a training, an export,
+    model.py): a whole number, or a list of one, is that size on every spatial axis; else one
+    positive entry per axis. ValueError, naming what is accepted, otherwise."""
+    many = isinstance(patch_size, (list, tuple))
+    ps = list(patch_size) if many else [patch_size]
+    if not ps or any(isinstance(p, bool) or not hasattr(p, "__index__") or p.__index__() < 1
+                     for p in ps):
+        raise ValueError(f"patch_size {patch_size!r} is not accepted; give a positive whole "
+                         f"number or a list of 1 or {spatial_dims} of them")
+    ps = [p.__index__() for p in ps]
+    if len(ps) == 1:
+        ps = ps * spatial_dims
+    if len(ps) != spatial_dims:
+        raise ValueError(f"patch_size {ps} has {len(ps)} entries for {spatial_dims}D data "
+                         f"(give 1 or {spatial_dims})")
+    return ps
+
+
 def _window_patch(image: torch.Tensor, patch_size, overlap: float,
                   aux: torch.Tensor | None) -> list[int]:
     """The patch as one int per spatial axis (one number means every axis), after checking
@@ -68,11 +87,7 @@ def _window_patch(image: torch.Tensor, patch_size, overlap: float,
     if d not in (2, 3):
         raise ValueError(f"image must be (B, C, H, W) or (B, C, D, H, W), got shape "
                          f"{tuple(image.shape)}")
-    ps = [int(patch_size)] * d if isinstance(patch_size, int) else [int(p) for p in patch_size]
-    if len(ps) == 1:
-        ps = ps * d
-    if len(ps) != d:
-        raise ValueError(f"patch_size {list(ps)} does not fit a {d}D image")
+    ps = patch_shape(patch_size, d)
     if aux is not None and tuple(aux.shape[2:]) != spatial:
         raise ValueError(f"aux spatial shape {tuple(aux.shape[2:])} differs from image {spatial}")
     return ps

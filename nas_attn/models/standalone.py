@@ -20,7 +20,10 @@ from .infer import predict_image, preprocess_image
 from .unet import UNet
 
 # ----- written by the exporter into model.py (placeholders here) --------------------------------
-ARCH: dict = {"spatial_dims": 2, "in_channels": 1, "aux_channels": 0}
+ARCH: dict = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "widths": [4, 8, 8],
+              "block": {"convs": 2, "norm": "batch", "act": "relu", "dropout": 0.0},
+              "upsample": "transpose", "sites": {}, "aux_channels": 0,
+              "deep_supervision": False}
 INFERENCE: dict = {"patch_size": None, "overlap": 0.5, "normalisation": "image"}
 WEIGHTS_SHA256: str | None = None
 NET = UNet

@@ -18,7 +18,8 @@ import optuna
 
 from ..errors import DiskFullError, StudyError
 from ..paths import inside
-from .run import SearchRequest, SearchSession, open_search, prepare_oneshot
+from .opening import SearchRequest, SearchSession, open_search
+from .run import prepare_oneshot
 from .study import default_multi_storage_url, open_storage, storage_kind, storage_url
 from .slots import Slot, plan_slots
 from .worker_loop import study_space_file

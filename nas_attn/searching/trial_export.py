@@ -96,7 +96,8 @@ def _export(arch, out: Path, ckpt, meta, formats, force):
     weights = Path(ckpt) if ckpt and Path(ckpt).exists() else None
     inference = None
     if weights is not None:  # the patch size and normalisation the weights were trained with
-        from ..training.checkpoint import checkpoint_inference, read_checkpoint
+        from ..compat import checkpoint_inference
+        from ..training.checkpoint import read_checkpoint
 
         try:
             obj = read_checkpoint(weights)

@@ -63,7 +63,8 @@ def _one_sigint() -> None:
 def worker_main(req, supervised: bool = True) -> int:
     """Run trials of `req`'s (existing) study: one per `go` from the parent on stdin, or, with
     `supervised=False`, `req.trials` of them. Returns the exit code."""
-    from .run import open_search, optimize
+    from .opening import open_search
+    from .run import optimize
 
     # the protocol owns the real stdout; anything else printed goes to stderr (the log)
     proto = os.fdopen(os.dup(1), "w", buffering=1)

@@ -17,7 +17,6 @@ import torch.nn as nn
 
 from ..atomic import atomic_file, atomic_write
 from ..errors import TrainingError
-from ..models.infer import DEFAULT_OVERLAP
 
 CHECKPOINT_FORMAT = 1
 
@@ -122,21 +121,6 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return arch, model, dict(obj.get("meta") or {})
 
 
-def _patch_from_data_config(data_config: Any, spatial_dims: int) -> tuple[int, ...] | None:
-    """The training patch size a checkpoint without `patch_size` used: its data config's
-    patch_size, else the smallest training image (the data package's rule; loads the data)."""
-    from ..data import DataConfig, load_data
-    from ..data.loaders import resolve_patch
-
-    dc = json.loads(data_config) if isinstance(data_config, str) else dict(data_config or {})
-    ps = dc.get("patch_size")
-    if ps:
-        ps = [int(p) for p in ps]
-        return tuple(ps * spatial_dims if len(ps) == 1 else ps)
-    train, _ = load_data(DataConfig(**dc))
-    return tuple(resolve_patch(None, train))
-
-
 def find_checkpoint(path: Path) -> Path | None:
     """`path` if it is a file, else the checkpoint a `nas-attn train` folder holds (best.pt)."""
     if path.is_file():
@@ -144,37 +128,6 @@ def find_checkpoint(path: Path) -> Path | None:
     if path.is_dir() and (path / "best.pt").is_file():
         return path / "best.pt"
     return None
-
-
-def checkpoint_inference(ckpt: Path, arch, meta: dict) -> tuple[dict[str, Any], list[str]]:
-    """How inference must see images for a checkpoint: {"patch_size", "overlap", and the
-    normalisation settings (`nas_attn.data.intensity`; per image for checkpoints written before
-    it was recorded)}, and notes. The patch size is recovered from the data config of older
-    checkpoints (a `metrics.json` beside it, written by `nas-attn train`, is read as well)."""
-    notes: list[str] = []
-    overlap = float((meta.get("train_config") or {}).get("val_overlap", DEFAULT_OVERLAP))
-    norm = dict(meta.get("normalisation") or {"normalisation": "image"})
-    patch = None
-    if meta.get("patch_size"):
-        patch = tuple(int(p) for p in meta["patch_size"])
-    else:
-        data_config = meta.get("data_config")
-        side = ckpt.parent / "metrics.json"
-        if side.is_file():
-            try:
-                data_config = json.loads(side.read_text()).get("data_config") or data_config
-            except (OSError, ValueError):
-                pass
-        if data_config:
-            try:
-                patch = _patch_from_data_config(data_config, arch.spatial_dims)
-            except Exception as e:  # noqa: BLE001  (the training data may be gone)
-                notes.append(f"the training patch size could not be recovered ({e}); "
-                             "every image is predicted in one pass")
-        else:
-            notes.append("the checkpoint does not record its patch size; every image is "
-                         "predicted in one pass")
-    return {**norm, "patch_size": patch, "overlap": overlap, "spacing": meta.get("spacing")}, notes
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

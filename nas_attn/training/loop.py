@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from ..data.resample import common_spacing
 from ..device import Runtime, is_oom, release_memory, seed_everything
 from ..errors import DivergedError, OutOfMemoryError, TrainingError
+from ..trained import InferenceConfig, TrainedModel
 from .checkpoint import save_checkpoint, state_dict_cpu
 from .config import TrainConfig
 from .losses import SegLoss
@@ -66,9 +66,15 @@ class TrainResult:
     train_s: float = 0.0
     """Seconds spent in training steps (data wait included, evaluation excluded)."""
     config: dict[str, Any] = field(default_factory=dict)
-    inference: dict[str, Any] = field(default_factory=dict)
-    """How inference must see images to match training: patch_size, overlap and the
-    normalisation settings (what best.pt records; `nas_attn.exporting.export_arch(inference=)`)."""
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    """How inference must see images to match training (what best.pt records)."""
+
+    def trained(self) -> TrainedModel:
+        """The best weights as the package's one trained-model type (what `na.export` writes)."""
+        return TrainedModel(self.arch, self.model, self.inference, source=str(
+            self.checkpoint or ""), kind="trained", provenance={
+                "score_dice": self.best.get("dice"), "epoch": self.best.get("epoch"),
+                "train_config": self.config})
 
 
 NONFINITE_PATIENCE = 5
@@ -225,11 +231,9 @@ class _Run:
     wait_s: float = 0.0
     since_best: int = 0
     nonfinite_run: int = 0
-    normalisation: dict | None = None
-    """How the training images were normalised (recorded with the checkpoint)."""
-    spacing: list[float] | None = None
-    """The training images' voxel spacing (mm), where they share one (recorded with the
-    checkpoint: prediction resamples inputs of other spacings to it)."""
+    inference: InferenceConfig | None = None
+    """How inference must see images to match this training (recorded with the checkpoint):
+    the patch, the normalisation of the training images, their common voxel spacing."""
 
     def checkpoint_meta(self, epoch) -> dict[str, Any]:
         """What best.pt records besides the weights: scores, configs, and what inference needs
@@ -237,8 +241,7 @@ class _Run:
         return {"metrics": self.best, "epoch": epoch,
                 "train_config": self.cfg.model_dump(mode="json"),
                 "data_config": _cfg_key(self.data_cfg),
-                "patch_size": list(self.patch_size) if self.patch_size else None,
-                "normalisation": self.normalisation, "spacing": self.spacing}
+                "inference": self.inference.to_dict() if self.inference else None}
 
 
 def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runtime, out_dir,
@@ -287,10 +290,7 @@ def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runt
                 patch_size, t_start, Path(out_dir) / "best.pt" if out_dir is not None else None,
                 Path(out_dir) / "resume.pt" if out_dir is not None else None, nonfinite_limit,
                 report_every,
-                # data that `load_data` did not normalise (a SegData built by hand) reached the
-                # model as it is: say so, or inference would replay the old per-image default
-                normalisation=getattr(train_data, "normalisation", None)
-                or {"normalisation": "none"}, spacing=common_spacing(train_data))
+                inference=InferenceConfig.of_training(train_data, patch_size, cfg.val_overlap))
 
 
 def _check_finite(run: _Run, values: torch.Tensor, pending: int, lr: float) -> torch.Tensor:
@@ -437,6 +437,4 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
         images_per_s=run.images / max(1e-9, run.train_done_s), seconds=seconds,
         steps=run.global_step, stop_reason=stop_reason, runtime=runtime, data_wait_s=run.wait_s,
         train_s=run.train_done_s, config=cfg.model_dump(mode="json"),
-        inference={"patch_size": list(run.patch_size) if run.patch_size else None,
-                   "overlap": cfg.val_overlap, **(run.normalisation or {}),
-                   "spacing": run.spacing})
+        inference=run.inference)

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..device import Runtime, is_oom, release_memory
-from .inference import predict_logits
+from ..models import infer
 from .metrics import MetricAccumulator, labels_from_logits
 
 
@@ -21,6 +21,16 @@ def eval_patch(data_cfg, train_data):
         return resolve_patch(patch, train_data)
     except Exception:  # noqa: BLE001  (no data package rule / odd data: fall back to the config)
         return patch
+
+
+def predict_logits(model: nn.Module, image: torch.Tensor, runtime: Runtime, *, patch_size=None,
+                   overlap: float = 0.25, aux: torch.Tensor | None = None) -> torch.Tensor:
+    """Float32 logits (1, C, *sp) of one whole image (1, C_in, *sp) on the device, under the
+    run's autocast: `nas_attn.models.infer.predict_logits`, what predict and model.py run (at
+    the training patch only, so cuDNN never tunes for a new shape)."""
+    with runtime.autocast():
+        return infer.predict_logits(model, image, patch_size=patch_size, overlap=overlap,
+                                    aux=aux)[0]
 
 
 def _predict_or_cpu(model: nn.Module, image: torch.Tensor, runtime: Runtime, **kw) -> torch.Tensor:
