@@ -145,7 +145,7 @@ def search(
                         num_workers=num_workers, strategy=strategy, force_data=force_data)
     from ..searching.parallel import stored_space, worker_slots
 
-    slots = worker_slots(req, workers, gpus, per_gpu)  # the library's rule (search.parallel)
+    slots = worker_slots(req, workers, gpus, per_gpu)  # the library's rule (searching.parallel)
     if slots is not None:
         from .workers import run_workers_cli
 

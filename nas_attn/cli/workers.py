@@ -36,7 +36,7 @@ def worker_table(sup: Supervisor, epochs: int) -> Table:
 
 def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: bool,
                     console: Console) -> None:
-    """`search --workers/--gpus`: the library's parallel search (`search.parallel`) under a
+    """`search --workers/--gpus`: the library's parallel search (`searching.parallel`) under a
     live view of the workers and the leaderboard."""
     from .search import run_phase1
 
