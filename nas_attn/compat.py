@@ -33,10 +33,8 @@ def checkpoint_inference(ckpt: Path, arch, meta: dict) -> tuple[InferenceConfig,
     notes: list[str] = []
     overlap = float((meta.get("train_config") or {}).get("val_overlap", DEFAULT_OVERLAP))
     norm = dict(meta.get("normalisation") or {"normalisation": "image"})
-    patch = None
-    if meta.get("patch_size"):
-        patch = tuple(int(p) for p in meta["patch_size"])
-    else:
+    patch = meta.get("patch_size") or None  # validated and broadcast by InferenceConfig.make
+    if patch is None:
         data_config = meta.get("data_config")
         side = ckpt.parent / "metrics.json"
         if side.is_file():

@@ -4,7 +4,8 @@ output), read inputs in the package's formats, predict, write masks in the input
 Library code (no printing); `nas_attn.cli.predict` draws the progress and the errors.
 
 - Models: an export folder (`model.py` + `weights.pt` + `arch.json`, see `nas_attn.exporting`),
-  a checkpoint (`best.pt` of `nas-attn train` or a search trial) or the folder holding it.
+  a checkpoint (`best.pt` of `nas-attn train` or a search trial) or the folder holding it,
+  or a finalize result (its recommended model); each loads as a `nas_attn.trained.TrainedModel`.
   An export folder is loaded from its data only (arch.json built with the package's modules,
   weights.pt with `weights_only=True`): its model.py is never run. The patch size and overlap
   come from the export's meta.json (or model.py's INFERENCE literal, parsed) or the
