@@ -75,7 +75,6 @@ def phase_1(space: str, runs: str, data: str | None, study: str = "fidelity") ->
     import optuna
 
     from nas_attn.searching.opening import SearchRequest, open_search
-
     from nas_attn.searching.run import prepare_oneshot
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -141,11 +140,15 @@ def standalone(space: str, runs: str, data: str | None, arch_json: str, seed: in
             "params": sum(p.numel() for p in res.model.parameters())}
 
 
-def random_placements(space_path: str, data: str | None, n: int, seed: int) -> list[str]:
-    """`n` distinct placements drawn uniformly (per site, uniformly among its choices)."""
+def _macro_and_choices(space_path: str, data: str | None):
+    """The supernet's (first) macro and the choices of each of its sites."""
     from nas_attn.data import load_data
-    from nas_attn.searching.oneshot.choices import (discrete_space, macro_arch, macro_plan,
-                                                 site_specs)
+    from nas_attn.searching.oneshot.choices import (
+        discrete_space,
+        macro_arch,
+        macro_plan,
+        site_specs,
+    )
     from nas_attn.searching.opening import data_config
     from nas_attn.searching.sampling import DataInfo
     from nas_attn.searching.space_files import load_space
@@ -155,7 +158,12 @@ def random_placements(space_path: str, data: str | None, n: int, seed: int) -> l
     info = DataInfo(d.spatial_dims, d.in_channels, d.classes, d.aux_channels)
     plan = macro_plan(sp)
     macro = macro_arch(sp, info, plan.combos[0], plan.fixed)
-    choices = site_specs(sp, macro)
+    return macro, site_specs(sp, macro)
+
+
+def random_placements(space_path: str, data: str | None, n: int, seed: int) -> list[str]:
+    """`n` distinct placements drawn uniformly (per site, uniformly among its choices)."""
+    macro, choices = _macro_and_choices(space_path, data)
     rng = random.Random(seed)
     out: list[str] = []
     while len(out) < n:
@@ -164,6 +172,22 @@ def random_placements(space_path: str, data: str | None, n: int, seed: int) -> l
         if arch.to_json() not in out:
             out.append(arch.to_json())
     return out
+
+
+def heaviest_placement(space_path: str, data: str | None) -> str:
+    """The placement with the most parameters: at each site the choice that adds the most (what
+    a module adds at a site does not depend on the other sites)."""
+    from nas_attn.unet import build_unet
+
+    macro, choices = _macro_and_choices(space_path, data)
+    plain = macro.without_attention()
+
+    def params(arch) -> int:
+        return sum(p.numel() for p in build_unet(arch).parameters())
+
+    pick = {s.replace(".", "_"): max(choices[s], key=lambda c, s=s: params(
+        plain.with_sites(**{s.replace(".", "_"): c}))) for s, _ in macro.sites()}
+    return macro.with_sites(**pick).to_json()
 
 
 def _rank_stats(x, y):
@@ -197,6 +221,10 @@ def main(argv=None) -> int:
     ap.add_argument("--split-epochs", type=int, default=None,
                     help="fine-tuning epochs of each sub-supernet (default: a quarter of the "
                          "supernet's)")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="phases 1 and 2 and the stand-alone training of the space's heaviest "
+                         "placement (the most parameters) only: the cost and memory ratios, no "
+                         "fidelity")
     args = ap.parse_args(argv)
     tag = "" if args.split == 1 else f"_split{args.split}"
     study = "fidelity" + tag
@@ -228,8 +256,10 @@ def main(argv=None) -> int:
     def save():
         cache.write_text(json.dumps(state, indent=1))
 
-    rand = random_placements(space, data, args.random, seed=1234)
     have = {(r["arch"], r["seed"]) for r in state["standalone"]}
+    if args.cost_only:
+        return cost_only(args, space, runs, data, study, tag, state, have, save)
+    rand = random_placements(space, data, args.random, seed=1234)
     with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool:
         # the random placements train while the supernet does (they need nothing from it)
         shared_cpu = 0.0
@@ -267,6 +297,60 @@ def main(argv=None) -> int:
     report(state, top, rand, args.seeds, tag)
     print(f"results: {cache}")
     return 0
+
+
+def cost_only(args, space: str, runs: Path, data: str | None, study: str, tag: str,
+              state: dict, have: set, save) -> int:
+    """`--cost-only`: phase 1 and phase 2 against the stand-alone trainings of the heaviest
+    placement (which run beside phase 1: they need nothing from it)."""
+    heavy = heaviest_placement(space, data)
+    with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool:
+        shared_cpu = 0.0
+        if args.split > 1 and "phase1" + tag not in state:
+            shared_cpu = _reuse_shared_supernet(runs, study, state)
+        p1 = pool.submit(phase_1, space, str(runs), data, study) \
+            if "phase1" + tag not in state else None
+        futs = [pool.submit(standalone, space, str(runs), data, heavy, s)
+                for s in range(args.seeds) if (heavy, s) not in have]
+        if p1 is not None:
+            r1 = p1.result()
+            r1["cpu_s"] += shared_cpu
+            state["phase1" + tag] = r1
+            save()
+            print(f"phase 1: {r1['seconds']:.0f}s, {r1['supernets']} supernet(s), "
+                  f"{r1['params']:,} parameters", flush=True)
+        if "phase2" + tag not in state:
+            state["phase2" + tag] = pool.submit(phase_2, space, str(runs), data, args.trials,
+                                                [], 0, study).result()
+            save()
+        for f in futs:
+            state["standalone"].append(f.result())
+            save()
+    big = [r for r in state["standalone"] if r["arch"] == heavy]
+    from nas_attn.arch import UNetArch
+
+    print(f"\nheaviest placement: {UNetArch.from_json(heavy).summary()}")
+    vals = ", ".join(f"{r['val']:.4f} (seed {r['seed']})" for r in big)
+    print(f"  stand-alone val Dice {vals}")
+    _report_cost(state["phase1" + tag], state["phase2" + tag], big)
+    print(f"results: {runs / 'fidelity.json'}")
+    return 0
+
+
+def _report_cost(p1: dict, p2: dict, big: list[dict]) -> None:
+    """Phase 1 + phase 2 against one stand-alone training of the largest candidate (the mean
+    over its seeds), CPU seconds of each process; peak resident memory likewise."""
+    big_cpu = statistics.fmean(r["cpu_s"] for r in big)
+    cost = (p1["cpu_s"] + p2["spent"]["cpu_s"]) / big_cpu
+    per = p2["spent"]["cpu_s"] / max(1, p2["spent"]["trials"])
+    print(f"cost: phase 1 {p1['cpu_s']:.0f} CPU s + phase 2 {p2['spent']['cpu_s']:.0f} CPU s "
+          f"({p2['spent']['trials']} placements, {per:.2f} s each) = {cost:.2f} x one "
+          f"stand-alone training of the largest candidate ({big_cpu:.0f} CPU s, "
+          f"{big[0]['params']:,} parameters)")
+    peak = max(r["peak_mb"] for r in big)
+    print(f"peak resident memory: phase 1 {p1['peak_mb']:.0f} MB, phase 2 {p2['peak_mb']:.0f} "
+          f"MB, largest candidate's training {peak:.0f} MB "
+          f"(ratio {max(p1['peak_mb'], p2['peak_mb']) / peak:.2f})")
 
 
 def _reuse_shared_supernet(runs: Path, study: str, state: dict) -> float:
@@ -307,12 +391,11 @@ def report(state: dict, top: list[str], rand: list[str], seeds: int, tag: str = 
     p1, p2 = state["phase1" + tag], state["phase2" + tag]
     largest = max(archs, key=lambda a: by_arch[a][0]["params"])
     big = [by_arch[largest][s] for s in range(seeds)]
-    big_cpu = statistics.fmean(r["cpu_s"] for r in big)
     print(f"\n{len(archs)} placements ({len([a for a in archs if a in top])} from the top of "
           f"{p2['spent']['trials'] or 'the'} phase-2 trials, "
           f"{len([a for a in archs if a in rand])} random) of "
           f"{p2['placements']:.3g}, {seeds} seeds each")
-    f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
+    f = lambda v: "n/a" if v is None else f"{v:+.2f}"
     print(f"inherited vs stand-alone:   Spearman {f(rho)}  Kendall {f(tau)}")
     print(f"seed 0 vs seed 1 (ceiling): Spearman {f(ceiling)}")
     print(f"parameters vs stand-alone:  Spearman {f(prho)}  Kendall {f(ptau)}")
@@ -324,14 +407,7 @@ def report(state: dict, top: list[str], rand: list[str], seeds: int, tag: str = 
     plain = [a for a in archs if not UNetArch.from_json(a).attention_names()]
     if plain:
         print(f"plain UNet among them: {mean[plain[0]]:.4f}")
-    cost = (p1["cpu_s"] + p2["spent"]["cpu_s"]) / big_cpu
-    print(f"cost: phase 1 {p1['cpu_s']:.0f} CPU s + phase 2 {p2['spent']['cpu_s']:.0f} CPU s "
-          f"({p2['spent']['trials']} placements) = {cost:.2f} x one stand-alone training of the "
-          f"largest candidate ({big_cpu:.0f} CPU s, {by_arch[largest][0]['params']:,} "
-          f"parameters)")
-    print(f"peak resident memory: phase 1 {p1['peak_mb']:.0f} MB, phase 2 {p2['peak_mb']:.0f} "
-          f"MB, largest candidate's training {max(r['peak_mb'] for r in big):.0f} MB "
-          f"(ratio {p1['peak_mb'] / max(r['peak_mb'] for r in big):.2f})")
+    _report_cost(p1, p2, big)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,40 @@ def test_every_path_equals_the_standalone_model(dims, shape):
                                        msg=f"path {arch.summary()}")
 
 
+@pytest.mark.parametrize("dims,shape", [(2, (16, 20)), (3, (8, 8, 12))])
+def test_placement_costs_add_up_to_the_measured_cost(dims, shape):
+    """Phase 2's cost of a placement (the plain UNet plus, per site, what its module adds) is
+    what `measure_cost` finds on the built model, for every figure but latency."""
+    from nas_attn.searching.cost import measure_cost
+    from nas_attn.searching.oneshot.costs import PlacementCosts
+    from nas_attn.unet import build_unet
+
+    macro = UNetArch(spatial_dims=dims, depth=2, widths=(4, 8, 16), classes=3)
+    choices = _choices(macro, dims)
+
+    def measure(arch):
+        torch.manual_seed(0)
+        return measure_cost(build_unet(arch), arch, shape, batch_size=2, latency_reps=1)
+
+    costs = PlacementCosts(measure)
+    rng = random.Random(dims)
+    archs = [macro.with_sites(**{s.replace(".", "_"): choices[s][-1] for s, _ in macro.sites()})]
+    archs += [_random_arch(macro, choices, rng) for _ in range(5)]
+    for arch in archs:
+        got, want = costs(arch, latency_ms=1.5), measure(arch)
+        assert got.params == want.params and got.latency_ms == 1.5
+        assert got.flops == pytest.approx(want.flops, rel=1e-12), arch.summary()
+        assert got.activation_mb == pytest.approx(want.activation_mb, rel=1e-9), arch.summary()
+        assert want.flops > measure(macro).flops  # the placements hold something
+    # a probe per module and site (and one of the plain UNet), not one per placement
+    held = {(s, json.dumps(spec.to_dict(), sort_keys=True))
+            for a in archs for s, spec in a.sites() if spec.name}
+    assert costs.probes == 1 + len(held)
+    before = costs.probes
+    costs(archs[0], latency_ms=0.0)
+    assert costs.probes == before
+
+
 def test_supernet_parameters_are_the_sum_of_the_choices():
     macro = UNetArch(depth=1, widths=(4, 8))
     choices = {"encoder.0": [A(), A("se")], "bottleneck": [A(), A("eca"), A("se")],

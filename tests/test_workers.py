@@ -212,7 +212,8 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path):
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert failed and all("interrupted" in t.user_attrs["fail_reason"] for t in failed)
+    assert failed and all("interrupted" in t.user_attrs["fail_reason"] for t in failed), \
+        [t.user_attrs.get("fail_reason") for t in failed]
     done = states.count(TrialState.COMPLETE)
     # one worker on a journal file still runs under a supervising parent
     code, out = _finish(_search(tmp_path, slow, "--trials", "1", "--study", "intr"))
@@ -331,4 +332,5 @@ def test_sigterm_does_what_ctrl_c_does(tmp_path):
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert failed and all("interrupted" in t.user_attrs["fail_reason"] for t in failed)
+    assert failed and all("interrupted" in t.user_attrs["fail_reason"] for t in failed), \
+        [t.user_attrs.get("fail_reason") for t in failed]

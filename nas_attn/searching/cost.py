@@ -60,7 +60,6 @@ def measure_cost(model: torch.nn.Module, arch, patch_shape, *, batch_size: int =
 
     if runtime is None:
         runtime = Runtime(torch.device(device), spatial_dims=len(tuple(patch_shape)))
-    dev = runtime.device
     batch = max(1, int(batch_size))
     params = sum(p.numel() for p in model.parameters())
     was_training = model.training
@@ -87,20 +86,39 @@ def measure_cost(model: torch.nn.Module, arch, patch_shape, *, batch_size: int =
         out = model(x, aux)
     del out
     flops = float(counter.get_total_flops()) / batch
+    latency = _latency(model, x, aux, runtime, latency_reps)
+    for m in model.modules():  # the random batch above must not leak into norm statistics
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats:
+            m.reset_running_stats()
+    model.train(was_training)
+    return Cost(params=params, flops=flops, activation_mb=saved / 2**20, latency_ms=latency)
+
+
+def _latency(model: torch.nn.Module, x, aux, runtime, reps: int) -> float:
+    """Milliseconds per input: the fastest of `reps` eval-mode forward passes of the batch `x`
+    (leaves the model in eval mode)."""
+    dev = runtime.device
     model.eval()
     times = []
     with torch.no_grad(), runtime.autocast():
-        for _ in range(max(1, latency_reps)):
+        for _ in range(max(1, reps)):
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             t0 = time.perf_counter()
             model(x, aux)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            times.append((time.perf_counter() - t0) * 1000 / batch)
-    latency = min(times)
-    for m in model.modules():  # the random batch above must not leak into norm statistics
-        if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats:
-            m.reset_running_stats()
-    model.train(was_training)
-    return Cost(params=params, flops=flops, activation_mb=saved / 2**20, latency_ms=latency)
+            times.append((time.perf_counter() - t0) * 1000 / x.shape[0])
+    return min(times)
+
+
+def measure_latency(model: torch.nn.Module, arch, patch_shape, *, batch_size: int, runtime,
+                    reps: int = 5, seed: int = 0) -> float:
+    """`Cost.latency_ms` alone, on the inputs `measure_cost` uses (same shape and seed); the
+    model must already be on the runtime's device. Eval mode only: no statistics change."""
+    x, aux = _inputs(arch, patch_shape, max(1, int(batch_size)), runtime, seed)
+    was_training = model.training
+    try:
+        return _latency(model, x, aux, runtime, reps)
+    finally:
+        model.train(was_training)

@@ -27,6 +27,7 @@ from .choices import (
     site_specs,
     split_groups,
 )
+from .costs import PlacementCosts
 from .supernet import SuperNet, recalibrate_bn
 
 
@@ -47,6 +48,8 @@ def training_defaults(space) -> dict[str, Any]:
 class OneShotObjective(Objective):
     """`Objective` whose trials score a placement on a trained supernet instead of training."""
 
+    gc_after_trial = False  # a scoring leaves no graph behind; a full collection costs ~0.3 s
+
     def __init__(self, space, data_cfg, runs_dir: Path, study_name: str, device=None,
                  listener=None, artifact_store=None):
         super().__init__(space, data_cfg, runs_dir, study_name, device, listener,
@@ -66,6 +69,7 @@ class OneShotObjective(Objective):
             self.space.constraints.max_latency_ms is not None
         self.latency_reps = 5 if uses_latency else 1  # the figure is shown, not used
         self._nets: dict[str, tuple[SuperNet, Any]] = {}
+        self._costs: dict[str, PlacementCosts] = {}
         self._units: list[Unit] | None = None
         self._batches: dict[str, list] = {}
 
@@ -162,6 +166,25 @@ class OneShotObjective(Objective):
         return evaluate(net, val_loader, runtime, classes=arch.classes,
                         patch_size=eval_patch(self.data_cfg, self.train_data),
                         overlap=cfg.val_overlap)
+
+    def _measure(self, arch: UNetArch, cfg):
+        """The placement's runtime and cost: parameters, FLOPs and activation memory added up
+        from probes of its modules (`PlacementCosts`, exact), latency timed on its path of
+        the supernet. A placement too large for the device is refused as in `Objective`."""
+        from ...device import Runtime
+        from ..cost import measure_latency
+
+        runtime = Runtime.create(self.device, amp=cfg.amp, channels_last=cfg.channels_last,
+                                 spatial_dims=arch.spatial_dims)
+        runtime.check_fits(arch, self.patch, cfg.batch_size)
+        key = f"{cfg.batch_size}/{cfg.seed}/{cfg.amp}/{cfg.channels_last}"
+        if key not in self._costs:
+            self._costs[key] = PlacementCosts(lambda a: Objective._measure(self, a, cfg)[1])
+        net, net_runtime = self.supernet(arch, cfg)
+        net.set_path(arch)
+        latency = measure_latency(net, arch, self.patch, batch_size=cfg.batch_size,
+                                  runtime=net_runtime, reps=self.latency_reps, seed=cfg.seed)
+        return runtime, self._costs[key](arch, latency)
 
     # ----- the trial ----------------------------------------------------------------------
     def _training_overrides(self, trial) -> dict[str, Any]:
