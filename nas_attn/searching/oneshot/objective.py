@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 
 from ...arch import UNetArch
-from ...errors import StudyError
+from ...errors import OutOfMemoryError, StudyError
 from ...paths import inside
 from ..objective import Objective, _num
 from ..sampling import _recipe_default
@@ -171,19 +171,29 @@ class OneShotObjective(Objective):
         """The placement's runtime and cost: parameters, FLOPs and activation memory added up
         from probes of its modules (`PlacementCosts`, exact), latency timed on its path of
         the supernet. A placement too large for the device is refused as in `Objective`."""
-        from ...device import Runtime
+        from ...device import Runtime, is_oom, release_memory
         from ..cost import measure_latency
 
         runtime = Runtime.create(self.device, amp=cfg.amp, channels_last=cfg.channels_last,
                                  spatial_dims=arch.spatial_dims)
+        runtime.reset_peak_memory()
         runtime.check_fits(arch, self.patch, cfg.batch_size)
         key = f"{cfg.batch_size}/{cfg.seed}/{cfg.amp}/{cfg.channels_last}"
         if key not in self._costs:
             self._costs[key] = PlacementCosts(lambda a: Objective._measure(self, a, cfg)[1])
         net, net_runtime = self.supernet(arch, cfg)
         net.set_path(arch)
-        latency = measure_latency(net, arch, self.patch, batch_size=cfg.batch_size,
-                                  runtime=net_runtime, reps=self.latency_reps, seed=cfg.seed)
+        try:
+            latency = measure_latency(net, arch, self.patch, batch_size=cfg.batch_size,
+                                      runtime=net_runtime, reps=self.latency_reps,
+                                      seed=cfg.seed)
+        except Exception as e:  # out of memory: pruned with its reason, as in `Objective`
+            if not is_oom(e):
+                raise
+            msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            release_memory(e, net_runtime)
+            raise OutOfMemoryError(f"while timing {arch.summary()} at batch_size "
+                                   f"{cfg.batch_size} on {net_runtime.device}: {msg}") from None
         return runtime, self._costs[key](arch, latency)
 
     # ----- the trial ----------------------------------------------------------------------
