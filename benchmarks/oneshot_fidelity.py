@@ -3,6 +3,8 @@ training does? And what does the supernet cost against one stand-alone training?
 
     python benchmarks/oneshot_fidelity.py --data ../shared/data/inia19-macaque
     python benchmarks/oneshot_fidelity.py --data builtin3d
+    python benchmarks/oneshot_fidelity.py --data ../shared/data/inia19-macaque --epochs 30 \
+        --cost-only     # phases 1 and 2 against the heaviest placement's training only
 
 In one run, on one data set and one macro:
 1. phase 1: the supernet of a space (every family the site allows, `--space` or the built-in
@@ -257,18 +259,19 @@ def main(argv=None) -> int:
         cache.write_text(json.dumps(state, indent=1))
 
     have = {(r["arch"], r["seed"]) for r in state["standalone"]}
-    if args.cost_only:
-        return cost_only(args, space, runs, data, study, tag, state, have, save)
-    rand = random_placements(space, data, args.random, seed=1234)
+    # --cost-only: the heaviest placement instead of the random ones, and no top placements
+    heavy = heaviest_placement(space, data) if args.cost_only else None
+    rand = [] if args.cost_only else random_placements(space, data, args.random, seed=1234)
     with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool:
-        # the random placements train while the supernet does (they need nothing from it)
+        # these train while the supernet does (they need nothing from it)
         shared_cpu = 0.0
         if args.split > 1 and "phase1" + tag not in state:
             shared_cpu = _reuse_shared_supernet(runs, study, state)
         p1 = pool.submit(phase_1, space, str(runs), data, study) \
             if "phase1" + tag not in state else None
         futs = [pool.submit(standalone, space, str(runs), data, a, s)
-                for a in rand for s in range(args.seeds) if (a, s) not in have]
+                for a in ([heavy] if heavy else rand) for s in range(args.seeds)
+                if (a, s) not in have]
         if p1 is not None:
             r1 = p1.result()
             r1["cpu_s"] += shared_cpu  # the shared supernet it started from
@@ -283,7 +286,7 @@ def main(argv=None) -> int:
             print(f"phase 2: {state['phase2' + tag]['spent']['trials']} placements in "
                   f"{state['phase2' + tag]['spent']['seconds']:.0f}s", flush=True)
         ranked = sorted(state["phase2" + tag]["rows"], key=lambda r: -r["inherited"])
-        top = [r["arch"] for r in ranked if r["arch"] not in rand][:args.top]
+        top = [] if heavy else [r["arch"] for r in ranked if r["arch"] not in rand][:args.top]
         futs += [pool.submit(standalone, space, str(runs), data, a, s)
                  for a in top for s in range(args.seeds) if (a, s) not in have]
         for i, f in enumerate(futs, 1):
@@ -294,46 +297,17 @@ def main(argv=None) -> int:
                   f"({r['seconds']:.0f}s)", flush=True)
     if tag:
         print(f"\nfew-shot split into {args.split} supernets")
-    report(state, top, rand, args.seeds, tag)
+    if heavy:
+        from nas_attn.arch import UNetArch
+
+        big = [r for r in state["standalone"] if r["arch"] == heavy]
+        print(f"\nheaviest placement: {UNetArch.from_json(heavy).summary()}")
+        vals = ", ".join(f"{r['val']:.4f} (seed {r['seed']})" for r in big)
+        print(f"  stand-alone val Dice {vals}")
+        _report_cost(state["phase1" + tag], state["phase2" + tag], big)
+    else:
+        report(state, top, rand, args.seeds, tag)
     print(f"results: {cache}")
-    return 0
-
-
-def cost_only(args, space: str, runs: Path, data: str | None, study: str, tag: str,
-              state: dict, have: set, save) -> int:
-    """`--cost-only`: phase 1 and phase 2 against the stand-alone trainings of the heaviest
-    placement (which run beside phase 1: they need nothing from it)."""
-    heavy = heaviest_placement(space, data)
-    with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool:
-        shared_cpu = 0.0
-        if args.split > 1 and "phase1" + tag not in state:
-            shared_cpu = _reuse_shared_supernet(runs, study, state)
-        p1 = pool.submit(phase_1, space, str(runs), data, study) \
-            if "phase1" + tag not in state else None
-        futs = [pool.submit(standalone, space, str(runs), data, heavy, s)
-                for s in range(args.seeds) if (heavy, s) not in have]
-        if p1 is not None:
-            r1 = p1.result()
-            r1["cpu_s"] += shared_cpu
-            state["phase1" + tag] = r1
-            save()
-            print(f"phase 1: {r1['seconds']:.0f}s, {r1['supernets']} supernet(s), "
-                  f"{r1['params']:,} parameters", flush=True)
-        if "phase2" + tag not in state:
-            state["phase2" + tag] = pool.submit(phase_2, space, str(runs), data, args.trials,
-                                                [], 0, study).result()
-            save()
-        for f in futs:
-            state["standalone"].append(f.result())
-            save()
-    big = [r for r in state["standalone"] if r["arch"] == heavy]
-    from nas_attn.arch import UNetArch
-
-    print(f"\nheaviest placement: {UNetArch.from_json(heavy).summary()}")
-    vals = ", ".join(f"{r['val']:.4f} (seed {r['seed']})" for r in big)
-    print(f"  stand-alone val Dice {vals}")
-    _report_cost(state["phase1" + tag], state["phase2" + tag], big)
-    print(f"results: {runs / 'fidelity.json'}")
     return 0
 
 

@@ -17,7 +17,9 @@ In one run, on one data set and one space (default: `default`):
    mixes attention and width;
 5. test Dice (per class, pooled over the test split) of each arm's winner against the plain
    UNet, the Attention U-Net and the plain UNet of its size, all with the same full budget,
-   and the wall time each arm spent (search + finalize).
+   and the wall time each arm spent (search + finalize). Where the plain UNet at the
+   winner's size won, the arm's best candidate with attention is shown beside it, with its
+   paired test gain over that plain UNet (negative: attention did not pay).
    Gains are paired by training seed: mean ± sd over seeds of (winner − other).
 
 The space's per-trial wall-time budget (`budget.max_time_s`, 60 s in `default`) is dropped
@@ -98,19 +100,31 @@ def space_without_time_limit(space: str, runs: Path) -> str:
     return str(out)
 
 
-def same_size_plain(res: dict) -> dict | None:
+def same_size_plain(res: dict, win: dict | None = None) -> dict | None:
     """The retrained plain UNet at the winner's macro (its widths and upsampling, every site
     empty): `finalize` adds it as a candidate (or it is the plain baseline), and the winner's
-    gain over it is the attention's, not the width's. None when the winner is that plain UNet."""
+    gain over it is the attention's, not the width's. None when the winner is that plain UNet.
+    With `win`, the same for that candidate."""
     from nas_attn.arch import UNetArch
 
-    win = row(res, trial=res["winner"]) if res["winner"] is not None else None
+    if win is None:
+        win = row(res, trial=res["winner"]) if res["winner"] is not None else None
     if win is None:
         return None
     plain = UNetArch.from_dict(win["arch"]).without_attention().to_json()
     found = next((r for r in res["candidates"]
                   if UNetArch.from_dict(r["arch"]).to_json() == plain), None)
     return None if found is win else found
+
+
+def best_attention(res: dict) -> dict | None:
+    """The searched candidate with attention that finalize ranked first on validation (the
+    baselines excluded): what the search offered when a plain UNet won."""
+    from nas_attn.arch import UNetArch
+
+    found = [r for r in res["candidates"] if not r["label"] and r["trial"] is not None
+             and UNetArch.from_dict(r["arch"]).attention_names()]
+    return max(found, key=lambda r: r["val_mean"]) if found else None
 
 
 def row(res: dict, *, trial: int | None = None, label: str | None = None) -> dict:
@@ -128,6 +142,13 @@ def paired(a: list[float], b: list[float]) -> str:
 
 def ms(v: list[float]) -> str:
     return f"{statistics.fmean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.4f}"
+
+
+def print_proxy(res: dict) -> None:
+    rho, tau = res["spearman_short_vs_full"], res.get("kendall_short_vs_full")
+    print(f"  proxy quality over {len(res['candidates'])} candidates: Spearman "
+          + ("n/a" if rho is None else f"{rho:+.2f}") + ", Kendall "
+          + ("n/a" if tau is None else f"{tau:+.2f}"))
 
 
 def main() -> None:
@@ -182,13 +203,15 @@ def main() -> None:
           f"budget {tpe['epochs']} epochs × {args.seeds} seeds; metric: {tpe['metric']}")
     print(f"compute (search + finalize, wall): per-trial search {t_tpe:.0f} s, one-shot "
           f"{t_one:.0f} s, random search {t_rnd:.0f} s; runs in {runs}")
-    print(f"{'model':<34} {'search score':>12} {'val Dice':>17} {'test Dice':>17}  architecture")
+    print(f"{'model':<46} {'search score':>12} {'val Dice':>17} {'test Dice':>17}  architecture")
     arms = [("search", tpe), ("one-shot", one), ("random search", rnd)]
     rows = [("plain UNet", plain), ("Attention U-Net", att)]
     for name, res in arms:
         if res["winner"] is None:  # the same-size plain UNet itself won
             rows.append((f"{name} winner (its plain UNet)", max(
                 res["candidates"], key=lambda r: r["val_mean"])))
+            if (best := best_attention(res)) is not None:
+                rows.append((f"  {name}'s best with attention (trial {best['trial']})", best))
             continue
         rows.append((f"{name} winner (trial {res['winner']})", row(res, trial=res["winner"])))
         ctrl = same_size_plain(res)
@@ -196,10 +219,17 @@ def main() -> None:
             rows.append((f"  plain UNet, {name} winner's size", ctrl))
     for name, r in rows:
         short = "—" if r["short_dice"] is None else f"{r['short_dice']:.4f}"
-        print(f"{name:<34} {short:>12} {ms(r['val']):>17} {ms(r['test']):>17}  {r['summary']}")
+        print(f"{name:<46} {short:>12} {ms(r['val']):>17} {ms(r['test']):>17}  {r['summary']}")
     for name, res in arms:
         if res["winner"] is None:
             print(f"{name}: the plain UNet at the winner's size won: no gain from attention")
+            best = best_attention(res)
+            ctrl = same_size_plain(res, best) if best is not None else None
+            if ctrl is not None:
+                print(f"  its best with attention (trial {best['trial']}) on test (paired by "
+                      f"seed): vs the plain UNet of its size {paired(best['test'], ctrl['test'])}"
+                      f", vs plain UNet {paired(best['test'], plain['test'])}")
+            print_proxy(res)
             continue
         win, ctrl = row(res, trial=res["winner"]), same_size_plain(res)
         print(f"{name} winner on test (paired by seed): vs plain UNet "
@@ -207,10 +237,7 @@ def main() -> None:
               f"{paired(win['test'], att['test'])}"
               + (f", vs the plain UNet of its size {paired(win['test'], ctrl['test'])}" if ctrl
                  else "") + f"; finalize's verdict: {res['attention_gain']['verdict']}")
-        rho, tau = res["spearman_short_vs_full"], res.get("kendall_short_vs_full")
-        print(f"  proxy quality over {len(res['candidates'])} candidates: Spearman "
-              + ("n/a" if rho is None else f"{rho:+.2f}") + ", Kendall "
-              + ("n/a" if tau is None else f"{tau:+.2f}"))
+        print_proxy(res)
     if args.json:
         args.json.write_text(json.dumps({"search": tpe, "oneshot": one, "random": rnd},
                                         indent=1))
