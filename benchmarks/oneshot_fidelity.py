@@ -369,7 +369,7 @@ def report(state: dict, top: list[str], rand: list[str], seeds: int, tag: str = 
           f"{p2['spent']['trials'] or 'the'} phase-2 trials, "
           f"{len([a for a in archs if a in rand])} random) of "
           f"{p2['placements']:.3g}, {seeds} seeds each")
-    f = lambda v: "n/a" if v is None else f"{v:+.2f}"
+    f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
     print(f"inherited vs stand-alone:   Spearman {f(rho)}  Kendall {f(tau)}")
     print(f"seed 0 vs seed 1 (ceiling): Spearman {f(ceiling)}")
     print(f"parameters vs stand-alone:  Spearman {f(prho)}  Kendall {f(ptau)}")
