@@ -1,0 +1,168 @@
+"""Where does weight sharing break the one-shot supernet? The plain path's inherited score when
+only some sites hold their choices.
+
+    python benchmarks/oneshot_sharing.py --data ../shared/data/inia19-macaque
+    python benchmarks/oneshot_sharing.py --data builtin --arms plain all encoder decoder
+
+Each arm trains one supernet of the space's first macro (phase 1's recipe and budget:
+`nas_attn.searching.oneshot.phase1.supernet_config`, fair single-path sampling) in a process of
+its own, with the space's choices at one group of sites and `none` at every other site; the
+`plain` arm holds `none` everywhere, so its supernet is a plain UNet trained with the same
+recipe (the reference), and `all` holds every choice (what a one-shot search trains). Each
+supernet is then scored as phase 2 scores a placement (BatchNorm statistics recalibrated on
+the same training batches, validation Dice pooled per class): its plain path, and `--random`
+placements drawn uniformly from its choices. Printed per arm: the plain path's inherited Dice
+against the `plain` arm's, the random placements' mean and range, and the CPU seconds.
+
+A supernet whose plain path scores far below the plain arm's has a trunk that the sharing
+damaged; its inherited scores then rank a damaged network. Validation data only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import resource
+import statistics
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+GROUPS = {
+    "plain": (),
+    "all": ("encoder", "bottleneck", "skip", "decoder"),
+    "encoder": ("encoder",),
+    "bottleneck": ("bottleneck",),
+    "skip": ("skip",),
+    "decoder": ("decoder",),
+    "decoder-1+": ("decoder-1+",),  # the decoder's sites but its last (full-resolution) one
+    "decoder-0": ("decoder-0",),    # the last decoder site only (its output feeds the head)
+}
+
+
+def _in_group(site: str, groups: tuple[str, ...]) -> bool:
+    kind = site.split(".")[0]
+    if kind in groups:
+        return True
+    if kind == "decoder":
+        return ("decoder-0" in groups and site == "decoder.0") or (
+            "decoder-1+" in groups and site != "decoder.0")
+    return False
+
+
+def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    import optuna
+
+    from nas_attn.arch import AttnSpec
+    from nas_attn.device import Runtime
+    from nas_attn.searching.oneshot.phase1 import supernet_config
+    from nas_attn.searching.oneshot.supernet import SuperNet, recalibrate_bn
+    from nas_attn.searching.opening import SearchRequest, open_search
+    from nas_attn.training import train
+    from nas_attn.training.loop import get_loaders
+    from nas_attn.training.validation import eval_patch, evaluate
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = open_search(SearchRequest(space=space, data=data, study="sharing_" + arm.replace("+", "plus"),
+                                  runs_dir=Path(runs), strategy="oneshot"))
+    obj = s.objective
+    unit = obj.units()[0]
+    macro, full = unit.macro, unit.choices
+    none = AttnSpec()
+    lacking = [site for site, specs in full.items() if none not in specs]
+    if lacking:
+        raise SystemExit(f"{space}: site(s) {', '.join(lacking)} do not allow none; this "
+                         "benchmark needs a plain path")
+    groups = GROUPS[arm]
+    choices = {site: (list(specs) if _in_group(site, groups) else [none])
+               for site, specs in full.items()}
+    cfg = supernet_config(obj, obj.overrides)
+    net = SuperNet(macro, choices, seed=cfg.seed)
+    net.sampling = True
+    c0 = _cpu_s()
+    res = train(macro, obj.train_data, obj.val_data, obj.data_cfg, cfg, preview=False,
+                model=net)
+    cpu = _cpu_s() - c0
+    net = res.model
+    net.sampling = False
+    runtime = Runtime.create(obj.device, amp=cfg.amp, spatial_dims=macro.spatial_dims)
+    batches = obj.calibration_batches(cfg, runtime)
+    _, val_loader = get_loaders(obj.train_data, obj.val_data, obj.data_cfg,
+                                batch_size=cfg.batch_size, seed=cfg.seed,
+                                device_is_cuda=runtime.is_cuda)
+
+    def score(arch) -> float:
+        net.set_path(arch)
+        recalibrate_bn(net, batches, runtime)
+        m = evaluate(net, val_loader, runtime, classes=arch.classes,
+                     patch_size=eval_patch(obj.data_cfg, obj.train_data),
+                     overlap=cfg.val_overlap)
+        return float(m["dice"])
+
+    rng = random.Random(0)
+    placements = []
+    varied = [site for site, specs in choices.items() if len(specs) > 1]
+    for _ in range(n_random if varied else 0):
+        placements.append(macro.with_sites(**{site.replace(".", "_"): rng.choice(choices[site])
+                                              for site in varied}))
+    return {"arm": arm, "sites": varied, "steps": res.steps, "cpu_s": cpu,
+            "placements": int(math.prod(len(c) for c in choices.values())),
+            "plain": score(macro), "random": [score(a) for a in placements],
+            "train_end": float(res.best["dice"])}
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="../shared/data/inia19-macaque",
+                    help="a data folder, or builtin / builtin3d")
+    ap.add_argument("--space", default="default", help="a space name or file (default: default)")
+    ap.add_argument("--arms", nargs="+", choices=list(GROUPS),
+                    default=["plain", "all", "encoder", "bottleneck", "skip", "decoder",
+                             "decoder-1+", "decoder-0"])
+    ap.add_argument("--random", type=int, default=5,
+                    help="random placements scored per arm (besides the plain path)")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--runs-dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="oneshot_sharing_"))
+    runs.mkdir(parents=True, exist_ok=True)
+    data = None if args.data in ("builtin", "builtin3d") else str(Path(args.data).resolve())
+    arms = list(dict.fromkeys(["plain", *args.arms]))
+    cache = runs / "sharing.json"  # a rerun with the same --runs-dir reuses finished arms
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = {a: pool.submit(run_arm, a, args.space, data, str(runs), args.random)
+                   for a in arms if a not in done}
+        for a, f in futures.items():
+            done[a] = f.result()
+            cache.write_text(json.dumps(done, indent=1))
+    rows = [done[a] for a in arms]
+    ref = rows[0]["plain"]
+    print(f"data {args.data}, space {args.space}: one supernet per arm (the space's first macro, "
+          f"phase 1's budget: {rows[0]['steps']} steps); inherited validation Dice after "
+          f"BatchNorm recalibration")
+    print(f"{'arm':<11} {'placements':>10} {'plain path':>10} {'vs plain arm':>12} "
+          f"{'random placements':>24} {'CPU s':>6}")
+    for r in rows:
+        rnd = r["random"]
+        spread = (f"{statistics.mean(rnd):.3f} ({min(rnd):.3f}-{max(rnd):.3f})" if rnd
+                  else "-")
+        print(f"{r['arm']:<11} {r['placements']:>10.3g} {r['plain']:>10.4f} "
+              f"{r['plain'] - ref:>+12.4f} {spread:>24} {r['cpu_s']:>6.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
