@@ -63,15 +63,14 @@ def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int) ->
     from nas_attn.arch import AttnSpec
     from nas_attn.device import Runtime
     from nas_attn.searching.oneshot.phase1 import supernet_config
-    from nas_attn.searching.oneshot.supernet import SuperNet, recalibrate_bn
+    from nas_attn.searching.oneshot.supernet import SuperNet
     from nas_attn.searching.opening import SearchRequest, open_search
     from nas_attn.training import train
-    from nas_attn.training.loop import get_loaders
-    from nas_attn.training.validation import eval_patch, evaluate
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s = open_search(SearchRequest(space=space, data=data, study="sharing_" + arm.replace("+", "plus"),
-                                  runs_dir=Path(runs), strategy="oneshot"))
+    study = "sharing_" + arm.replace("+", "plus")  # study names allow no '+'
+    s = open_search(SearchRequest(space=space, data=data, study=study, runs_dir=Path(runs),
+                                  strategy="oneshot"))
     obj = s.objective
     unit = obj.units()[0]
     macro, full = unit.macro, unit.choices
@@ -84,6 +83,7 @@ def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int) ->
     choices = {site: (list(specs) if _in_group(site, groups) else [none])
                for site, specs in full.items()}
     cfg = supernet_config(obj, obj.overrides)
+    torch.manual_seed(cfg.seed)  # the initial weights too (phase 1 leaves them to chance)
     net = SuperNet(macro, choices, seed=cfg.seed)
     net.sampling = True
     c0 = _cpu_s()
@@ -93,18 +93,9 @@ def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int) ->
     net = res.model
     net.sampling = False
     runtime = Runtime.create(obj.device, amp=cfg.amp, spatial_dims=macro.spatial_dims)
-    batches = obj.calibration_batches(cfg, runtime)
-    _, val_loader = get_loaders(obj.train_data, obj.val_data, obj.data_cfg,
-                                batch_size=cfg.batch_size, seed=cfg.seed,
-                                device_is_cuda=runtime.is_cuda)
 
-    def score(arch) -> float:
-        net.set_path(arch)
-        recalibrate_bn(net, batches, runtime)
-        m = evaluate(net, val_loader, runtime, classes=arch.classes,
-                     patch_size=eval_patch(obj.data_cfg, obj.train_data),
-                     overlap=cfg.val_overlap)
-        return float(m["dice"])
+    def score(arch) -> float:  # as phase 2 scores a placement
+        return float(obj.score_path(net, runtime, arch, cfg)["dice"])
 
     rng = random.Random(0)
     placements = []

@@ -154,10 +154,14 @@ class OneShotObjective(Objective):
     def score(self, arch: UNetArch, cfg) -> dict[str, Any]:
         """Validation metrics of `arch`'s path with inherited weights and recalibrated
         BatchNorm statistics."""
+        net, runtime = self.supernet(arch, cfg)
+        return self.score_path(net, runtime, arch, cfg)
+
+    def score_path(self, net: SuperNet, runtime, arch: UNetArch, cfg) -> dict[str, Any]:
+        """`score` on a given supernet (on `runtime`'s device) that holds `arch`'s path."""
         from ...training.loop import get_loaders
         from ...training.validation import eval_patch, evaluate
 
-        net, runtime = self.supernet(arch, cfg)
         net.set_path(arch)
         recalibrate_bn(net, self.calibration_batches(cfg, runtime), runtime)
         _, val_loader = get_loaders(self.train_data, self.val_data, self.data_cfg,
