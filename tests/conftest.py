@@ -45,6 +45,24 @@ def _torch_globals_are_real(request):
 
 
 @pytest.fixture(autouse=True)
+def _signal_handlers_are_unchanged(request):
+    """After each test: SIGINT and SIGTERM are handled as before it. A command interrupted
+    in-process ignores both from then on (`nas_attn.cli`); left so in this process, every child
+    a later test starts inherits the ignored SIGINT, and a test that interrupts its child saw a
+    search run to its end with exit 0 (seen twice under load). Put back, and the test named."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    after = {s: signal.getsignal(s) for s in before}
+    if after != before:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        changed = sorted(signal.Signals(s).name for s in before if after[s] != before[s])
+        pytest.fail(f"{request.node.nodeid} left the handler of {', '.join(changed)} changed "
+                    "(put back; run the CLI through the `cli` fixture, or save and restore "
+                    "the handlers in the test)", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
 def _nas_attn_environment_is_unchanged(request):
     """After each test: the NAS_ATTN_* environment variables are what they were before it. The
     CLI makes options such as --grace-period the defaults of its process through them (and so of

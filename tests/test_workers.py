@@ -308,6 +308,26 @@ def test_plan_slots_pins_gpus_and_splits_cores(monkeypatch):
         plan_slots(2, "0")
 
 
+def _a_running_trial_reported(db) -> bool:
+    """Whether a RUNNING trial has reported an epoch, read through a read-only connection:
+    opening the study with optuna while the search is still creating its storage races it to
+    create the schema (seen under load: the search failed with 'UNIQUE constraint failed:
+    alembic_version.version_num')."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            row = con.execute(
+                "SELECT COUNT(*) FROM trials t JOIN trial_intermediate_values v "
+                "ON v.trial_id = t.trial_id WHERE t.state = 'RUNNING'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:  # not created yet, or its tables not yet
+        return False
+    return bool(row and row[0])
+
+
 def test_sigterm_does_what_ctrl_c_does(tmp_path):
     """`kill`, `timeout` and batch schedulers send SIGTERM: the one-process search records the
     running trial as failed (interrupted) and exits like Ctrl-C, not with the trial RUNNING."""
@@ -316,13 +336,8 @@ def test_sigterm_does_what_ctrl_c_does(tmp_path):
     db = tmp_path / "runs" / "nas_attn.db"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                ts = optuna.load_study(study_name="term", storage=f"sqlite:///{db}").trials
-            except Exception:  # noqa: BLE001  (being created)
-                ts = []
-            if any(t.state == TrialState.RUNNING and t.intermediate_values for t in ts):
-                break
+        if db.exists() and _a_running_trial_reported(db):
+            break
         time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     code, out = _finish(proc, limit=120)
