@@ -32,6 +32,7 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -139,6 +140,7 @@ def standalone(space: str, runs: str, data: str | None, arch_json: str, seed: in
     res = train(arch, train_data, val_data, cfg_data, cfg, preview=False)
     return {"arch": arch_json, "seed": seed, "val": float(res.best["dice"]),
             "seconds": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0, "peak_mb": _peak_mb(),
+            "peak_gpu_mb": res.runtime.peak_memory_mb(),
             "params": sum(p.numel() for p in res.model.parameters())}
 
 
@@ -209,7 +211,7 @@ def main(argv=None) -> int:
                     help="the space's trial epochs; the full budget is max(30, 2x) of them")
     ap.add_argument("--samples-per-epoch", type=int, default=48)
     ap.add_argument("--supernet-epochs", type=int, default=None,
-                    help="default: the full budget (as long as one stand-alone training)")
+                    help="default: the space's oneshot.budget_factor (2) x the full budget")
     ap.add_argument("--trials", type=int, default=300)
     ap.add_argument("--top", type=int, default=8)
     ap.add_argument("--random", type=int, default=16)
@@ -223,12 +225,21 @@ def main(argv=None) -> int:
     ap.add_argument("--split-epochs", type=int, default=None,
                     help="fine-tuning epochs of each sub-supernet (default: a quarter of the "
                          "supernet's)")
+    ap.add_argument("--warmup", type=float, default=None,
+                    help="variant: the supernet's warm-up share on the plain path (the space's "
+                         "oneshot.warmup; default 0.5); with the runs dir of a default run it "
+                         "reuses its stand-alone trainings")
+    ap.add_argument("--loader-workers", type=int, default=None,
+                    help="data-loader workers per training (the space's data.num_workers; "
+                         "default: the tool's, one per core on CUDA: lower it with --jobs > 1)")
     ap.add_argument("--cost-only", action="store_true",
                     help="phases 1 and 2 and the stand-alone training of the space's heaviest "
                          "placement (the most parameters) only: the cost and memory ratios, no "
                          "fidelity")
     args = ap.parse_args(argv)
     tag = "" if args.split == 1 else f"_split{args.split}"
+    if args.warmup is not None:
+        tag += f"_warmup{args.warmup:g}"
     study = "fidelity" + tag
 
     runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="oneshot_fidelity_"))
@@ -240,61 +251,79 @@ def main(argv=None) -> int:
         src = {"source": args.data} if data is None else {}
         if args.data == "builtin3d":
             src.update(builtin_n=24, builtin_size=24)
+        if args.loader_workers is not None:
+            src["num_workers"] = args.loader_workers
         Path(space).write_text(SPACE.format(
             depth=args.depth, width=args.width, epochs=args.epochs, spe=args.samples_per_epoch,
             data=json.dumps(src), trials=args.trials,
             sn_epochs="" if args.supernet_epochs is None else
             f", epochs: {args.supernet_epochs}", split=""))
-    if args.split > 1:  # the same space, split
+    if tag:  # the same space, split or warmed up otherwise
         text = Path(space).read_text()
         space = str(runs / f"space{tag}.yaml")
-        extra = f", split: {args.split}" + (f", split_epochs: {args.split_epochs}"
-                                            if args.split_epochs else "")
+        extra = f", split: {args.split}" if args.split > 1 else ""
+        extra += f", split_epochs: {args.split_epochs}" if args.split_epochs else ""
+        extra += f", warmup: {args.warmup:g}" if args.warmup is not None else ""
         Path(space).write_text(text.replace(f"oneshot: {{trials: {args.trials}",
                                             f"oneshot: {{trials: {args.trials}{extra}", 1))
     cache = runs / "fidelity.json"
     state = json.loads(cache.read_text()) if cache.exists() else {"standalone": []}
 
-    def save():
-        cache.write_text(json.dumps(state, indent=1))
+    lock = threading.RLock()  # results come in on the pool's thread, phases on this one
+
+    def save(key=None, value=None):
+        with lock:
+            if key is not None:
+                state[key] = value
+            cache.write_text(json.dumps(state, indent=1))
 
     have = {(r["arch"], r["seed"]) for r in state["standalone"]}
+    finished = [0]
+
+    def collect(fut):
+        """Each stand-alone result is saved as soon as it is in (a run cut short keeps it)."""
+        def done(f):
+            if f.exception() is not None:
+                return  # raised again where the futures are awaited
+            r = f.result()
+            with lock:
+                state["standalone"].append(r)
+                save()
+                finished[0] += 1
+                print(f"  [{finished[0]}] stand-alone seed {r['seed']}: val {r['val']:.4f} "
+                      f"({r['seconds']:.0f}s)", flush=True)
+        fut.add_done_callback(done)
+        return fut
     # --cost-only: the heaviest placement instead of the random ones, and no top placements
     heavy = heaviest_placement(space, data) if args.cost_only else None
     rand = [] if args.cost_only else random_placements(space, data, args.random, seed=1234)
     with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool:
         # these train while the supernet does (they need nothing from it)
         shared_cpu = 0.0
-        if args.split > 1 and "phase1" + tag not in state:
+        if args.split > 1 and args.warmup is None and "phase1" + tag not in state:
             shared_cpu = _reuse_shared_supernet(runs, study, state)
         p1 = pool.submit(phase_1, space, str(runs), data, study) \
             if "phase1" + tag not in state else None
-        futs = [pool.submit(standalone, space, str(runs), data, a, s)
+        futs = [collect(pool.submit(standalone, space, str(runs), data, a, s))
                 for a in ([heavy] if heavy else rand) for s in range(args.seeds)
                 if (a, s) not in have]
         if p1 is not None:
             r1 = p1.result()
             r1["cpu_s"] += shared_cpu  # the shared supernet it started from
-            state["phase1" + tag] = r1
-            save()
+            save("phase1" + tag, r1)
             print(f"phase 1: {r1['seconds']:.0f}s, {r1['supernets']} supernet(s), "
                   f"{r1['params']:,} parameters", flush=True)
         if "phase2" + tag not in state:
-            state["phase2" + tag] = pool.submit(phase_2, space, str(runs), data, args.trials,
-                                                rand, 0, study).result()
-            save()
+            save("phase2" + tag, pool.submit(phase_2, space, str(runs), data, args.trials,
+                                             rand, 0, study).result())
             print(f"phase 2: {state['phase2' + tag]['spent']['trials']} placements in "
                   f"{state['phase2' + tag]['spent']['seconds']:.0f}s", flush=True)
         ranked = sorted(state["phase2" + tag]["rows"], key=lambda r: -r["inherited"])
         top = [] if heavy else [r["arch"] for r in ranked if r["arch"] not in rand][:args.top]
-        futs += [pool.submit(standalone, space, str(runs), data, a, s)
+        futs += [collect(pool.submit(standalone, space, str(runs), data, a, s))
                  for a in top for s in range(args.seeds) if (a, s) not in have]
-        for i, f in enumerate(futs, 1):
-            state["standalone"].append(f.result())
-            save()
-            r = state["standalone"][-1]
-            print(f"  [{i}/{len(futs)}] stand-alone seed {r['seed']}: val {r['val']:.4f} "
-                  f"({r['seconds']:.0f}s)", flush=True)
+        for f in futs:
+            f.result()
     if tag:
         print(f"\nfew-shot split into {args.split} supernets")
     if heavy:
@@ -325,6 +354,14 @@ def _report_cost(p1: dict, p2: dict, big: list[dict]) -> None:
     print(f"peak resident memory: phase 1 {p1['peak_mb']:.0f} MB, phase 2 {p2['peak_mb']:.0f} "
           f"MB, largest candidate's training {peak:.0f} MB "
           f"(ratio {max(p1['peak_mb'], p2['peak_mb']) / peak:.2f})")
+    gpu = [r.get("peak_gpu_mb") for r in big]
+    if p1.get("peak_gpu_mb") and all(gpu):  # on CUDA: the GPU's peak, phase 1 against it
+        print(f"peak GPU memory: phase 1 {p1['peak_gpu_mb']:.0f} MiB, largest candidate's "
+              f"training {max(gpu):.0f} MiB (ratio {p1['peak_gpu_mb'] / max(gpu):.2f})")
+    wall = statistics.fmean(r["seconds"] for r in big)
+    print(f"wall time: phase 1 {p1['seconds']:.0f} s + phase 2 {p2['spent']['seconds']:.0f} s = "
+          f"{(p1['seconds'] + p2['spent']['seconds']) / wall:.2f} x the largest candidate's "
+          f"training ({wall:.0f} s; jobs ran side by side)")
 
 
 def _reuse_shared_supernet(runs: Path, study: str, state: dict) -> float:

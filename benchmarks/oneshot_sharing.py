@@ -4,8 +4,11 @@ only some sites hold their choices.
     python benchmarks/oneshot_sharing.py --data ../shared/data/inia19-macaque
     python benchmarks/oneshot_sharing.py --data builtin --arms plain all encoder decoder
 
-Each arm trains one supernet of the space's first macro (phase 1's recipe and budget:
-`nas_attn.searching.oneshot.phase1.supernet_config`, fair single-path sampling) in a process of
+    python benchmarks/oneshot_sharing.py --arms plain all --budget-factor 1 --warmup 0
+
+Each arm trains one supernet of the space's first macro (phase 1's recipe, budget and warm-up:
+`nas_attn.searching.oneshot.phase1.supernet_config` and `start_sampling`, then fair
+single-path sampling; `--budget-factor` and `--warmup` change the last two) in a process of
 its own, with the space's choices at one group of sites and `none` at every other site; the
 `plain` arm holds `none` everywhere, so its supernet is a plain UNet trained with the same
 recipe (the reference), and `all` holds every choice (what a one-shot search trains). Each
@@ -54,7 +57,8 @@ def _in_group(site: str, groups: tuple[str, ...]) -> bool:
     return False
 
 
-def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int) -> dict:
+def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int,
+            budget_factor: float | None = None, warmup: float | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -62,7 +66,7 @@ def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int) ->
 
     from nas_attn.arch import AttnSpec
     from nas_attn.device import Runtime
-    from nas_attn.searching.oneshot.phase1 import supernet_config
+    from nas_attn.searching.oneshot.phase1 import start_sampling, supernet_config
     from nas_attn.searching.oneshot.supernet import SuperNet
     from nas_attn.searching.opening import SearchRequest, open_search
     from nas_attn.training import train
@@ -72,6 +76,10 @@ def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int) ->
     s = open_search(SearchRequest(space=space, data=data, study=study, runs_dir=Path(runs),
                                   strategy="oneshot"))
     obj = s.objective
+    one = obj.space.search.oneshot
+    obj.space.search.oneshot = one.model_copy(update={
+        k: v for k, v in (("budget_factor", budget_factor), ("warmup", warmup))
+        if v is not None})
     unit = obj.units()[0]
     macro, full = unit.macro, unit.choices
     none = AttnSpec()
@@ -85,11 +93,12 @@ def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int) ->
     cfg = supernet_config(obj, obj.overrides)
     torch.manual_seed(cfg.seed)  # the initial weights too (phase 1 leaves them to chance)
     net = SuperNet(macro, choices, seed=cfg.seed)
-    net.sampling = True
+    start_sampling(net, obj, cfg)  # as phase 1: the warm-up on the plain path, then fair
     c0 = _cpu_s()
     res = train(macro, obj.train_data, obj.val_data, obj.data_cfg, cfg, preview=False,
                 model=net)
     cpu = _cpu_s() - c0
+    warm = net.warmup_steps
     net = res.model
     net.sampling = False
     runtime = Runtime.create(obj.device, amp=cfg.amp, spatial_dims=macro.spatial_dims)
@@ -103,7 +112,8 @@ def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int) ->
     for _ in range(n_random if varied else 0):
         placements.append(macro.with_sites(**{site.replace(".", "_"): rng.choice(choices[site])
                                               for site in varied}))
-    return {"arm": arm, "sites": varied, "steps": res.steps, "cpu_s": cpu,
+    return {"arm": arm, "sites": varied, "steps": res.steps, "warmup_steps": warm,
+            "cpu_s": cpu,
             "placements": int(math.prod(len(c) for c in choices.values())),
             "plain": score(macro), "random": [score(a) for a in placements],
             "train_end": float(res.best["dice"])}
@@ -124,6 +134,12 @@ def main(argv=None) -> int:
                              "decoder-1+", "decoder-0"])
     ap.add_argument("--random", type=int, default=5,
                     help="random placements scored per arm (besides the plain path)")
+    ap.add_argument("--budget-factor", type=float, default=None,
+                    help="the supernets' epochs in full budgets (default: the space's "
+                         "oneshot.budget_factor, 2)")
+    ap.add_argument("--warmup", type=float, default=None,
+                    help="share of the steps on the plain path first (default: the space's "
+                         "oneshot.warmup, 0.5)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--runs-dir", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -131,19 +147,24 @@ def main(argv=None) -> int:
     runs.mkdir(parents=True, exist_ok=True)
     data = None if args.data in ("builtin", "builtin3d") else str(Path(args.data).resolve())
     arms = list(dict.fromkeys(["plain", *args.arms]))
-    cache = runs / "sharing.json"  # a rerun with the same --runs-dir reuses finished arms
+    # a rerun with the same --runs-dir and variant reuses finished arms
+    variant = "".join(f"_{k}{v:g}" for k, v in (("budget", args.budget_factor),
+                                                ("warmup", args.warmup)) if v is not None)
+    cache = runs / f"sharing{variant}.json"
     done = json.loads(cache.read_text()) if cache.exists() else {}
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = {a: pool.submit(run_arm, a, args.space, data, str(runs), args.random)
+    with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool:
+        futures = {a: pool.submit(run_arm, a, args.space, data, str(runs / (variant or "default")),
+                                  args.random, args.budget_factor, args.warmup)
                    for a in arms if a not in done}
         for a, f in futures.items():
             done[a] = f.result()
             cache.write_text(json.dumps(done, indent=1))
     rows = [done[a] for a in arms]
     ref = rows[0]["plain"]
+    warm = max(r.get("warmup_steps", 0) for r in rows)
     print(f"data {args.data}, space {args.space}: one supernet per arm (the space's first macro, "
-          f"phase 1's budget: {rows[0]['steps']} steps); inherited validation Dice after "
-          f"BatchNorm recalibration")
+          f"phase 1's budget: {rows[0]['steps']} steps, the first {warm} on the plain path); "
+          f"inherited validation Dice after BatchNorm recalibration")
     print(f"{'arm':<11} {'placements':>10} {'plain path':>10} {'vs plain arm':>12} "
           f"{'random placements':>24} {'CPU s':>6}")
     for r in rows:

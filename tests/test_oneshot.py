@@ -174,6 +174,29 @@ def test_fair_sampling_runs_every_choice_of_a_site_equally_often():
     assert net.path() == before and net.step == steps
 
 
+def test_the_warmup_trains_the_plain_path_then_the_fair_schedule_takes_over():
+    macro = UNetArch(depth=1, widths=(4, 8))
+    choices = {s: [A("se"), A(), A("eca")] for s, _ in macro.sites()}
+    choices["skip.0"] = [A("gate"), A("scse")]  # no `none` here: fair from the start
+    net = SuperNet(macro, choices, seed=1)
+    net.train()
+    net.sampling = True
+    net.warmup_steps = 4
+    x = torch.randn(2, 1, 8, 8)
+    paths = []
+    with torch.no_grad():
+        for _ in range(4 + 7):
+            net(x)
+            paths.append(net.path())
+    for t, p in enumerate(paths[:4]):
+        assert {s: i for s, i in p.items() if s != "skip.0"} == \
+            {"encoder.0": 1, "bottleneck": 1, "decoder.0": 1}  # `none`
+        assert p["skip.0"] == net.fair_path(t)["skip.0"]
+    # then the fair schedule from its start: each choice as often as the others
+    assert paths[4:] == [net.fair_path(t) for t in range(7)]
+    assert {p["encoder.0"] for p in paths[4:]} == {0, 1, 2}
+
+
 def test_bn_recalibration_changes_only_running_statistics():
     from nas_attn.device import Runtime
 
@@ -242,6 +265,20 @@ def test_discrete_space_and_macro_plan(write_space):
         discrete_space(load_space(aux))
 
 
+def test_the_supernet_trains_for_budget_factor_full_budgets(write_space, tmp_path):
+    """Every path gets a share of the supernet's steps: by default it trains for two full
+    budgets (finalize's: max(30, 2 x the trial epochs) epochs), `budget_factor` to change."""
+    from nas_attn.searching.oneshot.phase1 import supernet_config
+    from nas_attn.searching.opening import SearchRequest, open_search
+
+    for extra, epochs in (("", 60), (", budget_factor: 1.5", 45), (", epochs: 7", 7)):
+        space = write_space(ONESHOT_SPACE.replace("oneshot: {epochs: 2, trials: 12}",
+                                                  "oneshot: {trials: 12" + extra + "}"))
+        s = open_search(SearchRequest(space=space, runs_dir=tmp_path, study=f"bf{epochs}"))
+        cfg = supernet_config(s.objective, s.objective.overrides)
+        assert (cfg.epochs, cfg.samples_per_epoch, cfg.val_every) == (epochs, 8, epochs)
+
+
 def test_oneshot_study_end_to_end(cli, write_space, tmp_path):
     """search (phase 1 + 12 placements) → show → finalize (same-size plain, verdict) →
     export (the recommended model)."""
@@ -266,6 +303,8 @@ def test_oneshot_study_end_to_end(cli, write_space, tmp_path):
     assert {t.user_attrs.get("baseline") for t in done} >= {"plain_unet", "attention_unet"}
     info = study.user_attrs["oneshot"]
     assert info["placements"] == 80 and info["supernets"][0]["steps"] == 4
+    assert info["supernets"][0]["warmup_steps"] == 2  # half of them on the plain path
+    assert "4 steps, the first 2 on the plain path" in " ".join(out.split())
     sn = Path(info["supernets"][0]["file"])
     assert sn.exists() and not (sn.parent / "best.pt").exists()
     assert not (sn.parent / "resume.pt").exists()
@@ -384,6 +423,7 @@ def test_phase1_resumes_after_a_kill(tmp_path):
     ck = torch.load(resume.parent / "supernet.pt", weights_only=True)
     assert ck["meta"]["resumed_from_epoch"] == killed_at
     assert ck["meta"]["steps"] == 12 * 2  # 12 epochs of 8 samples / batch 4
+    assert ck["meta"]["warmup_steps"] == 12  # the default warm-up: half on the plain path
     assert not resume.exists()
 
 

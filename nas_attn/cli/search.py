@@ -76,8 +76,8 @@ def supernet_panel(step) -> Panel:
     return Panel(f"{escape(step.macro)}\nepoch {i.epoch}/{i.epochs}   step {i.global_step}/"
                  f"{i.total_steps}   loss {i.loss:.4f}   lr {i.lr:.2e}   "
                  f"{i.images_per_s:.1f} img/s   elapsed {i.elapsed_s:.0f}s",
-                 title=f"phase 1: supernet {step.index}/{step.count} (one path per step, fair "
-                 "per site)", border_style="magenta")
+                 title=f"phase 1: supernet {step.index}/{step.count} (the plain path first, "
+                 "then one path per step, fair per site)", border_style="magenta")
 
 
 def print_supernets(study: optuna.Study, console: Console) -> None:
@@ -92,8 +92,10 @@ def print_supernets(study: optuna.Study, console: Console) -> None:
                           f"{shared['steps']} steps in {shared['seconds']:.0f}s; few-shot split "
                           f"on {r['split']['site']} into the sub-supernets below",
                           highlight=False)
+        warm = (f", the first {r['warmup_steps']} on the plain path" if r.get("warmup_steps")
+                else "")
         how = (f"fine-tuned from the shared one for {r['steps']} steps" if shared else
-               f"{r['steps']} steps")
+               f"{r['steps']} steps{warm}")
         console.print(f"supernet {escape(r['macro'])}: {r['params']:,} parameters (the sum of "
                       f"every choice), {how} in {r['seconds']:.0f}s; "
                       f"choices per site {r['choices_per_site']}", highlight=False)

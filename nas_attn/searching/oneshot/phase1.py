@@ -2,8 +2,10 @@
 
 The supernet goes through `nas_attn.training.train` like any candidate (loss, augmentation,
 schedule, AMP and channels_last on CUDA, loader workers, `resume.pt` after every epoch), with a
-new path each step (fair per-site schedule, `SuperNet.fair_path`). The budget is the full
-budget `finalize` retrains with, unless `search.oneshot.epochs` says otherwise. The result is
+new path each step (fair per-site schedule, `SuperNet.fair_path`) after a warm-up on the plain
+path (`search.oneshot.warmup` of the steps). The budget is twice the
+full budget `finalize` retrains with (`search.oneshot.budget_factor`), unless
+`search.oneshot.epochs` says otherwise. The result is
 `runs/<study>/supernet/<tag>/supernet.pt` (written under a temporary name, then renamed); a
 killed training resumes from its `resume.pt` when the search is run again.
 """
@@ -37,14 +39,15 @@ def supernet_tag(unit) -> str:
 
 
 def supernet_config(objective, overrides: dict[str, Any]):
-    """The supernet's TrainConfig: the trial recipe with the full budget (or the space's
-    `oneshot.epochs` / `samples_per_epoch`), no time limit, one evaluation at the end."""
+    """The supernet's TrainConfig: the trial recipe for `oneshot.budget_factor` full budgets
+    (or the space's `oneshot.epochs` / `samples_per_epoch`), no time limit, one evaluation at
+    the end."""
     from ..finalize import full_budget
 
     space = objective.space
     one = space.search.oneshot
     budget = full_budget(space)
-    epochs = one.epochs or budget["epochs"]
+    epochs = one.epochs or max(1, round(one.budget_factor * budget["epochs"]))
     opts = {**overrides, "max_time_s": None, "epochs": epochs, "val_every": epochs,
             "patience": None}
     spe = one.samples_per_epoch or budget.get("samples_per_epoch")
@@ -97,6 +100,17 @@ def ensure_supernets(objective, progress: Callable[[SupernetStep], None] | None 
     return out
 
 
+def start_sampling(net: SuperNet, objective, cfg, warmup: bool = True) -> None:
+    """Turn on `net`'s path sampling for a training with `cfg`, the first
+    `search.oneshot.warmup` of its steps on the plain path (`warmup=False`: none)."""
+    net.sampling = True
+    net.warmup_steps = 0
+    if warmup:
+        spe = cfg.steps_per_epoch or max(1, cfg.resolved_samples_per_epoch(
+            len(objective.train_data)) // cfg.batch_size)
+        net.warmup_steps = round(objective.space.search.oneshot.warmup * cfg.epochs * spe)
+
+
 def train_supernet(objective, unit, folder: Path, progress=None, start=None) -> Path:
     """Train `unit`'s supernet into `folder`; from scratch, or (few-shot split) starting from
     the trained shared supernet `start` = (its unit, its folder) and fine-tuned for
@@ -118,11 +132,12 @@ def train_supernet(objective, unit, folder: Path, progress=None, start=None) -> 
     # the macro's plain UNet is a lower bound of every path: refused before the supernet exists
     Runtime.create(objective.device, amp=cfg.amp, spatial_dims=macro.spatial_dims) \
         .check_fits(macro, objective.patch, cfg.batch_size)
+    torch.manual_seed(seed)  # the initial weights are the seed's, as a trial's are
     net = SuperNet(macro, choices, seed=seed)
     resume = folder / "resume.pt"
     if start is not None and not resume.exists():
         net.inherit_from(load_supernet(start[1], start[0]))
-    net.sampling = True
+    start_sampling(net, objective, cfg, warmup=start is None)  # a sub-supernet: trained trunk
     folder.mkdir(parents=True, exist_ok=True)
     resumed_from = _resume_epoch(resume)
     result = train(macro, objective.train_data, objective.val_data, objective.data_cfg, cfg,
@@ -139,7 +154,8 @@ def train_supernet(objective, unit, folder: Path, progress=None, start=None) -> 
     meta = {"format_version": FORMAT_VERSION, "macro": macro.to_json(),
             "choices": {s: [c.to_dict() for c in specs] for s, specs in choices.items()},
             "params": net.parameter_count(), "choices_per_site": counts,
-            "steps": result.steps, "resumed_from_epoch": resumed_from,
+            "steps": result.steps, "warmup_steps": net.warmup_steps,
+            "resumed_from_epoch": resumed_from,
             "seconds": round(result.seconds, 1), "split": split,
             "train_config": result.config, "peak_gpu_mb": result.runtime.peak_memory_mb()}
     atomic_torch_save({"meta": meta, "state": state_dict_cpu(result.model)},
@@ -162,6 +178,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
     obj = _read(folder)
     m = obj["meta"]
     out = {k: m[k] for k in ("params", "steps", "seconds", "choices_per_site", "peak_gpu_mb")}
+    out["warmup_steps"] = m.get("warmup_steps", 0)  # absent in supernets of version 0.2
     if m.get("split"):
         out["split"] = {k: m["split"][k] for k in ("site", "group", "holds")}
     return out

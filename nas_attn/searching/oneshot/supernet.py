@@ -8,6 +8,9 @@ Deviations: one path per optimizer step (FairNAS accumulates m paths per step); 
 per site over consecutive steps instead: in every block of m steps (m = the site's number of
 choices) each choice of the site runs exactly once, in an order drawn from the step number, so
 the path of a step is a function of (seed, step) and a resumed training draws the same paths.
+A warm-up on the plain path comes first (phase 1 gives it `search.oneshot.warmup` of the steps):
+without it, the inia19-macaque supernet's shared trunk learned too slowly for its paths to
+score near stand-alone models (see phase1.py).
 
 Torch only. The trunk is the package's own `UNet` / `TimmUNet`, built through their
 `make_attention` hook, so a path of the supernet *is* the stand-alone model of that placement:
@@ -54,9 +57,10 @@ def _path_keys(choices: Choices, macro: UNetArch) -> list[str]:
 class SuperNet(nn.Module):
     """A UNet of `macro`'s numbers with a `ChoiceSite` at every site.
 
-    In training mode with `sampling` on, every forward first draws the next path from the fair
-    per-site schedule (the step counter is part of the state dict, so it resumes). Otherwise the
-    path set with `set_path` runs.
+    In training mode with `sampling` on, every forward first draws the next path: for the first
+    `warmup_steps` forwards the plain UNet's (`warmup_path`), then the fair per-site schedule
+    (the step counter is part of the state dict, so it resumes). Otherwise the path set with
+    `set_path` runs.
     """
 
     def __init__(self, macro: UNetArch, choices: Choices, seed: int = 0):
@@ -69,6 +73,7 @@ class SuperNet(nn.Module):
         self.seed = int(seed)
         self.step = 0
         self.sampling = False
+        self.warmup_steps = 0  # the first forwards train the plain path (`warmup_path`)
 
         def make(name, channels, *, spatial_dims, guide_channels=None, **opts):
             site = name  # the builder passes the site name through the site table (below)
@@ -114,8 +119,18 @@ class SuperNet(nn.Module):
             out[site] = order[pos]
         return out
 
+    def warmup_path(self, step: int) -> dict[str, int]:
+        """A warm-up step's path: `none` at every site that offers it (the plain UNet), the
+        fair schedule at the others."""
+        none = AttnSpec()
+        fair = self.fair_path(step)
+        return {s: self.choices[s].index(none) if none in self.choices[s] else fair[s]
+                for s in self.sites}
+
     def _draw(self) -> None:
-        for site, i in self.fair_path(self.step).items():
+        path = (self.warmup_path(self.step) if self.step < self.warmup_steps
+                else self.fair_path(self.step - self.warmup_steps))
+        for site, i in path.items():
             self._site_modules[site].active = i
         self.step += 1
 
