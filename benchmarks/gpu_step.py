@@ -170,6 +170,7 @@ def cuda_throughput(arch: UNetArch, runtime: Runtime, size: int, batch: int, ste
     the dense bf16 rate achieved by the training step's FLOPs (forward + backward counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from nas_attn.api import adapt_arch
     from nas_attn.data import DataConfig, load_data
     from nas_attn.training import train
 
@@ -179,6 +180,7 @@ def cuda_throughput(arch: UNetArch, runtime: Runtime, size: int, batch: int, ste
     flops = fc.get_total_flops() / batch
     dcfg = DataConfig(builtin_n=64, builtin_size=size)
     tr, va = load_data(dcfg)
+    arch, _ = adapt_arch(arch, tr)  # its classes (3), as `nas-attn train` adapts them
     cfg = TrainConfig(epochs=2, batch_size=batch, steps_per_epoch=max(1, steps // 2),
                       device=str(runtime.device))
     res = train(arch, tr, va, dcfg, cfg, runtime=runtime, preview=False)
