@@ -91,7 +91,7 @@ def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int,
     choices = {site: (list(specs) if _in_group(site, groups) else [none])
                for site, specs in full.items()}
     cfg = supernet_config(obj, obj.overrides)
-    torch.manual_seed(cfg.seed)  # the initial weights too (phase 1 leaves them to chance)
+    torch.manual_seed(cfg.seed)  # the initial weights too, as phase 1 seeds them
     net = SuperNet(macro, choices, seed=cfg.seed)
     start_sampling(net, obj, cfg)  # as phase 1: the warm-up on the plain path, then fair
     c0 = _cpu_s()
