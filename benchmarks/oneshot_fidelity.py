@@ -361,7 +361,7 @@ def _report_cost(p1: dict, p2: dict, big: list[dict]) -> None:
     wall = statistics.fmean(r["seconds"] for r in big)
     print(f"wall time: phase 1 {p1['seconds']:.0f} s + phase 2 {p2['spent']['seconds']:.0f} s = "
           f"{(p1['seconds'] + p2['spent']['seconds']) / wall:.2f} x the largest candidate's "
-          f"training ({wall:.0f} s; jobs ran side by side)")
+          f"training ({wall:.0f} s; with --jobs > 1 the processes slowed each other)")
 
 
 def _reuse_shared_supernet(runs: Path, study: str, state: dict) -> float:
