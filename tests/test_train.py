@@ -266,6 +266,20 @@ def test_config_validation_messages():
     assert TrainConfig.make(epochs=1).warmup_epochs == 5.0  # capped when scheduling instead
 
 
+
+@pytest.mark.parametrize("n_train,spe,batch", [(16, None, 4), (16, 10, 4), (3, None, 4),
+                                               (16, 2, 4), (5, None, 1)])
+def test_resolved_steps_per_epoch_is_the_loaders_length(n_train, spe, batch):
+    """Phase 1's warm-up counts steps before any loader exists: the count must be the
+    training loader's length (full batches; one partial batch when no full one exists)."""
+    tr = discs(n_train)
+    cfg = fast_cfg(samples_per_epoch=spe, batch_size=batch)
+    n = cfg.resolved_samples_per_epoch(len(tr))
+    loader, _ = make_loaders(tr, discs(2, seed=1), DCFG, batch_size=batch, seed=0,
+                             samples_per_epoch=n)
+    assert cfg.resolved_steps_per_epoch(len(tr)) == len(loader)
+    assert fast_cfg(steps_per_epoch=3).resolved_steps_per_epoch(len(tr)) == 3
+
 # ----- CLI helper -------------------------------------------------------------------------------
 def test_run_train_adapts_arch_and_writes_outputs(tmp_path):
     from rich.console import Console

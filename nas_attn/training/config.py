@@ -78,6 +78,13 @@ class TrainConfig(BaseModel):
             return self.samples_per_epoch
         return max(int(n_train), MIN_STEPS_PER_EPOCH * self.batch_size)
 
+    def resolved_steps_per_epoch(self, n_train: int) -> int:
+        """Optimizer steps per epoch: `steps_per_epoch`, or the training loader's length (full
+        batches of `resolved_samples_per_epoch`; one partial batch when there is no full one)."""
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return max(1, self.resolved_samples_per_epoch(n_train) // self.batch_size)
+
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         if self.dice_weight == 0 and self.ce_weight == 0:

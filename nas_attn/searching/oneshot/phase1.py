@@ -106,8 +106,7 @@ def start_sampling(net: SuperNet, objective, cfg, warmup: bool = True) -> None:
     net.sampling = True
     net.warmup_steps = 0
     if warmup:
-        spe = cfg.steps_per_epoch or max(1, cfg.resolved_samples_per_epoch(
-            len(objective.train_data)) // cfg.batch_size)
+        spe = cfg.resolved_steps_per_epoch(len(objective.train_data))
         net.warmup_steps = round(objective.space.search.oneshot.warmup * cfg.epochs * spe)
 
 
