@@ -247,17 +247,35 @@ def main(argv=None) -> int:
     data = None if args.data in ("builtin", "builtin3d") else str(Path(args.data).resolve())
     space = args.space
     if space is None:
-        space = str(runs / "space.yaml")
         src = {"source": args.data} if data is None else {}
         if args.data == "builtin3d":
             src.update(builtin_n=24, builtin_size=24)
         if args.loader_workers is not None:
             src["num_workers"] = args.loader_workers
-        Path(space).write_text(SPACE.format(
+        text = SPACE.format(
             depth=args.depth, width=args.width, epochs=args.epochs, spe=args.samples_per_epoch,
             data=json.dumps(src), trials=args.trials,
             sn_epochs="" if args.supernet_epochs is None else
-            f", epochs: {args.supernet_epochs}", split=""))
+            f", epochs: {args.supernet_epochs}", split="")
+    else:
+        text = Path(space).read_text()
+    cache = runs / "fidelity.json"
+    state = json.loads(cache.read_text()) if cache.exists() else {"standalone": []}
+    # a runs dir is reused only by a run of the same space and data: its supernet, study and
+    # stand-alone results belong to them (a run once took a 2-epoch test run's for its own)
+    run_key = {"space": text, "data": data or args.data}
+    if cache.exists() and "space" not in state and (runs / "space.yaml").exists():
+        # written before runs recorded their space: the space.yaml it wrote says which
+        state.setdefault("space", (runs / "space.yaml").read_text())
+        state.setdefault("data", run_key["data"])
+    if cache.exists() and {k: state.get(k) for k in run_key} != run_key:
+        print(f"error: {runs} holds a run of another space or data set (its fidelity.json); "
+              "give a fresh --runs-dir, or the same options as that run", file=sys.stderr)
+        return 2
+    state.update(run_key)
+    if args.space is None:
+        space = str(runs / "space.yaml")
+        Path(space).write_text(text)
     if tag:  # the same space, split or warmed up otherwise
         text = Path(space).read_text()
         space = str(runs / f"space{tag}.yaml")
@@ -266,8 +284,6 @@ def main(argv=None) -> int:
         extra += f", warmup: {args.warmup:g}" if args.warmup is not None else ""
         Path(space).write_text(text.replace(f"oneshot: {{trials: {args.trials}",
                                             f"oneshot: {{trials: {args.trials}{extra}", 1))
-    cache = runs / "fidelity.json"
-    state = json.loads(cache.read_text()) if cache.exists() else {"standalone": []}
 
     lock = threading.RLock()  # results come in on the pool's thread, phases on this one
 
