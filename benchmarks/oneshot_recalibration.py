@@ -1,0 +1,111 @@
+"""How many BatchNorm recalibration batches does an inherited score need? Phase 2 spends most
+of a placement's time on them (`search.oneshot.recalibration_batches`, default 8) and on the
+validation pass; fewer batches are cheaper, but a noisier estimate of the statistics can
+reorder placements.
+
+    python benchmarks/oneshot_fidelity.py --data ../shared/data/inia19-macaque --depth 3 \\
+        --width 8 --epochs 15 --samples-per-epoch 128 --runs-dir runs/fidelity_inia19
+    python benchmarks/oneshot_recalibration.py --runs-dir runs/fidelity_inia19
+
+Takes the trained supernet of a `oneshot_fidelity.py` runs dir (its space, data and study;
+phase 1 must be done), draws `--placements` placements uniformly from its choices and scores
+each as phase 2 does (validation Dice pooled per class, the same validation pass) after
+recalibrating on: the first 2, 4 and 8 of phase 2's own batches (the recipe's seed), 8 other
+batches (the next seed: how much two equally good estimates disagree), and all 16 (the
+reference). Printed per set: the mean and range of the scores, Spearman / Kendall against the
+16-batch ranking, the largest score change, and the CPU seconds of one recalibration.
+Validation data only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs-dir", type=Path, required=True,
+                    help="the runs dir of an oneshot_fidelity.py run whose phase 1 is done")
+    ap.add_argument("--placements", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=7, help="of the random placements")
+    args = ap.parse_args(argv)
+
+    cache = args.runs_dir / "fidelity.json"
+    space = args.runs_dir / "space.yaml"
+    state = json.loads(cache.read_text()) if cache.exists() else {}
+    if "phase1" not in state or not space.exists():
+        print(f"error: {args.runs_dir} holds no finished phase 1 of oneshot_fidelity.py "
+              "(fidelity.json with 'phase1', space.yaml)", file=sys.stderr)
+        return 2
+    data = state.get("data")
+    data = None if data in (None, "builtin", "builtin3d") else data
+
+    import torch
+
+    torch.set_num_threads(1)
+    import optuna
+    from oneshot_fidelity import random_placements
+
+    from nas_attn.arch import UNetArch
+    from nas_attn.searching.oneshot.supernet import recalibrate_bn
+    from nas_attn.searching.opening import SearchRequest, open_search
+    from nas_attn.searching.verdict import kendall, spearman
+    from nas_attn.training.loop import get_loaders
+    from nas_attn.training.validation import eval_patch, evaluate
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = open_search(SearchRequest(space=str(space), runs_dir=args.runs_dir, study="fidelity",
+                                  data=data))
+    obj = s.objective
+    cfg = obj.train_config(dict(obj.overrides))
+    archs = [UNetArch.from_json(a) for a in
+             random_placements(str(space), data, args.placements, args.seed)]
+    net, runtime = obj.supernet(archs[0], cfg)
+    first = obj.calibration_batches(cfg, runtime)  # phase 2's own batches
+    if len(first) < 8:
+        print(f"error: the space's recalibration_batches is {len(first)}; this compares "
+              "against phase 2's default of 8", file=sys.stderr)
+        return 2
+    first = first[:8]
+    other = obj.calibration_batches(cfg.model_copy(update={"seed": cfg.seed + 1}), runtime)[:8]
+    sets = {"2": first[:2], "4": first[:4], "8 (phase 2)": first, "8, next seed": other,
+            "16 (reference)": first + other}
+    patch = eval_patch(obj.data_cfg, obj.train_data)
+    scores: dict[str, list[float]] = {k: [] for k in sets}
+    recal_s: dict[str, float] = {k: 0.0 for k in sets}
+    for arch in archs:
+        net.set_path(arch)
+        for k, batches in sets.items():
+            c0 = time.process_time()
+            recalibrate_bn(net, batches, runtime)
+            recal_s[k] += time.process_time() - c0
+            _, val_loader = get_loaders(obj.train_data, obj.val_data, obj.data_cfg,
+                                        batch_size=cfg.batch_size, seed=cfg.seed,
+                                        device_is_cuda=runtime.is_cuda)
+            scores[k].append(float(evaluate(net, val_loader, runtime, classes=arch.classes,
+                                            patch_size=patch, overlap=cfg.val_overlap)["dice"]))
+    ref = scores["16 (reference)"]
+    print(f"{len(archs)} random placements of {archs[0].without_attention().summary()}, "
+          f"batches of {cfg.batch_size}")
+    print(f"{'batches':<15} {'mean':>7} {'range':>15} {'Spearman':>9} {'Kendall':>8} "
+          f"{'max |d|':>8} {'CPU s':>6}   (against the 16-batch scores)")
+    for k, v in scores.items():
+        print(f"{k:<15} {sum(v) / len(v):7.4f} {min(v):7.4f}-{max(v):.4f} "
+              f"{spearman(v, ref):+9.3f} {kendall(v, ref):+8.3f} "
+              f"{max(abs(a - b) for a, b in zip(v, ref)):8.4f} "
+              f"{recal_s[k] / len(archs):6.3f}")
+    out = args.runs_dir / "recalibration.json"
+    out.write_text(json.dumps({"archs": [a.to_json() for a in archs], "scores": scores,
+                               "recalibration_cpu_s": recal_s}, indent=1))
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
