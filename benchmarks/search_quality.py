@@ -28,8 +28,9 @@ machine runs, and so would every figure below.
 
 With the same `--runs-dir`, a run resumes what an earlier one left: a study only runs its missing
 trials and a finalize result with the same top / seeds / epochs is reused. So on two cores,
-`--part searched` and `--part random` can run at once (then `--part control`), and a run
-without `--part` afterwards prints the comparison from their results.
+`--part searched`, `--part oneshot` and `--part random` can run at once, and a run without
+`--part` afterwards prints the comparison from their results. `--part searched` or `--part
+oneshot` alone also prints its own arm against the baselines it finalized.
 
 Test data is never used to choose anything. Runs under `--runs-dir` (a fresh temporary folder
 by default), so nothing of the user's is touched.
@@ -151,60 +152,19 @@ def print_proxy(res: dict) -> None:
           + ("n/a" if tau is None else f"{tau:+.2f}"))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="builtin", help="builtin or a dataset folder")
-    ap.add_argument("--space", default="default")
-    ap.add_argument("--val-pattern", default=None)
-    ap.add_argument("--test-pattern", default=None)
-    ap.add_argument("--test-data", default=None, help="a separate test folder")
-    ap.add_argument("--trials", type=int, default=12)
-    ap.add_argument("--top", type=int, default=3)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=None, help="full budget (default: 30)")
-    ap.add_argument("--search-seed", type=int, default=0)
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--keep-time-limit", action="store_true",
-                    help="keep the space's per-trial wall-time budget (budget.max_time_s); by default "
-                         "it is dropped so that the figures do not depend on the machine's load")
-    ap.add_argument("--runs-dir", type=Path, default=None)
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--oneshot-trials", type=int, default=300,
-                    help="placements the one-shot arm scores with inherited weights")
-    ap.add_argument("--part", choices=("both", "searched", "random", "oneshot"), default="both",
-                    help="run only the search, the random search or the one-shot search (one "
-                         "process each, with the same --runs-dir); a later run of both with "
-                         "that --runs-dir reuses their results and prints the comparison")
-    args = ap.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    t_start = time.perf_counter()
-    runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="nas_attn_sq_"))
-    args.space_path = space_without_time_limit(args.space, runs) if not args.keep_time_limit \
-        else args.space
-
-
-    if args.part in ("both", "searched"):
-        tpe, t_tpe = search_and_finalize(args, runs, "searched", None, args.top, True)
-    if args.part in ("both", "oneshot"):
-        one, t_one = search_and_finalize(args, runs, "oneshot", None, args.top, True, "oneshot")
-    if args.part in ("both", "random"):
-        rnd, t_rnd = search_and_finalize(args, runs, "random", "random", 1, False)
-    if args.part != "both":
-        print(f"{args.part}: done in {time.perf_counter() - t_start:.0f} s; runs in {runs}")
-        return
-    if tpe["splits"]["test"] == 0:
-        sys.exit("no test split: give --test-data, --test-pattern, or a folder with test.txt")
-    plain = row(tpe, label="plain_unet")
-    att = row(tpe, label="attention_unet")
-
-    print(f"data {tpe['data']}: {tpe['splits']} samples; space {args.space}"
+def print_table(args, base: dict, arms: list[tuple[str, dict]], compute: str = "") -> None:
+    """The comparison on test: the baselines `base` finalized, each arm's winner and the plain
+    UNet at its size, and each winner's gains paired by seed (`compute`: a line after the
+    first)."""
+    plain = row(base, label="plain_unet")
+    att = row(base, label="attention_unet")
+    print(f"data {base['data']}: {base['splits']} samples; space {args.space}"
           f"{'' if args.space_path == args.space else ' without its per-trial time limit'}; "
           f"{args.trials} trials per search, {args.oneshot_trials} one-shot placements; full "
-          f"budget {tpe['epochs']} epochs × {args.seeds} seeds; metric: {tpe['metric']}")
-    print(f"compute (search + finalize, wall): per-trial search {t_tpe:.0f} s, one-shot "
-          f"{t_one:.0f} s, random search {t_rnd:.0f} s; runs in {runs}")
+          f"budget {base['epochs']} epochs × {args.seeds} seeds; metric: {base['metric']}")
+    if compute:
+        print(compute)
     print(f"{'model':<46} {'search score':>12} {'val Dice':>17} {'test Dice':>17}  architecture")
-    arms = [("search", tpe), ("one-shot", one), ("random search", rnd)]
     rows = [("plain UNet", plain), ("Attention U-Net", att)]
     for name, res in arms:
         if res["winner"] is None:  # the same-size plain UNet itself won
@@ -238,6 +198,64 @@ def main() -> None:
               + (f", vs the plain UNet of its size {paired(win['test'], ctrl['test'])}" if ctrl
                  else "") + f"; finalize's verdict: {res['attention_gain']['verdict']}")
         print_proxy(res)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="builtin", help="builtin or a dataset folder")
+    ap.add_argument("--space", default="default")
+    ap.add_argument("--val-pattern", default=None)
+    ap.add_argument("--test-pattern", default=None)
+    ap.add_argument("--test-data", default=None, help="a separate test folder")
+    ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--top", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=None, help="full budget (default: 30)")
+    ap.add_argument("--search-seed", type=int, default=0)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--keep-time-limit", action="store_true",
+                    help="keep the space's per-trial wall-time budget (budget.max_time_s); by default "
+                         "it is dropped so that the figures do not depend on the machine's load")
+    ap.add_argument("--runs-dir", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--oneshot-trials", type=int, default=300,
+                    help="placements the one-shot arm scores with inherited weights")
+    ap.add_argument("--part", choices=("both", "searched", "random", "oneshot"), default="both",
+                    help="run only the search, the random search or the one-shot search (one "
+                         "process each, with the same --runs-dir); a later run of both with "
+                         "that --runs-dir reuses their results and prints the comparison")
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t_start = time.perf_counter()
+    runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="nas_attn_sq_"))
+    args.space_path = space_without_time_limit(args.space, runs) if not args.keep_time_limit \
+        else args.space
+
+
+    arms = {  # part: (label, study, sampler, top, baselines, strategy)
+        "searched": ("search", "searched", None, args.top, True, "trials"),
+        "oneshot": ("one-shot", "oneshot", None, args.top, True, "oneshot"),
+        "random": ("random search", "random", "random", 1, False, "trials"),
+    }
+    out: dict[str, tuple[dict, float]] = {}
+    for part, (_, study, sampler, top, baselines, strategy) in arms.items():
+        if args.part in ("both", part):
+            out[part] = search_and_finalize(args, runs, study, sampler, top, baselines, strategy)
+    if args.part != "both":
+        print(f"{args.part}: done in {time.perf_counter() - t_start:.0f} s; runs in {runs}")
+        res = out[args.part][0]
+        if arms[args.part][4] and res["splits"]["test"]:
+            # this arm finalized its own baselines: its result alone, against them
+            print_table(args, res, [(arms[args.part][0], res)])
+        if args.json:
+            args.json.write_text(json.dumps({args.part: res}, indent=1))
+        return
+    (tpe, t_tpe), (one, t_one), (rnd, t_rnd) = out["searched"], out["oneshot"], out["random"]
+    if tpe["splits"]["test"] == 0:
+        sys.exit("no test split: give --test-data, --test-pattern, or a folder with test.txt")
+    print_table(args, tpe, [("search", tpe), ("one-shot", one), ("random search", rnd)],
+                f"compute (search + finalize, wall): per-trial search {t_tpe:.0f} s, one-shot "
+                f"{t_one:.0f} s, random search {t_rnd:.0f} s; runs in {runs}")
     if args.json:
         args.json.write_text(json.dumps({"search": tpe, "oneshot": one, "random": rnd},
                                         indent=1))
