@@ -380,6 +380,32 @@ def test_leaderboard_keeps_brackets_of_summaries():
     assert summary in console.export_text()
 
 
+def test_leaderboard_on_a_narrow_console_lists_architectures_below_the_table():
+    """At 80 columns the architecture column got 6 characters and each summary wrapped over 30
+    lines: there, each trial's summary and note get a line of their own under the table."""
+    from rich.console import Console
+
+    from nas_attn.cli.search import WIDE_LEADERBOARD, leaderboard_table
+
+    study = optuna.create_study(direction="maximize")
+    summary = "2D d3 w8-16-32-64 batch/relux2 transpose | enc[0:cbam(kernel_size=7)] bott[self]"
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"arch_summary": summary}))
+    study.add_trial(optuna.trial.create_trial(value=0.4, user_attrs={
+        "arch_summary": "2D d3 w8-16-32-64 batch/relux2 transpose | no attention",
+        "baseline": "plain_unet"}))
+    for width in (80, WIDE_LEADERBOARD):
+        console = Console(width=width, record=True)
+        console.print(leaderboard_table(study, 5))
+        text = console.export_text()
+        assert max(len(line) for line in text.splitlines()) <= width
+        narrow = width < WIDE_LEADERBOARD
+        flat = " ".join(text.split())  # the console wraps a long line between words
+        assert ("trial 0: " + summary in flat) == narrow, text
+        assert ("architecture" in text) != narrow
+        assert "plain_unet" in text and ("(plain_unet)" in text) == narrow
+        assert len(text.splitlines()) < 20, text
+
+
 def test_one_patch_size_number_means_every_axis_in_search_as_in_train(cli, write_space,
                                                                       tmp_path):
     """`data: {patch_size: [16]}` is 16x16 for the cost probe as for training (it crashed the

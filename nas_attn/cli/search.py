@@ -39,21 +39,56 @@ STATE_STYLE = {"complete": "green", "pruned": "yellow", "fail": "red", "running"
                "waiting": "dim"}
 
 
-def leaderboard_table(study: optuna.Study, top: int, title: str = "Leaderboard") -> Table:
-    t = Table(title=title, expand=False)
-    for col, kw in [("rank", {"justify": "right"}), ("trial", {"justify": "right"}),
-                    ("state", {}), ("Dice", {"justify": "right"}),
-                    ("params", {"justify": "right"}), ("FLOPs", {"justify": "right"}),
-                    ("latency", {"justify": "right"}), ("architecture", {"overflow": "fold"}),
-                    ("note", {"overflow": "fold"})]:
-        t.add_column(col, **kw)
-    for r in leaderboard(study, top):
-        note = ", ".join(x for x in (r.label, r.reason) if x)
-        t.add_row(str(r.rank or ""), str(r.number),
-                  f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", _f(r.dice), _big(r.params),
-                  _big(r.flops), "—" if r.latency_ms is None else f"{r.latency_ms:.1f} ms",
-                  escape(r.summary), escape(note))
-    return t
+WIDE_LEADERBOARD = 140
+"""Below this console width the architecture leaves the table for a line of its own per trial
+(at 80 columns the column got 6 characters, and each summary wrapped over 30 lines; at 140
+it gets about 60)."""
+
+
+class Leaderboard:
+    """The best trials as a table; rendered at the console's width: on a narrow console the
+    architecture (and note) of each trial is listed below the table, one line each."""
+
+    def __init__(self, study: optuna.Study, top: int, title: str = "Leaderboard"):
+        self.rows = leaderboard(study, top)
+        self.title = title
+
+    def table(self, wide: bool) -> Table:
+        t = Table(title=self.title, expand=False)
+        cols = [("rank", {"justify": "right"}), ("trial", {"justify": "right"}),
+                ("state", {}), ("Dice", {"justify": "right"}),
+                ("params", {"justify": "right"}), ("FLOPs", {"justify": "right"}),
+                ("latency", {"justify": "right"})]
+        if wide:
+            cols += [("architecture", {"overflow": "fold"}), ("note", {"overflow": "fold"})]
+        for col, kw in cols:
+            t.add_column(col, **kw)
+        for r in self.rows:
+            cells = [str(r.rank or ""), str(r.number),
+                     f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", _f(r.dice),
+                     _big(r.params), _big(r.flops),
+                     "—" if r.latency_ms is None else f"{r.latency_ms:.1f} ms"]
+            if wide:
+                cells += [escape(r.summary), escape(_note(r))]
+            t.add_row(*cells)
+        return t
+
+    def __rich_console__(self, console, options):
+        wide = options.max_width >= WIDE_LEADERBOARD
+        yield self.table(wide)
+        if not wide:
+            for r in self.rows:
+                note = _note(r)
+                yield f"  trial {r.number}: {escape(r.summary)}" + (
+                    f"  [dim]({escape(note)})[/dim]" if note else "")
+
+
+def _note(r) -> str:
+    return ", ".join(x for x in (r.label, r.reason) if x)
+
+
+def leaderboard_table(study: optuna.Study, top: int, title: str = "Leaderboard") -> Leaderboard:
+    return Leaderboard(study, top, title)
 
 
 def arch_tree(arch: UNetArch, title: str) -> Tree:
