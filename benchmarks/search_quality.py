@@ -158,10 +158,15 @@ def print_table(args, base: dict, arms: list[tuple[str, dict]], compute: str = "
     first)."""
     plain = row(base, label="plain_unet")
     att = row(base, label="attention_unet")
+    names = [name for name, _ in arms]
+    searched = ", ".join(([f"{args.trials} trials per search"]
+                          if {"search", "random search"} & set(names) else [])
+                         + ([f"{args.oneshot_trials} one-shot placements"]
+                            if "one-shot" in names else []))
     print(f"data {base['data']}: {base['splits']} samples; space {args.space}"
           f"{'' if args.space_path == args.space else ' without its per-trial time limit'}; "
-          f"{args.trials} trials per search, {args.oneshot_trials} one-shot placements; full "
-          f"budget {base['epochs']} epochs × {args.seeds} seeds; metric: {base['metric']}")
+          f"{searched}; full budget {base['epochs']} epochs × {args.seeds} seeds; metric: "
+          f"{base['metric']}")
     if compute:
         print(compute)
     print(f"{'model':<46} {'search score':>12} {'val Dice':>17} {'test Dice':>17}  architecture")
