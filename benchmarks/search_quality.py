@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -152,6 +153,16 @@ def print_proxy(res: dict) -> None:
           + ("n/a" if tau is None else f"{tau:+.2f}"))
 
 
+class Arm(NamedTuple):
+    """How one arm searches and finalizes."""
+
+    label: str
+    sampler: str | None
+    top: int
+    baselines: bool
+    strategy: str
+
+
 def print_table(args, base: dict, arms: list[tuple[str, dict]], compute: str = "") -> None:
     """The comparison on test: the baselines `base` finalized, each arm's winner and the plain
     UNet at its size, and each winner's gains paired by seed (`compute`: a line after the
@@ -237,21 +248,22 @@ def main() -> None:
         else args.space
 
 
-    arms = {  # part: (label, study, sampler, top, baselines, strategy)
-        "searched": ("search", "searched", None, args.top, True, "trials"),
-        "oneshot": ("one-shot", "oneshot", None, args.top, True, "oneshot"),
-        "random": ("random search", "random", "random", 1, False, "trials"),
+    arms = {  # each part is a study of its own name
+        "searched": Arm("search", None, args.top, True, "trials"),
+        "oneshot": Arm("one-shot", None, args.top, True, "oneshot"),
+        "random": Arm("random search", "random", 1, False, "trials"),
     }
     out: dict[str, tuple[dict, float]] = {}
-    for part, (_, study, sampler, top, baselines, strategy) in arms.items():
+    for part, arm in arms.items():
         if args.part in ("both", part):
-            out[part] = search_and_finalize(args, runs, study, sampler, top, baselines, strategy)
+            out[part] = search_and_finalize(args, runs, part, arm.sampler, arm.top,
+                                            arm.baselines, arm.strategy)
     if args.part != "both":
         print(f"{args.part}: done in {time.perf_counter() - t_start:.0f} s; runs in {runs}")
-        res = out[args.part][0]
-        if arms[args.part][4] and res["splits"]["test"]:
+        res, arm = out[args.part][0], arms[args.part]
+        if arm.baselines and res["splits"]["test"]:
             # this arm finalized its own baselines: its result alone, against them
-            print_table(args, res, [(arms[args.part][0], res)])
+            print_table(args, res, [(arm.label, res)])
         if args.json:
             args.json.write_text(json.dumps({args.part: res}, indent=1))
         return
