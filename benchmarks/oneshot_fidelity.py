@@ -361,9 +361,12 @@ def _report_cost(p1: dict, p2: dict, big: list[dict]) -> None:
     over its seeds), CPU seconds of each process; peak resident memory likewise."""
     big_cpu = statistics.fmean(r["cpu_s"] for r in big)
     cost = (p1["cpu_s"] + p2["spent"]["cpu_s"]) / big_cpu
-    per = p2["spent"]["cpu_s"] / max(1, p2["spent"]["trials"])
+    # TPE proposes some placements again: a repeat is recorded, not scored again
+    distinct = len(p2["rows"])
+    per = p2["spent"]["cpu_s"] / max(1, distinct)
     print(f"cost: phase 1 {p1['cpu_s']:.0f} CPU s + phase 2 {p2['spent']['cpu_s']:.0f} CPU s "
-          f"({p2['spent']['trials']} placements, {per:.2f} s each) = {cost:.2f} x one "
+          f"({p2['spent']['trials']} trials, {distinct} distinct placements scored, "
+          f"{per:.2f} s each) = {cost:.2f} x one "
           f"stand-alone training of the largest candidate ({big_cpu:.0f} CPU s, "
           f"{big[0]['params']:,} parameters)")
     peak = max(r["peak_mb"] for r in big)
