@@ -102,11 +102,15 @@ def phase_2(space: str, runs: str, data: str | None, trials: int, extra: list[st
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = open_search(SearchRequest(space=space, runs_dir=Path(runs), study=study, data=data,
                                   seed=seed))
-    done = len([t for t in s.study.trials if t.state.is_finished()])
+    # `trials` placements scored: a placement TPE proposes again does not count (nor re-run)
+    done = len([t for t in s.study.trials if t.state.is_finished()
+                and "duplicate_of" not in t.user_attrs])
+    before = len(s.study.trials)
     t0, c0 = time.perf_counter(), _cpu_s()
     if done < trials:
         run_search(s, trials - done, None)
-    spent = {"seconds": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0, "trials": trials - done}
+    spent = {"seconds": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0,
+             "trials": len(s.study.trials) - before}
     obj = s.objective
     cfg = obj.train_config(dict(obj.overrides))
     scores = {}
@@ -329,11 +333,22 @@ def main(argv=None) -> int:
             save("phase1" + tag, r1)
             print(f"phase 1: {r1['seconds']:.0f}s, {r1['supernets']} supernet(s), "
                   f"{r1['params']:,} parameters", flush=True)
-        if "phase2" + tag not in state:
-            save("phase2" + tag, pool.submit(phase_2, space, str(runs), data, args.trials,
-                                             rand, 0, study).result())
-            print(f"phase 2: {state['phase2' + tag]['spent']['trials']} placements in "
-                  f"{state['phase2' + tag]['spent']['seconds']:.0f}s", flush=True)
+        old2 = state.get("phase2" + tag)
+        if old2 is None or len(old2["rows"]) < args.trials:
+            # a run from before the search counted new placements (300 trials scored 243-274)
+            # is topped up to --trials placements in the same study, its costs added up
+            p2 = pool.submit(phase_2, space, str(runs), data, args.trials, rand, 0,
+                             study).result()
+            if old2 is not None and p2["spent"]["trials"]:
+                p2["spent"] = {k: old2["spent"][k] + p2["spent"][k]
+                               for k in ("seconds", "cpu_s", "trials")}
+                p2["peak_mb"] = max(old2["peak_mb"], p2["peak_mb"])
+                p2["topped_up_from"] = len(old2["rows"])
+            elif old2 is not None:
+                p2 = old2  # nothing left to score (e.g. a failed trial)
+            save("phase2" + tag, p2)
+            print(f"phase 2: {len(p2['rows'])} placements scored in {p2['spent']['trials']} "
+                  f"trials, {p2['spent']['seconds']:.0f}s", flush=True)
         ranked = sorted(state["phase2" + tag]["rows"], key=lambda r: -r["inherited"])
         top = [] if heavy else [r["arch"] for r in ranked if r["arch"] not in rand][:args.top]
         futs += [collect(pool.submit(standalone, space, str(runs), data, a, s))
@@ -361,12 +376,14 @@ def _report_cost(p1: dict, p2: dict, big: list[dict]) -> None:
     over its seeds), CPU seconds of each process; peak resident memory likewise."""
     big_cpu = statistics.fmean(r["cpu_s"] for r in big)
     cost = (p1["cpu_s"] + p2["spent"]["cpu_s"]) / big_cpu
-    # TPE proposes some placements again: a repeat is recorded, not scored again
+    # TPE proposes some placements again: a repeat is recorded, not scored again (before the
+    # search counted placements, not trials, a run of 300 trials scored 243-274 of them)
     distinct = len(p2["rows"])
     per = p2["spent"]["cpu_s"] / max(1, distinct)
+    up = f" in two runs, topped up from {p2['topped_up_from']}" if "topped_up_from" in p2 else ""
     print(f"cost: phase 1 {p1['cpu_s']:.0f} CPU s + phase 2 {p2['spent']['cpu_s']:.0f} CPU s "
-          f"({p2['spent']['trials']} trials, {distinct} distinct placements scored, "
-          f"{per:.2f} s each) = {cost:.2f} x one "
+          f"({distinct} distinct placements scored in {p2['spent']['trials']} trials"
+          f"{up}, {per:.2f} s each) = {cost:.2f} x one "
           f"stand-alone training of the largest candidate ({big_cpu:.0f} CPU s, "
           f"{big[0]['params']:,} parameters)")
     peak = max(r["peak_mb"] for r in big)
@@ -422,7 +439,7 @@ def report(state: dict, top: list[str], rand: list[str], seeds: int, tag: str = 
     largest = max(archs, key=lambda a: by_arch[a][0]["params"])
     big = [by_arch[largest][s] for s in range(seeds)]
     print(f"\n{len(archs)} placements ({len([a for a in archs if a in top])} from the top of "
-          f"{p2['spent']['trials'] or 'the'} phase-2 trials, "
+          f"{len(p2['rows'])} placements scored in phase 2, "
           f"{len([a for a in archs if a in rand])} random) of "
           f"{p2['placements']:.3g}, {seeds} seeds each")
     f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731

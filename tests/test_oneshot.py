@@ -294,7 +294,14 @@ def test_oneshot_study_end_to_end(cli, write_space, tmp_path):
 
     study = load_study("os", open_existing_storage(None, runs))
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert len(study.trials) == 12 and len(done) >= 10
+    # `trials: 12` is 12 placements scored; a placement TPE proposes again is answered from
+    # the earlier trial and does not count
+    new = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
+    repeats = len(study.trials) - len(new)
+    assert len(new) == 12 and len({t.user_attrs["config_key"] for t in new}) == 12
+    assert len(done) >= 10
+    assert "one-shot: 12 new placement(s) scored" in out
+    assert (f"{repeats} proposed again" in out) == (repeats > 0)
     t = next(t for t in done if "duplicate_of" not in t.user_attrs)
     for key in ("arch", "arch_summary", "params", "flops", "latency_ms", "inherited_dice",
                 "train_config", "data_config"):
@@ -310,7 +317,7 @@ def test_oneshot_study_end_to_end(cli, write_space, tmp_path):
     assert not (sn.parent / "resume.pt").exists()
 
     code, out = cli("show", "os", "--runs-dir", runs)
-    assert code == 0 and "Study os (12 trials)" in " ".join(out.split()), out
+    assert code == 0 and f"Study os ({len(study.trials)} trials)" in " ".join(out.split()), out
 
     code, out = cli("finalize", "os", "--top", "1", "--seeds", "2", "--epochs", "1",
                     "--runs-dir", runs)
@@ -335,6 +342,98 @@ def test_oneshot_study_end_to_end(cli, write_space, tmp_path):
     assert code == 0, out
     meta = json.loads((tmp_path / "exp" / "meta.json").read_text())
     assert "attention_verdict" in json.dumps(meta)
+
+
+def test_placement_budget_counts_new_placements_not_trials():
+    """Phase 2 runs until N placements are scored: a repeat gives its trial back, until the
+    space is exhausted or the sampler has proposed N repeats."""
+    from nas_attn.searching.oneshot.budget import PlacementBudget
+
+    b = PlacementBudget(target=3, space_size=100, seen_before=0)
+    for repeat in (False, True, True, False):
+        b.record_outcome(repeat)
+        assert not b.done
+    b.record_outcome(False)
+    assert b.done and b.why_stopped() is None
+    assert b.summary() == "3 new placement(s) scored; 2 proposed again, answered from the " \
+        "earlier trial"
+    small = PlacementBudget(target=10, space_size=6, seen_before=4)  # 2 left unseen
+    small.record_outcome(False)
+    assert not small.done
+    small.record_outcome(False)
+    assert small.done and "every placement of the space (6) has been scored" in \
+        small.why_stopped()
+    stuck = PlacementBudget(target=2, space_size=None)
+    for repeat in (False, True, True):
+        stuck.record_outcome(repeat)
+    assert stuck.done and "proposed 2 placements again" in stuck.why_stopped()
+    assert "1 of 2 new placements" in stuck.why_stopped()
+    assert PlacementBudget(target=0).done
+
+
+def test_worker_parent_hands_out_a_trial_again_for_each_repeat(tmp_path):
+    """With worker processes the parent counts the same way: a `done` that was a repeat gives
+    its trial back; once the budget is done, no trial is handed out."""
+    import io
+
+    from nas_attn.searching.oneshot.budget import PlacementBudget
+    from nas_attn.searching.slots import Slot
+    from nas_attn.searching.workers import Supervisor, WorkerState
+
+    budget = PlacementBudget(target=2, space_size=3, seen_before=0)
+    sup = Supervisor(None, [], [], 2, None, tmp_path, placements=budget)
+    w = WorkerState(Slot(0, None, "cpu", {}))
+
+    class Proc:
+        stdin = io.BytesIO()
+
+    proc = Proc()
+
+    def ask() -> str:
+        proc.stdin.seek(0), proc.stdin.truncate()
+        sup._on_message(w, proc, {"event": "want"})
+        return proc.stdin.getvalue().decode().strip()
+
+    assert ask() == "go"
+    sup._on_message(w, proc, {"event": "done", "repeat": False})
+    assert ask() == "go"
+    sup._on_message(w, proc, {"event": "done", "repeat": True})  # scored nothing
+    assert sup.remaining == 1 and ask() == "go"
+    sup._on_message(w, proc, {"event": "done", "repeat": False})
+    assert budget.new == 2 and ask() == "stop"
+    # a space with nothing left unseen hands out nothing
+    full = PlacementBudget(target=5, space_size=3, seen_before=3)
+    assert Supervisor(None, [], [], 5, None, tmp_path / "b", placements=full).remaining == 0
+
+
+SMALL_SPACE = ONESHOT_SPACE.replace("encoder: {choices: [none, se, eca]}",
+                                    "encoder: {choices: [none, eca]}").replace(
+    "bottleneck: {choices: [none, se]}", "bottleneck: {choices: [none]}").replace(
+    "decoder: {choices: [none, scse]}", "decoder: {choices: [none]}")
+
+
+def test_a_search_asked_for_more_placements_than_the_space_holds_stops_at_all(
+        cli, write_space, tmp_path):
+    """8 asked of a space of 4 placements: each is scored once, then the search says why it
+    stopped (instead of repeating placements it has scores for)."""
+    space = write_space(SMALL_SPACE.replace("trials: 12", "trials: 8"))
+    runs = tmp_path / "runs"
+    code, out = cli("search", "--space", space, "--study", "small", "--runs-dir", runs)
+    assert code == 0, out
+    out = " ".join(out.split())
+    from nas_attn.searching.study import load_study, open_existing_storage
+
+    study = load_study("small", open_existing_storage(None, runs))
+    size = study.user_attrs["oneshot"]["placements"]
+    assert size == 4  # (none, eca) at the encoder x (none, gate) at the skip
+    new = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
+    assert len({t.user_attrs["config_key"] for t in new}) == len(new) == size
+    assert "stopped early: every placement of the space (4) has been scored" in out
+    # asked again, it scores nothing and says so
+    code, out = cli("search", "--study", "small", "--runs-dir", runs, "--trials", "3")
+    assert code == 0 and len(load_study("small", open_existing_storage(
+        None, runs)).trials) == len(study.trials), out
+    assert "0 new placement(s) scored" in " ".join(out.split())
 
 
 def test_same_size_plain_control_and_verdict():

@@ -17,7 +17,8 @@ SEARCH_TEST_PATTERN = typer.Option(None, "--test-pattern", help="Glob on sample 
 SEARCH_TEST_DATA = typer.Option(None, "--test-data", help="A separate test folder, "
                                 "recorded for `finalize`.")
 SEARCH_TRIALS = typer.Option(None, "--trials", min=1, help="Trials to run now "
-                             "(default: the space's search.trials).")
+                             "(default: the space's search.trials); one-shot: new "
+                             "placements to score (default: search.oneshot.trials).")
 SEARCH_TIMEOUT = typer.Option(None, "--timeout", min=1, help="Stop starting trials after S seconds.")
 SEARCH_STUDY = typer.Option(None, "--study", help="Study name (resumes if it exists; "
                             "default: the space's name).")
@@ -30,7 +31,7 @@ SEARCH_NUM_WORKERS = typer.Option(None, "--num-workers", min=0, help="Training "
                                   "on CUDA).")
 SEARCH_STRATEGY = typer.Option(
     None, "--strategy", help="trials (train every candidate; the default) or oneshot (train "
-    "one weight-sharing supernet, then score --trials placements with its weights; "
+    "one weight-sharing supernet, then score --trials new placements with its weights; "
     "default: the space's search.strategy).")
 SEARCH_WORKERS = typer.Option(None, "--workers", help="Worker processes on this "
                               "machine, sharing its CPU cores (see Scale out).")

@@ -255,6 +255,7 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     where = session.objective.runs_dir if req.storage is None else redact(req.storage)
     console.print(f"ran {ran} trial(s) in this session; {len(study.trials)} in the study. "
                   f"Storage: {where}")
+    print_placements(session.placements, console)
     if interrupted:
         console.print("[yellow]interrupted:[/yellow] the running trial was recorded as failed; "
                       f"resume with `{escape(req.resume_command(study.study_name))}`")
@@ -263,6 +264,16 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     check_all_failed(study, view.finished)
     console.print(f"next: `nas-attn show {study.study_name}`, `nas-attn export "
                   f"{study.study_name}`, `nas-attn dashboard`")
+
+
+def print_placements(budget, console: Console) -> None:
+    """A one-shot search's phase 2: new placements scored, repeats, why it stopped short."""
+    if budget is None:
+        return
+    console.print(f"one-shot: {budget.summary()}")
+    why = budget.why_stopped()
+    if why:
+        console.print(f"[yellow]note:[/yellow] stopped early: {escape(why)}")
 
 
 def check_all_failed(study: optuna.Study, numbers) -> None:

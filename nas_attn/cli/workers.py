@@ -42,16 +42,16 @@ def run_workers_cli(req: SearchRequest, slots: list[Slot], space_from_study: boo
 
     run = open_parallel(req, slots, space_from_study,
                         on_phase1=lambda session: run_phase1(session, console))
-    study, sup, req = run.study, run.supervisor, run.request
+    study, req = run.study, run.request
     console.print(f"[bold]study[/bold] {escape(study.study_name)!r} "
                   f"({'new' if run.session.created else f'resumed with {run.n_before} trials'}), "
                   f"space {escape(str(run.session.space_path))}, {len(slots)} workers, "
-                  f"{run.trials} trials, storage {escape(req.storage)}")
+                  f"{run.trials} {'new placements' if run.session.placements else 'trials'}, "
+                  f"storage {escape(req.storage)}")
     for note in run.session.notes + run.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     interrupted = _watch(run, console)
-    if sup.fatal is not None:
-        console.print()
+    console.print()  # rich's Live leaves the cursor at the end of its last line
     run.check_outcome(interrupted)
     _report(run, console, interrupted)
 
@@ -94,7 +94,7 @@ def _watch(run: ParallelSearch, console: Console) -> bool:
 
 
 def _report(run: ParallelSearch, console: Console, interrupted: bool) -> None:
-    from .search import _summary, check_all_failed
+    from .search import _summary, check_all_failed, print_placements
 
     study, sup, req = run.study, run.supervisor, run.request
     for e in sup.events:
@@ -102,6 +102,7 @@ def _report(run: ParallelSearch, console: Console, interrupted: bool) -> None:
     ran = run.ran()
     console.print(f"ran {len(ran)} trial(s) in this session; {len(study.trials)} in the study. "
                   f"Storage: {escape(req.storage)}; worker logs in {escape(str(run.log_dir))}")
+    print_placements(run.session.placements, console)
     _summary(study, console)
     if interrupted:
         console.print("[yellow]interrupted:[/yellow] every worker stopped and its running trial "

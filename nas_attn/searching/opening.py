@@ -12,6 +12,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import yaml
@@ -35,6 +36,9 @@ from .study import (
     storage_errors,
     study_names,
 )
+
+if TYPE_CHECKING:
+    from .oneshot.budget import PlacementBudget
 
 DIRECTIONS = {"dice": "maximize", "params": "minimize", "flops": "minimize",
               "latency_ms": "minimize"}
@@ -170,10 +174,13 @@ class SearchSession:
     strategy: str = "trials"
     prepared: bool = False
     """A one-shot session's phase 1 is done (`prepare_oneshot`)."""
+    placements: PlacementBudget | None = None
+    """A one-shot session's `PlacementBudget` of its last `run_search` (new placements scored,
+    repeats, why it stopped short)."""
 
     def trials(self, asked: int | None = None) -> int:
-        """Trials to run now: `asked`, else the space's `search.trials` (one-shot:
-        `search.oneshot.trials` placements)."""
+        """Trials to run now: `asked`, else the space's `search.trials` (one-shot: new
+        placements to score, `search.oneshot.trials` by default; see `oneshot.budget`)."""
         if asked is not None:
             return asked
         s = self.space.search

@@ -18,15 +18,26 @@ from .study import storage_errors
 
 
 def run_search(session: SearchSession, trials: int | None, timeout: float | None) -> optuna.Study:
-    """Run trials; a diverged or otherwise failed trial is recorded and the study goes on.
+    """Run `trials` trials (one-shot: until `trials` new placements are scored, see
+    `oneshot.budget`; None: until `timeout`); a diverged or otherwise failed trial is recorded
+    and the study goes on.
     A full disk stops the search after the trial it failed, with `DiskFullError` (see
     `stopped_by_disk`): the next trial would fail the same way. A storage that cannot be
     written stops it too (`StudyError` when it is not for lack of space)."""
     listener = session.objective.listener
-    if session.strategy == "oneshot" and not session.prepared:
-        prepare_oneshot(session)
-    optimize(session, n_trials=trials, timeout=timeout,
-             callbacks=[lambda study, trial: listener.trial_done(trial)])
+    callbacks = [lambda study, trial: listener.trial_done(trial)]
+    if session.strategy == "oneshot":
+        if not session.prepared:
+            prepare_oneshot(session)
+        if trials is not None:  # `trials` new placements, not trials (`oneshot.budget`)
+            from .oneshot.budget import PlacementBudget
+
+            session.placements = budget = PlacementBudget.for_study(session.study, trials)
+            if budget.done:
+                return session.study
+            trials = None
+            callbacks.append(budget.callback)
+    optimize(session, n_trials=trials, timeout=timeout, callbacks=callbacks)
     return session.study
 
 

@@ -150,7 +150,8 @@ class OneShotSettings(_Strict):
     """At most this many macro combinations get a supernet; the space's other macro values are
     fixed (to their first value), which the search says in one line."""
     trials: int = Field(300, ge=1)
-    """Placements phase 2 scores when --trials is not given."""
+    """New placements phase 2 scores when --trials is not given (a placement the sampler
+    proposes again does not count; `nas_attn.searching.oneshot.budget`)."""
     recalibration_batches: int = Field(8, ge=1)
     """Training batches that re-estimate BatchNorm statistics for each placement."""
     range_values: int = Field(3, ge=2, le=8)

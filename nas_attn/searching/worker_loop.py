@@ -35,7 +35,9 @@ class PipeListener:
                   dice=None if d is None else float(d))
 
     def trial_done(self, trial):
-        self.send(event="done", number=trial.number, state=trial.state.name)
+        # a one-shot repeat scored nothing: the parent hands out another trial for it
+        self.send(event="done", number=trial.number, state=trial.state.name,
+                  repeat="duplicate_of" in trial.user_attrs)
 
 
 def _pin_threads() -> None:

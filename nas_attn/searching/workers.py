@@ -79,10 +79,16 @@ class Supervisor:
     """Starts and watches the worker processes of one study; thread-safe snapshot for a view."""
 
     def __init__(self, study: optuna.Study, slots: list[Slot], worker_args: list[str],
-                 trials: int, timeout: float | None, log_dir: Path, epochs: int = 0):
+                 trials: int, timeout: float | None, log_dir: Path, epochs: int = 0,
+                 placements=None):
         self.study = study
         self.worker_args = worker_args
         self.remaining = int(trials)
+        self.placements = placements
+        """A one-shot search's `PlacementBudget`: `trials` counts new placements, so a repeat
+        gives its trial back (within the budget's limits)."""
+        if placements is not None and placements.done:
+            self.remaining = 0
         self.deadline = None if timeout is None else time.monotonic() + float(timeout)
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -167,6 +173,13 @@ class Supervisor:
             w.epoch, w.dice = int(msg["epoch"]), msg.get("dice")
         elif ev == "done":
             w.holding, w.state = False, "idle"
+            if self.placements is not None:
+                repeat = bool(msg.get("repeat"))
+                self.placements.record_outcome(repeat)
+                if self.placements.done:
+                    self.remaining = 0
+                elif repeat:
+                    self.remaining += 1
             w.trial, w.summary, w.label, w.epoch, w.dice = None, "", None, 0, None
         elif ev == "fatal":  # a full disk: every trial would fail the same way, so stop
             self.fatal = self.fatal or str(msg.get("error"))
