@@ -68,7 +68,8 @@ def search(space: str | Path = "default", *, data: str | None = None, trials: in
     - `data`: a folder, `builtin` or `builtin3d` (default: the space's `data.source`);
       `val_pattern` / `test_pattern`: globs on sample names for the validation / test split;
       `test_data`: a separate test folder, recorded for `finalize`.
-    - `trials` (default: the space's `search.trials`), `timeout` in seconds.
+    - `trials` (default: the space's `search.trials`; one-shot: new placements to score,
+      default `search.oneshot.trials`), `timeout` in seconds.
     - `study`: its name (default: the space's name, a running number added); a study of that
       name in `storage` is resumed. `storage`: an optuna storage URL or `journal:FILE`
       (default: SQLite in `runs_dir`). `force_data`: resume on other data than the study's.

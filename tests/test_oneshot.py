@@ -345,42 +345,51 @@ def test_oneshot_study_end_to_end(cli, write_space, tmp_path):
 
 
 def test_placement_budget_counts_new_placements_not_trials():
-    """Phase 2 runs until N placements are scored: a repeat gives its trial back, until the
-    space is exhausted or the sampler has proposed N repeats."""
+    """Phase 2 runs until N placements are scored: a repeat or a refused placement gives its
+    trial back, until the space is exhausted, the sampler has proposed N repeats, or the
+    constraints have refused 10 N."""
     from nas_attn.searching.oneshot.budget import PlacementBudget
 
     b = PlacementBudget(target=3, space_size=100, seen_before=0)
-    for repeat in (False, True, True, False):
-        b.record_outcome(repeat)
+    for kind in ("scored", "repeat", "refused", "repeat", "failed"):
+        assert b.record_outcome(kind) == (kind in ("scored", "failed"))
         assert not b.done
-    b.record_outcome(False)
+    b.record_outcome("scored")
     assert b.done and b.why_stopped() is None
     assert b.summary() == "3 new placement(s) scored; 2 proposed again, answered from the " \
-        "earlier trial"
-    small = PlacementBudget(target=10, space_size=6, seen_before=4)  # 2 left unseen
-    small.record_outcome(False)
+        "earlier trial; 1 refused by the constraints before scoring"
+    small = PlacementBudget(target=10, space_size=6, seen_before=3)  # 3 left unseen
+    small.record_outcome("scored")
+    small.record_outcome("refused")
     assert not small.done
-    small.record_outcome(False)
-    assert small.done and "every placement of the space (6) has been scored" in \
+    small.record_outcome("scored")
+    assert small.done and "every placement of the space (6) has been seen" in \
         small.why_stopped()
     stuck = PlacementBudget(target=2, space_size=None)
-    for repeat in (False, True, True):
-        stuck.record_outcome(repeat)
+    for kind in ("scored", "repeat", "repeat"):
+        stuck.record_outcome(kind)
     assert stuck.done and "proposed 2 placements again" in stuck.why_stopped()
     assert "1 of 2 new placements" in stuck.why_stopped()
+    tight = PlacementBudget(target=2)
+    for _ in range(19):
+        tight.record_outcome("refused")
+    assert not tight.done
+    tight.record_outcome("refused")
+    assert tight.done and "20 placements were refused by the constraints" in tight.why_stopped()
     assert PlacementBudget(target=0).done
 
 
 def test_worker_parent_hands_out_a_trial_again_for_each_repeat(tmp_path):
-    """With worker processes the parent counts the same way: a `done` that was a repeat gives
-    its trial back; once the budget is done, no trial is handed out."""
+    """With worker processes the parent counts the same way: a `done` that scored nothing
+    (a repeat, a refusal) gives its trial back; once the budget is done, nothing more is
+    handed out."""
     import io
 
     from nas_attn.searching.oneshot.budget import PlacementBudget
     from nas_attn.searching.slots import Slot
     from nas_attn.searching.workers import Supervisor, WorkerState
 
-    budget = PlacementBudget(target=2, space_size=3, seen_before=0)
+    budget = PlacementBudget(target=2, space_size=4, seen_before=0)
     sup = Supervisor(None, [], [], 2, None, tmp_path, placements=budget)
     w = WorkerState(Slot(0, None, "cpu", {}))
 
@@ -395,11 +404,13 @@ def test_worker_parent_hands_out_a_trial_again_for_each_repeat(tmp_path):
         return proc.stdin.getvalue().decode().strip()
 
     assert ask() == "go"
-    sup._on_message(w, proc, {"event": "done", "repeat": False})
+    sup._on_message(w, proc, {"event": "done", "outcome": "scored"})
     assert ask() == "go"
-    sup._on_message(w, proc, {"event": "done", "repeat": True})  # scored nothing
+    sup._on_message(w, proc, {"event": "done", "outcome": "repeat"})  # scored nothing
     assert sup.remaining == 1 and ask() == "go"
-    sup._on_message(w, proc, {"event": "done", "repeat": False})
+    sup._on_message(w, proc, {"event": "done", "outcome": "refused"})  # nor this one
+    assert sup.remaining == 1 and ask() == "go"
+    sup._on_message(w, proc, {"event": "done", "outcome": "scored"})
     assert budget.new == 2 and ask() == "stop"
     # a space with nothing left unseen hands out nothing
     full = PlacementBudget(target=5, space_size=3, seen_before=3)
@@ -428,12 +439,34 @@ def test_a_search_asked_for_more_placements_than_the_space_holds_stops_at_all(
     assert size == 4  # (none, eca) at the encoder x (none, gate) at the skip
     new = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
     assert len({t.user_attrs["config_key"] for t in new}) == len(new) == size
-    assert "stopped early: every placement of the space (4) has been scored" in out
+    assert "stopped early: every placement of the space (4) has been seen" in out
     # asked again, it scores nothing and says so
     code, out = cli("search", "--study", "small", "--runs-dir", runs, "--trials", "3")
     assert code == 0 and len(load_study("small", open_existing_storage(
         None, runs)).trials) == len(study.trials), out
     assert "0 new placement(s) scored" in " ".join(out.split())
+
+
+def test_placements_refused_by_a_constraint_do_not_count(cli, write_space, tmp_path):
+    """max_params 1700 rules out the two placements with a gate (1716 and 1717 parameters):
+    they are pruned before scoring, said in the summary, and do not count as scored."""
+    space = write_space(SMALL_SPACE.replace("trials: 12", "trials: 3") +
+                        "constraints: {max_params: 1700}\n")
+    runs = tmp_path / "runs"
+    code, out = cli("search", "--space", space, "--study", "c", "--runs-dir", runs)
+    assert code == 0, out
+    out = " ".join(out.split())
+    from nas_attn.searching.study import load_study, open_existing_storage
+
+    study = load_study("c", open_existing_storage(None, runs))
+    new = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
+    refused = [t for t in new if t.state.name == "PRUNED"]
+    scored = [t for t in new if t.state.name == "COMPLETE"]
+    assert len(scored) == 2 and len(refused) == 2  # all the space allows of each
+    assert all("gate" in t.user_attrs["arch_summary"] for t in refused)
+    assert all(t.user_attrs["prune_reason"].startswith("constraint: params") for t in refused)
+    assert "2 refused by the constraints before scoring" in out
+    assert "every placement of the space (4) has been seen; 2 scored" in out
 
 
 def test_same_size_plain_control_and_verdict():

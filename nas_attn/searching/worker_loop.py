@@ -35,9 +35,11 @@ class PipeListener:
                   dice=None if d is None else float(d))
 
     def trial_done(self, trial):
-        # a one-shot repeat scored nothing: the parent hands out another trial for it
+        from .oneshot.budget import outcome
+
+        # a one-shot repeat or refusal scored nothing: the parent hands out another trial
         self.send(event="done", number=trial.number, state=trial.state.name,
-                  repeat="duplicate_of" in trial.user_attrs)
+                  outcome=outcome(trial))
 
 
 def _pin_threads() -> None:

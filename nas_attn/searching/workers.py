@@ -85,8 +85,8 @@ class Supervisor:
         self.worker_args = worker_args
         self.remaining = int(trials)
         self.placements = placements
-        """A one-shot search's `PlacementBudget`: `trials` counts new placements, so a repeat
-        gives its trial back (within the budget's limits)."""
+        """A one-shot search's `PlacementBudget`: `trials` counts new placements scored, so a
+        repeat or a refused placement gives its trial back (within the budget's limits)."""
         if placements is not None and placements.done:
             self.remaining = 0
         self.deadline = None if timeout is None else time.monotonic() + float(timeout)
@@ -174,11 +174,10 @@ class Supervisor:
         elif ev == "done":
             w.holding, w.state = False, "idle"
             if self.placements is not None:
-                repeat = bool(msg.get("repeat"))
-                self.placements.record_outcome(repeat)
+                counted = self.placements.record_outcome(msg.get("outcome", "scored"))
                 if self.placements.done:
                     self.remaining = 0
-                elif repeat:
+                elif not counted:
                     self.remaining += 1
             w.trial, w.summary, w.label, w.epoch, w.dice = None, "", None, 0, None
         elif ev == "fatal":  # a full disk: every trial would fail the same way, so stop
