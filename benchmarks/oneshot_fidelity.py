@@ -102,9 +102,12 @@ def phase_2(space: str, runs: str, data: str | None, trials: int, extra: list[st
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = open_search(SearchRequest(space=space, runs_dir=Path(runs), study=study, data=data,
                                   seed=seed))
-    # `trials` placements scored: a placement TPE proposes again does not count (nor re-run)
+    from nas_attn.searching.oneshot.budget import outcome
+
+    # `trials` placements scored, as the search counts them: a placement TPE proposes again
+    # does not count (it is answered from the earlier trial)
     done = len([t for t in s.study.trials if t.state.is_finished()
-                and "duplicate_of" not in t.user_attrs])
+                and outcome(t) in ("scored", "failed")])
     before = len(s.study.trials)
     t0, c0 = time.perf_counter(), _cpu_s()
     if done < trials:

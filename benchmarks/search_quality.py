@@ -70,9 +70,11 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
     trials = args.trials if strategy == "trials" else args.oneshot_trials
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
              optuna.trial.TrialState.FAIL)
+    from nas_attn.searching.oneshot.budget import outcome
+
     done = len([t for t in session.study.get_trials(deepcopy=False, states=ended)
-                # one-shot: `trials` new placements; one the sampler proposed again scored nothing
-                if strategy == "trials" or "duplicate_of" not in t.user_attrs])
+                # one-shot: `trials` new placements scored, as the search counts them
+                if strategy == "trials" or outcome(t) in ("scored", "failed")])
     if done < trials:
         run_search(session, trials - done, None)
     old = session.study.user_attrs.get("finalize")

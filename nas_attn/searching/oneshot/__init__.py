@@ -9,7 +9,7 @@ search").
 - `phase1`    training each supernet once with `nas_attn.training.train` (resumable), its file.
 - `objective` `OneShotObjective`: a trial scores a placement with inherited weights.
 - `budget`    `PlacementBudget`: phase 2 runs until N new placements are scored (a repeat
-              proposed by the sampler does not count).
+              proposed by the sampler or a placement the constraints refuse does not count).
 
 A design note: a path of the supernet *is* `build_unet(arch)` with the supernet's tensors (the
 same classes, the same forward), which `tests/test_oneshot.py` checks to 1e-5 on random paths
