@@ -528,8 +528,11 @@ def _interrupt(cmd, delays, env=None):
     import subprocess
     import time
 
+    # SIGINT as a terminal's Ctrl-C finds it: a suite started in the background (`cmd &`
+    # without job control) hands its children SIGINT ignored, and Python keeps it so
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "COLUMNS": "200", **(env or {})})
+                            env={**os.environ, "COLUMNS": "200", **(env or {})},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.monotonic()
     for d in delays:
         time.sleep(max(0.0, t0 + d - time.monotonic()))
