@@ -447,6 +447,24 @@ def test_a_search_asked_for_more_placements_than_the_space_holds_stops_at_all(
     assert "0 new placement(s) scored" in " ".join(out.split())
 
 
+def test_phase_2_on_worker_processes_scores_the_placements_asked_for(write_space, tmp_path):
+    """`na.search(workers=2)` of a one-shot space: phase 1 here, then the placements scored in
+    two worker processes, counted as one process counts them."""
+    import nas_attn as na
+
+    space = write_space(ONESHOT_SPACE.replace("trials: 12", "trials: 6"))
+    study = na.search(str(space), workers=2, study="w", runs_dir=str(tmp_path / "runs"))
+    new = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
+    repeats = len(study.trials) - len(new)
+    assert len(new) == 6 or repeats >= 6  # (6 repeats: TPE converged, the run stops)
+    # two workers may score the same new placement at once (neither has finished): both count
+    assert len({t.user_attrs["config_key"] for t in new}) >= len(new) - 2
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert "oneshot" in study.user_attrs  # phase 1 ran once, before the workers
+    pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in study.trials}
+    assert 1 <= len(pids) <= 2 and os.getpid() not in pids
+
+
 def test_placements_refused_by_a_constraint_do_not_count(cli, write_space, tmp_path):
     """max_params 1700 rules out the two placements with a gate (1716 and 1717 parameters):
     they are pruned before scoring, said in the summary, and do not count as scored."""
