@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -56,11 +57,14 @@ from nas_attn.searching.run import run_search  # noqa: E402
 
 
 def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: int,
-                        baselines: bool, strategy: str = "trials") -> tuple[dict, float]:
+                        baselines: bool, strategy: str = "trials"
+                        ) -> tuple[dict, float, float | None]:
     """Search `args.trials` trials and finalize. A study already in `runs` (an earlier run with
     the same --runs-dir, or the other --part) is resumed: only its missing trials run, and a
-    finalize result it holds with the same top, seeds and epochs is reused."""
-    t0 = time.perf_counter()
+    finalize result it holds with the same top, seeds and epochs is reused. Returns the
+    result, the wall seconds and the CPU seconds of this process (search + finalize; a loader
+    worker's would not count; None for a result from before they were recorded)."""
+    t0, c0 = time.perf_counter(), _cpu_s()
     req = SearchRequest(space=args.space_path, data=None if args.data == "builtin" else args.data,
                         val_pattern=args.val_pattern, test_pattern=args.test_pattern,
                         test_data=args.test_data, study=study, runs_dir=runs,
@@ -82,12 +86,20 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
             (args.epochs is None or old.get("epochs") == args.epochs) and done >= trials:
         print(f"{study}: reusing its finalize result ({top} top, {args.seeds} seeds, "
               f"{old.get('epochs')} epochs)")
-        return old, float(session.study.user_attrs.get("benchmark_seconds", 0.0))
+        return (old, float(session.study.user_attrs.get("benchmark_seconds", 0.0)),
+                session.study.user_attrs.get("benchmark_cpu_s"))
     res = finalize(session.study, top=top, seeds=args.seeds, epochs=args.epochs, runs_dir=runs,
                    device=args.device, baselines=baselines)
     seconds = time.perf_counter() - t0
     session.study.set_user_attr("benchmark_seconds", seconds)
-    return res, seconds
+    cpu = _cpu_s() - c0
+    session.study.set_user_attr("benchmark_cpu_s", cpu)
+    return res, seconds, cpu
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def space_without_time_limit(space: str, runs: Path) -> str:
@@ -257,13 +269,15 @@ def main() -> None:
         "oneshot": Arm("one-shot", None, args.top, True, "oneshot"),
         "random": Arm("random search", "random", 1, False, "trials"),
     }
-    out: dict[str, tuple[dict, float]] = {}
+    out: dict[str, tuple[dict, float, float | None]] = {}
     for part, arm in arms.items():
         if args.part in ("both", part):
             out[part] = search_and_finalize(args, runs, part, arm.sampler, arm.top,
                                             arm.baselines, arm.strategy)
     if args.part != "both":
-        print(f"{args.part}: done in {time.perf_counter() - t_start:.0f} s; runs in {runs}")
+        cpu = out[args.part][2]
+        cpu = "" if cpu is None else f" ({cpu:.0f} CPU s of this process, search + finalize)"
+        print(f"{args.part}: done in {time.perf_counter() - t_start:.0f} s{cpu}; runs in {runs}")
         res, arm = out[args.part][0], arms[args.part]
         if arm.baselines and res["splits"]["test"]:
             # this arm finalized its own baselines: its result alone, against them
@@ -271,12 +285,15 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps({args.part: res}, indent=1))
         return
-    (tpe, t_tpe), (one, t_one), (rnd, t_rnd) = out["searched"], out["oneshot"], out["random"]
+    (tpe, t_tpe, c_tpe), (one, t_one, c_one), (rnd, t_rnd, c_rnd) = \
+        out["searched"], out["oneshot"], out["random"]
     if tpe["splits"]["test"] == 0:
         sys.exit("no test split: give --test-data, --test-pattern, or a folder with test.txt")
     print_table(args, tpe, [("search", tpe), ("one-shot", one), ("random search", rnd)],
                 f"compute (search + finalize, wall): per-trial search {t_tpe:.0f} s, one-shot "
-                f"{t_one:.0f} s, random search {t_rnd:.0f} s; runs in {runs}")
+                f"{t_one:.0f} s, random search {t_rnd:.0f} s; CPU s of each arm's process: "
+                + ", ".join("n/a" if c is None else f"{c:.0f}" for c in (c_tpe, c_one, c_rnd))
+                + f"; runs in {runs}")
     if args.json:
         args.json.write_text(json.dumps({"search": tpe, "oneshot": one, "random": rnd},
                                         indent=1))
