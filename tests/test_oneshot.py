@@ -457,12 +457,41 @@ def test_phase_2_on_worker_processes_scores_the_placements_asked_for(write_space
     new = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
     repeats = len(study.trials) - len(new)
     assert len(new) == 6 or repeats >= 6  # (6 repeats: TPE converged, the run stops)
-    # two workers may score the same new placement at once (neither has finished): both count
-    assert len({t.user_attrs["config_key"] for t in new}) >= len(new) - 2
+    # a placement proposed to both workers at once is scored once (`in_flight`)
+    assert len({t.user_attrs["config_key"] for t in new}) == len(new)
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     assert "oneshot" in study.user_attrs  # phase 1 ran once, before the workers
     pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in study.trials}
     assert 1 <= len(pids) <= 2 and os.getpid() not in pids
+
+
+def test_a_placement_being_scored_elsewhere_is_waited_for_not_scored_twice():
+    """Two workers proposed the same placement at once: the later trial waits for the earlier
+    one and repeats its result; the earlier never waits for the later; a trial that stays
+    RUNNING (a dead worker) is given up after the wait."""
+    import threading
+
+    import optuna
+
+    from nas_attn.searching.oneshot.objective import in_flight
+
+    study = optuna.create_study()
+    first, second = study.ask(), study.ask()
+    for t in (first, second):
+        t.set_user_attr("config_key", "k")
+    threading.Timer(0.3, lambda: study.tell(first, 0.5)).start()
+    t0 = time.monotonic()
+    got = in_flight(study, second.number, "k", wait_s=10)
+    assert got.number == first.number and got.values == [0.5]
+    assert time.monotonic() - t0 < 5
+    assert in_flight(study, first.number, "k", wait_s=10) is None  # never the later one
+    third, fourth = study.ask(), study.ask()  # third stays RUNNING: its worker died
+    for t in (third, fourth):
+        t.set_user_attr("config_key", "j")
+    t0 = time.monotonic()
+    assert in_flight(study, fourth.number, "j", wait_s=0.3) is None
+    assert time.monotonic() - t0 < 2
+    assert in_flight(study, fourth.number, "other", wait_s=10) is None
 
 
 def test_placements_refused_by_a_constraint_do_not_count(cli, write_space, tmp_path):

@@ -204,6 +204,17 @@ class OneShotObjective(Objective):
     def _training_overrides(self, trial) -> dict[str, Any]:
         return dict(self.overrides)
 
+    in_flight_wait_s = 30.0
+    """How long a trial waits for another process that is scoring the same placement."""
+
+    def _duplicate(self, trial, key: str):
+        """An earlier trial of the same placement: a finished one, or (with worker processes)
+        one with a lower number that is being scored right now, waited for (`in_flight`)."""
+        dup = super()._duplicate(trial, key)
+        if dup is None:
+            dup = in_flight(trial.study, trial.number, key, self.in_flight_wait_s)
+        return dup
+
     def _run(self, trial: optuna.Trial):
         label = trial.user_attrs.get("baseline")
         arch, overrides, dup = self._sample(trial)
@@ -240,3 +251,28 @@ class OneShotObjective(Objective):
         self._artifacts(trial, out_dir, arch, dice, cost)
         values = [dice] + [float(getattr(cost, o)) for o in self.space.objectives[1:]]
         return values[0] if len(values) == 1 else tuple(values)
+
+
+def in_flight(study: optuna.Study, number: int, key: str, wait_s: float):
+    """The trial with a lower number than `number` that holds placement `key` and is RUNNING
+    (another worker is scoring it), once it has finished (COMPLETE or PRUNED), so that trial
+    `number` repeats its result instead of scoring the placement a second time (and counting it
+    twice). None when there is none, when it failed, or after `wait_s` (a dead worker's trial
+    stays RUNNING): the placement is then scored here. Only a lower number is waited for, so
+    two trials of one placement never wait for each other. A scoring takes seconds."""
+    from .. import optuna_adapter as OA
+
+    running = optuna.trial.TrialState.RUNNING
+    first = next((t for t in study.get_trials(deepcopy=False, states=(running,))
+                  if t.number < number and t.user_attrs.get("config_key") == key), None)
+    if first is None:
+        return None
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        t = OA.frozen_of_number(study, first.number)
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            return t
+        if t.state != running:
+            return None
+    return None
