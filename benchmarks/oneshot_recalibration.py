@@ -56,8 +56,6 @@ def main(argv=None) -> int:
     from nas_attn.searching.oneshot.supernet import recalibrate_bn
     from nas_attn.searching.opening import SearchRequest, open_search
     from nas_attn.searching.verdict import kendall, spearman
-    from nas_attn.training.loop import get_loaders
-    from nas_attn.training.validation import eval_patch, evaluate
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = open_search(SearchRequest(space=str(space), runs_dir=args.runs_dir, study="fidelity",
@@ -76,7 +74,6 @@ def main(argv=None) -> int:
     other = obj.calibration_batches(cfg.model_copy(update={"seed": cfg.seed + 1}), runtime)[:8]
     sets = {"2": first[:2], "4": first[:4], "8 (phase 2)": first, "8, next seed": other,
             "16 (reference)": first + other}
-    patch = eval_patch(obj.data_cfg, obj.train_data)
     scores: dict[str, list[float]] = {k: [] for k in sets}
     recal_s: dict[str, float] = {k: 0.0 for k in sets}
     for arch in archs:
@@ -85,11 +82,7 @@ def main(argv=None) -> int:
             c0 = time.process_time()
             recalibrate_bn(net, batches, runtime)
             recal_s[k] += time.process_time() - c0
-            _, val_loader = get_loaders(obj.train_data, obj.val_data, obj.data_cfg,
-                                        batch_size=cfg.batch_size, seed=cfg.seed,
-                                        device_is_cuda=runtime.is_cuda)
-            scores[k].append(float(evaluate(net, val_loader, runtime, classes=arch.classes,
-                                            patch_size=patch, overlap=cfg.val_overlap)["dice"]))
+            scores[k].append(float(obj.validate(net, runtime, arch, cfg)["dice"]))
     ref = scores["16 (reference)"]
     print(f"{len(archs)} random placements of {archs[0].without_attention().summary()}, "
           f"batches of {cfg.batch_size}")

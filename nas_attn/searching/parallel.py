@@ -132,13 +132,11 @@ def open_parallel(req: SearchRequest, slots: list[Slot], space_from_study: bool 
     trials = session.trials(req.trials)
     study = session.study
     log_dir = inside(req.runs_dir, study.study_name, "workers")
-    budget = None
-    if session.strategy == "oneshot":  # `trials` new placements (`oneshot.budget`)
-        from .oneshot.budget import PlacementBudget
+    from .oneshot.budget import placement_budget
 
-        session.placements = budget = PlacementBudget.for_study(study, trials)
     sup = Supervisor(study, slots, worker_args(session, slots), trials, req.timeout, log_dir,
-                     session.space.budget.epochs, placements=budget)
+                     session.space.budget.epochs,
+                     placements=placement_budget(session, trials))  # one-shot: placements
     waiting = optuna.trial.TrialState.WAITING
     n_before = sum(t.state != waiting for t in study.get_trials(deepcopy=False))
     return ParallelSearch(req, session, sup, trials, slots, log_dir, n_before, notes)

@@ -26,17 +26,16 @@ def run_search(session: SearchSession, trials: int | None, timeout: float | None
     written stops it too (`StudyError` when it is not for lack of space)."""
     listener = session.objective.listener
     callbacks = [lambda study, trial: listener.trial_done(trial)]
-    if session.strategy == "oneshot":
-        if not session.prepared:
-            prepare_oneshot(session)
-        if trials is not None:  # `trials` new placements, not trials (`oneshot.budget`)
-            from .oneshot.budget import PlacementBudget
+    if session.strategy == "oneshot" and not session.prepared:
+        prepare_oneshot(session)
+    from .oneshot.budget import placement_budget
 
-            session.placements = budget = PlacementBudget.for_study(session.study, trials)
-            if budget.done:
-                return session.study
-            trials = None
-            callbacks.append(budget.callback)
+    budget = None if trials is None else placement_budget(session, trials)
+    if budget is not None:  # one-shot: `trials` new placements, not trials
+        if budget.done:
+            return session.study
+        trials = None
+        callbacks.append(budget.callback)
     optimize(session, n_trials=trials, timeout=timeout, callbacks=callbacks)
     return session.study
 

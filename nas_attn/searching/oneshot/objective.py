@@ -159,11 +159,15 @@ class OneShotObjective(Objective):
 
     def score_path(self, net: SuperNet, runtime, arch: UNetArch, cfg) -> dict[str, Any]:
         """`score` on a given supernet (on `runtime`'s device) that holds `arch`'s path."""
+        net.set_path(arch)
+        recalibrate_bn(net, self.calibration_batches(cfg, runtime), runtime)
+        return self.validate(net, runtime, arch, cfg)
+
+    def validate(self, net: SuperNet, runtime, arch: UNetArch, cfg) -> dict[str, Any]:
+        """The tool's validation metrics of the path `net` is set to, as it stands."""
         from ...training.loop import get_loaders
         from ...training.validation import eval_patch, evaluate
 
-        net.set_path(arch)
-        recalibrate_bn(net, self.calibration_batches(cfg, runtime), runtime)
         _, val_loader = get_loaders(self.train_data, self.val_data, self.data_cfg,
                                     batch_size=cfg.batch_size, seed=cfg.seed,
                                     device_is_cuda=runtime.is_cuda)
