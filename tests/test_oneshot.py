@@ -312,6 +312,13 @@ def test_oneshot_study_end_to_end(cli, write_space, tmp_path):
     assert info["placements"] == 80 and info["supernets"][0]["steps"] == 4
     assert info["supernets"][0]["warmup_steps"] == 2  # half of them on the plain path
     assert "4 steps, the first 2 on the plain path" in " ".join(out.split())
+    # the plain path of the supernet, scored after phase 1: the same architecture and the same
+    # inherited weights as the plain UNet baseline, so the same score
+    (plain,) = info["plain_paths"]
+    base = next(t for t in done if t.user_attrs.get("baseline") == "plain_unet")
+    assert plain["summary"] == base.user_attrs["arch_summary"]
+    assert plain["dice"] == pytest.approx(base.values[0], abs=1e-6)
+    assert "plain path (every site empty) of 2D d1 w4-8" in out
     sn = Path(info["supernets"][0]["file"])
     assert sn.exists() and not (sn.parent / "best.pt").exists()
     assert not (sn.parent / "resume.pt").exists()
@@ -690,3 +697,37 @@ def test_oneshot_study_with_a_few_shot_split(cli, write_space, tmp_path):
         spec = dict(UNetArch.from_json(t.user_attrs["arch"]).sites())[site]
         name = spec.short() if spec.name else "none"
         assert name in held[tags.index(t.user_attrs["supernet"])], (name, t.user_attrs)
+
+
+def test_gain_over_the_plain_unet_of_the_best_s_size():
+    """The baselines take the narrowest macro; when the best placement is wider, the gain that
+    is not width is against the plain UNet of its own macro: a completed trial of it, else in a
+    one-shot study its supernet's plain path (scored after phase 1)."""
+    from dataclasses import replace
+
+    import optuna
+
+    from nas_attn.searching.report import SAME_SIZE, baseline_gains, same_size_plain
+
+    narrow = UNetArch(depth=1, widths=(4, 8))
+    wide = UNetArch(depth=1, widths=(8, 16))
+    best_arch = replace(wide, bottleneck=A("se"))
+    study = optuna.create_study(direction="maximize")
+
+    def add(value, arch, **attrs):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={
+            "arch": arch.to_json(), "arch_summary": arch.summary(), **attrs}))
+
+    add(0.70, narrow, baseline="plain_unet")
+    add(0.90, best_arch)
+    assert same_size_plain(study, study.best_trial) is None  # no score of the wide plain UNet
+    assert [g[0] for g in baseline_gains(study)] == ["plain_unet"]
+    study.set_user_attr("oneshot", {"plain_paths": [
+        {"arch": narrow.to_json(), "summary": narrow.summary(), "dice": 0.5},
+        {"arch": wide.to_json(), "summary": wide.summary(), "dice": 0.85}]})
+    gains = baseline_gains(study)
+    assert gains[-1][0] == SAME_SIZE and gains[-1][1:] == pytest.approx((0.85, 0.05))
+    add(0.88, wide)  # a trial of that architecture is preferred to the inherited plain path
+    assert baseline_gains(study)[-1][1:] == pytest.approx((0.88, 0.02))
+    add(0.95, narrow)  # the best is now the narrow plain UNet: no attention, no row
+    assert [g[0] for g in baseline_gains(study)] == ["plain_unet"]

@@ -134,6 +134,9 @@ def print_supernets(study: optuna.Study, console: Console) -> None:
         console.print(f"supernet {escape(r['macro'])}: {r['params']:,} parameters (the sum of "
                       f"every choice), {how} in {r['seconds']:.0f}s; "
                       f"choices per site {r['choices_per_site']}", highlight=False)
+    for p in info.get("plain_paths", []):
+        console.print(f"plain path (every site empty) of {escape(p['summary'].split(' | ')[0])}"
+                      f": inherited Dice {p['dice']:.4f}", highlight=False)
     if info:
         console.print(f"phase 2: placements scored with inherited weights and recalibrated "
                       f"BatchNorm, out of {info['placements']:.3g}", highlight=False)
@@ -291,7 +294,8 @@ def check_all_failed(study: optuna.Study, numbers) -> None:
 def _summary(study, console):
     gains = baseline_gains(study)
     if gains:
-        console.print("gain of the best over the baselines: " + ", ".join(
+        how = " (inherited scores)" if study.user_attrs.get("strategy") == "oneshot" else ""
+        console.print(f"gain of the best over the baselines{how}: " + ", ".join(
             f"{label} {d:.4f} ({g:+.4f})" for label, d, g in gains))
 
 
@@ -321,7 +325,8 @@ def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> Non
                                               f"{best.values[0]:.4f}"))
     gains = baseline_gains(study)
     if gains:
-        t = Table(title="Gain over the baselines")
+        t = Table(title="Gain over the baselines" + (
+            " (inherited scores)" if study.user_attrs.get("strategy") == "oneshot" else ""))
         t.add_column("baseline")
         t.add_column("its Dice", justify="right")
         t.add_column("best − baseline", justify="right")

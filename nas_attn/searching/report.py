@@ -87,20 +87,65 @@ def trial_arch(trial: FrozenTrial) -> UNetArch:
         raise StudyError(f"trial {trial.number}: the recorded architecture is invalid: {e}") from None
 
 
+SAME_SIZE = "plain UNet at the best's size"
+
+
 def baseline_gains(study: optuna.Study) -> list[tuple[str, float, float]]:
     """(baseline label, its Dice, best Dice minus it) for each completed baseline. A baseline
     that was interrupted, failed, pruned or is still running has only a partial score, which
-    would flatter the search: it does not count (its retry does, once complete)."""
+    would flatter the search: it does not count (its retry does, once complete). The baselines
+    take the narrowest macro, so when the best is wider, a last row compares it with the plain
+    UNet of its own macro (`SAME_SIZE`, see `same_size_plain`): the gain that is not width."""
     try:
-        best = best_trial(study).values[0]
+        best = best_trial(study)
     except StudyError:
         return []
     scores: dict[str, float] = {}
+    archs: dict[str, str] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         label = t.user_attrs.get("baseline")
         if label:
             scores[label] = max(scores.get(label, -math.inf), float(t.values[0]))
-    return [(label, d, best - d) for label, d in scores.items()]
+            archs[label] = t.user_attrs.get("arch_summary", "")
+    out = [(label, d, best.values[0] - d) for label, d in scores.items()]
+    plain = same_size_plain(study, best)
+    if plain is not None and plain[0] not in archs.values():
+        out.append((SAME_SIZE, plain[1], best.values[0] - plain[1]))
+    return out
+
+
+def same_size_plain(study: optuna.Study, best: FrozenTrial) -> tuple[str, float] | None:
+    """(summary, score) of the plain UNet of `best`'s macro (its widths, depth, upsampling;
+    every site empty): the best completed trial of that architecture, else, in a one-shot
+    study, the inherited score of its supernet's plain path (scored after phase 1). None when
+    `best` has no attention or neither exists."""
+    try:
+        arch = trial_arch(best)
+    except StudyError:
+        return None
+    plain = arch.without_attention()
+    if plain == arch:
+        return None
+    summary = plain.summary()
+    found = [float(t.values[0]) for t in study.get_trials(deepcopy=False,
+                                                          states=(TrialState.COMPLETE,))
+             if t.user_attrs.get("arch_summary") == summary and _arch_is(t, plain)]
+    if found:
+        return summary, max(found)
+    for p in (study.user_attrs.get("oneshot") or {}).get("plain_paths", []):
+        try:
+            if UNetArch.from_json(p["arch"]) == plain:
+                return summary, float(p["dice"])
+        except (ArchError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _arch_is(t: FrozenTrial, arch: UNetArch) -> bool:
+    try:
+        return trial_arch(t) == arch
+    except StudyError:
+        return False
 
 
 def importances(study: optuna.Study) -> dict[str, float]:

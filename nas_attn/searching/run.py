@@ -41,8 +41,9 @@ def run_search(session: SearchSession, trials: int | None, timeout: float | None
 
 
 def prepare_oneshot(session: SearchSession) -> list[dict[str, Any]]:
-    """Phase 1 of a one-shot search: the supernets trained (or resumed), recorded with the
-    study as its user attribute `oneshot`; progress goes to the listener's `supernet_step`."""
+    """Phase 1 of a one-shot search: the supernets trained (or resumed) and their plain paths
+    scored, recorded with the study as its user attribute `oneshot`; progress goes to the
+    listener's `supernet_step`."""
     from .oneshot.choices import placements
     from .oneshot.phase1 import ensure_supernets
 
@@ -50,9 +51,11 @@ def prepare_oneshot(session: SearchSession) -> list[dict[str, Any]]:
     step = getattr(objective.listener, "supernet_step", None)
     records = ensure_supernets(objective, step)
     count = sum(placements(objective.choices(m)) for m in objective.macros())
+    plain = objective.plain_paths()
     with storage_errors(OA.storage_of(session.study)):
         session.study.set_user_attr("oneshot", {
-            "supernets": records, "placements": count, "fixed_macro": objective.plan.fixed})
+            "supernets": records, "placements": count, "fixed_macro": objective.plan.fixed,
+            "plain_paths": plain})
     session.prepared = True
     return records
 

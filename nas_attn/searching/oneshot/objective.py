@@ -151,6 +151,22 @@ class OneShotObjective(Objective):
             self._batches[key] = batches
         return self._batches[key]
 
+    def plain_paths(self) -> list[dict[str, Any]]:
+        """The inherited score of each supernet's plain path (every site empty: the plain UNet
+        of its macro), where the space allows `none` at every site: what the search summary and
+        `show` compare the best placement with on the same supernet, so that the gain they
+        print is not a gain of width. One scoring per macro (seconds)."""
+        cfg = self.train_config(dict(self.overrides))
+        out = []
+        for macro in self.macros():
+            if not any(u.holds(macro) and all(spec in u.choices[site]
+                                              for site, spec in macro.sites())
+                       for u in self.units()):
+                continue
+            out.append({"arch": macro.to_json(), "summary": macro.summary(),
+                        "dice": float(self.score(macro, cfg)["dice"])})
+        return out
+
     def score(self, arch: UNetArch, cfg) -> dict[str, Any]:
         """Validation metrics of `arch`'s path with inherited weights and recalibrated
         BatchNorm statistics."""
