@@ -14,7 +14,9 @@ In one run, on one data set and one macro:
    from the supernet's choices (also scored with inherited weights), each trained stand-alone
    from scratch with the full budget (what `finalize` retrains with) under `--seeds` seeds;
 4. printed: Spearman and Kendall of inherited score vs the stand-alone mean validation Dice,
-   the seed-to-seed Spearman of the stand-alone scores (the ceiling any proxy can reach),
+   the seed-to-seed Spearman of the stand-alone scores (the ceiling any proxy can reach; with
+   4+ seeds also the mean of the even seeds against the mean of the odd ones, the ceiling of a
+   mean over half the seeds: rerun with more `--seeds` on the same runs dir to add seeds),
    the Spearman of ranking by parameter count (the trivial rival), and the cost of phase 1 +
    phase 2 against one stand-alone training of the largest candidate (CPU seconds of each
    process, so that running jobs side by side does not skew it) and peak resident memory.
@@ -437,6 +439,11 @@ def report(state: dict, top: list[str], rand: list[str], seeds: int, tag: str = 
     rho, tau = _rank_stats(inh, alone)
     ceiling = _rank_stats([by_arch[a][0]["val"] for a in archs],
                           [by_arch[a][1]["val"] for a in archs])[0] if seeds > 1 else None
+    half = None  # with 4+ seeds: the mean of the even seeds against the mean of the odd ones
+    if seeds >= 4:
+        half = _rank_stats(
+            [statistics.fmean(by_arch[a][s]["val"] for s in range(0, seeds, 2)) for a in archs],
+            [statistics.fmean(by_arch[a][s]["val"] for s in range(1, seeds, 2)) for a in archs])[0]
     prho, ptau = _rank_stats(params, alone)
     p1, p2 = state["phase1" + tag], state["phase2" + tag]
     largest = max(archs, key=lambda a: by_arch[a][0]["params"])
@@ -448,6 +455,9 @@ def report(state: dict, top: list[str], rand: list[str], seeds: int, tag: str = 
     f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
     print(f"inherited vs stand-alone:   Spearman {f(rho)}  Kendall {f(tau)}")
     print(f"seed 0 vs seed 1 (ceiling): Spearman {f(ceiling)}")
+    if half is not None:
+        print(f"mean of seeds {', '.join(map(str, range(0, seeds, 2)))} vs mean of seeds "
+              f"{', '.join(map(str, range(1, seeds, 2)))}: Spearman {f(half)}")
     print(f"parameters vs stand-alone:  Spearman {f(prho)}  Kendall {f(ptau)}")
     tm = statistics.fmean(mean[a] for a in archs if a in top) if any(a in top for a in archs) \
         else float("nan")
