@@ -301,6 +301,7 @@ def test_oneshot_study_end_to_end(cli, write_space, tmp_path):
     assert len(new) == 12 and len({t.user_attrs["config_key"] for t in new}) == 12
     assert len(done) >= 10
     assert "one-shot: 12 new placement(s) scored" in out
+    assert "next: `nas-attn finalize os` (retrains the best placements" in out
     assert (f"{repeats} proposed again" in out) == (repeats > 0)
     t = next(t for t in done if "duplicate_of" not in t.user_attrs)
     for key in ("arch", "arch_summary", "params", "flops", "latency_ms", "inherited_dice",

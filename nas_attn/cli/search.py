@@ -265,8 +265,23 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
         raise typer.Exit(130)
     _summary(study, console)
     check_all_failed(study, view.finished)
-    console.print(f"next: `nas-attn show {study.study_name}`, `nas-attn export "
-                  f"{study.study_name}`, `nas-attn dashboard`")
+    print_next(study, console)
+
+
+def print_next(study: optuna.Study, console: Console, storage: str | None = None) -> None:
+    """The closing `next:` line; for a one-shot study `finalize` first, since its scores are
+    inherited (a proxy, and a weak one where the README measured it)."""
+    name = escape(study.study_name) + (f" --storage {escape(storage)}" if storage else "")
+    if study.user_attrs.get("strategy") == "oneshot":
+        console.print(f"next: `nas-attn finalize {name}` (retrains the best placements and the "
+                      "same-size plain UNet from scratch: inherited scores have ranked "
+                      "placements no better than chance in the README's measurements), "
+                      f"`nas-attn show {name}`, `nas-attn dashboard`")
+    elif storage:
+        console.print(f"next: `nas-attn show {name}`")
+    else:
+        console.print(f"next: `nas-attn show {name}`, `nas-attn export {name}`, "
+                      "`nas-attn dashboard`")
 
 
 def print_placements(budget, console: Console) -> None:

@@ -94,7 +94,7 @@ def _watch(run: ParallelSearch, console: Console) -> bool:
 
 
 def _report(run: ParallelSearch, console: Console, interrupted: bool) -> None:
-    from .search import _summary, check_all_failed, print_placements
+    from .search import _summary, check_all_failed, print_next, print_placements
 
     study, sup, req = run.study, run.supervisor, run.request
     for e in sup.events:
@@ -111,5 +111,4 @@ def _report(run: ParallelSearch, console: Console, interrupted: bool) -> None:
                       f"{len(run.slots)}`")
         raise typer.Exit(130)
     check_all_failed(study, ran)
-    console.print(f"next: `nas-attn show {escape(study.study_name)} --storage "
-                  f"{escape(req.storage)}`")
+    print_next(study, console, req.storage)
