@@ -360,8 +360,10 @@ def main(argv=None) -> int:
                  for a in top for s in range(args.seeds) if (a, s) not in have]
         for f in futs:
             f.result()
-    if tag:
+    if args.split > 1:
         print(f"\nfew-shot split into {args.split} supernets")
+    if args.warmup is not None:
+        print(f"\nvariant: warm-up {args.warmup:g} of the supernet's steps on the plain path")
     if heavy:
         from nas_attn.arch import UNetArch
 
