@@ -26,10 +26,10 @@ import argparse
 import json
 import math
 import random
-import resource
 import statistics
 import sys
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -94,10 +94,10 @@ def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int,
     torch.manual_seed(cfg.seed)  # the initial weights too, as phase 1 seeds them
     net = SuperNet(macro, choices, seed=cfg.seed)
     start_sampling(net, obj, cfg)  # as phase 1: the warm-up on the plain path, then fair
-    c0 = _cpu_s()
+    c0 = time.process_time()
     res = train(macro, obj.train_data, obj.val_data, obj.data_cfg, cfg, preview=False,
                 model=net)
-    cpu = _cpu_s() - c0
+    cpu = time.process_time() - c0
     warm = net.warmup_steps
     net = res.model
     net.sampling = False
@@ -117,11 +117,6 @@ def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int,
             "placements": int(math.prod(len(c) for c in choices.values())),
             "plain": score(macro), "random": [score(a) for a in placements],
             "train_end": float(res.best["dice"])}
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def main(argv=None) -> int:

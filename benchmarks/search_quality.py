@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import tempfile
@@ -64,7 +63,7 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
     finalize result it holds with the same top, seeds and epochs is reused. Returns the
     result, the wall seconds and the CPU seconds of this process (search + finalize; a loader
     worker's would not count; None for a result from before they were recorded)."""
-    t0, c0 = time.perf_counter(), _cpu_s()
+    t0, c0 = time.perf_counter(), time.process_time()
     req = SearchRequest(space=args.space_path, data=None if args.data == "builtin" else args.data,
                         val_pattern=args.val_pattern, test_pattern=args.test_pattern,
                         test_data=args.test_data, study=study, runs_dir=runs,
@@ -92,14 +91,9 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
                    device=args.device, baselines=baselines)
     seconds = time.perf_counter() - t0
     session.study.set_user_attr("benchmark_seconds", seconds)
-    cpu = _cpu_s() - c0
+    cpu = time.process_time() - c0
     session.study.set_user_attr("benchmark_cpu_s", cpu)
     return res, seconds, cpu
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def space_without_time_limit(space: str, runs: Path) -> str:

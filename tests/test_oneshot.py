@@ -432,7 +432,7 @@ SMALL_SPACE = ONESHOT_SPACE.replace("encoder: {choices: [none, se, eca]}",
 
 
 def test_a_search_asked_for_more_placements_than_the_space_holds_stops_at_all(
-        cli, write_space, tmp_path):
+        cli, write_space, tmp_path, monkeypatch):
     """8 asked of a space of 4 placements: each is scored once, then the search says why it
     stopped (instead of repeating placements it has scores for)."""
     space = write_space(SMALL_SPACE.replace("trials: 12", "trials: 8"))
@@ -448,7 +448,13 @@ def test_a_search_asked_for_more_placements_than_the_space_holds_stops_at_all(
     new = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
     assert len({t.user_attrs["config_key"] for t in new}) == len(new) == size
     assert "stopped early: every placement of the space (4) has been seen" in out
-    # asked again, it scores nothing and says so
+    # asked again, it scores nothing and says so (nor its plain path: the supernet is the same)
+    from nas_attn.searching.oneshot.objective import OneShotObjective
+
+    def again(self):
+        raise AssertionError("the plain path was scored again")
+
+    monkeypatch.setattr(OneShotObjective, "plain_paths", again)
     code, out = cli("search", "--study", "small", "--runs-dir", runs, "--trials", "3")
     assert code == 0 and len(load_study("small", open_existing_storage(
         None, runs)).trials) == len(study.trials), out

@@ -51,7 +51,11 @@ def prepare_oneshot(session: SearchSession) -> list[dict[str, Any]]:
     step = getattr(objective.listener, "supernet_step", None)
     records = ensure_supernets(objective, step)
     count = sum(placements(objective.choices(m)) for m in objective.macros())
-    plain = objective.plain_paths()
+    before = session.study.user_attrs.get("oneshot") or {}
+    # the same supernets as the study recorded: their plain paths' scores stand (a resumed or
+    # relaunched search does not run a validation pass per macro again)
+    plain = before["plain_paths"] if "plain_paths" in before and \
+        before.get("supernets") == records else objective.plain_paths()
     with storage_errors(OA.storage_of(session.study)):
         session.study.set_user_attr("oneshot", {
             "supernets": records, "placements": count, "fixed_macro": objective.plan.fixed,
