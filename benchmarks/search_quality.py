@@ -6,28 +6,27 @@
 
 In one run, on one data set and one space (default: `default`):
 1. the search (the space's sampler, TPE by default) with `--trials` trials, then `finalize`:
-   its `--top` best trials and the two baselines (plain UNet, Attention U-Net) retrained with
-   the full budget (`--epochs`) under `--seeds` seeds; the winner is chosen on validation;
+   a race of its `--top` best trials, the two baselines (plain UNet, Attention U-Net) and the
+   plain UNet at each one's size (the baselines are the narrowest of the space, so the gain
+   over them mixes attention and width), retrained with the full budget (`--epochs`) under at
+   most `--seeds` seeds; the champion is confirmed against the plain UNet of its size on fresh
+   seeds;
 2. a random search with the same number of trials and the same pruner (the honest baseline
-   for any search strategy), finalized the same way (its top 1, same seeds);
+   for any search strategy), finalized the same way (its top 1);
 3. a one-shot search (`--strategy oneshot`: one supernet, `--oneshot-trials` placements scored
    with inherited weights), finalized the same way (its `--top` best and the baselines);
-4. `finalize` retrains the plain UNet at each winner's size (its widths and upsampling, no
-   attention) beside it: the baselines are the narrowest of the space, so the gain over them
-   mixes attention and width;
-5. test Dice (per class, pooled over the test split) of each arm's winner against the plain
-   UNet, the Attention U-Net and the plain UNet of its size, all with the same full budget,
-   and the wall time each arm spent (search + finalize). Where the plain UNet at the
-   winner's size won, the arm's best candidate with attention is shown beside it, with its
-   paired test gain over that plain UNet (negative: attention did not pay).
-   Gains are paired by training seed: mean ± sd over seeds of (winner − other).
+4. test Dice (per class, pooled over the test split, with its 95 % interval over cases and
+   seeds) of each arm's champion, the plain UNet, the Attention U-Net and the plain UNet of the
+   champion's size, all with the same full budget; each champion against them by the one
+   paired comparison (`nas_attn.stats.compare`, by seed and case) on test, reported only; and
+   finalize's verdict, decided on validation and fresh seeds; and the time each arm spent.
 
 The space's per-trial wall-time budget (`budget.max_time_s`, 60 s in `default`) is dropped
 unless `--keep-time-limit` is given: with it, how far a trial trains depends on what else the
 machine runs, and so would every figure below.
 
 With the same `--runs-dir`, a run resumes what an earlier one left: a study only runs its missing
-trials and a finalize result with the same top / seeds / epochs is reused. So on two cores,
+trials and a finalize result (its finalize.json) with the same top / seeds / epochs is reused. So on two cores,
 `--part searched`, `--part oneshot` and `--part random` can run at once, and a run without
 `--part` afterwards prints the comparison from their results. `--part searched` or `--part
 oneshot` alone also prints its own arm against the baselines it finalized.
@@ -39,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -80,7 +78,7 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
                 if strategy == "trials" or outcome(t) in ("scored", "failed")])
     if done < trials:
         run_search(session, trials - done, None)
-    old = session.study.user_attrs.get("finalize")
+    old = _finalized(runs, study)
     if old and old.get("top") == top and old.get("seeds") == args.seeds and \
             (args.epochs is None or old.get("epochs") == args.epochs) and done >= trials:
         print(f"{study}: reusing its finalize result ({top} top, {args.seeds} seeds, "
@@ -94,6 +92,14 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
     cpu = time.process_time() - c0
     session.study.set_user_attr("benchmark_cpu_s", cpu)
     return res, seconds, cpu
+
+
+def _finalized(runs: Path, study: str) -> dict | None:
+    """The study's finalize.json (with the per-case counts the comparisons need), if any."""
+    try:
+        return json.loads((runs / study / "final" / "finalize.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def space_without_time_limit(space: str, runs: Path) -> str:
@@ -112,48 +118,33 @@ def space_without_time_limit(space: str, runs: Path) -> str:
     return str(out)
 
 
-def same_size_plain(res: dict, win: dict | None = None) -> dict | None:
-    """The retrained plain UNet at the winner's macro (its widths and upsampling, every site
-    empty): `finalize` adds it as a candidate (or it is the plain baseline), and the winner's
-    gain over it is the attention's, not the width's. None when the winner is that plain UNet.
-    With `win`, the same for that candidate."""
-    from nas_attn.arch import UNetArch
-
-    if win is None:
-        win = row(res, trial=res["winner"]) if res["winner"] is not None else None
-    if win is None:
-        return None
-    plain = UNetArch.from_dict(win["arch"]).without_attention().to_json()
-    found = next((r for r in res["candidates"]
-                  if UNetArch.from_dict(r["arch"]).to_json() == plain), None)
-    return None if found is win else found
+def same_size_plain(res: dict) -> dict | None:
+    """The plain UNet of the champion's size, as finalize raced it (the champion's gain over it
+    is attention's, not width's)."""
+    key = (res.get("attention_gain") or {}).get("plain_key")
+    return row(res, key=key) if key else None
 
 
-def best_attention(res: dict) -> dict | None:
-    """The searched candidate with attention that finalize ranked first on validation (the
-    baselines excluded): what the search offered when a plain UNet won."""
-    from nas_attn.arch import UNetArch
-
-    found = [r for r in res["candidates"] if not r["label"] and r["trial"] is not None
-             and UNetArch.from_dict(r["arch"]).attention_names()]
-    return max(found, key=lambda r: r["val_mean"]) if found else None
-
-
-def row(res: dict, *, trial: int | None = None, label: str | None = None) -> dict:
+def row(res: dict, *, key: str | None = None, label: str | None = None) -> dict:
     for r in res["candidates"]:
-        if (trial is not None and r["trial"] == trial) or (label and r["label"] == label):
+        if (key is not None and r["key"] == key) or (label and r["label"] == label):
             return r
-    raise KeyError(trial or label)
+    raise KeyError(key or label)
 
 
-def paired(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b)]
-    sd = statistics.stdev(d) if len(d) > 1 else 0.0
-    return f"{statistics.fmean(d):+.4f} ± {sd:.4f}"
+def versus(a: dict, b: dict, split: str = "test") -> str:
+    """The one paired comparison (`nas_attn.stats.compare`) of two finalize rows on the seeds
+    both were trained under (race seeds; rows of two finalizes of the same data pair by seed)
+    and the same cases."""
+    from nas_attn.stats.compare import compare
+    from nas_attn.stats.counts import CaseCounts
 
-
-def ms(v: list[float]) -> str:
-    return f"{statistics.fmean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.4f}"
+    seeds = [s for s in a["seeds"] if s in b["seeds"]]
+    if not seeds or not a.get(f"{split}_cases") or not b.get(f"{split}_cases"):
+        return "n/a (no common seeds or no per-case counts)"
+    ca = [CaseCounts.from_dict(a[f"{split}_cases"][a["seeds"].index(s)]) for s in seeds]
+    cb = [CaseCounts.from_dict(b[f"{split}_cases"][b["seeds"].index(s)]) for s in seeds]
+    return compare(ca, cb).text()
 
 
 def print_proxy(res: dict) -> None:
@@ -174,9 +165,12 @@ class Arm(NamedTuple):
 
 
 def print_table(args, base: dict, arms: list[tuple[str, dict]], compute: str = "") -> None:
-    """The comparison on test: the baselines `base` finalized, each arm's winner and the plain
-    UNet at its size, and each winner's gains paired by seed (`compute`: a line after the
-    first)."""
+    """The comparison on test: the baselines `base` raced, each arm's champion and the plain
+    UNet at its size (mean with its 95 % interval over cases and seeds), each champion against
+    them by the paired comparison on test, and finalize's verdict (decided on validation,
+    confirmation seeds)."""
+    from nas_attn.searching.verdict import ci_text
+
     plain = row(base, label="plain_unet")
     att = row(base, label="attention_unet")
     names = [name for name, _ in arms]
@@ -186,43 +180,34 @@ def print_table(args, base: dict, arms: list[tuple[str, dict]], compute: str = "
                             if "one-shot" in names else []))
     print(f"data {base['data']}: {base['splits']} samples; space {args.space}"
           f"{'' if args.space_path == args.space else ' without its per-trial time limit'}; "
-          f"{searched}; full budget {base['epochs']} epochs × {args.seeds} seeds; metric: "
-          f"{base['metric']}")
+          f"{searched}; full budget {base['epochs']} epochs, a race of at most {args.seeds} "
+          f"seeds; metric: {base['metric']}; 95 % intervals over cases and seeds")
     if compute:
         print(compute)
-    print(f"{'model':<46} {'search score':>12} {'val Dice':>17} {'test Dice':>17}  architecture")
+    print(f"{'model':<46} {'search':>7} {'seeds':>5} {'val Dice [95 % CI]':>26} "
+          f"{'test Dice [95 % CI]':>26}  architecture")
     rows = [("plain UNet", plain), ("Attention U-Net", att)]
     for name, res in arms:
-        if res["winner"] is None:  # the same-size plain UNet itself won
-            rows.append((f"{name} winner (its plain UNet)", max(
-                res["candidates"], key=lambda r: r["val_mean"])))
-            if (best := best_attention(res)) is not None:
-                rows.append((f"  {name}'s best with attention (trial {best['trial']})", best))
-            continue
-        rows.append((f"{name} winner (trial {res['winner']})", row(res, trial=res["winner"])))
+        if res.get("winner_key"):
+            rows.append((f"{name} champion", row(res, key=res["winner_key"])))
         ctrl = same_size_plain(res)
-        if ctrl is not None:
-            rows.append((f"  plain UNet, {name} winner's size", ctrl))
+        if ctrl is not None and ctrl["summary"] != plain["summary"]:
+            rows.append((f"  plain UNet, {name} champion's size", ctrl))
     for name, r in rows:
         short = "—" if r["short_dice"] is None else f"{r['short_dice']:.4f}"
-        print(f"{name:<46} {short:>12} {ms(r['val']):>17} {ms(r['test']):>17}  {r['summary']}")
+        print(f"{name:<46} {short:>7} {len(r['val']):>5} {ci_text(r['val_ci']):>26} "
+              f"{ci_text(r.get('test_ci')):>26}  {r['summary']}")
     for name, res in arms:
-        if res["winner"] is None:
-            print(f"{name}: the plain UNet at the winner's size won: no gain from attention")
-            best = best_attention(res)
-            ctrl = same_size_plain(res, best) if best is not None else None
-            if ctrl is not None:
-                print(f"  its best with attention (trial {best['trial']}) on test (paired by "
-                      f"seed): vs the plain UNet of its size {paired(best['test'], ctrl['test'])}"
-                      f", vs plain UNet {paired(best['test'], plain['test'])}")
-            print_proxy(res)
+        if not res.get("winner_key"):
+            print(f"{name}: no attention among the candidates")
             continue
-        win, ctrl = row(res, trial=res["winner"]), same_size_plain(res)
-        print(f"{name} winner on test (paired by seed): vs plain UNet "
-              f"{paired(win['test'], plain['test'])}, vs Attention U-Net "
-              f"{paired(win['test'], att['test'])}"
-              + (f", vs the plain UNet of its size {paired(win['test'], ctrl['test'])}" if ctrl
-                 else "") + f"; finalize's verdict: {res['attention_gain']['verdict']}")
+        win, ctrl = row(res, key=res["winner_key"]), same_size_plain(res)
+        print(f"{name} champion on test (paired by seed and case, reported only): vs plain "
+              f"UNet {versus(win, plain)}; vs Attention U-Net {versus(win, att)}"
+              + (f"; vs the plain UNet of its size {versus(win, ctrl)}" if ctrl else ""))
+        g = res["attention_gain"]
+        print(f"  finalize's verdict ({g.get('on')}): {g.get('val_text') or g['verdict']}"
+              + (f"; on test: {g['test_text']}" if g.get("test_text") else ""))
         print_proxy(res)
 
 

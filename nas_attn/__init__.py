@@ -10,7 +10,7 @@ The public API (a notebook session)::
     se = na.create_attention("se", 32, spatial_dims=2, reduction=8)
     space = na.load_space("smoke")                   # a ready space, or a YAML path
     study = na.search("smoke", trials=4, runs_dir="runs")          # an optuna.Study
-    final = na.finalize(study, top=1, seeds=1, epochs=2, runs_dir="runs")   # retrain, choose, test
+    final = na.finalize(study, top=1, seeds=2, confirm_seeds=2, epochs=2, runs_dir="runs")  # race
     result = na.train(arch, data="builtin", epochs=2, out_dir="runs/train/mine")
     na.export(result, "runs/export/mine")           # its best weights, patch size, normalisation
     loaded = na.load_model("runs/export/mine")      # arch.json + weights.pt (model.py never runs)
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from .version import __version__  # noqa: F401  (public: nas_attn.__version__)
 
-_API = ("search", "finalize", "train", "export", "load_model", "predict", "evaluate")
+_API = ("search", "finalize", "noise", "train", "export", "load_model", "predict", "evaluate")
 
 __all__ = sorted([*_API, "UNetArch", "AttnSpec", "BlockSpec", "build_unet", "create_attention",
                   "list_attention", "register", "load_space", "NasAttnError", "__version__"])

@@ -7,49 +7,28 @@ progress); options are keyword-only, every function returns values and raises
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .arch import UNetArch
-from .errors import ArchError, DataError, NasAttnError
+from .arguments import bool_arg, describe_value, number_arg, path_arg
+from .errors import NasAttnError
+from .planning import (  # noqa: F401  (public here: `nas-attn train` and tests use them)
+    TrainPlan,
+    adapt_arch,
+    load_arch_file,
+    open_study,
+    plan_training,
+    run_plan,
+)
 
 if TYPE_CHECKING:
     import optuna
 
     from .trained import TrainedModel
     from .training import TrainResult
-
-
-# ----- argument checks: the command line's rules, with the package's errors ---------------------
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
-
-
-def _path_arg(value: Any, name: str, what: str, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, (str, os.PathLike)) or (isinstance(value, str) and not value):
-        raise NasAttnError(f"{name} must be {what}, got {_describe(value)}")
-
-
-def _bool_arg(value: Any, name: str) -> None:
-    if not isinstance(value, bool):
-        raise NasAttnError(f"{name} must be True or False, got {_describe(value)}")
-
-
-def _number_arg(value: Any, name: str, low: float, *, integer: bool = True,
-                optional: bool = True) -> None:
-    if value is None and optional:
-        return
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= low:
-        kind = "an integer" if integer else "a number"
-        raise NasAttnError(f"{name} must be {kind} >= {low:g}" + (" or None" if optional else "")
-                           + f", got {_describe(value)}")
 
 
 # ----- search -----------------------------------------------------------------------------------
@@ -61,7 +40,7 @@ def search(space: str | Path = "default", *, data: str | None = None, trials: in
            test_pattern: str | None = None, test_data: str | None = None,
            num_workers: int | None = None, force_data: bool = False,
            workers: int | None = None, gpus: str | None = None, per_gpu: int = 1,
-           listener=None) -> "optuna.Study":
+           listener=None) -> optuna.Study:
     """Run (or resume) a search, as `nas-attn search` does, and return its optuna study.
 
     - `space`: a ready space name (`nas-attn spaces`) or a YAML file.
@@ -82,25 +61,25 @@ def search(space: str | Path = "default", *, data: str | None = None, trials: in
     - `listener`: gets `trial_started` / `epoch_done` / `trial_done` calls
       (`nas_attn.searching.objective.Listener`; trials in this process only).
     """
-    from .searching.parallel import run_parallel, worker_slots
     from .searching.opening import SearchRequest, open_search
+    from .searching.parallel import run_parallel, worker_slots
     from .searching.run import run_search
 
-    _path_arg(space, "space", "a ready space name or the path of a YAML file")
-    _number_arg(trials, "trials", 1)
-    _number_arg(timeout, "timeout", 1, integer=False)
+    path_arg(space, "space", "a ready space name or the path of a YAML file")
+    number_arg(trials, "trials", 1)
+    number_arg(timeout, "timeout", 1, integer=False)
     for key, value in (("data", data), ("study", study), ("storage", storage),
                        ("runs_dir", runs_dir), ("device", device), ("sampler", sampler),
                        ("pruner", pruner), ("val_pattern", val_pattern),
                        ("test_pattern", test_pattern), ("test_data", test_data),
                        ("strategy", strategy)):
-        _path_arg(value, key, "a string", optional=key != "runs_dir")
-    _number_arg(seed, "seed", 0)
-    _number_arg(num_workers, "num_workers", 0)
-    _number_arg(workers, "workers", 1)
-    _number_arg(per_gpu, "per_gpu", 1)
-    _bool_arg(force_data, "force_data")
-    _path_arg(gpus, "gpus", "a string such as '0,1' or 'all'", optional=True)
+        path_arg(value, key, "a string", optional=key != "runs_dir")
+    number_arg(seed, "seed", 0)
+    number_arg(num_workers, "num_workers", 0)
+    number_arg(workers, "workers", 1)
+    number_arg(per_gpu, "per_gpu", 1)
+    bool_arg(force_data, "force_data")
+    path_arg(gpus, "gpus", "a string such as '0,1' or 'all'", optional=True)
     req = SearchRequest(space=space, data=data, val_pattern=val_pattern,
                         test_pattern=test_pattern, test_data=test_data, trials=trials,
                         timeout=timeout, study=study, storage=storage, runs_dir=Path(runs_dir),
@@ -113,187 +92,91 @@ def search(space: str | Path = "default", *, data: str | None = None, trials: in
     return run_search(session, session.trials(req.trials), req.timeout)
 
 
-def finalize(study, *, top: int = 3, seeds: int = 3, epochs: int | None = None,
+def finalize(study, *, top: int = 3, seeds: int = 5, min_seeds: int = 2,
+             budget: int | None = None, confirm_seeds: int = 3, epochs: int | None = None,
              storage: str | None = None, runs_dir: str | Path = "runs",
              device: str | None = None, test_data: str | None = None, data: str | None = None,
              baselines: bool = True, progress: Callable | None = None,
-             on_epoch: Callable | None = None) -> dict[str, Any]:
-    """Retrain a study's `top` trials, the baselines and the plain UNet at the winner's size
-    from scratch with the full budget (`epochs`, default the space's) under `seeds` seeds,
-    choose the winner on validation and score on test, as `nas-attn finalize` does.
+             on_epoch: Callable | None = None, on_round: Callable | None = None,
+             on_step: Callable | None = None) -> dict[str, Any]:
+    """Race a study's `top` trials, the baselines and the plain UNet at each one's size with
+    the full budget (`epochs`, default the space's), as `nas-attn finalize` does: every
+    entrant under `min_seeds` seeds, then one more seed per round for every survivor (at most
+    `seeds`, at most `budget` full trainings, default 3 per entrant), an entrant significantly
+    worse than the current best dropped after each round; then the champion (the best
+    attention entrant), the plain UNet of its size and the Attention U-Net on
+    `confirm_seeds` fresh seeds decide whether attention helps; test is scored for the report
+    only.
 
     `study`: an `optuna.Study` or a study name in `storage` (default: SQLite in `runs_dir`).
     `test_data`: a separate test folder (default: the one the search recorded); `data`: the
-    data folder's path when it moved. Returns the result stored as the study's `finalize`
-    attribute: `candidates` (val / test Dice per seed), `winner`, `attention_gain` (the paired
-    gain over the same-size plain UNet and its verdict), Spearman / Kendall of the search's
-    scores against the full-budget ones."""
+    data folder's path when it moved. Returns the result (also `runs_dir/<study>/final/
+    finalize.json`; the study's `finalize` attribute without per-case counts): `candidates`
+    (val / test Dice per seed, 95 % intervals, per-case counts), `race` (its rounds),
+    `confirmation`, `winner` (the champion), `attention_gain` (the verdict: helps / hurts / no
+    detectable difference, with its interval, p-value and smallest detectable effect),
+    `recommended`, Spearman / Kendall of the search's scores against the full-budget ones."""
     from .searching.finalize import finalize as run_finalize
 
-    _number_arg(top, "top", 1, optional=False)
-    _number_arg(seeds, "seeds", 1, optional=False)
-    _number_arg(epochs, "epochs", 1)
+    number_arg(top, "top", 1, optional=False)
+    number_arg(seeds, "seeds", 2, optional=False)
+    number_arg(min_seeds, "min_seeds", 2, optional=False)
+    number_arg(budget, "budget", 1)
+    number_arg(confirm_seeds, "confirm_seeds", 0, optional=False)
+    number_arg(epochs, "epochs", 1)
     for key, value in (("storage", storage), ("device", device), ("test_data", test_data),
                        ("data", data)):
-        _path_arg(value, key, "a string", optional=True)
-    _path_arg(runs_dir, "runs_dir", "a folder path")
-    _bool_arg(baselines, "baselines")
-    return run_finalize(_open_study(study, storage, runs_dir), top=top, seeds=seeds,
+        path_arg(value, key, "a string", optional=True)
+    path_arg(runs_dir, "runs_dir", "a folder path")
+    bool_arg(baselines, "baselines")
+    return run_finalize(open_study(study, storage, runs_dir), top=top, seeds=seeds,
+                        min_seeds=min_seeds, budget=budget, confirm_seeds=confirm_seeds,
                         epochs=epochs, runs_dir=Path(runs_dir), device=device,
                         test_source=test_data, data=data, baselines=baselines,
-                        progress=progress, on_epoch=on_epoch)
+                        progress=progress, on_epoch=on_epoch, on_round=on_round,
+                        on_step=on_step)
 
 
-def _open_study(study, storage: str | None, runs_dir: str | Path) -> "optuna.Study":
-    """`study` itself when it is one, else the stored study of that name."""
-    if hasattr(study, "study_name"):
-        return study
-    _path_arg(study, "study", "an optuna Study or the name of a stored study")
-    from .searching.study import load_study, open_existing_storage
+def noise(space: str | Path = "default", *, data: str | None = None,
+          val_pattern: str | None = None, seeds: int = 3, epochs: int | None = None,
+          confirm_seeds: int = 3, from_finalize=None, storage: str | None = None,
+          runs_dir: str | Path = "runs", device: str | None = None,
+          progress: Callable | None = None, on_start: Callable | None = None,
+          on_step: Callable | None = None) -> dict[str, Any]:
+    """The noise floor of a data set, as `nas-attn noise` measures it: the space's plain UNet
+    trained under `seeds` seeds at the full budget (`epochs`, default finalize's) on `data`, or
+    the plain UNet's runs of `from_finalize` (a study, or its name, with a finished finalize).
 
-    return load_study(str(study), open_existing_storage(storage, Path(runs_dir)))
+    Returns the summary (also stored as `runs_dir/noise/<signature>.json`, which the search,
+    `show` and `finalize` on the same data quote): `scores` per seed, `run_sd` (their standard
+    deviation), `score` (the mean with its 95 % interval over cases and seeds), `pair` (half
+    the seeds against the other half: a comparison with no true difference),
+    `detectable_at_finalize` (the smallest gain a comparison with `confirm_seeds` seeds per arm
+    detects at 80 % power), `seeds_needed` for +0.005 and +0.010, and `path`."""
+    from .searching.noise_check import from_finalize as read_finalize
+    from .searching.noise_check import noise_check
+    from .stats.noise import record_path
+
+    number_arg(seeds, "seeds", 2, optional=False)
+    number_arg(confirm_seeds, "confirm_seeds", 2, optional=False)
+    number_arg(epochs, "epochs", 1)
+    for key, value in (("data", data), ("val_pattern", val_pattern), ("storage", storage),
+                       ("device", device)):
+        path_arg(value, key, "a string", optional=True)
+    path_arg(runs_dir, "runs_dir", "a folder path")
+    if from_finalize is not None:
+        rec = read_finalize(open_study(from_finalize, storage, runs_dir), Path(runs_dir))
+    else:
+        path_arg(space, "space", "a ready space name or the path of a YAML file")
+        rec = noise_check(space, data=data, val_pattern=val_pattern, seeds=seeds,
+                          epochs=epochs, runs_dir=Path(runs_dir), device=device,
+                          progress=progress, on_start=on_start, on_step=on_step)
+    return {**rec.summary(confirm_seeds), "data": rec.data, "arch": rec.arch,
+            "epochs": rec.epochs, "source": rec.source,
+            "path": str(record_path(runs_dir, rec.signature))}
 
 
 # ----- train ------------------------------------------------------------------------------------
-def load_arch_file(path: str | Path) -> UNetArch:
-    """The architecture in a JSON file; `ArchError` naming the file when missing or invalid."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArchError(f"architecture file {str(path)!r} does not exist")
-    try:
-        return UNetArch.from_json(path.read_text())
-    except ArchError as e:
-        raise ArchError(f"{path}: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ArchError(f"{path}: cannot read: {e}") from None
-
-
-def adapt_arch(arch: UNetArch, data) -> tuple[UNetArch, list[str]]:
-    """`arch` with in_channels / classes / spatial_dims / aux_channels taken from the data;
-    the list of changes (empty when it already fits)."""
-    wanted = {"spatial_dims": data.spatial_dims, "in_channels": data.in_channels,
-              "classes": data.classes}
-    if arch.aux_channels:
-        if not data.aux_channels:
-            raise ArchError(f"the architecture takes an auxiliary modality ({arch.aux_channels} "
-                            f"channels) but the data has none")
-        wanted["aux_channels"] = data.aux_channels
-    changes = {k: (getattr(arch, k), v) for k, v in wanted.items() if getattr(arch, k) != v}
-    if not changes:
-        return arch, []
-    text = [f"{k} {a} → {b}" for k, (a, b) in changes.items()]
-    try:
-        new = dataclasses.replace(arch, **{k: v for k, (_, v) in changes.items()})
-    except ArchError as e:
-        raise ArchError(f"the architecture cannot be adapted to the data ({', '.join(text)}): "
-                        f"{e}") from None
-    return new, text
-
-
-@dataclass
-class TrainPlan:
-    """Everything a `train` run will do, known before its first step (what the CLI prints)."""
-
-    arch: UNetArch
-    data_cfg: Any
-    cfg: Any
-    train_data: Any
-    val_data: Any
-    out_dir: Path | None
-    changes: list[str] = field(default_factory=list)
-    """How the architecture was adapted to the data (in_channels, classes, ...)."""
-    augment_note: str = ""
-    """What the augmentation leaves out to keep labels meaningful (lateralised classes)."""
-    origin: str = ""
-    """Where the architecture came from: a file, a study's trial, or the default."""
-
-
-def plan_training(arch: UNetArch | str | Path | None = None, data: str | None = None, *,
-                  from_study=None, trial: int | None = None, storage: str | None = None,
-                  runs_dir: str | Path = "runs", epochs: int | None = None,
-                  out_dir: str | Path | None = None, device: str | None = None,
-                  train_options: dict | None = None, data_options: dict | None = None,
-                  force: bool = False) -> TrainPlan:
-    """Resolve a `train` call: the architecture (a UNetArch, a JSON file, a study's trial with
-    `from_study`, or the default plain UNet), its data (decoded) and configurations, the output
-    folder (claimed: refused before any work when it holds files nas-attn did not write)."""
-    from pydantic import ValidationError
-
-    if arch is not None and not isinstance(arch, UNetArch):
-        _path_arg(arch, "arch", "a UNetArch, the path of an architecture JSON file or None "
-                  "(UNetArch.from_dict makes one from a dict)")
-    _path_arg(data, "data", "a data folder, 'builtin' or 'builtin3d'", optional=True)
-    _number_arg(epochs, "epochs", 1)
-    _number_arg(trial, "trial", 0)
-    from .data import DataConfig, load_data, symmetry_plan
-    from .paths import claim_output_dir, folder_name, inside
-    from .training import TrainConfig
-    from .training.config import format_errors
-
-    opts, dopts, name = {}, {}, "model"
-    if from_study is not None:
-        if arch is not None:
-            raise ArchError("give an architecture or a study to retrain from, not both")
-        recipe = _recipe(from_study, trial, storage, runs_dir)
-        arch, opts, dopts = recipe.arch, recipe.train_options, dict(recipe.data_options)
-        name = f"{recipe.study}_trial{recipe.trial}"
-        origin = f"trial {recipe.trial} of study {recipe.study!r}: {recipe.summary}"
-    elif isinstance(arch, (str, Path)):
-        name, origin = Path(arch).stem, str(arch)
-        arch = load_arch_file(arch)
-    elif arch is None:
-        arch, origin = UNetArch(), "the default plain UNet"
-    else:
-        origin = "the given architecture"
-    dopts.update(data_options or {})
-    if data is not None:
-        dopts["source"] = data
-    try:
-        data_cfg = DataConfig(**dopts)
-    except ValidationError as e:
-        raise DataError("invalid data options:\n" + format_errors(e)) from None
-    opts = {**opts, **(train_options or {})}
-    opts.update({k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None})
-    cfg = TrainConfig.make(**opts)
-    train_data, val_data = load_data(data_cfg)
-    arch, changes = adapt_arch(arch, train_data)
-    out = Path(out_dir) if out_dir is not None else \
-        inside(Path(runs_dir) / "train", folder_name(name))  # name: stored text
-    out = claim_output_dir(out, "train", force=force)  # before any training
-    return TrainPlan(arch, data_cfg, cfg, train_data, val_data, out, changes,
-                     symmetry_plan(train_data, data_cfg).note, origin)
-
-
-def _recipe(from_study, trial, storage, runs_dir):
-    from .searching.finalize import retrain_recipe
-
-    return retrain_recipe(_open_study(from_study, storage, runs_dir), trial)
-
-
-def run_plan(plan: TrainPlan, *, progress: Callable | None = None,
-             on_epoch: Callable[[int, dict], None] | None = None,
-             compile_model: bool = False) -> "TrainResult":
-    """Train as planned; writes best.pt, preview.png and metrics.json into the plan's folder."""
-    from .training import train as train_loop
-    from .training.checkpoint import write_json
-
-    result = train_loop(plan.arch, plan.train_data, plan.val_data, plan.data_cfg, plan.cfg,
-                        on_epoch=on_epoch, out_dir=plan.out_dir, progress=progress,
-                        compile_model=compile_model)
-    if plan.out_dir is not None:
-        write_json(plan.out_dir / "metrics.json", {
-            "arch": plan.arch.to_dict(), "arch_summary": plan.arch.summary(),
-            "best": result.best, "history": result.history,
-            "images_per_s": result.images_per_s, "seconds": result.seconds,
-            "steps": result.steps, "stop_reason": result.stop_reason,
-            "device": result.runtime.describe(),
-            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-            "train_config": plan.cfg.model_dump(mode="json"),
-            "data_config": plan.data_cfg.model_dump(mode="json"),
-        })
-    return result
-
-
 def train(arch: UNetArch | str | Path | None = None, data: str | None = None, *,
           from_study=None, trial: int | None = None, storage: str | None = None,
           runs_dir: str | Path = "runs", epochs: int | None = None,
@@ -301,7 +184,7 @@ def train(arch: UNetArch | str | Path | None = None, data: str | None = None, *,
           train_options: dict | None = None, data_options: dict | None = None,
           force: bool = False, progress: Callable | None = None,
           on_epoch: Callable[[int, dict], None] | None = None,
-          compile_model: bool = False) -> "TrainResult":
+          compile_model: bool = False) -> TrainResult:
     """Train one architecture with the full budget and write best.pt, preview.png and
     metrics.json, as `nas-attn train` does; returns the `TrainResult` (best weights loaded in
     `result.model`).
@@ -340,9 +223,9 @@ def export(source, out_dir: str | Path | None = None, *, trial: int | None = Non
     from .exporting import export_arch, export_checkpoint, export_trained
     from .trained import TrainedModel
 
-    _path_arg(out_dir, "out_dir", "a folder path", optional=True)
-    _path_arg(runs_dir, "runs_dir", "a folder path")
-    _number_arg(trial, "trial", 0)
+    path_arg(out_dir, "out_dir", "a folder path", optional=True)
+    path_arg(runs_dir, "runs_dir", "a folder path")
+    number_arg(trial, "trial", 0)
     runs_dir = Path(runs_dir)
     if callable(getattr(source, "trained", None)):  # a TrainResult
         source = source.trained()
@@ -358,28 +241,28 @@ def export(source, out_dir: str | Path | None = None, *, trial: int | None = Non
 
         return export_trial(source, trial, out_dir, formats=tuple(formats), runs_dir=runs_dir,
                             force=force)[0]
-    _path_arg(source, "source", "a TrainResult, a UNetArch, an optuna Study, or the path of a "
+    path_arg(source, "source", "a TrainResult, a UNetArch, an optuna Study, or the path of a "
               "`nas-attn train` output or checkpoint")
     return export_checkpoint(source, out_dir, formats=tuple(formats), runs_dir=runs_dir,
                              force=force)[0]
 
 
 def load_model(path: str | Path, device: str | None = None, *,
-               accept_mismatch: bool = False) -> "TrainedModel":
+               accept_mismatch: bool = False) -> TrainedModel:
     """A trained model ready for inference: an export folder (arch.json + weights.pt; its
     model.py is never run), a checkpoint, or a `nas-attn train` folder; `.model` (eval mode),
     `.arch`, `.patch_size`, `.overlap`, `.spacing`. An export folder whose files differ from the
     hashes in its meta.json is refused (`ExportMismatchError`) unless `accept_mismatch=True`."""
     from .prediction import load_model as _load
 
-    _path_arg(path, "path", "the path of an export folder, a checkpoint or a `nas-attn train` "
+    path_arg(path, "path", "the path of an export folder, a checkpoint or a `nas-attn train` "
               "folder")
-    _path_arg(device, "device", "a device name (auto, cpu, cuda, cuda:N, mps)", optional=True)
-    _bool_arg(accept_mismatch, "accept_mismatch")
+    path_arg(device, "device", "a device name (auto, cpu, cuda, cuda:N, mps)", optional=True)
+    bool_arg(accept_mismatch, "accept_mismatch")
     return _load(path, device, accept_mismatch=accept_mismatch)
 
 
-def _loaded(model, device: str | None, accept_mismatch: bool) -> "TrainedModel":
+def _loaded(model, device: str | None, accept_mismatch: bool) -> TrainedModel:
     from .trained import TrainedModel
 
     if isinstance(model, TrainedModel):
@@ -404,13 +287,13 @@ def predict(model, inputs: str | Path | list[str | Path], out_dir: str | Path, *
     raw = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
     if not isinstance(raw, (list, tuple)) or not raw:
         raise NasAttnError(f"inputs must be a path or a non-empty list of paths, got "
-                           f"{_describe(inputs)}")
+                           f"{describe_value(inputs)}")
     for x in raw:
-        _path_arg(x, "inputs", "image file or folder paths")
-    _path_arg(out_dir, "out_dir", "a folder path")
-    _number_arg(batch, "batch", 1, optional=False)
+        path_arg(x, "inputs", "image file or folder paths")
+    path_arg(out_dir, "out_dir", "a folder path")
+    number_arg(batch, "batch", 1, optional=False)
     for key, value in (("tta", tta), ("force", force)):
-        _bool_arg(value, key)
+        bool_arg(value, key)
     files, problems = expand_inputs(list(raw))
     if problems:
         raise InputError(problems[0] + (f" (and {len(problems) - 1} more)"
@@ -429,9 +312,9 @@ def evaluate(model, data: str | Path, *, tta: bool = False, hd95: bool = True,
     `model`: a `load_model` result or a path for it."""
     from .evaluation import evaluate_folder
 
-    _path_arg(data, "data", "a dataset folder")
-    _number_arg(batch, "batch", 1, optional=False)
+    path_arg(data, "data", "a dataset folder")
+    number_arg(batch, "batch", 1, optional=False)
     for key, value in (("tta", tta), ("hd95", hd95)):
-        _bool_arg(value, key)
+        bool_arg(value, key)
     return evaluate_folder(_loaded(model, device, accept_mismatch), data, tta=tta, hd95=hd95,
                            batch=batch)

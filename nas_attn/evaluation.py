@@ -32,6 +32,18 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def intervals(cases) -> dict[str, Any]:
+    """95 % intervals of the pooled Dice and of each class's, over the cases (a bootstrap over
+    the folder's images or volumes: one trained model, so training noise is not counted)."""
+    from .stats.compare import estimate, per_class
+
+    return {"dice_ci": estimate([cases]).to_dict(),
+            "dice_per_class_ci": [None if e is None else [e.low, e.high]
+                                  for e in per_class([cases])],
+            "interval": "95 %, bootstrap over the cases (one model: training noise not "
+                        "counted)"}
+
+
 def evaluate_folder(loaded: TrainedModel, folder: str | Path, *, tta: bool = False,
                     hd95: bool = True, batch: int = 4,
                     progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
@@ -43,7 +55,10 @@ def evaluate_folder(loaded: TrainedModel, folder: str | Path, *, tta: bool = Fal
     Returns `dice`, `iou` (pooled per class over the folder, mean over classes present),
     `dice_per_class`, `iou_per_class`, `hd95`, `hd95_per_class` (mm where the files give the
     voxel spacing, else pixels: `hd95_unit`), `dice_per_image`,
-    `images`, `classes`, `class_names` and `per_image` ({name, dice per class}).
+    `images`, `classes`, `class_names`, `per_image` ({name, dice per class}), `cases` (the
+    per-case TP / FP / FN counts, `nas_attn.stats.counts.CaseCounts` as JSON, from which the
+    pooled Dice of any subset is recomputed exactly), `dice_ci` and `dice_per_class_ci` (95 %
+    intervals over the cases).
     """
     from .data.cache import open_folder
 
@@ -71,6 +86,7 @@ def evaluate_folder(loaded: TrainedModel, folder: str | Path, *, tta: bool = Fal
         if progress is not None:
             progress(i + 1, len(data), data.names[i])
     res = acc.result()
+    res.update(intervals(acc.case_counts()))
     names = list(data.class_names or [])
     names = names + [f"class {k}" for k in range(len(names), arch.classes)]
     res.update({"classes": arch.classes, "class_names": names, "per_image": rows,

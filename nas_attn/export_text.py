@@ -137,13 +137,16 @@ def _fmt_value(v: Any) -> str:
 
 # the labels of the meta keys real callers pass (search trials, export_trial, export_checkpoint)
 META_LABELS = {
-    "score_dice": "Score (validation Dice)", "score_test_dice": "Score (test Dice)",
+    "score_dice": "Score (validation Dice)", "score_dice_ci95": "Its 95 % interval",
+    "score_dice_ci95_counts": "The interval counts",
+    "score_test_dice": "Score (test Dice)", "score_test_dice_ci95": "Its 95 % interval (test)",
     "score_metric": "Metric", "params": "Parameters", "flops": "FLOPs (forward, one patch)",
     "latency_ms": "Latency (ms)", "activation_mb": "Activation memory (MB)", "study": "Study",
     "trial": "Trial", "state": "State", "epoch": "Epoch", "checkpoint": "Checkpoint",
     "candidate": "Candidate", "attention_verdict": "Attention vs the same-size plain UNet",
     "gain_over_same_size_plain_val": "Gain over the same-size plain UNet (val Dice)",
     "gain_over_same_size_plain_test": "Gain over the same-size plain UNet (test Dice)",
+    "attention_verdict_on": "The verdict was decided on",
     "weights_note": "Weights",
 }
 

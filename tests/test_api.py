@@ -12,15 +12,15 @@ import nas_attn as na
 
 PUBLIC = ["AttnSpec", "BlockSpec", "NasAttnError", "UNetArch", "__version__", "build_unet",
           "create_attention", "evaluate", "export", "finalize", "list_attention", "load_model",
-          "load_space", "predict", "register", "search", "train"]
+          "load_space", "noise", "predict", "register", "search", "train"]
 
 
 def test_public_names_resolve():
     assert sorted(na.__all__) == sorted(PUBLIC)
     for name in PUBLIC:
         assert getattr(na, name) is not None
-    for fn in ("search", "finalize", "train", "export", "load_model", "predict", "evaluate",
-               "build_unet", "create_attention"):
+    for fn in ("search", "finalize", "noise", "train", "export", "load_model", "predict",
+               "evaluate", "build_unet", "create_attention"):
         assert callable(getattr(na, fn)), fn
     with pytest.raises(AttributeError, match="public names are"):
         na.no_such_thing  # noqa: B018
@@ -50,7 +50,8 @@ def test_verbs_are_plain_functions_with_explicit_signatures():
     import nas_attn.searching.run  # noqa: F401
     import nas_attn.training  # noqa: F401
 
-    verbs = ("search", "finalize", "train", "export", "load_model", "predict", "evaluate")
+    verbs = ("search", "finalize", "noise", "train", "export", "load_model", "predict",
+             "evaluate")
     for name in verbs:
         fn = getattr(na, name)
         assert inspect.isfunction(fn) and fn.__module__ == "nas_attn.api", name

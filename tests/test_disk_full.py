@@ -140,7 +140,7 @@ def test_artifact_store_writes_whole_files(tmp_path, monkeypatch):
     import shutil
 
     from nas_attn.errors import DiskFullError
-    from nas_attn.searching.opening import AtomicArtifactStore
+    from nas_attn.searching.artifacts import AtomicArtifactStore
 
     store = AtomicArtifactStore(tmp_path)
 

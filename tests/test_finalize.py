@@ -8,6 +8,7 @@ import optuna
 import pytest
 from PIL import Image
 
+from nas_attn.arch import UNetArch
 from nas_attn.data import DataConfig, load_data, load_test
 from nas_attn.errors import DataError
 from nas_attn.searching.finalize import candidates
@@ -81,50 +82,197 @@ search: {trials: 4, n_startup_trials: 4, sampler: random, pruner: none}
 
 
 
-def test_finalize_end_to_end(tmp_path, cli):
+def _search(tmp_path, cli, study="f"):
     space = tmp_path / "space.yaml"
     space.write_text(textwrap.dedent(SPACE))
-    runs = str(tmp_path / "runs")
-    code, out = cli("search", "--space", str(space), "--study", "f", "--runs-dir",
-                        runs, "--trials", "4")
+    runs = tmp_path / "runs"
+    code, out = cli("search", "--space", str(space), "--study", study, "--runs-dir", runs,
+                    "--trials", "4")
     assert code == 0, out
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'runs' / 'nas_attn.db'}")
+    storage = optuna.storages.RDBStorage(f"sqlite:///{runs / 'nas_attn.db'}")
+    return runs, storage
+
+
+def test_finalize_end_to_end(tmp_path, cli):
+    from nas_attn.stats.counts import CaseCounts
+
+    runs, storage = _search(tmp_path, cli)
     study = optuna.load_study(study_name="f", storage=storage)
     assert study.metric_names == ["val Dice (per class, pooled)"]
+    for t in study.trials:  # every trial keeps the per-case counts of its best epoch
+        if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs:
+            assert CaseCounts.from_dict(t.user_attrs["val_cases"]).pooled() == t.values[0]
+            lo, hi = t.user_attrs["dice_ci"]
+            assert lo <= t.values[0] <= hi
     chosen = candidates(study, 1)
     labels = [t.user_attrs.get("baseline", "") for t in chosen]
     assert "plain_unet" in labels and sum(1 for lb in labels if not lb) <= 1
 
-    code, out = cli("finalize", "f", "--top", "1", "--seeds", "2", "--epochs", "1",
-                        "--runs-dir", runs)
+    code, out = cli("finalize", "f", "--top", "1", "--seeds", "2", "--confirm-seeds", "2",
+                    "--epochs", "1", "--runs-dir", runs)
     assert code == 0, out
-    assert "Final answer" in out and "Spearman" in out
-    res = json.loads((tmp_path / "runs" / "f" / "final" / "finalize.json").read_text())
+    assert "Final answer" in out and "Spearman" in out and "round 1 (2 seeds" in out
+    res = json.loads((runs / "f" / "final" / "finalize.json").read_text())
     assert res["seeds"] == 2 and res["splits"]["test"] == 4
+    assert res["race"]["over"] in ("settled", "max_seeds", "budget")
     for r in res["candidates"]:
-        assert len(r["val"]) == len(r["test"]) == 2
+        assert len(r["val"]) == len(r["test"]) == len(r["seeds"]) == 2
         assert r["val_mean"] == pytest.approx(sum(r["val"]) / 2)
         assert all(0.0 <= v <= 1.0 for v in r["val"] + r["test"])
-    # the winner is chosen on validation means, whatever the test says
-    assert res["winner"] == max(res["candidates"], key=lambda r: r["val_mean"])["trial"]
+        # the per-case counts of every run recompute its scores exactly
+        assert [CaseCounts.from_dict(c).pooled() for c in r["val_cases"]] == r["val"]
+        assert [CaseCounts.from_dict(c).pooled() for c in r["test_cases"]] == r["test"]
+        assert r["val_ci"]["low"] <= r["val_mean"] <= r["val_ci"]["high"]
+    g = res["attention_gain"]
+    assert g["verdict"] in ("helps", "hurts", "no detectable difference",
+                            "no attention among the candidates")
+    if g.get("val"):  # decided on fresh seeds, never on the race's
+        assert res["confirmation"]["seeds"] == [100, 101]
+        assert "fresh confirmation seeds" in g["on"]
+        assert (runs / "f" / "final" / "confirmation.png").exists()
+        assert g["picture_artifact"]
     study = optuna.load_study(study_name="f", storage=storage)
-    assert study.user_attrs["finalize"]["winner"] == res["winner"]
+    stored = study.user_attrs["finalize"]
+    assert stored["winner"] == res["winner"] and "val_cases" not in stored["candidates"][0]
 
     code, out = cli("show", "f", "--runs-dir", runs)
-    assert code == 0 and "Final answer" in out
-    code, out = cli("export", "f", "--runs-dir", runs, "--out",
-                        str(tmp_path / "exp"))
+    assert code == 0 and "Final answer" in out and "95 % CI" in out
+    code, out = cli("export", "f", "--runs-dir", runs, "--out", str(tmp_path / "exp"))
     assert code == 0, out
     meta = json.loads((tmp_path / "exp" / "meta.json").read_text())
-    # the recommended model: the winner, or the plain UNet of its size when attention did not
-    # beat it by two seed standard deviations
+    # the recommended model: the champion when attention helps, else the plain UNet of its size
     assert meta["trial"] == res["recommended"]["trial"]
-    assert meta["attention_verdict"] == res["attention_gain"]["verdict"]
-    if res["attention_gain"]["recommend"] == "winner":
+    assert meta["attention_verdict"] == g["verdict"]
+    if g["recommend"] == "winner":
         assert meta["trial"] == res["winner"]
-    rec = next(r for r in res["candidates"] if r["trial"] == res["recommended"]["trial"])
+    rec = next(r for r in res["candidates"] if r["key"] == res["recommended"]["key"])
     assert meta["score_dice"] == pytest.approx(rec["val_mean"])
+    assert meta["score_dice_ci95"]["low"] <= meta["score_dice"]
     assert (tmp_path / "exp" / "weights.pt").exists()
+
+
+# ----- the race's driver, its trainings replaced by fixed per-case counts ---------------------
+QUALITY = {"se": 0.92, "eca": 0.45, "": 0.60}
+"""The share of each reference region an architecture finds, by its attention ('' = none)."""
+
+
+def _fake_counts(quality, seed, cases=12):
+    ref = np.random.default_rng(7).integers(10, 80, (cases, 2))
+    q = np.clip(quality + np.random.default_rng(seed).normal(0, 0.01)
+                + np.random.default_rng(1000 + seed).normal(0, 0.03, ref.shape), 0, 1)
+    tp = np.round(ref * q).astype(np.int64)
+    from nas_attn.stats.counts import CaseCounts
+
+    return CaseCounts(tuple(f"c{i}" for i in range(cases)), tp, (ref - tp) // 3, ref - tp)
+
+
+def fake_training(monkeypatch, calls, fail_at=None):
+    """Runner._train replaced: a record with fixed per-case counts per (architecture, seed)."""
+    from nas_attn.searching.racing import Runner
+
+    def _train(self, arm, seed):
+        calls.append((arm.key, seed))
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt
+        q = QUALITY["".join(arm.arch.attention_names())]
+        val, test = _fake_counts(q, seed), _fake_counts(q, seed + 500, cases=6)
+        return {"key": arm.key, "trial": arm.trial, "label": arm.label, "seed": seed,
+                "val": val.pooled(), "val_cases": val.to_dict(), "test": test.pooled(),
+                "test_cases": test.to_dict(), "best_epoch": 1, "checkpoint": None,
+                "seconds": 0.0, "train_config": {"epochs": 9}}
+
+    monkeypatch.setattr(Runner, "_train", _train)
+
+
+def _trial_of(study, attention):
+    return next(t.number for t in study.trials if t.state.name == "COMPLETE"
+                and "".join(UNetArch.from_json(t.user_attrs["arch"]).attention_names())
+                == attention)
+
+
+def test_the_race_drops_the_clearly_worse_and_confirms_on_fresh_seeds(tmp_path, cli,
+                                                                       monkeypatch):
+    from nas_attn.searching.finalize import finalize
+
+    runs, storage = _search(tmp_path, cli)
+    study = optuna.load_study(study_name="f", storage=storage)
+    if not all(any("".join(UNetArch.from_json(t.user_attrs["arch"]).attention_names()) == a
+                   for t in study.trials) for a in ("se", "eca")):
+        for params in ({"encoder.0.attn": "se"}, {"encoder.0.attn": "eca"}):
+            study.enqueue_trial(params)
+        cli("search", "--study", "f", "--runs-dir", runs, "--trials", "2")
+        study = optuna.load_study(study_name="f", storage=storage)
+    calls = []
+    fake_training(monkeypatch, calls)
+    rounds = []
+    res = finalize(study, top=2, seeds=4, confirm_seeds=3, runs_dir=runs,
+                   on_round=rounds.append)
+    se, eca = f"trial_{_trial_of(study, 'se'):04d}", f"trial_{_trial_of(study, 'eca'):04d}"
+    first = res["race"]["rounds"][0]
+    assert first["best"] == se and eca in first["dropped"]
+    assert first["comparisons"][eca]["verdict"] == "hurts"
+    assert "plain_unet" not in [k for r in res["race"]["rounds"] for k in r["dropped"]]
+    assert res["race"]["over"] == "settled" and len(rounds) == len(res["race"]["rounds"])
+    # trained: every entrant under 2 seeds, then the champion and its plain on 3 fresh seeds
+    assert sorted(s for k, s in calls if k == se) == [0, 1, 100, 101, 102]
+    assert sorted(s for k, s in calls if k == eca) == [0, 1]
+    g = res["attention_gain"]
+    assert g["verdict"] == "helps" and g["recommend"] == "winner"
+    assert g["val"]["diff"]["low"] > 0 and g["val"]["diff"]["noise"] == "seeds"
+    assert res["recommended"]["trial"] == res["winner"] == _trial_of(study, "se")
+    assert {r["status"] for r in res["candidates"]} == {"survived", "dropped in round 1"}
+
+
+def test_a_killed_finalize_resumes_from_its_last_finished_training(tmp_path, cli, monkeypatch):
+    from nas_attn.searching.finalize import finalize
+
+    runs, storage = _search(tmp_path, cli)
+    study = optuna.load_study(study_name="f", storage=storage)
+    whole = []
+    fake_training(monkeypatch, whole)
+    want = finalize(study, top=2, seeds=3, confirm_seeds=2, runs_dir=tmp_path / "a")
+    for stop in (1, 4, len(whole)):
+        out = tmp_path / f"killed{stop}"
+        calls = []
+        fake_training(monkeypatch, calls, fail_at=stop)
+        with pytest.raises(KeyboardInterrupt):
+            finalize(study, top=2, seeds=3, confirm_seeds=2, runs_dir=out)
+        state = out / "f" / "final" / "race.json"
+        kept = json.loads(state.read_text())["runs"] if state.exists() else {}
+        assert len(kept) == stop - 1
+        again = []
+        fake_training(monkeypatch, again)
+        got = finalize(study, top=2, seeds=3, confirm_seeds=2, runs_dir=out)
+        assert len(again) == len(whole) - (stop - 1)  # nothing finished is trained again
+        assert not set(again) & set(calls[:stop - 1])
+        assert got["race"]["rounds"] == want["race"]["rounds"]
+        assert got["attention_gain"]["verdict"] == want["attention_gain"]["verdict"]
+
+
+def test_noise_check_measures_the_floor_and_the_search_quotes_it(tmp_path, cli):
+    space = tmp_path / "space.yaml"
+    space.write_text(textwrap.dedent(SPACE))
+    runs = tmp_path / "runs"
+    code, out = cli("noise", "--space", space, "--seeds", "2", "--epochs", "1", "--runs-dir",
+                    runs, "--json", tmp_path / "noise.json")
+    assert code == 0, out
+    flat = " ".join(out.split())
+    assert "seed-to-seed spread of the pooled Dice: SD" in flat
+    assert "seeds per arm needed to detect +0.5 Dice points" in flat
+    summary = json.loads((tmp_path / "noise.json").read_text())
+    assert len(summary["scores"]) == 2 and summary["run_sd"] >= 0
+    assert summary["pair"]["verdict"] in ("helps", "hurts", "no detectable difference")
+    (record,) = (runs / "noise").glob("*.json")
+    code, again = cli("noise", "--space", space, "--seeds", "2", "--epochs", "1",
+                      "--runs-dir", runs)
+    assert code == 0 and again.count("read back") == 2  # finished seeds are kept
+    code, out = cli("search", "--space", space, "--study", "n", "--runs-dir", runs,
+                    "--trials", "2")
+    assert code == 0, out
+    assert "noise check (2 seeds of" in " ".join(out.split())
+    code, out = cli("noise", "--from-finalize", "n", "--runs-dir", runs)
+    assert code != 0 and "no finished finalize" in out
+    assert record.exists()
 
 
 def test_full_budget_is_never_less_than_a_trial():

@@ -25,6 +25,7 @@ MAX_FILE_LINES = 450
 LAYERS = (
     "nas_attn.cli",
     "nas_attn.api",
+    "nas_attn.planning",
     "nas_attn.searching",
     "nas_attn.evaluation",
     "nas_attn.prediction",
@@ -34,13 +35,14 @@ LAYERS = (
     "nas_attn.training",
     "nas_attn.compat",
     "nas_attn.trained",
-    "nas_attn.curves | nas_attn.data | nas_attn.device",
+    "nas_attn.curves | nas_attn.data | nas_attn.device | nas_attn.stats",
     "nas_attn.unet | nas_attn.footprint",
     "nas_attn.arch",
     "nas_attn.registry",
     "nas_attn.models",
     "nas_attn.paths",
     "nas_attn.atomic",
+    "nas_attn.arguments",
     "nas_attn.errors | nas_attn.version",
 )
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,7 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import DiskFullError, NasAttnError
+from . import final
 from .options import (
+    CACHE, RUNS, STORAGE, cache_env,
     SEARCH_SPACE, SEARCH_DATA, SEARCH_VAL_PATTERN, SEARCH_TEST_PATTERN, SEARCH_TEST_DATA,
     SEARCH_TRIALS, SEARCH_TIMEOUT, SEARCH_STUDY, SEARCH_DEVICE, SEARCH_SAMPLER, SEARCH_PRUNER,
     SEARCH_SEED, SEARCH_NUM_WORKERS, SEARCH_STRATEGY, SEARCH_WORKERS, SEARCH_GPUS,
@@ -30,25 +31,6 @@ spaces_app = typer.Typer(help="List or check search spaces.", invoke_without_com
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(spaces_app, name="spaces")
 app.add_typer(data_app, name="data")
-
-RUNS = typer.Option(Path("runs"), "--runs-dir", help="Where studies, checkpoints and artifacts go.")
-CACHE = typer.Option(None, "--cache-dir", help="Where 3D data folders are decoded to, once, and "
-                     "read from patch by patch (default: $NAS_ATTN_CACHE_DIR, else "
-                     "<runs-dir>/cache).")
-STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite under "
-                       "--runs-dir); `journal:PATH` for a journal file.")
-
-
-def _cache_env(cache_dir: Optional[Path], runs_dir: Path) -> None:
-    """The preprocessed cache's folder, for this process and the workers it starts
-    (`nas_attn.data.cache`): --cache-dir, else $NAS_ATTN_CACHE_DIR, else <runs-dir>/cache."""
-    from ..data.cache import ENV_DIR
-
-    if cache_dir is not None:
-        os.environ[ENV_DIR] = str(cache_dir)
-    elif not os.environ.get(ENV_DIR):
-        os.environ[ENV_DIR] = str(Path(runs_dir) / "cache")
-
 
 def _fmt_count(n: float) -> str:
     if math.isinf(n):
@@ -137,7 +119,7 @@ def search(
     from ..searching.opening import SearchRequest
 
     set_heartbeat_env(heartbeat_interval, grace_period, max_retry)
-    _cache_env(cache_dir, runs_dir)
+    cache_env(cache_dir, runs_dir)
     req = SearchRequest(space=space or "default", data=data, val_pattern=val_pattern,
                         test_pattern=test_pattern, test_data=test_data, trials=trials,
                         timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
@@ -234,7 +216,7 @@ def train(
     from ..api import plan_training
     from .train import run_train
 
-    _cache_env(cache_dir, runs_dir)
+    cache_env(cache_dir, runs_dir)
     if (arch is None) == (from_study is None):
         raise NasAttnError("give exactly one of --arch FILE or --from-study STUDY")
     data_options = {k: v for k, v in (("val_pattern", val_pattern), ("num_workers", num_workers),
@@ -246,28 +228,9 @@ def train(
 
 
 # --------------------------------------------------------------------------------------------
-# finalize
-@app.command()
-def finalize(
-    study: Optional[str] = typer.Argument(None, help="Study name (default: the latest)."),
-    top: int = typer.Option(3, "--top", min=1, help="Retrain this many best trials (and the baselines)."),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="Training seeds per candidate."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Full budget in epochs "
-                                         "(default: the training default, 30)."),
-    test_data: Optional[str] = typer.Option(None, "--test-data", help="A separate test folder "
-                                            "the search never saw."),
-    data: Optional[str] = typer.Option(None, "--data", help="The study's data folder at another path."),
-    device: Optional[str] = typer.Option(None, "--device"),
-    storage: Optional[str] = STORAGE,
-    runs_dir: Path = RUNS,
-    cache_dir: Optional[Path] = CACHE,
-):
-    """Retrain the best trials and the baselines with the full budget and several seeds; pick
-    the winner on validation, report it once on test, and rate the short trials as a proxy."""
-    from .search import finalize_cli
-
-    _cache_env(cache_dir, runs_dir)
-    finalize_cli(study, top, seeds, epochs, test_data, data, device, storage, runs_dir, console)
+# finalize and noise (their options and functions: `final`)
+app.command("finalize")(final.finalize_command)
+app.command("noise")(final.noise_command)
 
 
 # --------------------------------------------------------------------------------------------

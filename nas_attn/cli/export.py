@@ -61,7 +61,7 @@ def dashboard_cli(storage, runs_dir: Path, host: str, port: int, console: Consol
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
 
-    from ..searching.opening import artifact_dir_for
+    from ..searching.artifacts import artifact_dir_for
     from ..searching.study import open_existing_storage, study_names
 
     st = open_existing_storage(storage, runs_dir)

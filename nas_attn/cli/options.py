@@ -1,8 +1,32 @@
-"""The `nas-attn search` command's options (typer declarations), apart from the command so that
-its function stays readable; shared options (--runs-dir, --storage, --cache-dir) live in `app`."""
+"""The commands' shared options (--runs-dir, --storage, --cache-dir) and the `nas-attn search`
+command's options (typer declarations), apart from the commands so that their functions stay
+readable."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+RUNS = typer.Option(Path("runs"), "--runs-dir", help="Where studies, checkpoints and artifacts go.")
+CACHE = typer.Option(None, "--cache-dir", help="Where 3D data folders are decoded to, once, and "
+                     "read from patch by patch (default: $NAS_ATTN_CACHE_DIR, else "
+                     "<runs-dir>/cache).")
+STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite under "
+                       "--runs-dir); `journal:PATH` for a journal file.")
+
+
+def cache_env(cache_dir: Optional[Path], runs_dir: Path) -> None:
+    """The preprocessed cache's folder, for this process and the workers it starts
+    (`nas_attn.data.cache`): --cache-dir, else $NAS_ATTN_CACHE_DIR, else <runs-dir>/cache."""
+    from ..data.cache import ENV_DIR
+
+    if cache_dir is not None:
+        os.environ[ENV_DIR] = str(cache_dir)
+    elif not os.environ.get(ENV_DIR):
+        os.environ[ENV_DIR] = str(Path(runs_dir) / "cache")
+
 
 SEARCH_SPACE = typer.Option(None, "--space", help="YAML file or ready space name "
                             "(default: the one stored with --study if it exists, "

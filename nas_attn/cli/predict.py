@@ -74,6 +74,13 @@ def _fmt(v, digits: int = 4) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
+def _ci(ci) -> str:
+    """A 95 % interval of a Dice score, shown within [0, 1]."""
+    if not ci or ci[0] is None:
+        return "—"
+    return f"[{max(0.0, ci[0]):.3f}, {min(1.0, ci[1]):.3f}]"
+
+
 def evaluate_cli(model: Path, data: Path, *, json_path: Path | None, tta: bool, hd95: bool,
                  device: str | None, batch: int, console: Console, force: bool = False,
                  accept_mismatch: bool = False) -> dict:
@@ -102,24 +109,30 @@ def evaluate_cli(model: Path, data: Path, *, json_path: Path | None, tta: bool, 
                           "averaged per class")
     table.add_column("class")
     table.add_column("Dice", justify="right")
+    table.add_column("95 % CI", justify="right")
     table.add_column("IoU", justify="right")
     if hd95:
         unit = {"mm": "mm", "voxels": "px" if loaded.arch.spatial_dims == 2 else "voxels"}.get(
             res.get("hd95_unit", "voxels"), "mixed units")
         table.add_column(f"HD95 ({unit})", justify="right")
     for k in range(1, res["classes"]):
+        ci = (res.get("dice_per_class_ci") or [None] * res["classes"])[k - 1]
         row = [f"{k} {escape(res['class_names'][k])}", _fmt(res["dice_per_class"][k - 1]),
-               _fmt(res["iou_per_class"][k - 1])]
+               _ci(ci), _fmt(res["iou_per_class"][k - 1])]
         if hd95:
             row.append(_fmt(res["hd95_per_class"][k - 1], 2))
         table.add_row(*row)
-    mean = ["[bold]mean[/bold]", f"[bold]{_fmt(res['dice'])}[/bold]", _fmt(res["iou"])]
+    ci = res.get("dice_ci") or {}
+    mean = ["[bold]mean[/bold]", f"[bold]{_fmt(res['dice'])}[/bold]",
+            _ci(None if ci.get("low") is None else [ci["low"], ci["high"]]), _fmt(res["iou"])]
     if hd95:
         mean.append(_fmt(res.get("hd95"), 2))
     table.add_row(*mean)
     console.print(table)
-    console.print(f"Dice {res['dice']:.4f} (mean over the {res['classes_scored']} classes "
-                  f"present; mean of per-image Dice {res['dice_per_image']:.4f})")
+    console.print(f"Dice {res['dice']:.4f} {_ci(None if ci.get('low') is None else [ci['low'], ci['high']])} "
+                  f"(mean over the {res['classes_scored']} classes present; mean of per-image "
+                  f"Dice {res['dice_per_image']:.4f}); intervals: {res['interval']}",
+                  highlight=False)
     if json_path is not None:
         atomic_write(json_path, json.dumps(res, indent=2) + "\n")
         console.print(f"scores written to {escape(str(json_path))}")

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from ..arch import UNetArch
+from .fmt import WIDE_LEADERBOARD, _big, _f
 from ..errors import DiskFullError, StudyError
 from ..searching.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
                             trial_arch)
@@ -22,41 +23,26 @@ from ..searching.run import run_search
 from ..searching.study import load_study, open_existing_storage
 
 
-def _f(v, spec=".4f"):
-    return "—" if v is None else format(v, spec)
-
-
-def _big(v):
-    if v is None:
-        return "—"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= div:
-            return f"{v / div:.2f}{unit}"
-    return f"{v:.0f}"
-
-
 STATE_STYLE = {"complete": "green", "pruned": "yellow", "fail": "red", "running": "cyan",
                "waiting": "dim"}
-
-
-WIDE_LEADERBOARD = 140
-"""Below this console width the architecture leaves the table for a line of its own per trial
-(at 80 columns the column got 6 characters, and each summary wrapped over 30 lines; at 140
-it gets about 60)."""
 
 
 class Leaderboard:
     """The best trials as a table; rendered at the console's width: on a narrow console the
     architecture (and note) of each trial is listed below the table, one line each."""
 
-    def __init__(self, study: optuna.Study, top: int, title: str = "Leaderboard"):
+    def __init__(self, study: optuna.Study, top: int, title: str = "Leaderboard",
+                 vs_best: dict[int, str] | None = None):
         self.rows = leaderboard(study, top)
         self.title = title
+        self.vs_best = vs_best
 
     def table(self, wide: bool) -> Table:
         t = Table(title=self.title, expand=False)
         cols = [("rank", {"justify": "right"}), ("trial", {"justify": "right"}),
                 ("state", {}), ("Dice", {"justify": "right"}),
+                ("95 % CI", {"justify": "right"})] + ([("vs best", {})] if self.vs_best
+                                                      is not None else []) + [
                 ("params", {"justify": "right"}), ("FLOPs", {"justify": "right"}),
                 ("latency", {"justify": "right"})]
         if wide:
@@ -66,6 +52,8 @@ class Leaderboard:
         for r in self.rows:
             cells = [str(r.rank or ""), str(r.number),
                      f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", _f(r.dice),
+                     "—" if r.dice_ci is None else f"±{(r.dice_ci[1] - r.dice_ci[0]) / 2:.3f}",
+                     *([self.vs_best.get(r.number, "")] if self.vs_best is not None else []),
                      _big(r.params), _big(r.flops),
                      "—" if r.latency_ms is None else f"{r.latency_ms:.1f} ms"]
             if wide:
@@ -87,8 +75,9 @@ def _note(r) -> str:
     return ", ".join(x for x in (r.label, r.reason) if x)
 
 
-def leaderboard_table(study: optuna.Study, top: int, title: str = "Leaderboard") -> Leaderboard:
-    return Leaderboard(study, top, title)
+def leaderboard_table(study: optuna.Study, top: int, title: str = "Leaderboard",
+                      vs_best: dict[int, str] | None = None) -> Leaderboard:
+    return Leaderboard(study, top, title, vs_best)
 
 
 def arch_tree(arch: UNetArch, title: str) -> Tree:
@@ -263,7 +252,7 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
         console.print("[yellow]interrupted:[/yellow] the running trial was recorded as failed; "
                       f"resume with `{escape(req.resume_command(study.study_name))}`")
         raise typer.Exit(130)
-    _summary(study, console)
+    print_summary(study, console, session.objective.runs_dir)
     check_all_failed(study, view.finished)
     print_next(study, console)
 
@@ -306,18 +295,42 @@ def check_all_failed(study: optuna.Study, numbers) -> None:
                          f"{reason}")
 
 
-def _summary(study, console):
-    gains = baseline_gains(study)
+def print_summary(study, console, runs_dir: Path | None) -> None:
+    """The closing lines: the best against each baseline by the paired comparison on the
+    validation cases, and the data's noise check (or how to run one)."""
+    from ..searching.scores import noise_for
+    from ..stats.noise import sd_text
+
+    noise = noise_for(study, runs_dir)
+    gains = baseline_gains(study, noise)
     if gains:
-        how = " (inherited scores)" if study.user_attrs.get("strategy") == "oneshot" else ""
-        console.print(f"gain of the best over the baselines{how}: " + ", ".join(
-            f"{label} {d:.4f} ({g:+.4f})" for label, d, g in gains))
+        how = "inherited scores" if study.user_attrs.get("strategy") == "oneshot" else \
+            "one short run each"
+        console.print(f"the best (trial {best_trial(study).number}) against the baselines "
+                      f"({how}, paired on the validation cases; best − baseline):",
+                      highlight=False)
+        for g in gains:
+            console.print(f"  {escape(g.text())}", highlight=False)
+    if noise is not None:
+        console.print(escape(sd_text(noise, 3)), highlight=False)
+    elif gains:
+        console.print("[dim]no noise check for this data: the intervals above count case "
+                      "sampling only, not the seed-to-seed spread (`nas-attn noise` measures "
+                      "it)[/dim]")
 
 
 def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> None:
+    from ..searching.report import versus_best
+    from ..searching.scores import noise_for
+
     study = load_study(name, open_existing_storage(storage, runs_dir))
+    shown = [r.number for r in leaderboard(study, top)]
     console.print(leaderboard_table(study, top, f"Study {study.study_name} "
-                                    f"({len(study.trials)} trials)"))
+                                    f"({len(study.trials)} trials)",
+                                    versus_best(study, shown, noise_for(study, runs_dir))))
+    console.print("[dim]95 % CI: over the validation cases (and the seed-to-seed spread of "
+                  "the data's noise check, when one was run); ≈ best: no detectable "
+                  "difference from the best trial by the paired comparison[/dim]")
     print_supernets(study, console)  # a one-shot study: what its scores were inherited from
     front = pareto_front(study)
     if front:
@@ -338,17 +351,10 @@ def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> Non
         return
     console.print(arch_tree(trial_arch(best), f"best: trial {best.number}, Dice "
                                               f"{best.values[0]:.4f}"))
-    gains = baseline_gains(study)
-    if gains:
-        t = Table(title="Gain over the baselines" + (
-            " (inherited scores)" if study.user_attrs.get("strategy") == "oneshot" else ""))
-        t.add_column("baseline")
-        t.add_column("its Dice", justify="right")
-        t.add_column("best − baseline", justify="right")
-        for label, d, g in gains:
-            t.add_row(label, f"{d:.4f}", f"{g:+.4f}")
-        console.print(t)
+    print_summary(study, console, runs_dir)
     if study.user_attrs.get("finalize"):
+        from .final import print_finalize
+
         print_finalize(study.user_attrs["finalize"], console)
     else:
         what = "inherited (one-shot)" if study.user_attrs.get("strategy") == "oneshot" \
@@ -365,63 +371,3 @@ def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> Non
         console.print(t)
     else:
         console.print("[dim]parameter importances need at least 3 completed trials[/dim]")
-
-
-def finalize_table(res: dict) -> Table:
-    has_test = res["splits"]["test"] > 0
-    t = Table(title=f"Final answer: full-budget retraining ({res['epochs']} epochs × "
-                    f"{res['seeds']} seeds), winner by mean validation Dice, "
-                    "★ recommended")
-    t.add_column("trial", justify="right")
-    t.add_column("baseline")
-    t.add_column("inherited" if res.get("strategy") == "oneshot" else "short trial",
-                 justify="right")
-    t.add_column("val Dice mean ± sd", justify="right")
-    t.add_column("test Dice mean ± sd" if has_test else "test", justify="right")
-    t.add_column("architecture", overflow="fold")
-    for r in sorted(res["candidates"], key=lambda r: -r["val_mean"]):
-        rec = res.get("recommended")
-        win = r["summary"] == rec["summary"] if rec else r["trial"] == res["winner"]
-        t.add_row(("★ " if win else "") + ("—" if r["trial"] is None else str(r["trial"])),
-                  escape(r["label"]), _f(r["short_dice"]),
-                  f"{r['val_mean']:.4f} ± {r['val_std']:.4f}",
-                  f"{r['test_mean']:.4f} ± {r['test_std']:.4f}" if has_test else "—",
-                  escape(r["summary"]), style="bold" if win else None)
-    return t
-
-
-def print_finalize(res: dict, console: Console) -> None:
-    console.print(finalize_table(res))
-    from ..searching.verdict import gain_line, proxy_line
-
-    console.print("metric: " + res["metric"], highlight=False)
-    console.print(f"test split: {escape(res['test_source'] or 'none')} ({res['splits']['test']} samples; "
-                  "scored once per retrained model, never used to choose)", highlight=False)
-    console.print(escape(proxy_line(res)), highlight=False)
-    if gain_line(res):
-        console.print(escape(gain_line(res)), highlight=False)
-
-
-def finalize_cli(name, top, seeds, epochs, test_data, data, device, storage, runs_dir: Path,
-                 console: Console) -> None:
-    from ..searching.finalize import candidates, finalize, with_controls
-
-    study = load_study(name, open_existing_storage(storage, runs_dir))
-    chosen = with_controls(candidates(study, top))
-    names = [str(c.trial) if c.trial is not None else f"plain at trial {c.control_of}'s size"
-             for c in chosen]
-    console.print(f"finalizing study {study.study_name!r}: {len(chosen)} candidates "
-                  f"({', '.join(names)}) × {seeds} seeds", highlight=False)
-
-    def progress(p) -> None:
-        test = "" if p.test_dice is None else f", test {p.test_dice:.4f}"
-        who = f"trial {p.trial}" if p.trial is not None else "same-size plain"
-        console.print(f"  [{p.index}/{p.runs}] {who} seed {p.seed}: val "
-                      f"{p.val_dice:.4f}{test}", highlight=False)
-
-    res = finalize(study, top=top, seeds=seeds, epochs=epochs, runs_dir=runs_dir, device=device,
-                   test_source=test_data, data=data, progress=progress)
-    print_finalize(res, console)
-    console.print(f"written: {Path(runs_dir) / study.study_name / 'final' / 'finalize.json'}; "
-                  f"`nas-attn export {study.study_name}` exports the winner's retrained weights",
-                  highlight=False)

@@ -46,6 +46,11 @@ def summary_table(result: TrainResult, out_dir: Path) -> Table:
     t.add_row("val Dice", f"{best.get('dice', float('nan')):.4f} (per class, pooled over the "
                           f"split; mean of per-image Dice {best.get('dice_per_image', float('nan')):.4f})"
               + (f"\n  per class {per_class_text(per)}" if len(per) > 1 else ""))
+    ci = best.get("dice_ci") or {}
+    if ci.get("low") is not None:
+        t.add_row("val Dice 95 % CI", f"[{max(0.0, ci['low']):.4f}, {min(1.0, ci['high']):.4f}] "
+                  "over the validation cases (one seed: training noise not counted; "
+                  "`nas-attn noise` measures it)")
     t.add_row("val IoU", f"{best.get('iou', float('nan')):.4f}")
     if "hd95" in best:
         t.add_row("val HD95", f"{best['hd95']:.2f} "

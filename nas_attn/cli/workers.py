@@ -94,7 +94,7 @@ def _watch(run: ParallelSearch, console: Console) -> bool:
 
 
 def _report(run: ParallelSearch, console: Console, interrupted: bool) -> None:
-    from .search import _summary, check_all_failed, print_next, print_placements
+    from .search import check_all_failed, print_next, print_placements, print_summary
 
     study, sup, req = run.study, run.supervisor, run.request
     for e in sup.events:
@@ -103,7 +103,7 @@ def _report(run: ParallelSearch, console: Console, interrupted: bool) -> None:
     console.print(f"ran {len(ran)} trial(s) in this session; {len(study.trials)} in the study. "
                   f"Storage: {escape(req.storage)}; worker logs in {escape(str(run.log_dir))}")
     print_placements(run.session.placements, console)
-    _summary(study, console)
+    print_summary(study, console, req.runs_dir)
     if interrupted:
         console.print("[yellow]interrupted:[/yellow] every worker stopped and its running trial "
                       f"was recorded as failed; resume with "

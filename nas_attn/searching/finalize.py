@@ -1,19 +1,30 @@
-"""`finalize`: the honest final answer of a search.
+"""`finalize`: the honest final answer of a search, decided at the noise floor.
 
-Short trials (or, in a one-shot study, inherited weights) are a proxy. `finalize(study, top=K,
-seeds=S)` retrains the K best distinct trials, the baselines and the plain UNet at each
-retrained trial's size (`with_controls`: a gain the plain UNet of the same widths also gets is
-width, not attention) with the full budget (`full_budget`: at least twice a trial's epochs at its
-samples per epoch and at least 30 epochs, no time limit; or `epochs`) under S training
-seeds each, picks the winner by **mean validation Dice** (never by test), scores every
-retrained model once on the test split, and measures how far the proxy can be trusted: the
-Spearman and Kendall rank correlations between the search's scores and the full-budget
-validation means; and decides attention against width (`attention_gain`): the winner is
-recommended only when its validation gain over the plain UNet of its size, paired by seed, is
-above two standard deviations; else that plain UNet is.
+Short trials (or, in a one-shot study, inherited weights) are a proxy. `finalize(study, top=K)`
+enters the K best distinct trials, the baselines and the plain UNet at each entered trial's size
+(`with_controls`: a gain the plain UNet of the same widths also gets is width, not attention)
+in a race of full-budget retrainings (`full_budget`: at least twice a trial's epochs at its
+samples per epoch and at least 30 epochs, no time limit; or `epochs`):
+`nas_attn.stats.race` decides after each round which entrants are significantly worse than the
+current best (paired by seed on the same validation cases, Holm-corrected) and drops them;
+every survivor gets one more seed per round (`nas_attn.searching.racing` trains them and keeps
+every finished training, so a killed finalize resumes).
 
-The result is a plain dict (JSON): it is kept as the study's user attribute `finalize`, written
-to `runs/<study>/final/finalize.json`, and read by `show`, the dashboard note and `export`.
+Then the winner's curse is kept out of the verdict: the champion (the race's best attention
+entrant), the plain UNet of its size and the Attention U-Net are trained under fresh
+confirmation seeds, and `nas_attn.stats.compare` decides on those runs alone whether attention
+helps, hurts, or makes no detectable difference (with the smallest effect it could detect).
+Fresh seeds rather than held-back validation cases: on real data the seed-to-seed spread is the
+larger noise (README), and halving a validation split of 26 slices would widen every interval
+by about 40 %; the cases are the same, so a champion that fits these validation cases by chance
+is not fully protected against (the benchmark measures the rest). The test split is scored for
+every training and reported, never used to choose. The same-size plain UNet is recommended
+unless attention helps. The Spearman and Kendall rank correlations between the search's
+scores and the full-budget validation means say how far the proxy can be trusted.
+
+The result is a plain dict (JSON): written to `runs/<study>/final/finalize.json` (with the
+per-case counts of every run), kept without them as the study's user attribute `finalize`, and
+read by `show`, the dashboard note and `export`.
 """
 from __future__ import annotations
 
@@ -30,10 +41,6 @@ from ..errors import StudyError
 from ..paths import inside
 from .report import trial_arch
 from .space_files import parse_space
-from .verdict import attention_gain, kendall, mean_std, save_dashboard_note, spearman
-
-METRIC = "Dice per class, pooled over the split (mean over foreground classes present)"
-
 
 def study_space(study: optuna.Study):
     """The search space stored with the study."""
@@ -149,18 +156,6 @@ def candidates(study: optuna.Study, top: int, baselines: bool = True) -> list[Fr
     return best + base
 
 
-@dataclass(frozen=True)
-class Progress:
-    """What the `progress` callback receives after each retraining."""
-
-    index: int          # 1-based run counter
-    runs: int
-    trial: int
-    seed: int
-    val_dice: float
-    test_dice: float | None
-
-
 @dataclass
 class _Splits:
     """The study's data, loaded once for every retraining."""
@@ -232,117 +227,67 @@ def with_controls(chosen: list[FrozenTrial]) -> list[Candidate]:
     return out
 
 
-def _retrain(c: Candidate, base: dict[str, Any], seeds: int, d: _Splits, out_root: Path,
-             on_run: Callable[[int, float, float | None], None],
-             on_epoch: Callable[[int, int, int, dict], None] | None) -> dict[str, Any]:
-    """One candidate under every seed: its row of the result."""
-    from ..training import TrainConfig, evaluate, train
-    from ..training.validation import eval_patch
+def entrants_of(chosen: list[Candidate]):
+    """The race's entrants: each candidate, with the entrant that is the plain UNet of its size
+    (same widths, depth, upsampling; no attention) when one was entered."""
+    from ..stats.race import Entrant
 
-    arch = c.arch
-    row: dict[str, Any] = {
-        "trial": c.trial, "label": c.label, "control_of": c.control_of,
-        "summary": arch.summary(), "arch": arch.to_dict(), "short_dice": c.short_dice,
-        "val": [], "test": [], "best_epoch": [], "checkpoints": [], "seconds": [],
-        "train_config": None}
-    for s in range(seeds):
-        cfg = TrainConfig.make(**{**base, "seed": s})
-        row["train_config"] = cfg.model_dump(mode="json", exclude={"seed"})
-
-        def _epoch(epoch, metrics, _t=c.trial, _s=s):
-            if on_epoch is not None:
-                on_epoch(_t, _s, epoch, metrics)
-
-        res = train(arch, d.train, d.val, d.cfg, cfg, out_dir=out_root / f"{c.folder}_seed{s}",
-                    on_epoch=_epoch)
-        val = float(res.best["dice"])
-        tst = None
-        if d.test_loader is not None:
-            tst = float(evaluate(res.model, d.test_loader, res.runtime, classes=arch.classes,
-                                 patch_size=eval_patch(d.cfg, d.train),
-                                 overlap=cfg.val_overlap)["dice"])
-        row["val"].append(val)
-        row["test"].append(tst)
-        row["best_epoch"].append(int(res.best.get("epoch", -1)))
-        row["checkpoints"].append(str(res.checkpoint) if res.checkpoint else None)
-        row["seconds"].append(round(res.seconds, 1))
-        on_run(s, val, tst)
-    row["val_mean"], row["val_std"] = mean_std(row["val"])
-    if d.test_loader is not None:
-        row["test_mean"], row["test_std"] = mean_std(row["test"])
-    return row
+    by_arch = {c.arch.to_json(): c.folder for c in chosen}
+    out = []
+    for c in chosen:
+        attention = bool(c.arch.attention_names())
+        plain = by_arch.get(c.arch.without_attention().to_json()) if attention else None
+        out.append(Entrant(c.folder, c.label, attention, plain))
+    return out
 
 
-def _result(study: optuna.Study, rows: list[dict[str, Any]], top: int, seeds: int,
-            d: _Splits) -> dict[str, Any]:
-    """The finalize result (stored as the study's `finalize` attribute): the winner on
-    validation, its gain over the same-size plain UNet, the recommended model and its best
-    seed's checkpoint, and how the search's scores ranked the candidates."""
-    winner = max(rows, key=lambda r: r["val_mean"])
-    gain = attention_gain(rows, winner)
-    rec = winner if gain["recommend"] == "winner" else gain["plain_row"]
-    best_seed = max(range(seeds), key=lambda i: winner["val"][i])
-    rec_seed = max(range(seeds), key=lambda i: rec["val"][i])
-    searched = [r for r in rows if r["short_dice"] is not None]
-    short, full = [r["short_dice"] for r in searched], [r["val_mean"] for r in searched]
-    return {
-        "metric": METRIC,
-        "strategy": study.user_attrs.get("strategy", "trials"),
-        "top": top, "seeds": seeds,
-        "epochs": rows[0]["train_config"]["epochs"],
-        "data": d.cfg.source,
-        "splits": {"train": len(d.train), "val": len(d.val),
-                   "test": len(d.test) if d.test is not None else 0},
-        "test_source": ("separate folder " + str(d.cfg.test_source) if d.cfg.test_source
-                        else "test_pattern " + str(d.cfg.test_pattern) if d.cfg.test_pattern
-                        else "built-in held-out set" if d.cfg.is_builtin
-                        else "the folder's test list" if d.test is not None else None),
-        "candidates": rows,
-        "winner": winner["trial"],
-        "winner_summary": winner["summary"],
-        "winner_checkpoint": winner["checkpoints"][best_seed],
-        "attention_gain": {k: v for k, v in gain.items() if k != "plain_row"},
-        "recommended": {"trial": rec["trial"], "label": rec["label"], "summary": rec["summary"],
-                        "arch": rec["arch"], "checkpoint": rec["checkpoints"][rec_seed]},
-        "spearman_short_vs_full": spearman(short, full),
-        "kendall_short_vs_full": kendall(short, full),
-    }
-
-
-def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 3, epochs: int | None = None,
+def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 5, min_seeds: int = 2,
+             budget: int | None = None, confirm_seeds: int = 3, epochs: int | None = None,
              runs_dir: Path = Path("runs"), device: str | None = None,
              test_source: str | None = None, data: str | None = None, baselines: bool = True,
-             progress: Callable[[Progress], None] | None = None,
-             on_epoch: Callable[[int, int, int, dict], None] | None = None) -> dict[str, Any]:
-    """Retrain, choose on validation, report on test (module docstring). `test_source` adds a
-    separate test folder (never seen by the search); `data` overrides the data folder path (the
-    same data on another machine)."""
+             progress: Callable | None = None, on_epoch: Callable | None = None,
+             on_round: Callable | None = None, seed_offset: int = 0,
+             on_step: Callable | None = None) -> dict[str, Any]:
+    """The race, its confirmation on fresh seeds, the test report (module docstring).
+    `seeds`: the most seeds an entrant gets in the race; `min_seeds`: the first round's;
+    `budget`: full trainings for the race (default 3 per entrant); `confirm_seeds`: fresh seeds
+    of the champion, its plain UNet and the Attention U-Net that decide the verdict (0: none,
+    the verdict then comes from the seeds that chose the champion, and says so). `test_source`
+    adds a separate test folder (never seen by the search); `data` overrides the data folder
+    path (the same data on another machine). `on_round(Round)` hears each decided round;
+    `seed_offset` is added to every training seed (a repeated finalize on other seeds);
+    `on_step(what, StepInfo)` hears the trainings' step progress."""
+    from ..stats.race import Race
     from ..training.checkpoint import write_json
+    from .racing import Arm, Runner, confirm, drive
+    from .verdict import assemble, attach_picture, save_dashboard_note, slim
 
-    if top < 1 or seeds < 1:
-        raise StudyError(f"top and seeds must be >= 1, got top={top}, seeds={seeds}")
+    if top < 1 or seeds < 2 or min_seeds < 2 or min_seeds > seeds or confirm_seeds == 1 \
+            or confirm_seeds < 0:
+        raise StudyError(f"finalize needs top >= 1, 2 <= min_seeds <= seeds and confirm_seeds 0 "
+                         f"or >= 2 (a comparison needs two seeds), got top={top}, seeds={seeds}, "
+                         f"min_seeds={min_seeds}, confirm_seeds={confirm_seeds}")
     space = study_space(study)
     d = _splits(study, space, data, test_source)
     chosen = with_controls(candidates(study, top, baselines))
-    out_root = inside(runs_dir, study.study_name, "final")
-    runs = len(chosen) * seeds
-    rows: list[dict[str, Any]] = []
-    done = [0]
+    arms = {}
     for c in chosen:
-        base = retrain_recipe(study, c.source, space).train_options
-        if epochs is not None:
-            base["epochs"] = epochs
-        if device is not None:
-            base["device"] = device
-
-        def on_run(seed, val, tst, _t=c.trial):
-            done[0] += 1
-            if progress is not None:
-                progress(Progress(done[0], runs, _t, seed, val, tst))
-
-        rows.append(_retrain(c, base, seeds, d, out_root, on_run, on_epoch))
-    result = _result(study, rows, top, seeds, d)
+        opts = retrain_recipe(study, c.source, space).train_options
+        opts.update({k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None})
+        arms[c.folder] = Arm(c.folder, c.trial, c.label, c.arch, opts)
+    try:
+        race = Race(entrants_of(chosen), min_seeds=min_seeds, max_seeds=seeds, budget=budget)
+    except ValueError as e:
+        raise StudyError(f"finalize: {e}") from None
+    out_root = inside(runs_dir, study.study_name, "final")
+    runner = Runner(d, out_root, progress=progress, on_epoch=on_epoch,
+                    planned=race.budget + 3 * confirm_seeds, seed_offset=seed_offset,
+                    on_step=on_step)
+    plan = drive(race, arms, runner, on_round)
+    conf = confirm(race, plan, arms, runner, confirm_seeds)
+    result = assemble(study, race, plan, conf, chosen, runner, d, top)
+    attach_picture(study, result, conf, out_root)
     write_json(out_root / "finalize.json", result)
-    study.set_user_attr("finalize", result)
+    study.set_user_attr("finalize", slim(result))
     save_dashboard_note(study, result)
     return result

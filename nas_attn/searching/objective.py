@@ -90,6 +90,9 @@ class Objective:
         """The trial whose result the storage may not have yet (`run_search` clears it)."""
         self.disk_full: tuple[DiskFullError, optuna.Trial] | None = None
         """The error and trial when a trial failed for lack of space: the search stops."""
+        self.noise = None
+        """The data's noise record (`nas_attn.stats.noise`), when one is stored: a trial's
+        interval then counts the seed-to-seed spread it measured."""
         self._check_smallest_fits()
 
     def _check_smallest_fits(self) -> None:
@@ -246,7 +249,7 @@ class Objective:
         """The result of an earlier trial of the same configuration, not trained again."""
         trial.set_user_attr("duplicate_of", dup.number)
         for k in ("params", "flops", "activation_mb", "latency_ms", "dice", "iou", "curve",
-                  "train_config", "data_config"):
+                  "train_config", "data_config", "val_cases", "dice_ci", "dice_ci_noise"):
             if k in dup.user_attrs:
                 trial.set_user_attr(k, dup.user_attrs[k])
         if dup.state == optuna.trial.TrialState.PRUNED:
@@ -280,6 +283,9 @@ class Objective:
         best = result.best
         dice = float(best["dice"])
         trial.set_user_attr("dice", dice)
+        from .scores import record_scores
+
+        record_scores(trial, best, self.noise)
         trial.set_user_attr("iou", _num(best.get("iou", math.nan)))
         trial.set_user_attr("best_epoch", int(best.get("epoch", -1)))
         trial.set_user_attr("train_seconds", round(float(result.seconds), 2))

@@ -8,7 +8,6 @@ Library code: it prints nothing.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +15,13 @@ from typing import TYPE_CHECKING
 
 import optuna
 import yaml
-from optuna.artifacts import FileSystemArtifactStore
 
-from ..atomic import atomic_file
 from ..compat import pin_old_normalisation
 from ..errors import (
     StudyError,
 )
 from ..paths import check_name
+from .artifacts import artifact_dir_for, artifact_store
 from .objective import Listener, Objective
 from .sampling import baseline_params
 from .space import Space
@@ -85,20 +83,6 @@ class SearchRequest:
         if Path(self.runs_dir) != Path(DEFAULT_RUNS):
             cmd += f" --runs-dir {self.runs_dir}"
         return cmd
-
-
-def artifact_dir_for(runs_dir: Path) -> Path:
-    """One artifact store for every study of a runs folder (what the dashboard serves)."""
-    return (Path(runs_dir) / "artifacts").resolve()
-
-
-class AtomicArtifactStore(FileSystemArtifactStore):
-    """Optuna's file-system artifact store, writing each artifact under a temporary name (its
-    own writes in place: a full disk left a truncated artifact behind)."""
-
-    def write(self, artifact_id: str, content_body) -> None:
-        with atomic_file(self._get_filepath(artifact_id)) as f:
-            shutil.copyfileobj(content_body, f)
 
 
 METRIC_NAMES = {"dice": "val Dice (per class, pooled)", "params": "parameters",
@@ -255,8 +239,7 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
             ("test_pattern", "test_pattern"), ("test_data", "test_data"))
             if getattr(req, attr) is None and study0.user_attrs.get(key)}
         req = dataclasses.replace(req, **resumed)  # a copy: the caller's request stays as it was
-    artifact_dir = artifact_dir_for(runs_dir)
-    artifact_dir.mkdir(parents=True, exist_ok=True)
+    store = artifact_store(runs_dir)
     # data first: a bad folder must fail before a study is created for it
     data_cfg = data_config(space, req.data, req.val_pattern, req.test_pattern, req.test_data,
                            req.num_workers)
@@ -268,10 +251,10 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
     objective_cls = Objective
     if strategy == "oneshot":
         from .oneshot.objective import OneShotObjective as objective_cls
-    objective = objective_cls(space, data_cfg, runs_dir, name, req.device, listener,
-                              AtomicArtifactStore(str(artifact_dir)))
+    objective = objective_cls(space, data_cfg, runs_dir, name, req.device, listener, store)
     notes += getattr(objective, "notes", [])
     identity = _data_identity(objective, None if created else study0, req, notes)
+    objective.noise = _noise_note(runs_dir, identity, req, notes)
     seed = req.seed if req.seed is not None else space.search.seed
     sampler = make_sampler(req.sampler or space.search.sampler, space, seed)
     if strategy == "oneshot" and objective.plan.fixed:
@@ -286,7 +269,7 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
     with warnings.catch_warnings():  # experimental in optuna 5; what the dashboard shows
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAMES[o] for o in space.objectives])
-    study.set_user_attr("artifact_dir", str(artifact_dir))
+    study.set_user_attr("artifact_dir", str(artifact_dir_for(runs_dir)))
     if identity is not None:
         study.set_user_attr("data_identity", identity)
     if not created:
@@ -295,6 +278,23 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
         enqueue_baselines(study, space, created)
     return SearchSession(study, objective.space, space_path, created, notes, objective, runs_dir,
                          req, strategy)
+
+
+def _noise_note(runs_dir: Path, identity: dict | None, req: SearchRequest, notes: list[str]):
+    """The data's stored noise record (quoted in the opening notes), or a note on how to
+    measure one."""
+    from ..stats.noise import load_record, sd_text
+
+    rec = load_record(runs_dir, (identity or {}).get("signature"))
+    if rec is not None:
+        notes.append(sd_text(rec, 3))
+    else:
+        data = (f" --data {req.data}" if req.data else "") + (
+            f" --runs-dir {runs_dir}" if Path(runs_dir) != Path(DEFAULT_RUNS) else "")
+        notes.append(f"no noise check for this data yet: `nas-attn noise{data}` measures how "
+                     "far seeds of one architecture disagree, the floor under which no "
+                     "difference between trials means anything")
+    return rec
 
 
 def _strategy(req: SearchRequest, space: Space, study: optuna.Study | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -24,6 +25,7 @@ class Row:
     summary: str
     label: str
     reason: str
+    dice_ci: tuple[float, float] | None = None
 
 
 def trial_dice(t: FrozenTrial) -> float | None:
@@ -49,7 +51,9 @@ def leaderboard(study: optuna.Study, top: int | None = None) -> list[Row]:
             flops=ua.get("flops"), latency_ms=ua.get("latency_ms"),
             summary=ua.get("arch_summary", ""), label=ua.get("baseline", ""),
             reason=ua.get("fail_reason") or ua.get("prune_reason") or
-            (f"duplicate of #{ua['duplicate_of']}" if "duplicate_of" in ua else "")))
+            (f"duplicate of #{ua['duplicate_of']}" if "duplicate_of" in ua else ""),
+            dice_ci=tuple(ua["dice_ci"]) if t.state == TrialState.COMPLETE and
+            isinstance(ua.get("dice_ci"), list) and None not in ua["dice_ci"] else None))
     return rows[:top] if top else rows
 
 
@@ -58,6 +62,30 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     if not complete:
         raise StudyError(f"study {study.study_name!r} has no completed trial yet")
     return max(complete, key=lambda t: t.values[0])
+
+
+def versus_best(study: optuna.Study, numbers, noise=None) -> dict[int, str]:
+    """For each completed trial in `numbers`: "best", "≈ best" (no detectable difference from
+    the best by the paired comparison on the validation cases, one run each; `noise` adds the
+    data's seed-to-seed spread), "worse" (significantly), or "" (no per-case counts)."""
+    from ..stats.compare import HURTS
+    from .scores import trial_counts, versus
+
+    try:
+        best = best_trial(study)
+    except StudyError:
+        return {}
+    ref = trial_counts(best)
+    out = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number not in numbers:
+            continue
+        if t.number == best.number:
+            out[t.number] = "best"
+            continue
+        c = versus(trial_counts(t), ref, noise)
+        out[t.number] = "" if c is None else "worse" if c.verdict == HURTS else "≈ best"
+    return out
 
 
 def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
@@ -90,35 +118,60 @@ def trial_arch(trial: FrozenTrial) -> UNetArch:
 SAME_SIZE = "plain UNet at the best's size"
 
 
-def baseline_gains(study: optuna.Study) -> list[tuple[str, float, float]]:
-    """(baseline label, its Dice, best Dice minus it) for each completed baseline. A baseline
-    that was interrupted, failed, pruned or is still running has only a partial score, which
-    would flatter the search: it does not count (its retry does, once complete). The baselines
-    take the narrowest macro, so when the best is wider, a last row compares it with the plain
-    UNet of its own macro (`SAME_SIZE`, see `same_size_plain`): the gain that is not width."""
+class Gain(NamedTuple):
+    """The best trial against a baseline (or the plain UNet at the best's size)."""
+
+    label: str
+    dice: float
+    gain: float
+    comparison: Any
+    """`nas_attn.stats.compare.Comparison` on the same validation cases, one run each (None
+    when the counts were not recorded)."""
+
+    def text(self) -> str:
+        if self.comparison is None:
+            return f"{self.label} {self.dice:.4f} ({self.gain:+.4f})"
+        return f"{self.label} {self.dice:.4f} ({self.comparison.text()})"
+
+
+def baseline_gains(study: optuna.Study, noise=None) -> list[Gain]:
+    """The best trial against each completed baseline, by the one paired comparison on the
+    validation cases (`nas_attn.searching.scores.versus`; `noise`: the data's noise record,
+    which adds the seed-to-seed spread a one-seed comparison cannot see). A baseline that was
+    interrupted, failed, pruned or is still running has only a partial score, which would
+    flatter the search: it does not count (its retry does, once complete). The baselines take
+    the narrowest macro, so when the best is wider, a last row compares it with the plain UNet
+    of its own macro (`SAME_SIZE`, see `same_size_plain`): the gain that is not width."""
+    from .scores import trial_counts, versus
+
     try:
         best = best_trial(study)
     except StudyError:
         return []
-    scores: dict[str, float] = {}
-    archs: dict[str, str] = {}
+    found: dict[str, FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         label = t.user_attrs.get("baseline")
-        if label:
-            scores[label] = max(scores.get(label, -math.inf), float(t.values[0]))
-            archs[label] = t.user_attrs.get("arch_summary", "")
-    out = [(label, d, best.values[0] - d) for label, d in scores.items()]
+        if label and (label not in found or t.values[0] > found[label].values[0]):
+            found[label] = t
+    mine = trial_counts(best)
+    out = [Gain(label, float(t.values[0]), best.values[0] - t.values[0],
+                versus(mine, trial_counts(t), noise)) for label, t in found.items()]
+    archs = {t.user_attrs.get("arch_summary", "") for t in found.values()}
     plain = same_size_plain(study, best)
-    if plain is not None and plain[0] not in archs.values():
-        out.append((SAME_SIZE, plain[1], best.values[0] - plain[1]))
+    if plain is not None and plain[0] not in archs:
+        out.append(Gain(SAME_SIZE, plain[1], best.values[0] - plain[1],
+                        versus(mine, plain[2], noise)))
     return out
 
 
-def same_size_plain(study: optuna.Study, best: FrozenTrial) -> tuple[str, float] | None:
-    """(summary, score) of the plain UNet of `best`'s macro (its widths, depth, upsampling;
-    every site empty): the best completed trial of that architecture, else, in a one-shot
-    study, the inherited score of its supernet's plain path (scored after phase 1). None when
-    `best` has no attention or neither exists."""
+def same_size_plain(study: optuna.Study, best: FrozenTrial):
+    """(summary, score, per-case counts or None) of the plain UNet of `best`'s macro (its
+    widths, depth, upsampling; every site empty): the best completed trial of that
+    architecture, else, in a one-shot study, the inherited score of its supernet's plain path
+    (scored after phase 1). None when `best` has no attention or neither exists."""
+    from ..stats.counts import CaseCounts
+    from .scores import trial_counts
+
     try:
         arch = trial_arch(best)
     except StudyError:
@@ -127,15 +180,16 @@ def same_size_plain(study: optuna.Study, best: FrozenTrial) -> tuple[str, float]
     if plain == arch:
         return None
     summary = plain.summary()
-    found = [float(t.values[0]) for t in study.get_trials(deepcopy=False,
-                                                          states=(TrialState.COMPLETE,))
+    found = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
              if t.user_attrs.get("arch_summary") == summary and _arch_is(t, plain)]
     if found:
-        return summary, max(found)
+        top = max(found, key=lambda t: t.values[0])
+        return summary, float(top.values[0]), trial_counts(top)
     for p in (study.user_attrs.get("oneshot") or {}).get("plain_paths", []):
         try:
             if UNetArch.from_json(p["arch"]) == plain:
-                return summary, float(p["dice"])
+                cases = p.get("cases")
+                return summary, float(p["dice"]), CaseCounts.from_dict(cases) if cases else None
         except (ArchError, KeyError, TypeError):
             continue
     return None

@@ -35,6 +35,10 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
         "latency_ms": ua.get("latency_ms"),
         "study": study.study_name, "trial": trial.number, "state": trial.state.name.lower(),
     }
+    if isinstance(ua.get("dice_ci"), list) and None not in ua["dice_ci"]:
+        meta["score_dice_ci95"] = {"low": round(ua["dice_ci"][0], 4),
+                                   "high": round(ua["dice_ci"][1], 4)}
+        meta["score_dice_ci95_counts"] = ua.get("dice_ci_noise", "cases only")
     if "inherited_dice" in ua:
         meta["score_metric"] = ("validation Dice per class, pooled over the split, with weights "
                                 "inherited from the one-shot supernet")
@@ -45,8 +49,10 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
     row = next((r for r in final.get("candidates", []) if r.get("trial") == trial.number), None)
     if row is not None:  # retrained with the full budget: export those weights and scores
         meta.update(_row_meta(row, final))
+        rec = final.get("recommended") or {}
         best = max(range(len(row["val"])), key=lambda i: row["val"][i])
-        ckpt = row["checkpoints"][best] or ckpt
+        ckpt = (rec.get("checkpoint") if rec.get("key") == row.get("key") else None) or \
+            row["checkpoints"][best] or ckpt
     out = Path(out_dir) if out_dir else inside(Path(runs_dir) / "export",
                                                f"{folder_name(study.study_name)}_trial{trial.number}")
     return _export(arch, out, ckpt, meta, formats, force), trial
@@ -64,17 +70,30 @@ def _left_on_disk(runs_dir: Path, study_name: str, number: int) -> str | None:
 
 
 def _row_meta(row, final) -> dict:
-    """Scores of a retrained candidate, and the attention verdict of the finalize run."""
+    """Scores of a retrained candidate (means with their 95 % intervals over cases and seeds),
+    and the attention verdict of the finalize run with its interval."""
     meta = {"score_dice": row["val_mean"], "score_test_dice": row.get("test_mean"),
             "score_metric": "validation Dice per class, pooled over the split, full-budget "
                             f"retraining, mean of {len(row['val'])} seed(s)"}
+    for key, ci in (("score_dice_ci95", row.get("val_ci")),
+                    ("score_test_dice_ci95", row.get("test_ci"))):
+        if ci and ci.get("low") is not None:
+            meta[key] = {"low": round(ci["low"], 4), "high": round(ci["high"], 4)}
+    if (row.get("val_ci") or {}).get("noise"):
+        meta["score_dice_ci95_counts"] = f"cases and {row['val_ci']['noise']}"
     gain = final.get("attention_gain")
     if gain:
         meta["attention_verdict"] = gain["verdict"]
-        if gain.get("val"):
-            meta["gain_over_same_size_plain_val"] = round(gain["val"]["mean"], 4)
-        if gain.get("test"):
-            meta["gain_over_same_size_plain_test"] = round(gain["test"]["mean"], 4)
+        for split in ("val", "test"):
+            c = gain.get(split)
+            if c:
+                meta[f"gain_over_same_size_plain_{split}"] = {
+                    "diff": round(c["diff"]["value"], 4),
+                    "ci95_low": None if c["diff"]["low"] is None else round(c["diff"]["low"], 4),
+                    "ci95_high": None if c["diff"]["high"] is None else
+                    round(c["diff"]["high"], 4), "p": round(c["p"], 4), "verdict": c["verdict"]}
+        if gain.get("on"):
+            meta["attention_verdict_on"] = gain["on"]
     return meta
 
 

@@ -379,8 +379,9 @@ def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     metrics = evaluate(eval_model, run.val_loader, run.runtime, classes=run.arch.classes,
                        patch_size=run.patch_size, overlap=cfg.val_overlap, hd95=cfg.hd95,
                        criterion=run.criterion.base)
+    cases = metrics.pop("cases", None)  # per-case counts: kept for the best epoch only
     if not run.best or metrics["dice"] > run.best["dice"]:
-        run.best = {"epoch": epoch, **metrics}
+        run.best = {"epoch": epoch, **metrics, "cases": cases}
         run.best_state = state_dict_cpu(eval_model)
         run.since_best = 0
         if run.ckpt_path is not None:

@@ -18,6 +18,11 @@ Pooled Dice has neither problem: a model that predicts only background scores ex
 split with foreground, a perfect one scores 1, and adding images that hold no foreground and
 are correctly predicted empty does not change it.
 
+Every image's counts are kept (`cases`: `nas_attn.stats.counts.CaseCounts` as JSON, TP / FP / FN
+per image and foreground class), so the pooled Dice of any subset or resample of the images is
+recomputed exactly: `CaseCounts.pooled()` of `cases` is `dice`, the same sums and the same float
+operations (`pooled_from_sums`). Intervals and paired comparisons (`nas_attn.stats`) start there.
+
 Also reported: `dice_per_image`, the mean over images of each image's Dice over the classes
 present in its reference or prediction (MONAI's `ignore_empty`, nnU-Net's per-case mean);
 `dice_per_class` / `iou_per_class` (classes 1.., `None` where a class is absent from both);
@@ -30,6 +35,8 @@ import math
 
 import numpy as np
 import torch
+
+from ..stats.counts import CaseCounts, pooled_from_sums
 
 
 def _as_tensor(x) -> torch.Tensor:
@@ -121,16 +128,21 @@ class MetricAccumulator:
         self.classes = classes
         self.with_hd95 = with_hd95
         self.total = np.zeros((classes, classes), dtype=np.int64)
+        self.confusions: list[np.ndarray] = []
+        self.names: list[str] = []
         self.per_image: list[float] = []
         self.hd: list[list[float]] = []
         self.hd_units: set[str] = set()
         self.images = 0
 
-    def add(self, pred, gt, spacing=None) -> list[float]:
+    def add(self, pred, gt, spacing=None, name: str | None = None) -> list[float]:
         """Add one image (integer label maps of one shape; `spacing`: its voxel size in mm, for
-        HD95 in mm); returns its per-class Dice (NaN where the class is in neither)."""
+        HD95 in mm; `name`: the case's name in the per-case counts, else its index); returns its
+        per-class Dice (NaN where the class is in neither)."""
         cm = confusion(pred, gt, self.classes)
         self.total += cm
+        self.confusions.append(cm)
+        self.names.append(str(self.images) if name is None else str(name))
         self.images += 1
         dice, _ = scores_from_confusion(cm)
         if not np.isnan(dice).all():
@@ -145,22 +157,29 @@ class MetricAccumulator:
     def __len__(self) -> int:
         return self.images
 
-    def result(self) -> dict[str, float | list | None]:
+    def case_counts(self) -> CaseCounts:
+        """TP, FP and FN of every image added so far, per foreground class."""
+        return CaseCounts.from_confusions(self.names, self.confusions, self.classes)
+
+    def result(self) -> dict[str, float | list | dict | None]:
         """`dice`, `iou` (pooled, mean over classes present), `dice_per_class`, `iou_per_class`,
-        `classes_scored`, `dice_per_image`, `images`, and `hd95`, `hd95_per_class` when on."""
+        `classes_scored`, `dice_per_image`, `images`, `cases` (the per-case counts as JSON),
+        and `hd95`, `hd95_per_class` when on."""
         if not self.images:
             raise ValueError("no images were evaluated")
         dice, iou = scores_from_confusion(self.total)
         scored = int((~np.isnan(dice)).sum())
-        out: dict[str, float | list | None] = {
-            # nothing in the reference and nothing predicted anywhere: perfect agreement
-            "dice": _nanmean(dice) if scored else 1.0,
+        cases = self.case_counts()
+        out: dict[str, float | list | dict | None] = {
+            # nothing in the reference and nothing predicted anywhere: perfect agreement (1.0)
+            "dice": float(pooled_from_sums(cases.tp.sum(0), cases.fp.sum(0), cases.fn.sum(0))),
             "iou": _nanmean(iou) if scored else 1.0,
             "dice_per_class": _listed(dice),
             "iou_per_class": _listed(iou),
             "classes_scored": scored,
             "dice_per_image": _nanmean(self.per_image) if self.per_image else 1.0,
             "images": self.images,
+            "cases": cases.to_dict(),
         }
         if self.with_hd95:
             rows = np.asarray(self.hd, dtype=np.float64)

@@ -55,11 +55,13 @@ def _predict_or_cpu(model: nn.Module, image: torch.Tensor, runtime: Runtime, **k
 def evaluate(model: nn.Module, val_loader, runtime: Runtime, *, classes: int, patch_size=None,
              overlap: float = 0.25, hd95: bool = False,
              criterion: nn.Module | None = None) -> dict[str, Any]:
-    """Scores over whole validation images (`metrics`: per-class Dice pooled over the split),
-    plus the mean `val_loss` per image when a criterion is given. One host sync per image (the
-    confusion counts); the model is left in eval mode."""
+    """Scores over whole validation images (`metrics`: per-class Dice pooled over the split,
+    with the per-case counts under `cases`, named by the samples' names), plus the mean
+    `val_loss` per image when a criterion is given. One host sync per image (the confusion
+    counts); the model is left in eval mode."""
     model.eval()
     acc = MetricAccumulator(classes, with_hd95=hd95)
+    names = _case_names(val_loader)
     loss_sum = None
     for batch in val_loader:
         spacing = batch.pop("spacing", None)  # stays on the host: (B, dims) mm
@@ -72,8 +74,20 @@ def evaluate(model: nn.Module, val_loader, runtime: Runtime, *, classes: int, pa
             loss = criterion(logits, mask).detach()
             loss_sum = loss if loss_sum is None else loss_sum + loss.to(loss_sum.device)
         for j, (pred, gt) in enumerate(zip(labels_from_logits(logits), mask)):
-            acc.add(pred, gt, None if spacing is None else spacing[j].tolist())
+            acc.add(pred, gt, None if spacing is None else spacing[j].tolist(),
+                    name=names[len(acc)] if names and len(acc) < len(names) else None)
     out: dict[str, Any] = acc.result()
     if loss_sum is not None:
         out["val_loss"] = float(loss_sum) / max(1, len(acc))
     return out
+
+
+def _case_names(loader) -> list[str] | None:
+    """The samples' names of an unshuffled loader over whole images (`WholeImageDataset`), in
+    the order it yields them; None when the dataset does not say."""
+    data = getattr(getattr(loader, "dataset", None), "data", None)
+    names = getattr(data, "names", None)
+    sampler = getattr(loader, "sampler", None)
+    if names is None or type(sampler).__name__ != "SequentialSampler":
+        return None
+    return [str(n) for n in names]

@@ -163,8 +163,9 @@ class OneShotObjective(Objective):
                                               for site, spec in macro.sites())
                        for u in self.units()):
                 continue
+            metrics = self.score(macro, cfg)
             out.append({"arch": macro.to_json(), "summary": macro.summary(),
-                        "dice": float(self.score(macro, cfg)["dice"])})
+                        "dice": float(metrics["dice"]), "cases": metrics.get("cases")})
         return out
 
     def score(self, arch: UNetArch, cfg) -> dict[str, Any]:
@@ -263,6 +264,9 @@ class OneShotObjective(Objective):
                      ("iou", _num(float(metrics.get("iou", float("nan"))))),
                      ("score_seconds", round(time.perf_counter() - t0, 3))):
             trial.set_user_attr(k, v)
+        from ..scores import record_scores
+
+        record_scores(trial, metrics, self.noise)
         self.listener.epoch_done(trial.number, 0, {"dice": dice})
         from ..objective import _note
 

@@ -1,0 +1,44 @@
+"""Number formats and the width rule the CLI's tables share."""
+from __future__ import annotations
+
+
+def _f(v, spec=".4f"):
+    return "—" if v is None else format(v, spec)
+
+
+def _big(v):
+    if v is None:
+        return "—"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= div:
+            return f"{v / div:.2f}{unit}"
+    return f"{v:.0f}"
+
+
+WIDE_LEADERBOARD = 140
+"""Below this console width the architecture leaves the table for a line of its own per trial
+(at 80 columns the column got 6 characters, and each summary wrapped over 30 lines; at 140
+it gets about 60)."""
+
+
+class StepLog:
+    """One line per `every` seconds of a long training (`nas_attn.training.StepInfo`): what is
+    trained, epoch, step, loss, throughput, elapsed and an estimate of the time left, so that a
+    run whose output goes to a log file says how far it is."""
+
+    def __init__(self, console, every: float = 30.0):
+        import time
+
+        self.console, self.every, self.clock = console, every, time.monotonic
+        self.last = self.clock()
+
+    def __call__(self, what: str, info) -> None:
+        now = self.clock()
+        if now - self.last < self.every and info.global_step < info.total_steps:
+            return
+        self.last = now
+        left = info.elapsed_s / max(1, info.global_step) * (info.total_steps - info.global_step)
+        self.console.print(f"    {what}: epoch {info.epoch}/{info.epochs}, step "
+                           f"{info.global_step}/{info.total_steps}, loss {info.loss:.4f}, "
+                           f"{info.images_per_s:.1f} img/s, {info.elapsed_s:.0f} s elapsed, "
+                           f"about {left:.0f} s left", highlight=False)
