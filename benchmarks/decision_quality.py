@@ -5,7 +5,8 @@ find one that is? It measures `nas_attn.stats` itself (compare, the race), not a
         [--reps 1000] [--jobs 2] [--out results.json]
     python benchmarks/decision_quality.py real --runs-dir R [--finalizes 3] [--null-reps 10]
 
-`simulate`: per-case count matrices drawn from a model fitted to a measured noise record (a
+`simulate` (`--case-factor K`: validation sets K times the record's, so that the seed noise
+dominates): per-case count matrices drawn from a model fitted to a measured noise record (a
 `nas-attn noise` run of the plain UNet under several seeds on real data): every case's
 reference size and typical recall and false positives come from the record; a seed effect
 shared by all cases of a run, a seed-by-case effect and a per-class residual, on the logit of
@@ -192,10 +193,10 @@ ENTRANTS = [Entrant("best", "", True, "plain"), Entrant("att2", "", True, "plain
             Entrant("plain", "plain_unet", False, None)]
 
 
-def one_rep(model: Model, shift: float, rep: int) -> dict:
+def one_rep(model: Model, shift: float, rep: int, case_factor: int = 1) -> dict:
     rng = np.random.default_rng([rep, int(shift * 1e6)])
     n = len(model.ref)
-    cases = rng.integers(0, n, n)  # this repetition's validation set
+    cases = rng.integers(0, n, n * case_factor)  # this repetition's validation set
     out = {}
     for seeds in (3, 5):
         a = model.runs(rng, seeds, cases, shift)
@@ -232,8 +233,8 @@ def race_rep(model: Model, shift: float, rng, cases) -> dict:
 
 
 def _job(args):
-    model, shift, reps = args
-    return [one_rep(model, shift, r) for r in reps]
+    model, shift, reps, case_factor = args
+    return [one_rep(model, shift, r, case_factor) for r in reps]
 
 
 def simulate(args) -> dict:
@@ -248,11 +249,13 @@ def simulate(args) -> dict:
               f"logit spreads seed {model.sd_seed:.2f}, seed x case {model.sd_case:.2f}, "
               f"residual {model.sd_res:.2f} -> simulated {got[0]:.4f}, {got[1]:.4f}",
               flush=True)
+        if args.case_factor > 1:
+            name += f", {args.case_factor} x the cases (seed noise dominates)"
         per_effect = {}
-        for effect in EFFECTS:
+        for effect in args.effects:
             shift = shift_for(model, effect)
             t0 = time.time()
-            chunks = [(model, shift, list(range(i, args.reps, args.jobs)))
+            chunks = [(model, shift, list(range(i, args.reps, args.jobs)), args.case_factor)
                       for i in range(args.jobs)]
             with ProcessPoolExecutor(args.jobs) as pool:
                 rows = [r for part in pool.map(_job, chunks) for r in part]
@@ -368,6 +371,10 @@ def main() -> None:
     sim.add_argument("--noise", nargs="+", required=True, help="noise records (runs/noise/*.json)")
     sim.add_argument("--reps", type=int, default=1000)
     sim.add_argument("--jobs", type=int, default=2)
+    sim.add_argument("--effects", type=float, nargs="+", default=list(EFFECTS))
+    sim.add_argument("--case-factor", type=int, default=1, help="validation sets this many "
+                     "times larger than the record's (the case noise shrinks, the seed noise "
+                     "stays: the regime where seed-level degrees of freedom matter)")
     sim.add_argument("--out", default=None)
     rl = sub.add_parser("real")
     rl.add_argument("--runs-dir", required=True)

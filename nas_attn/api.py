@@ -98,7 +98,9 @@ def finalize(study, *, top: int = 3, seeds: int = 5, min_seeds: int = 2,
              device: str | None = None, test_data: str | None = None, data: str | None = None,
              baselines: bool = True, progress: Callable | None = None,
              on_epoch: Callable | None = None, on_round: Callable | None = None,
-             on_step: Callable | None = None) -> dict[str, Any]:
+             on_step: Callable | None = None, seed_offset: int = 0,
+             workers: int | None = None, gpus: str | None = None, per_gpu: int = 1
+             ) -> dict[str, Any]:
     """Race a study's `top` trials, the baselines and the plain UNet at each one's size with
     the full budget (`epochs`, default the space's), as `nas-attn finalize` does: every
     entrant under `min_seeds` seeds, then one more seed per round for every survivor (at most
@@ -115,7 +117,11 @@ def finalize(study, *, top: int = 3, seeds: int = 5, min_seeds: int = 2,
     (val / test Dice per seed, 95 % intervals, per-case counts), `race` (its rounds),
     `confirmation`, `winner` (the champion), `attention_gain` (the verdict: helps / hurts / no
     detectable difference, with its interval, p-value and smallest detectable effect),
-    `recommended`, Spearman / Kendall of the search's scores against the full-budget ones."""
+    `recommended`, Spearman / Kendall of the search's scores against the full-budget ones.
+
+    `seed_offset` is added to every training seed (the same finalize on other seeds);
+    `workers` / `gpus` (+ `per_gpu`) train in worker processes that split every round, as
+    `--workers` / `--gpus` do."""
     from .searching.finalize import finalize as run_finalize
 
     number_arg(top, "top", 1, optional=False)
@@ -124,8 +130,11 @@ def finalize(study, *, top: int = 3, seeds: int = 5, min_seeds: int = 2,
     number_arg(budget, "budget", 1)
     number_arg(confirm_seeds, "confirm_seeds", 0, optional=False)
     number_arg(epochs, "epochs", 1)
+    number_arg(seed_offset, "seed_offset", 0, optional=False)
+    number_arg(workers, "workers", 1)
+    number_arg(per_gpu, "per_gpu", 1, optional=False)
     for key, value in (("storage", storage), ("device", device), ("test_data", test_data),
-                       ("data", data)):
+                       ("data", data), ("gpus", gpus)):
         path_arg(value, key, "a string", optional=True)
     path_arg(runs_dir, "runs_dir", "a folder path")
     bool_arg(baselines, "baselines")
@@ -134,7 +143,8 @@ def finalize(study, *, top: int = 3, seeds: int = 5, min_seeds: int = 2,
                         epochs=epochs, runs_dir=Path(runs_dir), device=device,
                         test_source=test_data, data=data, baselines=baselines,
                         progress=progress, on_epoch=on_epoch, on_round=on_round,
-                        on_step=on_step)
+                        on_step=on_step, seed_offset=seed_offset, workers=workers, gpus=gpus,
+                        per_gpu=per_gpu, storage=storage)
 
 
 def noise(space: str | Path = "default", *, data: str | None = None,

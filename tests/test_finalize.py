@@ -237,9 +237,9 @@ def test_a_killed_finalize_resumes_from_its_last_finished_training(tmp_path, cli
         fake_training(monkeypatch, calls, fail_at=stop)
         with pytest.raises(KeyboardInterrupt):
             finalize(study, top=2, seeds=3, confirm_seeds=2, runs_dir=out)
-        state = out / "f" / "final" / "race.json"
-        kept = json.loads(state.read_text())["runs"] if state.exists() else {}
+        kept = list((out / "f" / "final" / "runs").glob("*.json"))
         assert len(kept) == stop - 1
+        assert not list((out / "f" / "final" / "claims").glob("*.claim"))  # released
         again = []
         fake_training(monkeypatch, again)
         got = finalize(study, top=2, seeds=3, confirm_seeds=2, runs_dir=out)
@@ -283,3 +283,49 @@ def test_full_budget_is_never_less_than_a_trial():
     assert full_budget(default) == {"epochs": 30, "samples_per_epoch": 128}
     long = parse_space({"budget": {"epochs": 40}}, "x")
     assert full_budget(long) == {"epochs": 80}
+
+
+def test_workers_split_the_race_and_decide_as_one_process_does(tmp_path, cli):
+    """`finalize --workers 2`: each training runs once, in one of the workers, and the result is
+    the single-process one (the same seeds give the same runs)."""
+    runs, storage = _search(tmp_path, cli)
+    args = ["--top", "1", "--seeds", "2", "--confirm-seeds", "2", "--epochs", "1"]
+    code, out = cli("finalize", "f", *args, "--runs-dir", runs, "--workers", "2")
+    assert code == 0, out
+    final = runs / "f" / "final"
+    done = [json.loads(p.read_text()) for p in (final / "runs").glob("*.json")]
+    pairs = [(r["key"], r["seed"]) for r in done]
+    assert len(pairs) == len(set(pairs)) == 8  # 2 entrants x 2 seeds, 2 arms x 2 confirmations
+    assert {p.name for p in (final / "workers").iterdir()} == {"worker_0.log", "worker_1.log"}
+    assert not list((final / "claims").glob("*.claim"))
+    res = json.loads((final / "finalize.json").read_text())
+    import shutil
+
+    shutil.copytree(runs, tmp_path / "alone", ignore=shutil.ignore_patterns("final"))
+    code, out = cli("finalize", "f", *args, "--runs-dir", tmp_path / "alone")
+    assert code == 0, out
+    alone = json.loads((tmp_path / "alone" / "f" / "final" / "finalize.json").read_text())
+    assert [r["val"] for r in res["candidates"]] == [r["val"] for r in alone["candidates"]]
+    assert res["attention_gain"]["verdict"] == alone["attention_gain"]["verdict"]
+
+
+def test_claims_are_exclusive_and_a_dead_holder_s_claim_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    from nas_attn.searching.claims import Claims
+
+    a, b = Claims(tmp_path), Claims(tmp_path)
+    b.pid = a.pid + 1  # another process on this host...
+    assert a.take("x") and not a.take("x")  # held: not twice, not even by its holder
+    assert not b.take("x")  # ... refused while the holder lives
+    a.release("x")
+    assert b.take("x")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "y.claim").write_text(json.dumps({"host": a.host, "pid": dead.pid}))
+    assert a.take("y")  # its holder is gone: taken over
+    far = Claims(tmp_path, grace_s=0.0)
+    (tmp_path / "z.claim").write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    assert far.take("z")  # another host's claim without a heartbeat for grace_s
+    assert not Claims(tmp_path).take("z")

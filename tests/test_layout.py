@@ -43,7 +43,7 @@ LAYERS = (
     "nas_attn.paths",
     "nas_attn.atomic",
     "nas_attn.arguments",
-    "nas_attn.errors | nas_attn.version",
+    "nas_attn.errors | nas_attn.version | nas_attn.interrupts",
 )
 
 

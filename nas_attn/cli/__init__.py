@@ -15,54 +15,54 @@ __all__ = ["app", "main"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The `nas-attn` entry point. A Ctrl-C at any time ends it with one line and exit code
-    130: also while the command is still starting (importing torch can take many seconds on a
-    loaded machine), and a second Ctrl-C during the clean-up of the first (exit hooks run with
-    SIGINT ignored once the command was interrupted)."""
-    lost = _keep_lost_interrupts()
+    """The `nas-attn` entry point. SIGINT (Ctrl-C) and SIGTERM stop it at any moment, also while
+    the command is still starting (importing torch can take many seconds on a loaded machine):
+    `nas_attn.interrupts` (never ignored, delivered again when Python drops one, clean-up
+    bounded), one line and exit code 130 (143 for SIGTERM).
+
+    `argv` None is the process's own command line (the console script, `python -m`): then an
+    interrupted command ends with `os._exit` after the exit hooks, because CPython kills itself
+    with SIGINT at exit (exit status -2, not 143) when the interrupt was raised inside code run
+    through `PyRun_*` (some extension modules' imports), even though it was caught. With an
+    `argv` list (tests, embedding) it ends with `SystemExit`."""
+    from .. import interrupts
+
+    previous = interrupts.install()
     try:
         from .app import main as run
 
-        if lost:  # a Ctrl-C during the imports that Python printed and dropped
-            raise KeyboardInterrupt
         run(argv)
-    except KeyboardInterrupt:
-        _quiet_exit_hooks()
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
+    except KeyboardInterrupt:  # before a command ran (typer turns one inside into Exit(130))
+        _stopped(argv is None)
     except SystemExit as e:
-        if e.code == 130:
-            _quiet_exit_hooks()
+        # typer's Exit(130) for an interrupt the command did not catch, or a command that
+        # went on after one (a dropped interrupt it never saw): it ends as interrupted
+        signalled = interrupts.interrupted() is not None
+        if e.code == 130 or (signalled and (e.code or not interrupts.acknowledged())):
+            _stopped(argv is None)
         raise
+    finally:
+        if argv is not None:  # a command inside a longer-lived process (tests, embedding)
+            interrupts.uninstall(previous)
 
 
-def _keep_lost_interrupts() -> list[BaseException]:
-    """A Ctrl-C that lands in a callback of the import machinery (a weakref callback of
-    importlib's module locks) is not raised: Python prints "Exception ignored ... Traceback"
-    and goes on, and the command would run to its end. Such interrupts are kept instead (the
-    returned list), without the traceback; other unraisable errors are printed as before."""
-    lost: list[BaseException] = []
-    default = sys.unraisablehook
+def _stopped(whole_process: bool) -> None:
+    """The end of an interrupted command: one line unless it said what stopped, the exit code
+    of its signal (130 for SIGINT, 143 for SIGTERM)."""
+    from .. import interrupts
 
-    def hook(unraisable):
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            lost.append(unraisable.exc_value)
-            return
-        default(unraisable)
+    code = interrupts.acknowledge()
+    if not interrupts.said():
+        sys.stderr.write("interrupted\n")
+    if whole_process:
+        import atexit
+        import os
 
-    sys.unraisablehook = hook
-    return lost
-
-
-def _quiet_exit_hooks() -> None:
-    import atexit
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # also for the rest of this handler
-        # registered last, so it runs first: the exit hooks after it run without SIGINT
-        atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def __getattr__(name: str):

@@ -166,7 +166,9 @@ def worker(
     try:
         code = worker_main(req)
     except KeyboardInterrupt:
-        code = 130
+        from ..interrupts import acknowledge
+
+        code = acknowledge()
     raise typer.Exit(code)
 
 
@@ -339,6 +341,15 @@ def _quiet_trial_failures(record: logging.LogRecord) -> bool:
     return not record.getMessage().endswith("failed with value None.")
 
 
+def _quiet_after_interrupt(record: logging.LogRecord) -> bool:
+    """SQLAlchemy logs the cursor it could not close when a signal stopped a query (with a
+    traceback of the interrupt): after an interrupt that is the interrupt's doing, said in
+    the command's own line."""
+    from ..interrupts import interrupted
+
+    return not record.name.startswith("sqlalchemy") or interrupted() is None
+
+
 def main(argv: list[str] | None = None) -> None:
     import warnings
 
@@ -348,13 +359,14 @@ def main(argv: list[str] | None = None) -> None:
     from ..searching.optuna_adapter import OPTIMIZE_LOGGER
 
     logging.getLogger(OPTIMIZE_LOGGER).addFilter(_quiet_trial_failures)
+    if logging.lastResort is not None:  # where records of loggers without handlers go
+        logging.lastResort.addFilter(_quiet_after_interrupt)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from ..atomic import disk_full_error, is_disk_full
     from ..searching.study import is_storage_error, storage_error
 
-    previous = _one_interrupt()
     try:
-        app(args=argv, standalone_mode=True)
+        app(args=argv, standalone_mode=True)  # a KeyboardInterrupt ends as typer.Exit(130)
     except Exception as e:  # noqa: BLE001  (anything else is a bug: its traceback shows)
         if isinstance(e, OSError) and is_disk_full(e) and not isinstance(e, NasAttnError):
             e = disk_full_error(e.filename or "a file this command writes", e)
@@ -365,34 +377,3 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False,
                           soft_wrap=True)
         sys.exit(e.exit_code)
-    finally:
-        if previous is not None:
-            import signal
-
-            for signum, handler in previous.items():
-                if signal.getsignal(signum) is not signal.SIG_IGN:  # (ignored: interrupted)
-                    signal.signal(signum, handler)
-
-
-def _one_interrupt() -> dict | None:
-    """Ctrl-C and SIGTERM (`kill`, `timeout`, batch schedulers) interrupt the command once: the
-    running trial is recorded as failed ("interrupted") instead of staying RUNNING, and later
-    SIGINTs and SIGTERMs are ignored while that record is written and the process exits (a
-    second Ctrl-C used to land in clean-up code and print its traceback; kill -9 still ends
-    it). Returns the handlers it replaced (None off the main thread, where signals cannot be
-    set)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def on_signal(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    return {signum: signal.signal(signum, on_signal)
-            for signum in (signal.SIGINT, signal.SIGTERM)}
-
-

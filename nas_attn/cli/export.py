@@ -94,7 +94,10 @@ def dashboard_cli(storage, runs_dir: Path, host: str, port: int, console: Consol
     try:
         while server.is_alive():
             server.join(0.5)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # how a dashboard is stopped: not an error
+        from ..interrupts import acknowledge
+
+        acknowledge(said=True)
         console.print("dashboard stopped")
         return
     if failed:

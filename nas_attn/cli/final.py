@@ -39,6 +39,16 @@ def finalize_command(
                                             "the search never saw."),
     data: Optional[str] = typer.Option(None, "--data", help="The study's data folder at another path."),
     device: Optional[str] = typer.Option(None, "--device"),
+    seed_offset: int = typer.Option(0, "--seed-offset", min=0, help="Added to every training "
+                                    "seed: the same finalize again on other seeds."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Race the "
+                                   "study's baselines too."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Train in N worker "
+                                          "processes that split each round."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker per GPU: 0,1,3 or all."),
+    per_gpu: int = typer.Option(1, "--per-gpu", min=1, help="Workers per GPU with --gpus."),
+    join: bool = typer.Option(False, "--join", help="Only train: join a finalize of this study "
+                              "started elsewhere with the same options and runs folder."),
     storage: Optional[str] = STORAGE,
     runs_dir: Path = RUNS,
     cache_dir: Optional[Path] = CACHE,
@@ -49,8 +59,10 @@ def finalize_command(
     cache_env(cache_dir, runs_dir)
     finalize_cli(study, {"top": top, "seeds": seeds, "min_seeds": min_seeds, "budget": budget,
                          "confirm_seeds": confirm_seeds, "epochs": epochs,
-                         "test_source": test_data, "data": data, "device": device},
-                 storage, runs_dir, console)
+                         "test_source": test_data, "data": data, "device": device,
+                         "seed_offset": seed_offset, "baselines": baselines,
+                         "workers": workers, "gpus": gpus, "per_gpu": per_gpu, "join": join,
+                         "storage": storage}, storage, runs_dir, console)
 
 
 def noise_command(
@@ -168,7 +180,7 @@ def finalize_cli(name, options: dict, storage, runs_dir: Path, console: Console)
     from ..stats.race import default_budget
 
     study = load_study(name, open_existing_storage(storage, runs_dir))
-    chosen = with_controls(candidates(study, options["top"]))
+    chosen = with_controls(candidates(study, options["top"], options["baselines"]))
     names = [str(c.trial) if c.trial is not None else f"plain at trial {c.control_of}'s size"
              for c in chosen]
     budget = options.get("budget") or default_budget(len(entrants_of(chosen)))
@@ -190,8 +202,23 @@ def finalize_cli(name, options: dict, storage, runs_dir: Path, console: Console)
                       f"{rnd.best}; dropped: {', '.join(rnd.dropped) or 'none'}",
                       highlight=False)
 
-    res = finalize(study, runs_dir=runs_dir, progress=progress, on_round=on_round,
-                   on_step=StepLog(console), **options)
+    try:
+        res = finalize(study, runs_dir=runs_dir, progress=progress, on_round=on_round,
+                       on_step=StepLog(console), **options)
+    except KeyboardInterrupt:
+        from ..interrupts import acknowledge
+
+        code = acknowledge(said=True)
+        kept = Path(runs_dir) / study.study_name / "final" / "runs"
+        n = len(list(kept.glob("*.json"))) if kept.is_dir() else 0
+        console.print(f"[yellow]interrupted:[/yellow] the training under way was stopped; the "
+                      f"{n} finished training(s) are kept in {escape(str(kept))} and the same "
+                      "command resumes from them", highlight=False)
+        raise typer.Exit(code) from None
+    if options.get("join"):
+        console.print(f"joined the finalize of {study.study_name!r}: trained {res['trained']} "
+                      "of its trainings here", highlight=False)
+        return
     print_finalize(res, console)
     console.print(f"written: {Path(runs_dir) / study.study_name / 'final' / 'finalize.json'}; "
                   f"`nas-attn export {study.study_name}` exports the recommended model's weights",
@@ -217,10 +244,17 @@ def noise_cli(options: dict, from_finalize: str | None, confirm_seeds: int,
         console.print(f"  seed {p.seed} ({p.seed + 1}/{p.seeds}): val Dice {p.dice:.4f} "
                       f"({how})", highlight=False)
 
-    summary = noise(runs_dir=runs_dir, storage=storage, from_finalize=from_finalize,
-                    confirm_seeds=confirm_seeds, progress=progress, on_start=on_start,
-                    on_step=StepLog(console),
-                    **({} if from_finalize else options))
+    try:
+        summary = noise(runs_dir=runs_dir, storage=storage, from_finalize=from_finalize,
+                        confirm_seeds=confirm_seeds, progress=progress, on_start=on_start,
+                        on_step=StepLog(console), **({} if from_finalize else options))
+    except KeyboardInterrupt:
+        from ..interrupts import acknowledge
+
+        code = acknowledge(said=True)
+        console.print("[yellow]interrupted:[/yellow] the seed under way was stopped; finished "
+                      "seeds are kept and the same command resumes from them", highlight=False)
+        raise typer.Exit(code) from None
     for line in summary_lines(summary):
         console.print(escape(line), highlight=False)
     if json_path is not None:

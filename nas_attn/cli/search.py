@@ -120,6 +120,8 @@ def print_supernets(study: optuna.Study, console: Console) -> None:
                 else "")
         how = (f"fine-tuned from the shared one for {r['steps']} steps" if shared else
                f"{r['steps']} steps{warm}")
+        if r.get("resumed_from_epoch"):
+            how += f" (resumed after epoch {r['resumed_from_epoch']})"
         console.print(f"supernet {escape(r['macro'])}: {r['params']:,} parameters (the sum of "
                       f"every choice), {how} in {r['seconds']:.0f}s; "
                       f"choices per site {r['choices_per_site']}", highlight=False)
@@ -204,17 +206,7 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     holder["study"] = session.study
     view.epochs = 0 if session.strategy == "oneshot" else session.space.budget.epochs
     study = session.study
-    waiting = optuna.trial.TrialState.WAITING
-    n_before = sum(t.state != waiting for t in study.get_trials(deepcopy=False))
-    console.print(f"[bold]study[/bold] {escape(repr(study.study_name))} "
-                  f"({'new' if session.created else f'resumed with {n_before} trials'}), space "
-                  f"{escape(str(session.space_path))}, data "
-                  f"{escape(repr(session.objective.data_cfg.source))} "
-                  f"({len(session.objective.train_data)} train / "
-                  f"{len(session.objective.val_data)} val, {session.objective.info.spatial_dims}D), "
-                  f"device {session.objective.device}")
-    for note in session.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    print_opening(session, console)
     trials = session.trials(req.trials)
     interrupted, stopped = False, None
     with Live(view._render(), console=console, refresh_per_second=2, transient=False) as live:
@@ -229,7 +221,10 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
                 print_supernets(session.study, live.console)
             run_search(session, trials, req.timeout)
         except KeyboardInterrupt:
-            interrupted = True
+            from ..interrupts import acknowledge
+
+            acknowledge(said=True)
+            interrupted = _what_stopped(view)
         except DiskFullError as e:  # the leaderboard first (if the storage can still be read)
             stopped = e
         view.live = None
@@ -243,18 +238,51 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
         raise stopped
     from ..searching.study import redact
 
-    ran = len(view.finished) + int(interrupted)
+    ran = len(view.finished) + int(bool(interrupted) and view.current is not None)
     where = session.objective.runs_dir if req.storage is None else redact(req.storage)
     console.print(f"ran {ran} trial(s) in this session; {len(study.trials)} in the study. "
                   f"Storage: {where}")
     print_placements(session.placements, console)
     if interrupted:
-        console.print("[yellow]interrupted:[/yellow] the running trial was recorded as failed; "
-                      f"resume with `{escape(req.resume_command(study.study_name))}`")
-        raise typer.Exit(130)
+        from ..interrupts import exit_code
+
+        console.print(f"[yellow]interrupted:[/yellow] {escape(interrupted)}; resume with "
+                      f"`{escape(req.resume_command(study.study_name))}`")
+        raise typer.Exit(exit_code())
     print_summary(study, console, session.objective.runs_dir)
     check_all_failed(study, view.finished)
     print_next(study, console)
+
+
+def print_opening(session, console: Console) -> None:
+    """The search's first lines: the study, its space and data, the device, the notes."""
+    study = session.study
+    waiting = optuna.trial.TrialState.WAITING
+    n_before = sum(t.state != waiting for t in study.get_trials(deepcopy=False))
+    console.print(f"[bold]study[/bold] {escape(repr(study.study_name))} "
+                  f"({'new' if session.created else f'resumed with {n_before} trials'}), space "
+                  f"{escape(str(session.space_path))}, data "
+                  f"{escape(repr(session.objective.data_cfg.source))} "
+                  f"({len(session.objective.train_data)} train / "
+                  f"{len(session.objective.val_data)} val, {session.objective.info.spatial_dims}D), "
+                  f"device {session.objective.device}")
+    for note in session.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+
+
+def _what_stopped(view: LiveView) -> str:
+    """What the interrupt stopped, in words: a supernet of phase 1 (its resume.pt kept), a
+    trial (recorded as failed), or the search between two trials."""
+    if view.supernet is not None:
+        i = view.supernet.info
+        return (f"phase 1 stopped in supernet {view.supernet.index} of {view.supernet.count} "
+                f"at epoch {i.epoch} of {i.epochs}; its resume.pt (the last finished epoch) is "
+                "kept and the next launch continues from it")
+    if view.current is not None:
+        c = view.current
+        at = f" at epoch {c['epoch']} of {view.epochs}" if view.epochs else ""
+        return f"trial {c['number']}{at} was recorded as failed (reason: interrupted)"
+    return "the search stopped between two trials"
 
 
 def print_next(study: optuna.Study, console: Console, storage: str | None = None) -> None:

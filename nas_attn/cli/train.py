@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
@@ -93,6 +94,18 @@ def run_train(plan: TrainPlan, console: Console, *, compile_model: bool = False)
         try:
             result = run_plan(plan, progress=on_step, on_epoch=on_epoch,
                               compile_model=compile_model)
+        except KeyboardInterrupt:
+            from ..interrupts import acknowledge
+
+            code = acknowledge(said=True)
+            bar.stop()
+            done = dice.get("epoch", 0)
+            kept = (f"best.pt holds the best evaluated epoch up to {done}" if done else
+                    "no epoch was evaluated yet, so nothing was kept")
+            console.print(f"[yellow]interrupted:[/yellow] training stopped in epoch "
+                          f"{dice.get('training', 1)} of {plan.cfg.epochs}; {kept} "
+                          f"({escape(str(plan.out_dir))})", highlight=False)
+            raise typer.Exit(code) from None
         except DiskFullError as e:
             done = dice.get("epoch", 0)  # the last evaluated epoch
             kept = f" (best.pt holds the best evaluated epoch up to {done})" if done else ""

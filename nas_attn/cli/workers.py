@@ -86,6 +86,9 @@ def _watch(run: ParallelSearch, console: Console) -> bool:
         try:
             sup.run(on_tick=tick)
         except KeyboardInterrupt:
+            from ..interrupts import acknowledge
+
+            acknowledge(said=True)
             interrupted = True
         live.update(Group(worker_table(sup, epochs),
                           leaderboard_table(study, 10, f"Study {study.study_name}")))
@@ -109,6 +112,8 @@ def _report(run: ParallelSearch, console: Console, interrupted: bool) -> None:
                       f"was recorded as failed; resume with "
                       f"`{escape(req.resume_command(study.study_name))} --workers "
                       f"{len(run.slots)}`")
-        raise typer.Exit(130)
+        from ..interrupts import exit_code
+
+        raise typer.Exit(exit_code())
     check_all_failed(study, ran)
     print_next(study, console, req.storage)

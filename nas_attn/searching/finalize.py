@@ -247,7 +247,9 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 5, min_seeds: in
              test_source: str | None = None, data: str | None = None, baselines: bool = True,
              progress: Callable | None = None, on_epoch: Callable | None = None,
              on_round: Callable | None = None, seed_offset: int = 0,
-             on_step: Callable | None = None) -> dict[str, Any]:
+             on_step: Callable | None = None, workers: int | None = None,
+             gpus: str | None = None, per_gpu: int = 1, storage: str | None = None,
+             join: bool = False) -> dict[str, Any]:
     """The race, its confirmation on fresh seeds, the test report (module docstring).
     `seeds`: the most seeds an entrant gets in the race; `min_seeds`: the first round's;
     `budget`: full trainings for the race (default 3 per entrant); `confirm_seeds`: fresh seeds
@@ -256,10 +258,14 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 5, min_seeds: in
     adds a separate test folder (never seen by the search); `data` overrides the data folder
     path (the same data on another machine). `on_round(Round)` hears each decided round;
     `seed_offset` is added to every training seed (a repeated finalize on other seeds);
-    `on_step(what, StepInfo)` hears the trainings' step progress."""
-    from ..stats.race import Race
+    `on_step(what, StepInfo)` hears the trainings' step progress.
+
+    `workers` / `gpus` (+ `per_gpu`): the trainings run in that many worker processes (GPU
+    workers pinned as a search's are), which split each round between them; `storage` is
+    what they open the study from. `join=True`: only train (this process joins a finalize
+    started elsewhere with the same options and runs folder); returns how many it trained."""
     from ..training.checkpoint import write_json
-    from .racing import Arm, Runner, confirm, drive
+    from .racing import Runner, confirm, drive
     from .verdict import assemble, attach_picture, save_dashboard_note, slim
 
     if top < 1 or seeds < 2 or min_seeds < 2 or min_seeds > seeds or confirm_seeds == 1 \
@@ -267,6 +273,38 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 5, min_seeds: in
         raise StudyError(f"finalize needs top >= 1, 2 <= min_seeds <= seeds and confirm_seeds 0 "
                          f"or >= 2 (a comparison needs two seeds), got top={top}, seeds={seeds}, "
                          f"min_seeds={min_seeds}, confirm_seeds={confirm_seeds}")
+    d, chosen, arms, race = _prepare(study, top, baselines, epochs, device, data, test_source,
+                                     min_seeds, seeds, budget)
+    out_root = inside(runs_dir, study.study_name, "final")
+    runner = Runner(d, out_root, progress=progress, on_epoch=on_epoch,
+                    planned=race.budget + 3 * confirm_seeds, seed_offset=seed_offset,
+                    on_step=on_step)
+    if workers is not None or gpus is not None:
+        from .race_workers import run_workers
+
+        run_workers(study.study_name, runner, arms, storage, runs_dir, workers, gpus, per_gpu,
+                    device, join_args(top=top, seeds=seeds, min_seeds=min_seeds, budget=budget,
+                                      confirm_seeds=confirm_seeds, epochs=epochs,
+                                      test_source=test_source, data=data,
+                                      seed_offset=seed_offset, baselines=baselines))
+    plan = drive(race, arms, runner, on_round)
+    conf = confirm(race, plan, arms, runner, confirm_seeds)
+    if join:
+        return {"joined": study.study_name, "trained": runner.done}
+    result = assemble(study, race, plan, conf, chosen, runner, d, top)
+    attach_picture(study, result, conf, out_root)
+    write_json(out_root / "finalize.json", result)
+    study.set_user_attr("finalize", slim(result))
+    save_dashboard_note(study, result)
+    return result
+
+
+def _prepare(study, top, baselines, epochs, device, data, test_source, min_seeds, seeds,
+             budget):
+    """The data, the entrants, how each is trained, and the race."""
+    from ..stats.race import Race
+    from .racing import Arm
+
     space = study_space(study)
     d = _splits(study, space, data, test_source)
     chosen = with_controls(candidates(study, top, baselines))
@@ -279,15 +317,16 @@ def finalize(study: optuna.Study, *, top: int = 3, seeds: int = 5, min_seeds: in
         race = Race(entrants_of(chosen), min_seeds=min_seeds, max_seeds=seeds, budget=budget)
     except ValueError as e:
         raise StudyError(f"finalize: {e}") from None
-    out_root = inside(runs_dir, study.study_name, "final")
-    runner = Runner(d, out_root, progress=progress, on_epoch=on_epoch,
-                    planned=race.budget + 3 * confirm_seeds, seed_offset=seed_offset,
-                    on_step=on_step)
-    plan = drive(race, arms, runner, on_round)
-    conf = confirm(race, plan, arms, runner, confirm_seeds)
-    result = assemble(study, race, plan, conf, chosen, runner, d, top)
-    attach_picture(study, result, conf, out_root)
-    write_json(out_root / "finalize.json", result)
-    study.set_user_attr("finalize", slim(result))
-    save_dashboard_note(study, result)
-    return result
+    return d, chosen, arms, race
+
+
+def join_args(**options) -> list[str]:
+    """The `nas-attn finalize STUDY --join` options that make a worker race exactly this."""
+    out = []
+    for key, value in options.items():
+        flag = "--" + {"test_source": "test-data"}.get(key, key).replace("_", "-")
+        if key == "baselines":
+            out += [] if value else ["--no-baselines"]
+        elif value is not None:
+            out += [flag, str(value)]
+    return out

@@ -146,7 +146,11 @@ class Objective:
             return self._run(trial)
         except KeyboardInterrupt:
             # also when Ctrl-C lands before training starts (sampling, the cost probe): optuna
-            # fails the trial either way, and the reason says why
+            # fails the trial either way, and the reason says why; the signal is on its way up,
+            # so it is not delivered again while that record is written
+            from ..interrupts import acknowledge
+
+            acknowledge()
             with contextlib.suppress(Exception):
                 trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
             raise

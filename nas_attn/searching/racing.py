@@ -1,12 +1,14 @@
 """The trainings of `finalize`'s race (`nas_attn.stats.race` decides, this module trains) and its
 confirmation on fresh seeds.
 
-Every finished training is kept in `runs/<study>/final/race.json` (written atomically after each
-one) under its entrant, seed and a hash of what it ran (architecture, training and data
-configuration), so a killed finalize resumes from its last finished training, and a finalize
-run again with other options (another `--top`) reuses every training whose recipe is
-unchanged. Each run records its per-case counts on validation and, when there is a test split,
-on test (reported, never used to choose).
+Every finished training is a file `runs/<study>/final/runs/<hash>.json` (written atomically),
+named by a hash of what it ran (architecture, training and data configuration, seed), so a
+killed finalize resumes from its last finished training, and a finalize run again with other
+options (another `--top`) reuses every training whose recipe is unchanged. Each run records
+its per-case counts on validation and, when there is a test split, on test (reported, never
+used to choose). Trainings are claimed before they start (`claims`), so several processes that
+share the runs folder split each round's trainings: `finalize --workers N / --gpus`, or
+`finalize --join` on other machines.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from ..stats.counts import CaseCounts
 
 CONFIRM_SEED0 = 100
 """Confirmation seeds are 100, 101, ...: never among the race's seeds (0, 1, ...)."""
+POLL_S = 5.0
+"""How often a process whose remaining trainings are all claimed by others looks again."""
 
 
 @dataclass(frozen=True)
@@ -50,69 +54,96 @@ class Arm:
 
 
 def recipe_hash(arm: Arm, data_options: dict[str, Any], seed: int) -> str:
-    blob = json.dumps({"arch": arm.arch.to_dict(), "train": arm.train_options,
-                       "data": data_options, "seed": seed}, sort_keys=True, default=str)
+    """What a training's result depends on (not the device it ran on, nor loader workers): a
+    worker pinned to a GPU finds the runs of the CPU parent, and the other way round."""
+    train = {k: v for k, v in arm.train_options.items() if k != "device"}
+    data = {k: v for k, v in data_options.items() if k != "num_workers"}
+    blob = json.dumps({"arch": arm.arch.to_dict(), "train": train, "data": data, "seed": seed},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 class Runner:
-    """Trains an arm under a seed once; every finished run is kept in `race.json`."""
+    """Trains an arm under a seed once. Every finished run is a file of its own
+    (`final/runs/<recipe hash>.json`, written atomically); a training is claimed before it
+    starts (`claims.Claims`, `final/claims/`), so several processes sharing the runs folder (a
+    finalize's `--workers`, or `--join` from other machines) split a round's trainings."""
 
     def __init__(self, splits, out_root: Path, *, progress: Callable[[Progress], None] | None,
                  on_epoch: Callable | None, planned: int, seed_offset: int = 0,
                  on_step: Callable | None = None):
+        from .claims import Claims
+
         self.d = splits
         self.on_step = on_step
         """`on_step(what, StepInfo)`: the training's step progress (`nas_attn.training`)."""
         self.offset = seed_offset
         """Added to every seed: a finalize repeated with another offset trains other seeds."""
         self.out_root = Path(out_root)
-        self.state_file = self.out_root / "race.json"
+        self.runs_dir = self.out_root / "runs"
+        self.claims = Claims(self.out_root / "claims")
         self.progress, self.on_epoch, self.planned = progress, on_epoch, planned
         self.done = 0
-        self.records: dict[str, dict[str, Any]] = self._load()
+        self.records: dict[str, dict[str, Any]] = {}
         self.used: dict[tuple[str, int], dict[str, Any]] = {}
+        self._data = self.d.cfg.model_dump(mode="json")
 
-    def _load(self) -> dict[str, dict[str, Any]]:
-        try:
-            state = json.loads(self.state_file.read_text())
-            return dict(state.get("runs") or {})
-        except (OSError, ValueError, AttributeError):
-            return {}
-
-    def _save(self) -> None:
-        self.out_root.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.state_file, json.dumps({"format": 1, "runs": self.records}))
+    def _hash(self, arm: Arm, seed: int) -> str:
+        return recipe_hash(arm, self._data, seed + self.offset)
 
     def cached(self, arm: Arm, seed: int) -> dict[str, Any] | None:
-        rec = self.records.get(recipe_hash(arm, self.d.cfg.model_dump(mode="json"),
-                                           seed + self.offset))
-        if rec and rec.get("key") == arm.key:
-            self.used[(arm.key, seed)] = rec
-            return rec
-        return None
+        """The finished run of `arm` under `seed`, by this process or another, if any."""
+        h = self._hash(arm, seed)
+        rec = self.records.get(h)
+        if rec is None:
+            try:
+                rec = json.loads((self.runs_dir / f"{h}.json").read_text())
+            except (OSError, ValueError):
+                return None
+            self.records[h] = rec
+        if rec.get("key") != arm.key:
+            return None
+        self.used[(arm.key, seed)] = rec
+        return rec
 
     def records_for(self, key: str, seed: int) -> dict[str, Any]:
         """The run of entrant `key` under `seed` this finalize used (trained or read back)."""
         return self.used[(key, seed)]
 
-    def run(self, arm: Arm, seed: int, phase: str = "race") -> dict[str, Any]:
-        """The record of `arm` trained under `seed` (trained now unless already kept)."""
-        h = recipe_hash(arm, self.d.cfg.model_dump(mode="json"), seed + self.offset)
+    def run(self, arm: Arm, seed: int, phase: str = "race") -> dict[str, Any] | None:
+        """The record of `arm` trained under `seed`: kept, or trained now; None while another
+        process holds its claim (it is training it)."""
         rec = self.cached(arm, seed)
-        if rec is None:
+        if rec is not None:
+            return rec
+        h = self._hash(arm, seed)
+        if not self.claims.take(h):
+            return None
+        try:
+            rec = self.cached(arm, seed)  # finished by another between our look and the claim
+            if rec is not None:
+                return rec
             rec = self._train(arm, seed)
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.runs_dir / f"{h}.json", json.dumps(rec))
             self.records[h] = rec
             self.used[(arm.key, seed)] = rec
-            self._save()
-            self.done += 1
-            if self.progress is not None:
-                from ..stats.compare import estimate
+        finally:
+            self.claims.release(h)
+        self.done += 1
+        if self.progress is not None:
+            from ..stats.compare import estimate
 
-                ci = estimate([CaseCounts.from_dict(rec["val_cases"])])
-                self.progress(Progress(self.done, self.planned, arm.trial, rec["seed"], rec["val"],
-                                       rec["test"], arm.label, phase, (ci.low, ci.high)))
+            ci = estimate([CaseCounts.from_dict(rec["val_cases"])])
+            self.progress(Progress(self.done, self.planned, arm.trial, rec["seed"], rec["val"],
+                                   rec["test"], arm.label, phase, (ci.low, ci.high)))
         return rec
+
+    def wait(self) -> None:
+        """Another process trains what is left: look again in a moment."""
+        import time
+
+        time.sleep(POLL_S)
 
     def _train(self, arm: Arm, seed: int) -> dict[str, Any]:
         from ..training import TrainConfig, evaluate, train
@@ -154,15 +185,15 @@ def counts_of(records: list[dict[str, Any]], split: str = "val") -> list[CaseCou
 
 
 def drive(race, arms: dict[str, Arm], runner: Runner, on_round: Callable | None = None):
-    """Run the race to its end: what `race.replay()` asks for is trained (or read back from
-    `race.json`), round after round. Returns the final `Plan`."""
-    for key, arm in arms.items():  # what an earlier (killed or shorter) finalize finished
-        for seed in range(race.max_seeds):
-            rec = runner.cached(arm, seed)
-            if rec is not None:
-                race.add(key, seed, CaseCounts.from_dict(rec["val_cases"]))
+    """Run the race to its end: what `race.replay()` asks for is trained (or read back: an
+    earlier killed or shorter finalize, another process of this one), round after round.
+    Returns the final `Plan`."""
     told = 0
     while True:
+        for key, arm in arms.items():  # what is finished, here or elsewhere
+            for seed in range(race.max_seeds):
+                if seed not in race.runs[key] and (rec := runner.cached(arm, seed)):
+                    race.add(key, seed, CaseCounts.from_dict(rec["val_cases"]))
         plan = race.replay()
         for rnd in plan.rounds[told:]:
             if on_round is not None:
@@ -170,9 +201,14 @@ def drive(race, arms: dict[str, Arm], runner: Runner, on_round: Callable | None 
         told = len(plan.rounds)
         if not plan.pending:
             return plan
+        trained = False
         for key, seed in plan.pending:
             rec = runner.run(arms[key], seed)
-            race.add(key, seed, CaseCounts.from_dict(rec["val_cases"]))
+            if rec is not None:
+                race.add(key, seed, CaseCounts.from_dict(rec["val_cases"]))
+                trained = True
+        if not trained:
+            runner.wait()
 
 
 def confirm(race, plan, arms: dict[str, Arm], runner: Runner, seeds: int) -> dict | None:
@@ -187,9 +223,16 @@ def confirm(race, plan, arms: dict[str, Arm], runner: Runner, seeds: int) -> dic
                  and k != champion), None)
     keys = [k for k in (champion, plain, gate) if k is not None]
     chosen = [CONFIRM_SEED0 + i for i in range(seeds)]
-    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
-    for seed in chosen:  # seed by seed: an interrupted confirmation leaves whole pairs
-        for k in keys:
-            runs[k].append(runner.run(arms[k], seed, "confirm"))
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
+    while len(runs) < len(keys) * len(chosen):
+        trained = False
+        for seed in chosen:  # seed by seed: an interrupted confirmation leaves whole pairs
+            for k in keys:
+                if (k, seed) not in runs and (rec := runner.run(arms[k], seed, "confirm")):
+                    runs[(k, seed)] = rec
+                    trained = True
+        if not trained:
+            runner.wait()
     return {"champion": champion, "plain": plain, "attention_unet": gate,
-            "seeds": [s + runner.offset for s in chosen], "runs": runs}
+            "seeds": [s + runner.offset for s in chosen],
+            "runs": {k: [runs[(k, s)] for s in chosen] for k in keys}}

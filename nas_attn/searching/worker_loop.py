@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -52,18 +51,6 @@ def _pin_threads() -> None:
         torch.cuda.set_device(0)
 
 
-def _one_sigint() -> None:
-    """The first SIGINT/SIGTERM interrupts the trial; later ones are ignored, so the trial's
-    FAIL record is written."""
-    def handler(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
 def worker_main(req, supervised: bool = True) -> int:
     """Run trials of `req`'s (existing) study: one per `go` from the parent on stdin, or, with
     `supervised=False`, `req.trials` of them. Returns the exit code."""
@@ -74,7 +61,9 @@ def worker_main(req, supervised: bool = True) -> int:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    _one_sigint()
+    from ..interrupts import acknowledge, install
+
+    install()  # a signal always stops the worker, however often Python drops it
     _pin_threads()
     listener = PipeListener(proto)
     try:
@@ -109,7 +98,7 @@ def worker_main(req, supervised: bool = True) -> int:
                 listener.send(event="fatal", error=str(e))
                 raise
     except KeyboardInterrupt:
-        return 130
+        return acknowledge()
 
 
 def study_space_file(study_name: str, storage, runs_dir: Path) -> Path | None:

@@ -308,15 +308,14 @@ class Supervisor:
                     on_tick()
                 time.sleep(tick_s)
         except KeyboardInterrupt:
+            from ..interrupts import acknowledge, second_raises
+
+            acknowledge()
             self.interrupt()
-            main = threading.current_thread() is threading.main_thread()
-            if main:  # the CLI ignores later Ctrl-Cs; here a second one means "stop waiting"
-                signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
-                self.wait_stopped()
-            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, kill, fail what ran
-                if main:
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                with second_raises():  # a second Ctrl-C means "stop waiting"
+                    self.wait_stopped()
+            except KeyboardInterrupt:  # ... kill the workers, fail what they ran
                 self.wait_stopped(limit_s=0.0)
             raise
         self.sweep("worker exited while its trial ran")

@@ -14,11 +14,12 @@ cases. Two things make it uncertain, and both are counted:
 
 The two variances add (as in the "pigeonhole" bootstrap of crossed designs, Owen 2007: this
 counts the seed-by-case interaction twice, so it errs wide) and the interval uses Student's t
-with Welch-Satterthwaite degrees of freedom. Why not the two-level bootstrap alone: with 2-5
-seeds, resampling seeds underestimates their variance by (S - 1) / S and ignores that S - 1
-degrees of freedom need t quantiles (t(0.975, 2) = 4.30, not 1.96); where the seed noise
-dominates, as on inia19, the percentile bootstrap then calls "helps" far more often than 5 % of
-the time with no true effect (`benchmarks/decision_quality.py` measures both).
+with Welch-Satterthwaite degrees of freedom. Why not the two-level bootstrap alone (resample
+seeds, then cases): with 2-5 seeds, resampling seeds underestimates their variance by
+(S - 1) / S and ignores that S - 1 degrees of freedom need t quantiles (t(0.975, 2) = 4.30,
+not 1.96), which matters where the seed noise dominates the case noise; and one formula covers
+one seed with a noise check's seed variance. `benchmarks/decision_quality.py` measures both
+rules' false-gain rates on data simulated from real noise checks.
 
 A comparison ends in one of three verdicts: **helps** (the 95 % interval of A - B is above
 zero), **hurts** (below zero), or **no detectable difference**, stated with the smallest effect

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,6 +20,7 @@ from ..errors import DivergedError, OutOfMemoryError, TrainingError
 from ..trained import InferenceConfig, TrainedModel
 from .checkpoint import save_checkpoint, state_dict_cpu
 from .config import TrainConfig
+from .loader_cache import cfg_key, get_loaders
 from .losses import SegLoss
 from .optim import LRSchedule, make_optimizer
 from .resume import _load_resume, _save_resume
@@ -85,50 +85,6 @@ ProgressFn = Callable[[StepInfo], None]
 EpochFn = Callable[[int, dict], None]
 
 
-# ----- loaders (cached across trials) -----------------------------------------------------
-_LOADERS: "OrderedDict[tuple, tuple]" = OrderedDict()
-_LOADER_CACHE_SIZE = 4
-
-
-def _cfg_key(cfg: Any) -> str:
-    dump = getattr(cfg, "model_dump_json", None)
-    return dump() if callable(dump) else repr(cfg)
-
-
-def get_loaders(train_data, val_data, data_cfg, *, batch_size: int, seed: int,
-                device_is_cuda: bool = False, samples_per_epoch: int | None = None):
-    """`make_loaders(...)`, memoised per process: trials with the same data, data config, batch
-    size and seed reuse the loaders (and their persistent workers) instead of rebuilding them.
-    The cache holds the data objects, so their ids stay valid while cached."""
-    from ..data import make_loaders
-
-    key = (id(train_data), id(val_data), _cfg_key(data_cfg), batch_size, seed, device_is_cuda,
-           samples_per_epoch)
-    hit = _LOADERS.get(key)
-    if hit is not None:
-        _LOADERS.move_to_end(key)
-        _reseed(hit[2][0], seed)
-        return hit[2]
-    loaders = make_loaders(train_data, val_data, data_cfg, batch_size=batch_size, seed=seed,
-                           device_is_cuda=device_is_cuda, samples_per_epoch=samples_per_epoch)
-    _LOADERS[key] = (train_data, val_data, loaders)
-    while len(_LOADERS) > _LOADER_CACHE_SIZE:
-        _LOADERS.popitem(last=False)
-    return loaders
-
-
-def _reseed(loader, seed: int) -> None:
-    """Restart a reused train loader's random streams, so a trial draws the same patches as in
-    a fresh process: the shuffling generator, and the dataset's own (`reseed(seed)`) if it
-    offers one. (Persistent worker processes keep their own streams.)"""
-    gen = getattr(loader, "generator", None)
-    if isinstance(gen, torch.Generator):
-        gen.manual_seed(int(seed))
-    reseed = getattr(getattr(loader, "dataset", None), "reseed", None)
-    if callable(reseed):
-        reseed(seed)
-
-
 # ----- training ---------------------------------------------------------------------------
 def _cycle(loader) -> Iterator:
     while True:
@@ -145,7 +101,7 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
           progress: ProgressFn | None = None, loaders: tuple | None = None,
           runtime: Runtime | None = None, preview: bool = True,
           compile_model: bool = False, resume_from: str | Path | None = None,
-          model: nn.Module | None = None) -> TrainResult:
+          model: nn.Module | None = None, keep_resume: bool = False) -> TrainResult:
     """Train `build_unet(arch)` (or `model`, a module of `arch`'s inputs and outputs such as
     the one-shot supernet) on `train_data`, evaluate on `val_data` after every
     `cfg.val_every` epochs (and at the end), keep the best by mean foreground Dice.
@@ -159,7 +115,10 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
 
     With `out_dir`, `out_dir/resume.pt` also holds the full training state (model, optimizer,
     schedule, EMA, epoch, best so far) after every epoch; `resume_from` (such a file, e.g. of a
-    run that died) continues that run from the epoch after the saved one.
+    run that died) continues that run from the epoch after the saved one. It is removed when the
+    run ends, fails or is interrupted, except after an interrupt (SIGINT, SIGTERM) with
+    `keep_resume` (the one-shot supernet: hours of work a launch resumes) and when the process
+    is killed outright.
 
     Raises `DivergedError` (NaN/inf loss), `OutOfMemoryError` (accelerator or host memory), and
     whatever `on_epoch` raises.
@@ -182,8 +141,7 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
             resume_file.unlink(missing_ok=True)
         return result
     except BaseException as e:  # noqa: BLE001  (cleanup, then re-raise)
-        if resume_file is not None:  # only a run killed outright leaves its resume state
-            resume_file.unlink(missing_ok=True)
+        _drop_resume(e, resume_file, keep_resume)
         if not is_oom(e):
             if runtime.device.type != "cpu":
                 release_memory(e, runtime)
@@ -194,6 +152,18 @@ def train(arch, train_data, val_data, data_cfg, cfg: TrainConfig | None = None, 
         f"out of memory on {runtime.device} while training {arch.summary()} with batch_size "
         f"{cfg.batch_size}: {msg}. Try a smaller batch_size, patch size or widths"
         + (", or turn AMP on" if runtime.is_cuda and not runtime.amp else "") + ".")
+
+
+def _drop_resume(e: BaseException, resume_file: Path | None, keep_resume: bool) -> None:
+    """A run that ended with `e` leaves no resume state, unless it was interrupted by a signal
+    and `keep_resume` (the signal is acknowledged: it is on its way up)."""
+    stopped = isinstance(e, KeyboardInterrupt)
+    if stopped:
+        from ..interrupts import acknowledge
+
+        acknowledge()
+    if resume_file is not None and not (stopped and keep_resume):
+        resume_file.unlink(missing_ok=True)
 
 
 @dataclass
@@ -240,7 +210,7 @@ class _Run:
         to see images as training did (patch size, normalisation)."""
         return {"metrics": self.best, "epoch": epoch,
                 "train_config": self.cfg.model_dump(mode="json"),
-                "data_config": _cfg_key(self.data_cfg),
+                "data_config": cfg_key(self.data_cfg),
                 "inference": self.inference.to_dict() if self.inference else None}
 
 

@@ -141,7 +141,7 @@ def train_supernet(objective, unit, folder: Path, progress=None, start=None) -> 
     resumed_from = _resume_epoch(resume)
     result = train(macro, objective.train_data, objective.val_data, objective.data_cfg, cfg,
                    out_dir=folder, progress=progress, preview=False, model=net,
-                   resume_from=resume if resume.exists() else None)
+                   resume_from=resume if resume.exists() else None, keep_resume=True)
     net.sampling = False
     (folder / "best.pt").unlink(missing_ok=True)  # the trunk's state, not a loadable model
     counts = {s: len(c) for s, c in choices.items()}
@@ -178,6 +178,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
     m = obj["meta"]
     out = {k: m[k] for k in ("params", "steps", "seconds", "choices_per_site", "peak_gpu_mb")}
     out["warmup_steps"] = m.get("warmup_steps", 0)  # absent in supernets of version 0.2
+    out["resumed_from_epoch"] = m.get("resumed_from_epoch")
     if m.get("split"):
         out["split"] = {k: m["split"][k] for k in ("site", "group", "holds")}
     return out
