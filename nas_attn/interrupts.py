@@ -121,6 +121,37 @@ def second_raises():
         STATE.raise_next = False
 
 
+def masks_interrupt(error: BaseException) -> bool:
+    """Whether `error` stands in for a signal: library clean-up that ran when the
+    KeyboardInterrupt passed through it and failed in turn (optuna's journal-file lock, hit
+    between its rename and its unlink, raises FileNotFoundError with the interrupt as its
+    context), or any error raised while a signal waits unacknowledged."""
+    if STATE.signum is not None and STATE.acked is None:
+        return True
+    seen = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+@contextlib.contextmanager
+def surfaced():
+    """Within: an error that `masks_interrupt` is raised as the KeyboardInterrupt it hides,
+    so that the command stops as for the signal (not with the library's unrelated error)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        if masks_interrupt(e):
+            raise KeyboardInterrupt() from e
+        raise
+
+
 def exit_code() -> int:
     return 128 + (STATE.signum or signal.SIGINT)
 

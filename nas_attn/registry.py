@@ -168,6 +168,12 @@ def create_attention(name: str | None, channels: int, *, spatial_dims: int,
     if name is None:
         return PassThrough()
     info = get_info(name)
+    for what, value in (("channels", channels), ("guide_channels", guide_channels)):
+        if value is None and what == "guide_channels":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise AttentionOptionError(f"attention {name!r}: {what} must be a positive integer, "
+                                       f"got {value!r}")
     validate_options(name, options, spatial_dims=spatial_dims)
     if info.kind == "paired":
         if guide_channels is None:

@@ -212,3 +212,25 @@ def test_sigterm_in_phase_1_keeps_the_supernet_and_the_next_launch_resumes(tmp_p
     (sn,) = study.user_attrs["oneshot"]["supernets"]
     assert sn["resumed_from_epoch"] == epoch
     assert f"resumed after epoch {epoch}" in " ".join(out.decode(errors="replace").split())
+
+
+def test_an_error_raised_by_clean_up_during_an_interrupt_is_the_interrupt():
+    # optuna's journal lock: Ctrl-C between its rename and unlink makes its clean-up raise
+    # FileNotFoundError with the KeyboardInterrupt as context; the trial must read "interrupted"
+    from nas_attn import interrupts
+
+    interrupts.reset()
+
+    def release():
+        try:
+            raise KeyboardInterrupt
+        except BaseException:
+            raise FileNotFoundError("lock.rename")
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.surfaced():
+            release()
+    with pytest.raises(FileNotFoundError):  # an error of its own stays what it is
+        with interrupts.surfaced():
+            raise FileNotFoundError("data.npy")
+    assert interrupts.masks_interrupt(RuntimeError()) is False

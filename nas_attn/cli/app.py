@@ -9,7 +9,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ..errors import DiskFullError, NasAttnError
@@ -21,6 +20,7 @@ from .options import (
     SEARCH_SEED, SEARCH_NUM_WORKERS, SEARCH_STRATEGY, SEARCH_WORKERS, SEARCH_GPUS,
     SEARCH_PER_GPU, SEARCH_HEARTBEAT_INTERVAL, SEARCH_GRACE_PERIOD, SEARCH_MAX_RETRY,
     SEARCH_FORCE_DATA)
+from .fmt import escape
 
 console = Console()
 err_console = Console(stderr=True)
@@ -242,17 +242,36 @@ def export(
     study: Optional[str] = typer.Argument(None, help="Study name (default: the latest)."),
     trial: Optional[int] = typer.Option(None, "--trial", help="Trial number (default: the best)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/export/<study>_trial<N>)."),
-    fmt: list[str] = typer.Option([], "--format", help="Also write onnx and/or torchscript."),
+    fmt: list[str] = typer.Option([], "--format", help="Also write onnx and/or torchscript; "
+                                  "or `nnunet`: only an nnU-Net v2 plans file that trains the "
+                                  "architecture (needs --nnunet-plans)."),
     force: bool = typer.Option(False, "--force", help="Write into an --out folder that holds other files."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Export a `nas-attn "
                                               "train` output (its folder or best.pt) instead "
                                               "of a study trial."),
+    nnunet_plans: Optional[Path] = typer.Option(None, "--nnunet-plans", help="With --format "
+                                                "nnunet: the nnUNetPlans.json of the dataset "
+                                                "(nnUNetv2_plan_and_preprocess wrote it)."),
+    configuration: str = typer.Option("3d_fullres", "--configuration", help="With --format "
+                                      "nnunet: the nnU-Net configuration (2d, 3d_fullres, ...)."),
+    plans_name: str = typer.Option("nasAttnPlans", "--plans-name", help="With --format "
+                                   "nnunet: the new plans' name (nnUNetv2_train -p NAME)."),
     storage: Optional[str] = STORAGE,
     runs_dir: Path = RUNS,
 ):
-    """Write the chosen architecture as a standalone PyTorch file (model.py) with its weights."""
+    """Write the chosen architecture as a standalone PyTorch file (model.py) with its weights;
+    or, with --format nnunet, as an nnU-Net v2 plans file that trains it with nnU-Net."""
     from .export import export_cli
 
+    if "nnunet" in fmt:
+        from .export import export_nnunet_cli
+
+        if len(fmt) > 1 or checkpoint is not None or out is not None:
+            raise NasAttnError("--format nnunet writes only the plans file: give it alone, "
+                               "without --checkpoint or --out")
+        export_nnunet_cli(study, trial, nnunet_plans, configuration, plans_name, storage,
+                          runs_dir, console, force=force)
+        return
     if checkpoint is not None:
         if study is not None or trial is not None:
             raise NasAttnError("give a study (and --trial) or --checkpoint, not both")
@@ -362,6 +381,9 @@ def main(argv: list[str] | None = None) -> None:
     if logging.lastResort is not None:  # where records of loggers without handlers go
         logging.lastResort.addFilter(_quiet_after_interrupt)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # timm < 1.0.23 (what nnunetv2's network package allows) uses an API torch 2.14 deprecates
+    warnings.filterwarnings("ignore", message=".*torch.jit.interface.* is deprecated",
+                            category=FutureWarning)
     from ..atomic import disk_full_error, is_disk_full
     from ..searching.study import is_storage_error, storage_error
 

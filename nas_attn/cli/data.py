@@ -5,21 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape as _escape_markup
 from rich.table import Table
 
 from ..data import check_folder
+from .fmt import escape
 from ..data.readers import fmt_shape
-
-
-def escape(text: str) -> str:
-    """Text from file names and files fit for a terminal: rich markup escaped, and control
-    characters (a name holding ESC sequences could rewrite the screen) shown as \\xNN."""
-    import unicodedata
-
-    safe = "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" and c != "\n" else c
-                   for c in str(text))
-    return _escape_markup(safe)
 
 
 def _count(n: int, word: str) -> str:

@@ -8,12 +8,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ..errors import NasAttnError
 from ..searching.study import load_study, open_existing_storage
-from .fmt import WIDE_LEADERBOARD, StepLog, _f
+from .fmt import StepLog, WIDE_LEADERBOARD, _f, escape
 from .options import CACHE, RUNS, STORAGE, cache_env
 
 console = Console()
@@ -184,7 +183,7 @@ def finalize_cli(name, options: dict, storage, runs_dir: Path, console: Console)
     names = [str(c.trial) if c.trial is not None else f"plain at trial {c.control_of}'s size"
              for c in chosen]
     budget = options.get("budget") or default_budget(len(entrants_of(chosen)))
-    console.print(f"finalizing study {study.study_name!r}: a race of {len(chosen)} entrants "
+    console.print(f"finalizing study {escape(repr(study.study_name))}: a race of {len(chosen)} entrants "
                   f"({', '.join(names)}), {options['min_seeds']} to {options['seeds']} seeds "
                   f"each, at most {budget} full trainings (--budget), then "
                   f"{options['confirm_seeds']} fresh confirmation seeds for the champion, its "
@@ -216,12 +215,13 @@ def finalize_cli(name, options: dict, storage, runs_dir: Path, console: Console)
                       "command resumes from them", highlight=False)
         raise typer.Exit(code) from None
     if options.get("join"):
-        console.print(f"joined the finalize of {study.study_name!r}: trained {res['trained']} "
+        console.print(f"joined the finalize of {escape(repr(study.study_name))}: trained {res['trained']} "
                       "of its trainings here", highlight=False)
         return
     print_finalize(res, console)
-    console.print(f"written: {Path(runs_dir) / study.study_name / 'final' / 'finalize.json'}; "
-                  f"`nas-attn export {study.study_name}` exports the recommended model's weights",
+    console.print(f"written: {escape(str(Path(runs_dir) / study.study_name / 'final'))}"
+                  f"/finalize.json; `nas-attn export {escape(study.study_name)}` exports the "
+                  "recommended model's weights",
                   highlight=False)
 
 

@@ -1,5 +1,19 @@
-"""Number formats and the width rule the CLI's tables share."""
+"""What the CLI's output shares: the one function every user-supplied name goes through
+(`escape`), number formats, the width rule of its tables, the progress lines of long runs."""
 from __future__ import annotations
+
+import unicodedata
+
+from rich.markup import escape as _escape_markup
+
+
+def escape(text) -> str:
+    """Text from users, files and folders fit for a terminal: rich markup escaped, and control
+    characters shown as \\xNN (a name holding ESC sequences could rewrite the screen or hide
+    what follows). Every name the CLI prints goes through it."""
+    safe = "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" and c != "\n" else c
+                   for c in str(text))
+    return _escape_markup(safe)
 
 
 def _f(v, spec=".4f"):

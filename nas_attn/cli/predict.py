@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +18,7 @@ from rich.table import Table
 
 from ..atomic import atomic_write
 from ..errors import DiskFullError
+from .fmt import escape
 
 
 def _progress(console: Console) -> Progress:

@@ -7,14 +7,13 @@ from pathlib import Path
 import optuna
 import typer
 from rich.console import Console, Group
-from rich.markup import escape
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
 
 from ..arch import UNetArch
-from .fmt import WIDE_LEADERBOARD, _big, _f
+from .fmt import WIDE_LEADERBOARD, StepLog, _big, _f, escape
 from ..errors import DiskFullError, StudyError
 from ..searching.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
                             trial_arch)
@@ -38,7 +37,7 @@ class Leaderboard:
         self.vs_best = vs_best
 
     def table(self, wide: bool) -> Table:
-        t = Table(title=self.title, expand=False)
+        t = Table(title=escape(self.title), expand=False)
         cols = [("rank", {"justify": "right"}), ("trial", {"justify": "right"}),
                 ("state", {}), ("Dice", {"justify": "right"}),
                 ("95 % CI", {"justify": "right"})] + ([("vs best", {})] if self.vs_best
@@ -154,6 +153,12 @@ class LiveView:
         self.started = time.perf_counter()
         self.finished: list[int] = []
         self.supernet = None
+        self.log = not console.is_terminal
+        """Output to a file (a batch job's log): the live view draws nothing until the end, so
+        each trial, and long phases every 30 s, get a line of their own."""
+        self.steps = StepLog(console)
+        self.estimated: dict[int, tuple | None] = {}
+        self.last_line = 0.0
 
     def _render(self):
         parts = []
@@ -176,26 +181,55 @@ class LiveView:
         if self.live:
             self.live.update(self._render())
 
+    def _line(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
     def trial_started(self, number, arch, label):
         self.current = {"number": number, "summary": arch.summary(), "epoch": 0, "dice": None,
                         "label": label, "t0": time.perf_counter()}
+        if self.log:
+            self._line(f"trial {number} started: {escape(arch.summary())}"
+                       + (f" ({escape(label)})" if label else ""))
+            self.last_line = time.perf_counter()
         self.refresh()
 
     def epoch_done(self, number, epoch, metrics):
         if self.current:
             self.current["epoch"] = epoch
             self.current["dice"] = float(metrics.get("dice", 0.0))
+            if self.log and time.perf_counter() - self.last_line >= self.steps.every:
+                self.last_line = time.perf_counter()
+                self._line(f"  trial {number}: epoch {epoch}/{self.epochs}, Dice "
+                           f"{self.current['dice']:.4f}, "
+                           f"{self.last_line - self.current['t0']:.0f} s")
         self.refresh()
 
     def supernet_step(self, step):
-        """Phase 1 of a one-shot search: the supernet being trained."""
+        """Phase 1 of a one-shot search: the supernet being trained; once per supernet, how
+        long it will take from its first timed steps; in a log, a line every 30 s."""
         self.supernet = step
+        i = step.info
+        first = self.estimated.setdefault(step.index, (i.elapsed_s, i.global_step))
+        if first and (i.global_step - first[1] >= 10 or i.elapsed_s - first[0] >= 20):
+            self.estimated[step.index] = None  # said once; the first step (set-up) left out
+            rate = (i.elapsed_s - first[0]) / max(1, i.global_step - first[1])
+            total = i.elapsed_s + rate * (i.total_steps - i.global_step)
+            self._line(f"phase 1, supernet {step.index} of {step.count}: about "
+                       f"{total / 60:.1f} min for its {i.epochs} epochs ({i.total_steps} "
+                       f"steps, timed on {i.global_step - first[1]})")
+        if self.log:
+            self.steps(f"supernet {step.index}/{step.count}", i)
         self.refresh()
 
     def trial_done(self, trial):
         self.supernet = None
         self.current = None
         self.finished.append(trial.number)  # this process's trials (others may share the study)
+        if self.log:
+            ua = trial.user_attrs
+            what = (f"Dice {trial.values[0]:.4f}" if trial.values else
+                    ua.get("prune_reason") or ua.get("fail_reason") or "")
+            self._line(f"trial {trial.number} {trial.state.name.lower()}: {escape(what)}")
         self.refresh()
 
 
@@ -211,15 +245,18 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     interrupted, stopped = False, None
     with Live(view._render(), console=console, refresh_per_second=2, transient=False) as live:
         view.live = live
-        try:
-            if session.strategy == "oneshot":
-                from ..searching.run import prepare_oneshot
+        from ..interrupts import surfaced
 
-                prepare_oneshot(session)
-                view.supernet = None
-                live.console.print()
-                print_supernets(session.study, live.console)
-            run_search(session, trials, req.timeout)
+        try:
+            with surfaced():  # a library error that hides the signal is the signal
+                if session.strategy == "oneshot":
+                    from ..searching.run import prepare_oneshot
+
+                    prepare_oneshot(session)
+                    view.supernet = None
+                    live.console.print()
+                    print_supernets(session.study, live.console)
+                run_search(session, trials, req.timeout)
         except KeyboardInterrupt:
             from ..interrupts import acknowledge
 

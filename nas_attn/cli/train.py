@@ -9,7 +9,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
@@ -17,6 +16,7 @@ from rich.table import Table
 from ..api import TrainPlan, run_plan
 from ..errors import DiskFullError
 from ..training import TrainResult
+from .fmt import escape
 
 
 def _progress(console: Console) -> Progress:

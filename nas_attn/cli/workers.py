@@ -6,13 +6,13 @@ import time
 import typer
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 
 from ..searching.parallel import ParallelSearch, open_parallel
 from ..searching.opening import SearchRequest
 from ..searching.slots import Slot
 from ..searching.workers import Supervisor
+from .fmt import escape
 
 
 def worker_table(sup: Supervisor, epochs: int) -> Table:

@@ -75,7 +75,16 @@ def wants_cache(mode: str, root: Path, spatial_dims: int | None) -> bool:
     if not masks.is_dir():
         return False
     with os.scandir(masks) as it:
-        return any(e.name.lower().endswith((".nii", ".nii.gz")) for e in it)
+        names = [e.name for e in it]
+    if any(n.lower().endswith((".nii", ".nii.gz")) for n in names):
+        return True
+    arrays = sorted(n for n in names if n.lower().endswith(".npy"))
+    if arrays:  # 3D .npy volumes: decoded into memory they grew resident memory per volume
+        try:
+            return np.load(masks / arrays[0], mmap_mode="r").ndim >= 3
+        except (OSError, ValueError):
+            return False  # the scan names the unreadable file
+    return False
 
 
 # ----- writing ------------------------------------------------------------------------------
@@ -288,8 +297,12 @@ def open_cached(root: Path, spatial_dims: int | None, cache_dir: str | None,
     has none (module docstring; `resample` as `check.scan_folder`'s: True, the median spacing).
     Raises DataError (the folder's problems, or a damaged cache)."""
     root = Path(root).expanduser().resolve()
-    key = _key(root, spatial_dims, resample)
     base = cache_root(cache_dir)
+    if base.resolve() == root or root in base.resolve().parents:
+        raise DataError(f"cache folder {base} is inside the dataset folder {root}: each cache "
+                        "built there would change the folder and call for another; give a "
+                        f"folder outside it (--cache-dir, data.cache_dir or ${ENV_DIR})")
+    key = _key(root, spatial_dims, resample)
     final = base / f"{folder_name(root.name, default='data')}-{key}"
     hit = _OPEN.get(str(final))
     if hit is not None:

@@ -208,6 +208,15 @@ def _list_nnunet(root: Path, meta: dict, problems: list[str]) -> Listing:
     return lst
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """`path` (as written, before links are followed) is in `root`."""
+    import os
+
+    full = Path(os.path.normpath(path.absolute()))
+    top = Path(os.path.normpath(root.absolute()))
+    return full == top or top in full.parents
+
+
 def _list_decathlon(root: Path, meta: dict, problems: list[str]) -> Listing:
     lst = Listing("decathlon")
     names = _channel_names(meta.get("modality"), "modality", problems)
@@ -230,6 +239,14 @@ def _list_decathlon(root: Path, meta: dict, problems: list[str]) -> Listing:
         sn = split_name(img.name)
         case = sn[0] if sn else img.name
         bad = False
+        for p, what in ((img, "image"), (lab, "label")):
+            if not _inside(p, root):
+                problems.append(f"dataset.json: training[{i}].{what} {entry[what]!r} lies "
+                                "outside the dataset folder, where the preprocessed cache "
+                                "cannot see it change; copy or link it into the folder")
+                bad = True
+        if bad:
+            continue
         for p, what in ((img, "image"), (lab, "label")):
             if not p.is_file():
                 problems.append(f"dataset.json: training[{i}].{what} {entry[what]!r}: no such "

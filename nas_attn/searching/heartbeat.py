@@ -177,21 +177,27 @@ def tag_trial(trial: optuna.Trial) -> None:
     trial.set_user_attr("worker_boot", boot_id())
 
 
+def process_gone(trial) -> bool:
+    """A RUNNING trial whose worker ran on this machine and is gone (what a resume fails)."""
+    import socket
+
+    tag = str(trial.user_attrs.get("worker", ""))
+    where, _, pid = tag.rpartition(":")
+    if where != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+        return False
+    return trial.user_attrs.get("worker_boot", boot_id()) == boot_id()
+
+
 def fail_orphaned_trials(study: optuna.Study) -> list[int]:
     """RUNNING trials whose worker (user attribute `worker`, `host:pid`) ran on this machine and
     is gone: FAIL with the reason, and their retry queued. Run when a search resumes, on every
     storage: a journal file has no heartbeat, and on an RDB storage the heartbeat would wait for
     the grace period; a dead worker of another machine is left to the heartbeat."""
-    import socket
-
-    host, boot, failed = socket.gethostname(), boot_id(), []
+    failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        tag = str(t.user_attrs.get("worker", ""))
-        where, _, pid = tag.rpartition(":")
-        if where != host or not pid.isdigit() or _alive(int(pid)):
+        if not process_gone(t):  # alive, or another machine's (left to the heartbeat)
             continue
-        if t.user_attrs.get("worker_boot", boot) != boot:  # another machine of that name
-            continue
+        tag = t.user_attrs.get("worker")
         if fail_dead_trial(study, t.number, f"worker {tag} is gone (killed, out of memory, or "
                                             "its search was stopped by a full disk) and its "
                                             "trial was still RUNNING"):

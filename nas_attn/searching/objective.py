@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import optuna
 
 from ..arch import UNetArch
+from ..interrupts import surfaced
 from ..errors import (
     ArchError,
     DiskFullError,
@@ -139,11 +140,12 @@ class Objective:
     def __call__(self, trial: optuna.Trial):
         self.current = trial
         try:
-            if "worker" not in trial.user_attrs:  # who runs it: a resume fails it once gone
-                from .heartbeat import tag_trial
+            with surfaced():  # an error that hides a signal is the signal
+                if "worker" not in trial.user_attrs:  # who runs it: a resume fails it once gone
+                    from .heartbeat import tag_trial
 
-                tag_trial(trial)
-            return self._run(trial)
+                    tag_trial(trial)
+                return self._run(trial)
         except KeyboardInterrupt:
             # also when Ctrl-C lands before training starts (sampling, the cost probe): optuna
             # fails the trial either way, and the reason says why; the signal is on its way up,

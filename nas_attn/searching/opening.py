@@ -101,7 +101,18 @@ def data_config(space: Space, source: str | None, val_pattern: str | None = None
                        ("test_pattern", test_pattern), ("test_source", test_data)):
         if value:
             cfg[key] = value
-    return DataConfig(**cfg)
+    from pydantic import ValidationError
+
+    try:
+        return DataConfig(**cfg)
+    except ValidationError as e:  # the space's data settings with --data, --val-pattern, ...
+        from ..errors import DataError
+        from ..training.config import format_errors
+
+        given = f" with --data {source}" if source else ""
+        why = "; ".join(line.strip().replace("config: Value error, ", "")
+                        for line in format_errors(e).splitlines())
+        raise DataError(f"the space's data settings{given} do not fit: {why}") from None
 
 
 def _check_test_folder(source: str | None) -> None:

@@ -51,10 +51,23 @@ def leaderboard(study: optuna.Study, top: int | None = None) -> list[Row]:
             flops=ua.get("flops"), latency_ms=ua.get("latency_ms"),
             summary=ua.get("arch_summary", ""), label=ua.get("baseline", ""),
             reason=ua.get("fail_reason") or ua.get("prune_reason") or
-            (f"duplicate of #{ua['duplicate_of']}" if "duplicate_of" in ua else ""),
+            (f"duplicate of #{ua['duplicate_of']}" if "duplicate_of" in ua else "") or
+            _gone(t),
             dice_ci=tuple(ua["dice_ci"]) if t.state == TrialState.COMPLETE and
             isinstance(ua.get("dice_ci"), list) and None not in ua["dice_ci"] else None))
     return rows[:top] if top else rows
+
+
+def _gone(t: FrozenTrial) -> str:
+    """The note of a RUNNING trial whose process on this machine is gone."""
+    if t.state != TrialState.RUNNING:
+        return ""
+    from .heartbeat import process_gone
+
+    if not process_gone(t):
+        return ""
+    return (f"its process ({t.user_attrs.get('worker')}) is gone: the next `nas-attn search` "
+            "of this study records it as failed and runs it again")
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
@@ -108,7 +121,15 @@ def get_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
 def trial_arch(trial: FrozenTrial) -> UNetArch:
     text = trial.user_attrs.get("arch")
     if not text:
-        raise StudyError(f"trial {trial.number} has no architecture recorded")
+        if trial.state == TrialState.WAITING:
+            label = trial.user_attrs.get("baseline")
+            raise StudyError(f"trial {trial.number}{f' ({label})' if label else ''} is queued "
+                             "and has not run yet: its architecture is recorded when it runs "
+                             "(`nas-attn search --study NAME` runs it)")
+        why = {TrialState.RUNNING: "it is still starting",
+               TrialState.FAIL: "it failed before its architecture was sampled"}.get(
+            trial.state, "the study does not say why")
+        raise StudyError(f"trial {trial.number} has no architecture recorded ({why})")
     try:
         return UNetArch.from_json(text)
     except ArchError as e:

@@ -26,6 +26,10 @@ def parse_space(data: Any, source: str = "<space>") -> Space:
 
 def resolve_space_path(name_or_path: str | Path) -> Path:
     """A path, or the name of a ready space (`default`, `smoke`, ...)."""
+    if isinstance(name_or_path, bool) or not isinstance(name_or_path, (str, Path)) or \
+            not str(name_or_path):
+        raise SpaceError(f"a search space is a ready space's name or the path of a YAML file, "
+                         f"got {type(name_or_path).__name__} {name_or_path!r}")
     p = Path(name_or_path)
     if p.exists():
         return p
@@ -60,11 +64,31 @@ def read_space_text(path: Path) -> str:
                          f"{e.start}); save the space as UTF-8") from None
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (the second silently
+    replaced the first, a whole block of a space lost without a word)."""
+
+
+def _mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice (first on line {seen[key]}); the "
+                "second would silently replace the first", key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
 def load_space(name_or_path: str | Path) -> Space:
     path = resolve_space_path(name_or_path)
     text = read_space_text(path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeys)  # noqa: S506  (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -75,6 +75,10 @@ def storage_url(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> str:
     return default_storage_url(runs_dir)
 
 
+STORAGE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+"""The database kinds Optuna's RDB storage is used with (SQLAlchemy dialects)."""
+
+
 def open_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> optuna.storages.BaseStorage:
     """Any Optuna storage URL; `journal:PATH` (or a path ending in .log/.journal) is a journal
     file, which several processes on one machine or a shared file system can use at once.
@@ -84,6 +88,11 @@ def open_storage(url: str | None, runs_dir: Path = DEFAULT_RUNS) -> optuna.stora
         url = storage_url(None, runs_dir)
     if url.startswith("journal:") or url.endswith((".log", ".journal")):
         return _journal(url)
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else None
+    if scheme not in STORAGE_SCHEMES:
+        raise StudyError(f"storage {redact(url)!r} is not a storage URL nas-attn knows; accepted: "
+                         "sqlite:///PATH, postgresql://USER:PW@HOST/DB, mysql://USER:PW@HOST/DB, "
+                         "journal:PATH (a journal file)")
     if url.startswith("sqlite:///"):
         _mkdir(Path(url.removeprefix("sqlite:///")).parent, "the SQLite file's folder")
     if url.startswith("postgres"):

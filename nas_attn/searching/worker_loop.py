@@ -61,7 +61,7 @@ def worker_main(req, supervised: bool = True) -> int:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    from ..interrupts import acknowledge, install
+    from ..interrupts import acknowledge, install, surfaced
 
     install()  # a signal always stops the worker, however often Python drops it
     _pin_threads()
@@ -93,7 +93,8 @@ def worker_main(req, supervised: bool = True) -> int:
             if answer != "go":  # "stop", or the parent is gone (EOF)
                 return 0
             try:
-                optimize(session, tagged, n_trials=1, callbacks=done_cb, hint=False)
+                with surfaced():  # optuna's storage writes after the trial, too
+                    optimize(session, tagged, n_trials=1, callbacks=done_cb, hint=False)
             except DiskFullError as e:  # the parent stops the search with this line
                 listener.send(event="fatal", error=str(e))
                 raise

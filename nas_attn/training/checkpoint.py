@@ -72,6 +72,13 @@ def safe_load(path: str | os.PathLike, what: str = "weights file"):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
+        import errno
+
+        if e.errno == errno.EINVAL and path.is_file() and os.access(path, os.R_OK):
+            # torch's zip reader on a cut-off file: the file reads, its contents do not
+            raise CheckpointError(f"{path}: not a readable {what} ({path.stat().st_size:,} "
+                                  "bytes; it is truncated, damaged or not a PyTorch file)"
+                                  ) from None
         raise CheckpointError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001  (zip, pickle and EOF errors of many kinds)
         text = str(e)
