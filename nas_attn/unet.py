@@ -33,26 +33,33 @@ def timm_kwargs(arch) -> dict:
 
 
 def build_unet(arch, *, pretrained: bool = False, make_attention=None,
-               sites: dict | None = None) -> nn.Module:
+               sites: dict | None = None, out_channels: int | None = None) -> nn.Module:
     """Turn a validated `UNetArch` into a model (plain conv encoder, or a timm encoder in 2D;
     `pretrained` downloads the timm encoder's weights, never done by nas-attn itself).
 
     `make_attention` and `sites` replace the registry's factory and the architecture's site
-    table (the one-shot supernet puts a module holding every choice at each site)."""
+    table (the one-shot supernet puts a module holding every choice at each site);
+    `out_channels` replaces the architecture's (nnU-Net wants one softmax channel per class,
+    also for a binary task, where nas-attn uses one sigmoid channel)."""
     if not isinstance(arch, UNetArch):
         raise ArchError(f"build_unet needs a UNetArch, got {type(arch).__name__} (UNetArch."
                         "from_dict / from_json make one from a dict or JSON text)")
+    _check_weights_fit(arch)
     make = make_attention or create_attention
     if not arch.encoder_name.startswith("timm:"):
         kw = unet_kwargs(arch)
         if sites is not None:
             kw["sites"] = sites
+        if out_channels is not None:
+            kw["out_channels"] = out_channels
         return UNet(**kw, make_attention=make)
     import timm
 
     kw = timm_kwargs(arch)
     if sites is not None:
         kw["sites"] = sites
+    if out_channels is not None:
+        kw["out_channels"] = out_channels
     if kw["model_name"] not in timm.list_models():
         raise ArchError(f"encoder_name {arch.encoder_name!r}: timm has no model "
                         f"{kw['model_name']!r} (see timm.list_models())")
@@ -63,3 +70,27 @@ def build_unet(arch, *, pretrained: bool = False, make_attention=None,
         return TimmUNet(**kw, make_attention=make, pretrained=pretrained)
     except ValueError as e:  # depth beyond the encoder's feature levels
         raise ArchError(str(e)) from None
+
+
+def _check_weights_fit(arch: UNetArch) -> None:
+    """`OutOfMemoryError` (one line) before anything is allocated when training the model
+    needs more than all of the machine's memory by `nas_attn.footprint`'s lower bound (its
+    weights with gradients and Adam's moments, at batch 1 on the smallest patch): the rule the
+    CLI applies to a search's candidates (`Runtime.check_fits`). A depth-7 UNet of width 4096
+    allocated about 24 GB before torch failed, or the process was killed."""
+    import os
+
+    from .errors import OutOfMemoryError
+    from .footprint import estimate, gb
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that says
+        return
+    fp = estimate(arch, [2 ** arch.depth] * arch.spatial_dims)
+    if fp.training_bytes > total:
+        raise OutOfMemoryError(f"{arch.summary()} needs at least {gb(fp.training_bytes)} to "
+                               f"train ({fp.params:,} parameters: {gb(4 * fp.params)} of "
+                               f"weights, {gb(16 * fp.params)} with gradients and optimizer "
+                               f"state), more than all of this machine's {gb(total)}; use "
+                               "smaller widths or depth")

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ..errors import NasAttnError
+from .fmt import escape
 
 
 def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, ...],
@@ -39,7 +39,30 @@ def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, .
     if "weights" not in written:
         console.print("[yellow]note:[/yellow] this trial kept no checkpoint; model.py builds the "
                       "architecture with fresh weights (retrain it with `nas-attn train "
-                      f"--from-study {study.study_name} --trial {trial.number}`)")
+                      f"--from-study {escape(study.study_name)} --trial {trial.number}`)")
+
+
+def export_nnunet_cli(study_name, trial_number, plans: Path | None, configuration: str,
+                      plans_name: str, storage, runs_dir: Path, console: Console,
+                      force: bool = False) -> None:
+    """The chosen architecture (the one `export` would write) as nnU-Net v2 plans."""
+    from ..nnunet import write_plans
+    from ..searching.study import load_study, open_existing_storage
+    from ..searching.trial_export import chosen_arch
+
+    if plans is None:
+        raise NasAttnError("--format nnunet needs --nnunet-plans: the nnUNetPlans.json of the "
+                           "dataset, written by `nnUNetv2_plan_and_preprocess -d ID -c CONFIG`")
+    study = load_study(study_name, open_existing_storage(storage, runs_dir))
+    arch, what = chosen_arch(study, trial_number)
+    dest = write_plans(plans, arch, configuration, plans_name=plans_name, force=force)
+    dataset = dest.parent.name
+    console.print(f"wrote {escape(str(dest))}: nnU-Net's plans with the {configuration} "
+                  f"architecture replaced by {escape(what)} ({escape(arch.summary())})",
+                  highlight=False)
+    console.print(f"train it with nnU-Net (nas-attn installed in the same environment): "
+                  f"`nnUNetv2_train {escape(dataset)} {configuration} 0 -p {plans_name}`",
+                  highlight=False)
 
 
 def export_checkpoint_cli(checkpoint: Path, out: Path | None, formats: tuple[str, ...],

@@ -58,6 +58,20 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
     return _export(arch, out, ckpt, meta, formats, force), trial
 
 
+def chosen_arch(study, number: int | None = None):
+    """(architecture, what it is) of the model `export_trial` would write: trial `number`, else
+    the model `finalize` recommended, else the best trial."""
+    final = study.user_attrs.get("finalize") or {}
+    rec = final.get("recommended")
+    if number is None and rec is not None:
+        from ..arch import UNetArch
+
+        who = f"trial {rec['trial']}" if rec.get("trial") is not None else rec.get("label", "")
+        return UNetArch.from_dict(rec["arch"]), f"finalize's recommended model ({who})"
+    trial = get_trial(study, number)
+    return trial_arch(trial), f"trial {trial.number} of study {study.study_name!r}"
+
+
 def _left_on_disk(runs_dir: Path, study_name: str, number: int) -> str | None:
     """The best.pt a trial's training wrote, when the trial did not record it (it failed or
     was interrupted after an epoch); None when there is none or the stored name would lead
