@@ -1,0 +1,128 @@
+"""Tables for the documentation, built from the benchmarks' result files (benchmarks/results/*.json,
+each with its date, commit and machine): no figure is typed by hand. The docs build calls
+`render(name)` through its hook (docs/hooks.py) for every `<!-- results: NAME -->` marker;
+`python benchmarks/render.py NAME` prints the same markdown."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _head(d: dict, command: str) -> list[str]:
+    return [f"Measured {d['date']} at commit `{d['commit']}` on {d['machine']}; "
+            f"`{command}`", ""]
+
+
+def _pct(v) -> str:
+    return f"{100 * v:.1f} %"
+
+
+def decision_quality_simulate(name: str = "decision_quality_simulate") -> str:
+    d = _load(name)
+    a = d["args"]
+    cmd = (f"python benchmarks/decision_quality.py simulate --noise {' '.join(a['noise'])} "
+           f"--reps {a['reps']}" + (f" --case-factor {a['case_factor']}"
+                                    if a.get("case_factor", 1) > 1 else "")
+           + (f" --effects {' '.join(str(e) for e in a['effects'])}" if a.get("effects")
+              else "") + f" --out {a['out']}")
+    out = _head(d, cmd)
+    for scenario, r in d["results"].items():
+        m, s = r["measured"], r["simulated"]
+        out += [f"**{scenario}** (seed-to-seed SD of the pooled Dice {m[0]:.4f} measured, "
+                f"{s[0]:.4f} simulated; mean per-case SD across seeds {m[1]:.4f} measured, "
+                f"{s[1]:.4f} simulated). Rate of a gain verdict (at effect 0: the false-gain "
+                "rate; above it: the power):", "",
+                "| true effect | compare, 3 seeds | compare, 5 seeds | smallest detectable "
+                "(3 / 5 seeds) | old 2-SD rule (3 / 5) | two-level bootstrap (3 / 5) | "
+                "finalize: helps | truly best kept / chosen | full trainings | old finalize: "
+                "gain |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for effect, e in r["effects"].items():
+            out.append(
+                f"| {float(effect):+.3f} | {_pct(e['compare3'])} | {_pct(e['compare5'])} | "
+                f"{e['mde3']:.3f} / {e['mde5']:.3f} | {_pct(e['old3'])} / {_pct(e['old5'])} | "
+                f"{_pct(e['boot3'])} / {_pct(e['boot5'])} | {_pct(e['race_helps'])} | "
+                f"{_pct(e['race_kept_best'])} / {_pct(e['race_champion_best'])} | "
+                f"{e['race_trainings']:.1f} | {_pct(e['old_finalize_gain'])} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def decision_quality_real(name: str = "decision_quality_real") -> str:
+    d = _load(name)
+    r = d["results"]
+    out = _head(d, f"python benchmarks/decision_quality.py real --runs-dir R --finalizes "
+                   f"{d['args']['finalizes']} --null-reps {d['args']['null_reps']}")
+    out += [f"Built-in cue set, where attention truly helps: **{r['cue_helps']} of "
+            f"{len(r['cue_finalizes'])}** finalizes say *helps*.", "",
+            "| finalize | verdict on fresh confirmation seeds (validation) | on test (reported) "
+            "| full trainings |", "|---|---|---|---|"]
+    for i, v in enumerate(r["cue_finalizes"], 1):
+        out.append(f"| {i} | {v['text']} | {v['test']} | {v.get('trainings', '')} |")
+    out += ["", f"The plain UNet against itself (3 seeds each, no true difference): "
+            f"**{r['null_helps']} of {len(r['null'])}** comparisons say *helps*.", "",
+            "| repetition | comparison |", "|---|---|"]
+    out += [f"| {i} | {v['text']} |" for i, v in enumerate(r["null"], 1)]
+    return "\n".join(out)
+
+
+def vs_nnunet(name: str) -> str:
+    d = _load(name)
+    out = _head(d, f"python benchmarks/vs_nnunet.py --data {d['data']} --work W")
+    out += ["| arm | steps | batch | samples | CPU s | test Dice, pooled [95 % CI] | "
+            "nnU-Net's per-case mean | the two agree | vs the nas-attn plain UNet (test) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for arm, r in d["arms"].items():
+        t = r["test"]
+        ci = t["ci"]
+        out.append(f"| {arm} | {r['steps']} | {r['batch']} | {r['samples']} | {r['cpu_s']} | "
+                   f"{t['pooled_dice']:.4f} [{max(0, ci['low']):.4f}, {min(1, ci['high']):.4f}]"
+                   f" | {t['nnunet_mean_dice']:.4f} | {'yes' if t['agree'] else 'no'} | "
+                   f"{r.get('vs_plain', '')} |")
+    return "\n".join(out)
+
+
+def noise(name: str) -> str:
+    """A noise record (`nas-attn noise`), summarised by the code that prints it."""
+    sys.path.insert(0, str(RESULTS.parents[1]))
+    from nas_attn.stats.noise import NoiseRecord
+
+    rec = NoiseRecord.from_dict(_load(name))
+    s = rec.summary(finalize_seeds=3)
+    data = rec.data if rec.data == "builtin" else "../shared/data/" + Path(rec.data).name
+    out = [f"`nas-attn noise --data {data} --seeds {len(rec.runs)}` "
+           f"({rec.arch}, {rec.epochs} epochs; record `{name}.json`, data signature "
+           f"`{rec.signature[:16]}`)", "",
+           "| seeds | validation Dice per seed | seed-to-seed SD | score [95 % CI] | "
+           "smallest gain 3 seeds per arm detect | seeds per arm for +0.005 / +0.01 |",
+           "|---|---|---|---|---|---|"]
+    sc = s["score"]
+    need = s["seeds_needed"]
+    out.append(f"| {len(rec.runs)} | {' / '.join(f'{v:.3f}' for v in s['scores'])} | "
+               f"{s['run_sd']:.4f} | {sc['value']:.3f} [{sc['low']:.3f}, {sc['high']:.3f}] | "
+               f"{s['detectable_at_finalize']:+.3f} | "
+               f"{need.get('+0.005') or 'more than 200'} / {need.get('+0.010') or 'more than 200'} |")
+    return "\n".join(out)
+
+
+RENDERERS = {"decision_quality_simulate": decision_quality_simulate,
+             "decision_quality_simulate_seed_dominated": decision_quality_simulate,
+             "decision_quality_real": decision_quality_real}
+
+
+def render(name: str) -> str:
+    if name.startswith("vs_nnunet"):
+        return vs_nnunet(name)
+    if name.startswith("noise_"):
+        return noise(name)
+    return RENDERERS[name](name)
+
+
+if __name__ == "__main__":
+    print(render(sys.argv[1]))
