@@ -34,7 +34,7 @@ from .arch import UNetArch
 from .atomic import atomic_write
 from .data import readers as R
 from .errors import DataError, DiskFullError, NasAttnError
-from .export_verify import ExportMismatchError, verify_export  # noqa: F401  (re-exported)
+from .exporting.verify import ExportMismatchError, verify_export  # noqa: F401  (re-exported)
 from .models.infer import (
     labels_from_output,
     predict_logits,
@@ -105,7 +105,7 @@ def _load_export(path: Path, accept_mismatch: bool = False
     import json
 
     from .errors import ArchError
-    from .export_text import validated_arch
+    from .exporting.text import validated_arch
     from .unet import build_unet
 
     for name in ("arch.json", "weights.pt"):

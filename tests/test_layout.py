@@ -30,8 +30,6 @@ LAYERS = (
     "nas_attn.evaluation",
     "nas_attn.prediction",
     "nas_attn.exporting",
-    "nas_attn.export_formats",
-    "nas_attn.export_text | nas_attn.export_verify",
     "nas_attn.training",
     "nas_attn.compat",
     "nas_attn.trained",

@@ -20,7 +20,7 @@ from nas_attn import registry
 from nas_attn.arch import AttnSpec as A
 from nas_attn.arch import BlockSpec, UNetArch
 from nas_attn.exporting import ExportError, export_arch
-from nas_attn.export_formats import _onnx_save
+from nas_attn.exporting.formats import _onnx_save
 from nas_attn.models import tokens
 from nas_attn.unet import build_unet
 from random_weights import randomise

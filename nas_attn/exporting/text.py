@@ -18,11 +18,11 @@ import numbers
 import re
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from .version import __version__
-from .errors import NasAttnError
+from ..version import __version__
+from ..errors import NasAttnError
 
 if TYPE_CHECKING:
-    from .arch import UNetArch
+    from ..arch import UNetArch
 
 
 class ExportError(NasAttnError):
@@ -249,7 +249,7 @@ def _usage_lines(arch: UNetArch) -> list[str]:
 def docstring(arch: UNetArch, meta: Mapping[str, Any], uses_timm: bool) -> str:
     """model.py's module docstring: what it is, what it needs, the architecture, the export's
     metadata and how to use it (only sanitised text: no quotes or backslashes)."""
-    from . import registry
+    from .. import registry
 
     dims = arch.spatial_dims
     lines = [
@@ -313,9 +313,9 @@ def check_generated(code: str, *, allowed_imports: Iterable[str] = BASE_IMPORTS)
 
 def validated_arch(arch: UNetArch | Mapping) -> UNetArch:
     """`arch` validated again from its JSON, with every value that becomes a literal checked."""
-    from . import models, registry
-    from .arch import ACTS, NORMS, UPSAMPLES, UNetArch
-    from .errors import ArchError
+    from .. import models, registry
+    from ..arch import ACTS, NORMS, UPSAMPLES, UNetArch
+    from ..errors import ArchError
 
     try:
         arch = UNetArch.from_dict(arch.to_dict() if isinstance(arch, UNetArch) else arch)

@@ -11,14 +11,14 @@ training patch size and normalisation; `ATTENTION`, the used classes) and a shor
 its class from `models/timm_layers.py`, which imports timm in its constructor; the docstring
 then says timm is needed. The output does not depend on any formatter on PATH.
 
-Safety (`nas_attn.export_text`): the code is the package's own source files plus literals of
+Safety (`nas_attn.exporting.text`): the code is the package's own source files plus literals of
 re-validated values; study metadata is sanitised text; the result is checked before it is
 written (`check_generated`).
 
 `export_arch(arch, out_dir)` writes `model.py`, `arch.json`, `meta.json` (with the hashes that
-make the folder verify itself, `nas_attn.export_verify`),
+make the folder verify itself, `nas_attn.exporting.verify`),
 `weights.pt` (a state_dict, loadable with `torch.load(..., weights_only=True)`), and optionally
-`model.ts` / `model.onnx` (`nas_attn.export_formats`). `export_checkpoint` exports a
+`model.ts` / `model.onnx` (`nas_attn.exporting.formats`). `export_checkpoint` exports a
 `nas-attn train` output; `nas_attn.searching.trial_export.export_trial` a trial of a study.
 """
 from __future__ import annotations
@@ -33,19 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import models
-from .models import standalone
-from .trained import InferenceConfig, TrainedModel
-from .arch import UNetArch
-from .atomic import AtomicGroup
-from .errors import NasAttnError
-from .export_formats import FORMATS, example_inputs, export_onnx, export_torchscript, onnx_missing
-from .export_text import (BASE_IMPORTS, ExportError, arch_literal,
+from .. import models
+from ..models import standalone
+from ..trained import InferenceConfig, TrainedModel
+from ..arch import UNetArch
+from ..atomic import AtomicGroup
+from ..errors import NasAttnError
+from .formats import FORMATS, example_inputs, export_onnx, export_torchscript, onnx_missing
+from .text import (BASE_IMPORTS, ExportError, arch_literal,
                           check_generated, docstring, lit, meta_literal, sanitize_meta, sanitize_text,
                           validated_arch)
-from .export_verify import provenance
-from .paths import claim_output_dir, record_outputs, sha256_file
-from .unet import timm_kwargs, unet_kwargs
+from .verify import provenance
+from ..paths import claim_output_dir, record_outputs, sha256_file
+from ..unet import timm_kwargs, unet_kwargs
 
 __all__ = ["ExportError", "export_arch", "export_checkpoint", "export_trained",
            "load_model_py", "render_model_py"]
@@ -182,10 +182,10 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
 def _state_dict(weights: Path | str | Mapping, arch: UNetArch) -> dict:
     import torch
 
-    from .unet import build_unet
+    from ..unet import build_unet
 
     if isinstance(weights, (str, Path)):
-        from .training.checkpoint import safe_load
+        from ..training.checkpoint import safe_load
 
         try:
             obj = safe_load(weights)
@@ -262,7 +262,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
     model.onnx, "torchscript" -> model.ts) and meta.json into out_dir, which must be new, empty
     or an earlier export unless `force` (`paths.claim_output_dir`). meta.json holds `meta`, the
     inference settings and the "verify" record (versions, architecture hash, every file's
-    SHA-256: `nas_attn.export_verify`); model.py's `load()` checks the weights' hash.
+    SHA-256: `nas_attn.exporting.verify`); model.py's `load()` checks the weights' hash.
 
     `inference` (an `InferenceConfig` or its dict) becomes model.py's INFERENCE and meta.json's
     "inference". `weights`: a state_dict, or the path of one (or of a checkpoint holding one
@@ -302,7 +302,7 @@ def export_arch(arch: UNetArch, out_dir: Path, *, weights: Path | dict | None = 
         group.write(files["arch"], arch.to_json(indent=2) + "\n")
         if formats:
             checks = _export_formats(arch, formats, size, state, group, files, staged, out_dir)
-        # last: the record of every file above (`nas_attn.export_verify`)
+        # last: the record of every file above (`nas_attn.exporting.verify`)
         doc = sanitize_meta(meta)
         doc["inference"] = settings.to_dict()
         if checks:  # each format against eager torch: the sizes and the largest difference
@@ -332,8 +332,8 @@ def export_checkpoint(path: Path | str, out_dir: Path | None = None, *,
     """Export a `nas-attn train` output (its folder or its best.pt) or any nas-attn checkpoint:
     model.py with its patch size and normalisation, arch.json, meta.json, weights.pt.
     Returns (paths written, architecture)."""
-    from .compat import checkpoint_inference
-    from .training.checkpoint import find_checkpoint, read_checkpoint
+    from ..compat import checkpoint_inference
+    from ..training.checkpoint import find_checkpoint, read_checkpoint
 
     path = Path(path)
     ckpt = find_checkpoint(path)

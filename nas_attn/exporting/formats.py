@@ -19,9 +19,9 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .arch import UNetArch
-from .atomic import atomic_save, is_disk_full
-from .export_text import ExportError
+from ..arch import UNetArch
+from ..atomic import atomic_save, is_disk_full
+from .text import ExportError
 
 ONNX_OPSET = 17
 CHECK_ATOL = 1e-4
@@ -120,8 +120,8 @@ def _onnx_culprits(arch: UNetArch) -> list[str]:
 
     import torch
 
-    from . import registry
-    from .unet import build_unet
+    from .. import registry
+    from ..unet import build_unet
 
     bad = []
     for name in arch.attention_names():

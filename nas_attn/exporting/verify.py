@@ -22,9 +22,9 @@ import json
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .arch import UNetArch
-from .errors import NasAttnError
-from .paths import sha256_file
+from ..arch import UNetArch
+from ..errors import NasAttnError
+from ..paths import sha256_file
 
 ACCEPT_FLAG = "--accept-mismatch"
 
@@ -43,7 +43,7 @@ def provenance(arch: UNetArch, files: Mapping[str, str]) -> dict:
     """meta.json's "verify" record; `files`: file name in the folder -> its SHA-256."""
     import torch
 
-    from .version import __version__
+    from ..version import __version__
 
     return {"nas_attn": __version__, "torch": str(torch.__version__),
             "arch_sha256": arch_sha256(arch), "files": dict(sorted(files.items()))}
@@ -77,7 +77,7 @@ def verify_export(folder: str | Path, arch: UNetArch, meta: Mapping | None, *,
     `ExportMismatchError` (one line) on the first mismatch unless `accept_mismatch`."""
     import torch
 
-    from .version import __version__
+    from ..version import __version__
 
     folder = Path(folder)
     record = meta.get("verify") if isinstance(meta, Mapping) else None
