@@ -33,7 +33,7 @@ LAYERS = (
     "nas_attn.training",
     "nas_attn.compat",
     "nas_attn.trained",
-    "nas_attn.curves | nas_attn.data | nas_attn.device | nas_attn.stats",
+    "nas_attn.data | nas_attn.device | nas_attn.stats",
     "nas_attn.nnunet",
     "nas_attn.unet",
     "nas_attn.footprint",

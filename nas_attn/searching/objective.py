@@ -297,7 +297,7 @@ class Objective:
         trial.set_user_attr("train_seconds", round(float(result.seconds), 2))
         if result.checkpoint is not None:
             trial.set_user_attr("checkpoint", str(Path(result.checkpoint).resolve()))
-        from ..curves import save_curve
+        from .curves import save_curve
 
         save_curve(curve or result.history, out_dir / "curve.png",
                    title=f"trial {trial.number}: {arch.summary()}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .atomic import atomic_save
+from ..atomic import atomic_save
 
 SERIES = (("train_loss", (214, 96, 77), "train loss"), ("dice", (67, 147, 195), "val Dice"))
 
