@@ -31,7 +31,7 @@ and `--reps` repetitions:
   validation, the 2-SD rule on the same seeds): its false-gain rate shows the winner's curse.
 
 `real`: real trainings on the built-in cue set, where attention truly helps (the cue sits an
-image away): a study holding the plain UNet and the README's built-in search winner (width 16,
+image away): a study holding the plain UNet and the built-in search winner on the search-quality page (docs/benchmarks/search-quality.md) (width 16,
 self-attention at the third encoder level, position attention at the bottleneck, ...), then
 `--finalizes` finalizes with disjoint seeds (race and confirmation); each verdict must be
 "helps". And `--null-reps` comparisons with no true difference: the plain UNet trained under 3
@@ -298,7 +298,7 @@ search: {trials: 2, n_startup_trials: 2, sampler: random, pruner: none, baseline
 WINNER = {"encoder.0.attn": "cbam", "encoder.1.attn": "se", "encoder.2.attn": "self",
           "bottleneck.attn": "position", "skip.0.attn": "scse", "skip.1.attn": "cross",
           "decoder.0.attn": "eca", "decoder.2.attn": "eca"}
-"""The README's built-in search winner (it solved the cue task on 3 of 3 seeds at full budget):
+"""The built-in search winner of docs/benchmarks/search-quality.md (it solved the cue task on 3 of 3 seeds at full budget):
 enqueued as the study's one searched trial beside the plain UNet of its size."""
 
 

@@ -4,7 +4,7 @@
 
 On the shared 2D set (dsb2018-nuclei, 128x128 tiles, patch 64x64) and 3D set
 (inia19-macaque-3d, 168x16x128 slabs, patch 64x16x64), one network per dimensionality with
-attention (the README's built-in search winner in 2D; a depth-3 3D UNet with cbam, position,
+attention (the built-in search winner on the search-quality page (docs/benchmarks/search-quality.md) in 2D; a depth-3 3D UNet with cbam, position,
 gate and cross), random weights (speed only), exported once with `nas_attn.exporting.export_arch`:
 
 1. `nas-attn predict`'s path (`nas_attn.prediction.load_model` on the export folder, then

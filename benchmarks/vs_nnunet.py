@@ -20,7 +20,7 @@ nnU-Net's own training resumes from its latest checkpoint):
 - `nasattn_plain`: nas-attn's plain UNet (the `default` space's plain baseline) at its full
   budget (`nas-attn train`);
 - `nnunet_searched`: nnU-Net training `--arch` (a searched placement, default: self-attention
-  at the third encoder level and position attention at the bottleneck, what the README's
+  at the third encoder level and position attention at the bottleneck, what the docs'
   built-in winners used) through `nas-attn export --format nnunet`'s plans.
 
 Every arm's test predictions are scored by nas-attn (pooled Dice per class, from per-case

@@ -1,4 +1,4 @@
-"""A searched placement trained by nnU-Net v2 with its own pipeline (README "nnU-Net").
+"""A searched placement trained by nnU-Net v2 with its own pipeline (docs/export.md, "nnU-Net v2").
 
 nnU-Net builds its network from the plans file: `get_network_from_plans` locates
 `configurations[c]["architecture"]["network_class_name"]` by its dotted name and calls it with

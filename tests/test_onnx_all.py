@@ -4,7 +4,7 @@ Each module sits at every site kind it may occupy (a single module at encoder, b
 and decoder sites; a paired one at the skips) of a small UNet of depth 2, exported once and run
 by onnxruntime at three sizes per dimensionality: one within the token budget, two beyond it, all
 odd multiples of 2**depth; the largest |onnxruntime - torch| must be <= 1e-4. The winners that
-the README reports for the ready spaces' searches are checked the same way at their own widths.
+docs/benchmarks/search-quality.md reports for the ready spaces' searches are checked the same way at their own widths.
 Run with `-s` to see the measured differences."""
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_every_module_exports_to_onnx_at_every_site_kind(name, dims, tmp_path):
     assert max(diffs) <= 1e-4
 
 
-# the winners the README reports for the ready spaces' searches (Search quality section)
+# the winners docs/benchmarks/search-quality.md reports for the ready spaces' searches
 WINNERS = {
     "builtin search (trial 8)": dict(
         encoder=(A.make("cbam", kernel_size=3, reduction=4), A.make("se", reduction=8),

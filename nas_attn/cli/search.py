@@ -324,12 +324,14 @@ def _what_stopped(view: LiveView) -> str:
 
 def print_next(study: optuna.Study, console: Console, storage: str | None = None) -> None:
     """The closing `next:` line; for a one-shot study `finalize` first, since its scores are
-    inherited (a proxy, and a weak one where the README measured it)."""
+    inherited (a proxy, and a weak one where it was measured:
+    docs/benchmarks/oneshot-fidelity.md)."""
     name = escape(study.study_name) + (f" --storage {escape(storage)}" if storage else "")
     if study.user_attrs.get("strategy") == "oneshot":
         console.print(f"next: `nas-attn finalize {name}` (retrains the best placements and the "
                       "same-size plain UNet from scratch: inherited scores have ranked "
-                      "placements no better than chance in the README's measurements), "
+                      "placements no better than chance in the measurements of "
+                      "docs/benchmarks/oneshot-fidelity.md), "
                       f"`nas-attn show {name}`, `nas-attn dashboard`")
     elif storage:
         console.print(f"next: `nas-attn show {name}`")

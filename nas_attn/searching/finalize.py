@@ -15,7 +15,7 @@ entrant), the plain UNet of its size and the Attention U-Net are trained under f
 confirmation seeds, and `nas_attn.stats.compare` decides on those runs alone whether attention
 helps, hurts, or makes no detectable difference (with the smallest effect it could detect).
 Fresh seeds rather than held-back validation cases: on real data the seed-to-seed spread is the
-larger noise (README), and halving a validation split of 26 slices would widen every interval
+larger noise (docs/benchmarks/noise.md), and halving a validation split of 26 slices would widen every interval
 by about 40 %; the cases are the same, so a champion that fits these validation cases by chance
 is not fully protected against (the benchmark measures the rest). The test split is scored for
 every training and reported, never used to choose. The same-size plain UNet is recommended

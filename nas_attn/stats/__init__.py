@@ -1,5 +1,5 @@
-"""How sure a score is and how decisions are made (README "The score and how decisions are
-made"). numpy and scipy only: no torch, no optuna.
+"""How sure a score is and how decisions are made (docs/score.md, docs/decisions.md).
+numpy and scipy only: no torch, no optuna.
 
 - `counts`   `CaseCounts`: TP, FP, FN per case and class, from which the pooled Dice of any
              subset or resample of the cases is recomputed exactly.

@@ -1,5 +1,4 @@
-"""One-shot search: a weight-sharing supernet over the attention sites (README "One-shot
-search").
+"""One-shot search: a weight-sharing supernet over the attention sites (docs/strategies.md).
 
 - `supernet`  `SuperNet` / `ChoiceSite` (torch): the package's own UNet built with a module of
               every choice at each site; fair per-site paths; `standalone_state` / `extract`

@@ -2,8 +2,8 @@
 `search.oneshot.trials`) placements it had not seen.
 
 Two kinds of trial score nothing and do not count:
-- a repeat: TPE proposes placements it has already tried (in the fidelity runs of README "Is
-  the one-shot proxy faithful?", 300 trials held 243-274 distinct placements); such a trial is
+- a repeat: TPE proposes placements it has already tried (in the fidelity runs of
+  docs/benchmarks/oneshot-fidelity.md, 300 trials held 243-274 distinct placements); such a trial is
   answered from the earlier one (`duplicate_of`);
 - a refusal: a placement the space's constraints (or the device's memory) rule out is pruned
   before it is scored.
