@@ -7,7 +7,7 @@ On the shared 2D set (dsb2018-nuclei, 128x128 tiles, patch 64x64) and 3D set
 attention (the built-in search winner on the search-quality page (docs/benchmarks/search-quality.md) in 2D; a depth-3 3D UNet with cbam, position,
 gate and cross), random weights (speed only), exported once with `nas_attn.exporting.export_arch`:
 
-1. `nas-attn predict`'s path (`nas_attn.prediction.load_model` on the export folder, then
+1. `nas-attn predict`'s path (`nas_attn.inference.prediction.load_model` on the export folder, then
    `predict_array`: normalisation, sliding window, Gaussian blending, label map), the exported
    model.py's `predict(image, model)`, and `monai.inferers.sliding_window_inference` (Gaussian,
    same overlap, sigma and patch batch) with the same network, after the same normalisation and
@@ -39,7 +39,7 @@ from nas_attn.arch import AttnSpec as A  # noqa: E402
 from nas_attn.arch import UNetArch  # noqa: E402
 from nas_attn.exporting import export_arch, load_model_py  # noqa: E402
 from nas_attn.models.infer import labels_from_output, predict_logits  # noqa: E402
-from nas_attn.prediction import load_model, predict_array, read_image  # noqa: E402
+from nas_attn.inference.prediction import load_model, predict_array, read_image  # noqa: E402
 from nas_attn.unet import build_unet  # noqa: E402
 
 DATA = Path("/work/shared/data")

@@ -280,7 +280,7 @@ def score(pred_dir: Path, ref_dir: Path, ending: str, classes: int) -> dict:
     """nas-attn's pooled Dice (per-case counts, 95 % interval) and nnU-Net's per-case mean of
     the same predictions; nnU-Net's statistic recomputed from nas-attn's counts."""
     from nas_attn.stats.compare import estimate
-    from nas_attn.training.metrics import MetricAccumulator
+    from nas_attn.inference.metrics import MetricAccumulator
 
     acc = MetricAccumulator(classes)
     refs = sorted(ref_dir.glob(f"*{ending}"))

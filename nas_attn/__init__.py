@@ -20,7 +20,7 @@ The public API (a notebook session)::
 Verbs are functions, packages are nouns: the functions above live in `nas_attn.api` (plain
 functions with explicit signatures and docstrings); the packages that do the work are named
 so that no module shadows a function (`nas_attn.searching`, `nas_attn.training`,
-`nas_attn.exporting`, `nas_attn.prediction`, `nas_attn.evaluation`).
+`nas_attn.exporting`, `nas_attn.inference.prediction`, `nas_attn.inference.evaluation`).
 
 Reading the code: `tests/test_layout.py` lists the layers top to bottom; the DESIGN notes in
 `nas_attn.registry` (options from constructor signatures), `nas_attn.models` (one file per

@@ -27,7 +27,7 @@ from .planning import (  # noqa: F401  (public here: `nas-attn train` and tests 
 if TYPE_CHECKING:
     import optuna
 
-    from .trained import TrainedModel
+    from .inference.trained import TrainedModel
     from .training import TrainResult
 
 
@@ -231,7 +231,7 @@ def export(source, out_dir: str | Path | None = None, *, trial: int | None = Non
     output / checkpoint. `formats`: also "onnx" and/or "torchscript". Returns the paths
     written by kind ("model", "arch", "meta", "weights", ...)."""
     from .exporting import export_arch, export_checkpoint, export_trained
-    from .trained import TrainedModel
+    from .inference.trained import TrainedModel
 
     path_arg(out_dir, "out_dir", "a folder path", optional=True)
     path_arg(runs_dir, "runs_dir", "a folder path")
@@ -263,7 +263,7 @@ def load_model(path: str | Path, device: str | None = None, *,
     model.py is never run), a checkpoint, or a `nas-attn train` folder; `.model` (eval mode),
     `.arch`, `.patch_size`, `.overlap`, `.spacing`. An export folder whose files differ from the
     hashes in its meta.json is refused (`ExportMismatchError`) unless `accept_mismatch=True`."""
-    from .prediction import load_model as _load
+    from .inference.prediction import load_model as _load
 
     path_arg(path, "path", "the path of an export folder, a checkpoint or a `nas-attn train` "
               "folder")
@@ -273,7 +273,7 @@ def load_model(path: str | Path, device: str | None = None, *,
 
 
 def _loaded(model, device: str | None, accept_mismatch: bool) -> TrainedModel:
-    from .trained import TrainedModel
+    from .inference.trained import TrainedModel
 
     if isinstance(model, TrainedModel):
         return model
@@ -292,7 +292,7 @@ def predict(model, inputs: str | Path | list[str | Path], out_dir: str | Path, *
     input or a data set's masks, raises `InputError` before anything is written; an existing
     mask is kept unless `force`. `tta`: average over flips; `batch`: sliding-window patches per
     forward pass."""
-    from .prediction import InputError, check_out_dir, expand_inputs, predict_files
+    from .inference.prediction import InputError, check_out_dir, expand_inputs, predict_files
 
     raw = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
     if not isinstance(raw, (list, tuple)) or not raw:
@@ -320,7 +320,7 @@ def evaluate(model, data: str | Path, *, tta: bool = False, hd95: bool = True,
     `nas-attn evaluate` does: `dice` and `iou` pooled per class over the folder (the search's
     metric), per class and per image, and `hd95` (mm where the files give the spacing).
     `model`: a `load_model` result or a path for it."""
-    from .evaluation import evaluate_folder
+    from .inference.evaluation import evaluate_folder
 
     path_arg(data, "data", "a dataset folder")
     number_arg(batch, "batch", 1, optional=False)

@@ -44,9 +44,9 @@ def test_verbs_are_plain_functions_with_explicit_signatures():
     import pkgutil
 
     import nas_attn
-    import nas_attn.evaluation  # noqa: F401  the nouns beside the verbs
+    import nas_attn.inference.evaluation  # noqa: F401  the nouns beside the verbs
     import nas_attn.exporting  # noqa: F401
-    import nas_attn.prediction  # noqa: F401
+    import nas_attn.inference.prediction  # noqa: F401
     import nas_attn.searching.run  # noqa: F401
     import nas_attn.training  # noqa: F401
 

@@ -214,8 +214,8 @@ def test_evaluate_reads_a_3d_folder_through_the_cache_and_scores_alike(tmp_path,
 
     from nas_attn.arch import UNetArch
     from nas_attn.data import cache as cache_mod
-    from nas_attn.evaluation import evaluate_folder
-    from nas_attn.trained import InferenceConfig, TrainedModel
+    from nas_attn.inference.evaluation import evaluate_folder
+    from nas_attn.inference.trained import InferenceConfig, TrainedModel
     from nas_attn.unet import build_unet
 
     src = _folder(tmp_path / "d", n=3)

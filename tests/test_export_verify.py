@@ -17,7 +17,7 @@ from nas_attn.arch import AttnSpec as A
 from nas_attn.arch import BlockSpec, UNetArch
 from nas_attn.exporting import export_arch
 from nas_attn.exporting.verify import ExportMismatchError, arch_sha256
-from nas_attn.prediction import load_model
+from nas_attn.inference.prediction import load_model
 from nas_attn.unet import build_unet
 
 

@@ -27,12 +27,12 @@ LAYERS = (
     "nas_attn.api",
     "nas_attn.planning",
     "nas_attn.searching",
-    "nas_attn.evaluation",
-    "nas_attn.prediction",
-    "nas_attn.exporting",
+    "nas_attn.exporting.assemble",
+    "nas_attn.exporting.formats",
+    "nas_attn.exporting.text",
     "nas_attn.training",
-    "nas_attn.compat",
-    "nas_attn.trained",
+    "nas_attn.inference",
+    "nas_attn.exporting.values | nas_attn.exporting.verify",
     "nas_attn.data | nas_attn.device | nas_attn.stats",
     "nas_attn.nnunet",
     "nas_attn.unet",
@@ -45,6 +45,9 @@ LAYERS = (
     "nas_attn.arguments",
     "nas_attn.errors | nas_attn.version | nas_attn.interrupts",
 )
+"""The export package is split across the list: what writes model.py sits above training, what
+loading shares with it (the literal check of an architecture, the export folder's hash record)
+sits below the inference package, so that loading a model never reaches the text generator."""
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +156,7 @@ def test_no_upward_imports(graph):
     illegal = graph.find_illegal_dependencies_for_layers(
         layers=tuple(layer if len(layer) > 1 else next(iter(layer)) for layer in layers))
     assert not illegal, sorted((d.importer, d.imported) for d in illegal)
-    listed = {m for layer in layers for m in layer}
+    listed = {".".join(m.split(".")[:2]) for layer in layers for m in layer}
     top = {".".join(m.split(".")[:2]) for m in graph.modules if m != "nas_attn"}
     assert top <= listed | {"nas_attn.spaces"}, top - listed
 

@@ -9,8 +9,9 @@ import torch
 import torch.nn as nn
 
 from nas_attn.device import Runtime
-from nas_attn.training import MetricAccumulator, dice_iou_per_class, evaluate
-from nas_attn.training.metrics import score_split
+from nas_attn.inference.metrics import MetricAccumulator, dice_iou_per_class
+from nas_attn.training import evaluate
+from nas_attn.inference.metrics import score_split
 
 
 def naive_pooled_dice(preds, gts, classes):
@@ -132,7 +133,7 @@ def test_hd95_in_mm_with_the_voxel_spacing():
 
     import numpy as np
 
-    from nas_attn.training.metrics import MetricAccumulator, hd95
+    from nas_attn.inference.metrics import MetricAccumulator, hd95
 
     a = np.zeros((20, 10, 10), bool)
     b = np.zeros_like(a)

@@ -19,7 +19,7 @@ from nas_attn.arch import AttnSpec as A  # noqa: E402
 from nas_attn.arch import UNetArch  # noqa: E402
 from nas_attn.models.infer import predict_logits  # noqa: E402
 from nas_attn.models.sliding import sliding_window_predict  # noqa: E402
-from nas_attn.training.metrics import MetricAccumulator, hd95  # noqa: E402
+from nas_attn.inference.metrics import MetricAccumulator, hd95  # noqa: E402
 from nas_attn.unet import build_unet  # noqa: E402
 
 

@@ -21,7 +21,7 @@ from nas_attn.data import readers as R
 from nas_attn.exporting import ExportError, export_arch, load_model_py
 from nas_attn.models.infer import normalise_percentile, predict_logits
 from nas_attn.training.checkpoint import save_checkpoint
-from nas_attn.training.metrics import score_split
+from nas_attn.inference.metrics import score_split
 from nas_attn.unet import build_unet
 
 TINY = dict(depth=2, widths=(4, 8, 8))
@@ -323,7 +323,7 @@ def test_loading_an_export_never_runs_its_model_py(tmp_path, cli):
     """Code appended to an exported model.py does not run on `predict`, `evaluate` or
     `load_model`; the predictions are those of the untouched export. A tampered arch.json or
     mismatched weights.pt is one line naming the file."""
-    from nas_attn.prediction import ModelLoadError, load_model
+    from nas_attn.inference.prediction import ModelLoadError, load_model
 
     data = shapes_folder(tmp_path / "data", ["a", "b"])
     arch = UNetArch(classes=3, encoder=(A.make("se", reduction=2), None), **TINY)

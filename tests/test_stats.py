@@ -22,7 +22,7 @@ from nas_attn.stats.compare import (
     holm,
 )
 from nas_attn.stats.counts import CaseCounts
-from nas_attn.training.metrics import MetricAccumulator
+from nas_attn.inference.metrics import MetricAccumulator
 
 
 def counts(rows, names=None):

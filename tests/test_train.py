@@ -14,10 +14,10 @@ from nas_attn.arch import UNetArch
 from nas_attn.data import DataConfig, SegData, load_data, make_loaders
 from nas_attn.device import Runtime
 from nas_attn.errors import ArchError, DivergedError, OutOfMemoryError, TrainingError
-from nas_attn.training import (DiceCELoss, MetricAccumulator, SegLoss, TrainConfig,
-                            deep_supervision_weights, dice_iou_per_class, hd95, load_checkpoint,
-                            train)
-from nas_attn.training.checkpoint import CheckpointError, read_checkpoint
+from nas_attn.inference.checkpoint import load_checkpoint
+from nas_attn.inference.metrics import MetricAccumulator, dice_iou_per_class, hd95
+from nas_attn.training import DiceCELoss, SegLoss, TrainConfig, deep_supervision_weights, train
+from nas_attn.inference.checkpoint import CheckpointError, read_checkpoint
 from nas_attn.training.preview import save_preview
 
 CPU = Runtime(device=torch.device("cpu"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nas_attn.arch import UNetArch
-from nas_attn.trained import InferenceConfig, InferenceConfigError, TrainedModel
+from nas_attn.inference.trained import InferenceConfig, InferenceConfigError, TrainedModel
 
 TINY = dict(depth=2, widths=(4, 8, 8))
 DATASET = {"normalisation": "dataset", "low": [0.0], "high": [2.0], "patch_size": [16],
@@ -66,9 +66,9 @@ def _checkpoint(tmp_path, meta):
 
 def test_todays_and_an_older_checkpoint_load_alike(tmp_path):
     """Today's best.pt records the configuration whole; one of 0.1 recorded its parts side by
-    side (read by `nas_attn.compat` only, until its stated removal)."""
+    side (read by `nas_attn.inference.compat` only, until its stated removal)."""
     from nas_attn import compat
-    from nas_attn.prediction import load_model
+    from nas_attn.inference.prediction import load_model
 
     cfg = InferenceConfig.make(DATASET, 2)
     (tmp_path / "new").mkdir()
@@ -87,7 +87,7 @@ def test_todays_and_an_older_checkpoint_load_alike(tmp_path):
 
 
 def test_a_finalize_result_loads_its_recommended_model(tmp_path):
-    from nas_attn.prediction import ModelLoadError, load_model
+    from nas_attn.inference.prediction import ModelLoadError, load_model
 
     cfg = InferenceConfig.make(DATASET, 2)
     arch, ckpt = _checkpoint(tmp_path, {"inference": cfg.to_dict()})
@@ -105,7 +105,7 @@ def test_export_and_load_give_back_the_same_trained_model(tmp_path):
     """`export_trained` writes a TrainedModel; loading the folder (its data only, never its
     model.py) gives the same architecture, weights and configuration."""
     from nas_attn.exporting import export_trained
-    from nas_attn.prediction import load_model
+    from nas_attn.inference.prediction import load_model
 
     cfg = InferenceConfig.make(DATASET, 2)
     arch, ckpt = _checkpoint(tmp_path, {"inference": cfg.to_dict()})

@@ -1,5 +1,5 @@
 """`nas-attn predict` and `nas-attn evaluate`: progress and tables with rich; the work is in
-`nas_attn.prediction` and `nas_attn.evaluation`."""
+`nas_attn.inference.prediction` and `nas_attn.inference.evaluation`."""
 from __future__ import annotations
 
 import json
@@ -37,7 +37,7 @@ def predict_cli(model: Path, inputs: list[Path], out: Path, *, tta: bool, force:
                 device: str | None, batch: int, console: Console, err: Console,
                 accept_mismatch: bool = False) -> int:
     """Exit status: 0 when every input was written, 1 when any failed."""
-    from ..prediction import check_out_dir, expand_inputs, load_model, predict_files
+    from ..inference.prediction import check_out_dir, expand_inputs, load_model, predict_files
 
     files, problems = expand_inputs(inputs)
     check_out_dir(files, out, inputs)  # before the model loads: one line, nothing written
@@ -84,8 +84,8 @@ def _ci(ci) -> str:
 def evaluate_cli(model: Path, data: Path, *, json_path: Path | None, tta: bool, hd95: bool,
                  device: str | None, batch: int, console: Console, force: bool = False,
                  accept_mismatch: bool = False) -> dict:
-    from ..evaluation import evaluate_folder
-    from ..prediction import InputError, load_model
+    from ..inference.evaluation import evaluate_folder
+    from ..inference.prediction import InputError, load_model
 
     if json_path is not None:  # before any work, and never over a user's file unasked
         if json_path.is_dir():

@@ -11,7 +11,7 @@ to the median spacing; predictions go back to each input's own grid.
   smallest), the coarse axis is resampled with nearest neighbours and the others with splines,
   so slices are not blurred into each other (nnU-Net's "separate z").
 - Labels: nearest neighbour.
-- Predictions (`nas_attn.prediction`): class scores resampled linearly back to the input's shape,
+- Predictions (`nas_attn.inference.prediction`): class scores resampled linearly back to the input's shape,
   then the arg max (nnU-Net resamples its softmax the same way).
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ def __getattr__(name: str):
 
         return getattr(assemble, name)
     if name == "ExportError":
-        from .text import ExportError
+        from .values import ExportError
 
         return ExportError
     raise AttributeError(f"module 'nas_attn.exporting' has no attribute {name!r}")

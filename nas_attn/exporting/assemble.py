@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import models
 from ..models import standalone
-from ..trained import InferenceConfig, TrainedModel
+from ..inference.trained import InferenceConfig, TrainedModel
 from ..arch import UNetArch
 from ..atomic import AtomicGroup
 from ..errors import NasAttnError
@@ -185,7 +185,7 @@ def _state_dict(weights: Path | str | Mapping, arch: UNetArch) -> dict:
     from ..unet import build_unet
 
     if isinstance(weights, (str, Path)):
-        from ..training.checkpoint import safe_load
+        from ..inference.checkpoint import safe_load
 
         try:
             obj = safe_load(weights)
@@ -332,8 +332,8 @@ def export_checkpoint(path: Path | str, out_dir: Path | None = None, *,
     """Export a `nas-attn train` output (its folder or its best.pt) or any nas-attn checkpoint:
     model.py with its patch size and normalisation, arch.json, meta.json, weights.pt.
     Returns (paths written, architecture)."""
-    from ..compat import checkpoint_inference
-    from ..training.checkpoint import find_checkpoint, read_checkpoint
+    from ..inference.compat import checkpoint_inference
+    from ..inference.checkpoint import find_checkpoint, read_checkpoint
 
     path = Path(path)
     ckpt = find_checkpoint(path)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import optuna
 import yaml
 
-from ..compat import pin_old_normalisation
+from ..inference.compat import pin_old_normalisation
 from ..errors import (
     StudyError,
 )

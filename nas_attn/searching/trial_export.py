@@ -129,8 +129,8 @@ def _export(arch, out: Path, ckpt, meta, formats, force):
     weights = Path(ckpt) if ckpt and Path(ckpt).exists() else None
     inference = None
     if weights is not None:  # the patch size and normalisation the weights were trained with
-        from ..compat import checkpoint_inference
-        from ..training.checkpoint import read_checkpoint
+        from ..inference.compat import checkpoint_inference
+        from ..inference.checkpoint import read_checkpoint
 
         try:
             obj = read_checkpoint(weights)

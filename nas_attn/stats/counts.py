@@ -2,7 +2,7 @@
 (image or volume) and foreground class, from which the pooled Dice of the split, of any subset
 of its cases or of any resample of them is recomputed exactly.
 
-`nas_attn.training.metrics` is the one definition of the score; it fills a `CaseCounts` as it
+`nas_attn.inference.metrics` is the one definition of the score; it fills a `CaseCounts` as it
 adds images, and its reported `dice` equals `CaseCounts.pooled()` to the last bit (the same sums,
 the same float operations): `tests/test_stats.py` checks it.
 """

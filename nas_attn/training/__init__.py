@@ -1,16 +1,15 @@
-"""Training: config, losses, metrics, the loop, checkpoints and previews.
+"""Training: config, losses, the loop, writing checkpoints and previews.
 
-`train(arch, train_data, val_data, data_cfg, cfg)` is the entry point; `load_checkpoint(path)`
-reads back what it wrote.
+`train(arch, train_data, val_data, data_cfg, cfg)` is the entry point. What it writes is read
+back by `nas_attn.inference` (`inference.checkpoint.load_checkpoint`), and the score it
+validates with is `nas_attn.inference.metrics`.
 """
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .losses import DiceCELoss, SegLoss, deep_supervision_weights
 from .loop import StepInfo, TrainResult, evaluate, get_loaders, train
-from .metrics import MetricAccumulator, dice_iou_per_class, hd95
 
 __all__ = [
-    "CheckpointError", "DiceCELoss", "MetricAccumulator", "SegLoss", "StepInfo", "TrainConfig",
-    "TrainResult", "deep_supervision_weights", "dice_iou_per_class", "evaluate", "get_loaders",
-    "hd95", "load_checkpoint", "read_checkpoint", "save_checkpoint", "train",
+    "DiceCELoss", "SegLoss", "StepInfo", "TrainConfig", "TrainResult",
+    "deep_supervision_weights", "evaluate", "get_loaders", "save_checkpoint", "train",
 ]

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..device import Runtime, is_oom, release_memory, seed_everything
 from ..errors import DivergedError, OutOfMemoryError, TrainingError
-from ..trained import InferenceConfig, TrainedModel
+from ..inference.trained import InferenceConfig, TrainedModel
 from .checkpoint import save_checkpoint, state_dict_cpu
 from .config import TrainConfig
 from .loader_cache import cfg_key, get_loaders

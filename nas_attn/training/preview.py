@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..atomic import atomic_save
 from ..device import Runtime
 from .validation import predict_logits
-from .metrics import dice_iou_per_class, labels_from_logits
+from ..inference.metrics import dice_iou_per_class, labels_from_logits
 
 GT_COLOUR = (64, 220, 96)       # green
 PRED_COLOUR = (255, 64, 200)    # magenta

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from ..device import Runtime, is_oom, release_memory
 from ..models import infer
-from .metrics import MetricAccumulator, labels_from_logits
+from ..inference.metrics import MetricAccumulator, labels_from_logits
 
 
 def eval_patch(data_cfg, train_data):

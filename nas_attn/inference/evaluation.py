@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 from .prediction import predict_array
 from .trained import TrainedModel
-from .training.metrics import MetricAccumulator
+from .metrics import MetricAccumulator
 
 
 def _clean(v: Any) -> Any:
@@ -35,7 +35,7 @@ def _clean(v: Any) -> Any:
 def intervals(cases) -> dict[str, Any]:
     """95 % intervals of the pooled Dice and of each class's, over the cases (a bootstrap over
     the folder's images or volumes: one trained model, so training noise is not counted)."""
-    from .stats.compare import estimate, per_class
+    from ..stats.compare import estimate, per_class
 
     return {"dice_ci": estimate([cases]).to_dict(),
             "dice_per_class_ci": [None if e is None else [e.low, e.high]
@@ -60,7 +60,7 @@ def evaluate_folder(loaded: TrainedModel, folder: str | Path, *, tta: bool = Fal
     pooled Dice of any subset is recomputed exactly), `dice_ci` and `dice_per_class_ci` (95 %
     intervals over the cases).
     """
-    from .data.cache import open_folder
+    from ..data.cache import open_folder
 
     arch = loaded.arch
     data = open_folder(Path(folder), arch.spatial_dims, resample=False)  # 3D: one case at a time

@@ -5,7 +5,7 @@ Library code (no printing); `nas_attn.cli.predict` draws the progress and the er
 
 - Models: an export folder (`model.py` + `weights.pt` + `arch.json`, see `nas_attn.exporting`),
   a checkpoint (`best.pt` of `nas-attn train` or a search trial) or the folder holding it,
-  or a finalize result (its recommended model); each loads as a `nas_attn.trained.TrainedModel`.
+  or a finalize result (its recommended model); each loads as a `nas_attn.inference.trained.TrainedModel`.
   An export folder is loaded from its data only (arch.json built with the package's modules,
   weights.pt with `weights_only=True`): its model.py is never run. The patch size and overlap
   come from the export's meta.json (or model.py's INFERENCE literal, parsed) or the
@@ -30,18 +30,18 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .arch import UNetArch
-from .atomic import atomic_write
-from .data import readers as R
-from .errors import DataError, DiskFullError, NasAttnError
-from .exporting.verify import ExportMismatchError, verify_export  # noqa: F401  (re-exported)
-from .models.infer import (
+from ..arch import UNetArch
+from ..atomic import atomic_write
+from ..data import readers as R
+from ..errors import DataError, DiskFullError, NasAttnError
+from ..exporting.verify import ExportMismatchError, verify_export  # noqa: F401  (re-exported)
+from ..models.infer import (
     labels_from_output,
     predict_logits,
 )
 from .compat import checkpoint_inference
 from .trained import InferenceConfig, TrainedModel
-from .training.checkpoint import find_checkpoint, load_checkpoint
+from .checkpoint import find_checkpoint, load_checkpoint
 
 
 class ModelLoadError(NasAttnError, ValueError):
@@ -59,7 +59,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None, *,
     mode on `device` (default: the best available). An export folder whose files differ from
     the hashes its meta.json records is refused (`ExportMismatchError`) unless
     `accept_mismatch` (then a note says what differs)."""
-    from .device import select_device
+    from ..device import select_device
 
     path = Path(path)
     dev = select_device(device)
@@ -104,9 +104,9 @@ def _load_export(path: Path, accept_mismatch: bool = False
     as a literal read out of model.py's `INFERENCE = {...}` line (parsed, not executed)."""
     import json
 
-    from .errors import ArchError
-    from .exporting.text import validated_arch
-    from .unet import build_unet
+    from ..errors import ArchError
+    from ..exporting.values import validated_arch
+    from ..unet import build_unet
 
     for name in ("arch.json", "weights.pt"):
         if not (path / name).is_file():
@@ -120,7 +120,7 @@ def _load_export(path: Path, accept_mismatch: bool = False
     except RecursionError:
         raise ModelLoadError(f"{path / 'arch.json'}: not a valid architecture (nested too "
                              "deeply)") from None
-    from .training.checkpoint import safe_load
+    from .checkpoint import safe_load
 
     try:
         state = safe_load(path / "weights.pt")
@@ -344,7 +344,7 @@ def predict_array(loaded: TrainedModel, image: np.ndarray, *, tta: bool = False,
     training). With the image's `spacing` (mm) and a model trained at another one, the image
     is resampled to the model's spacing, and the class scores back to the image's grid before
     the arg max (`nas_attn.data.resample`), so the mask lies on the input's grid."""
-    from .data import resample as RS
+    from ..data import resample as RS
 
     image = np.asarray(image)  # a cached case is read here
     aux = None if aux is None else np.asarray(aux)

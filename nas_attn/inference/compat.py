@@ -2,7 +2,7 @@
 
 REMOVAL: these paths go in nas-attn 0.4. Until then, every reader of a checkpoint's inference
 settings or of a resumed study's normalisation goes through here, so the rest of the package
-knows only today's shapes (`nas_attn.trained.InferenceConfig`).
+knows only today's shapes (`nas_attn.inference.trained.InferenceConfig`).
 
 - Checkpoints before 0.2 recorded `patch_size`, `normalisation` and `spacing` beside each other
   (today: one "inference" entry); older still recorded no patch size (recovered from the data
@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .data import DataConfig
-from .models.infer import DEFAULT_OVERLAP
+from ..data import DataConfig
+from ..models.infer import DEFAULT_OVERLAP
 from .trained import InferenceConfig, broadcast_patch
 
 REMOVAL_VERSION = "0.4"
@@ -58,8 +58,8 @@ def checkpoint_inference(ckpt: Path, arch, meta: dict) -> tuple[InferenceConfig,
 def _patch_from_data_config(data_config: Any, spatial_dims: int) -> tuple[int, ...] | None:
     """The training patch size a checkpoint without `patch_size` used: its data config's
     patch_size, else the smallest training image (the data package's rule; loads the data)."""
-    from .data import load_data
-    from .data.loaders import resolve_patch
+    from ..data import load_data
+    from ..data.loaders import resolve_patch
 
     dc = json.loads(data_config) if isinstance(data_config, str) else dict(data_config or {})
     if dc.get("patch_size"):

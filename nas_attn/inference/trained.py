@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .arch import UNetArch
-from .errors import NasAttnError
-from .data.readers import normalise
-from .models.infer import DEFAULT_OVERLAP, HIGH_PERCENTILE, LOW_PERCENTILE, NORMALISATIONS
-from .models.sliding import patch_shape
+from ..arch import UNetArch
+from ..errors import NasAttnError
+from ..data.readers import normalise
+from ..models.infer import DEFAULT_OVERLAP, HIGH_PERCENTILE, LOW_PERCENTILE, NORMALISATIONS
+from ..models.sliding import patch_shape
 
 _PER_CHANNEL = ("low", "high", "aux_low", "aux_high")
 
@@ -136,7 +136,7 @@ class InferenceConfig:
         normalisation `load_data` fitted (data it did not normalise, a SegData built by hand,
         reached the model as it is: say so, or inference would replay the old per-image
         default), the images' common spacing and the class names."""
-        from .data.resample import common_spacing
+        from ..data.resample import common_spacing
 
         norm = getattr(train_data, "normalisation", None) or {"normalisation": "none"}
         return cls.make({**norm, "patch_size": patch_size, "overlap": overlap,
