@@ -75,12 +75,12 @@ def phase_1(space: str, runs: str, data: str | None, study: str = "fidelity") ->
     import optuna
 
     from nas_attn.searching.opening import SearchRequest, open_search
-    from nas_attn.searching.run import prepare_oneshot
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0, c0 = time.perf_counter(), time.process_time()
     s = open_search(SearchRequest(space=space, runs_dir=Path(runs), study=study, data=data))
-    recs = prepare_oneshot(s)
+    s.prepare()  # phase 1: the supernets
+    recs = s.study.user_attrs["oneshot"]["supernets"]
     rec = {**recs[0], "params": sum(r["params"] for r in recs), "supernets": len(recs)}
     return {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "peak_mb": _peak_mb(),
             **rec}
@@ -131,7 +131,7 @@ def standalone(space: str, runs: str, data: str | None, arch_json: str, seed: in
     _one_thread()
     from nas_attn.arch import UNetArch
     from nas_attn.data import load_data
-    from nas_attn.searching.finalize import full_budget
+    from nas_attn.searching.space import full_budget
     from nas_attn.searching.oneshot.objective import training_defaults
     from nas_attn.searching.opening import data_config
     from nas_attn.searching.space_files import load_space

@@ -212,7 +212,7 @@ def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path) -> dict:
     """The `default` space's plain UNet at its full budget on nas-attn's split; its test
     predictions (named like the labels)."""
     from nas_attn.api import predict
-    from nas_attn.searching.finalize import full_budget
+    from nas_attn.searching.space import full_budget
     from nas_attn.searching.noise_check import plain_baseline
     from nas_attn.searching.sampling import DataInfo
     from nas_attn.searching.space_files import load_space

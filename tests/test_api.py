@@ -82,7 +82,8 @@ def test_trials_record_their_resolved_configs_and_retraining_replays_them(sessio
     """A one-element list in a space's training section is recorded with the trial (the
     sampler never sees it) and `train --from-study` runs exactly the trial's configuration,
     with the full budget instead of the trial's."""
-    from nas_attn.searching.finalize import full_budget, retrain_recipe
+    from nas_attn.searching.finalize import retrain_recipe
+    from nas_attn.searching.space import full_budget
     from nas_attn.searching.run import run_search
 
     text = tiny_space.replace("training: {batch_size: 4, lr: 0.005}",

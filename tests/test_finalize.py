@@ -276,7 +276,7 @@ def test_noise_check_measures_the_floor_and_the_search_quotes_it(tmp_path, cli):
 
 
 def test_full_budget_is_never_less_than_a_trial():
-    from nas_attn.searching.finalize import full_budget
+    from nas_attn.searching.space import full_budget
     from nas_attn.searching.space_files import load_space, parse_space
 
     default = load_space("default")  # 15 epochs x 128 samples per trial

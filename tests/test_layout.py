@@ -235,3 +235,14 @@ def test_the_private_api_check_finds_each_kind_of_use():
            "t._trial_id\nlogging.getLogger('optuna.study._optimize')\n"
            "class S:\n    def _get_stale_trial_ids(self, i):\n        return self._backend\n")
     assert len(_optuna_private_uses(ast.parse(src))) == 5
+
+
+def test_no_private_name_is_imported_across_modules():
+    """A helper another module needs is public (named without the underscore) where it lives."""
+    bad = []
+    for p in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                bad += [f"{p.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    assert bad == []

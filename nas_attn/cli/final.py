@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import NasAttnError
+from ..searching.strategy import score_kind
 from ..searching.study import load_study, open_existing_storage
-from .fmt import StepLog, WIDE_LEADERBOARD, _f, escape
+from .fmt import StepLog, WIDE_LEADERBOARD, fmt_score, escape
 from .options import CACHE, RUNS, STORAGE, cache_env
 
 console = Console()
@@ -117,8 +118,8 @@ class FinalTable:
                         f"epochs, at most {res['seeds']} seeds each), ★ recommended; 95 % "
                         "intervals over cases and seeds")
         for col, kw in (("trial", {"justify": "right"}), ("baseline", {}),
-                        ("inherited" if res.get("strategy") == "oneshot" else "short trial",
-                         {"justify": "right"}), ("seeds", {"justify": "right"}),
+                        (score_kind(res.get("strategy")), {"justify": "right"}),
+                        ("seeds", {"justify": "right"}),
                         ("val Dice [95 % CI]", {"justify": "right"}),
                         ("test Dice [95 % CI]" if has_test else "test", {"justify": "right"}),
                         ("race", {})) + ((("architecture", {"overflow": "fold"}),) if wide
@@ -126,7 +127,7 @@ class FinalTable:
             t.add_column(col, **kw)
         for r in self.rows:
             cells = [("★ " if self.win[r.get("key")] else "") + _trial_name(r),
-                     escape(r["label"]), _f(r["short_dice"]), str(len(r["val"])),
+                     escape(r["label"]), fmt_score(r["short_dice"]), str(len(r["val"])),
                      ci_text(r.get("val_ci")), ci_text(r.get("test_ci")) if has_test else "—",
                      r.get("status", "")]
             t.add_row(*cells, *([escape(r["summary"])] if wide else []),

@@ -16,11 +16,11 @@ def escape(text) -> str:
     return _escape_markup(safe)
 
 
-def _f(v, spec=".4f"):
+def fmt_score(v, spec=".4f"):
     return "—" if v is None else format(v, spec)
 
 
-def _big(v):
+def big_count(v):
     if v is None:
         return "—"
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):

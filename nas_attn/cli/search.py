@@ -13,12 +13,13 @@ from rich.table import Table
 from rich.tree import Tree
 
 from ..arch import UNetArch
-from .fmt import WIDE_LEADERBOARD, StepLog, _big, _f, escape
+from .fmt import WIDE_LEADERBOARD, StepLog, big_count, fmt_score, escape
 from ..errors import DiskFullError, StudyError
 from ..searching.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
                             trial_arch)
 from ..searching.opening import SearchRequest, open_search
 from ..searching.run import run_search
+from ..searching.strategy import get_strategy, score_kind
 from ..searching.study import load_study, open_existing_storage
 
 
@@ -50,10 +51,10 @@ class Leaderboard:
             t.add_column(col, **kw)
         for r in self.rows:
             cells = [str(r.rank or ""), str(r.number),
-                     f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", _f(r.dice),
+                     f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", fmt_score(r.dice),
                      "—" if r.dice_ci is None else f"±{(r.dice_ci[1] - r.dice_ci[0]) / 2:.3f}",
                      *([self.vs_best.get(r.number, "")] if self.vs_best is not None else []),
-                     _big(r.params), _big(r.flops),
+                     big_count(r.params), big_count(r.flops),
                      "—" if r.latency_ms is None else f"{r.latency_ms:.1f} ms"]
             if wide:
                 cells += [escape(r.summary), escape(_note(r))]
@@ -133,11 +134,12 @@ def print_supernets(study: optuna.Study, console: Console) -> None:
 
 
 def run_phase1(session, console: Console) -> None:
-    """Phase 1 of a one-shot search (the supernets) in this process, before workers start."""
-    from ..searching.run import prepare_oneshot
-
+    """What the strategy runs before its trials (one-shot: phase 1, the supernets), in this
+    process, before workers start; nothing for a per-trial search."""
+    if session.plan.trial_epochs(session.space):  # trials train: nothing runs before them
+        return session.prepare()
     console.print("phase 1: training the supernet(s) in this process", highlight=False)
-    prepare_oneshot(session)
+    session.prepare()
     print_supernets(session.study, console)
 
 
@@ -238,7 +240,7 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     view = LiveView(console, lambda: holder["study"], 0)
     session = open_search(req, listener=view)
     holder["study"] = session.study
-    view.epochs = 0 if session.strategy == "oneshot" else session.space.budget.epochs
+    view.epochs = session.plan.trial_epochs(session.space)
     study = session.study
     print_opening(session, console)
     trials = session.trials(req.trials)
@@ -249,10 +251,8 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
 
         try:
             with surfaced():  # a library error that hides the signal is the signal
-                if session.strategy == "oneshot":
-                    from ..searching.run import prepare_oneshot
-
-                    prepare_oneshot(session)
+                session.prepare()  # one-shot: phase 1, shown by the view's supernet panel
+                if view.supernet is not None:
                     view.supernet = None
                     live.console.print()
                     print_supernets(session.study, live.console)
@@ -327,7 +327,7 @@ def print_next(study: optuna.Study, console: Console, storage: str | None = None
     inherited (a proxy, and a weak one where it was measured:
     docs/benchmarks/oneshot-fidelity.md)."""
     name = escape(study.study_name) + (f" --storage {escape(storage)}" if storage else "")
-    if study.user_attrs.get("strategy") == "oneshot":
+    if get_strategy(study.user_attrs.get("strategy")).finalize_first:
         console.print(f"next: `nas-attn finalize {name}` (retrains the best placements and the "
                       "same-size plain UNet from scratch: inherited scores have ranked "
                       "placements no better than chance in the measurements of "
@@ -371,8 +371,7 @@ def print_summary(study, console, runs_dir: Path | None) -> None:
     noise = noise_for(study, runs_dir)
     gains = baseline_gains(study, noise)
     if gains:
-        how = "inherited scores" if study.user_attrs.get("strategy") == "oneshot" else \
-            "one short run each"
+        how = f"{score_kind(study.user_attrs.get('strategy'))} scores, one run each"
         console.print(f"the best (trial {best_trial(study).number}) against the baselines "
                       f"({how}, paired on the validation cases; best − baseline):",
                       highlight=False)
@@ -424,8 +423,7 @@ def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> Non
 
         print_finalize(study.user_attrs["finalize"], console)
     else:
-        what = "inherited (one-shot)" if study.user_attrs.get("strategy") == "oneshot" \
-            else "short-trial"
+        what = score_kind(study.user_attrs.get("strategy"))
         console.print(f"[dim]{what} scores only; `nas-attn finalize {escape(study.study_name)}` "
                       "retrains the best with the full budget and several seeds[/dim]")
     imp = importances(study)

@@ -185,12 +185,12 @@ class _Writer:
 
 
 def _key(root: Path, spatial_dims: int | None, resample) -> str:
-    from .folder import _signature
+    from .folder import folder_signature
 
     text = json.dumps({"v": CACHE_VERSION, "root": str(root), "dims": spatial_dims,
                        "resample": "median" if resample is True else
                        list(resample) if isinstance(resample, tuple) else resample,
-                       "sig": _signature(root)}, sort_keys=True, default=list)
+                       "sig": folder_signature(root)}, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -22,7 +22,7 @@ _CACHE: dict[tuple, tuple[FolderReport, SegData | None]] = {}
 _REPORTS: dict[tuple, FolderReport] = {}
 
 
-def _signature(root: Path) -> tuple:
+def folder_signature(root: Path) -> tuple:
     sig = []
     for sub in SUBDIRS + TREE_DIRS:
         d = root / sub
@@ -61,7 +61,7 @@ def _scan_cached(path: str | os.PathLike, spatial_dims: int | None,
     if spatial_dims not in (None, 2, 3):
         raise DataError(f"spatial_dims must be 2, 3 or None (infer), got {spatial_dims!r}")
     root = Path(path).expanduser().resolve()
-    key = (str(root), spatial_dims, _signature(root) if root.is_dir() else None, resample)
+    key = (str(root), spatial_dims, folder_signature(root) if root.is_dir() else None, resample)
     hit = _CACHE.get(key)
     plain = _CACHE.get(key[:3] + (False,))
     if hit is None and plain is not None and _unchanged_by(plain[0], resample):
@@ -89,7 +89,7 @@ def check_folder(path: str | os.PathLike, *, spatial_dims: int | None = None) ->
     if spatial_dims not in (None, 2, 3):
         raise DataError(f"spatial_dims must be 2, 3 or None (infer), got {spatial_dims!r}")
     root = Path(path).expanduser().resolve()
-    key = (str(root), spatial_dims, _signature(root) if root.is_dir() else None)
+    key = (str(root), spatial_dims, folder_signature(root) if root.is_dir() else None)
     hit = _CACHE.get(key + (False,))  # a resampled decoding reports the new spacings
     if hit is not None:
         return hit[0]

@@ -40,6 +40,7 @@ from ..arch import UNetArch
 from ..errors import StudyError
 from ..paths import inside
 from .report import trial_arch
+from .space import full_budget
 from .space_files import parse_space
 
 def study_space(study: optuna.Study):
@@ -80,20 +81,6 @@ def retrain_options(trial: FrozenTrial, space) -> dict[str, Any]:
             opts[k] = value
     opts.update({k[len("train."):]: v for k, v in trial.params.items() if k.startswith("train.")})
     return opts
-
-
-def full_budget(space) -> dict[str, Any]:
-    """Never less than a trial saw: the trial's samples per epoch (when the space sets them)
-    for at least twice its epochs and at least the TrainConfig default of 30, with no time
-    limit."""
-    from ..training import TrainConfig
-
-    b = space.budget
-    out: dict[str, Any] = {"epochs": max(TrainConfig.model_fields["epochs"].default,
-                                         2 * b.epochs)}
-    if b.samples_per_epoch:
-        out["samples_per_epoch"] = b.samples_per_epoch
-    return out
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def noise_check(space: str | Path = "default", *, data: str | None = None,
     from ..data import load_data
     from ..data.identity import data_identity
     from ..training import TrainConfig, train
-    from .finalize import full_budget
+    from .space import full_budget
     from .opening import data_config
     from .sampling import DataInfo
     from .space_files import load_space

@@ -200,7 +200,7 @@ class Objective:
             runtime, cost = self._measure(arch, cfg)
             for k, v in cost.as_dict().items():
                 trial.set_user_attr(k, v)
-            _note(trial, arch, cost.as_dict())
+            note_arch(trial, arch, cost.as_dict())
             broken = cost.violations(space.constraints)
             if broken:
                 reason = "constraint: " + "; ".join(broken)
@@ -269,7 +269,7 @@ class Objective:
 
         def on_epoch(epoch: int, metrics: dict) -> None:
             dice = float(metrics["dice"])
-            curve.append({"epoch": epoch, **{k: _num(v) for k, v in metrics.items()
+            curve.append({"epoch": epoch, **{k: finite_or_none(v) for k, v in metrics.items()
                                              if isinstance(v, (int, float))}})
             trial.set_user_attr("curve", curve)
             self.listener.epoch_done(trial.number, epoch, metrics)
@@ -292,7 +292,7 @@ class Objective:
         from .scores import record_scores
 
         record_scores(trial, best, self.noise)
-        trial.set_user_attr("iou", _num(best.get("iou", math.nan)))
+        trial.set_user_attr("iou", finite_or_none(best.get("iou", math.nan)))
         trial.set_user_attr("best_epoch", int(best.get("epoch", -1)))
         trial.set_user_attr("train_seconds", round(float(result.seconds), 2))
         if result.checkpoint is not None:
@@ -354,7 +354,7 @@ class Objective:
                                 study_or_trial=trial)
 
 
-def _note(trial, arch: UNetArch, cost: dict) -> None:
+def note_arch(trial, arch: UNetArch, cost: dict) -> None:
     """The architecture as a markdown note, shown on the trial's page in optuna-dashboard."""
     try:
         from optuna_dashboard import save_note
@@ -365,7 +365,7 @@ def _note(trial, arch: UNetArch, cost: dict) -> None:
     save_note(trial, arch_markdown(arch, cost))
 
 
-def _num(v: Any) -> Any:
+def finite_or_none(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v

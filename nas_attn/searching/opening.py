@@ -25,6 +25,7 @@ from .artifacts import artifact_dir_for, artifact_store
 from .objective import Listener, Objective
 from .sampling import baseline_params
 from .space import Space
+from .strategy import get_strategy
 from .space_files import load_space, read_space_text, resolve_space_path
 from .study import (
     DEFAULT_RUNS,
@@ -168,7 +169,7 @@ class SearchSession:
     """The request as resolved (a resumed study's data settings filled in)."""
     strategy: str = "trials"
     prepared: bool = False
-    """A one-shot session's phase 1 is done (`prepare_oneshot`)."""
+    """What the strategy runs before its trials is done (`prepare`)."""
     placements: PlacementBudget | None = None
     """A one-shot session's `PlacementBudget` of its last `run_search` (new placements scored,
     repeats, why it stopped short)."""
@@ -176,10 +177,21 @@ class SearchSession:
     def trials(self, asked: int | None = None) -> int:
         """Trials to run now: `asked`, else the space's `search.trials` (one-shot: new
         placements to score, `search.oneshot.trials` by default; see `oneshot.budget`)."""
-        if asked is not None:
-            return asked
-        s = self.space.search
-        return s.oneshot.trials if self.strategy == "oneshot" else s.trials
+        return asked if asked is not None else self.plan.trials(self.space)
+
+    @property
+    def plan(self):
+        """The session's strategy (`nas_attn.searching.strategy`)."""
+        from .strategy import get_strategy
+
+        return get_strategy(self.strategy)
+
+    def prepare(self) -> None:
+        """What the strategy runs before its trials (one-shot: phase 1), once per session;
+        the one place it is started from."""
+        if not self.prepared:
+            self.plan.prepare(self)
+            self.prepared = True
 
 
 def open_search(req: SearchRequest, listener: Listener | None = None) -> SearchSession:
@@ -259,17 +271,14 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
         data_cfg, note = pin_old_normalisation(study0, data_cfg)
         notes += [note] if note else []
     strategy = _strategy(req, space, None if created else study0)
-    objective_cls = Objective
-    if strategy == "oneshot":
-        from .oneshot.objective import OneShotObjective as objective_cls
-    objective = objective_cls(space, data_cfg, runs_dir, name, req.device, listener, store)
+    plan = get_strategy(strategy)
+    objective = plan.objective(space, data_cfg, runs_dir, name, req.device, listener, store)
     notes += getattr(objective, "notes", [])
     identity = _data_identity(objective, None if created else study0, req, notes)
     objective.noise = _noise_note(runs_dir, identity, req, notes)
     seed = req.seed if req.seed is not None else space.search.seed
-    sampler = make_sampler(req.sampler or space.search.sampler, space, seed)
-    if strategy == "oneshot" and objective.plan.fixed:
-        sampler = optuna.samplers.PartialFixedSampler(objective.plan.fixed, sampler)
+    sampler = plan.sampler(objective, make_sampler(req.sampler or space.search.sampler, space,
+                                                   seed))
     pruner, note = make_pruner(req.pruner or space.search.pruner, space)
     notes += [note] if note else []
     study = optuna.create_study(
@@ -310,11 +319,8 @@ def _noise_note(runs_dir: Path, identity: dict | None, req: SearchRequest, notes
 
 def _strategy(req: SearchRequest, space: Space, study: optuna.Study | None) -> str:
     """The request's strategy, else the space's; a resumed study keeps its own."""
-    from .space import STRATEGIES
-
     asked = req.strategy or space.search.strategy
-    if asked not in STRATEGIES:
-        raise StudyError(f"strategy {asked!r} unknown; accepted: {', '.join(STRATEGIES)}")
+    get_strategy(asked)  # an unknown name: one line naming the accepted ones
     if study is None:
         return asked
     stored = study.user_attrs.get("strategy", "trials")

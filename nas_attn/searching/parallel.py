@@ -19,7 +19,6 @@ import optuna
 from ..errors import DiskFullError, StudyError
 from ..paths import inside
 from .opening import SearchRequest, SearchSession, open_search
-from .run import prepare_oneshot
 from .study import default_multi_storage_url, open_storage, storage_kind, storage_url
 from .slots import Slot, plan_slots
 from .worker_loop import study_space_file
@@ -127,16 +126,15 @@ def open_parallel(req: SearchRequest, slots: list[Slot], space_from_study: bool 
     if space_from_study:
         req = dataclasses.replace(req, space=stored_space(req) or "default")
     session = open_search(req)  # creates the study and enqueues the baselines, once
-    if session.strategy == "oneshot":  # phase 1 on this process's device, before any worker
-        (on_phase1 or prepare_oneshot)(session)
+    # what runs before the trials (one-shot: phase 1) on this process's device, before any
+    # worker; `on_phase1` shows it and calls session.prepare()
+    (on_phase1 or SearchSession.prepare)(session)
     trials = session.trials(req.trials)
     study = session.study
     log_dir = inside(req.runs_dir, study.study_name, "workers")
-    from .oneshot.budget import placement_budget
-
     sup = Supervisor(study, slots, worker_args(session, slots), trials, req.timeout, log_dir,
                      session.space.budget.epochs,
-                     placements=placement_budget(session, trials))  # one-shot: placements
+                     placements=session.plan.budget(session, trials))  # one-shot: placements
     waiting = optuna.trial.TrialState.WAITING
     n_before = sum(t.state != waiting for t in study.get_trials(deepcopy=False))
     return ParallelSearch(req, session, sup, trials, slots, log_dir, n_before, notes)

@@ -26,42 +26,15 @@ def run_search(session: SearchSession, trials: int | None, timeout: float | None
     written stops it too (`StudyError` when it is not for lack of space)."""
     listener = session.objective.listener
     callbacks = [lambda study, trial: listener.trial_done(trial)]
-    if session.strategy == "oneshot" and not session.prepared:
-        prepare_oneshot(session)
-    from .oneshot.budget import placement_budget
-
-    budget = None if trials is None else placement_budget(session, trials)
-    if budget is not None:  # one-shot: `trials` new placements, not trials
+    session.prepare()  # what the strategy runs before its trials (one-shot: phase 1), once
+    budget = None if trials is None else session.plan.budget(session, trials)
+    if budget is not None:  # a stopping rule of the strategy's (one-shot: new placements)
         if budget.done:
             return session.study
         trials = None
         callbacks.append(budget.callback)
     optimize(session, n_trials=trials, timeout=timeout, callbacks=callbacks)
     return session.study
-
-
-def prepare_oneshot(session: SearchSession) -> list[dict[str, Any]]:
-    """Phase 1 of a one-shot search: the supernets trained (or resumed) and their plain paths
-    scored, recorded with the study as its user attribute `oneshot`; progress goes to the
-    listener's `supernet_step`."""
-    from .oneshot.choices import placements
-    from .oneshot.phase1 import ensure_supernets
-
-    objective = session.objective
-    step = getattr(objective.listener, "supernet_step", None)
-    records = ensure_supernets(objective, step)
-    count = sum(placements(objective.choices(m)) for m in objective.macros())
-    before = session.study.user_attrs.get("oneshot") or {}
-    # the same supernets as the study recorded: their plain paths' scores stand (a resumed or
-    # relaunched search does not run a validation pass per macro again)
-    plain = before["plain_paths"] if "plain_paths" in before and \
-        before.get("supernets") == records else objective.plain_paths()
-    with storage_errors(OA.storage_of(session.study)):
-        session.study.set_user_attr("oneshot", {
-            "supernets": records, "placements": count, "fixed_macro": objective.plan.fixed,
-            "plain_paths": plain})
-    session.prepared = True
-    return records
 
 
 def optimize(session: SearchSession, func=None, *, callbacks=(), hint: bool = True,

@@ -111,7 +111,7 @@ def _default(choice: Choice) -> Any:
     return choice[0] if isinstance(choice, list) else choice
 
 
-def _recipe_default(key: str, choice: Choice) -> Any:
+def recipe_default(key: str, choice: Choice) -> Any:
     """A baseline's value for a searched training setting: the TrainConfig recipe's default
     when the space allows it (so a baseline is not handicapped by, say, the middle of an lr
     range), else the middle of the range (the first of a list)."""
@@ -139,7 +139,7 @@ def baseline_params(space: Space) -> list[tuple[str, dict[str, Any]]]:
             fixed[name] = values[0]
     for k, v in space.training.items():
         if isinstance(v, (list, Range)) and not (isinstance(v, list) and len(v) == 1):
-            fixed[f"train.{k}"] = _recipe_default(k, v)
+            fixed[f"train.{k}"] = recipe_default(k, v)
     depth = m.depth[0]
     sites = [f"encoder.{i}" for i in range(depth)] + ["bottleneck"] + \
             [f"skip.{i}" for i in range(depth)] + [f"decoder.{i}" for i in range(depth)]

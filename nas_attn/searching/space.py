@@ -215,7 +215,7 @@ class Space(_Strict):
         try:
             DataConfig(**self.data)
         except ValidationError as e:
-            raise ValueError("data: " + _first_errors(e)) from None
+            raise ValueError("data: " + first_errors(e)) from None
         if self.objectives[0] != "dice":
             raise ValueError(f"objectives: the first objective must be dice, got {self.objectives}")
         if len(set(self.objectives)) != len(self.objectives):
@@ -414,7 +414,7 @@ def _deepest_per_union(errors: list[dict]) -> list[dict]:
     return [err for _, _, err in sorted(best.values(), key=lambda t: t[1])]
 
 
-def _first_errors(e: ValidationError, limit: int = 5) -> str:
+def first_errors(e: ValidationError, limit: int = 5) -> str:
     parts = []
     for err in _deepest_per_union(e.errors())[:limit]:
         loc = ".".join(str(x) for x in err["loc"])
@@ -424,3 +424,17 @@ def _first_errors(e: ValidationError, limit: int = 5) -> str:
             f" (got {val!r})"
         parts.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
     return "; ".join(parts)
+
+
+def full_budget(space: "Space") -> dict[str, Any]:
+    """The full budget of a retraining (finalize, the noise check, one-shot phase 1): never
+    less than a trial saw: the trial's samples per epoch (when the space sets them) for at least
+    twice its epochs and at least the TrainConfig default of 30, with no time limit."""
+    from ..training import TrainConfig
+
+    b = space.budget
+    out: dict[str, Any] = {"epochs": max(TrainConfig.model_fields["epochs"].default,
+                                         2 * b.epochs)}
+    if b.samples_per_epoch:
+        out["samples_per_epoch"] = b.samples_per_epoch
+    return out

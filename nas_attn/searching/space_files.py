@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import SpaceError
-from .space import SPACES_DIR, Space, _first_errors
+from .space import SPACES_DIR, Space, first_errors
 
 
 def parse_space(data: Any, source: str = "<space>") -> Space:
@@ -21,7 +21,7 @@ def parse_space(data: Any, source: str = "<space>") -> Space:
     try:
         return Space(**data)
     except ValidationError as e:
-        raise SpaceError(f"{source}: invalid search space: {_first_errors(e)}") from None
+        raise SpaceError(f"{source}: invalid search space: {first_errors(e)}") from None
 
 
 def resolve_space_path(name_or_path: str | Path) -> Path:

@@ -275,8 +275,9 @@ def race_lines(res: dict[str, Any]) -> list[str]:
 def proxy_line(res: dict[str, Any]) -> str:
     """How far the search's scores (short trials, or inherited weights) ranked the candidates
     as the full-budget retraining did."""
-    what = ("inherited (one-shot) score" if res.get("strategy") == "oneshot"
-            else "short-trial score")
+    from .strategy import score_kind
+
+    what = f"{score_kind(res.get('strategy'))} score"
     rho, tau = res.get("spearman_short_vs_full"), res.get("kendall_short_vs_full")
     if rho is None:
         return f"rank correlation, {what} vs full-budget validation mean (Spearman, Kendall): " \

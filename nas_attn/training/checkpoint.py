@@ -18,12 +18,12 @@ import torch.nn as nn
 from ..atomic import atomic_file, atomic_write
 from ..inference.checkpoint import CHECKPOINT_FORMAT, CheckpointError  # noqa: F401
 
-def _plain(value: Any) -> Any:
+def plain_values(value: Any) -> Any:
     """Make metric values safe for `weights_only` loading (JSON-like builtins only)."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_values(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_values(v) for v in value]
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
     if isinstance(value, torch.Tensor) and value.numel() == 1:
@@ -52,11 +52,11 @@ def save_checkpoint(path: str | os.PathLike, arch, state_dict: Mapping[str, torc
         "format": CHECKPOINT_FORMAT,
         "arch": arch.to_json(),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
-        "meta": _plain(dict(meta or {})),
+        "meta": plain_values(dict(meta or {})),
     }
     return atomic_torch_save(obj, path)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON atomically (same temp-then-rename rule as checkpoints)."""
-    return atomic_write(path, json.dumps(_plain(data), indent=2, allow_nan=True) + "\n")
+    return atomic_write(path, json.dumps(plain_values(data), indent=2, allow_nan=True) + "\n")

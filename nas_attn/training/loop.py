@@ -23,7 +23,7 @@ from .config import TrainConfig
 from .loader_cache import cfg_key, get_loaders
 from .losses import SegLoss
 from .optim import LRSchedule, make_optimizer
-from .resume import _load_resume, _save_resume
+from .resume import load_resume, save_resume
 from .validation import eval_patch, evaluate
 
 
@@ -370,7 +370,7 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
     first_epoch, stop_reason = 1, "epochs"
     if resume_from is not None:
         first_epoch, run.global_step, run.since_best, run.best, run.best_state, run.history, \
-            elapsed = _load_resume(resume_from, run.model, run.optimizer, run.schedule,
+            elapsed = load_resume(resume_from, run.model, run.optimizer, run.schedule,
                                    run.scaler, run.ema)
         run.t_start -= elapsed
         if run.best_state is not None and run.ckpt_path is not None:
@@ -386,7 +386,7 @@ def _train(arch, train_data, val_data, data_cfg, cfg: TrainConfig, *, runtime: R
         record["time"] = time.perf_counter() - run.t_start
         run.history.append(record)
         if run.resume_path is not None:
-            _save_resume(run.resume_path, epoch, run.global_step, run.since_best, run.best,
+            save_resume(run.resume_path, epoch, run.global_step, run.since_best, run.best,
                          run.best_state, run.history, record["time"], run.model, run.optimizer,
                          run.schedule, run.scaler, run.ema)
         if "dice" in record and on_epoch is not None:

@@ -5,22 +5,22 @@ from __future__ import annotations
 import torch
 
 from ..errors import TrainingError
-from .checkpoint import _plain, atomic_torch_save, state_dict_cpu
+from .checkpoint import plain_values, atomic_torch_save, state_dict_cpu
 
 
-def _save_resume(path, epoch, global_step, since_best, best, best_state, history, elapsed,
+def save_resume(path, epoch, global_step, since_best, best, best_state, history, elapsed,
                  model, optimizer, schedule, scaler, ema) -> None:
     atomic_torch_save({
         "epoch": epoch, "global_step": global_step, "since_best": since_best,
         "elapsed_s": float(elapsed), "warmup_end_s": schedule.warmup_end_s,
-        "best": _plain(best), "history": _plain(history), "best_state": best_state,
+        "best": plain_values(best), "history": plain_values(history), "best_state": best_state,
         "model": state_dict_cpu(model), "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(), "ema": None if ema is None else state_dict_cpu(ema),
     }, path)
 
 
-def _load_resume(path, model, optimizer, schedule, scaler, ema):
-    """Restore the state `_save_resume` wrote; returns where and how the run goes on."""
+def load_resume(path, model, optimizer, schedule, scaler, ema):
+    """Restore the state `save_resume` wrote; returns where and how the run goes on."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])

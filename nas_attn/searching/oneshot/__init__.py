@@ -9,6 +9,8 @@
 - `objective` `OneShotObjective`: a trial scores a placement with inherited weights.
 - `budget`    `PlacementBudget`: phase 2 runs until N new placements are scored (a repeat
               proposed by the sampler or a placement the constraints refuse does not count).
+- `strategy`  `OneShotStrategy`: the above behind the search loop's strategy seam
+              (`nas_attn.searching.strategy`): objective, sampler, phase 1, the budget.
 
 A design note: a path of the supernet *is* `build_unet(arch)` with the supernet's tensors (the
 same classes, the same forward), which `tests/test_oneshot.py` checks to 1e-5 on random paths

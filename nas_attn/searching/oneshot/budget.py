@@ -114,12 +114,3 @@ class PlacementBudget:
         self.record(trial)
         if self.done:
             study.stop()
-
-
-def placement_budget(session, trials: int) -> PlacementBudget | None:
-    """The budget of `trials` new placements for a run of a one-shot `session` (None for a
-    per-trial search), kept on the session for the command's summary."""
-    if session.strategy != "oneshot":
-        return None
-    session.placements = PlacementBudget.for_study(session.study, trials)
-    return session.placements

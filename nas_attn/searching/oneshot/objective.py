@@ -17,8 +17,8 @@ import optuna
 from ...arch import UNetArch
 from ...errors import OutOfMemoryError, StudyError
 from ...paths import inside
-from ..objective import Objective, _num
-from ..sampling import _recipe_default
+from ..objective import Objective, finite_or_none
+from ..sampling import recipe_default
 from .choices import (
     Unit,
     discrete_space,
@@ -39,7 +39,7 @@ def training_defaults(space) -> dict[str, Any]:
         if isinstance(v, list) and len(v) == 1:
             out[k] = v[0]
         elif isinstance(v, list) or hasattr(v, "low"):
-            out[k] = _recipe_default(k, v)
+            out[k] = recipe_default(k, v)
         else:
             out[k] = v
     return out
@@ -261,16 +261,16 @@ class OneShotObjective(Objective):
 
         trial.set_user_attr("supernet", supernet_tag(self.unit_of(arch)))
         for k, v in (("dice", dice), ("inherited_dice", dice),
-                     ("iou", _num(float(metrics.get("iou", float("nan"))))),
+                     ("iou", finite_or_none(float(metrics.get("iou", float("nan"))))),
                      ("score_seconds", round(time.perf_counter() - t0, 3))):
             trial.set_user_attr(k, v)
         from ..scores import record_scores
 
         record_scores(trial, metrics, self.noise)
         self.listener.epoch_done(trial.number, 0, {"dice": dice})
-        from ..objective import _note
+        from ..objective import note_arch
 
-        _note(trial, arch, cost.as_dict())
+        note_arch(trial, arch, cost.as_dict())
         out_dir = inside(self.runs_dir, self.study_name, f"trial_{trial.number:04d}")
         self._artifacts(trial, out_dir, arch, dice, cost)
         values = [dice] + [float(getattr(cost, o)) for o in self.space.objectives[1:]]

@@ -42,7 +42,7 @@ def supernet_config(objective, overrides: dict[str, Any]):
     """The supernet's TrainConfig: the trial recipe for `oneshot.budget_factor` full budgets
     (or the space's `oneshot.epochs` / `samples_per_epoch`), no time limit, one evaluation at
     the end."""
-    from ..finalize import full_budget
+    from ..space import full_budget
 
     space = objective.space
     one = space.search.oneshot
