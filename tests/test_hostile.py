@@ -128,7 +128,15 @@ def test_symlink_loop_in_data_folder(tmp_path, cli):
     root = folder(tmp_path / "ds")
     os.symlink("loop.png", root / "images" / "loop.png")
     code, out = cli("data", "check", root)
-    one_error(code, out, "loop.png")
+    one_error(code, out, "loop.png", "symbolic link loop")
+    # a mask that is a loop of two links is named as such, not as a missing mask
+    os.remove(root / "images" / "loop.png")
+    mask = sorted((root / "masks").iterdir())[0]
+    mask.unlink()
+    os.symlink(mask.name + ".b.png", mask)
+    os.symlink(mask.name, root / "masks" / (mask.name + ".b.png"))
+    code, out = cli("data", "check", root)
+    assert code != 0 and "symbolic link loop" in out and mask.name in out, out
 
 
 def test_boolean_widths_in_arch_json(tmp_path, cli):
@@ -781,3 +789,16 @@ def test_an_interrupt_inside_a_storage_write_is_an_interrupt_not_a_storage_failu
             except KeyboardInterrupt as e:
                 raise optuna.exceptions.StorageInternalError("An exception is raised "
                                                              "during the commit.") from e
+
+
+def test_spaces_check_refuses_a_space_whose_smallest_candidate_cannot_fit(tmp_path, cli):
+    space = tmp_path / "huge.yaml"
+    space.write_text("# huge\nspatial_dims: 2\nmacro: {depth: 4, base_width: 2048, "
+                     "max_width: 4096}\ndata: {patch_size: [2048, 2048]}\n")
+    code, out = cli("spaces", "check", space)
+    one_error(code, out, "huge.yaml", "smallest candidate", "GB")
+    from nas_attn.searching.cost import smallest_fits
+    from nas_attn.searching.space_files import load_space
+
+    assert smallest_fits(load_space("default")) is None
+    assert smallest_fits(load_space("default"), total_bytes=1e6) is not None  # 1 MB machine

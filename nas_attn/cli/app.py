@@ -68,7 +68,12 @@ def spaces_check(file: Path = typer.Argument(..., help="A YAML search space (or 
     """Validate one search space file."""
     from ..searching.space_files import load_space, resolve_space_path
 
+    from ..searching.cost import smallest_fits
+
     space = load_space(file)
+    too_big = smallest_fits(space)
+    if too_big:
+        raise NasAttnError(f"{resolve_space_path(file)}: {too_big}")
     console.print(f"[green]ok[/green] {escape(str(resolve_space_path(file)))}: "
                   f"{_fmt_count(space.count_architectures())} architectures, objectives "
                   f"{', '.join(space.objectives)}, {space.budget.epochs} epochs per trial")

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .readers import SUPPORTED_EXT, split_name
+from .readers import SUPPORTED_EXT, link_loop, link_loop_text, split_name
 
 LAYOUTS = ("folder", "nnunet", "decathlon")
 TREE_DIRS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
@@ -278,7 +278,12 @@ def list_files(d: Path, problems: list[str]) -> dict[str, Path]:
     """stem -> file for the supported files in `d` (hidden files skipped)."""
     out: dict[str, Path] = {}
     for p in sorted(d.iterdir()):
-        if p.name.startswith(".") or p.is_dir():
+        if p.name.startswith("."):
+            continue
+        if link_loop(p):  # is_dir() and exists() read a loop as "no such file"
+            problems.append(f"{d.name}/{p.name}: {link_loop_text(p)}")
+            continue
+        if p.is_dir():
             continue
         sn = split_name(p.name)
         if sn is None:

@@ -264,9 +264,29 @@ def classify_mask(vals: np.ndarray) -> tuple[str, str | None]:
     return "ids", None
 
 
+def link_loop(path: Path) -> bool:
+    """Whether `path` is a symbolic link that never reaches a file (a loop of links)."""
+    import errno
+
+    if not os.path.islink(path):
+        return False
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
+
+
+def link_loop_text(path: Path) -> str:
+    return (f"a symbolic link loop ({path.name} -> {os.readlink(path)} -> ... never reaches a "
+            "file); point the link at the file or remove it")
+
+
 def unreadable(path: Path, e: BaseException) -> str:
     """Why a listed file cannot be read, in words (a broken link is not a missing file)."""
     path = Path(path)
+    if link_loop(path):
+        return link_loop_text(path)
     if path.is_symlink() and not path.exists():
         return (f"a broken symbolic link (to {os.readlink(path)}, which does not exist); "
                 "fix or remove the link")

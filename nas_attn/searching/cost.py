@@ -122,3 +122,33 @@ def measure_latency(model: torch.nn.Module, arch, patch_shape, *, batch_size: in
         return _latency(model, x, aux, runtime, reps)
     finally:
         model.train(was_training)
+
+
+def smallest_fits(space, total_bytes: float | None = None) -> str | None:
+    """None when the space's smallest candidate (the least depth and base width, no attention,
+    batch 1, the space's patch or the smallest legal one) can train within `total_bytes` (this
+    machine's memory by default) by `nas_attn.footprint`'s lower bound; otherwise one line
+    saying what it needs and what to change. `spaces check` says it before any search does."""
+    import os
+
+    from ..arch import UNetArch
+    from ..footprint import estimate, gb
+
+    if total_bytes is None:
+        try:
+            total_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+    m = space.macro
+    depth, base = min(m.depth), min(m.base_width)
+    dims = space.spatial_dims or len(space.data.get("patch_size") or ()) or 2
+    arch = UNetArch(spatial_dims=dims, depth=depth, widths=m.widths(depth, base))
+    patch = space.data.get("patch_size") or [2 ** depth] * dims
+    patch = [patch] * dims if isinstance(patch, int) else list(patch)
+    need = estimate(arch, patch).training_bytes
+    if need <= total_bytes:
+        return None
+    return (f"even the smallest candidate ({arch.summary().split(' | ')[0]}, patch "
+            f"{'x'.join(map(str, patch))}, batch 1) needs at least {gb(need)} to train, more "
+            f"than this machine's {gb(total_bytes)}: lower macro.base_width, macro.max_width, "
+            "macro.depth or data.patch_size")
