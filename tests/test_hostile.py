@@ -107,6 +107,10 @@ def test_bad_numbers_are_reported_not_zeroed(tmp_path, cli):
     root = folder(tmp_path / "nan", make=nan_some)
     code, out = cli("data", "check", root)
     assert code == 0 and "NaN/inf" in out and "s0.npy" in out
+    # predict says so too, per image (the mask there is a guess)
+    code, out = cli("predict", root / "images" / "s0.npy", "--model", _exported(tmp_path),
+                    "--out", tmp_path / "masks")
+    assert code == 0 and "NaN/inf" in out and "s0.npy" in out, out
 
     root = folder(tmp_path / "allnan", make=lambda i: np.full((16, 16), np.nan))
     code, out = cli("data", "check", root)

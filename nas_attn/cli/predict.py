@@ -59,6 +59,9 @@ def predict_cli(model: Path, inputs: list[Path], out: Path, *, tta: bool, force:
                                           highlight=False, soft_wrap=True)
                     else:
                         written += 1
+                    if res.note:
+                        bar.console.print(f"[yellow]note:[/yellow] {escape(res.note)}",
+                                          highlight=False, soft_wrap=True)
                     bar.update(task, advance=1, name=escape(res.source.name))
             except DiskFullError as e:
                 raise DiskFullError(

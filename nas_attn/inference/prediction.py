@@ -335,6 +335,18 @@ class PredictOutcome:
     output: Path | None = None
     error: str | None = None
     shape: tuple[int, ...] | None = None
+    note: str | None = None
+    """Something the mask depends on that the user should know (NaN/inf pixels)."""
+
+
+def non_finite_note(source, image: np.ndarray) -> str | None:
+    """A note for an image with NaN/inf pixels (read as the channel's lowest intensity, as in
+    training and `data check`), or None."""
+    n_bad, _ = R.non_finite(np.asarray(image))
+    if not n_bad:
+        return None
+    return (f"{Path(source).name}: {n_bad} NaN/inf pixel(s) of {np.asarray(image).size}, read as "
+            "the channel's lowest intensity; the mask there is the model's guess")
 
 
 def predict_array(loaded: TrainedModel, image: np.ndarray, *, tta: bool = False,
@@ -396,6 +408,7 @@ def predict_files(loaded: TrainedModel, files: list[Path], out_dir: Path, *, tta
                 raise InputError(f"{f}: {dest} exists (pass --force to overwrite it)")
             taken[dest] = f
             image = read_image(f, loaded.arch)
+            res.note = non_finite_note(f, image)
             labels = predict_array(loaded, image, tta=tta, batch=batch,
                                    spacing=R.read_spacing(f, loaded.arch.spatial_dims))
             atomic_write(dest, encode_mask(labels, f, dest, binary=binary))
