@@ -246,3 +246,12 @@ def test_no_private_name_is_imported_across_modules():
                 bad += [f"{p.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names
                         if a.name.startswith("_") and not a.name.startswith("__")]
     assert bad == []
+
+
+def test_every_package_folder_has_an_init():
+    """A folder of modules without __init__.py imports from a checkout (a namespace package)
+    but is left out of the wheel (setuptools' find_packages)."""
+    missing = sorted(str(d.relative_to(ROOT)) for d in PACKAGE.rglob("*")
+                     if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
+                     and not (d / "__init__.py").exists())
+    assert missing == []
