@@ -74,7 +74,8 @@ def decision_quality_real(name: str = "decision_quality_real") -> str:
 
 def vs_nnunet(name: str) -> str:
     d = _load(name)
-    out = _head(d, f"python benchmarks/vs_nnunet.py --data {d['data']} --work W")
+    test = f" --test-data {d['test_data']}" if d.get("test_data") else ""
+    out = _head(d, f"python benchmarks/vs_nnunet.py --data {d['data']}{test} --work W")
     out += ["| arm | steps | batch | samples | CPU s | test Dice, pooled [95 % CI] | "
             "nnU-Net's per-case mean | the two agree | vs the nas-attn plain UNet (test) |",
             "|---|---|---|---|---|---|---|---|---|"]

@@ -337,7 +337,8 @@ def main() -> None:
     ending = ds["file_ending"]
     results_file = args.work / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    results.update({"data": args.data, "configuration": conf, **provenance()})
+    results.update({"data": args.data, "test_data": args.test_data, "configuration": conf,
+                    **provenance()})
     arms = [a for a in ARMS if a in args.arms]
     if any(a != "nasattn_plain" for a in arms) and "nasattn_plain" not in arms:
         arms.insert(0, "nasattn_plain")  # the budget every arm is matched to
