@@ -104,9 +104,12 @@ def supernet_panel(step) -> Panel:
                  "then one path per step, fair per site)", border_style="magenta")
 
 
-def print_supernets(study: optuna.Study, console: Console) -> None:
-    """Phase 1's result, one line per supernet, and the placements phase 2 chooses among."""
+def print_supernets(study: optuna.Study, console: Console, gap: bool = False) -> None:
+    """Phase 1's result, one line per supernet, and the placements phase 2 chooses among
+    (nothing for a study without one; `gap`: a blank line first)."""
     info = study.user_attrs.get("oneshot") or {}
+    if info and gap:
+        console.print()
     shared_seen = set()
     for r in info.get("supernets", []):
         shared = r.get("shared")
@@ -252,10 +255,8 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
         try:
             with surfaced():  # a library error that hides the signal is the signal
                 session.prepare()  # one-shot: phase 1, shown by the view's supernet panel
-                if view.supernet is not None:
-                    view.supernet = None
-                    live.console.print()
-                    print_supernets(session.study, live.console)
+                view.supernet = None
+                print_supernets(session.study, live.console, gap=True)  # what it produced
                 run_search(session, trials, req.timeout)
         except KeyboardInterrupt:
             from ..interrupts import acknowledge
