@@ -59,3 +59,8 @@ class DiskFullError(NasAttnError, OSError):
 
 class StudyError(NasAttnError, LookupError):
     """A study that does not exist, or a trial that is missing."""
+
+
+class NasAttnWarning(UserWarning):
+    """Something the user should know that does not stop the command (the command line prints
+    it as one `note:` line)."""

@@ -806,3 +806,19 @@ def test_spaces_check_refuses_a_space_whose_smallest_candidate_cannot_fit(tmp_pa
 
     assert smallest_fits(load_space("default")) is None
     assert smallest_fits(load_space("default"), total_bytes=1e6) is not None  # 1 MB machine
+
+
+def test_a_journal_whose_last_record_is_cut_off_says_so(tmp_path, cli):
+    space = tmp_path / "s.yaml"
+    space.write_text(textwrap.dedent(TINY))
+    journal = tmp_path / "j.log"
+    url = f"journal:{journal}"
+    assert cli("search", "--space", space, "--study", "j", "--storage", url,
+               "--runs-dir", tmp_path / "r")[0] == 0
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-20])  # a writer killed in the middle of its last record
+    before = journal.read_bytes()
+    code, out = cli("show", "j", "--storage", url, "--runs-dir", tmp_path / "r")
+    assert code == 0 and "Traceback" not in out, out
+    assert "last record is cut off" in " ".join(out.split()) and "j.log" in out, out
+    assert journal.read_bytes() == before  # show reads; it never repairs behind the user's back

@@ -350,6 +350,28 @@ def dashboard(
     dashboard_cli(storage, runs_dir, host, port, console)
 
 
+def _notes_for_warnings() -> None:
+    """The package's own warnings (`NasAttnWarning`) as one `note:` line on stderr, each
+    once; every other warning as Python shows it."""
+    import sys
+    import warnings
+
+    from ..errors import NasAttnWarning
+    from .fmt import escape
+
+    shown = warnings.showwarning
+    warnings.simplefilter("once", NasAttnWarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, NasAttnWarning):
+            err_console.print(f"[yellow]note:[/yellow] {escape(str(message))}",
+                              highlight=False, soft_wrap=True)
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def _quiet_trial_failures(record: logging.LogRecord) -> bool:
     """Optuna's warnings on a failed trial: a trial failed on purpose (diverged, Ctrl-C) keeps
     one line without the traceback (its reason is in fail_reason and the leaderboard); a full
@@ -386,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     if logging.lastResort is not None:  # where records of loggers without handlers go
         logging.lastResort.addFilter(_quiet_after_interrupt)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    _notes_for_warnings()
     # timm < 1.0.23 (what nnunetv2's network package allows) uses an API torch 2.14 deprecates
     warnings.filterwarnings("ignore", message=".*torch.jit.interface.* is deprecated",
                             category=FutureWarning)

@@ -207,6 +207,7 @@ def _journal(url: str) -> optuna.storages.BaseStorage:
             raise ValueError(raw)
         storage = JournalStorage(WholeLineJournalFileBackend(str(path)))
         storage.get_all_studies()  # reads the file: fails here, not mid-search
+        _warn_cut_off(path)
     except OSError as e:
         raise StudyError(f"storage {url!r}: cannot use {raw}: {e.strerror or e}") from None
     except (ValueError, KeyError, TypeError):
@@ -217,6 +218,29 @@ def _journal(url: str) -> optuna.storages.BaseStorage:
                          f"({optuna.__version__}) cannot replay: written by another version or "
                          "damaged; nothing was written to it") from None
     return storage
+
+
+def _warn_cut_off(path: Path) -> None:
+    """A `NasAttnWarning` when the journal's last record is cut off (a writer killed while
+    writing it): optuna skips it, so what it recorded (often a trial's end) is missing."""
+    import warnings
+
+    from ..errors import NasAttnWarning
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        cut = size - _end_of_last_line(fd)
+    finally:
+        os.close(fd)
+    if cut:
+        warnings.warn(NasAttnWarning(
+            f"journal {path}: its last record is cut off ({cut} bytes after the last complete "
+            "line: a process was killed while writing it); what it recorded is lost, so a "
+            "trial may show as running that had ended; the next write to the journal removes "
+            "the fragment"), stacklevel=2)
 
 
 def _unknown_record(path: Path) -> str:
