@@ -107,6 +107,11 @@ def test_bad_numbers_are_reported_not_zeroed(tmp_path, cli):
     root = folder(tmp_path / "nan", make=nan_some)
     code, out = cli("data", "check", root)
     assert code == 0 and "NaN/inf" in out and "s0.npy" in out
+    # a search on it says so in its opening lines
+    space = tmp_path / "tiny.yaml"
+    space.write_text(textwrap.dedent(TINY))
+    code, out = cli("search", "--space", space, "--data", root, "--runs-dir", tmp_path / "r")
+    assert code == 0 and "hold NaN/inf values" in " ".join(out.split()), out
     # predict says so too, per image (the mask there is a guess)
     code, out = cli("predict", root / "images" / "s0.npy", "--model", _exported(tmp_path),
                     "--out", tmp_path / "masks")

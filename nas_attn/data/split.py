@@ -174,3 +174,28 @@ def clear_cache() -> None:
     cache.clear()
     _SPLITS.clear()
     _BUILTIN.clear()
+
+
+def non_finite_note(cfg: DataConfig) -> str | None:
+    """One line when images of `cfg`'s data hold NaN/inf values (read as the channel's lowest
+    intensity, as `data check` says): which and how many; None otherwise. Uses the decoding
+    `load_data` made (a cached case by its recorded flags, no second read)."""
+    if cfg.is_builtin:
+        return None
+    data = _source_data(cfg)
+    bad = []
+    for name, img in zip(data.names, data.images):
+        flags = getattr(img, "ranges", {}).get("finite") if hasattr(img, "ranges") else None
+        if flags is not None:
+            n = 0 if all(flags) else -1  # a cached case records whether, not how many
+        else:
+            arr = np.asarray(img)
+            n = 0 if arr.dtype.kind != "f" else int(arr.size - np.isfinite(arr).sum())
+        if n:
+            bad.append(f"{name} ({n})" if n > 0 else name)
+    if not bad:
+        return None
+    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return (f"{len(bad)} of {len(data.names)} images hold NaN/inf values ({shown}); they are "
+            "trained and scored as the channel's lowest intensity (`nas-attn data check` "
+            "lists them)")

@@ -276,6 +276,9 @@ def _open_search(req: SearchRequest, storage, listener: Listener | None) -> Sear
     notes += getattr(objective, "notes", [])
     identity = _data_identity(objective, None if created else study0, req, notes)
     objective.noise = _noise_note(runs_dir, identity, req, notes)
+    from ..data.split import non_finite_note
+
+    notes += [n for n in [non_finite_note(data_cfg)] if n]
     seed = req.seed if req.seed is not None else space.search.seed
     sampler = plan.sampler(objective, make_sampler(req.sampler or space.search.sampler, space,
                                                    seed))
