@@ -67,7 +67,7 @@ def _checkpoint(tmp_path, meta):
 def test_todays_and_an_older_checkpoint_load_alike(tmp_path):
     """Today's best.pt records the configuration whole; one of 0.1 recorded its parts side by
     side (read by `nas_attn.inference.compat` only, until its stated removal)."""
-    from nas_attn import compat
+    from nas_attn.inference import compat
     from nas_attn.inference.prediction import load_model
 
     cfg = InferenceConfig.make(DATASET, 2)
