@@ -86,6 +86,7 @@ def vs_nnunet(name: str) -> str:
                    f"{t['pooled_dice']:.4f} [{max(0, ci['low']):.4f}, {min(1, ci['high']):.4f}]"
                    f" | {t['nnunet_mean_dice']:.4f} | {'yes' if t['agree'] else 'no'} | "
                    f"{r.get('vs_plain', '')} |")
+    out += [""] + [f"- {n}" for n in d.get("notes", [])]
     return "\n".join(out)
 
 

@@ -141,12 +141,15 @@ class BudgetTrainer(nnUNetTrainerNoMirroring):
         if job.get("cpu_s") and time.process_time() > job["cpu_s"]:
             raise Stop
 
+# one class name per kind of budget: nnU-Net names its output folder after the trainer class, so
+# the time-matched arm must not find (and reuse) the step-matched arm's final checkpoint
+BudgetTrainer = type(job["trainer"], (BudgetTrainer,), {})
 pre = job["preprocessed"]
 plans = load_json(join(pre, job["plans"] + ".json"))
 ds = load_json(join(pre, "dataset.json"))
 import os
 out_base = join(os.environ["nnUNet_results"], plans["dataset_name"],
-                "BudgetTrainer__" + plans["plans_name"] + "__" + job["configuration"], "fold_0")
+                job["trainer"] + "__" + plans["plans_name"] + "__" + job["configuration"], "fold_0")
 latest = join(out_base, "checkpoint_latest.pth")
 final = join(out_base, "checkpoint_final.pth")
 plans["continue_training"] = os.path.exists(latest)  # what nnU-Net's run_training passes
@@ -173,7 +176,7 @@ net = BudgetTrainer.build_network_architecture(pm, cm, determine_num_input_chann
 net.load_state_dict(ckpt["network_weights"])
 pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                        device=torch.device(job["device"]), verbose=False, allow_tqdm=False)
-pred.manual_initialization(net, pm, cm, [ckpt["network_weights"]], ds, "BudgetTrainer", None)
+pred.manual_initialization(net, pm, cm, [ckpt["network_weights"]], ds, job["trainer"], None)
 os.makedirs(job["out"], exist_ok=True)
 pred.predict_from_files_sequential(job["images"], job["out"], save_probabilities=False,
                                    overwrite=True)
@@ -193,6 +196,7 @@ def run_nnunet(args, pre: Path, raw: Path, conf: str, plans_name: str, arm: str,
            "epochs": epochs if cpu_s is None else 10 ** 6,
            "iterations": max(1, round(total / epochs)) if cpu_s is None else 25,
            "cpu_s": cpu_s, "device": args.device, "images": str(raw / "imagesTs"),
+           "trainer": "BudgetTrainer" if cpu_s is None else "TimeBudgetTrainer",
            "out": str(Path(args.work) / "predictions" / arm)}
     env = {**os.environ, **nnunet_env(Path(args.work)), "nnUNet_n_proc_DA": "0",
            "nnUNet_def_n_proc": "1"}
