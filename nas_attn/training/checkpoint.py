@@ -1,4 +1,5 @@
-"""Checkpoints: plain tensors + the architecture JSON + metrics, safe for `weights_only=True`.
+"""Writing checkpoints: plain tensors + the architecture JSON + metrics, safe for
+`weights_only=True` (reading them: `nas_attn.inference.checkpoint`).
 
 Layout (a dict): `format` (int), `arch` (UNetArch JSON string), `state_dict` (name -> CPU
 tensor), `meta` (plain JSON-like values: metrics, epoch, train config ...). Writing is atomic:
@@ -17,6 +18,7 @@ import torch.nn as nn
 
 from ..atomic import atomic_file, atomic_write
 from ..inference.checkpoint import CHECKPOINT_FORMAT, CheckpointError  # noqa: F401
+
 
 def plain_values(value: Any) -> Any:
     """Make metric values safe for `weights_only` loading (JSON-like builtins only)."""
