@@ -66,9 +66,8 @@ def spaces(ctx: typer.Context):
 @spaces_app.command("check")
 def spaces_check(file: Path = typer.Argument(..., help="A YAML search space (or a ready name).")):
     """Validate one search space file."""
-    from ..searching.space_files import load_space, resolve_space_path
-
     from ..searching.cost import smallest_fits
+    from ..searching.space_files import load_space, resolve_space_path
 
     space = load_space(file)
     too_big = smallest_fits(space)
@@ -353,11 +352,9 @@ def dashboard(
 def _notes_for_warnings() -> None:
     """The package's own warnings (`NasAttnWarning`) as one `note:` line on stderr, each
     once; every other warning as Python shows it."""
-    import sys
     import warnings
 
     from ..errors import NasAttnWarning
-    from .fmt import escape
 
     shown = warnings.showwarning
     warnings.simplefilter("once", NasAttnWarning)
