@@ -80,6 +80,8 @@ class TrainPlan:
     """What the augmentation leaves out to keep labels meaningful (lateralised classes)."""
     origin: str = ""
     """Where the architecture came from: a file, a study's trial, or the default."""
+    data_note: str = ""
+    """Images of the data with NaN/inf values (`data.split.non_finite_note`), or empty."""
 
 
 def plan_training(arch: UNetArch | str | Path | None = None, data: str | None = None, *,
@@ -134,8 +136,11 @@ def plan_training(arch: UNetArch | str | Path | None = None, data: str | None = 
     out = Path(out_dir) if out_dir is not None else \
         inside(Path(runs_dir) / "train", folder_name(name))  # name: stored text
     out = claim_output_dir(out, "train", force=force)  # before any training
+    from .data.split import non_finite_note
+
     return TrainPlan(arch, data_cfg, cfg, train_data, val_data, out, changes,
-                     symmetry_plan(train_data, data_cfg).note, origin)
+                     symmetry_plan(train_data, data_cfg).note, origin,
+                     non_finite_note(data_cfg) or "")
 
 
 def _recipe(from_study, trial, storage, runs_dir):

@@ -112,6 +112,11 @@ def test_bad_numbers_are_reported_not_zeroed(tmp_path, cli):
     space.write_text(textwrap.dedent(TINY))
     code, out = cli("search", "--space", space, "--data", root, "--runs-dir", tmp_path / "r")
     assert code == 0 and "hold NaN/inf values" in " ".join(out.split()), out
+    arch = tmp_path / "a.json"
+    arch.write_text(UNetArch(depth=1, widths=(4, 8)).to_json())
+    code, out = cli("train", "--arch", arch, "--data", root, "--epochs", "1",
+                    "--out", tmp_path / "t")
+    assert code == 0 and "hold NaN/inf values" in " ".join(out.split()), out
     # predict says so too, per image (the mask there is a guess)
     code, out = cli("predict", root / "images" / "s0.npy", "--model", _exported(tmp_path),
                     "--out", tmp_path / "masks")

@@ -77,6 +77,8 @@ def run_train(plan: TrainPlan, console: Console, *, compile_model: bool = False)
     if plan.augment_note:
         console.print(f"[yellow]augmentation:[/yellow] {escape(plan.augment_note)}",
                       highlight=False)
+    if plan.data_note:
+        console.print(f"[yellow]note:[/yellow] {escape(plan.data_note)}", highlight=False)
     with _progress(console) as bar:
         task = bar.add_task("epoch 1", total=None, loss="—", dice="—", ips="—")
         dice = {"last": "—"}
