@@ -306,3 +306,18 @@ def _npy_volumes(root: Path, n: int = 4) -> Path:
             (root / sub).mkdir(parents=True, exist_ok=True)
             np.save(root / sub / f"v{i}.npy", arr)
     return root
+
+
+def test_building_a_cache_reports_its_progress(tmp_path, monkeypatch):
+    """A line at most every PROGRESS_EVERY_S seconds while the cases are written (here: every
+    case), and one when the cache is built; silent without a PROGRESS function."""
+    from nas_attn.data import cache
+
+    lines: list[str] = []
+    monkeypatch.setattr(cache, "PROGRESS", lines.append)
+    monkeypatch.setattr(cache, "PROGRESS_EVERY_S", 0.0)
+    clear_cache()
+    load_data(DataConfig(source=str(_npy_volumes(tmp_path / "vols", n=3)),
+                         cache_dir=str(tmp_path / "c")))
+    assert [l.split(": ")[1].split(",")[0] for l in lines] == ["building"] * 3 + ["built"], lines
+    assert "3 cases written" in lines[-1] and "vols" in lines[-1]

@@ -406,6 +406,9 @@ def main(argv: list[str] | None = None) -> None:
         logging.lastResort.addFilter(_quiet_after_interrupt)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     _notes_for_warnings()
+    from ..data import cache as data_cache
+
+    data_cache.PROGRESS = lambda line: err_console.print(escape(line), highlight=False)
     # timm < 1.0.23 (what nnunetv2's network package allows) uses an API torch 2.14 deprecates
     warnings.filterwarnings("ignore", message=".*torch.jit.interface.* is deprecated",
                             category=FutureWarning)

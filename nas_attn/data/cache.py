@@ -55,6 +55,11 @@ DEFAULT_DIR = Path("runs") / "cache"
 """Under the default runs folder (`nas_attn.searching.study.DEFAULT_RUNS`)."""
 ENV_DIR = "NAS_ATTN_CACHE_DIR"
 FG_SEED = 1299709
+PROGRESS_EVERY_S = 30.0
+PROGRESS = None
+"""Where building a cache reports its progress: a function of one line of text, set by the
+command line (`nas_attn.cli`) to print it; None: silent. A line at most every
+`PROGRESS_EVERY_S` seconds, and one when the cache is built."""
 
 
 def cache_root(cfg_dir: str | None) -> Path:
@@ -152,9 +157,23 @@ class _Writer:
     """The sink `scan_folder` hands each decoded sample to: writes it, keeps its manifest
     entry, returns the sample with its arrays replaced by `CachedArray`s."""
 
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
+    def __init__(self, tmp: Path, root: Path | None = None):
+        import time
+
+        self.tmp, self.root = tmp, root
         self.cases: list[dict] = []
+        self.clock = time.monotonic
+        self.start = self.last = self.clock()
+
+    def progress(self, done: bool = False) -> None:
+        """One line to `PROGRESS` every `PROGRESS_EVERY_S` seconds, and when the cache is built."""
+        now = self.clock()
+        if PROGRESS is None or not (done or now - self.last >= PROGRESS_EVERY_S):
+            return
+        self.last = now
+        what = "built" if done else "building"
+        PROGRESS(f"preprocessed cache of {self.root}: {what}, {len(self.cases)} cases written, "
+                 f"{now - self.start:.0f}s elapsed")
 
     def __call__(self, sample):
         stem = f"{len(self.cases):06d}"
@@ -179,6 +198,7 @@ class _Writer:
             case["aux"] = {**_save(self.tmp, f"{stem}_aux.npy", aux), "dtype": aux.dtype.str,
                            "shape": list(aux.shape), "ranges": _ranges(aux)}
         self.cases.append(case)
+        self.progress()
         del image, mask, fg
         sample.image = sample.mask = sample.aux = None
         return sample
@@ -203,8 +223,9 @@ def _build(root: Path, spatial_dims: int | None, final: Path, key: str, resample
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        writer = _Writer(tmp)
+        writer = _Writer(tmp, root)
         rep, _ = scan_folder(root, spatial_dims, sink=writer, resample=resample)
+        writer.progress(done=True)
         if rep.problems:
             lines = "\n".join(f"  - {p}" for p in rep.problems)
             raise DataError(f"dataset folder {rep.path}: {len(rep.problems)} problem"
