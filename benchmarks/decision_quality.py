@@ -3,7 +3,8 @@ find one that is? It measures `nas_attn.stats` itself (compare, the race), not a
 
     python benchmarks/decision_quality.py simulate --noise RUNS/noise/SIG.json [--noise ...] \
         [--reps 1000] [--jobs 2] [--out results.json]
-    python benchmarks/decision_quality.py real --runs-dir R [--finalizes 3] [--null-reps 10]
+    python benchmarks/decision_quality.py real --runs-dir R [--finalizes 3] [--null-reps 10] \
+        [--out results.json]
 
 `simulate` (`--case-factor K`: validation sets K times the record's, so that the seed noise
 dominates): per-case count matrices drawn from a model fitted to a measured noise record (a
@@ -302,6 +303,39 @@ WINNER = {"encoder.0.attn": "cbam", "encoder.1.attn": "se", "encoder.2.attn": "s
 enqueued as the study's one searched trial beside the plain UNet of its size."""
 
 
+def _recorded(args) -> dict:
+    """What an earlier run of `real` with the same --out already measured (a killed run resumes;
+    the finalizes and the null comparisons can run as two processes; a finalize resumes from
+    its own folder instead)."""
+    if args.out and Path(args.out).exists():
+        return json.loads(Path(args.out).read_text()).get("results", {})
+    return {}
+
+
+def _record(args, key: str, items: list[dict]) -> None:
+    """Write one part's items to --out at once (under a lock: the other part may write too)."""
+    if not args.out:
+        return
+    import fcntl
+
+    out = Path(args.out)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        d = json.loads(out.read_text()) if out.exists() else {
+            "benchmark": "decision_quality", "part": "real", "args": {}, "results": {}}
+        d.update(provenance())
+        r = d["results"]
+        r[key] = items
+        r["cue_helps"] = sum(v["verdict"] == HELPS for v in r.get("cue_finalizes", []))
+        r["null_helps"] = sum(v["verdict"] == HELPS for v in r.get("null", []))
+        d["args"].update({"finalizes": len(r.get("cue_finalizes", [])),
+                          "null_reps": len(r.get("null", [])), "epochs": args.epochs,
+                          "null_epochs": args.null_epochs})
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(d, indent=1))
+        tmp.replace(out)
+
+
 def real(args) -> dict:
     from nas_attn.searching.finalize import finalize
     from nas_attn.searching.opening import SearchRequest, open_search
@@ -317,25 +351,26 @@ def real(args) -> dict:
         session.study.enqueue_trial(WINNER)
         run_search(session, 2, None)
     verdicts = []
-    for i in range(args.finalizes):
-        t0 = time.time()
+    for i in range(args.finalizes):  # a finished finalize resumes at once from its folder
         res = finalize(session.study, top=1, seeds=3, confirm_seeds=3,
                        epochs=2 * args.epochs, runs_dir=runs / f"finalize{i}",
                        seed_offset=1000 * i)
         g = res["attention_gain"]
+        rows = res["candidates"] + (res.get("confirmation") or {}).get("rows", [])
         verdicts.append({"verdict": g["verdict"], "text": g.get("val_text"),
-                         "test": g.get("test_text"), "seconds": round(time.time() - t0),
-                         "trainings": res["race"]["trainings"] + 3 * len(
-                             (res.get("confirmation") or {}).get("rows", []))})
+                         "test": g.get("test_text"),
+                         "seconds": round(sum(sum(r.get("seconds") or []) for r in rows)),
+                         "trainings": sum(len(r.get("seconds") or []) for r in rows)})
+        _record(args, "cue_finalizes", verdicts)
         print(f"cue set, finalize {i + 1}/{args.finalizes} (seeds from {1000 * i}): "
               f"{g.get('val_text')}; test {g.get('test_text')}", flush=True)
-    null = null_reps(args, session)
+    null = null_reps(args, session, list(_recorded(args).get("null", []))[:args.null_reps])
     return {"cue_finalizes": verdicts, "null": null,
             "cue_helps": sum(v["verdict"] == HELPS for v in verdicts),
             "null_helps": sum(v["verdict"] == HELPS for v in null)}
 
 
-def null_reps(args, session) -> list[dict]:
+def null_reps(args, session, out: list[dict]) -> list[dict]:
     """The plain UNet under 3 seeds against itself under 3 other seeds."""
     from nas_attn.searching.finalize import retrain_recipe
     from nas_attn.training import TrainConfig, train
@@ -343,8 +378,8 @@ def null_reps(args, session) -> list[dict]:
     base = next(t for t in session.study.trials if t.user_attrs.get("baseline") == "plain_unet")
     recipe = retrain_recipe(session.study, base)
     obj = session.objective
-    out = []
-    for rep in range(args.null_reps):
+    for rep in range(len(out), args.null_reps):
+        t0 = time.time()
         arms = []
         for arm in range(2):
             runs = []
@@ -356,7 +391,8 @@ def null_reps(args, session) -> list[dict]:
                 runs.append(CaseCounts.from_dict(res.best["cases"]))
             arms.append(runs)
         c = compare(arms[0], arms[1])
-        out.append({"verdict": c.verdict, "text": c.text()})
+        out.append({"verdict": c.verdict, "text": c.text(), "seconds": round(time.time() - t0)})
+        _record(args, "null", out)
         print(f"no true difference, repetition {rep + 1}/{args.null_reps}: {c.text()}",
               flush=True)
     return out
@@ -393,9 +429,15 @@ def main() -> None:
                     "finalize trains twice as long")
     rl.add_argument("--null-epochs", type=int, default=8, help="the epochs of each training "
                     "of the comparisons with no true difference (a small budget)")
-    rl.add_argument("--out", default=None)
+    rl.add_argument("--out", default=None, help="written after every finalize and every "
+                    "repetition; a run with the same --out resumes from what it holds (so "
+                    "`--finalizes 0` and `--null-reps 0` may run as two processes)")
     args = ap.parse_args()
-    results = simulate(args) if args.part == "simulate" else real(args)
+    if args.part == "real":
+        results = real(args)
+        print(f"written: {args.out}" if args.out else "")
+        return
+    results = simulate(args)
     results = {"benchmark": "decision_quality", "part": args.part, **provenance(),
                "args": {k: v for k, v in vars(args).items() if k != "part"}, "results": results}
     if args.out:

@@ -4,6 +4,7 @@ three verdicts, Holm's correction, the noise record and the race logic."""
 import itertools
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -160,6 +161,7 @@ def test_the_three_verdicts():
     better = random_runs(np.random.default_rng(5), 4, quality=0.85, seed_sd=0.01)
     c = compare(better, base)
     assert c.verdict == HELPS and c.diff.low > 0 and c.p < 0.05
+    assert re.search(r", p (= 0\.\d{3}|< 0\.001): helps$", c.text()), c.text()
     assert compare(base, better).verdict == HURTS
     same = random_runs(np.random.default_rng(6), 4, quality=0.70, seed_sd=0.03)
     c = compare(same, base)

@@ -102,7 +102,7 @@ class Comparison:
         the smallest effect it could have detected."""
         d = self.diff
         core = (f"{d.value:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}], "
-                f"p = {_p(self.p)}: {self.verdict}")
+                f"p {_p(self.p)}: {self.verdict}")
         if self.verdict == NO_DIFFERENCE:
             core += (" (could not estimate the noise)" if self.mde is None else
                      f" (could detect ±{self.mde:.{digits}f})")
@@ -118,7 +118,8 @@ class Comparison:
 
 
 def _p(p: float) -> str:
-    return "1" if p >= 0.9995 else f"{p:.3f}" if p >= 0.001 else "< 0.001"
+    """`= 0.004`, `= 1` or `< 0.001`: the relation with the value."""
+    return "= 1" if p >= 0.9995 else f"= {p:.3f}" if p >= 0.001 else "< 0.001"
 
 
 def _clean(v):
