@@ -57,7 +57,7 @@ def _rss_bytes() -> int:
 
 
 def build_arch(name: str | None, kind: str | None, options: dict | None = None):
-    from nas_attn.arch import AttnSpec, UNetArch
+    from nas_attn.architecture.description import AttnSpec, UNetArch
 
     spec, none = AttnSpec.make(name, **(options or {})) if name else AttnSpec(), AttnSpec()
     single = name is not None and kind == "single"
@@ -76,7 +76,7 @@ class _Trainer:
     def __init__(self, name, kind, size, batch, options=None):
         import torch
 
-        from nas_attn.unet import build_unet
+        from nas_attn.architecture.builder import build_unet
 
         torch.manual_seed(0)
         self.model = build_unet(build_arch(name, kind, options)).train()
@@ -184,7 +184,7 @@ def main(argv=None) -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from nas_attn.registry import all_info
+    from nas_attn.architecture.registry import all_info
 
     infos = [i for i in all_info() if 2 in i.dims]
     if args.modules:

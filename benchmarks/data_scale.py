@@ -119,7 +119,7 @@ def generate_2d(root: Path, n: int, side: int, seed: int = 0) -> None:
 
 CHILD_TRAIN = """
 import json, sys, time
-from nas_attn.arch import UNetArch
+from nas_attn.architecture.description import UNetArch
 from nas_attn.data import DataConfig, load_data
 from nas_attn.training import TrainConfig, train
 src, mode, dims = sys.argv[1], sys.argv[2], int(sys.argv[3])

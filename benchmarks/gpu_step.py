@@ -36,12 +36,12 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas_attn.arch import AttnSpec, UNetArch  # noqa: E402
+from nas_attn.architecture.description import AttnSpec, UNetArch  # noqa: E402
 from nas_attn.models import tokens  # noqa: E402
 from nas_attn.device import Runtime  # noqa: E402
 from nas_attn.training import SegLoss, TrainConfig  # noqa: E402
 from nas_attn.training.optim import make_optimizer  # noqa: E402
-from nas_attn.unet import build_unet  # noqa: E402
+from nas_attn.architecture.builder import build_unet  # noqa: E402
 
 NO_KERNEL = {
     "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::as_strided", "aten::t",

@@ -92,7 +92,7 @@ def phase_2(space: str, runs: str, data: str | None, trials: int, extra: list[st
     _one_thread()
     import optuna
 
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
     from nas_attn.searching.opening import SearchRequest, open_search
     from nas_attn.searching.run import run_search
 
@@ -129,7 +129,7 @@ def phase_2(space: str, runs: str, data: str | None, trials: int, extra: list[st
 def standalone(space: str, runs: str, data: str | None, arch_json: str, seed: int) -> dict:
     """One stand-alone training from scratch with the full budget (finalize's recipe)."""
     _one_thread()
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
     from nas_attn.data import load_data
     from nas_attn.searching.space import full_budget
     from nas_attn.searching.oneshot.objective import training_defaults
@@ -187,7 +187,7 @@ def random_placements(space_path: str, data: str | None, n: int, seed: int) -> l
 def heaviest_placement(space_path: str, data: str | None) -> str:
     """The placement with the most parameters: at each site the choice that adds the most (what
     a module adds at a site does not depend on the other sites)."""
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.builder import build_unet
 
     macro, choices = _macro_and_choices(space_path, data)
     plain = macro.without_attention()
@@ -362,7 +362,7 @@ def main(argv=None) -> int:
     if args.warmup is not None:
         print(f"\nvariant: warm-up {args.warmup:g} of the supernet's steps on the plain path")
     if heavy:
-        from nas_attn.arch import UNetArch
+        from nas_attn.architecture.description import UNetArch
 
         big = [r for r in state["standalone"] if r["arch"] == heavy]
         print(f"\nheaviest placement: {UNetArch.from_json(heavy).summary()}")
@@ -423,7 +423,7 @@ def _reuse_shared_supernet(runs: Path, study: str, state: dict) -> float:
 
 
 def report(state: dict, top: list[str], rand: list[str], seeds: int, tag: str = "") -> None:
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
 
     inherited = {r["arch"]: r["inherited"] for r in state["phase2" + tag]["rows"]}
     inherited.update(state["phase2" + tag]["extra"])

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     import optuna
     from oneshot_fidelity import random_placements
 
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
     from nas_attn.searching.oneshot.supernet import recalibrate_bn
     from nas_attn.searching.opening import SearchRequest, open_search
     from nas_attn.searching.verdict import kendall, spearman

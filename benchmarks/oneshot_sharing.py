@@ -64,7 +64,7 @@ def run_arm(arm: str, space: str, data: str | None, runs: str, n_random: int,
     torch.set_num_threads(1)
     import optuna
 
-    from nas_attn.arch import AttnSpec
+    from nas_attn.architecture.description import AttnSpec
     from nas_attn.device import Runtime
     from nas_attn.searching.oneshot.phase1 import start_sampling, supernet_config
     from nas_attn.searching.oneshot.supernet import SuperNet

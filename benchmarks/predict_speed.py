@@ -35,12 +35,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas_attn.arch import AttnSpec as A  # noqa: E402
-from nas_attn.arch import UNetArch  # noqa: E402
+from nas_attn.architecture.description import AttnSpec as A  # noqa: E402
+from nas_attn.architecture.description import UNetArch  # noqa: E402
 from nas_attn.exporting import export_arch, load_model_py  # noqa: E402
 from nas_attn.models.infer import labels_from_output, predict_logits  # noqa: E402
 from nas_attn.inference.prediction import load_model, predict_array, read_image  # noqa: E402
-from nas_attn.unet import build_unet  # noqa: E402
+from nas_attn.architecture.builder import build_unet  # noqa: E402
 
 DATA = Path("/work/shared/data")
 OVERLAP = 0.25

@@ -170,7 +170,7 @@ def _parse_sets(items: list[str]) -> tuple[dict, dict]:
 
 
 def nas_run(sp: dict, budget: int, seed: int, train_kw: dict, data_kw: dict):
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
     from nas_attn.data import DataConfig, load_data, load_test
     from nas_attn.training import TrainConfig, train
 

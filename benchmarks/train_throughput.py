@@ -29,9 +29,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas_attn.arch import UNetArch  # noqa: E402
+from nas_attn.architecture.description import UNetArch  # noqa: E402
 from nas_attn.training import SegLoss, TrainConfig, train  # noqa: E402
-from nas_attn.unet import build_unet  # noqa: E402
+from nas_attn.architecture.builder import build_unet  # noqa: E402
 
 NUCLEI = Path("/work/shared/data/dsb2018-nuclei")
 

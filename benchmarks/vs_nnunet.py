@@ -248,7 +248,7 @@ def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path) -> dict:
 def searched_arch(plain_summary_arch=None, depth: int = 3):
     """The searched placement nnU-Net trains (`--arch` JSON, else SEARCHED on the plain UNet of
     the `default` space's size)."""
-    from nas_attn.arch import AttnSpec, UNetArch
+    from nas_attn.architecture.description import AttnSpec, UNetArch
 
     arch = UNetArch(depth=depth, widths=tuple(8 * 2 ** i for i in range(depth + 1)))
     return arch.with_sites(**{site.replace(".", "_"): AttnSpec.make(name)
@@ -391,7 +391,7 @@ def run_arm(args, arm, results, cfg, tr, va, raw, pre, conf) -> dict:
         depth = 3
         name = narrow_plans(pre, conf, depth, [8 * 2 ** i for i in range(depth + 1)])
         return run_nnunet(args, pre, raw, conf, name, arm, samples)
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
     from nas_attn.nnunet import write_plans
 
     arch = UNetArch.from_json(Path(args.arch).read_text()) if args.arch else searched_arch()

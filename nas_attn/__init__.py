@@ -23,9 +23,9 @@ so that no module shadows a function (`nas_attn.searching`, `nas_attn.training`,
 `nas_attn.exporting`, `nas_attn.inference.prediction`, `nas_attn.inference.evaluation`).
 
 Reading the code: `tests/test_layout.py` lists the layers top to bottom; the DESIGN notes in
-`nas_attn.registry` (options from constructor signatures), `nas_attn.models` (one file per
-attention family, copied into model.py) and `nas_attn.atomic` (every write atomic) say what
-to keep.
+`nas_attn.architecture.registry` (options from constructor signatures), `nas_attn.models` (one
+file per attention family, copied into model.py) and `nas_attn.atomic` (every write atomic)
+say what to keep.
 
 Every name is imported on first use (PEP 562), so `import nas_attn` itself loads neither torch
 nor optuna, timm or albumentations; building a model needs torch only. Anything not listed in
@@ -48,13 +48,13 @@ def _module_of(name: str):
         from . import api
         return api
     if name in ("UNetArch", "AttnSpec", "BlockSpec"):
-        from . import arch
-        return arch
+        from .architecture import description
+        return description
     if name == "build_unet":
-        from . import unet
-        return unet
+        from .architecture import builder
+        return builder
     if name in ("create_attention", "list_attention", "register"):
-        from . import registry
+        from .architecture import registry
         return registry
     if name == "load_space":
         from .searching import space_files

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .arch import UNetArch
+from .architecture.description import UNetArch
 from .arguments import bool_arg, describe_value, number_arg, path_arg
 from .errors import NasAttnError
 from .planning import (  # noqa: F401  (public here: `nas-attn train` and tests use them)

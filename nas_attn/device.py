@@ -256,10 +256,10 @@ class Runtime:
 
     def check_fits(self, arch, patch, batch: int) -> None:
         """`OutOfMemoryError` (one line) when training `arch` on `patch` at `batch` needs more
-        than this device's whole memory by `nas_attn.footprint`'s lower bound: refused before
+        than this device's whole memory by the footprint's lower bound: refused before
         anything is allocated."""
         from .errors import OutOfMemoryError
-        from .footprint import estimate, gb
+        from .architecture.footprint import estimate, gb
 
         total = self.memory_bytes()
         if total is None or not patch:

@@ -6,7 +6,7 @@ nnU-Net builds its network from the plans file: `get_network_from_plans` locates
 training it switches deep supervision with `network.decoder.deep_supervision` and computes the
 deep-supervision target scales from `arch_kwargs["strides"]`. So:
 
-- `NasAttnUNet` is such a class: the package's own UNet (`nas_attn.unet.build_unet`, the same
+- `NasAttnUNet` is such a class: the package's own UNet (`architecture.builder.build_unet`, the same
   modules a search trained) for the architecture in `arch_kwargs["arch"]`, with nnU-Net's
   input channels and one output channel per class (softmax, also for a binary task), its
   deep-supervision heads always built (a network trained with deep supervision loads into one
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .arch import UNetArch
+from .architecture.description import UNetArch
 from .errors import ArchError, NasAttnError
 
 CLASS_NAME = "nas_attn.nnunet.NasAttnUNet"
@@ -52,7 +52,7 @@ class NasAttnUNet(nn.Module):
     def __init__(self, input_channels: int, num_classes: int, arch: dict,
                  strides: list, deep_supervision: bool = False):
         super().__init__()
-        from .unet import build_unet
+        from .architecture.builder import build_unet
 
         try:
             a = UNetArch.from_dict(arch)

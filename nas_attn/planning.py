@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .arch import UNetArch
+from .architecture.description import UNetArch
 from .arguments import number_arg, path_arg
 from .errors import ArchError, DataError
 

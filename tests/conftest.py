@@ -153,7 +153,7 @@ def session(tmp_path, write_space):
 @pytest.fixture
 def every_site_arch():
     """`every_site_arch(**fields)`: a depth-3 UNetArch with a different module at every site."""
-    from nas_attn.arch import AttnSpec, UNetArch
+    from nas_attn.architecture.description import AttnSpec, UNetArch
 
     def make(**kw):
         A = AttnSpec.make

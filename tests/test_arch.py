@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nas_attn.arch import FORMAT_VERSION, AttnSpec, BlockSpec, UNetArch
+from nas_attn.architecture.description import FORMAT_VERSION, AttnSpec, BlockSpec, UNetArch
 from nas_attn.errors import ArchError, AttentionOptionError, UnknownAttentionError
 
 

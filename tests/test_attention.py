@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nas_attn.models import tokens
-from nas_attn.registry import all_info, create_attention, get_info, names, register, validate_options
+from nas_attn.architecture.registry import (all_info, create_attention, get_info, names, register,
+                                             validate_options)
 from nas_attn.errors import AttentionOptionError, UnknownAttentionError
 from nas_attn.models.layers import IgnoreGuide, PassThrough, resize_to
 

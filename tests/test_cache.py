@@ -147,7 +147,7 @@ def test_the_cli_names_a_damaged_cache_in_one_line(tmp_path, cli):
     src = _folder(tmp_path / "d", n=3, aux=False)
     cache = tmp_path / "cache"
     arch = tmp_path / "arch.json"
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
 
     arch.write_text(UNetArch(spatial_dims=3, in_channels=2, classes=3, depth=2,
                              widths=(4, 8, 8)).to_json())
@@ -212,11 +212,11 @@ def test_auto_caches_3d_folders_only(tmp_path):
 def test_evaluate_reads_a_3d_folder_through_the_cache_and_scores_alike(tmp_path, monkeypatch):
     import torch
 
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
     from nas_attn.data import cache as cache_mod
     from nas_attn.inference.evaluation import evaluate_folder
     from nas_attn.inference.trained import InferenceConfig, TrainedModel
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.builder import build_unet
 
     src = _folder(tmp_path / "d", n=3)
     torch.manual_seed(0)

@@ -22,7 +22,7 @@ import torch
 from optuna.trial import TrialState
 from PIL import Image
 
-from nas_attn.arch import UNetArch
+from nas_attn.architecture.description import UNetArch
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = "no space left on device"

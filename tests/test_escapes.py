@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 from PIL import Image
 
-from nas_attn.arch import UNetArch
+from nas_attn.architecture.description import UNetArch
 from nas_attn.cli.fmt import escape
 
 ESC = "\x1b[2J\x1b[31m"

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from nas_attn.arch import AttnSpec as A
-from nas_attn.arch import BlockSpec, UNetArch
+from nas_attn.architecture.description import AttnSpec as A
+from nas_attn.architecture.description import BlockSpec, UNetArch
 from nas_attn.errors import ArchError, NasAttnError
 from nas_attn.exporting import ExportError, export_arch, render_model_py
 from nas_attn.exporting.text import lit as _lit
 from nas_attn.exporting.text import sanitize_text
-from nas_attn.unet import build_unet
+from nas_attn.architecture.builder import build_unet
 from random_weights import randomise
 
 # the sliding window needs the last three; load() hashes weights.pt with hashlib, io, pathlib
@@ -277,7 +277,7 @@ def test_malicious_option_value_is_rejected(monkeypatch):
     with pytest.raises(ArchError):  # the architecture itself refuses it
         base.with_sites(decoder_0=evil)
     # with the registry's own check switched off, the exporter still refuses to emit it
-    from nas_attn import registry
+    from nas_attn.architecture import registry
 
     monkeypatch.setattr(registry, "validate_options", lambda *a, **k: None)
     bad = base.with_sites(decoder_0=evil)
@@ -293,7 +293,7 @@ def test_output_is_the_same_whether_or_not_ruff_is_on_path(tmp_path):
     fake.mkdir()
     (fake / "ruff").write_text("#!/bin/sh\ncat > /dev/null\necho 'x = 1'\n")
     (fake / "ruff").chmod(0o755)
-    script = ("import sys; from nas_attn.arch import UNetArch; "
+    script = ("import sys; from nas_attn.architecture.description import UNetArch; "
               "from nas_attn.exporting import render_model_py; "
               f"arch = UNetArch.from_json({arch_small().to_json()!r}); "
               "sys.stdout.write(render_model_py(arch, meta={'score_dice': 0.25}))")

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from nas_attn.arch import AttnSpec as A
-from nas_attn.arch import BlockSpec, UNetArch
+from nas_attn.architecture.description import AttnSpec as A
+from nas_attn.architecture.description import BlockSpec, UNetArch
 from nas_attn.exporting import export_arch
 from nas_attn.exporting.verify import ExportMismatchError, arch_sha256
 from nas_attn.inference.prediction import load_model
-from nas_attn.unet import build_unet
+from nas_attn.architecture.builder import build_unet
 
 
 def _arch(act: str = "relu") -> UNetArch:

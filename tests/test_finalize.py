@@ -8,7 +8,7 @@ import optuna
 import pytest
 from PIL import Image
 
-from nas_attn.arch import UNetArch
+from nas_attn.architecture.description import UNetArch
 from nas_attn.data import DataConfig, load_data, load_test
 from nas_attn.errors import DataError
 from nas_attn.searching.finalize import candidates

@@ -12,7 +12,7 @@ import torch_state
 
 from nas_attn import device as device_mod
 from nas_attn.models import tokens
-from nas_attn.registry import create_attention, get_info, names
+from nas_attn.architecture.registry import create_attention, get_info, names
 from nas_attn.device import Runtime
 
 SMALL = {2: (12, 12), 3: (4, 5, 6)}   # within the token budget: attention at full resolution
@@ -115,7 +115,7 @@ def test_interpolation_matrices_are_cached(monkeypatch):
 
 
 def _arch():
-    from nas_attn.arch import AttnSpec, UNetArch
+    from nas_attn.architecture.description import AttnSpec, UNetArch
 
     return UNetArch(depth=1, widths=(8, 16), bottleneck=AttnSpec("self"),
                     skip=(AttnSpec("gate"),))
@@ -141,7 +141,7 @@ def test_cost_figures_do_not_depend_on_trial_order(session, tmp_path):
 
 def test_cost_probe_uses_autocast_and_memory_format():
     from nas_attn.searching.cost import measure_cost
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.builder import build_unet
 
     arch = _arch()
     cpu = torch.device("cpu")
@@ -169,7 +169,7 @@ def test_cost_probe_keeps_no_activation_alive():
     import weakref
 
     from nas_attn.searching.cost import measure_cost
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.builder import build_unet
 
     arch = _arch()
     model = build_unet(arch)
@@ -341,7 +341,7 @@ def _discs(n, seed=0, size=32):
 
 
 def _train_with_nan(monkeypatch, bad_steps, runtime, **kw):
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
     from nas_attn.data import DataConfig
     from nas_attn.training import TrainConfig, loop, train
     from nas_attn.training.losses import SegLoss
@@ -509,7 +509,7 @@ def test_num_workers_and_compile_flags_reach_the_loop(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "get_loaders", spy)
     arch = tmp_path / "a.json"
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
 
     arch.write_text(UNetArch(depth=1, widths=(4, 8)).to_json())
     with contextlib.suppress(SystemExit):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nas_attn.arch import UNetArch
+from nas_attn.architecture.description import UNetArch
 
 TINY = """
 macro: {depth: [1], base_width: [4]}
@@ -323,7 +323,7 @@ def test_a_stored_study_name_cannot_place_outputs_outside_the_runs_folder(tmp_pa
     default folder from that name as from untrusted text."""
     import optuna
 
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
     from nas_attn.paths import folder_name
 
     runs = tmp_path / "a" / "b" / "runs"
@@ -355,7 +355,7 @@ def test_a_test_folder_that_does_not_exist_is_refused_when_the_search_starts(tmp
 
 def _exported(tmp_path):
     from nas_attn.exporting import export_arch
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.builder import build_unet
 
     arch = UNetArch(depth=1, widths=(4, 8))
     out = tmp_path / "model"
@@ -524,8 +524,8 @@ def test_space_files_are_read_with_a_size_limit_and_as_utf8(tmp_path, cli):
 
 def test_architectures_are_bounded(tmp_path):
     from nas_attn.errors import ArchError
-    from nas_attn.footprint import estimate
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.footprint import estimate
+    from nas_attn.architecture.builder import build_unet
 
     for kw in ({"classes": 10 ** 9}, {"in_channels": 10 ** 6}, {"aux_channels": 10 ** 6}):
         with pytest.raises(ArchError, match="must be an integer"):
@@ -684,7 +684,7 @@ def test_unclear_messages_made_clear(tmp_path, cli, monkeypatch):
 
 def test_damaged_files_are_named_and_called_damaged(tmp_path, cli):
     from nas_attn.exporting import export_arch
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.builder import build_unet
 
     arch = UNetArch(depth=1, widths=(4, 8))
     data = folder(tmp_path / "d")

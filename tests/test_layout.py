@@ -35,10 +35,7 @@ LAYERS = (
     "nas_attn.exporting.values | nas_attn.exporting.verify",
     "nas_attn.data | nas_attn.device | nas_attn.stats",
     "nas_attn.nnunet",
-    "nas_attn.unet",
-    "nas_attn.footprint",
-    "nas_attn.arch",
-    "nas_attn.registry",
+    "nas_attn.architecture",
     "nas_attn.models",
     "nas_attn.paths",
     "nas_attn.atomic",
@@ -48,6 +45,9 @@ LAYERS = (
 """The export package is split across the list: what writes model.py sits above training, what
 loading shares with it (the literal check of an architecture, the export folder's hash record)
 sits below the inference package, so that loading a model never reaches the text generator."""
+ARCHITECTURE = ("builder", "footprint", "description", "registry")
+"""Inside `nas_attn.architecture`, top to bottom: the builder checks a model's footprint and uses
+the description and the registry; the description validates attention names in the registry."""
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +159,14 @@ def test_no_upward_imports(graph):
     listed = {".".join(m.split(".")[:2]) for layer in layers for m in layer}
     top = {".".join(m.split(".")[:2]) for m in graph.modules if m != "nas_attn"}
     assert top <= listed | {"nas_attn.spaces"}, top - listed
+
+
+def test_the_architecture_package_keeps_its_order(graph):
+    illegal = graph.find_illegal_dependencies_for_layers(
+        layers=ARCHITECTURE, containers={"nas_attn.architecture"})
+    assert not illegal, sorted((d.importer, d.imported) for d in illegal)
+    modules = {m.rsplit(".", 1)[-1] for m in graph.find_children("nas_attn.architecture")}
+    assert modules == set(ARCHITECTURE)
 
 
 def _functions():

@@ -161,9 +161,9 @@ def test_evaluate_on_an_nnunet_folder_gives_hd95_in_mm(tmp_path, cli):
     loader carries it too."""
     import torch
 
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
     from nas_attn.training.checkpoint import save_checkpoint
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.builder import build_unet
 
     root = _nnunet(tmp_path / "ds", channels=2)
     arch = UNetArch(spatial_dims=3, in_channels=2, depth=1, widths=(4, 8), classes=3)

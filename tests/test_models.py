@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import nas_attn.models as models
-from nas_attn.arch import AttnSpec as A
-from nas_attn.arch import UNetArch
-from nas_attn.registry import create_attention
-from nas_attn.unet import build_unet
+from nas_attn.architecture.description import AttnSpec as A
+from nas_attn.architecture.description import UNetArch
+from nas_attn.architecture.registry import create_attention
+from nas_attn.architecture.builder import build_unet
 
 MODELS = Path(models.__file__).parent
 FILES = sorted(p.stem for p in MODELS.glob("*.py") if p.stem != "__init__")
@@ -71,7 +71,8 @@ def test_family_files_open_with_their_papers(stem):
 
 
 def test_importing_the_package_loads_no_optional_dependency():
-    code = ("import sys, nas_attn as na; import nas_attn.models, nas_attn.registry, nas_attn.arch;"
+    code = ("import sys, nas_attn as na; import nas_attn.models, nas_attn.architecture.registry, "
+            "nas_attn.architecture.description;"
             "na.build_unet(na.UNetArch(encoder=(na.AttnSpec.make('se'),) * 4));"
             "na.list_attention(); na.create_attention('cbam', 4, spatial_dims=2);"
             "print(sorted(m for m in ('optuna', 'timm', 'albumentations', 'rich', 'typer')"

@@ -15,12 +15,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:monai.metrics.utils get_mask_edg
 from monai.inferers import sliding_window_inference  # noqa: E402
 from monai.metrics import ConfusionMatrixMetric, HausdorffDistanceMetric  # noqa: E402
 
-from nas_attn.arch import AttnSpec as A  # noqa: E402
-from nas_attn.arch import UNetArch  # noqa: E402
+from nas_attn.architecture.description import AttnSpec as A  # noqa: E402
+from nas_attn.architecture.description import UNetArch  # noqa: E402
 from nas_attn.models.infer import predict_logits  # noqa: E402
 from nas_attn.models.sliding import sliding_window_predict  # noqa: E402
 from nas_attn.inference.metrics import MetricAccumulator, hd95  # noqa: E402
-from nas_attn.unet import build_unet  # noqa: E402
+from nas_attn.architecture.builder import build_unet  # noqa: E402
 
 
 def _net(dims: int) -> torch.nn.Module:

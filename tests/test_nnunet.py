@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas_attn.arch import AttnSpec, UNetArch
+from nas_attn.architecture.description import AttnSpec, UNetArch
 from nas_attn.errors import NasAttnError
 from nas_attn.nnunet import CLASS_NAME, derive_plans, write_plans
 

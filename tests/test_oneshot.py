@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas_attn.arch import AttnSpec as A, UNetArch
+from nas_attn.architecture.description import AttnSpec as A, UNetArch
 from nas_attn.searching.oneshot.supernet import SuperNet, recalibrate_bn
 
 
@@ -83,7 +83,7 @@ def test_placement_costs_add_up_to_the_measured_cost(dims, shape):
     what `measure_cost` finds on the built model, for every figure but latency."""
     from nas_attn.searching.cost import measure_cost
     from nas_attn.searching.oneshot.costs import PlacementCosts
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.builder import build_unet
 
     macro = UNetArch(spatial_dims=dims, depth=2, widths=(4, 8, 16), classes=3)
     choices = _choices(macro, dims)

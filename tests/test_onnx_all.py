@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from nas_attn import registry
-from nas_attn.arch import AttnSpec as A
-from nas_attn.arch import BlockSpec, UNetArch
+from nas_attn.architecture import registry
+from nas_attn.architecture.description import AttnSpec as A
+from nas_attn.architecture.description import BlockSpec, UNetArch
 from nas_attn.exporting import ExportError, export_arch
 from nas_attn.exporting.formats import _onnx_save
 from nas_attn.models import tokens
-from nas_attn.unet import build_unet
+from nas_attn.architecture.builder import build_unet
 from random_weights import randomise
 
 ort = pytest.importorskip("onnxruntime")

@@ -15,14 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from nas_attn.arch import AttnSpec as A
-from nas_attn.arch import UNetArch
+from nas_attn.architecture.description import AttnSpec as A
+from nas_attn.architecture.description import UNetArch
 from nas_attn.data import readers as R
 from nas_attn.exporting import ExportError, export_arch, load_model_py
 from nas_attn.models.infer import normalise_percentile, predict_logits
 from nas_attn.training.checkpoint import save_checkpoint
 from nas_attn.inference.metrics import score_split
-from nas_attn.unet import build_unet
+from nas_attn.architecture.builder import build_unet
 
 TINY = dict(depth=2, widths=(4, 8, 8))
 

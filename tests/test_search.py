@@ -4,7 +4,7 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial, TrialState
 
-from nas_attn.arch import AttnSpec
+from nas_attn.architecture.description import AttnSpec
 from nas_attn.errors import DivergedError, SpaceError
 from nas_attn.searching.run import run_search
 from nas_attn.searching.sampling import DataInfo, baseline_params, sample_arch, site_param
@@ -94,7 +94,7 @@ def test_every_ready_space_samples_200_buildable_architectures(name):
     trials of each ready space, each built (on the meta device: no weights are allocated)."""
     import torch
 
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.builder import build_unet
 
     space = load_space(name)
     dims = space.spatial_dims or 2

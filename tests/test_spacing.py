@@ -94,7 +94,7 @@ def test_the_model_records_its_spacing_and_predicts_on_each_inputs_grid(tmp_path
                                                                         monkeypatch):
     import nibabel as nib
 
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
     from nas_attn.inference.prediction import load_model
 
     src = _folder(tmp_path / "d", [(1.0, 1.0, 2.0)] * 3 + [(1.0, 1.0, 1.0)])

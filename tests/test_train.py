@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nas_attn.arch import UNetArch
+from nas_attn.architecture.description import UNetArch
 from nas_attn.data import DataConfig, SegData, load_data, make_loaders
 from nas_attn.device import Runtime
 from nas_attn.errors import ArchError, DivergedError, OutOfMemoryError, TrainingError
@@ -160,7 +160,7 @@ def test_nan_loss_raises_diverged(disc_data):
 
 
 def test_oom_is_mapped(monkeypatch, disc_data):
-    from nas_attn import unet
+    from nas_attn.architecture import builder as unet
 
     def boom(self, x, aux=None):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -233,7 +233,7 @@ def test_checkpoint_roundtrip(disc_data, tmp_path):
 def test_preview_png(disc_data, tmp_path):
     tr, va = disc_data
     model = UNetArch(**TINY)
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.builder import build_unet
 
     path = save_preview(build_unet(model).eval(), va, tmp_path / "p.png", CPU, n=4)
     with Image.open(path) as im:

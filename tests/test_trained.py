@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from nas_attn.arch import UNetArch
+from nas_attn.architecture.description import UNetArch
 from nas_attn.inference.trained import InferenceConfig, InferenceConfigError, TrainedModel
 
 TINY = dict(depth=2, widths=(4, 8, 8))
@@ -57,7 +57,7 @@ def test_round_trip_and_immutable():
 
 def _checkpoint(tmp_path, meta):
     from nas_attn.training.checkpoint import save_checkpoint
-    from nas_attn.unet import build_unet
+    from nas_attn.architecture.builder import build_unet
 
     arch = UNetArch(**TINY)
     torch.manual_seed(0)

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from nas_attn.arch import AttnSpec, UNetArch
-from nas_attn.registry import get_info, names
-from nas_attn.unet import build_unet
+from nas_attn.architecture.description import AttnSpec, UNetArch
+from nas_attn.architecture.registry import get_info, names
+from nas_attn.architecture.builder import build_unet
 
 A = AttnSpec.make
 

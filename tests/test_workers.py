@@ -263,7 +263,7 @@ def test_train_resumes_from_a_killed_runs_state(tmp_path):
     continues training at the next epoch with the saved weights, optimizer and best so far."""
     import shutil
 
-    from nas_attn.arch import UNetArch
+    from nas_attn.architecture.description import UNetArch
     from nas_attn.data import DataConfig, load_data
     from nas_attn.training import TrainConfig, train
 

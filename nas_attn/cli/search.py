@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
 
-from ..arch import UNetArch
+from ..architecture.description import UNetArch
 from .fmt import WIDE_LEADERBOARD, StepLog, big_count, fmt_score, escape
 from ..errors import DiskFullError, StudyError
 from ..searching.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,

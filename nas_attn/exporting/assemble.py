@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 from .. import models
 from ..models import standalone
 from ..inference.trained import InferenceConfig, TrainedModel
-from ..arch import UNetArch
+from ..architecture.description import UNetArch
 from ..atomic import AtomicGroup
 from ..errors import NasAttnError
 from .formats import FORMATS, example_inputs, export_onnx, export_torchscript, onnx_missing
@@ -45,7 +45,7 @@ from .text import (BASE_IMPORTS, ExportError, arch_literal,
                           validated_arch)
 from .verify import provenance
 from ..paths import claim_output_dir, record_outputs, sha256_file
-from ..unet import timm_kwargs, unet_kwargs
+from ..architecture.builder import timm_kwargs, unet_kwargs
 
 __all__ = ["ExportError", "export_arch", "export_checkpoint", "export_trained",
            "load_model_py", "render_model_py"]
@@ -182,7 +182,7 @@ def render_model_py(arch: UNetArch, *, meta: dict | None = None, example_size: i
 def _state_dict(weights: Path | str | Mapping, arch: UNetArch) -> dict:
     import torch
 
-    from ..unet import build_unet
+    from ..architecture.builder import build_unet
 
     if isinstance(weights, (str, Path)):
         from ..inference.checkpoint import safe_load

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from ..arch import UNetArch
+from ..architecture.description import UNetArch
 from ..atomic import atomic_save, is_disk_full
 from .text import ExportError
 
@@ -120,8 +120,8 @@ def _onnx_culprits(arch: UNetArch) -> list[str]:
 
     import torch
 
-    from .. import registry
-    from ..unet import build_unet
+    from ..architecture import registry
+    from ..architecture.builder import build_unet
 
     bad = []
     for name in arch.attention_names():

@@ -23,7 +23,7 @@ from ..errors import NasAttnError  # noqa: F401
 from .values import SAFE_STR, SITE, ExportError, lit, validated_arch  # noqa: F401
 
 if TYPE_CHECKING:
-    from ..arch import UNetArch
+    from ..architecture.description import UNetArch
 
 
 _META_CHARS = re.compile(r"[^A-Za-z0-9 _\-\.:/@+=,;()\[\]%~#*]")
@@ -208,7 +208,7 @@ def _usage_lines(arch: UNetArch) -> list[str]:
 def docstring(arch: UNetArch, meta: Mapping[str, Any], uses_timm: bool) -> str:
     """model.py's module docstring: what it is, what it needs, the architecture, the export's
     metadata and how to use it (only sanitised text: no quotes or backslashes)."""
-    from .. import registry
+    from ..architecture import registry
 
     dims = arch.spatial_dims
     lines = [

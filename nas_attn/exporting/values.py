@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ..errors import NasAttnError
 
 if TYPE_CHECKING:
-    from ..arch import UNetArch
+    from ..architecture.description import UNetArch
 
 
 class ExportError(NasAttnError):
@@ -64,8 +64,9 @@ def lit(v: Any, where: str) -> str:
 
 def validated_arch(arch: UNetArch | Mapping) -> UNetArch:
     """`arch` validated again from its JSON, with every value that becomes a literal checked."""
-    from .. import models, registry
-    from ..arch import ACTS, NORMS, UPSAMPLES, UNetArch
+    from .. import models
+    from ..architecture import registry
+    from ..architecture.description import ACTS, NORMS, UPSAMPLES, UNetArch
     from ..errors import ArchError
 
     try:

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..arch import UNetArch
+from ..architecture.description import UNetArch
 from ..errors import NasAttnError
 from ..paths import sha256_file
 

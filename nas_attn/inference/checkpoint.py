@@ -67,8 +67,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """`(arch, model, meta)`: the architecture, its model with the saved weights (eval mode, on
     `device`), and the saved metadata (metrics, epoch, ...)."""
-    from ..arch import UNetArch
-    from ..unet import build_unet
+    from ..architecture.description import UNetArch
+    from ..architecture.builder import build_unet
 
     obj = read_checkpoint(path)
     arch = UNetArch.from_json(obj["arch"])

@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..arch import UNetArch
+from ..architecture.description import UNetArch
 from ..atomic import atomic_write
 from ..data import readers as R
 from ..errors import DataError, DiskFullError, NasAttnError
@@ -106,7 +106,7 @@ def _load_export(path: Path, accept_mismatch: bool = False
 
     from ..errors import ArchError
     from ..exporting.values import validated_arch
-    from ..unet import build_unet
+    from ..architecture.builder import build_unet
 
     for name in ("arch.json", "weights.pt"):
         if not (path / name).is_file():

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..arch import UNetArch
+from ..architecture.description import UNetArch
 from ..errors import NasAttnError
 from ..data.readers import normalise
 from ..models.infer import DEFAULT_OVERLAP, HIGH_PERCENTILE, LOW_PERCENTILE, NORMALISATIONS

@@ -1,6 +1,7 @@
 """The one table of attention modules (name -> class) and the factory the UNet builds them with.
 
-Torch only. `nas_attn.registry` reads this table (kinds, families, options, validation);
+Torch only. `nas_attn.architecture.registry` reads this table (kinds, families, options,
+validation);
 `nas_attn.exporting` copies `make_attention` and `build_attention` into `model.py` and writes the
 table there with only the classes the architecture uses. A class says what it is with class
 attributes: `family`, `kind` ("paired": `forward(x, g)`, skip sites only; default "single"),

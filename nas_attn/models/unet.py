@@ -1,8 +1,8 @@
 """The UNet itself, built from plain numbers and a site -> attention table.
 
 Torch only: `nas_attn.exporting` copies `UNet` and `UNetDecoder` whole into `model.py`.
-`nas_attn.unet.build_unet(arch)` turns a `UNetArch` into these numbers; a timm encoder (2D) is
-`TimmUNet` in `timm_layers.py`, with the same decoder.
+`nas_attn.architecture.builder.build_unet(arch)` turns a `UNetArch` into these numbers; a timm
+encoder (2D) is `TimmUNet` in `timm_layers.py`, with the same decoder.
 
 Sizes: down-sampling is a ceil-mode 2× max-pool and every up-sampled feature is resized to the
 skip's exact size, so any input size works (37×53, 20×33×17), not only multiples of 2**depth.

@@ -127,12 +127,12 @@ def measure_latency(model: torch.nn.Module, arch, patch_shape, *, batch_size: in
 def smallest_fits(space, total_bytes: float | None = None) -> str | None:
     """None when the space's smallest candidate (the least depth and base width, no attention,
     batch 1, the space's patch or the smallest legal one) can train within `total_bytes` (this
-    machine's memory by default) by `nas_attn.footprint`'s lower bound; otherwise one line
+    machine's memory by default) by `architecture.footprint`'s lower bound; otherwise one line
     saying what it needs and what to change. `spaces check` says it before any search does."""
     import os
 
-    from ..arch import UNetArch
-    from ..footprint import estimate, gb
+    from ..architecture.description import UNetArch
+    from ..architecture.footprint import estimate, gb
 
     if total_bytes is None:
         try:

@@ -36,7 +36,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from ..arch import UNetArch
+from ..architecture.description import UNetArch
 from ..errors import StudyError
 from ..paths import inside
 from .report import trial_arch

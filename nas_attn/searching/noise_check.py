@@ -120,7 +120,7 @@ def from_finalize(study, runs_dir: Path) -> NoiseRecord:
     """A noise record from a finished `finalize` of `study`: the runs of its plain entrant
     (no attention) with the most seeds, race and confirmation seeds together (runs of one
     recipe under different seeds are alike)."""
-    from ..arch import UNetArch
+    from ..architecture.description import UNetArch
 
     path = inside(runs_dir, study.study_name, "final", "finalize.json")
     try:

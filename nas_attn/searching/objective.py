@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import optuna
 
-from ..arch import UNetArch
+from ..architecture.description import UNetArch
 from ..interrupts import surfaced
 from ..errors import (
     ArchError,
@@ -98,10 +98,10 @@ class Objective:
 
     def _check_smallest_fits(self) -> None:
         """A space whose smallest candidate (least depth and width, no attention, batch 1)
-        cannot train on this device even by the lower bound of `nas_attn.footprint` is refused
+        cannot train on this device even by the lower bound of `architecture.footprint` is refused
         with one line before a study is made for it; larger candidates that do not fit are
         pruned one by one (`_measure`)."""
-        from ..arch import UNetArch
+        from ..architecture.description import UNetArch
         from ..device import Runtime
 
         m, i = self.space.macro, self.info
@@ -311,7 +311,7 @@ class Objective:
         becomes `OutOfMemoryError` (the trial is pruned with its reason) after the memory is
         given back."""
         from ..device import Runtime, is_oom, release_memory, seed_everything
-        from ..unet import build_unet
+        from ..architecture.builder import build_unet
 
         seed_everything(cfg.seed, deterministic=cfg.deterministic)
         runtime = Runtime.create(self.device, amp=cfg.amp, channels_last=cfg.channels_last,

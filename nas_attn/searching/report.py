@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..arch import UNetArch
+from ..architecture.description import UNetArch
 from ..errors import ArchError, StudyError
 
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..arch import AttnSpec, BlockSpec, UNetArch
+from ..architecture.description import AttnSpec, BlockSpec, UNetArch
 from .space import Choice, Range, Space
 
 NONE = "none"

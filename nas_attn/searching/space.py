@@ -12,7 +12,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .. import registry
+from ..architecture import registry
 from ..errors import ArchError
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "spaces"
@@ -291,7 +291,7 @@ def _check_sites(space: Space) -> None:
 def _check_macro(m: Macro, spatial_dims: int | None) -> None:
     """Each macro value as the architecture itself checks it (depth and widths, block, upsample,
     encoder; a timm encoder must exist and give enough feature levels for every depth)."""
-    from ..arch import BlockSpec, UNetArch
+    from ..architecture.description import BlockSpec, UNetArch
 
     dims = spatial_dims or 2
     for key in ("depth", "base_width", "convs", "norm", "act", "upsample", "encoder",
@@ -322,7 +322,7 @@ def _check_macro(m: Macro, spatial_dims: int | None) -> None:
 
 
 def _check_encoder(name: str, dims: int, depths: list[int]) -> None:
-    from ..arch import UNetArch
+    from ..architecture.description import UNetArch
 
     UNetArch(spatial_dims=dims, encoder_name=name)  # 'unet' or 'timm:<model>', 2D only
     if name == "unet":

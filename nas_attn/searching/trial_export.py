@@ -64,7 +64,7 @@ def chosen_arch(study, number: int | None = None):
     final = study.user_attrs.get("finalize") or {}
     rec = final.get("recommended")
     if number is None and rec is not None:
-        from ..arch import UNetArch
+        from ..architecture.description import UNetArch
 
         who = f"trial {rec['trial']}" if rec.get("trial") is not None else rec.get("label", "")
         return UNetArch.from_dict(rec["arch"]), f"finalize's recommended model ({who})"
@@ -113,7 +113,7 @@ def _row_meta(row, final) -> dict:
 
 def _export_control(study, final, out_dir, formats, runs_dir, force):
     """The plain UNet at the winner's size, recommended by `finalize` (no trial holds it)."""
-    from ..arch import UNetArch
+    from ..architecture.description import UNetArch
 
     rec = final["recommended"]
     row = next(r for r in final["candidates"] if r["trial"] is None

@@ -216,7 +216,7 @@ class _Run:
 
 def _setup(arch, train_data, val_data, data_cfg, cfg: TrainConfig, runtime: Runtime, out_dir,
            loaders, compile_model: bool, model: nn.Module | None = None) -> _Run:
-    from ..unet import build_unet
+    from ..architecture.builder import build_unet
 
     t_start = time.perf_counter()
     seed_everything(cfg.seed, deterministic=cfg.deterministic)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ...arch import AttnSpec, UNetArch
+from ...architecture.description import AttnSpec, UNetArch
 from ...errors import SpaceError
 from ..sampling import NONE, DataInfo, sample_arch, site_choices
 from ..space import Range, Space

@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 
-from ...arch import AttnSpec, UNetArch
+from ...architecture.description import AttnSpec, UNetArch
 from ..cost import Cost
 from .supernet import macro_key
 

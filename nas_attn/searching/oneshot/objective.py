@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from ...arch import UNetArch
+from ...architecture.description import UNetArch
 from ...errors import OutOfMemoryError, StudyError
 from ...paths import inside
 from ..objective import Objective, finite_or_none

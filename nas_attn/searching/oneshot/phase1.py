@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ...arch import UNetArch
+from ...architecture.description import UNetArch
 from ...errors import StudyError
 from .supernet import SuperNet, macro_key
 

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...arch import AttnSpec, UNetArch
-from ...registry import create_attention
+from ...architecture.description import AttnSpec, UNetArch
+from ...architecture.registry import create_attention
 
 Choices = Mapping[str, Sequence[AttnSpec]]
 """Per site (`encoder.0`, `bottleneck`, `skip.1`, ...), the modules it may hold."""
@@ -67,7 +67,7 @@ class SuperNet(nn.Module):
 
     def __init__(self, macro: UNetArch, choices: Choices, seed: int = 0):
         super().__init__()
-        from ...unet import build_unet
+        from ...architecture.builder import build_unet
 
         self.macro = macro
         self.sites = _path_keys(choices, macro)
@@ -171,7 +171,7 @@ class SuperNet(nn.Module):
 
     def extract(self, arch: UNetArch) -> nn.Module:
         """The stand-alone model of `arch` with the supernet's weights (a copy)."""
-        from ...unet import build_unet
+        from ...architecture.builder import build_unet
 
         model = build_unet(arch)
         model.load_state_dict({k: v.detach().clone() for k, v in

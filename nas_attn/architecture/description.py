@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator, Mapping
 
-from .errors import ArchError
+from ..errors import ArchError
 from . import registry
 
 FORMAT_VERSION = 1

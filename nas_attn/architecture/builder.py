@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .arch import UNetArch
-from .errors import ArchError
-from .models import TimmUNet, UNet
+from .description import UNetArch
+from ..errors import ArchError
+from ..models import TimmUNet, UNet
 from .registry import create_attention
 
 
@@ -74,13 +74,13 @@ def build_unet(arch, *, pretrained: bool = False, make_attention=None,
 
 def _check_weights_fit(arch: UNetArch) -> None:
     """`OutOfMemoryError` (one line) before anything is allocated when training the model
-    needs more than all of the machine's memory by `nas_attn.footprint`'s lower bound (its
+    needs more than all of the machine's memory by `footprint`'s lower bound (its
     weights with gradients and Adam's moments, at batch 1 on the smallest patch): the rule the
     CLI applies to a search's candidates (`Runtime.check_fits`). A depth-7 UNet of width 4096
     allocated about 24 GB before torch failed, or the process was killed."""
     import os
 
-    from .errors import OutOfMemoryError
+    from ..errors import OutOfMemoryError
     from .footprint import estimate, gb
 
     try:

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from .arch import UNetArch
+from .description import UNetArch
 
 
 @dataclass(frozen=True)

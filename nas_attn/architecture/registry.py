@@ -21,9 +21,9 @@ from typing import Any, Callable, Literal
 
 import torch.nn as nn
 
-from .errors import AttentionOptionError, UnknownAttentionError
-from .models import ATTENTION, build_attention
-from .models.layers import PassThrough
+from ..errors import AttentionOptionError, UnknownAttentionError
+from ..models import ATTENTION, build_attention
+from ..models.layers import PassThrough
 
 Kind = Literal["single", "paired"]
 FAMILIES = ("channel", "spatial", "gate", "dual", "cross", "self", "timm")
