@@ -32,14 +32,16 @@ if TYPE_CHECKING:
 
 
 # ----- search -----------------------------------------------------------------------------------
-def search(space: str | Path = "default", *, data: str | None = None, trials: int | None = None,
+def search(space: str | Path = "default", *, data: str | None = None,
+           val_pattern: str | None = None, test_pattern: str | None = None,
+           test_data: str | None = None, trials: int | None = None,
            timeout: float | None = None, study: str | None = None, storage: str | None = None,
-           runs_dir: str | Path = "runs", strategy: str | None = None,
+           runs_dir: str | Path = "runs", device: str | None = None,
            sampler: str | None = None, pruner: str | None = None, seed: int | None = None,
-           device: str | None = None, val_pattern: str | None = None,
-           test_pattern: str | None = None, test_data: str | None = None,
-           num_workers: int | None = None, force_data: bool = False,
-           workers: int | None = None, gpus: str | None = None, per_gpu: int = 1,
+           num_workers: int | None = None, strategy: str | None = None,
+           force_data: bool = False, workers: int | None = None, gpus: str | None = None,
+           per_gpu: int = 1, heartbeat_interval: int | None = None,
+           grace_period: int | None = None, max_retry: int | None = None,
            listener=None) -> optuna.Study:
     """Run (or resume) a search, as `nas-attn search` does, and return its optuna study.
 
@@ -57,35 +59,28 @@ def search(space: str | Path = "default", *, data: str | None = None, trials: in
     - `device`: auto, cpu, cuda, cuda:N or mps; `num_workers`: data-loader workers.
     - `workers` / `gpus` (+ `per_gpu`): run trials in worker processes, as `--workers` /
       `--gpus` do, with the same storage rules (`nas_attn.searching.parallel`; a journal
-      storage always does).
+      storage always does); `heartbeat_interval`, `grace_period`, `max_retry`: how dead
+      workers' trials are found and retried (RDB storages; defaults 30 s, 120 s, 2).
     - `listener`: gets `trial_started` / `epoch_done` / `trial_done` calls
       (`nas_attn.searching.objective.Listener`; trials in this process only).
+
+    The options are those of `nas-attn search`, declared once in
+    `nas_attn.searching.request` (`SearchRequest`, `RunOptions`) and checked by it here.
     """
-    from .searching.opening import SearchRequest, open_search
+    from .searching.heartbeat import set_heartbeat_env
+    from .searching.opening import open_search
     from .searching.parallel import run_parallel, worker_slots
+    from .searching.request import RunOptions, SearchRequest, check_args, search_options
     from .searching.run import run_search
 
-    path_arg(space, "space", "a ready space name or the path of a YAML file")
-    number_arg(trials, "trials", 1)
-    number_arg(timeout, "timeout", 1, integer=False)
-    for key, value in (("data", data), ("study", study), ("storage", storage),
-                       ("runs_dir", runs_dir), ("device", device), ("sampler", sampler),
-                       ("pruner", pruner), ("val_pattern", val_pattern),
-                       ("test_pattern", test_pattern), ("test_data", test_data),
-                       ("strategy", strategy)):
-        path_arg(value, key, "a string", optional=key != "runs_dir")
-    number_arg(seed, "seed", 0)
-    number_arg(num_workers, "num_workers", 0)
-    number_arg(workers, "workers", 1)
-    number_arg(per_gpu, "per_gpu", 1)
-    bool_arg(force_data, "force_data")
-    path_arg(gpus, "gpus", "a string such as '0,1' or 'all'", optional=True)
-    req = SearchRequest(space=space, data=data, val_pattern=val_pattern,
-                        test_pattern=test_pattern, test_data=test_data, trials=trials,
-                        timeout=timeout, study=study, storage=storage, runs_dir=Path(runs_dir),
-                        device=device, sampler=sampler, pruner=pruner, seed=seed,
-                        num_workers=num_workers, strategy=strategy, force_data=force_data)
-    slots = worker_slots(req, workers, gpus, per_gpu)
+    given = dict(locals())
+    check_args(SearchRequest, given)
+    check_args(RunOptions, given)
+    req = SearchRequest(**{f.name: given[f.name] for f in search_options(SearchRequest)})
+    req.runs_dir = Path(runs_dir)
+    run = RunOptions(**{f.name: given[f.name] for f in search_options(RunOptions)})
+    set_heartbeat_env(run.heartbeat_interval, run.grace_period, run.max_retry)
+    slots = worker_slots(req, run.workers, run.gpus, run.per_gpu)
     if slots is not None:
         return run_parallel(req, slots)
     session = open_search(req, listener)

@@ -20,6 +20,9 @@ from pathlib import Path
 from .atomic import atomic_write
 from .errors import DiskFullError, NasAttnError
 
+DEFAULT_RUNS = Path("runs")
+"""Where studies, checkpoints and artifacts go unless told otherwise (`--runs-dir`)."""
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MARKER = ".nas-attn-output"
 

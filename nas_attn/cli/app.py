@@ -1,6 +1,8 @@
 """The `nas-attn` command line. The only layer that prints (with rich)."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import math
 import sys
@@ -13,13 +15,8 @@ from rich.table import Table
 
 from ..errors import DiskFullError, NasAttnError
 from . import final
-from .options import (
-    CACHE, RUNS, STORAGE, cache_env,
-    SEARCH_SPACE, SEARCH_DATA, SEARCH_VAL_PATTERN, SEARCH_TEST_PATTERN, SEARCH_TEST_DATA,
-    SEARCH_TRIALS, SEARCH_TIMEOUT, SEARCH_STUDY, SEARCH_DEVICE, SEARCH_SAMPLER, SEARCH_PRUNER,
-    SEARCH_SEED, SEARCH_NUM_WORKERS, SEARCH_STRATEGY, SEARCH_WORKERS, SEARCH_GPUS,
-    SEARCH_PER_GPU, SEARCH_HEARTBEAT_INTERVAL, SEARCH_GRACE_PERIOD, SEARCH_MAX_RETRY,
-    SEARCH_FORCE_DATA)
+from ..searching.request import RunOptions, SearchRequest, search_options
+from .options import CACHE, RUNS, STORAGE, cache_env, with_options
 from .fmt import escape
 
 console = Console()
@@ -91,82 +88,42 @@ def data_check(path: Path = typer.Argument(..., help="Dataset folder: images/ + 
 # --------------------------------------------------------------------------------------------
 # search
 @app.command()
-def search(
-    space: Optional[str] = SEARCH_SPACE,
-    data: Optional[str] = SEARCH_DATA,
-    val_pattern: Optional[str] = SEARCH_VAL_PATTERN,
-    test_pattern: Optional[str] = SEARCH_TEST_PATTERN,
-    test_data: Optional[str] = SEARCH_TEST_DATA,
-    trials: Optional[int] = SEARCH_TRIALS,
-    timeout: Optional[float] = SEARCH_TIMEOUT,
-    study: Optional[str] = SEARCH_STUDY,
-    storage: Optional[str] = STORAGE,
-    runs_dir: Path = RUNS,
-    device: Optional[str] = SEARCH_DEVICE,
-    sampler: Optional[str] = SEARCH_SAMPLER,
-    pruner: Optional[str] = SEARCH_PRUNER,
-    seed: Optional[int] = SEARCH_SEED,
-    num_workers: Optional[int] = SEARCH_NUM_WORKERS,
-    strategy: Optional[str] = SEARCH_STRATEGY,
-    workers: Optional[int] = SEARCH_WORKERS,
-    gpus: Optional[str] = SEARCH_GPUS,
-    per_gpu: int = SEARCH_PER_GPU,
-    heartbeat_interval: Optional[int] = SEARCH_HEARTBEAT_INTERVAL,
-    grace_period: Optional[int] = SEARCH_GRACE_PERIOD,
-    max_retry: Optional[int] = SEARCH_MAX_RETRY,
-    force_data: bool = SEARCH_FORCE_DATA,
-    cache_dir: Optional[Path] = CACHE,
-):
+@with_options(SearchRequest, RunOptions, extra=(inspect.Parameter(
+    "cache_dir", inspect.Parameter.KEYWORD_ONLY, default=CACHE, annotation=Optional[Path]),))
+def search(**options):
     """Run (or resume) an architecture search."""
     from .search import run_search_cli
     from ..searching.heartbeat import set_heartbeat_env
-    from ..searching.opening import SearchRequest
 
-    set_heartbeat_env(heartbeat_interval, grace_period, max_retry)
-    cache_env(cache_dir, runs_dir)
-    req = SearchRequest(space=space or "default", data=data, val_pattern=val_pattern,
-                        test_pattern=test_pattern, test_data=test_data, trials=trials,
-                        timeout=timeout, study=study, storage=storage, runs_dir=runs_dir,
-                        device=device, sampler=sampler, pruner=pruner, seed=seed,
-                        num_workers=num_workers, strategy=strategy, force_data=force_data)
+    run = RunOptions(**{f.name: options.pop(f.name) for f in search_options(RunOptions)})
+    set_heartbeat_env(run.heartbeat_interval, run.grace_period, run.max_retry)
+    cache_env(options.pop("cache_dir"), options["runs_dir"])
+    space_given = options["space"] is not None
+    req = SearchRequest(**{**options, "space": options["space"] or "default"})
     from ..searching.parallel import stored_space, worker_slots
 
-    slots = worker_slots(req, workers, gpus, per_gpu)  # the library's rule (searching.parallel)
+    slots = worker_slots(req, run.workers, run.gpus, run.per_gpu)  # the library's rule
     if slots is not None:
         from .workers import run_workers_cli
 
-        run_workers_cli(req, slots, space is None, console)
+        run_workers_cli(req, slots, not space_given, console)
         return
-    if space is None:
-        import dataclasses
-
+    if not space_given:
         req = dataclasses.replace(req, space=stored_space(req) or "default")
     run_search_cli(req, console)
 
 
 @app.command("worker", hidden=True)
-def worker(
-    study: str = typer.Option(..., "--study"),
-    storage: str = typer.Option(..., "--storage"),
-    space: str = typer.Option(..., "--space"),
-    runs_dir: Path = RUNS,
-    data: Optional[str] = typer.Option(None, "--data"),
-    val_pattern: Optional[str] = typer.Option(None, "--val-pattern"),
-    device: Optional[str] = typer.Option(None, "--device"),
-    sampler: Optional[str] = typer.Option(None, "--sampler"),
-    pruner: Optional[str] = typer.Option(None, "--pruner"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers"),
-    index: int = typer.Option(0, "--index"),
-):
+@with_options(SearchRequest, only_worker=True, required=("study", "storage", "space"),
+              extra=(inspect.Parameter("index", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                                       default=typer.Option(0, "--index")),))
+def worker(**options):
     """One worker process of `search --workers/--gpus` (started by it; talks over stdin/out)."""
-    from ..searching.opening import SearchRequest
     from ..searching.worker_loop import worker_main
 
-    req = SearchRequest(space=space, data=data, val_pattern=val_pattern, study=study,
-                        storage=storage, runs_dir=runs_dir, device=device, sampler=sampler,
-                        pruner=pruner, seed=None if seed is None else seed + index,
-                        num_workers=num_workers)
+    index = options.pop("index")
+    seed = options["seed"]
+    req = SearchRequest(**{**options, "seed": None if seed is None else seed + index})
     try:
         code = worker_main(req)
     except KeyboardInterrupt:

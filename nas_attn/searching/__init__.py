@@ -15,7 +15,9 @@ The space and its trials
 - `curves`        a trial's learning-curve picture.
 
 A study and its run
-- `opening`       the request, the study (storage, sampler, pruner, strategy), the session.
+- `request`       the search's options, declared once (`SearchRequest`, `RunOptions`): the
+                  command line, `api.search` and the workers are made from them.
+- `opening`       the study (storage, sampler, pruner, strategy), the session.
 - `run`           the optimize loop of one process.
 - `study`         storages and their errors; `optuna_adapter`: every use of optuna's private
                   API, tested against the installed one.

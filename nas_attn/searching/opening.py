@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from ..errors import (
 from ..paths import check_name
 from .artifacts import artifact_dir_for, artifact_store
 from .objective import Listener, Objective
+from .request import SearchRequest
 from .sampling import baseline_params
 from .space import Space
 from .strategy import get_strategy
@@ -41,49 +42,6 @@ if TYPE_CHECKING:
 
 DIRECTIONS = {"dice": "maximize", "params": "minimize", "flops": "minimize",
               "latency_ms": "minimize"}
-
-
-@dataclass
-class SearchRequest:
-    space: str | Path = "default"
-    data: str | None = None
-    """Overrides the space's data source (a folder path, `builtin` or `builtin3d`)."""
-    val_pattern: str | None = None
-    """Overrides the space's data.val_pattern (glob on sample names for validation)."""
-    test_pattern: str | None = None
-    """Glob on sample names held out as the test split (never trained or chosen on)."""
-    test_data: str | None = None
-    """A separate test folder, recorded with the study for `finalize`."""
-    trials: int | None = None
-    timeout: float | None = None
-    study: str | None = None
-    storage: str | None = None
-    runs_dir: Path = DEFAULT_RUNS
-    device: str | None = None
-    sampler: str | None = None
-    pruner: str | None = None
-    seed: int | None = None
-    num_workers: int | None = None
-    """Overrides the space's data.num_workers (training loader workers)."""
-    strategy: str | None = None
-    """`trials` or `oneshot`; overrides the space's `search.strategy` (a resumed study keeps
-    the one it was created with)."""
-    notes: list[str] = field(default_factory=list)
-    force_data: bool = False
-    """Resume a study on data other than it was created with (its identity is replaced)."""
-
-    def resume_command(self, study_name: str) -> str:
-        """The command that resumes `study_name` where this request found it: with its
-        --storage and --runs-dir when they are not the defaults (without them the command
-        would open the default storage and start a new study)."""
-        cmd = f"nas-attn search --study {study_name}"
-        if self.storage is not None:
-            from .study import redact
-
-            cmd += f" --storage {redact(self.storage)}"
-        if Path(self.runs_dir) != Path(DEFAULT_RUNS):
-            cmd += f" --runs-dir {self.runs_dir}"
-        return cmd
 
 
 METRIC_NAMES = {"dice": "val Dice (per class, pooled)", "params": "parameters",

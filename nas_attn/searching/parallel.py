@@ -19,6 +19,7 @@ import optuna
 from ..errors import DiskFullError, StudyError
 from ..paths import inside
 from .opening import SearchRequest, SearchSession, open_search
+from .request import worker_options
 from .study import default_multi_storage_url, open_storage, storage_kind, storage_url
 from .slots import Slot, plan_slots
 from .worker_loop import study_space_file
@@ -68,17 +69,11 @@ def worker_args(session: SearchSession, slots: list[Slot]) -> list[str]:
     """The `nas-attn worker` options every worker of this search gets (its index apart)."""
     req = session.request  # as open_search resolved it (a resumed study's data settings)
     seed = req.seed if req.seed is not None else session.space.search.seed
-    args = ["--study", session.study.study_name, "--storage", req.storage,
-            "--runs-dir", str(Path(req.runs_dir).resolve()),
-            "--space", str(Path(session.space_path).resolve()), "--seed", str(seed)]
-    for flag, value in (("--data", req.data), ("--val-pattern", req.val_pattern),
-                        ("--sampler", req.sampler), ("--pruner", req.pruner),
-                        ("--num-workers", req.num_workers)):
-        if value is not None:
-            args += [flag, str(value)]
-    if req.device is not None and not any(s.device for s in slots):
-        args += ["--device", req.device]
-    return args
+    return worker_options(req, {
+        "study": session.study.study_name, "storage": req.storage,
+        "runs_dir": Path(req.runs_dir).resolve(), "space": Path(session.space_path).resolve(),
+        "seed": seed,
+        "device": None if any(s.device for s in slots) else req.device})  # a slot's own wins
 
 
 @dataclass

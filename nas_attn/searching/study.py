@@ -16,9 +16,9 @@ from optuna.storages.journal import (
 
 from ..atomic import disk_full_error, is_disk_full
 from ..errors import DiskFullError, NasAttnError, StudyError
+from ..paths import DEFAULT_RUNS
 from .space import Space
 
-DEFAULT_RUNS = Path("runs")
 DB_NAME = "nas_attn.db"
 JOURNAL_NAME = "nas_attn.journal"
 
