@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/attention_cost.py [--steps 7] [--warmup 2] [--size 128] [--batch 4]
        [--modules se,cbam,...] [--set max_tokens=1024 ...] [--threads N] [--clock wall|cpu]
+       [--out results.json]
 
 Setup: 2D UNet of depth 4, widths 16-32-64-128-256, one input channel, binary output (one logit),
 batch 4 of 128x128 random images; BCE-with-logits loss, AdamW. A training step is forward +
@@ -175,6 +176,8 @@ def main(argv=None) -> None:
                     help="time the targets are checked on")
     ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                     help="option for every module that accepts it, e.g. max_tokens=1024")
+    ap.add_argument("--out", default=None, help="also write the results here (JSON with the "
+                    "date, commit and machine; benchmarks/render.py builds the docs' table)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -194,19 +197,14 @@ def main(argv=None) -> None:
             raise SystemExit(f"unknown or 3D-only modules: {sorted(unknown)}")
         infos = [i for i in infos if i.name in wanted]
     infos.sort(key=lambda i: (FAMILY_ORDER.index(i.family), i.name))
-    overrides = {}
-    for item in args.set:
-        key, _, text = item.partition("=")
-        try:
-            overrides[key] = json.loads(text)
-        except json.JSONDecodeError:
-            overrides[key] = text
+    overrides = _overrides(args.set)
 
     t_start = time.time()
-    print(f"depth {DEPTH}, widths {'-'.join(map(str, WIDTHS))}, input {args.batch}x1x"
-          f"{args.size}x{args.size}, {args.warmup} warm-up + {args.steps} timed step pairs; "
-          f"load average {os.getloadavg()[0]:.1f}"
-          + (f"; options {overrides} where accepted" if overrides else ""), flush=True)
+    setup = (f"depth {DEPTH}, widths {'-'.join(map(str, WIDTHS))}, input {args.batch}x1x"
+             f"{args.size}x{args.size}, {args.warmup} warm-up + {args.steps} timed step pairs; "
+             f"load average {os.getloadavg()[0]:.1f}"
+             + (f"; options {overrides} where accepted" if overrides else ""))
+    print(setup, flush=True)
     plain = run_config(None, None, args)
     rows = []
     for info in infos:
@@ -215,21 +213,51 @@ def main(argv=None) -> None:
         rows.append((info, r))
         print(f"  {info.name}: {r['wall_x']:.2f}x wall, {r['cpu_x']:.2f}x cpu, "
               f"{r['peak_mb']:.0f} MB peak, {r['saved_mb']:.0f} MB saved", flush=True)
+    tables, summary = report(args, plain, rows, t_start, setup)
+    if args.out:
+        import results_file
+
+        results = {**summary, "plain": plain, "options": overrides,
+                   "configs": {i.name: {"family": i.family, "kind": i.kind, **r}
+                               for i, r in rows}}
+        path = results_file.write(args.out, "attention_cost", vars(args), results, tables,
+                                  device="cpu", argv=argv)
+        print(f"written: {path}")
+
+
+def _overrides(items: list[str]) -> dict:
+    """`--set OPTION=VALUE` items: a JSON value, or the text as it is."""
+    overrides = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
+def report(args, plain: dict, rows: list, t_start: float, setup: str) -> tuple[list, dict]:
+    """Print the table of ratios to the plain UNet; the same table (and the lines around it) for
+    the results file, and the medians and verdict it shows."""
+    from results_file import table
+
     key = "cpu" if args.clock == "cpu" else "wall"
     p_wall = statistics.median(r["plain_wall_s"] for _, r in rows) if rows else float("nan")
     p_cpu = statistics.median(r["plain_cpu_s"] for _, r in rows) if rows else float("nan")
     threads = rows[0][1]["threads"] if rows else "?"
 
-    print(f"\ntorch threads {threads}; plain UNet: {p_wall:.3f} s/step wall, {p_cpu:.3f} s cpu "
-          f"(medians over all paired runs), {plain['peak_mb']:.0f} MB peak training memory, "
-          f"{plain['saved_mb']:.0f} MB saved for backward, {plain['params']:,} parameters. "
-          f"Targets checked on {args.clock} time and peak memory. Load average now "
-          f"{os.getloadavg()[0]:.1f}.\n")
-    print("| module | family | sites | params | wall s | wall × | cpu s | cpu × | peak MB | "
-          "memory × | saved MB | saved × | target | met |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| plain | - | 0 | {plain['params']:,} | {p_wall:.3f} | 1.00 | {p_cpu:.3f} | 1.00 | "
-          f"{plain['peak_mb']:.0f} | 1.00 | {plain['saved_mb']:.0f} | 1.00 | - | - |")
+    head = (f"torch threads {threads}; plain UNet: {p_wall:.3f} s/step wall, {p_cpu:.3f} s cpu "
+            f"(medians over all paired runs), {plain['peak_mb']:.0f} MB peak training memory, "
+            f"{plain['saved_mb']:.0f} MB saved for backward, {plain['params']:,} parameters. "
+            f"Targets checked on {args.clock} time and peak memory. Load average now "
+            f"{os.getloadavg()[0]:.1f}.")
+    print(f"\n{head}\n")
+    columns = ["module", "family", "sites", "params", "wall s", "wall ×", "cpu s", "cpu ×",
+               "peak MB", "memory ×", "saved MB", "saved ×", "target", "met"]
+    cells = [["plain", "-", "0", f"{plain['params']:,}", f"{p_wall:.3f}", "1.00", f"{p_cpu:.3f}",
+              "1.00", f"{plain['peak_mb']:.0f}", "1.00", f"{plain['saved_mb']:.0f}", "1.00", "-",
+              "-"]]
     all_met = True
     for info, r in rows:
         tr, mr = r[f"{key}_x"], r["peak_mb"] / plain["peak_mb"]
@@ -242,12 +270,21 @@ def main(argv=None) -> None:
             tgt = f"≤{target[0]}× t" + (f", ≤{target[1]}× m" if target[1] else "")
             met = "yes" if ok else "NO"
         sites = 4 if info.kind == "paired" else 2 * DEPTH + 1 + DEPTH
-        print(f"| {info.name} | {info.family} | {sites} | {r['params']:,} | {r['wall_s']:.3f} | "
-              f"{r['wall_x']:.2f} | {r['cpu_s']:.3f} | {r['cpu_x']:.2f} | {r['peak_mb']:.0f} | "
-              f"{mr:.2f} | {r['saved_mb']:.0f} | {r['saved_mb'] / plain['saved_mb']:.2f} | "
-              f"{tgt} | {met} |")
-    print(f"\nall targets met: {'yes' if all_met else 'NO'}  (benchmark took "
-          f"{time.time() - t_start:.0f} s)")
+        cells.append([info.name, info.family, str(sites), f"{r['params']:,}", f"{r['wall_s']:.3f}",
+                      f"{r['wall_x']:.2f}", f"{r['cpu_s']:.3f}", f"{r['cpu_x']:.2f}",
+                      f"{r['peak_mb']:.0f}", f"{mr:.2f}", f"{r['saved_mb']:.0f}",
+                      f"{r['saved_mb'] / plain['saved_mb']:.2f}", tgt, met])
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for c in cells:
+        print("| " + " | ".join(c) + " |")
+    end = (f"all targets met: {'yes' if all_met else 'NO'}  (benchmark took "
+           f"{time.time() - t_start:.0f} s)")
+    print(f"\n{end}")
+    summary = {"plain_wall_s": p_wall, "plain_cpu_s": p_cpu, "threads": threads,
+               "clock": args.clock, "all_met": all_met, "seconds": time.time() - t_start}
+    return [table("Training-step cost against the plain UNet", columns, cells,
+                  [setup, head, end])], summary
 
 
 if __name__ == "__main__":

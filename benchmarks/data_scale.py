@@ -2,6 +2,7 @@
 time, and training throughput from the cache against the in-memory path.
 
     python benchmarks/data_scale.py [--gb 6] [--cap-gb 2] [--side 96] [--work DIR] [--keep]
+                                    [--out results.json]
     python benchmarks/data_scale.py --only-2d     2D tiles: training from the cache against memory
     python benchmarks/data_scale.py --only-loader the loaders alone, cache against memory
 
@@ -37,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results_file import table  # noqa: E402 (benchmarks/, the script's folder)
 
 
 def _status(pid: int) -> dict[str, int]:
@@ -212,45 +215,86 @@ def main() -> None:
     ap.add_argument("--only-loader", action="store_true",
                     help="only the loaders' patches/s, cache against memory, in one process "
                     "(interleaved rounds), on the small 3D folder and 2D tiles")
+    ap.add_argument("--out", default=None, help="also write the results here (JSON with the "
+                    "date, commit and machine; benchmarks/render.py builds the docs' tables)")
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="nas-attn-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "cache"
     env = {**os.environ, "NAS_ATTN_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "2"}
     if a.only_search:
-        search_child(work, cache, env)
-        return
-    if a.only_loader:
-        for dims, folder in ((3, work / "small"), (2, work / "tiles2d")):
-            if not (folder / "masks").is_dir():
-                (generate(folder, a.small_cases, a.side) if dims == 3 else
-                 generate_2d(folder, 64, 256))
-            out, _, _ = watched([sys.executable, "-c", CHILD_LOADER, str(folder), str(dims),
-                                 str(a.rounds)], env)
-            rates = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
-            ratios = [a_ / b_ for a_, b_ in zip(rates["on"], rates["off"])]
-            print(f"{dims}D loader (patches with augmentation, no model), cache / memory: "
-                  f"{statistics.median(ratios):.2f} x (median of {a.rounds} interleaved rounds; "
-                  f"cache {statistics.median(rates['on']):.0f}, memory "
-                  f"{statistics.median(rates['off']):.0f} patches/s)", flush=True)
-        return
-    if a.only_2d:
-        folder = work / "tiles2d"
+        peaks, secs = search_child(work, cache, env)
+        results = {"search": {"peaks": peaks, "seconds": secs}}
+        tables = [table("Search", ["run", "peak resident MB", "s"],
+                        [["search (2 trials, full folder, cache)",
+                          f"{peaks['VmHWM'] / 2**20:.0f}", f"{secs:.0f}"]])]
+    elif a.only_loader:
+        results, tables = only_loader(a, work, env)
+    elif a.only_2d:
+        results, tables = only_2d(a, work, env)
+    else:
+        results, tables = full_run(a, work, cache, env)
+    if a.out:
+        import results_file
+
+        path = results_file.write(a.out, "data_scale", vars(a), results, tables, device="cpu")
+        print(f"written: {path}")
+
+
+def only_loader(a, work: Path, env: dict) -> tuple[dict, list[dict]]:
+    """The loaders' patches/s, cache against memory, on the small 3D folder and 2D tiles."""
+    results, rows = {}, []
+    for dims, folder in ((3, work / "small"), (2, work / "tiles2d")):
         if not (folder / "masks").is_dir():
-            generate_2d(folder, 64, 256)
-        ratios = []
-        for _ in range(a.rounds):
-            on, on_peaks, _ = train_child(folder, "on", env, dims=2)
-            off, off_peaks, _ = train_child(folder, "off", env, dims=2)
-            ratios.append(on["images_per_s"] / off["images_per_s"])
-            print(f"2D: cache {on['images_per_s']:.1f} images/s ({on_peaks['VmHWM'] / 2**20:.0f}"
-                  f" MB), memory {off['images_per_s']:.1f} images/s "
-                  f"({off_peaks['VmHWM'] / 2**20:.0f} MB)", flush=True)
-        print(f"2D images/s, cache / memory (median of {a.rounds}): "
-              f"{statistics.median(ratios):.2f} x  ({', '.join(f'{r:.2f}' for r in ratios)})")
-        if a.work is None and not a.keep:
-            shutil.rmtree(work, ignore_errors=True)
-        return
+            (generate(folder, a.small_cases, a.side) if dims == 3 else
+             generate_2d(folder, 64, 256))
+        out, _, _ = watched([sys.executable, "-c", CHILD_LOADER, str(folder), str(dims),
+                             str(a.rounds)], env)
+        rates = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
+        ratios = [a_ / b_ for a_, b_ in zip(rates["on"], rates["off"])]
+        results[f"{dims}D"] = {"patches_per_s": rates, "ratios": ratios}
+        c = [f"{dims}D", f"{statistics.median(ratios):.2f} x",
+             f"{statistics.median(rates['on']):.0f}", f"{statistics.median(rates['off']):.0f}"]
+        rows.append(c)
+        print(f"{dims}D loader (patches with augmentation, no model), cache / memory: "
+              f"{c[1]} (median of {a.rounds} interleaved rounds; "
+              f"cache {c[2]}, memory {c[3]} patches/s)", flush=True)
+    return results, [table("The loaders alone (patches with augmentation, no model)",
+                           ["loader", "cache / memory", "cache patches/s", "memory patches/s"],
+                           rows, [f"medians of {a.rounds} interleaved rounds"])]
+
+
+def only_2d(a, work: Path, env: dict) -> tuple[dict, list[dict]]:
+    """2D tiles: images/s of the training from the cache against memory, in rounds."""
+    folder = work / "tiles2d"
+    if not (folder / "masks").is_dir():
+        generate_2d(folder, 64, 256)
+    ratios, runs, rows = [], [], []
+    for i in range(a.rounds):
+        on, on_peaks, _ = train_child(folder, "on", env, dims=2)
+        off, off_peaks, _ = train_child(folder, "off", env, dims=2)
+        ratios.append(on["images_per_s"] / off["images_per_s"])
+        runs.append({"cache": on, "cache_peaks": on_peaks, "memory": off,
+                     "memory_peaks": off_peaks})
+        c = [str(i + 1), f"{on['images_per_s']:.1f}", f"{on_peaks['VmHWM'] / 2**20:.0f}",
+             f"{off['images_per_s']:.1f}", f"{off_peaks['VmHWM'] / 2**20:.0f}"]
+        rows.append(c)
+        print(f"2D: cache {c[1]} images/s ({c[2]}"
+              f" MB), memory {c[3]} images/s "
+              f"({c[4]} MB)", flush=True)
+    end = (f"2D images/s, cache / memory (median of {a.rounds}): "
+           f"{statistics.median(ratios):.2f} x  ({', '.join(f'{r:.2f}' for r in ratios)})")
+    print(end)
+    if a.work is None and not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return ({"rounds": runs, "ratios": ratios},
+            [table("2D tiles: training from the cache against memory",
+                   ["round", "cache images/s", "cache peak resident MB", "memory images/s",
+                    "memory peak resident MB"], rows, [end])])
+
+
+def make_folders(a, work: Path) -> tuple[dict, dict]:
+    """The small, sixth and full folders (kept when already there): cases and GB of each."""
     per_case = a.side ** 3 * 5 / 1e9
     n_big = max(12, int(round(a.gb / per_case)))
     sizes = {"small": a.small_cases, "sixth": max(8, n_big // 6), "full": n_big}
@@ -265,29 +309,14 @@ def main() -> None:
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         else:
             gbs[name] = n * per_case
+    return sizes, gbs
+
+
+def full_run(a, work: Path, cache: Path, env: dict) -> tuple[dict, list[dict]]:
+    sizes, gbs = make_folders(a, work)
     try:
-        # cache build, measured on its own (a child that only opens the data)
-        build = {}
-        for name in sizes:
-            code = ("import sys; from nas_attn.data import DataConfig, load_data; "
-                    "load_data(DataConfig(source=sys.argv[1], cache='on', val_pattern='val_*'))")
-            for d in cache.glob(f"{name}-*") if cache.is_dir() else []:
-                shutil.rmtree(d)
-            _, peaks, secs = watched([sys.executable, "-c", code, str(work / name)], env)
-            build[name] = (secs, peaks)
-            print(f"cache build {name}: {secs:.1f} s ({secs / gbs[name]:.1f} s/GB), peak "
-                  f"resident {peaks.get('VmHWM', 0) / 2**20:.0f} MB", flush=True)
-        rows = []
-        for name in sizes:
-            for mode in ("on", "off"):
-                if mode == "off" and name == "full":
-                    continue  # would not fit the cap: that is the point
-                res, peaks, secs = train_child(work / name, mode, env)
-                rows.append((name, mode, res, peaks, secs))
-                print(f"train {name:5s} {'cache' if mode == 'on' else 'memory':6s}: "
-                      f"{gbs[name]:5.2f} GB data, peak resident {peaks['VmHWM'] / 2**20:6.0f} MB "
-                      f"(anonymous {peaks.get('RssAnon', 0) / 2**20:5.0f} MB), "
-                      f"{res['images_per_s']:.2f} images/s, {secs:.0f} s", flush=True)
+        build, b_rows = cache_builds(sizes, gbs, work, cache, env)
+        rows, t_rows = trainings(sizes, gbs, work, env)
         ratios = []
         for _ in range(a.rounds):
             on, _, _ = train_child(work / "small", "on", env)
@@ -297,26 +326,86 @@ def main() -> None:
     finally:
         if not a.keep and a.work is None:
             shutil.rmtree(work, ignore_errors=True)
+    lines = summary(a, sizes, gbs, build, rows, ratios, s_peaks)
+    results = {"cases": sizes, "gb": gbs,
+               "cache_build": {n: {"seconds": s, "peaks": p} for n, (s, p) in build.items()},
+               "trainings": [{"folder": n, "cache": m, **r, "peaks": p, "seconds": s}
+                             for n, m, r, p, s in rows],
+               "small_cache_vs_memory": ratios, "search": {"peaks": s_peaks, "seconds": s_secs}}
+    return results, [
+        table("Cache build", ["folder", "s", "s/GB", "peak resident MB"], b_rows),
+        table("Short training, through the cache and in memory",
+              ["folder", "path", "GB data", "peak resident MB", "anonymous MB", "images/s", "s"],
+              t_rows),
+        table("Summary", ["measure", "value"], lines + [[
+            "search (2 trials, full folder, cache)",
+            f"peak resident {s_peaks['VmHWM'] / 2**20:.0f} MB, {s_secs:.0f} s"]])]
+
+
+def cache_builds(sizes: dict, gbs: dict, work: Path, cache: Path, env: dict
+                 ) -> tuple[dict, list[list[str]]]:
+    """The cache build of each folder, measured on its own (a child that only opens the data)."""
+    build, rows = {}, []
+    for name in sizes:
+        code = ("import sys; from nas_attn.data import DataConfig, load_data; "
+                "load_data(DataConfig(source=sys.argv[1], cache='on', val_pattern='val_*'))")
+        for d in cache.glob(f"{name}-*") if cache.is_dir() else []:
+            shutil.rmtree(d)
+        _, peaks, secs = watched([sys.executable, "-c", code, str(work / name)], env)
+        build[name] = (secs, peaks)
+        rows.append([name, f"{secs:.1f}", f"{secs / gbs[name]:.1f}",
+                     f"{peaks.get('VmHWM', 0) / 2**20:.0f}"])
+        print(f"cache build {name}: {rows[-1][1]} s ({rows[-1][2]} s/GB), peak "
+              f"resident {rows[-1][3]} MB", flush=True)
+    return build, rows
+
+
+def trainings(sizes: dict, gbs: dict, work: Path, env: dict) -> tuple[list, list[list[str]]]:
+    """The short training on each folder through the cache and (but the full one) in memory."""
+    rows, cells = [], []
+    for name in sizes:
+        for mode in ("on", "off"):
+            if mode == "off" and name == "full":
+                continue  # would not fit the cap: that is the point
+            res, peaks, secs = train_child(work / name, mode, env)
+            rows.append((name, mode, res, peaks, secs))
+            c = [name, "cache" if mode == "on" else "memory", f"{gbs[name]:.2f}",
+                 f"{peaks['VmHWM'] / 2**20:.0f}", f"{peaks.get('RssAnon', 0) / 2**20:.0f}",
+                 f"{res['images_per_s']:.2f}", f"{secs:.0f}"]
+            cells.append(c)
+            print(f"train {name:5s} {c[1]:6s}: "
+                  f"{c[2]:>5s} GB data, peak resident {c[3]:>6s} MB "
+                  f"(anonymous {c[4]:>5s} MB), "
+                  f"{c[5]} images/s, {c[6]} s", flush=True)
+    return rows, cells
+
+
+def summary(a, sizes, gbs, build, rows, ratios, s_peaks) -> list[list[str]]:
+    """Print the summary lines; each as (measure, value)."""
     cap = a.cap_gb * 2**30
     on_peaks = {n: p["VmHWM"] for n, m, _, p, _ in rows if m == "on"}
     off_peaks = {n: p["VmHWM"] for n, m, _, p, _ in rows if m == "off"}
-    print()
-    print("dataset sizes (decoded): " + ", ".join(f"{n} {gbs[n]:.2f} GB" for n in sizes))
-    print("peak resident, cache:  " + ", ".join(f"{n} {v / 2**20:.0f} MB" for n, v in
-                                                on_peaks.items())
-          + f"  (full / small {on_peaks['full'] / on_peaks['small']:.2f} x)")
-    print("peak resident, memory: " + ", ".join(f"{n} {v / 2**20:.0f} MB" for n, v in
-                                                off_peaks.items())
-          + f"  (sixth / small {off_peaks['sixth'] / off_peaks['small']:.2f} x)")
     worst = max(max(on_peaks.values()), s_peaks["VmHWM"])
-    print(f"cap {a.cap_gb:g} GB: cache path peak {worst / 2**30:.2f} GB "
-          f"({'within' if worst <= cap else 'ABOVE'}); full folder {gbs['full'] / a.cap_gb:.1f} x "
-          "the cap")
     full_build = build["full"][0]
-    print(f"cache build: {full_build / gbs['full']:.1f} s per GB decoded "
-          f"({full_build:.0f} s for {gbs['full']:.2f} GB)")
-    print(f"images/s, cache / memory (small folder, median of {a.rounds}): "
-          f"{statistics.median(ratios):.2f} x  ({', '.join(f'{r:.2f}' for r in ratios)})")
+    lines = [
+        ("dataset sizes (decoded)", ": ", ", ".join(f"{n} {gbs[n]:.2f} GB" for n in sizes)),
+        ("peak resident, cache", ":  ", ", ".join(f"{n} {v / 2**20:.0f} MB" for n, v in
+                                                  on_peaks.items())
+         + f"  (full / small {on_peaks['full'] / on_peaks['small']:.2f} x)"),
+        ("peak resident, memory", ": ", ", ".join(f"{n} {v / 2**20:.0f} MB" for n, v in
+                                                  off_peaks.items())
+         + f"  (sixth / small {off_peaks['sixth'] / off_peaks['small']:.2f} x)"),
+        (f"cap {a.cap_gb:g} GB", ": ", f"cache path peak {worst / 2**30:.2f} GB "
+         f"({'within' if worst <= cap else 'ABOVE'}); full folder {gbs['full'] / a.cap_gb:.1f} "
+         "x the cap"),
+        ("cache build", ": ", f"{full_build / gbs['full']:.1f} s per GB decoded "
+         f"({full_build:.0f} s for {gbs['full']:.2f} GB)"),
+        (f"images/s, cache / memory (small folder, median of {a.rounds})", ": ",
+         f"{statistics.median(ratios):.2f} x  ({', '.join(f'{r:.2f}' for r in ratios)})")]
+    print()
+    for label, sep, value in lines:
+        print(label + sep + value)
+    return [[label, value] for label, _, value in lines]
 
 
 if __name__ == "__main__":

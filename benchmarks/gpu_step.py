@@ -2,7 +2,7 @@
 images/s, the data-wait share and the share of the card's dense bf16 rate.
 
     python benchmarks/gpu_step.py [--size 128] [--batch 8] [--width 12] [--fp32]
-                                  [--device cpu|cuda] [--train-steps 60]
+                                  [--device cpu|cuda] [--train-steps 60] [--out results.json]
 
 Models: the plain UNet (depth 4, widths w..16w) and an attention-heavy candidate of the same
 widths (`self` at every encoder level, `dual` at the bottleneck, `cross` on every skip,
@@ -165,7 +165,7 @@ def dense_bf16_rate(device) -> float:
 
 
 def cuda_throughput(arch: UNetArch, runtime: Runtime, size: int, batch: int, steps: int,
-                    peak: float) -> str:
+                    peak: float) -> dict:
     """images/s, data-wait share (the real loop and loaders on built-in data) and the share of
     the dense bf16 rate achieved by the training step's FLOPs (forward + backward counted)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -185,9 +185,12 @@ def cuda_throughput(arch: UNetArch, runtime: Runtime, size: int, batch: int, ste
                       device=str(runtime.device))
     res = train(arch, tr, va, dcfg, cfg, runtime=runtime, preview=False)
     ips = res.images_per_s
-    return (f"{ips:8.1f} images/s, data wait {100 * res.data_wait_s / max(1e-9, res.train_s):4.1f} %"
-            f", {100 * flops * ips / peak:5.2f} % of the dense bf16 rate "
-            f"({peak / 1e12:.0f} TFLOP/s measured)")
+    wait, share = 100 * res.data_wait_s / max(1e-9, res.train_s), 100 * flops * ips / peak
+    cells = [f"{ips:.1f}", f"{wait:.1f} %", f"{share:.2f} %", f"{peak / 1e12:.0f}"]
+    return {"images_per_s": ips, "data_wait_pct": wait, "bf16_share_pct": share,
+            "flops_per_image": flops, "cells": cells,
+            "text": f"{ips:8.1f} images/s, data wait {wait:4.1f} %, {share:5.2f} % of the dense "
+                    f"bf16 rate ({peak / 1e12:.0f} TFLOP/s measured)"}
 
 
 def main() -> None:
@@ -198,6 +201,8 @@ def main() -> None:
     ap.add_argument("--fp32", action="store_true", help="CPU: no bf16 autocast / channels_last")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--train-steps", type=int, default=60, help="CUDA: loop steps for images/s")
+    ap.add_argument("--out", default=None, help="also write the results here (JSON with the "
+                    "date, commit and machine; benchmarks/render.py builds the docs' table)")
     args = ap.parse_args()
     dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda":
@@ -205,20 +210,50 @@ def main() -> None:
     else:
         runtime = Runtime(dev, amp=not args.fp32, channels_last=not args.fp32,
                           dtype=torch.float32 if args.fp32 else torch.bfloat16)
-    print(f"device {runtime.describe()}, batch {args.batch} x {args.size}^2, width "
-          f"{args.width}, torch {torch.__version__}")
+    head = (f"device {runtime.describe()}, batch {args.batch} x {args.size}^2, width "
+            f"{args.width}, torch {torch.__version__}")
+    print(head)
     what = "CUDA kernels" if runtime.is_cuda else "aten ops doing work"
     peak = dense_bf16_rate(dev) if runtime.is_cuda else None
+    results = {}
     for name, arch in archs(args.width).items():
         before = launches(Step(arch, runtime, "foreach", args.batch, args.size), cache=False)
         after = launches(Step(arch, runtime, "fused", args.batch, args.size), cache=True)
+        results[name] = {"before": before, "after": after,
+                         "fewer_pct": 100 * (before - after) / before}
         print(f"{name:16s} {what} per step: before {before:5d}, after {after:5d}, "
-              f"{100 * (before - after) / before:5.1f} % fewer")
+              f"{results[name]['fewer_pct']:5.1f} % fewer")
         if runtime.is_cuda:
-            print(f"{'':16s} {cuda_throughput(arch, runtime, args.size, args.batch, args.train_steps, peak)}")
+            results[name]["cuda"] = cuda_throughput(arch, runtime, args.size, args.batch,
+                                                    args.train_steps, peak)
+            print(f"{'':16s} {results[name]['cuda']['text']}")
     tokens.CACHE_CONSTANTS = True
+    note = "CUDA figures (images/s, data wait, share of the bf16 rate) need a GPU: not measured."
     if not runtime.is_cuda:
-        print("CUDA figures (images/s, data wait, share of the bf16 rate) need a GPU: not measured.")
+        print(note)
+    if args.out:
+        import results_file
+
+        tables = report(results, what, [head] + ([] if runtime.is_cuda else [note]))
+        for r in results.values():
+            r.get("cuda", {}).pop("cells", None)
+        path = results_file.write(args.out, "gpu_step", vars(args), results, tables,
+                                  device=runtime.describe())
+        print(f"written: {path}")
+
+
+def report(results: dict, what: str, notes: list[str]) -> list[dict]:
+    """The printed figures as one table, a row per model."""
+    from results_file import table
+
+    cuda = any("cuda" in r for r in results.values())
+    columns = ["model", f"{what} per step, before", "after", "fewer"] + (
+        ["images/s", "data wait", "share of the dense bf16 rate", "bf16 TFLOP/s measured"]
+        if cuda else [])
+    rows = [[name, str(r["before"]), str(r["after"]), f"{r['fewer_pct']:.1f} %"]
+            + (r["cuda"]["cells"] if cuda else []) for name, r in results.items()]
+    return [table("Kernel launches per training step, before and after the launch-count work",
+                  columns, rows, notes)]
 
 
 if __name__ == "__main__":

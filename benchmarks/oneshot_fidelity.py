@@ -5,6 +5,7 @@ training does? And what does the supernet cost against one stand-alone training?
     python benchmarks/oneshot_fidelity.py --data builtin3d
     python benchmarks/oneshot_fidelity.py --data ../shared/data/inia19-macaque --epochs 30 \
         --cost-only     # phases 1 and 2 against the heaviest placement's training only
+    (any of them with --out results.json: the printed tables and the numbers, as JSON)
 
 In one run, on one data set and one macro:
 1. phase 1: the supernet of a space (every family the site allows, `--space` or the built-in
@@ -238,6 +239,8 @@ def main(argv=None) -> int:
     ap.add_argument("--loader-workers", type=int, default=None,
                     help="data-loader workers per training (the space's data.num_workers; "
                          "default: the tool's, one per core on CUDA: lower it with --jobs > 1)")
+    ap.add_argument("--out", default=None, help="also write the results here (JSON with the "
+                    "date, commit and machine; benchmarks/render.py builds the docs' tables)")
     ap.add_argument("--cost-only", action="store_true",
                     help="phases 1 and 2 and the stand-alone training of the space's heaviest "
                          "placement (the most parameters) only: the cost and memory ratios, no "
@@ -357,27 +360,38 @@ def main(argv=None) -> int:
                  for a in top for s in range(args.seeds) if (a, s) not in have]
         for f in futs:
             f.result()
-    if args.split > 1:
-        print(f"\nfew-shot split into {args.split} supernets")
+    notes = [f"few-shot split into {args.split} supernets"] if args.split > 1 else []
     if args.warmup is not None:
-        print(f"\nvariant: warm-up {args.warmup:g} of the supernet's steps on the plain path")
-    if heavy:
-        from nas_attn.architecture.description import UNetArch
-
-        big = [r for r in state["standalone"] if r["arch"] == heavy]
-        print(f"\nheaviest placement: {UNetArch.from_json(heavy).summary()}")
-        vals = ", ".join(f"{r['val']:.4f} (seed {r['seed']})" for r in big)
-        print(f"  stand-alone val Dice {vals}")
-        _report_cost(state["phase1" + tag], state["phase2" + tag], big)
-    else:
+        notes.append(f"variant: warm-up {args.warmup:g} of the supernet's steps on the plain path")
+    for n in notes:
+        print(f"\n{n}")
+    tables, stats = report_heaviest(state, heavy, tag, notes) if heavy else \
         report(state, top, rand, args.seeds, tag)
     print(f"results: {cache}")
+    if args.out:
+        _write_out(args, argv, state, tag, stats, tables, notes)
     return 0
 
 
-def _report_cost(p1: dict, p2: dict, big: list[dict]) -> None:
+def report_heaviest(state: dict, heavy: str, tag: str, notes: list[str]) -> tuple[list, dict]:
+    """--cost-only: the heaviest placement's stand-alone Dice (added to `notes`) and the cost."""
+    from nas_attn.architecture.description import UNetArch
+
+    big = [r for r in state["standalone"] if r["arch"] == heavy]
+    notes.append(f"heaviest placement: {UNetArch.from_json(heavy).summary()}")
+    print(f"\n{notes[-1]}")
+    vals = ", ".join(f"{r['val']:.4f} (seed {r['seed']})" for r in big)
+    notes.append(f"stand-alone val Dice {vals}")
+    print(f"  {notes[-1]}")
+    return [_report_cost(state["phase1" + tag], state["phase2" + tag], big)], {}
+
+
+def _report_cost(p1: dict, p2: dict, big: list[dict]) -> dict:
     """Phase 1 + phase 2 against one stand-alone training of the largest candidate (the mean
-    over its seeds), CPU seconds of each process; peak resident memory likewise."""
+    over its seeds), CPU seconds of each process; peak resident memory likewise. Printed; the
+    same figures as a table."""
+    from results_file import table
+
     big_cpu = statistics.fmean(r["cpu_s"] for r in big)
     cost = (p1["cpu_s"] + p2["spent"]["cpu_s"]) / big_cpu
     # TPE proposes some placements again: a repeat is recorded, not scored again (before the
@@ -385,23 +399,34 @@ def _report_cost(p1: dict, p2: dict, big: list[dict]) -> None:
     distinct = len(p2["rows"])
     per = p2["spent"]["cpu_s"] / max(1, distinct)
     up = f" in two runs, topped up from {p2['topped_up_from']}" if "topped_up_from" in p2 else ""
-    print(f"cost: phase 1 {p1['cpu_s']:.0f} CPU s + phase 2 {p2['spent']['cpu_s']:.0f} CPU s "
-          f"({distinct} distinct placements scored in {p2['spent']['trials']} trials"
-          f"{up}, {per:.2f} s each) = {cost:.2f} x one "
-          f"stand-alone training of the largest candidate ({big_cpu:.0f} CPU s, "
+    scored = (f"{distinct} distinct placements scored in {p2['spent']['trials']} trials{up}, "
+              f"{per:.2f} s each")
+    peak, wall = max(r["peak_mb"] for r in big), statistics.fmean(r["seconds"] for r in big)
+    cpu = ["CPU s", f"{p1['cpu_s']:.0f}", f"{p2['spent']['cpu_s']:.0f}", f"{big_cpu:.0f}",
+           f"{cost:.2f} x"]
+    print(f"cost: phase 1 {cpu[1]} CPU s + phase 2 {cpu[2]} CPU s ({scored}) = {cpu[4]} one "
+          f"stand-alone training of the largest candidate ({cpu[3]} CPU s, "
           f"{big[0]['params']:,} parameters)")
-    peak = max(r["peak_mb"] for r in big)
-    print(f"peak resident memory: phase 1 {p1['peak_mb']:.0f} MB, phase 2 {p2['peak_mb']:.0f} "
-          f"MB, largest candidate's training {peak:.0f} MB "
-          f"(ratio {max(p1['peak_mb'], p2['peak_mb']) / peak:.2f})")
+    mem = ["peak resident MB", f"{p1['peak_mb']:.0f}", f"{p2['peak_mb']:.0f}", f"{peak:.0f}",
+           f"{max(p1['peak_mb'], p2['peak_mb']) / peak:.2f}"]
+    print(f"peak resident memory: phase 1 {mem[1]} MB, phase 2 {mem[2]} MB, largest "
+          f"candidate's training {mem[3]} MB (ratio {mem[4]})")
+    rows = [cpu, mem]
     gpu = [r.get("peak_gpu_mb") for r in big]
     if p1.get("peak_gpu_mb") and all(gpu):  # on CUDA: the GPU's peak, phase 1 against it
-        print(f"peak GPU memory: phase 1 {p1['peak_gpu_mb']:.0f} MiB, largest candidate's "
-              f"training {max(gpu):.0f} MiB (ratio {p1['peak_gpu_mb'] / max(gpu):.2f})")
-    wall = statistics.fmean(r["seconds"] for r in big)
-    print(f"wall time: phase 1 {p1['seconds']:.0f} s + phase 2 {p2['spent']['seconds']:.0f} s = "
-          f"{(p1['seconds'] + p2['spent']['seconds']) / wall:.2f} x the largest candidate's "
-          f"training ({wall:.0f} s; with --jobs > 1 the processes slowed each other)")
+        rows.append(["peak GPU MiB", f"{p1['peak_gpu_mb']:.0f}", "-", f"{max(gpu):.0f}",
+                     f"{p1['peak_gpu_mb'] / max(gpu):.2f}"])
+        print(f"peak GPU memory: phase 1 {rows[-1][1]} MiB, largest candidate's training "
+              f"{rows[-1][3]} MiB (ratio {rows[-1][4]})")
+    rows.append(["wall s", f"{p1['seconds']:.0f}", f"{p2['spent']['seconds']:.0f}",
+                 f"{wall:.0f}", f"{(p1['seconds'] + p2['spent']['seconds']) / wall:.2f} x"])
+    print(f"wall time: phase 1 {rows[-1][1]} s + phase 2 {rows[-1][2]} s = {rows[-1][4]} the "
+          f"largest candidate's training ({rows[-1][3]} s; with --jobs > 1 the processes "
+          "slowed each other)")
+    return table("Cost against one stand-alone training of the largest candidate",
+                 ["", "phase 1", "phase 2", "largest candidate's training", "ratio"], rows,
+                 [f"phase 2: {scored}; the largest candidate: {big[0]['params']:,} parameters",
+                  "wall time: with --jobs > 1 the processes slowed each other"])
 
 
 def _reuse_shared_supernet(runs: Path, study: str, state: dict) -> float:
@@ -422,9 +447,9 @@ def _reuse_shared_supernet(runs: Path, study: str, state: dict) -> float:
     return float(state["phase1"]["cpu_s"])
 
 
-def report(state: dict, top: list[str], rand: list[str], seeds: int, tag: str = "") -> None:
-    from nas_attn.architecture.description import UNetArch
-
+def report(state: dict, top: list[str], rand: list[str], seeds: int, tag: str = ""
+           ) -> tuple[list[dict], dict]:
+    """Print the rank statistics and the cost; the same as tables, and the numbers."""
     inherited = {r["arch"]: r["inherited"] for r in state["phase2" + tag]["rows"]}
     inherited.update(state["phase2" + tag]["extra"])
     by_arch: dict[str, dict] = {}
@@ -447,26 +472,66 @@ def report(state: dict, top: list[str], rand: list[str], seeds: int, tag: str = 
     p1, p2 = state["phase1" + tag], state["phase2" + tag]
     largest = max(archs, key=lambda a: by_arch[a][0]["params"])
     big = [by_arch[largest][s] for s in range(seeds)]
-    print(f"\n{len(archs)} placements ({len([a for a in archs if a in top])} from the top of "
-          f"{len(p2['rows'])} placements scored in phase 2, "
-          f"{len([a for a in archs if a in rand])} random) of "
-          f"{p2['placements']:.3g}, {seeds} seeds each")
+    stats = {"spearman": rho, "kendall": tau, "seed_ceiling": ceiling, "half_ceiling": half,
+             "params_spearman": prho, "params_kendall": ptau,
+             "placements": [{"arch": a, "from": "top" if a in top else "random",
+                             "inherited": inherited[a], "standalone": by_arch[a]}
+                            for a in archs]}
+    ranks = _print_ranks(stats, archs, top, rand, mean, seeds, p2)
+    return [ranks, _report_cost(p1, p2, big)], stats
+
+
+def _print_ranks(st: dict, archs, top, rand, mean: dict, seeds: int, p2: dict) -> dict:
+    from results_file import table
+
+    from nas_attn.architecture.description import UNetArch
+
+    head = (f"{len(archs)} placements ({len([a for a in archs if a in top])} from the top of "
+            f"{len(p2['rows'])} placements scored in phase 2, "
+            f"{len([a for a in archs if a in rand])} random) of "
+            f"{p2['placements']:.3g}, {seeds} seeds each")
+    print(f"\n{head}")
     f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
-    print(f"inherited vs stand-alone:   Spearman {f(rho)}  Kendall {f(tau)}")
-    print(f"seed 0 vs seed 1 (ceiling): Spearman {f(ceiling)}")
-    if half is not None:
-        print(f"mean of seeds {', '.join(map(str, range(0, seeds, 2)))} vs mean of seeds "
-              f"{', '.join(map(str, range(1, seeds, 2)))}: Spearman {f(half)}")
-    print(f"parameters vs stand-alone:  Spearman {f(prho)}  Kendall {f(ptau)}")
+    rows = [["inherited vs stand-alone", f(st["spearman"]), f(st["kendall"])],
+            ["seed 0 vs seed 1 (ceiling)", f(st["seed_ceiling"]), "-"]]
+    print(f"inherited vs stand-alone:   Spearman {rows[0][1]}  Kendall {rows[0][2]}")
+    print(f"seed 0 vs seed 1 (ceiling): Spearman {rows[1][1]}")
+    if st["half_ceiling"] is not None:
+        rows.append([f"mean of seeds {', '.join(map(str, range(0, seeds, 2)))} vs mean of "
+                     f"seeds {', '.join(map(str, range(1, seeds, 2)))}", f(st["half_ceiling"]),
+                     "-"])
+        print(f"{rows[-1][0]}: Spearman {rows[-1][1]}")
+    rows.append(["parameters vs stand-alone", f(st["params_spearman"]), f(st["params_kendall"])])
+    print(f"parameters vs stand-alone:  Spearman {rows[-1][1]}  Kendall {rows[-1][2]}")
+    alone = [mean[a] for a in archs]
     tm = statistics.fmean(mean[a] for a in archs if a in top) if any(a in top for a in archs) \
         else float("nan")
     rm = statistics.fmean(mean[a] for a in archs if a in rand)
-    print(f"stand-alone val Dice: top-{len(top)} by inherited {tm:.4f}, random {rm:.4f}, "
-          f"best {max(alone):.4f}, worst {min(alone):.4f}")
+    notes = [head, f"stand-alone val Dice: top-{len(top)} by inherited {tm:.4f}, random "
+             f"{rm:.4f}, best {max(alone):.4f}, worst {min(alone):.4f}"]
+    print(notes[-1])
     plain = [a for a in archs if not UNetArch.from_json(a).attention_names()]
     if plain:
-        print(f"plain UNet among them: {mean[plain[0]]:.4f}")
-    _report_cost(p1, p2, big)
+        notes.append(f"plain UNet among them: {mean[plain[0]]:.4f}")
+        print(notes[-1])
+    return table("Rank fidelity: inherited scores against stand-alone training",
+                 ["ranking", "Spearman", "Kendall"], rows, notes)
+
+
+def _write_out(args, argv, state: dict, tag: str, stats: dict, tables: list, notes: list
+               ) -> None:
+    """--out: phase 1, phase 2 (its placements counted, not listed), the stand-alone results
+    the tables were built from, the statistics, and the tables as printed."""
+    import results_file
+
+    tables[0]["notes"] = notes + tables[0]["notes"]
+    p2 = state["phase2" + tag]
+    results = {"phase1": state["phase1" + tag], "phase2": {
+        **{k: v for k, v in p2.items() if k not in ("rows", "extra")}, "scored": len(p2["rows"])},
+        **(stats or {"standalone": state["standalone"]})}  # --cost-only: the heaviest's runs
+    path = results_file.write(args.out, "oneshot_fidelity", vars(args), results, tables,
+                              argv=argv)
+    print(f"written: {path}")
 
 
 if __name__ == "__main__":

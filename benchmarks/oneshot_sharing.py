@@ -4,7 +4,8 @@ only some sites hold their choices.
     python benchmarks/oneshot_sharing.py --data ../shared/data/inia19-macaque
     python benchmarks/oneshot_sharing.py --data builtin --arms plain all encoder decoder
 
-    python benchmarks/oneshot_sharing.py --arms plain all --budget-factor 1 --warmup 0
+    python benchmarks/oneshot_sharing.py --arms plain all --budget-factor 1 --warmup 0 \
+        [--out results.json]
 
 Each arm trains one supernet of the space's first macro (phase 1's recipe, budget and warm-up:
 `nas_attn.searching.oneshot.phase1.supernet_config` and `start_sampling`, then fair
@@ -137,6 +138,8 @@ def main(argv=None) -> int:
                          "oneshot.warmup, 0.5)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--runs-dir", type=Path, default=None)
+    ap.add_argument("--out", default=None, help="also write the results here (JSON with the "
+                    "date, commit and machine; benchmarks/render.py builds the docs' table)")
     args = ap.parse_args(argv)
     runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="oneshot_sharing_"))
     runs.mkdir(parents=True, exist_ok=True)
@@ -155,20 +158,40 @@ def main(argv=None) -> int:
             done[a] = f.result()
             cache.write_text(json.dumps(done, indent=1))
     rows = [done[a] for a in arms]
+    tables = report(args, rows)
+    if args.out:
+        import results_file
+
+        path = results_file.write(args.out, "oneshot_sharing", vars(args), {"arms": rows},
+                                  tables, argv=argv)
+        print(f"written: {path}")
+    return 0
+
+
+def report(args, rows: list[dict]) -> list[dict]:
+    """Print each arm against the plain arm; the same table for the results file."""
+    from results_file import table
+
     ref = rows[0]["plain"]
     warm = max(r.get("warmup_steps", 0) for r in rows)
-    print(f"data {args.data}, space {args.space}: one supernet per arm (the space's first macro, "
-          f"phase 1's budget: {rows[0]['steps']} steps, the first {warm} on the plain path); "
-          f"inherited validation Dice after BatchNorm recalibration")
+    head = (f"data {args.data}, space {args.space}: one supernet per arm (the space's first "
+            f"macro, phase 1's budget: {rows[0]['steps']} steps, the first {warm} on the plain "
+            f"path); inherited validation Dice after BatchNorm recalibration")
+    print(head)
+    columns = ["arm", "placements", "plain path", "vs plain arm", "random placements", "CPU s"]
     print(f"{'arm':<11} {'placements':>10} {'plain path':>10} {'vs plain arm':>12} "
           f"{'random placements':>24} {'CPU s':>6}")
+    cells = []
     for r in rows:
         rnd = r["random"]
         spread = (f"{statistics.mean(rnd):.3f} ({min(rnd):.3f}-{max(rnd):.3f})" if rnd
                   else "-")
-        print(f"{r['arm']:<11} {r['placements']:>10.3g} {r['plain']:>10.4f} "
-              f"{r['plain'] - ref:>+12.4f} {spread:>24} {r['cpu_s']:>6.0f}")
-    return 0
+        c = [r["arm"], f"{r['placements']:.3g}", f"{r['plain']:.4f}", f"{r['plain'] - ref:+.4f}",
+             spread, f"{r['cpu_s']:.0f}"]
+        cells.append(c)
+        print(f"{c[0]:<11} {c[1]:>10} {c[2]:>10} {c[3]:>12} {c[4]:>24} {c[5]:>6}")
+    return [table("The plain path's inherited Dice, one supernet per arm", columns, cells,
+                  [head])]
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/parallel_search.py [--trials 6] [--rounds 3] [--skip-throughput]
                                          [--skip-storage] [--reference-trial-s S]
+                                         [--out results.json]
 
 1. Completed trials per hour of `nas-attn search --workers 2` against one worker (the same
    command with `--workers 1`, in-process) on the same small CPU-bound space and the journal
@@ -163,6 +164,8 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-storage", action="store_true")
     ap.add_argument("--reference-trial-s", type=float, default=None)
+    ap.add_argument("--out", default=None, help="also write the results here (JSON with the "
+                    "date, commit and machine; benchmarks/render.py builds the docs' table)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="nas_attn_parallel_"))
     from nas_attn.searching.slots import cpu_cores
@@ -170,52 +173,92 @@ def main() -> None:
     cores = cpu_cores()
     print(f"CPU cores: {cores} (shared machine: absolute numbers are noisy)")
 
+    results, tables = {"cores": cores}, []
     if not args.skip_throughput:
-        print(f"\n1. completed trials/hour, {args.trials} trials per run, journal file, "
-              f"{args.rounds} interleaved round(s)", flush=True)
-        ratios, ratios1 = [], []
-        for r in range(args.rounds):
-            one = throughput(1, args.trials, tmp, f"_{r}")
-            one1 = throughput(1, args.trials, tmp, f"_{r}_t1", threads=1)
-            two = throughput(2, args.trials, tmp, f"_{r}")
-            ratios.append(two / one)
-            ratios1.append(two / one1)
-            print(f"   round {r + 1}: 1 worker ({cores} threads) {one:8.1f} /h, 1 worker "
-                  f"(1 thread) {one1:8.1f} /h, 2 workers (1 thread each) {two:8.1f} /h",
-                  flush=True)
-        for label, rs in ((f"2 workers / 1 worker with {cores} threads", ratios),
-                          ("2 workers / 1 worker with 1 thread", ratios1)):
-            ratio = statistics.median(rs)
-            print(f"   median ratio {label}: {ratio:.2f}x  (target >= 1.6x)  "
-                  f"{'met' if ratio >= 1.6 else 'NOT met'}")
-
+        results["throughput"], t = run_throughput(args, tmp, cores)
+        tables.append(t)
     if not args.skip_storage:
-        space = default_like_space(tmp)
-        urls = {"sqlite": f"sqlite:///{tmp / 'st.db'}",
-                "journal (one-node default)": f"journal:{tmp / 'st.journal'}"}
-        pg = start_postgres(tmp)
-        if pg is not None:
-            urls["postgresql"] = pg[0]
-        rows = []
-        for name, url in urls.items():
-            runs = tmp / f"runs_{len(rows)}"
-            ms, calls = storage_ms_per_trial(url, space, runs, args.storage_trials)
-            rows.append((name, ms, calls))
-        ref = args.reference_trial_s
-        if ref is None:
-            ref = reference_trial_s(tmp / "runs_ref")
-        print(f"\n2. storage time per trial (default space's storage pattern: 15 epochs, "
-              f"{args.storage_trials} trials each); reference: one default-space trial = "
-              f"{ref:.1f} s")
-        for name, ms, calls in rows:
-            share = ms / 1000.0 / ref
-            print(f"   {name:28s} {ms:8.1f} ms/trial  {calls:6.0f} calls/trial  "
-                  f"{100 * share:6.3f} % of a trial  (target < 2 %) "
-                  f"{'met' if share < 0.02 else 'NOT met'}")
-        if pg is None:
-            print("   postgresql: skipped (no /usr/lib/postgresql/*/bin or no psycopg)")
-        else:
-            pg[1]()
+        results["storage"], t = run_storage(args, tmp)
+        tables.append(t)
+    if args.out:
+        import results_file
+
+        path = results_file.write(args.out, "parallel_search", vars(args), results, tables,
+                                  device="cpu")
+        print(f"written: {path}")
+
+
+def run_throughput(args, tmp: Path, cores: int) -> tuple[dict, dict]:
+    """Part 1, printed as it goes; the numbers and the table of what was printed."""
+    from results_file import table
+
+    print(f"\n1. completed trials/hour, {args.trials} trials per run, journal file, "
+          f"{args.rounds} interleaved round(s)", flush=True)
+    ratios, ratios1, per_round, rows, notes = [], [], [], [], []
+    for r in range(args.rounds):
+        one = throughput(1, args.trials, tmp, f"_{r}")
+        one1 = throughput(1, args.trials, tmp, f"_{r}_t1", threads=1)
+        two = throughput(2, args.trials, tmp, f"_{r}")
+        ratios.append(two / one)
+        ratios1.append(two / one1)
+        per_round.append({"one": one, "one_1thread": one1, "two": two})
+        rows.append([str(r + 1), f"{one:.1f}", f"{one1:.1f}", f"{two:.1f}"])
+        print(f"   round {r + 1}: 1 worker ({cores} threads) {one:8.1f} /h, 1 worker "
+              f"(1 thread) {one1:8.1f} /h, 2 workers (1 thread each) {two:8.1f} /h",
+              flush=True)
+    for label, rs in ((f"2 workers / 1 worker with {cores} threads", ratios),
+                      ("2 workers / 1 worker with 1 thread", ratios1)):
+        ratio = statistics.median(rs)
+        notes.append(f"median ratio {label}: {ratio:.2f}x  (target >= 1.6x)  "
+                     f"{'met' if ratio >= 1.6 else 'NOT met'}")
+        print(f"   {notes[-1]}")
+    return ({"rounds": per_round, "median_ratio": statistics.median(ratios),
+             "median_ratio_1thread": statistics.median(ratios1)},
+            table(f"Completed trials per hour, {args.trials} trials per run, journal file",
+                  ["round", f"1 worker ({cores} threads) /h", "1 worker (1 thread) /h",
+                   "2 workers (1 thread each) /h"], rows, notes))
+
+
+def run_storage(args, tmp: Path) -> tuple[dict, dict]:
+    """Part 2, printed; the numbers and the table of what was printed."""
+    from results_file import table
+
+    space = default_like_space(tmp)
+    urls = {"sqlite": f"sqlite:///{tmp / 'st.db'}",
+            "journal (one-node default)": f"journal:{tmp / 'st.journal'}"}
+    pg = start_postgres(tmp)
+    if pg is not None:
+        urls["postgresql"] = pg[0]
+    rows = []
+    for name, url in urls.items():
+        runs = tmp / f"runs_{len(rows)}"
+        ms, calls = storage_ms_per_trial(url, space, runs, args.storage_trials)
+        rows.append((name, ms, calls))
+    ref = args.reference_trial_s
+    if ref is None:
+        ref = reference_trial_s(tmp / "runs_ref")
+    head = (f"storage time per trial (default space's storage pattern: 15 epochs, "
+            f"{args.storage_trials} trials each); reference: one default-space trial = "
+            f"{ref:.1f} s")
+    print(f"\n2. {head}")
+    cells, notes = [], [head]
+    for name, ms, calls in rows:
+        share = ms / 1000.0 / ref
+        cells.append([name, f"{ms:.1f}", f"{calls:.0f}", f"{100 * share:.3f} %", "< 2 %",
+                      "met" if share < 0.02 else "NOT met"])
+        print(f"   {name:28s} {ms:8.1f} ms/trial  {calls:6.0f} calls/trial  "
+              f"{100 * share:6.3f} % of a trial  (target < 2 %) "
+              f"{'met' if share < 0.02 else 'NOT met'}")
+    if pg is None:
+        notes.append("postgresql: skipped (no /usr/lib/postgresql/*/bin or no psycopg)")
+        print(f"   {notes[-1]}")
+    else:
+        pg[1]()
+    raw = {"reference_trial_s": ref,
+           "per_storage": {n: {"ms_per_trial": ms, "calls_per_trial": c} for n, ms, c in rows}}
+    return raw, table("Storage time per trial", ["storage", "ms/trial", "calls/trial",
+                                                 "share of a trial", "target", "met"],
+                      cells, notes)
 
 
 def start_postgres(tmp: Path):

@@ -1,6 +1,6 @@
 """Inference speed against MONAI's sliding window, and ONNX Runtime against torch, as ratios.
 
-    python benchmarks/predict_speed.py [--rounds 6] [--threads 2] [--skip-onnx]
+    python benchmarks/predict_speed.py [--rounds 6] [--threads 2] [--skip-onnx] [--out results.json]
 
 On the shared 2D set (dsb2018-nuclei, 128x128 tiles, patch 64x64) and 3D set
 (inia19-macaque-3d, 168x16x128 slabs, patch 64x16x64), one network per dimensionality with
@@ -80,13 +80,15 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def speed(dims: int, rounds: int, onnx: bool) -> None:
+def speed(dims: int, rounds: int, onnx: bool) -> dict:
+    """The measurements of one dimensionality: seconds per round and arm, the ratios, the ONNX
+    comparison; with `cells`, the figures as printed."""
     from monai.inferers import sliding_window_inference
 
     cfg = SETS[dims]
     if not cfg["files"]:
         print(f"{dims}D: no images under {DATA}; skipped")
-        return
+        return {"skipped": f"no images under {DATA}"}
     with tempfile.TemporaryDirectory() as tmp:
         files = _export(cfg["arch"], cfg["patch"], Path(tmp) / "export", onnx)
         loaded = load_model(Path(tmp) / "export", device="cpu")
@@ -125,21 +127,35 @@ def speed(dims: int, rounds: int, onnx: bool) -> None:
         for r in range(rounds):  # interleaved, each arm first in turn (no position bias)
             for name, fn in arms[r % 3:] + arms[:r % 3]:
                 times[name].append(_timed(fn))
-        n = len(images)
-        shape = "x".join(map(str, images[0].shape[1:]))
-        print(f"{dims}D: {n} images of {shape}, patch {'x'.join(map(str, cfg['patch']))}, "
-              f"overlap {OVERLAP}; max |nas-attn - MONAI| logits {diff:.2e}")
-        for name in times:
-            print(f"  {name:9s} {statistics.median(times[name]) / n * 1000:8.1f} ms/image")
-        ratio = [m / o for m, o in zip(times["monai"], times["nas-attn"])]
-        ratio_py = [m / o for m, o in zip(times["monai"], times["model.py"])]
-        print(f"  MONAI / nas-attn predict: {statistics.median(ratio):.2f}x (target >= 1.0x); "
-              f"MONAI / model.py predict: {statistics.median(ratio_py):.2f}x")
+        out = _print_speed(dims, images, cfg["patch"], times, diff)
         if onnx:
-            _onnx_ratio(files["onnx"], loaded.model, cfg["patch"], rounds)
+            out["onnx"] = _onnx_ratio(files["onnx"], loaded.model, cfg["patch"], rounds)
+        return out
 
 
-def _onnx_ratio(path: Path, model, patch, rounds: int) -> None:
+def _print_speed(dims: int, images, patch, times: dict, diff: float) -> dict:
+    """Print one dimensionality's seconds per image and ratios; the numbers and the cells."""
+    n = len(images)
+    shape = "x".join(map(str, images[0].shape[1:]))
+    out = {"images": n, "shape": shape, "patch": "x".join(map(str, patch)),
+           "max_logit_diff": diff, "seconds": times, "cells": {"diff": f"{diff:.2e}"}}
+    print(f"{dims}D: {n} images of {shape}, patch {out['patch']}, "
+          f"overlap {OVERLAP}; max |nas-attn - MONAI| logits {diff:.2e}")
+    for name in times:
+        out["cells"][name] = f"{statistics.median(times[name]) / n * 1000:.1f}"
+        print(f"  {name:9s} {out['cells'][name]:>8s} ms/image")
+    ratio = [m / o for m, o in zip(times["monai"], times["nas-attn"])]
+    ratio_py = [m / o for m, o in zip(times["monai"], times["model.py"])]
+    out.update(monai_vs_nas_attn=statistics.median(ratio),
+               monai_vs_model_py=statistics.median(ratio_py))
+    out["cells"].update(ratio=f"{out['monai_vs_nas_attn']:.2f}x",
+                        ratio_py=f"{out['monai_vs_model_py']:.2f}x")
+    print(f"  MONAI / nas-attn predict: {out['cells']['ratio']} (target >= 1.0x); "
+          f"MONAI / model.py predict: {out['cells']['ratio_py']}")
+    return out
+
+
+def _onnx_ratio(path: Path, model, patch, rounds: int) -> dict:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -156,11 +172,15 @@ def _onnx_ratio(path: Path, model, patch, rounds: int) -> None:
             t_torch = _timed(lambda: [model(x) for _ in range(3)])
             t_ort = _timed(lambda: [sess.run(None, feed) for _ in range(3)])
             ratios.append(t_torch / t_ort)
+    out = {"torch_vs_onnxruntime": statistics.median(ratios), "max_diff": diff,
+           "threads": torch.get_num_threads(), "ratios": ratios,
+           "cells": {"ratio": f"{statistics.median(ratios):.2f}x", "diff": f"{diff:.2e}"}}
     print(f"  ONNX Runtime vs torch (batch of 4 patches, CPU, {torch.get_num_threads()} threads): "
-          f"torch / onnxruntime {statistics.median(ratios):.2f}x; max |difference| {diff:.2e}")
+          f"torch / onnxruntime {out['cells']['ratio']}; max |difference| {out['cells']['diff']}")
+    return out
 
 
-def window_overhead(dims: int, rounds: int) -> None:
+def window_overhead(dims: int, rounds: int) -> dict:
     """The sliding windows alone: a 1x1 convolution as the network, same image size and patch."""
     from monai.inferers import sliding_window_inference
 
@@ -183,8 +203,41 @@ def window_overhead(dims: int, rounds: int) -> None:
     for _ in range(rounds * 5):
         t_ours.append(_timed(ours))
         t_monai.append(_timed(monai))
+    out = {"nas_attn_s": t_ours, "monai_s": t_monai,
+           "cells": {"nas-attn": f"{statistics.median(t_ours) * 1000:.1f}",
+                     "monai": f"{statistics.median(t_monai) * 1000:.1f}"}}
     print(f"  window alone (1x1 conv as the network): nas-attn "
-          f"{statistics.median(t_ours) * 1000:.1f} ms, MONAI {statistics.median(t_monai) * 1000:.1f} ms")
+          f"{out['cells']['nas-attn']} ms, MONAI {out['cells']['monai']} ms")
+    return out
+
+
+def _without_cells(d: dict) -> dict:
+    """The raw numbers of a measurement (its printed cells go to the table)."""
+    return {k: _without_cells(v) if isinstance(v, dict) else v for k, v in d.items()
+            if k != "cells"}
+
+
+def report(results: dict) -> list[dict]:
+    """One row per dimensionality holding the figures the run printed."""
+    from results_file import table
+
+    columns = ["set", "images", "patch", "max logit difference", "nas-attn ms/image",
+               "model.py ms/image", "MONAI ms/image", "MONAI / nas-attn", "MONAI / model.py",
+               "torch / onnxruntime", "ONNX max difference", "window alone: nas-attn ms",
+               "window alone: MONAI ms"]
+    rows, notes = [], []
+    for dims, r in results.items():
+        s, w = r["speed"], r["window"]["cells"]
+        if "skipped" in s:
+            notes.append(f"{dims}D: {s['skipped']}; skipped")
+            continue
+        c, o = s["cells"], s.get("onnx", {}).get("cells", {})
+        rows.append([f"{dims}D", f"{s['images']} of {s['shape']}", s["patch"], c["diff"],
+                     c["nas-attn"], c["model.py"], c["monai"], c["ratio"], c["ratio_py"],
+                     o.get("ratio", "-"), o.get("diff", "-"), w["nas-attn"], w["monai"]])
+    notes.append(f"overlap {OVERLAP}; target MONAI / nas-attn >= 1.0x; ratios are medians over "
+                 "rounds; ONNX Runtime against torch on a batch of 4 patches, CPU")
+    return [table("Inference speed against MONAI and ONNX Runtime", columns, rows, notes)]
 
 
 def main() -> None:
@@ -192,12 +245,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-onnx", action="store_true")
+    ap.add_argument("--out", default=None, help="also write the results here (JSON with the "
+                    "date, commit and machine; benchmarks/render.py builds the docs' table)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
+    results = {}
     for dims in (2, 3):
-        speed(dims, args.rounds, not args.skip_onnx)
-        window_overhead(dims, args.rounds)
+        results[dims] = {"speed": speed(dims, args.rounds, not args.skip_onnx),
+                         "window": window_overhead(dims, args.rounds)}
+    if args.out:
+        import results_file
+
+        raw = {f"{d}D": {k: _without_cells(v) for k, v in r.items()}
+               for d, r in results.items()}
+        path = results_file.write(args.out, "predict_speed", vars(args), raw, report(results),
+                                  device=f"cpu, {args.threads} torch threads")
+        print(f"written: {path}")
 
 
 if __name__ == "__main__":

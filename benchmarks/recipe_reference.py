@@ -2,7 +2,7 @@
 
     python benchmarks/recipe_reference.py [--data {inia19,nuclei,both}] [--seeds 0 1 2 3]
                                           [--steps N] [--batch B] [--only {both,nas,ref}]
-                                          [--jobs 2]
+                                          [--jobs 2] [--out results.json]
                                           [--set train.lr=1e-3 --set data.augment.flips=false]
 
 Per dataset and seed, on one CPU thread each:
@@ -243,20 +243,25 @@ def main() -> None:
                          "number of cores if fewer)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a nas-attn setting: train.FIELD=V or data.FIELD=V (data.augment.X=V)")
+    ap.add_argument("--out", default=None, help="also write the results here (JSON with the "
+                    "date, commit and machine; benchmarks/render.py builds the docs' table)")
     args = ap.parse_args()
     _parse_sets(args.set)  # refuse a bad --set before any training
     which_all = ("inia19", "nuclei") if args.data == "both" else (args.data,)
     sides = ("ref", "nas") if args.only == "both" else (args.only,)
     jobs = [(w, seed, side, args.steps or DEFAULT_STEPS[w], args.batch, args.set)
             for w in which_all for seed in args.seeds for side in sides]
+    headers = []
     for w in which_all:
         sp = splits(w)
         classes = 1 + max(int(read_pngs(sp["root"], sp["train"])[1].max()),
                           int(read_pngs(sp["test_root"], sp["test"])[1].max()))
-        print(f"== {sp['name']}: {len(sp['train'])} train / {len(sp['val'])} val / "
-              f"{len(sp['test'])} test, {classes} classes; "
-              f"{(args.steps or DEFAULT_STEPS[w]) * args.batch} training samples per run"
-              + (f"; nas-attn overrides: {' '.join(args.set)}" if args.set else ""), flush=True)
+        headers.append(f"{sp['name']}: {len(sp['train'])} train / {len(sp['val'])} val / "
+                       f"{len(sp['test'])} test, {classes} classes; "
+                       f"{(args.steps or DEFAULT_STEPS[w]) * args.batch} training samples per "
+                       "run" + (f"; nas-attn overrides: {' '.join(args.set)}" if args.set
+                                else ""))
+        print(f"== {headers[-1]}", flush=True)
     results = []
     t0 = time.perf_counter()
     if args.jobs > 1:
@@ -271,27 +276,56 @@ def main() -> None:
             r = _task(job)
             print(f"  [{r['which']}] {r['line']}", flush=True)
             results.append(r)
-    print(f"\nsummary ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}: "
-          f"{' '.join(map(str, args.seeds))}; {time.perf_counter() - t0:.0f} s wall with "
-          f"{args.jobs} job{'s' if args.jobs > 1 else ''})"
-          + (f", nas-attn overrides: {' '.join(args.set)}" if args.set else ""))
-    for w in which_all:
-        by = {side: {r["seed"]: r for r in results if r["which"] == w and r["side"] == side}
-              for side in ("nas", "ref")}
-        nas = [by["nas"][s]["dice"] for s in args.seeds if s in by["nas"]]
-        ref = [by["ref"][s]["dice"] for s in args.seeds if s in by["ref"]]
-        line = f"{splits(w)['name']}: test Dice nas-attn {_ms(nas)} vs reference {_ms(ref)}"
-        if nas and ref:
-            diffs = [by["nas"][s]["dice"] - by["ref"][s]["dice"] for s in args.seeds]
-            line += (f", ratio of means {statistics.mean(nas) / statistics.mean(ref):.2f}; "
-                     f"paired by seed nas-attn − reference {statistics.mean(diffs):+.3f}"
-                     + (f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else "")
-                     + f"; nas-attn ahead on {sum(d > 0 for d in diffs)} of {len(diffs)} seeds")
-        secs = {side: [r["s"] for r in by[side].values()] for side in ("nas", "ref")}
-        line += "; time per run " + ", ".join(
-            f"{'nas-attn' if k == 'nas' else 'reference'} {statistics.mean(v):.0f} s"
-            for k, v in secs.items() if v)
-        print("  " + line)
+    head = (f"summary ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}: "
+            f"{' '.join(map(str, args.seeds))}; {time.perf_counter() - t0:.0f} s wall with "
+            f"{args.jobs} job{'s' if args.jobs > 1 else ''})"
+            + (f", nas-attn overrides: {' '.join(args.set)}" if args.set else ""))
+    print(f"\n{head}")
+    rows = [summary(w, results, args.seeds) for w in which_all]
+    if args.out:
+        write_results(args, results, rows, headers + [head])
+
+
+def write_results(args, results: list[dict], rows: list[list[str]], notes: list[str]) -> None:
+    """The summary and every run's line, as printed, beside each run's numbers."""
+    import results_file
+
+    tables = [results_file.table("Test Dice, nas-attn against the reference", SUMMARY, rows,
+                                 notes),
+              results_file.table("Each run", ["data set", "run"],
+                                 [[r["which"], r["line"]] for r in results])]
+    path = results_file.write(args.out, "recipe_reference", vars(args), {"runs": results},
+                              tables, device="cpu, one thread per run")
+    print(f"written: {path}")
+
+
+SUMMARY = ["data set", "test Dice nas-attn", "reference", "ratio of means",
+           "paired by seed nas-attn − reference", "nas-attn ahead", "time per run"]
+
+
+def summary(w: str, results: list[dict], seeds: list[int]) -> list[str]:
+    """Print one data set's summary line; its figures as cells (SUMMARY's columns)."""
+    by = {side: {r["seed"]: r for r in results if r["which"] == w and r["side"] == side}
+          for side in ("nas", "ref")}
+    nas = [by["nas"][s]["dice"] for s in seeds if s in by["nas"]]
+    ref = [by["ref"][s]["dice"] for s in seeds if s in by["ref"]]
+    cells = [splits(w)["name"], _ms(nas), _ms(ref), "-", "-", "-"]
+    line = f"{cells[0]}: test Dice nas-attn {cells[1]} vs reference {cells[2]}"
+    if nas and ref:
+        diffs = [by["nas"][s]["dice"] - by["ref"][s]["dice"] for s in seeds]
+        cells[3:6] = [f"{statistics.mean(nas) / statistics.mean(ref):.2f}",
+                      f"{statistics.mean(diffs):+.3f}"
+                      + (f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else ""),
+                      f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds"]
+        line += (f", ratio of means {cells[3]}; paired by seed nas-attn − reference {cells[4]}"
+                 f"; nas-attn ahead on {cells[5]}")
+    secs = {side: [r["s"] for r in by[side].values()] for side in ("nas", "ref")}
+    cells.append(", ".join(
+        f"{'nas-attn' if k == 'nas' else 'reference'} {statistics.mean(v):.0f} s"
+        for k, v in secs.items() if v))
+    line += "; time per run " + cells[6]
+    print("  " + line)
+    return cells
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Tables for the documentation, built from the benchmarks' result files (benchmarks/results/*.json,
 each with its date, commit and machine): no figure is typed by hand. The docs build calls
 `render(name)` through its hook (docs/hooks.py) for every `<!-- results: NAME -->` marker;
-`python benchmarks/render.py NAME` prints the same markdown."""
+`python benchmarks/render.py NAME` prints the same markdown. A results file without a renderer
+of its own (the tables `results_file.write` stores) is shown by `tables`."""
 from __future__ import annotations
 
 import json
@@ -119,6 +120,31 @@ def noise(name: str) -> str:
     return "\n".join(out)
 
 
+def _cell(v) -> str:
+    return str(v).strip().replace("|", "\\|").replace("\n", " ")
+
+
+def tables(name: str) -> str:
+    """Any results file written through `results_file.write`: a line with its date, commit,
+    machine (and device) and the command, then each table as the script printed it, with its
+    title and notes."""
+    d = _load(name)
+    if not d.get("tables"):
+        raise ValueError(f"{name}.json has no tables (and no renderer of its own)")
+    device = f", device {d['device']}" if d.get("device") else ""
+    out = [f"Measured {d['date']} at commit `{d['commit']}` on {d['machine']}{device}: "
+           f"`{d['command']}`", ""]
+    for t in d["tables"]:
+        if t.get("title"):
+            out += [f"**{t['title']}**", ""]
+        out += ["| " + " | ".join(_cell(c) for c in t["columns"]) + " |",
+                "|" + "---|" * len(t["columns"])]
+        out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t["rows"]]
+        notes = [f"- {n.strip()}" for n in t.get("notes", [])]
+        out += [""] + notes + ([""] if notes else [])
+    return "\n".join(out).rstrip() + "\n"
+
+
 RENDERERS = {"decision_quality_simulate": decision_quality_simulate,
              "decision_quality_simulate_seed_dominated": decision_quality_simulate,
              "decision_quality_real": decision_quality_real}
@@ -129,7 +155,7 @@ def render(name: str) -> str:
         return vs_nnunet(name)
     if name.startswith("noise_"):
         return noise(name)
-    return RENDERERS[name](name)
+    return RENDERERS.get(name, tables)(name)
 
 
 if __name__ == "__main__":

@@ -147,11 +147,12 @@ def versus(a: dict, b: dict, split: str = "test") -> str:
     return compare(ca, cb).text()
 
 
-def print_proxy(res: dict) -> None:
+def print_proxy(res: dict) -> str:
     rho, tau = res["spearman_short_vs_full"], res.get("kendall_short_vs_full")
-    print(f"  proxy quality over {len(res['candidates'])} candidates: Spearman "
-          + ("n/a" if rho is None else f"{rho:+.2f}") + ", Kendall "
-          + ("n/a" if tau is None else f"{tau:+.2f}"))
+    text = ("Spearman " + ("n/a" if rho is None else f"{rho:+.2f}") + ", Kendall "
+            + ("n/a" if tau is None else f"{tau:+.2f}"))
+    print(f"  proxy quality over {len(res['candidates'])} candidates: {text}")
+    return f"{text} ({len(res['candidates'])} candidates)"
 
 
 class Arm(NamedTuple):
@@ -164,11 +165,20 @@ class Arm(NamedTuple):
     strategy: str
 
 
-def print_table(args, base: dict, arms: list[tuple[str, dict]], compute: str = "") -> None:
+MODEL_COLUMNS = ["model", "search", "seeds", "val Dice [95 % CI]", "test Dice [95 % CI]",
+                 "architecture"]
+VERDICT_COLUMNS = ["arm", "champion vs plain UNet (test)", "vs Attention U-Net (test)",
+                   "vs the plain UNet of its size (test)", "finalize's verdict (decided on)",
+                   "finalize's verdict on test", "proxy quality"]
+
+
+def print_table(args, base: dict, arms: list[tuple[str, dict]], compute: str = "") -> list:
     """The comparison on test: the baselines `base` raced, each arm's champion and the plain
     UNet at its size (mean with its 95 % interval over cases and seeds), each champion against
     them by the paired comparison on test, and finalize's verdict (decided on validation,
-    confirmation seeds)."""
+    confirmation seeds). Returns the same as tables (MODEL_COLUMNS, VERDICT_COLUMNS)."""
+    from results_file import table
+
     from nas_attn.searching.verdict import ci_text
 
     plain = row(base, label="plain_unet")
@@ -178,10 +188,11 @@ def print_table(args, base: dict, arms: list[tuple[str, dict]], compute: str = "
                           if {"search", "random search"} & set(names) else [])
                          + ([f"{args.oneshot_trials} one-shot placements"]
                             if "one-shot" in names else []))
-    print(f"data {base['data']}: {base['splits']} samples; space {args.space}"
-          f"{'' if args.space_path == args.space else ' without its per-trial time limit'}; "
-          f"{searched}; full budget {base['epochs']} epochs, a race of at most {args.seeds} "
-          f"seeds; metric: {base['metric']}; 95 % intervals over cases and seeds")
+    head = (f"data {base['data']}: {base['splits']} samples; space {args.space}"
+            f"{'' if args.space_path == args.space else ' without its per-trial time limit'}; "
+            f"{searched}; full budget {base['epochs']} epochs, a race of at most {args.seeds} "
+            f"seeds; metric: {base['metric']}; 95 % intervals over cases and seeds")
+    print(head)
     if compute:
         print(compute)
     print(f"{'model':<46} {'search':>7} {'seeds':>5} {'val Dice [95 % CI]':>26} "
@@ -193,22 +204,79 @@ def print_table(args, base: dict, arms: list[tuple[str, dict]], compute: str = "
         ctrl = same_size_plain(res)
         if ctrl is not None and ctrl["summary"] != plain["summary"]:
             rows.append((f"  plain UNet, {name} champion's size", ctrl))
+    cells = []
     for name, r in rows:
         short = "—" if r["short_dice"] is None else f"{r['short_dice']:.4f}"
-        print(f"{name:<46} {short:>7} {len(r['val']):>5} {ci_text(r['val_ci']):>26} "
-              f"{ci_text(r.get('test_ci')):>26}  {r['summary']}")
+        c = [name, short, str(len(r["val"])), ci_text(r["val_ci"]), ci_text(r.get("test_ci")),
+             r["summary"]]
+        cells.append(c)
+        print(f"{c[0]:<46} {c[1]:>7} {c[2]:>5} {c[3]:>26} {c[4]:>26}  {c[5]}")
+    return [table("Test Dice of each champion and the baselines", MODEL_COLUMNS, cells,
+                  [head] + ([compute] if compute else [])),
+            table("Each champion against the baselines, and finalize's verdict",
+                  VERDICT_COLUMNS, print_verdicts(arms, plain, att))]
+
+
+def print_verdicts(arms: list[tuple[str, dict]], plain: dict, att: dict) -> list[list[str]]:
+    """Each champion on test against the baselines, finalize's verdict and the proxy quality,
+    printed; the same as cells (VERDICT_COLUMNS)."""
+    cells = []
     for name, res in arms:
         if not res.get("winner_key"):
             print(f"{name}: no attention among the candidates")
+            cells.append([name, "no attention among the candidates"] + [""] * 5)
             continue
         win, ctrl = row(res, key=res["winner_key"]), same_size_plain(res)
+        c = [name, versus(win, plain), versus(win, att), versus(win, ctrl) if ctrl else "-"]
         print(f"{name} champion on test (paired by seed and case, reported only): vs plain "
-              f"UNet {versus(win, plain)}; vs Attention U-Net {versus(win, att)}"
-              + (f"; vs the plain UNet of its size {versus(win, ctrl)}" if ctrl else ""))
+              f"UNet {c[1]}; vs Attention U-Net {c[2]}"
+              + (f"; vs the plain UNet of its size {c[3]}" if ctrl else ""))
         g = res["attention_gain"]
+        c += [f"{g.get('val_text') or g['verdict']} ({g.get('on')})", g.get("test_text") or "-"]
         print(f"  finalize's verdict ({g.get('on')}): {g.get('val_text') or g['verdict']}"
               + (f"; on test: {g['test_text']}" if g.get("test_text") else ""))
-        print_proxy(res)
+        cells.append(c + [print_proxy(res)])
+    return cells
+
+
+def _lean(x):
+    """A finalize result without its per-case counts (they stay in the study's
+    finalize.json)."""
+    if isinstance(x, dict):
+        return {k: _lean(v) for k, v in x.items() if not (k == "cases" or k.endswith("_cases"))}
+    return [_lean(v) for v in x] if isinstance(x, list) else x
+
+
+def write_results(args, out: dict, tables: list[dict], notes: list[str]) -> None:
+    """--out: each arm's finalize result (without per-case counts), its seconds, the tables."""
+    import results_file
+
+    tables = tables + [results_file.table(
+        "Compute of each arm (search + finalize)", ["arm", "wall s", "CPU s of its process"],
+        [[part, f"{t:.0f}", "n/a" if c is None else f"{c:.0f}"] for part, (_, t, c) in
+         out.items()], notes)]
+    results = {part: {"finalize": _lean(res), "wall_s": t, "cpu_s": c}
+               for part, (res, t, c) in out.items()}
+    path = results_file.write(args.out, "search_quality", vars(args), results, tables,
+                              device=args.device)
+    print(f"written: {path}")
+
+
+def finish_part(args, out: dict, arm: Arm, runs: Path, t_start: float) -> None:
+    """`--part X` alone: its time, and its result against the baselines it finalized."""
+    cpu = out[args.part][2]
+    cpu = "" if cpu is None else f" ({cpu:.0f} CPU s of this process, search + finalize)"
+    done = f"{args.part}: done in {time.perf_counter() - t_start:.0f} s{cpu}; runs in {runs}"
+    print(done)
+    res = out[args.part][0]
+    tables = []
+    if arm.baselines and res["splits"]["test"]:
+        # this arm finalized its own baselines: its result alone, against them
+        tables = print_table(args, res, [(arm.label, res)])
+    if args.json:
+        args.json.write_text(json.dumps({args.part: res}, indent=1))
+    if args.out:
+        write_results(args, out, tables, [done])
 
 
 def main() -> None:
@@ -229,6 +297,9 @@ def main() -> None:
                          "it is dropped so that the figures do not depend on the machine's load")
     ap.add_argument("--runs-dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--out", default=None, help="also write the printed tables and each arm's "
+                    "results without per-case counts here (JSON with the date, commit and "
+                    "machine; benchmarks/render.py builds the docs' tables)")
     ap.add_argument("--oneshot-trials", type=int, default=300,
                     help="placements the one-shot arm scores with inherited weights")
     ap.add_argument("--part", choices=("both", "searched", "random", "oneshot"), default="both",
@@ -254,28 +325,23 @@ def main() -> None:
             out[part] = search_and_finalize(args, runs, part, arm.sampler, arm.top,
                                             arm.baselines, arm.strategy)
     if args.part != "both":
-        cpu = out[args.part][2]
-        cpu = "" if cpu is None else f" ({cpu:.0f} CPU s of this process, search + finalize)"
-        print(f"{args.part}: done in {time.perf_counter() - t_start:.0f} s{cpu}; runs in {runs}")
-        res, arm = out[args.part][0], arms[args.part]
-        if arm.baselines and res["splits"]["test"]:
-            # this arm finalized its own baselines: its result alone, against them
-            print_table(args, res, [(arm.label, res)])
-        if args.json:
-            args.json.write_text(json.dumps({args.part: res}, indent=1))
+        finish_part(args, out, arms[args.part], runs, t_start)
         return
     (tpe, t_tpe, c_tpe), (one, t_one, c_one), (rnd, t_rnd, c_rnd) = \
         out["searched"], out["oneshot"], out["random"]
     if tpe["splits"]["test"] == 0:
         sys.exit("no test split: give --test-data, --test-pattern, or a folder with test.txt")
-    print_table(args, tpe, [("search", tpe), ("one-shot", one), ("random search", rnd)],
-                f"compute (search + finalize, wall): per-trial search {t_tpe:.0f} s, one-shot "
-                f"{t_one:.0f} s, random search {t_rnd:.0f} s; CPU s of each arm's process: "
-                + ", ".join("n/a" if c is None else f"{c:.0f}" for c in (c_tpe, c_one, c_rnd))
-                + f"; runs in {runs}")
+    tables = print_table(args, tpe, [("search", tpe), ("one-shot", one), ("random search", rnd)],
+                         f"compute (search + finalize, wall): per-trial search {t_tpe:.0f} s, "
+                         f"one-shot {t_one:.0f} s, random search {t_rnd:.0f} s; CPU s of each "
+                         "arm's process: " + ", ".join("n/a" if c is None else f"{c:.0f}"
+                                                       for c in (c_tpe, c_one, c_rnd))
+                         + f"; runs in {runs}")
     if args.json:
         args.json.write_text(json.dumps({"search": tpe, "oneshot": one, "random": rnd},
                                         indent=1))
+    if args.out:
+        write_results(args, out, tables, [])
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py [--batch 8] [--size 128] [--rounds 10] [--steps 3]
                                           [--skip-quality] [--quality-epochs N]
+                                          [--out results.json]
 
 1. images/s of one training step (forward, Dice+CE, backward, AdamW) of the plain UNet from
    `build_unet` (depth 4, width 16) against a hand-written minimal UNet with the same widths,
@@ -187,47 +188,105 @@ def main() -> None:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--quality-epochs", type=int, default=None,
                     help="epochs for the quality run (default: TrainConfig's)")
+    ap.add_argument("--out", default=None, help="also write the results here (JSON with the "
+                    "date, commit and machine; benchmarks/render.py builds the docs' table)")
     a = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    head = f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu"
+    print(head)
 
     peak = matmul_gflops()
     tp = throughput(a.batch, a.size, a.rounds, a.steps)
-    print(f"[step] batch {a.batch} x 1 x {a.size}^2, depth 4, widths 16..256, Dice+CE, AdamW")
-    print(f"  build_unet UNet : {tp['ips_build_unet']:8.2f} images/s (best round)")
-    print(f"  minimal UNet    : {tp['ips_minimal']:8.2f} images/s (best round)")
-    lo, hi = tp["ratio_min_max"]
-    print(f"  ratio build_unet/minimal (median of {a.rounds} interleaved rounds): "
-          f"{tp['ratio']:.3f}  [range {lo:.3f}-{hi:.3f}]  target >= 0.95")
-    print(f"[flops] {tp['gflop_per_step']:.2f} GFLOP per step (fwd+bwd) -> {tp['gflops']:.1f} "
-          f"GFLOP/s; float32 matmul peak {peak:.1f} GFLOP/s; share {tp['gflops'] / peak:.3f}")
+    tables = [print_step(a, tp, peak)]
+    results = {"matmul_peak_gflops": peak, "step": tp}
+    if NUCLEI.is_dir():
+        lo = loop_overhead(5, a.batch)
+        tables.append(print_loop(lo))
+        results["loop"] = lo
+        if not a.skip_quality:
+            q = quality(a.quality_epochs)
+            tables.append(print_quality(q, max(tp["ips_build_unet"], lo["bare"])))
+            results["quality"] = {**{k: v for k, v in q.items() if k != "cfg"},
+                                  "train_config": q["cfg"].model_dump(mode="json")}
+    else:
+        tables[0]["notes"].append(f"[loop], [quality] skipped: {NUCLEI} not found")
+        print(tables[0]["notes"][-1])
+    if a.out:
+        import results_file
 
-    if not NUCLEI.is_dir():
-        print(f"[loop], [quality] skipped: {NUCLEI} not found")
-        return
-    lo = loop_overhead(5, a.batch)
-    print(f"[loop] train() with real loaders {lo['loop']:.2f} images/s vs bare step "
-          f"{lo['bare']:.2f} (best rounds): ratio {lo['ratio']:.3f} (median of 5 "
-          f"interleaved rounds, "
-          f"range {lo['range'][0]:.3f}-{lo['range'][1]:.3f})")
-    if a.skip_quality:
-        return
-    q = quality(a.quality_epochs)
+        tables[0]["notes"].insert(0, head)
+        path = results_file.write(a.out, "train_throughput", vars(a), results, tables,
+                                  device=f"cpu, {torch.get_num_threads()} torch threads")
+        print(f"written: {path}")
+
+
+def _measures(title: str, rows: list[tuple[str, str, str]], notes: list[str]) -> dict:
+    from results_file import table
+
+    return table(title, ["measure", "value", "target"], [list(r) for r in rows], notes)
+
+
+def print_step(a, tp: dict, peak: float) -> dict:
+    """[step] and [flops], printed; the same figures as a table."""
+    head = f"[step] batch {a.batch} x 1 x {a.size}^2, depth 4, widths 16..256, Dice+CE, AdamW"
+    lo, hi = tp["ratio_min_max"]
+    rows = [("build_unet UNet images/s (best round)", f"{tp['ips_build_unet']:.2f}", ""),
+            ("minimal UNet images/s (best round)", f"{tp['ips_minimal']:.2f}", ""),
+            (f"ratio build_unet/minimal (median of {a.rounds} interleaved rounds)",
+             f"{tp['ratio']:.3f}  [range {lo:.3f}-{hi:.3f}]", ">= 0.95"),
+            ("GFLOP per step (fwd+bwd)", f"{tp['gflop_per_step']:.2f}", ""),
+            ("GFLOP/s", f"{tp['gflops']:.1f}", ""),
+            ("float32 matmul peak GFLOP/s", f"{peak:.1f}", ""),
+            ("share of the matmul peak", f"{tp['gflops'] / peak:.3f}", "")]
+    v = [r[1] for r in rows]
+    print(head)
+    print(f"  build_unet UNet : {v[0]:>8s} images/s (best round)")
+    print(f"  minimal UNet    : {v[1]:>8s} images/s (best round)")
+    print(f"  {rows[2][0]}: {v[2]}  target >= 0.95")
+    print(f"[flops] {v[3]} GFLOP per step (fwd+bwd) -> {v[4]} GFLOP/s; float32 matmul peak "
+          f"{v[5]} GFLOP/s; share {v[6]}")
+    return _measures("Training step and FLOP efficiency", rows, [head])
+
+
+def print_loop(lo: dict) -> dict:
+    """[loop], printed; the same figures as a table."""
+    rows = [("train() with real loaders images/s (best round)", f"{lo['loop']:.2f}", ""),
+            ("bare step images/s (best round)", f"{lo['bare']:.2f}", ""),
+            ("ratio (median of 5 interleaved rounds)", f"{lo['ratio']:.3f}", ""),
+            ("range", f"{lo['range'][0]:.3f}-{lo['range'][1]:.3f}", "")]
+    v = [r[1] for r in rows]
+    print(f"[loop] train() with real loaders {v[0]} images/s vs bare step {v[1]} (best rounds): "
+          f"ratio {v[2]} (median of 5 interleaved rounds, range {v[3]})")
+    return _measures("The training loop against the bare step", rows, [])
+
+
+def print_quality(q: dict, bare: float) -> dict:
+    """[quality], printed; the same figures as a table (`bare`: the best bare-step rate)."""
     c = q["cfg"]
-    bare = max(tp["ips_build_unet"], lo["bare"])
-    print(f"[quality] dsb2018-nuclei: {q['train']} train / {q['val']} val tiles {q['shape']}, "
-          f"plain UNet width 16, default TrainConfig: {q['steps']} steps of batch "
-          f"{c.batch_size} ({q['epochs']} epochs x {q['patches']} patches), {c.optimizer} lr "
-          f"{c.lr:g} {c.schedule}, ema {c.ema}")
+    head = (f"[quality] dsb2018-nuclei: {q['train']} train / {q['val']} val tiles {q['shape']}, "
+            f"plain UNet width 16, default TrainConfig: {q['steps']} steps of batch "
+            f"{c.batch_size} ({q['epochs']} epochs x {q['patches']} patches), {c.optimizer} lr "
+            f"{c.lr:g} {c.schedule}, ema {c.ema}")
+    rows = [("best val Dice (IoU) at epoch",
+             f"{q['dice']:.4f} (IoU {q['iou']:.4f}) at epoch {q['best_epoch']}", ">= 0.92"),
+            ("first epoch with Dice >= 0.92", f"{q['first_092']} of {q['epochs']}", ""),
+            ("wall s, process CPU s", f"{q['wall_s']:.1f} s, {q['cpu_s']:.1f} s "
+             f"({q['cpu_s'] / max(1e-9, q['wall_s']):.2f} cores busy)", ""),
+            ("its training images at the best bare-step rate",
+             f"{q['images']:.0f} at {bare:.1f} images/s: {q['images'] / bare:.0f} s", ""),
+            ("data wait share of step time", f"{q['wait_share']:.4f}", "< 0.05"),
+            ("train() images/s in this run", f"{q['ips']:.2f}", "")]
+    print(head)
     print(f"  best val Dice {q['dice']:.4f} (IoU {q['iou']:.4f}) at epoch {q['best_epoch']}  "
           f"target >= 0.92")
-    print(f"  first epoch with Dice >= 0.92: {q['first_092']} of {q['epochs']}")
+    print(f"  first epoch with Dice >= 0.92: {rows[1][1]}")
     print(f"  wall {q['wall_s']:.1f} s, process CPU {q['cpu_s']:.1f} s "
           f"({q['cpu_s'] / max(1e-9, q['wall_s']):.2f} cores busy); at the best bare-step rate "
           f"measured above ({bare:.1f} images/s) its {q['images']:.0f} training images take "
           f"{q['images'] / bare:.0f} s")
-    print(f"  data wait share of step time: {q['wait_share']:.4f}  target < 0.05")
-    print(f"  train() images/s in this run {q['ips']:.2f} (the machine is shared: compare [loop])")
+    print(f"  data wait share of step time: {rows[4][1]}  target < 0.05")
+    print(f"  train() images/s in this run {rows[5][1]} (the machine is shared: compare [loop])")
     print(f"  Dice curve: {q['curve']}")
+    return _measures("Quality on the nuclei tiles", rows, [head, f"Dice curve: {q['curve']}"])
 
 
 if __name__ == "__main__":

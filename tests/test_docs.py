@@ -3,9 +3,13 @@ page of the documentation site is in its navigation (`mkdocs build --strict` in 
 the links inside the site)."""
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,3 +49,37 @@ def test_every_results_marker_names_a_results_file():
     assert markers
     for name in markers:
         assert (ROOT / "benchmarks" / "results" / f"{name}.json").exists(), name
+
+
+def test_a_benchmark_results_file_renders_as_its_tables(tmp_path, monkeypatch):
+    """What a benchmark script writes with `--out` (benchmarks/results_file.py: the printed
+    tables, the raw numbers, the date, commit, machine and command) is shown by render() as
+    markdown tables with that header, for a file without a renderer of its own."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import render
+    import results_file
+
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["benchmarks/demo.py", "--size", "32", "--out", "a b.json"])
+    cost = results_file.table("Cost of a step", ["module", "time ×", "met"],
+                              [["se", "1.12", "yes"], ["cbam", "1.51", "NO | 1.3×"]],
+                              ["plain UNet: 0.350 s a step"])
+    path = results_file.write(tmp_path / "demo_bench.json", "demo_bench", {"size": 32},
+                              {"se": 1.1234}, [cost], device="cpu")
+    d = json.loads(path.read_text())
+    assert list(tmp_path.iterdir()) == [path]  # written through a temporary file, renamed
+    assert d["results"] == {"se": 1.1234} and d["args"] == {"size": 32}
+    assert d["command"] == "python benchmarks/demo_bench.py --size 32 --out 'a b.json'"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", d["date"])
+    if shutil.which("git") and (ROOT / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{4,40}", d["commit"]), d["commit"]
+    lines = render.render("demo_bench").splitlines()
+    assert lines[0] == (f"Measured {d['date']} at commit `{d['commit']}` on {d['machine']}, "
+                        f"device cpu: `{d['command']}`")
+    i = lines.index("**Cost of a step**")
+    assert lines[i + 2:i + 6] == ["| module | time × | met |", "|---|---|---|",
+                                  "| se | 1.12 | yes |", "| cbam | 1.51 | NO \\| 1.3× |"]
+    assert "- plain UNet: 0.350 s a step" in lines
+    with pytest.raises(ValueError, match="cells"):  # a row that does not fit its columns
+        results_file.write(tmp_path / "bad.json", "bad", {}, {},
+                           [results_file.table("t", ["a", "b"], [["1"]])])
