@@ -21,14 +21,16 @@ nnU-Net's own training resumes from its latest checkpoint):
   budget (`nas-attn train`);
 - `nnunet_searched`: nnU-Net training `--arch` (a searched placement, default: self-attention
   at the third encoder level and position attention at the bottleneck, what the docs'
-  built-in winners used) through `nas-attn export --format nnunet`'s plans.
+  built-in winners used) through `nas-attn export --format nnunet`'s plans;
+- `nasattn_searched`: nas-attn training the same placement with its own recipe at its full
+  budget (as `nasattn_plain`), so that the placement is seen under both recipes.
 
 Every arm's test predictions are scored by nas-attn (pooled Dice per class, from per-case
 counts, with the 95 % interval over cases) and by nnU-Net's `compute_metrics_on_folder` (Dice per
 case and class, averaged over cases, then classes). The two are different statistics; the
 benchmark recomputes nnU-Net's from nas-attn's per-case counts and checks they agree. Each arm is
-compared with the nas-attn plain UNet by the one paired comparison on the test cases (one run
-each: cases only). Results go to W/results.json with the date, commit and machine.
+compared with the nas-attn plain UNet, and each nas-attn arm with nnU-Net's own plans, by the
+one paired comparison on the test cases (one run each: cases only). Results go to W/results.json with the date, commit and machine.
 
 The data's train / validation split is nas-attn's (train.txt / val.txt, or its random split),
 written as nnU-Net's fold 0 (`splits_final.json`). `nnUNet_n_proc_DA=0` is set for training and
@@ -212,9 +214,9 @@ def run_nnunet(args, pre: Path, raw: Path, conf: str, plans_name: str, arm: str,
 
 
 # ----- nas-attn arms ------------------------------------------------------------------------------
-def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path) -> dict:
-    """The `default` space's plain UNet at its full budget on nas-attn's split; its test
-    predictions (named like the labels)."""
+def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path, arch=None) -> dict:
+    """The `default` space's plain UNet (or `arch`, with the plain UNet's recipe) at its full
+    budget on nas-attn's split; its test predictions (named like the labels)."""
     from nas_attn.api import predict
     from nas_attn.searching.space import full_budget
     from nas_attn.searching.noise_check import plain_baseline
@@ -223,8 +225,9 @@ def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path) -> dict:
     from nas_attn.training import TrainConfig, train
 
     space = load_space("default")
-    arch, overrides = plain_baseline(space, DataInfo(tr.spatial_dims, tr.in_channels,
-                                                     tr.classes, tr.aux_channels))
+    plain, overrides = plain_baseline(space, DataInfo(tr.spatial_dims, tr.in_channels,
+                                                      tr.classes, tr.aux_channels))
+    arch = plain if arch is None else arch
     opts = {**overrides, **full_budget(space), "max_time_s": None, "seed": 0}
     if args.epochs:
         opts["epochs"] = args.epochs
@@ -309,7 +312,8 @@ def score(pred_dir: Path, ref_dir: Path, ending: str, classes: int) -> dict:
 
 
 # ----- the run ------------------------------------------------------------------------------------
-ARMS = ("nasattn_plain", "nnunet", "nnunet_time", "nnunet_narrow", "nnunet_searched")
+ARMS = ("nasattn_plain", "nnunet", "nnunet_time", "nnunet_narrow", "nnunet_searched",
+        "nasattn_searched")
 
 
 def provenance() -> dict:
@@ -331,6 +335,8 @@ def main() -> None:
                     "tables are built from benchmarks/results/vs_nnunet_*.json)")
     ap.add_argument("--epochs", type=int, default=None, help="nas-attn's budget in epochs "
                     "(default: its full budget, 30); every nnU-Net arm is matched to it")
+    ap.add_argument("--note", action="append", default=[], help="a line for the results' "
+                    "notes (how the run was made: arms run at other commits, a shared machine)")
     args = ap.parse_args()
     args.work = args.work.resolve()
     os.environ.update(nnunet_env(args.work))  # before nnunetv2 is imported
@@ -343,6 +349,7 @@ def main() -> None:
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     results.update({"data": args.data, "test_data": args.test_data, "configuration": conf,
                     **provenance()})
+    results.setdefault("notes", []).extend(n for n in args.note if n not in results["notes"])
     arms = [a for a in ARMS if a in args.arms]
     if any(a != "nasattn_plain" for a in arms) and "nasattn_plain" not in arms:
         arms.insert(0, "nasattn_plain")  # the budget every arm is matched to
@@ -357,20 +364,22 @@ def main() -> None:
         results_file.write_text(json.dumps(results, indent=1))
     for name, rec in results.get("arms", {}).items():
         rec["vs_plain"] = versus_plain(results, name)
+        rec["vs_nnunet"] = versus_plain(results, name, "nnunet") if name.startswith(
+            "nasattn") else ""
     results_file.write_text(json.dumps(results, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
     report(results)
 
 
-def versus_plain(results: dict, name: str) -> str:
-    """The one paired comparison of an arm with the nas-attn plain UNet on the test cases
-    (one run each: cases only)."""
+def versus_plain(results: dict, name: str, against: str = "nasattn_plain") -> str:
+    """The one paired comparison of an arm with the nas-attn plain UNet (or `against`) on the
+    test cases (one run each: cases only): the arm minus the other."""
     from nas_attn.stats.compare import compare
     from nas_attn.stats.counts import CaseCounts
 
-    base = results.get("arms", {}).get("nasattn_plain")
-    if base is None or name == "nasattn_plain":
+    base = results.get("arms", {}).get(against)
+    if base is None or name == against:
         return ""
     a = CaseCounts.from_dict(results["arms"][name]["test"]["cases"])
     return compare([a], [CaseCounts.from_dict(base["test"]["cases"])]).text()
@@ -378,8 +387,8 @@ def versus_plain(results: dict, name: str) -> str:
 
 def run_arm(args, arm, results, cfg, tr, va, raw, pre, conf) -> dict:
     base = results.get("arms", {}).get("nasattn_plain")
+    test_images = raw / "imagesTs" if not args.test_data else Path(args.test_data) / "images"
     if arm == "nasattn_plain":
-        test_images = raw / "imagesTs" if not args.test_data else Path(args.test_data) / "images"
         return run_nasattn(args, cfg, tr, va, test_images, args.work / "nasattn_plain")
     samples = base["samples"]
     if arm == "nnunet":
@@ -398,6 +407,10 @@ def run_arm(args, arm, results, cfg, tr, va, raw, pre, conf) -> dict:
     import dataclasses
 
     arch = dataclasses.replace(arch, spatial_dims=tr.spatial_dims)
+    if arm == "nasattn_searched":
+        return run_nasattn(args, cfg, tr, va, test_images, args.work / arm,
+                           arch=dataclasses.replace(arch, in_channels=tr.in_channels,
+                                                    classes=tr.classes))
     write_plans(pre / "nnUNetPlans.json", arch, conf, force=True)
     return {**run_nnunet(args, pre, raw, conf, "nasAttnPlans", arm, samples),
             "arch": arch.summary()}
@@ -416,7 +429,8 @@ def report(results: dict) -> None:
         print(f"{name:<16} {r['steps']:>6} {r['batch']:>5} {r['samples']:>7} "
               f"{r['cpu_s']:>7.0f} {t['pooled_dice']:>8.4f} [{max(0, ci['low']):.4f}, "
               f"{min(1, ci['high']):.4f}] {t['nnunet_mean_dice']:>12.4f} "
-              f"{'yes' if t['agree'] else 'NO':>5}  {vs}")
+              f"{'yes' if t['agree'] else 'NO':>5}  {vs}"
+              + (f"; vs nnU-Net: {r['vs_nnunet']}" if r.get("vs_nnunet") else ""))
 
 
 if __name__ == "__main__":
