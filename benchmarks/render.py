@@ -84,15 +84,16 @@ def vs_nnunet(name: str) -> str:
     test = f" --test-data {d['test_data']}" if d.get("test_data") else ""
     out = _head(d, f"python benchmarks/vs_nnunet.py --data {d['data']}{test} --work W")
     out += ["| arm | steps | batch | samples | CPU s | test Dice, pooled [95 % CI] | "
-            "nnU-Net's per-case mean | the two agree | vs the nas-attn plain UNet (test) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "nnU-Net's per-case mean | the two agree | vs the nas-attn plain UNet (test) | "
+            "vs nnU-Net's own plans (test) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, r in d["arms"].items():
         t = r["test"]
         ci = t["ci"]
         out.append(f"| {arm} | {r['steps']} | {r['batch']} | {r['samples']} | {r['cpu_s']} | "
                    f"{t['pooled_dice']:.4f} [{max(0, ci['low']):.4f}, {min(1, ci['high']):.4f}]"
                    f" | {t['nnunet_mean_dice']:.4f} | {'yes' if t['agree'] else 'no'} | "
-                   f"{r.get('vs_plain', '')} |")
+                   f"{r.get('vs_plain', '')} | {r.get('vs_nnunet', '')} |")
     out += [""] + [f"- {n}" for n in d.get("notes", [])]
     return "\n".join(out)
 

@@ -310,11 +310,12 @@ def _npy_volumes(root: Path, n: int = 4) -> Path:
 
 def test_building_a_cache_reports_its_progress(tmp_path, monkeypatch):
     """A line at most every PROGRESS_EVERY_S seconds while the cases are written (here: every
-    case), and one when the cache is built; silent without a PROGRESS function."""
+    case), and one when the cache is built, as notices (`nas_attn.notices`)."""
+    from nas_attn import notices
     from nas_attn.data import cache
 
     lines: list[str] = []
-    monkeypatch.setattr(cache, "PROGRESS", lines.append)
+    monkeypatch.setattr(notices, "PRINT", lines.append)
     monkeypatch.setattr(cache, "PROGRESS_EVERY_S", 0.0)
     clear_cache()
     load_data(DataConfig(source=str(_npy_volumes(tmp_path / "vols", n=3)),

@@ -40,7 +40,7 @@ LAYERS = (
     "nas_attn.paths",
     "nas_attn.atomic",
     "nas_attn.arguments",
-    "nas_attn.errors | nas_attn.version | nas_attn.interrupts",
+    "nas_attn.errors | nas_attn.version | nas_attn.interrupts | nas_attn.notices",
 )
 """The export package is split across the list: what writes model.py sits above training, what
 loading shares with it (the literal check of an architecture, the export folder's hash record)
@@ -159,6 +159,26 @@ def test_no_upward_imports(graph):
     listed = {".".join(m.split(".")[:2]) for layer in layers for m in layer}
     top = {".".join(m.split(".")[:2]) for m in graph.modules if m != "nas_attn"}
     assert top <= listed | {"nas_attn.spaces"}, top - listed
+
+
+def test_the_command_line_reaches_searching_through_its_public_surface(graph):
+    """`nas_attn.cli` imports `nas_attn.searching` (its `__all__`, loaded on first use), never
+    one of its modules: the package may move its insides without the command line noticing."""
+    inner = {m for m in graph.modules if m.startswith("nas_attn.searching.")}
+    cli = {m for m in graph.modules if m.startswith("nas_attn.cli")}
+    direct = sorted((c, m) for c in cli for m in graph.find_modules_directly_imported_by(c)
+                    if m in inner)
+    assert direct == []
+
+
+def test_every_public_name_of_searching_resolves():
+    import nas_attn.searching as searching
+
+    for name in searching.__all__:
+        assert getattr(searching, name) is not None, name
+    assert set(searching.PUBLIC) <= {p.stem for p in (PACKAGE / "searching").glob("*.py")}
+    with pytest.raises(AttributeError):
+        searching.not_a_public_name  # noqa: B018
 
 
 def test_the_architecture_package_keeps_its_order(graph):

@@ -115,7 +115,7 @@ def test_check_args_accepts_the_defaults():
     check_args(RunOptions, values)
 
 
-def test_worker_options_pass_every_set_worker_option_and_the_fixed_values():
+def test_worker_options_pass_every_set_worker_option_and_the_fixed_values(monkeypatch):
     req = SearchRequest(space="tiny.yaml", data="data/x", val_pattern="*_v*", sampler="random",
                         num_workers=2, device="cpu", strategy="oneshot", trials=5,
                         test_pattern="*_t*")
@@ -132,14 +132,10 @@ def test_worker_options_pass_every_set_worker_option_and_the_fixed_values():
         seen["req"] = r
         return 0
 
-    import nas_attn.searching.worker_loop as wl
+    import nas_attn.searching as searching
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(wl, "worker_main", fake_main)
-    try:
-        res = CliRunner().invoke(app, ["worker", *args, "--index", "2"])
-    finally:
-        mp.undo()
+    monkeypatch.setattr(searching, "worker_main", fake_main, raising=False)  # what cli reads
+    res = CliRunner().invoke(app, ["worker", *args, "--index", "2"])
     assert res.exit_code == 0, res.output
     r = seen["req"]
     assert (r.space, r.data, r.val_pattern, r.sampler, r.num_workers, r.seed, r.study) == \

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..errors import DiskFullError, NasAttnError
 from . import final
-from ..searching.request import RunOptions, SearchRequest, search_options
+from ..searching import RunOptions, SearchRequest, search_options
 from .options import CACHE, RUNS, STORAGE, cache_env, with_options
 from .fmt import escape
 
@@ -44,8 +44,8 @@ def spaces(ctx: typer.Context):
     """List the ready search spaces with what each explores and how many architectures it allows."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..searching.space import SPACES_DIR
-    from ..searching.space_files import load_space, space_description
+    from ..searching import SPACES_DIR
+    from ..searching import load_space, space_description
 
     table = Table(title=f"Search spaces in {escape(str(SPACES_DIR))}")
     table.add_column("name", style="bold")
@@ -63,8 +63,8 @@ def spaces(ctx: typer.Context):
 @spaces_app.command("check")
 def spaces_check(file: Path = typer.Argument(..., help="A YAML search space (or a ready name).")):
     """Validate one search space file."""
-    from ..searching.cost import smallest_fits
-    from ..searching.space_files import load_space, resolve_space_path
+    from ..searching import smallest_fits
+    from ..searching import load_space, resolve_space_path
 
     space = load_space(file)
     too_big = smallest_fits(space)
@@ -93,14 +93,14 @@ def data_check(path: Path = typer.Argument(..., help="Dataset folder: images/ + 
 def search(**options):
     """Run (or resume) an architecture search."""
     from .search import run_search_cli
-    from ..searching.heartbeat import set_heartbeat_env
+    from ..searching import set_heartbeat_env
 
     run = RunOptions(**{f.name: options.pop(f.name) for f in search_options(RunOptions)})
     set_heartbeat_env(run.heartbeat_interval, run.grace_period, run.max_retry)
     cache_env(options.pop("cache_dir"), options["runs_dir"])
     space_given = options["space"] is not None
     req = SearchRequest(**{**options, "space": options["space"] or "default"})
-    from ..searching.parallel import stored_space, worker_slots
+    from ..searching import stored_space, worker_slots
 
     slots = worker_slots(req, run.workers, run.gpus, run.per_gpu)  # the library's rule
     if slots is not None:
@@ -119,7 +119,7 @@ def search(**options):
                                        default=typer.Option(0, "--index")),))
 def worker(**options):
     """One worker process of `search --workers/--gpus` (started by it; talks over stdin/out)."""
-    from ..searching.worker_loop import worker_main
+    from ..searching import worker_main
 
     index = options.pop("index")
     seed = options["seed"]
@@ -331,7 +331,7 @@ def _quiet_trial_failures(record: logging.LogRecord) -> bool:
     one line without the traceback (its reason is in fail_reason and the leaderboard); a full
     disk or a failing storage none (the command's own error line follows); "failed with value
     None" none."""
-    from ..searching.study import is_storage_error
+    from ..searching import is_storage_error
 
     error = record.exc_info[1] if record.exc_info else None
     if isinstance(error, DiskFullError) or is_storage_error(error):
@@ -356,21 +356,21 @@ def main(argv: list[str] | None = None) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI draws its own progress
-    from ..searching.optuna_adapter import OPTIMIZE_LOGGER
+    from ..searching import OPTIMIZE_LOGGER
 
     logging.getLogger(OPTIMIZE_LOGGER).addFilter(_quiet_trial_failures)
     if logging.lastResort is not None:  # where records of loggers without handlers go
         logging.lastResort.addFilter(_quiet_after_interrupt)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     _notes_for_warnings()
-    from ..data import cache as data_cache
+    from .. import notices
 
-    data_cache.PROGRESS = lambda line: err_console.print(escape(line), highlight=False)
+    notices.PRINT = lambda line: err_console.print(escape(line), highlight=False)
     # timm < 1.0.23 (what nnunetv2's network package allows) uses an API torch 2.14 deprecates
     warnings.filterwarnings("ignore", message=".*torch.jit.interface.* is deprecated",
                             category=FutureWarning)
     from ..atomic import disk_full_error, is_disk_full
-    from ..searching.study import is_storage_error, storage_error
+    from ..searching import is_storage_error, storage_error
 
     try:
         app(args=argv, standalone_mode=True)  # a KeyboardInterrupt ends as typer.Exit(130)

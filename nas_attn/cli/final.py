@@ -11,8 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import NasAttnError
-from ..searching.strategy import score_kind
-from ..searching.study import load_study, open_existing_storage
 from .fmt import StepLog, WIDE_LEADERBOARD, fmt_score, escape
 from .options import CACHE, RUNS, STORAGE, cache_env
 
@@ -110,7 +108,7 @@ class FinalTable:
         self.win = {r.get("key"): r.get("key") == rec.get("key") for r in self.rows}
 
     def table(self, wide: bool) -> Table:
-        from ..searching.verdict import ci_text
+        from ..searching import ci_text, score_kind
 
         res = self.res
         has_test = res["splits"]["test"] > 0
@@ -151,7 +149,7 @@ def finalize_table(res: dict) -> FinalTable:
 
 
 def print_finalize(res: dict, console: Console) -> None:
-    from ..searching.verdict import ci_text, gain_line, proxy_line, race_lines
+    from ..searching import ci_text, gain_line, proxy_line, race_lines
 
     console.print(finalize_table(res))
     console.print("metric: " + res["metric"], highlight=False)
@@ -176,8 +174,11 @@ def print_finalize(res: dict, console: Console) -> None:
 
 def finalize_cli(name, options: dict, storage, runs_dir: Path, console: Console) -> None:
     """`nas-attn finalize`: the plan, a line per training and per round, the result."""
-    from ..searching.finalize import candidates, entrants_of, finalize, with_controls
+    from ..searching import candidates, entrants_of, with_controls
+    from ..searching import finalize_study as finalize
     from ..stats.race import default_budget
+
+    from ..searching import load_study, open_existing_storage
 
     study = load_study(name, open_existing_storage(storage, runs_dir))
     chosen = with_controls(candidates(study, options["top"], options["baselines"]))

@@ -48,7 +48,7 @@ def with_options(*groups, required: tuple[str, ...] = (), only_worker: bool = Fa
     """Give a command taking `**options` the typer options of these dataclasses' option
     fields (`SearchRequest`, `RunOptions`), in their order, then `extra`; `only_worker`: only
     the options worker processes get. So each option is declared once, in the library."""
-    from ..searching.request import option_types, search_options
+    from ..searching import option_types, search_options
 
     def wrap(fn):
         params = []
@@ -75,7 +75,7 @@ def with_options(*groups, required: tuple[str, ...] = (), only_worker: bool = Fa
 
 
 def _request_field(name: str) -> dataclasses.Field:
-    from ..searching.request import SearchRequest
+    from ..searching import SearchRequest
 
     return next(f for f in dataclasses.fields(SearchRequest) if f.name == name)
 

@@ -15,12 +15,12 @@ from rich.tree import Tree
 from ..architecture.description import UNetArch
 from .fmt import WIDE_LEADERBOARD, StepLog, big_count, fmt_score, escape
 from ..errors import DiskFullError, StudyError
-from ..searching.report import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
+from ..searching import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
                             trial_arch)
-from ..searching.opening import SearchRequest, open_search
-from ..searching.run import run_search
-from ..searching.strategy import get_strategy, score_kind
-from ..searching.study import load_study, open_existing_storage
+from ..searching import SearchRequest, open_search
+from ..searching import run_search
+from ..searching import get_strategy, score_kind
+from ..searching import load_study, open_existing_storage
 
 
 STATE_STYLE = {"complete": "green", "pruned": "yellow", "fail": "red", "running": "cyan",
@@ -274,7 +274,7 @@ def run_search_cli(req: SearchRequest, console: Console) -> None:
     console.print()
     if stopped is not None:
         raise stopped
-    from ..searching.study import redact
+    from ..searching import redact
 
     ran = len(view.finished) + int(bool(interrupted) and view.current is not None)
     where = session.objective.runs_dir if req.storage is None else redact(req.storage)
@@ -366,7 +366,7 @@ def check_all_failed(study: optuna.Study, numbers) -> None:
 def print_summary(study, console, runs_dir: Path | None) -> None:
     """The closing lines: the best against each baseline by the paired comparison on the
     validation cases, and the data's noise check (or how to run one)."""
-    from ..searching.scores import noise_for
+    from ..searching import noise_for
     from ..stats.noise import sd_text
 
     noise = noise_for(study, runs_dir)
@@ -387,8 +387,8 @@ def print_summary(study, console, runs_dir: Path | None) -> None:
 
 
 def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> None:
-    from ..searching.report import versus_best
-    from ..searching.scores import noise_for
+    from ..searching import versus_best
+    from ..searching import noise_for
 
     study = load_study(name, open_existing_storage(storage, runs_dir))
     shown = [r.number for r in leaderboard(study, top)]

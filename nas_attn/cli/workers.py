@@ -8,10 +8,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from ..searching.parallel import ParallelSearch, open_parallel
-from ..searching.opening import SearchRequest
-from ..searching.slots import Slot
-from ..searching.workers import Supervisor
+from ..searching import ParallelSearch, open_parallel
+from ..searching import SearchRequest
+from ..searching import Slot
+from ..searching import Supervisor
 from .fmt import escape
 
 

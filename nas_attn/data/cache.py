@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..notices import notice
 from ..paths import folder_name
 from .cached_array import CachedArray, FgIndex
 from .segdata import SegData
@@ -56,10 +57,8 @@ DEFAULT_DIR = Path("runs") / "cache"
 ENV_DIR = "NAS_ATTN_CACHE_DIR"
 FG_SEED = 1299709
 PROGRESS_EVERY_S = 30.0
-PROGRESS = None
-"""Where building a cache reports its progress: a function of one line of text, set by the
-command line (`nas_attn.cli`) to print it; None: silent. A line at most every
-`PROGRESS_EVERY_S` seconds, and one when the cache is built."""
+"""Building a cache reports its progress (`nas_attn.notices`, printed by the command line): a
+line at most every `PROGRESS_EVERY_S` seconds, and one when the cache is built."""
 
 
 def cache_root(cfg_dir: str | None) -> Path:
@@ -166,13 +165,13 @@ class _Writer:
         self.start = self.last = self.clock()
 
     def progress(self, done: bool = False) -> None:
-        """One line to `PROGRESS` every `PROGRESS_EVERY_S` seconds, and when the cache is built."""
+        """A notice every `PROGRESS_EVERY_S` seconds, and one when the cache is built."""
         now = self.clock()
-        if PROGRESS is None or not (done or now - self.last >= PROGRESS_EVERY_S):
+        if not (done or now - self.last >= PROGRESS_EVERY_S):
             return
         self.last = now
         what = "built" if done else "building"
-        PROGRESS(f"preprocessed cache of {self.root}: {what}, {len(self.cases)} cases written, "
+        notice(f"preprocessed cache of {self.root}: {what}, {len(self.cases)} cases written, "
                  f"{now - self.start:.0f}s elapsed")
 
     def __call__(self, sample):

@@ -317,3 +317,8 @@ def join_args(**options) -> list[str]:
         elif value is not None:
             out += [flag, str(value)]
     return out
+
+
+finalize_study = finalize
+"""`finalize` by the name the package's public surface gives it (`nas_attn.searching`), where
+the plain name would be this module's."""

@@ -6,18 +6,17 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
-from optuna.storages.journal import (
-    JournalFileBackend,
-    JournalFileSymlinkLock,
-    JournalStorage,
-)
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
 from ..atomic import disk_full_error, is_disk_full
 from ..errors import DiskFullError, NasAttnError, StudyError
 from ..paths import DEFAULT_RUNS
-from .space import Space
+
+if TYPE_CHECKING:  # the space only types the sampler's arguments (torch stays unloaded)
+    from .space import Space
 
 DB_NAME = "nas_attn.db"
 JOURNAL_NAME = "nas_attn.journal"
