@@ -115,15 +115,16 @@ def test_check_args_accepts_the_defaults():
     check_args(RunOptions, values)
 
 
-def test_worker_options_pass_every_set_worker_option_and_the_fixed_values(monkeypatch):
+def test_worker_options_pass_every_set_worker_option_and_the_fixed_values(monkeypatch, tmp_path):
     req = SearchRequest(space="tiny.yaml", data="data/x", val_pattern="*_v*", sampler="random",
                         num_workers=2, device="cpu", strategy="oneshot", trials=5,
                         test_pattern="*_t*")
-    args = worker_options(req, {"study": "s", "storage": "journal:j", "runs_dir": "/r",
+    journal = f"journal:{tmp_path / 'j'}"  # never opened: the worker's main is replaced
+    args = worker_options(req, {"study": "s", "storage": journal, "runs_dir": str(tmp_path),
                                 "space": "/abs/tiny.yaml", "seed": 7, "device": None})
     pairs = dict(zip(args[::2], args[1::2]))
     assert pairs == {"--space": "/abs/tiny.yaml", "--data": "data/x", "--val-pattern": "*_v*",
-                     "--study": "s", "--storage": "journal:j", "--runs-dir": "/r",
+                     "--study": "s", "--storage": journal, "--runs-dir": str(tmp_path),
                      "--sampler": "random", "--seed": "7", "--num-workers": "2"}
     # and the worker command parses them back into the same request
     seen = {}
