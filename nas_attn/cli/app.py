@@ -44,8 +44,7 @@ def spaces(ctx: typer.Context):
     """List the ready search spaces with what each explores and how many architectures it allows."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..searching import SPACES_DIR
-    from ..searching import load_space, space_description
+    from ..searching import SPACES_DIR, load_space, space_description
 
     table = Table(title=f"Search spaces in {escape(str(SPACES_DIR))}")
     table.add_column("name", style="bold")
@@ -63,8 +62,7 @@ def spaces(ctx: typer.Context):
 @spaces_app.command("check")
 def spaces_check(file: Path = typer.Argument(..., help="A YAML search space (or a ready name).")):
     """Validate one search space file."""
-    from ..searching import smallest_fits
-    from ..searching import load_space, resolve_space_path
+    from ..searching import load_space, resolve_space_path, smallest_fits
 
     space = load_space(file)
     too_big = smallest_fits(space)

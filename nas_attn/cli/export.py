@@ -12,8 +12,7 @@ from .fmt import escape
 
 def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, ...],
                storage, runs_dir: Path, console: Console, force: bool = False) -> None:
-    from ..searching import export_trial
-    from ..searching import load_study, open_existing_storage
+    from ..searching import export_trial, load_study, open_existing_storage
 
     study = load_study(study_name, open_existing_storage(storage, runs_dir))
     written, trial = export_trial(study, trial_number, out, formats=formats, runs_dir=runs_dir,
@@ -47,8 +46,7 @@ def export_nnunet_cli(study_name, trial_number, plans: Path | None, configuratio
                       force: bool = False) -> None:
     """The chosen architecture (the one `export` would write) as nnU-Net v2 plans."""
     from ..nnunet import write_plans
-    from ..searching import load_study, open_existing_storage
-    from ..searching import chosen_arch
+    from ..searching import chosen_arch, load_study, open_existing_storage
 
     if plans is None:
         raise NasAttnError("--format nnunet needs --nnunet-plans: the nnUNetPlans.json of the "
@@ -84,8 +82,7 @@ def dashboard_cli(storage, runs_dir: Path, host: str, port: int, console: Consol
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
 
-    from ..searching import artifact_dir_for
-    from ..searching import open_existing_storage, study_names
+    from ..searching import artifact_dir_for, open_existing_storage, study_names
 
     st = open_existing_storage(storage, runs_dir)
     names = study_names(st)

@@ -72,8 +72,6 @@ def with_options(*groups, required: tuple[str, ...] = (), only_worker: bool = Fa
     return wrap
 
 
-
-
 def _request_field(name: str) -> dataclasses.Field:
     from ..searching import SearchRequest
 

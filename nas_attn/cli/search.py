@@ -15,12 +15,9 @@ from rich.tree import Tree
 from ..architecture.description import UNetArch
 from .fmt import WIDE_LEADERBOARD, StepLog, big_count, fmt_score, escape
 from ..errors import DiskFullError, StudyError
-from ..searching import (baseline_gains, best_trial, importances, leaderboard, pareto_front,
-                            trial_arch)
-from ..searching import SearchRequest, open_search
-from ..searching import run_search
-from ..searching import get_strategy, score_kind
-from ..searching import load_study, open_existing_storage
+from ..searching import (SearchRequest, baseline_gains, best_trial, get_strategy, importances,
+                         leaderboard, load_study, open_existing_storage, open_search,
+                         pareto_front, run_search, score_kind, trial_arch)
 
 
 STATE_STYLE = {"complete": "green", "pruned": "yellow", "fail": "red", "running": "cyan",
@@ -387,8 +384,7 @@ def print_summary(study, console, runs_dir: Path | None) -> None:
 
 
 def show_study(name, storage, runs_dir: Path, top: int, console: Console) -> None:
-    from ..searching import versus_best
-    from ..searching import noise_for
+    from ..searching import noise_for, versus_best
 
     study = load_study(name, open_existing_storage(storage, runs_dir))
     shown = [r.number for r in leaderboard(study, top)]

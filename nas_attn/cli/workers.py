@@ -8,10 +8,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from ..searching import ParallelSearch, open_parallel
-from ..searching import SearchRequest
-from ..searching import Slot
-from ..searching import Supervisor
+from ..searching import ParallelSearch, SearchRequest, Slot, Supervisor, open_parallel
 from .fmt import escape
 
 
