@@ -323,7 +323,10 @@ def _record(args, key: str, items: list[dict]) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         d = json.loads(out.read_text()) if out.exists() else {
             "benchmark": "decision_quality", "part": "real", "args": {}, "results": {}}
-        d.update(provenance())
+        if "commit" not in d:  # the code the run started with (a resumed run keeps it)
+            d.update(provenance())
+        d["updated"] = time.strftime("%Y-%m-%d %H:%M")
+        d.setdefault("notes", []).extend(n for n in args.note if n not in d["notes"])
         r = d["results"]
         r[key] = items
         r["cue_helps"] = sum(v["verdict"] == HELPS for v in r.get("cue_finalizes", []))
@@ -429,6 +432,8 @@ def main() -> None:
                     "finalize trains twice as long")
     rl.add_argument("--null-epochs", type=int, default=8, help="the epochs of each training "
                     "of the comparisons with no true difference (a small budget)")
+    rl.add_argument("--note", action="append", default=[], help="a line for the results' "
+                    "notes (how the run was made)")
     rl.add_argument("--out", default=None, help="written after every finalize and every "
                     "repetition; a run with the same --out resumes from what it holds (so "
                     "`--finalizes 0` and `--null-reps 0` may run as two processes)")

@@ -61,21 +61,22 @@ def decision_quality_real(name: str = "decision_quality_real") -> str:
     a = d["args"]
     out = _head(d, f"python benchmarks/decision_quality.py real --runs-dir R --finalizes "
                    f"{a['finalizes']} --null-reps {a['null_reps']} --epochs {a['epochs']} "
-                   f"--null-epochs {a['null_epochs']} --out {name}.json")
+                   f"--null-epochs {a['null_epochs']} --out benchmarks/results/{name}.json")
     out += [f"Built-in cue set, where attention truly helps: **{r['cue_helps']} of "
             f"{len(r.get('cue_finalizes', []))}** finalizes say *helps*.", "",
             "| finalize | verdict on fresh confirmation seeds (validation) | on test (reported) "
-            "| full trainings | their CPU seconds |", "|---|---|---|---|---|"]
+            "| full trainings | their wall seconds (summed) |", "|---|---|---|---|---|"]
     for i, v in enumerate(r.get("cue_finalizes", []), 1):
         out.append(f"| {i} | {v['text']} | {v['test']} | {v.get('trainings', '')} | "
                    f"{v.get('seconds', '')} |")
     out += ["", f"The plain UNet against itself (3 seeds each at {d['args']['null_epochs']} "
             f"epochs, no true difference): **{r['null_helps']} of {len(r.get('null', []))}** "
             "comparisons say *helps*.", "",
-            "| repetition | difference [95 % interval], p: verdict | CPU seconds (6 trainings) |",
+            "| repetition | difference [95 % interval], p: verdict | wall seconds (6 trainings) |",
             "|---|---|---|"]
     out += [f"| {i} | {v['text']} | {v.get('seconds', '')} |"
             for i, v in enumerate(r.get("null", []), 1)]
+    out += [""] + [f"- {n}" for n in d.get("notes", [])]
     return "\n".join(out)
 
 
