@@ -83,19 +83,34 @@ def decision_quality_real(name: str = "decision_quality_real") -> str:
 def vs_nnunet(name: str) -> str:
     d = _load(name)
     test = f" --test-data {d['test_data']}" if d.get("test_data") else ""
-    out = _head(d, f"python benchmarks/vs_nnunet.py --data {d['data']}{test} --work W")
-    out += ["| arm | steps | batch | samples | CPU s | test Dice, pooled [95 % CI] | "
+    n = d.get("noise")
+    extra = ""
+    if any(r.get("extra_seeds") for r in d["arms"].values()):
+        extra += f" --seeds {max(1 + len(r.get('extra_seeds', [])) for r in d['arms'].values())}"
+    if n:
+        extra += f" --noise {n['record']}"
+    out = _head(d, f"python benchmarks/vs_nnunet.py --data {d['data']}{test} --work W{extra}")
+    out += ["| arm | seeds | steps | batch | samples | CPU s | test Dice, pooled [95 % CI] | "
             "nnU-Net's per-case mean | the two agree | vs the nas-attn plain UNet (test) | "
             "vs nnU-Net's own plans (test) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, r in d["arms"].items():
         t = r["test"]
-        ci = t["ci"]
-        out.append(f"| {arm} | {r['steps']} | {r['batch']} | {r['samples']} | {r['cpu_s']} | "
-                   f"{t['pooled_dice']:.4f} [{max(0, ci['low']):.4f}, {min(1, ci['high']):.4f}]"
-                   f" | {t['nnunet_mean_dice']:.4f} | {'yes' if t['agree'] else 'no'} | "
-                   f"{r.get('vs_plain', '')} | {r.get('vs_nnunet', '')} |")
-    out += [""] + [f"- {n}" for n in d.get("notes", [])]
+        seeds = 1 + len(r.get("extra_seeds", []))
+        sc = r.get("seeds_score") or {"value": t["pooled_dice"], **t["ci"]}
+        out.append(f"| {arm} | {seeds} | {r['steps']} | {r['batch']} | {r['samples']} | "
+                   f"{r['cpu_s']} | {sc['value']:.4f} [{max(0, sc['low']):.4f}, "
+                   f"{min(1, sc['high']):.4f}] | {t['nnunet_mean_dice']:.4f} | "
+                   f"{'yes' if t['agree'] else 'no'} | {r.get('vs_plain', '')} | "
+                   f"{r.get('vs_nnunet', '')} |")
+    out += [""]
+    if n:
+        out.append(f"- Comparisons with one seed on either side count the training noise of "
+                   f"the noise record `{Path(n['record']).name}` (seed-to-seed SD "
+                   f"{n['seed_sd']:.4f} of nas-attn's plain UNet on this data, {n['df']} df); "
+                   "two nas-attn arms with several seeds are paired by seed. Steps, samples, "
+                   "CPU seconds and the per-case mean are seed 0's.")
+    out += [f"- {x}" for x in d.get("notes", [])]
     return "\n".join(out)
 
 

@@ -214,9 +214,10 @@ def run_nnunet(args, pre: Path, raw: Path, conf: str, plans_name: str, arm: str,
 
 
 # ----- nas-attn arms ------------------------------------------------------------------------------
-def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path, arch=None) -> dict:
+def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path, arch=None,
+                seed: int = 0) -> dict:
     """The `default` space's plain UNet (or `arch`, with the plain UNet's recipe) at its full
-    budget on nas-attn's split; its test predictions (named like the labels)."""
+    budget on nas-attn's split, under `seed`; its test predictions (named like the labels)."""
     from nas_attn.api import predict
     from nas_attn.searching.space import full_budget
     from nas_attn.searching.noise_check import plain_baseline
@@ -228,13 +229,14 @@ def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path, arch=None) -> d
     plain, overrides = plain_baseline(space, DataInfo(tr.spatial_dims, tr.in_channels,
                                                       tr.classes, tr.aux_channels))
     arch = plain if arch is None else arch
-    opts = {**overrides, **full_budget(space), "max_time_s": None, "seed": 0}
+    opts = {**overrides, **full_budget(space), "max_time_s": None, "seed": seed}
     if args.epochs:
         opts["epochs"] = args.epochs
     if args.device:
         opts["device"] = args.device
     tcfg = TrainConfig.make(**opts)
     c0, t0 = time.process_time(), time.time()
+    out = out if seed == 0 else out / f"seed{seed}"
     res = train(arch, tr, va, cfg, tcfg, out_dir=out / "train", preview=False)
     cpu = time.process_time() - c0
     steps = res.steps
@@ -244,8 +246,37 @@ def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path, arch=None) -> d
         if "_0000." in p.name:
             p.rename(p.with_name(p.name.replace("_0000.", ".")))
     return {"steps": steps, "batch": tcfg.batch_size, "samples": steps * tcfg.batch_size,
-            "cpu_s": round(cpu), "wall_s": round(time.time() - t0),
+            "cpu_s": round(cpu), "wall_s": round(time.time() - t0), "seed": seed,
             "arch": arch.summary(), "predictions": str(pred_dir)}
+
+
+def more_seeds(args, results: dict, arm: str, cfg, tr, va, raw, ending: str, save) -> None:
+    """Seeds 1 .. --seeds - 1 of a nas-attn arm (seed 0 is the arm's own record), each kept in
+    the arm's `extra_seeds` once scored, so that its comparisons count the training noise."""
+    rec = results["arms"][arm]
+    extra = rec.setdefault("extra_seeds", [])
+    test_images = raw / "imagesTs" if not args.test_data else Path(args.test_data) / "images"
+    for seed in range(1 + len(extra), args.seeds):
+        print(f"{arm}: seed {seed}", flush=True)
+        run = run_nasattn(args, cfg, tr, va, test_images, args.work / arm,
+                          arch=nasattn_arch(args, arm, tr), seed=seed)
+        run["test"] = score(Path(run["predictions"]), raw / "labelsTs", ending, tr.classes)
+        extra.append(run)
+        save()
+
+
+def nasattn_arch(args, arm: str, tr):
+    """The architecture a nas-attn arm trains: None for the plain UNet, else the searched
+    placement (`--arch`, else SEARCHED) at the data's channels and classes."""
+    if arm == "nasattn_plain":
+        return None
+    import dataclasses
+
+    from nas_attn.architecture.description import UNetArch
+
+    arch = UNetArch.from_json(Path(args.arch).read_text()) if args.arch else searched_arch()
+    return dataclasses.replace(arch, spatial_dims=tr.spatial_dims, in_channels=tr.in_channels,
+                               classes=tr.classes)
 
 
 def searched_arch(plain_summary_arch=None, depth: int = 3):
@@ -335,6 +366,11 @@ def main() -> None:
                     "tables are built from benchmarks/results/vs_nnunet_*.json)")
     ap.add_argument("--epochs", type=int, default=None, help="nas-attn's budget in epochs "
                     "(default: its full budget, 30); every nnU-Net arm is matched to it")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds of each nas-attn arm (the "
+                    "nnU-Net arms train one): comparisons of two nas-attn arms pair them by seed")
+    ap.add_argument("--noise", default=None, help="a noise record of nas-attn's plain UNet on "
+                    "this data (`nas-attn noise`; benchmarks/results/noise_*.json): its seed "
+                    "variance counts the training noise of comparisons with one seed")
     ap.add_argument("--note", action="append", default=[], help="a line for the results' "
                     "notes (how the run was made: arms run at other commits, a shared machine)")
     args = ap.parse_args()
@@ -362,7 +398,23 @@ def main() -> None:
         rec["test"] = score(Path(rec["predictions"]), raw / "labelsTs", ending, tr.classes)
         results.setdefault("arms", {})[arm] = rec
         results_file.write_text(json.dumps(results, indent=1))
+    def save():
+        results_file.write_text(json.dumps(results, indent=1))
+
+    if args.seeds > 1:
+        for arm in (a for a in arms if a.startswith("nasattn")):
+            more_seeds(args, results, arm, cfg, tr, va, raw, ending, save)
+    if args.noise:
+        from nas_attn.stats.noise import NoiseRecord
+
+        rec = NoiseRecord.from_dict(json.loads(Path(args.noise).read_text()))
+        results["noise"] = {"record": args.noise, "seed_sd": rec.run_sd,
+                            "df": len(rec.runs) - 1}
+    from nas_attn.stats.compare import estimate
+
     for name, rec in results.get("arms", {}).items():
+        if rec.get("extra_seeds"):  # the score over seeds and cases
+            rec["seeds_score"] = estimate(seed_runs(rec)).to_dict()
         rec["vs_plain"] = versus_plain(results, name)
         rec["vs_nnunet"] = versus_plain(results, name, "nnunet") if name.startswith(
             "nasattn") else ""
@@ -372,17 +424,30 @@ def main() -> None:
     report(results)
 
 
+def seed_runs(rec: dict) -> list:
+    """An arm's test runs, seed 0 first (per-case counts)."""
+    from nas_attn.stats.counts import CaseCounts
+
+    return [CaseCounts.from_dict(r["test"]["cases"]) for r in [rec, *rec.get("extra_seeds", [])]]
+
+
 def versus_plain(results: dict, name: str, against: str = "nasattn_plain") -> str:
     """The one paired comparison of an arm with the nas-attn plain UNet (or `against`) on the
-    test cases (one run each: cases only): the arm minus the other."""
-    from nas_attn.stats.compare import compare
-    from nas_attn.stats.counts import CaseCounts
+    test cases, the arm minus the other: paired by seed where both arms have several; with one
+    seed, the training noise of the `--noise` record (nas-attn's plain UNet on this data), or
+    the cases only when there is none."""
+    from nas_attn.stats.compare import SeedNoise, compare
 
     base = results.get("arms", {}).get(against)
     if base is None or name == against:
         return ""
-    a = CaseCounts.from_dict(results["arms"][name]["test"]["cases"])
-    return compare([a], [CaseCounts.from_dict(base["test"]["cases"])]).text()
+    a, b = seed_runs(results["arms"][name]), seed_runs(base)
+    k = min(len(a), len(b))
+    if k > 1:
+        return compare(a[:k], b[:k]).text()
+    n = results.get("noise")
+    noise = SeedNoise(n["seed_sd"] ** 2, n["df"]) if n else None
+    return compare(a[:1], b[:1], noise=noise).text()
 
 
 def run_arm(args, arm, results, cfg, tr, va, raw, pre, conf) -> dict:
@@ -409,8 +474,7 @@ def run_arm(args, arm, results, cfg, tr, va, raw, pre, conf) -> dict:
     arch = dataclasses.replace(arch, spatial_dims=tr.spatial_dims)
     if arm == "nasattn_searched":
         return run_nasattn(args, cfg, tr, va, test_images, args.work / arm,
-                           arch=dataclasses.replace(arch, in_channels=tr.in_channels,
-                                                    classes=tr.classes))
+                           arch=nasattn_arch(args, arm, tr))
     write_plans(pre / "nnUNetPlans.json", arch, conf, force=True)
     return {**run_nnunet(args, pre, raw, conf, "nasAttnPlans", arm, samples),
             "arch": arch.summary()}
