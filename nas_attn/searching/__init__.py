@@ -63,7 +63,8 @@ PUBLIC = {
 }
 """The package's public surface, by module: what the command line (and any other caller above
 this layer) imports, as `from nas_attn.searching import NAME`, loaded on first use (PEP 562) so
-that `nas-attn spaces` does not load optuna. Everything else here is internal to the package;
+that starting the command line loads none of the search code (nor torch) until a command needs
+it. Everything else here is internal to the package;
 `tests/test_layout.py` checks that `nas_attn.cli` imports no module of it directly."""
 
 __all__ = sorted(n for names in PUBLIC.values() for n in names)
