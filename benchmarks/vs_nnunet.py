@@ -255,27 +255,38 @@ def more_seeds(args, results: dict, arm: str, cfg, tr, va, raw, ending: str, sav
     the arm's `extra_seeds` once scored, so that its comparisons count the training noise."""
     rec = results["arms"][arm]
     extra = rec.setdefault("extra_seeds", [])
-    test_images = raw / "imagesTs" if not args.test_data else Path(args.test_data) / "images"
     for seed in range(1 + len(extra), args.seeds):
         print(f"{arm}: seed {seed}", flush=True)
-        run = run_nasattn(args, cfg, tr, va, test_images, args.work / arm,
+        run = run_nasattn(args, cfg, tr, va, test_images(args, raw), args.work / arm,
                           arch=nasattn_arch(args, arm, tr), seed=seed)
         run["test"] = score(Path(run["predictions"]), raw / "labelsTs", ending, tr.classes)
         extra.append(run)
         save()
 
 
-def nasattn_arch(args, arm: str, tr):
-    """The architecture a nas-attn arm trains: None for the plain UNet, else the searched
-    placement (`--arch`, else SEARCHED) at the data's channels and classes."""
-    if arm == "nasattn_plain":
-        return None
+def test_images(args, raw: Path) -> Path:
+    """The test images nas-attn predicts: the separate test folder's, else imagesTs."""
+    return Path(args.test_data) / "images" if args.test_data else raw / "imagesTs"
+
+
+def placement(args, tr):
+    """The searched placement (`--arch`, else SEARCHED) at the data's dimensionality."""
     import dataclasses
 
     from nas_attn.architecture.description import UNetArch
 
     arch = UNetArch.from_json(Path(args.arch).read_text()) if args.arch else searched_arch()
-    return dataclasses.replace(arch, spatial_dims=tr.spatial_dims, in_channels=tr.in_channels,
+    return dataclasses.replace(arch, spatial_dims=tr.spatial_dims)
+
+
+def nasattn_arch(args, arm: str, tr):
+    """The architecture a nas-attn arm trains: None for the plain UNet, else the searched
+    placement at the data's channels and classes."""
+    if arm == "nasattn_plain":
+        return None
+    import dataclasses
+
+    return dataclasses.replace(placement(args, tr), in_channels=tr.in_channels,
                                classes=tr.classes)
 
 
@@ -452,9 +463,8 @@ def versus_plain(results: dict, name: str, against: str = "nasattn_plain") -> st
 
 def run_arm(args, arm, results, cfg, tr, va, raw, pre, conf) -> dict:
     base = results.get("arms", {}).get("nasattn_plain")
-    test_images = raw / "imagesTs" if not args.test_data else Path(args.test_data) / "images"
     if arm == "nasattn_plain":
-        return run_nasattn(args, cfg, tr, va, test_images, args.work / "nasattn_plain")
+        return run_nasattn(args, cfg, tr, va, test_images(args, raw), args.work / arm)
     samples = base["samples"]
     if arm == "nnunet":
         return run_nnunet(args, pre, raw, conf, "nnUNetPlans", arm, samples)
@@ -465,16 +475,12 @@ def run_arm(args, arm, results, cfg, tr, va, raw, pre, conf) -> dict:
         depth = 3
         name = narrow_plans(pre, conf, depth, [8 * 2 ** i for i in range(depth + 1)])
         return run_nnunet(args, pre, raw, conf, name, arm, samples)
-    from nas_attn.architecture.description import UNetArch
     from nas_attn.nnunet import write_plans
 
-    arch = UNetArch.from_json(Path(args.arch).read_text()) if args.arch else searched_arch()
-    import dataclasses
-
-    arch = dataclasses.replace(arch, spatial_dims=tr.spatial_dims)
     if arm == "nasattn_searched":
-        return run_nasattn(args, cfg, tr, va, test_images, args.work / arm,
+        return run_nasattn(args, cfg, tr, va, test_images(args, raw), args.work / arm,
                            arch=nasattn_arch(args, arm, tr))
+    arch = placement(args, tr)
     write_plans(pre / "nnUNetPlans.json", arch, conf, force=True)
     return {**run_nnunet(args, pre, raw, conf, "nasAttnPlans", arm, samples),
             "arch": arch.summary()}
