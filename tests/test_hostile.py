@@ -428,7 +428,7 @@ def test_a_resume_fails_the_trial_of_a_killed_search_at_once(tmp_path, cli):
 
     import optuna
 
-    from nas_attn.searching.report import baseline_gains
+    from nas_attn.searching.report import baseline_gains, completed_baselines
 
     space = tmp_path / "s.yaml"
     space.write_text(textwrap.dedent(TINY))
@@ -456,7 +456,7 @@ def test_a_resume_fails_the_trial_of_a_killed_search_at_once(tmp_path, cli):
     assert f":{dead.pid} is gone" in killed.user_attrs["fail_reason"]
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert trials[2].user_attrs.get("retry_of") == trial.number
-    assert [g[0] for g in baseline_gains(optuna.load_study(study_name="k", storage=storage))] \
+    assert list(completed_baselines(optuna.load_study(study_name="k", storage=storage))) \
         == ["attention_unet"]
 
 

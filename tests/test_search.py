@@ -406,6 +406,41 @@ def test_leaderboard_on_a_narrow_console_lists_architectures_below_the_table():
         assert len(text.splitlines()) < 20, text
 
 
+def test_when_a_baseline_is_the_best_it_is_not_compared_with_itself():
+    """The wheel's 1-trial smoke search printed "plain_unet 0.0000 (+0.0000 ..., p = 1)": the
+    best trial set against itself. A best that is a baseline is said to be one, and compared
+    with the other baselines only."""
+    from rich.console import Console
+
+    from nas_attn.cli.search import print_summary
+    from nas_attn.searching.report import baseline_gains, completed_baselines
+
+    study = optuna.create_study(direction="maximize")
+    plain = "2D d1 w4-8 batch/relux2 transpose | no attention"
+    study.add_trial(optuna.trial.create_trial(value=0.6, user_attrs={
+        "arch_summary": plain, "baseline": "plain_unet"}))
+    study.add_trial(optuna.trial.create_trial(value=0.4, user_attrs={
+        "arch_summary": plain + " gate", "baseline": "attention_unet"}))
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"arch_summary": "x"}))
+    assert list(completed_baselines(study)) == ["plain_unet", "attention_unet"]
+    gains = baseline_gains(study)
+    assert [(g.label, round(g.gain, 4)) for g in gains] == [("attention_unet", 0.2)]
+    console = Console(width=200, record=True)
+    print_summary(study, console, None)
+    text = console.export_text()
+    assert "is the baseline plain_unet" in text and "the other baselines" in text
+    assert "plain_unet 0.6000" not in text and "attention_unet 0.4000 (+0.2000)" in text
+
+    alone = optuna.create_study(direction="maximize")  # the smoke run: one trial, a baseline
+    alone.add_trial(optuna.trial.create_trial(value=0.0, user_attrs={
+        "arch_summary": plain, "baseline": "plain_unet"}))
+    assert baseline_gains(alone) == []
+    console = Console(width=200, record=True)
+    print_summary(alone, console, None)
+    text = console.export_text()
+    assert "is the baseline plain_unet" in text and "+0.0000" not in text
+
+
 def test_one_patch_size_number_means_every_axis_in_search_as_in_train(cli, write_space,
                                                                       tmp_path):
     """`data: {patch_size: [16]}` is 16x16 for the cost probe as for training (it crashed the

@@ -368,9 +368,18 @@ def print_summary(study, console, runs_dir: Path | None) -> None:
 
     noise = noise_for(study, runs_dir)
     gains = baseline_gains(study, noise)
+    try:
+        best = best_trial(study)
+    except StudyError:
+        best = None
+    label = best.user_attrs.get("baseline") if best is not None else None
+    if label:
+        console.print(f"the best (trial {best.number}) is the baseline {escape(label)}: no "
+                      "placement with attention scored higher on validation", highlight=False)
     if gains:
         how = f"{score_kind(study.user_attrs.get('strategy'))} scores, one run each"
-        console.print(f"the best (trial {best_trial(study).number}) against the baselines "
+        console.print(f"the best (trial {best.number}) against the "
+                      f"{'other ' if label else ''}baselines "
                       f"({how}, paired on the validation cases; best − baseline):",
                       highlight=False)
         for g in gains:

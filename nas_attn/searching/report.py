@@ -155,13 +155,24 @@ class Gain(NamedTuple):
         return f"{self.label} {self.dice:.4f} ({self.comparison.text()})"
 
 
+def completed_baselines(study: optuna.Study) -> dict[str, FrozenTrial]:
+    """Each baseline's best completed trial, by label. A baseline that was interrupted, failed,
+    pruned or is still running has only a partial score, which would flatter the search: it
+    does not count (its retry does, once complete)."""
+    found: dict[str, FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        label = t.user_attrs.get("baseline")
+        if label and (label not in found or t.values[0] > found[label].values[0]):
+            found[label] = t
+    return found
+
+
 def baseline_gains(study: optuna.Study, noise=None) -> list[Gain]:
-    """The best trial against each completed baseline, by the one paired comparison on the
-    validation cases (`nas_attn.searching.scores.versus`; `noise`: the data's noise record,
-    which adds the seed-to-seed spread a one-seed comparison cannot see). A baseline that was
-    interrupted, failed, pruned or is still running has only a partial score, which would
-    flatter the search: it does not count (its retry does, once complete). The baselines take
-    the narrowest macro, so when the best is wider, a last row compares it with the plain UNet
+    """The best trial against each completed baseline (`completed_baselines`) by the one paired
+    comparison on the validation cases (`nas_attn.searching.scores.versus`; `noise`: the data's
+    noise record, which adds the seed-to-seed spread a one-seed comparison cannot see). When
+    the best is itself a baseline, it is not compared with itself. The baselines take the
+    narrowest macro, so when the best is wider, a last row compares it with the plain UNet
     of its own macro (`SAME_SIZE`, see `same_size_plain`): the gain that is not width."""
     from .scores import trial_counts, versus
 
@@ -169,14 +180,11 @@ def baseline_gains(study: optuna.Study, noise=None) -> list[Gain]:
         best = best_trial(study)
     except StudyError:
         return []
-    found: dict[str, FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        label = t.user_attrs.get("baseline")
-        if label and (label not in found or t.values[0] > found[label].values[0]):
-            found[label] = t
+    found = completed_baselines(study)
     mine = trial_counts(best)
     out = [Gain(label, float(t.values[0]), best.values[0] - t.values[0],
-                versus(mine, trial_counts(t), noise)) for label, t in found.items()]
+                versus(mine, trial_counts(t), noise)) for label, t in found.items()
+           if t.number != best.number]
     archs = {t.user_attrs.get("arch_summary", "") for t in found.values()}
     plain = same_size_plain(study, best)
     if plain is not None and plain[0] not in archs:
