@@ -51,6 +51,15 @@ def test_every_results_marker_names_a_results_file():
         assert (ROOT / "benchmarks" / "results" / f"{name}.json").exists(), name
 
 
+def test_every_benchmark_page_shows_tables_from_results_files():
+    """Issue 38: a benchmark page shows the tables built from its script's result files, not
+    figures copied from a terminal; records of older runs live outside the benchmark pages."""
+    pages = sorted((ROOT / "docs" / "benchmarks").glob("*.md"))
+    bare = [p.name for p in pages if p.name != "index.md"
+            and not re.search(r"<!-- results: [\w.-]+ -->", p.read_text())]
+    assert len(pages) > 5 and not bare, bare
+
+
 def test_a_benchmark_results_file_renders_as_its_tables(tmp_path, monkeypatch):
     """What a benchmark script writes with `--out` (benchmarks/results_file.py: the printed
     tables, the raw numbers, the date, commit, machine and command) is shown by render() as
