@@ -375,7 +375,7 @@ def print_summary(study, console, runs_dir: Path | None) -> None:
     label = best.user_attrs.get("baseline") if best is not None else None
     if label:
         console.print(f"the best (trial {best.number}) is the baseline {escape(label)}: no "
-                      "placement with attention scored higher on validation", highlight=False)
+                      "searched placement scored higher on validation", highlight=False)
     if gains:
         how = f"{score_kind(study.user_attrs.get('strategy'))} scores, one run each"
         console.print(f"the best (trial {best.number}) against the "
