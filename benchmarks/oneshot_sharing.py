@@ -157,6 +157,8 @@ def main(argv=None) -> int:
         for a, f in futures.items():
             done[a] = f.result()
             cache.write_text(json.dumps(done, indent=1))
+            print(f"arm {a}: plain path {done[a]['plain']:.4f}, {done[a]['cpu_s']:.0f} CPU s",
+                  flush=True)
     rows = [done[a] for a in arms]
     tables = report(args, rows)
     if args.out:

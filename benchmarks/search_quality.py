@@ -67,7 +67,8 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
                         test_data=args.test_data, study=study, runs_dir=runs,
                         sampler=sampler, seed=args.search_seed, device=args.device,
                         strategy=strategy)
-    session = open_search(req)
+    log = ProgressLog(study)
+    session = open_search(req, log)
     trials = args.trials if strategy == "trials" else args.oneshot_trials
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
              optuna.trial.TrialState.FAIL)
@@ -85,13 +86,44 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
               f"{old.get('epochs')} epochs)")
         return (old, float(session.study.user_attrs.get("benchmark_seconds", 0.0)),
                 session.study.user_attrs.get("benchmark_cpu_s"))
+    print(f"{study}: search done ({len(session.study.trials)} trials in the study); finalizing",
+          flush=True)
     res = finalize(session.study, top=top, seeds=args.seeds, epochs=args.epochs, runs_dir=runs,
-                   device=args.device, baselines=baselines)
+                   device=args.device, baselines=baselines, progress=log.training)
     seconds = time.perf_counter() - t0
     session.study.set_user_attr("benchmark_seconds", seconds)
     cpu = time.process_time() - c0
     session.study.set_user_attr("benchmark_cpu_s", cpu)
     return res, seconds, cpu
+
+
+class ProgressLog:
+    """How far an arm is, for a run whose output goes to a file (it runs for hours): a line per
+    finished trial or epoch at most every `every` seconds, and one per finalize training."""
+
+    def __init__(self, study: str, every: float = 30.0):
+        self.study, self.every, self.last = study, every, 0.0
+
+    def _say(self, text: str, always: bool = False) -> None:
+        now = time.monotonic()
+        if always or now - self.last >= self.every:
+            self.last = now
+            print(f"{self.study}: {text}", flush=True)
+
+    def trial_started(self, number, arch, label) -> None:
+        pass
+
+    def epoch_done(self, number, epoch, metrics) -> None:
+        self._say(f"trial {number}, epoch {epoch}: val Dice {metrics.get('dice', float('nan')):.4f}")
+
+    def trial_done(self, trial) -> None:
+        value = "-" if not trial.values else f"{trial.values[0]:.4f}"
+        self._say(f"trial {trial.number} {trial.state.name.lower()}: {value}")
+
+    def training(self, p) -> None:
+        """finalize's `progress`: after each of its full trainings."""
+        self._say(f"finalize training {p.index} of at most {p.runs} ({p.phase}): trial "
+                  f"{p.trial} seed {p.seed}, val Dice {p.val_dice:.4f}", always=True)
 
 
 def _finalized(runs: Path, study: str) -> dict | None:
@@ -139,6 +171,8 @@ def versus(a: dict, b: dict, split: str = "test") -> str:
     from nas_attn.stats.compare import compare
     from nas_attn.stats.counts import CaseCounts
 
+    if a["key"] == b["key"]:
+        return "the same model"
     seeds = [s for s in a["seeds"] if s in b["seeds"]]
     if not seeds or not a.get(f"{split}_cases") or not b.get(f"{split}_cases"):
         return "n/a (no common seeds or no per-case counts)"
