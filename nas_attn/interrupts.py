@@ -152,6 +152,13 @@ def surfaced():
         raise
 
 
+def reason() -> str:
+    """What a trial the signal stopped records as its `fail_reason`."""
+    if STATE.signum == signal.SIGTERM:
+        return "interrupted by SIGTERM (kill, timeout or the batch scheduler)"
+    return "interrupted by the user (Ctrl-C)"
+
+
 def exit_code() -> int:
     return 128 + (STATE.signum or signal.SIGINT)
 

@@ -70,3 +70,18 @@ def test_stale_trials_reach_the_hook(tmp_path):
     optuna.storages.fail_stale_trials(study)
     assert seen == [OA.trial_id(trial)]
     assert study.trials[0].state == TrialState.FAIL
+
+
+def test_started_trials_lists_what_this_process_started_and_puts_the_storage_back(tmp_path):
+    study = _study(tmp_path)
+    storage = OA.storage_of(study)
+    study.enqueue_trial({"x": 1.0})  # a queued trial, taken by `ask`
+    before = study.ask()
+    with OA.started_trials(study) as ids:
+        popped = study.ask()
+        created = study.ask()
+    after = study.ask()
+    assert ids == [OA.trial_id(popped), OA.trial_id(created)]
+    assert OA.trial_id(before) not in ids and OA.trial_id(after) not in ids
+    assert "create_new_trial" not in vars(storage)
+    assert "set_trial_state_values" not in vars(storage)

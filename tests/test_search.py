@@ -318,6 +318,38 @@ def test_failed_and_interrupted_trials_recorded(tiny_space, session, tmp_path, m
     assert all(t.state != TrialState.RUNNING for t in s.study.trials)
 
 
+@pytest.mark.parametrize("where", ["sampling", "recording"])
+def test_an_interrupt_outside_the_objective_leaves_no_trial_running(tiny_space, session,
+                                                                     monkeypatch, where):
+    """A signal in `ask` (the trial exists, the sampler is still sampling) or after the
+    objective returned (optuna recording the result) is outside the objective, which fails its
+    own trial: the search fails it all the same, and ends as interrupted."""
+    from nas_attn.searching import optuna_adapter as OA
+
+    s = session(tiny_space)
+    run_search(s, 1, None)
+    if where == "sampling":
+        def sample(*a, **k):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(s.study.sampler, "before_trial", sample)
+    else:
+        storage = OA.storage_of(s.study)
+        real = storage.set_trial_state_values
+
+        def cut(trial_id, state, *a, **k):
+            if state == TrialState.COMPLETE:
+                raise KeyboardInterrupt
+            return real(trial_id, state, *a, **k)
+
+        monkeypatch.setattr(storage, "set_trial_state_values", cut)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(s, 3, None)
+    trials = s.study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert "Ctrl-C" in trials[1].user_attrs["fail_reason"]
+
+
 def test_same_architecture_not_trained_twice(tiny_space, session, tmp_path, monkeypatch):
     import nas_attn.training as train_mod
 

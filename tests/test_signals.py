@@ -88,8 +88,13 @@ def test_a_signal_stops_a_search_at_any_moment(tmp_path, signum, when):
     if db.exists() and when != "starting":
         study = optuna.load_study(study_name="s",
                                   storage=optuna.storages.RDBStorage(f"sqlite:///{db}"))
-        states = [t.state.name for t in study.get_trials(deepcopy=False)]
+        trials = study.get_trials(deepcopy=False)
+        states = [t.state.name for t in trials]
         assert "RUNNING" not in states, states
+        said = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        for t in trials:  # the trial the signal stopped says which signal it was
+            if t.state.name == "FAIL":
+                assert said in t.user_attrs.get("fail_reason", ""), t.user_attrs
         assert len(states) < 50  # it did not go on searching
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import optuna
 
 from ..architecture.description import UNetArch
-from ..interrupts import surfaced
+from ..interrupts import reason as interrupt_reason, surfaced
 from ..errors import (
     ArchError,
     DiskFullError,
@@ -154,7 +154,7 @@ class Objective:
 
             acknowledge()
             with contextlib.suppress(Exception):
-                trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
+                trial.set_user_attr("fail_reason", interrupt_reason())
             raise
         except Exception as e:
             if isinstance(e, optuna.TrialPruned):
@@ -224,7 +224,7 @@ class Objective:
             trial.set_user_attr("prune_reason", reason)
             raise optuna.TrialPruned(reason) from None
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
+            trial.set_user_attr("fail_reason", interrupt_reason())
             raise
         except DiskFullError:
             raise  # recorded by __call__

@@ -9,6 +9,9 @@ here against the installed optuna.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
@@ -47,6 +50,42 @@ def fail_trial(storage: BaseStorage, tid: int, reason: str) -> bool:
         return bool(storage.set_trial_state_values(tid, state=TrialState.FAIL))
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
+
+
+@contextlib.contextmanager
+def started_trials(study: optuna.Study) -> Iterator[list[int]]:
+    """Within: the storage ids of the trials this process starts on `study` (created by
+    `study.ask`, or taken from its queue of waiting trials), in order. A signal that lands
+    outside the objective (in `ask` while the sampler samples, before optuna records the
+    result) leaves such a trial RUNNING with nothing to say whose it is; this list is how the
+    interrupted process fails it. Optuna has no hook there: this wraps the two storage calls
+    its `ask` makes, on this study's storage object only."""
+    storage = study._storage
+    ids: list[int] = []
+    create, set_state = storage.create_new_trial, storage.set_trial_state_values
+
+    def created(*a, **k):
+        tid = create(*a, **k)
+        ids.append(tid)
+        return tid
+
+    def state_set(trial_id, state, *a, **k):
+        ok = set_state(trial_id, state, *a, **k)
+        if ok and state == TrialState.RUNNING and trial_id not in ids:
+            ids.append(trial_id)
+        return ok
+
+    own = {name: vars(storage).get(name) for name in ("create_new_trial",
+                                                      "set_trial_state_values")}
+    storage.create_new_trial, storage.set_trial_state_values = created, state_set
+    try:
+        yield ids
+    finally:
+        for name, was in own.items():  # as it was: the class's method, or what was set before
+            if was is None:
+                delattr(storage, name)
+            else:
+                setattr(storage, name, was)
 
 
 def innermost(storage) -> object:

@@ -62,6 +62,7 @@ def worker_main(req, supervised: bool = True) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     from ..interrupts import acknowledge, install, surfaced
+    from ..interrupts import reason as interrupt_reason
 
     install()  # a signal always stops the worker, however often Python drops it
     _pin_threads()
@@ -81,7 +82,7 @@ def worker_main(req, supervised: bool = True) -> int:
             listener.send(event="trial", number=trial.number)
         except KeyboardInterrupt:  # Ctrl-C before the objective runs: say so all the same
             with contextlib.suppress(Exception):
-                trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
+                trial.set_user_attr("fail_reason", interrupt_reason())
             raise
         return objective(trial)
 

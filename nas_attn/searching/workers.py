@@ -285,7 +285,9 @@ class Supervisor:
                 w.proc.kill()
                 w.proc.wait()
         self.poll()
-        self.sweep("interrupted by the user (Ctrl-C)")
+        from ..interrupts import reason as interrupt_reason
+
+        self.sweep(interrupt_reason())
 
     def sweep(self, reason: str) -> list[int]:
         """Fail trials this parent's workers started that are still RUNNING."""
