@@ -80,8 +80,11 @@ def test_started_trials_lists_what_this_process_started_and_puts_the_storage_bac
     with OA.started_trials(study) as ids:
         popped = study.ask()
         created = study.ask()
+        finished = study.ask()
+        study.tell(finished, 0.0)  # finished: off the list
     after = study.ask()
     assert ids == [OA.trial_id(popped), OA.trial_id(created)]
+    assert OA.trial_id(finished) not in ids
     assert OA.trial_id(before) not in ids and OA.trial_id(after) not in ids
     assert "create_new_trial" not in vars(storage)
     assert "set_trial_state_values" not in vars(storage)

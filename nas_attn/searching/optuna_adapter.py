@@ -54,8 +54,9 @@ def fail_trial(storage: BaseStorage, tid: int, reason: str) -> bool:
 
 @contextlib.contextmanager
 def started_trials(study: optuna.Study) -> Iterator[list[int]]:
-    """Within: the storage ids of the trials this process starts on `study` (created by
-    `study.ask`, or taken from its queue of waiting trials), in order. A signal that lands
+    """Within: the storage ids of the trials this process started on `study` (created by
+    `study.ask`, or taken from its queue of waiting trials) and has not finished, in order
+    (a long search keeps a short list). A signal that lands
     outside the objective (in `ask` while the sampler samples, before optuna records the
     result) leaves such a trial RUNNING with nothing to say whose it is; this list is how the
     interrupted process fails it. Optuna has no hook there: this wraps the two storage calls
@@ -73,6 +74,8 @@ def started_trials(study: optuna.Study) -> Iterator[list[int]]:
         ok = set_state(trial_id, state, *a, **k)
         if ok and state == TrialState.RUNNING and trial_id not in ids:
             ids.append(trial_id)
+        elif ok and state.is_finished() and trial_id in ids:
+            ids.remove(trial_id)
         return ok
 
     own = {name: vars(storage).get(name) for name in ("create_new_trial",

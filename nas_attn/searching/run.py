@@ -87,7 +87,7 @@ def fail_interrupted(study: optuna.Study, started: list[int]) -> list[int]:
 
     acknowledge()
     storage, failed = OA.storage_of(study), []
-    for tid in started:
+    for tid in list(started):  # (failing one takes it off the list)
         try:
             trial = storage.get_trial(tid)
             if trial.state == optuna.trial.TrialState.RUNNING and OA.fail_trial(
