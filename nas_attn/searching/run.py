@@ -11,7 +11,8 @@ from typing import Any
 import optuna
 
 from ..errors import DiskFullError, NasAttnError
-from ..interrupts import masks_interrupt
+from ..interrupts import acknowledge, surfaced
+from ..interrupts import reason as interrupt_reason
 from . import optuna_adapter as OA
 from .faults import stopped_by_disk
 from .opening import SearchRequest, SearchSession
@@ -55,18 +56,14 @@ def optimize(session: SearchSession, func=None, *, callbacks=(), hint: bool = Tr
     try:
         with OA.started_trials(session.study) as started:
             try:
-                with storage_errors(OA.storage_of(session.study)):
+                # surfaced: an error that hides the signal is the signal (optuna's `_run_trial`
+                # raises UnboundLocalError when the interrupt cuts its record of the result)
+                with surfaced(), storage_errors(OA.storage_of(session.study)):
                     session.study.optimize(func or objective, catch=(NasAttnError,),
                                            callbacks=[done, *callbacks],
                                            gc_after_trial=objective.gc_after_trial, **kwargs)
-            except BaseException as e:
-                # also an error that hides the signal (optuna's `_run_trial` raises
-                # UnboundLocalError when the interrupt cuts its record of the result)
-                if isinstance(e, KeyboardInterrupt):
-                    fail_interrupted(session.study, started)
-                elif isinstance(e, Exception) and masks_interrupt(e):
-                    fail_interrupted(session.study, started)
-                    raise KeyboardInterrupt() from e
+            except KeyboardInterrupt:
+                fail_interrupted(session.study, started)
                 raise
     except DiskFullError as e:  # the storage itself could not be written
         raise stopped_by_disk(session.study, objective, e, resume) from None
@@ -74,25 +71,21 @@ def optimize(session: SearchSession, func=None, *, callbacks=(), hint: bool = Tr
         raise stopped_by_disk(session.study, objective, resume=resume) from None
 
 
-def fail_interrupted(study: optuna.Study, started: list[int]) -> list[int]:
+def fail_interrupted(study: optuna.Study, started: list[int]) -> None:
     """After a signal: the trials this process started that are still RUNNING, marked FAIL
     with the reason. The objective fails its own trial, but a signal can land where it cannot:
     in `ask` while the sampler samples (the trial exists, its training has not begun), or
     after the objective returned and before optuna recorded the result. Such a trial would
     stay RUNNING until a resume or another worker's heartbeat check failed it. The interrupt is
     acknowledged first, so that these writes are not cut by its re-delivery (a second signal
-    still ends the process, see `interrupts`). Returns the numbers of the trials failed."""
-    from ..interrupts import acknowledge
-    from ..interrupts import reason as interrupt_reason
-
+    still ends the process, see `interrupts`)."""
     acknowledge()
-    storage, failed = OA.storage_of(study), []
+    storage = OA.storage_of(study)
     for tid in list(started):  # (failing one takes it off the list)
         try:
             trial = storage.get_trial(tid)
-            if trial.state == optuna.trial.TrialState.RUNNING and OA.fail_trial(
-                    storage, tid, trial.user_attrs.get("fail_reason") or interrupt_reason()):
-                failed.append(trial.number)
+            if trial.state == optuna.trial.TrialState.RUNNING:
+                OA.fail_trial(storage, tid,
+                              trial.user_attrs.get("fail_reason") or interrupt_reason())
         except Exception:  # noqa: BLE001 - a storage that cannot be written: left to a resume
             continue
-    return failed
