@@ -89,6 +89,9 @@ def vs_nnunet(name: str) -> str:
         extra += f" --seeds {max(1 + len(r.get('extra_seeds', [])) for r in d['arms'].values())}"
     if n:
         extra += f" --noise {n['record']}"
+    winner = d["arms"].get("nasattn_winner")
+    if winner:
+        extra += f" --finalize {winner['finalize']}"
     out = _head(d, f"python benchmarks/vs_nnunet.py --data {d['data']}{test} --work W{extra}")
     out += ["| arm | seeds | steps | batch | samples | CPU s | test Dice, pooled [95 % CI] | "
             "nnU-Net's per-case mean | the two agree | vs the nas-attn plain UNet (test) | "
@@ -99,7 +102,8 @@ def vs_nnunet(name: str) -> str:
         seeds = 1 + len(r.get("extra_seeds", []))
         sc = r.get("seeds_score") or {"value": t["pooled_dice"], **t["ci"]}
         out.append(f"| {arm} | {seeds} | {r['steps']} | {r['batch']} | {r['samples']} | "
-                   f"{r['cpu_s']} | {sc['value']:.4f} [{max(0, sc['low']):.4f}, "
+                   f"{'—' if r['cpu_s'] is None else r['cpu_s']} | {sc['value']:.4f} "
+                   f"[{max(0, sc['low']):.4f}, "
                    f"{min(1, sc['high']):.4f}] | {t['nnunet_mean_dice']:.4f} | "
                    f"{'yes' if t['agree'] else 'no'} | {r.get('vs_plain', '')} | "
                    f"{r.get('vs_nnunet', '')} |")
@@ -110,6 +114,15 @@ def vs_nnunet(name: str) -> str:
                    f"{n['seed_sd']:.4f} of nas-attn's plain UNet on this data, {n['df']} df); "
                    "two nas-attn arms with several seeds are paired by seed. Steps, samples, "
                    "CPU seconds and the per-case mean are seed 0's.")
+    if winner:
+        seeds = ", ".join(str(r["seed"]) for r in [winner, *winner.get("extra_seeds", [])])
+        out.append(f"- nasattn_winner is the model finalize recommended "
+                   f"({winner['finalize_verdict']}), `{winner['arch']}`: the checkpoints of its "
+                   f"confirmation seeds ({seeds}), not retrained. Its seconds are finalize's "
+                   "wall seconds per training, so its CPU seconds are not known, and its "
+                   "comparison with the plain UNet pairs the seeds in order (independent "
+                   "seeds, the same cases). nnunet_winner is nnU-Net training that "
+                   "architecture through `nas-attn export --format nnunet`.")
     out += [f"- {x}" for x in d.get("notes", [])]
     return "\n".join(out)
 

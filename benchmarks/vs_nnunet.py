@@ -5,9 +5,12 @@ equal optimizer steps x batch, scored on the same test cases by both tools' eval
     python benchmarks/vs_nnunet.py --data ../shared/data/inia19-macaque \
         --test-data ../shared/data/inia19-macaque-test --work W [--arms ...]
     python benchmarks/vs_nnunet.py --data ../shared/data/inia19-macaque-3d --work W3
+    # with a finalize on the same training cases (e.g. search_quality.py's per-trial arm):
+    python benchmarks/vs_nnunet.py ... --finalize RUNS/searched/final/finalize.json
 
-Arms (`--arms`, default all; each is kept in W/results.json once done, so a killed run resumes;
-nnU-Net's own training resumes from its latest checkpoint):
+Arms (`--arms`, default all, the two winner arms only with `--finalize`; each is kept in
+W/results.json once done, so a killed run resumes; nnU-Net's own training resumes from its latest
+checkpoint):
 
 - `nnunet`: nnU-Net's own plans (`nnUNetv2_plan_and_preprocess`: its network, patch, batch,
   spacing, normalisation), its trainer with epochs x iterations set so that iterations x its
@@ -23,7 +26,13 @@ nnU-Net's own training resumes from its latest checkpoint):
   at the third encoder level and position attention at the bottleneck, what the docs'
   built-in winners used) through `nas-attn export --format nnunet`'s plans;
 - `nasattn_searched`: nas-attn training the same placement with its own recipe at its full
-  budget (as `nasattn_plain`), so that the placement is seen under both recipes.
+  budget (as `nasattn_plain`), so that the placement is seen under both recipes;
+- `nasattn_winner` (with `--finalize F`): the model a `finalize` on these training cases
+  recommends (F: its finalize.json). Its confirmation seeds' checkpoints (trained by finalize at
+  the same full budget) predict the test cases; nothing is retrained, so its seconds are
+  finalize's wall seconds per training;
+- `nnunet_winner` (with `--finalize F`): nnU-Net training that recommended architecture through
+  the bridge (`nas-attn export --format nnunet`'s plans), as `nnunet_searched` does for `--arch`.
 
 Every arm's test predictions are scored by nas-attn (pooled Dice per class, from per-case
 counts, with the 95 % interval over cases) and by nnU-Net's `compute_metrics_on_folder` (Dice per
@@ -314,6 +323,58 @@ def narrow_plans(pre: Path, conf: str, depth: int, widths) -> str:
     return "nnUNetPlans_narrow"
 
 
+# ----- a finalize's recommended model -------------------------------------------------------------
+def finalized(path: Path, data: str, tr, va) -> dict:
+    """The recommended model of a finalize.json, with the run (confirmation seeds if any, else
+    the race's) that trained it; refused unless it was made on this data's training split."""
+    fin = json.loads(Path(path).read_text())
+    if Path(fin["data"]).resolve() != Path(data).resolve():
+        raise SystemExit(f"{path}: finalize ran on {fin['data']}, not on --data {data}")
+    split = fin.get("splits", {})
+    if (split.get("train"), split.get("val")) != (len(tr), len(va)):
+        raise SystemExit(f"{path}: finalize's split {split} is not this data's "
+                         f"(train {len(tr)}, val {len(va)})")
+    key = fin["recommended"]["key"]
+    rows = [*fin.get("confirmation", {}).get("rows", []), *fin["candidates"]]
+    row = next(r for r in rows if r["key"] == key)
+    return {"file": str(path), "key": key, "arch": fin["recommended"]["arch"],
+            "summary": fin["recommended"]["summary"],
+            "verdict": fin.get("attention_gain", {}).get("verdict", ""),
+            "seeds": row["seeds"], "checkpoints": row["checkpoints"],
+            "seconds": row["seconds"], "train_config": row["train_config"]}
+
+
+def winner_arch(winner: dict):
+    from nas_attn.architecture.description import UNetArch
+
+    return UNetArch.from_json(json.dumps(winner["arch"]))
+
+
+def winner_runs(args, raw: Path, classes: int) -> dict:
+    """The recommended model's finalize checkpoints on the test cases: seed 0's record is the
+    first, the others its extra_seeds (scored here, as more_seeds does)."""
+    from nas_attn.api import predict
+
+    w, runs = args.winner, []
+    tc = w["train_config"]
+    samples = tc["epochs"] * tc["samples_per_epoch"]
+    for seed, ckpt, secs in zip(w["seeds"], w["checkpoints"], w["seconds"]):
+        pred_dir = args.work / "nasattn_winner" / f"seed{seed}" / "predictions"
+        predict(ckpt, str(test_images(args, raw)), str(pred_dir), force=True)
+        for p in pred_dir.iterdir():  # nnU-Net's image names carry the channel: _0000
+            if "_0000." in p.name:
+                p.rename(p.with_name(p.name.replace("_0000.", ".")))
+        runs.append({"steps": samples // tc["batch_size"], "batch": tc["batch_size"],
+                     "samples": samples, "cpu_s": None, "wall_s": round(secs),
+                     "seed": seed, "checkpoint": ckpt, "arch": w["summary"],
+                     "finalize": w["file"], "finalize_verdict": w["verdict"],
+                     "predictions": str(pred_dir)})
+    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    for run in runs[1:]:
+        run["test"] = score(Path(run["predictions"]), raw / "labelsTs", ending, classes)
+    return {**runs[0], "extra_seeds": runs[1:]}
+
+
 # ----- scoring ------------------------------------------------------------------------------------
 def _read(path: Path) -> np.ndarray:
     if path.suffix == ".png":
@@ -355,7 +416,8 @@ def score(pred_dir: Path, ref_dir: Path, ending: str, classes: int) -> dict:
 
 # ----- the run ------------------------------------------------------------------------------------
 ARMS = ("nasattn_plain", "nnunet", "nnunet_time", "nnunet_narrow", "nnunet_searched",
-        "nasattn_searched")
+        "nasattn_searched", "nasattn_winner", "nnunet_winner")
+WINNER_ARMS = ("nasattn_winner", "nnunet_winner")
 
 
 def provenance() -> dict:
@@ -370,7 +432,11 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--test-data", default=None, help="a 2D set's separate test folder")
     ap.add_argument("--work", required=True, type=Path)
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ap.add_argument("--arms", nargs="+", default=None, choices=ARMS, help="default: all "
+                    "(the winner arms only with --finalize)")
+    ap.add_argument("--finalize", type=Path, default=None, help="a finalize.json of a search "
+                    "on this data's training cases (at nas-attn's full budget): its recommended "
+                    "model is the nasattn_winner and nnunet_winner arms' architecture")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--arch", default=None, help="JSON of the placement nnunet_searched trains")
     ap.add_argument("--out", default=None, help="also write the results here (the docs' "
@@ -385,9 +451,14 @@ def main() -> None:
     ap.add_argument("--note", action="append", default=[], help="a line for the results' "
                     "notes (how the run was made: arms run at other commits, a shared machine)")
     args = ap.parse_args()
+    if args.arms is None:
+        args.arms = [a for a in ARMS if args.finalize or a not in WINNER_ARMS]
+    if any(a in WINNER_ARMS for a in args.arms) and not args.finalize:
+        ap.error("--arms nasattn_winner / nnunet_winner need --finalize (a finalize.json)")
     args.work = args.work.resolve()
     os.environ.update(nnunet_env(args.work))  # before nnunetv2 is imported
     cfg, tr, va = nas_split(args.data)
+    args.winner = finalized(args.finalize, args.data, tr, va) if args.finalize else None
     raw, ds = to_raw(args, list(tr.names), list(va.names),
                      Path(args.test_data) if args.test_data else None)
     pre, conf = plan(args, raw.name, list(tr.names), list(va.names))
@@ -413,7 +484,7 @@ def main() -> None:
         results_file.write_text(json.dumps(results, indent=1))
 
     if args.seeds > 1:
-        for arm in (a for a in arms if a.startswith("nasattn")):
+        for arm in (a for a in arms if a.startswith("nasattn") and a != "nasattn_winner"):
             more_seeds(args, results, arm, cfg, tr, va, raw, ending, save)
     if args.noise:
         from nas_attn.stats.noise import NoiseRecord
@@ -477,6 +548,14 @@ def run_arm(args, arm, results, cfg, tr, va, raw, pre, conf) -> dict:
         return run_nnunet(args, pre, raw, conf, name, arm, samples)
     from nas_attn.nnunet import write_plans
 
+    if arm == "nasattn_winner":
+        return winner_runs(args, raw, tr.classes)
+    if arm == "nnunet_winner":
+        arch = winner_arch(args.winner)
+        write_plans(pre / "nnUNetPlans.json", arch, conf, plans_name="nasAttnWinnerPlans",
+                    force=True)
+        return {**run_nnunet(args, pre, raw, conf, "nasAttnWinnerPlans", arm, samples),
+                "arch": arch.summary()}
     if arm == "nasattn_searched":
         return run_nasattn(args, cfg, tr, va, test_images(args, raw), args.work / arm,
                            arch=nasattn_arch(args, arm, tr))
@@ -497,7 +576,8 @@ def report(results: dict) -> None:
         ci = t["ci"]
         vs = r.get("vs_plain", "")
         print(f"{name:<16} {r['steps']:>6} {r['batch']:>5} {r['samples']:>7} "
-              f"{r['cpu_s']:>7.0f} {t['pooled_dice']:>8.4f} [{max(0, ci['low']):.4f}, "
+              f"{r['cpu_s'] if r['cpu_s'] is not None else '—':>7} {t['pooled_dice']:>8.4f} "
+              f"[{max(0, ci['low']):.4f}, "
               f"{min(1, ci['high']):.4f}] {t['nnunet_mean_dice']:>12.4f} "
               f"{'yes' if t['agree'] else 'NO':>5}  {vs}"
               + (f"; vs nnU-Net: {r['vs_nnunet']}" if r.get("vs_nnunet") else ""))
