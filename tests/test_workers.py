@@ -191,7 +191,8 @@ def test_killed_worker_trial_fails_with_reason_and_is_retried(tmp_path):
     assert "queued again" in out
 
 
-def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_stops_every_worker_and_the_study_resumes(tmp_path, signum):
     # trials long enough (20 short epochs) that the Ctrl-C, sent once the status file shows a
     # worker in epoch 1 or later, still finds it training (with 3 epochs it could land after
     # the trial had ended: nothing was interrupted)
@@ -202,9 +203,9 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path):
                  w["epoch"] <= 10 and w)
     pids = [w["pid"] for w in json.loads(
         (tmp_path / "runs" / "intr" / "workers" / "workers.json").read_text())["workers"]]
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     code, out = _finish(proc, limit=120)
-    assert code == 130, out
+    assert code == 128 + signum, out
     for pid in pids:  # every worker is gone
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -212,7 +213,9 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path):
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert failed and all("interrupted" in t.user_attrs["fail_reason"] for t in failed), \
+    said = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"  # the workers got the same
+    assert failed and all("interrupted" in t.user_attrs["fail_reason"] and
+                          said in t.user_attrs["fail_reason"] for t in failed), \
         [t.user_attrs.get("fail_reason") for t in failed]
     done = states.count(TrialState.COMPLETE)
     # one worker on a journal file still runs under a supervising parent

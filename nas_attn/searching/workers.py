@@ -13,8 +13,8 @@ over their stdin/stdout, one JSON object per line:
 Handing out one permission per trial makes the trial count exact with any number of workers.
 The parent knows which trial each worker runs, so when a worker dies it marks that trial FAIL
 with the reason and enqueues a retry (`heartbeat.fail_dead_trial`), on every storage, and
-starts a replacement worker. Ctrl-C: the parent sends every worker one SIGINT; each records
-its running trial as FAIL ("interrupted") and exits; anything still RUNNING afterwards that a
+starts a replacement worker. Ctrl-C or SIGTERM: the parent sends every worker the same signal
+once; each records its running trial as FAIL ("interrupted by ...") and exits; anything still RUNNING afterwards that a
 worker of this parent owned is failed by the parent.
 
 Library code: prints nothing; the CLI renders `Supervisor.snapshot()`.
@@ -262,13 +262,17 @@ class Supervisor:
             return any(w.asked for w in self.workers)
 
     def interrupt(self) -> None:
-        """Ctrl-C: one SIGINT to every worker; no new trials are handed out."""
+        """Ctrl-C or SIGTERM: the same signal, once, to every worker (so that their trials say
+        which); no new trials are handed out."""
+        from ..interrupts import interrupted
+
+        sig = interrupted() or signal.SIGINT
         with self.lock:
             self.stopping = self.interrupted = True
             for w in self.workers:
                 if w.proc is not None and w.proc.poll() is None:
                     try:
-                        w.proc.send_signal(signal.SIGINT)
+                        w.proc.send_signal(sig)
                     except ProcessLookupError:
                         pass
                     w.state = "stopping"
