@@ -425,6 +425,8 @@ def test_leaderboard_on_a_narrow_console_lists_architectures_below_the_table():
     study.add_trial(optuna.trial.create_trial(value=0.4, user_attrs={
         "arch_summary": "2D d3 w8-16-32-64 batch/relux2 transpose | no attention",
         "baseline": "plain_unet"}))
+    # an interrupted search lists a queued baseline that has no architecture yet
+    study.enqueue_trial({}, user_attrs={"baseline": "attention_unet"})
     for width in (80, WIDE_LEADERBOARD):
         console = Console(width=width, record=True)
         console.print(leaderboard_table(study, 5))
@@ -435,6 +437,7 @@ def test_leaderboard_on_a_narrow_console_lists_architectures_below_the_table():
         assert ("trial 0: " + summary in flat) == narrow, text
         assert ("architecture" in text) != narrow
         assert "plain_unet" in text and ("(plain_unet)" in text) == narrow
+        assert ("trial 2: not built yet (attention_unet)" in flat) == narrow, text
         assert len(text.splitlines()) < 20, text
 
 

@@ -64,7 +64,7 @@ class Leaderboard:
         if not wide:
             for r in self.rows:
                 note = _note(r)
-                yield f"  trial {r.number}: {escape(r.summary)}" + (
+                yield f"  trial {r.number}: {escape(r.summary or 'not built yet')}" + (
                     f"  [dim]({escape(note)})[/dim]" if note else "")
 
 
