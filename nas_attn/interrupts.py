@@ -46,6 +46,7 @@ class _State:
         self.said = False
         self.during_cleanup = 0
         self.raise_next = False
+        self.deferring = False
         self.lost = threading.Event()
         self.watchdog: threading.Thread | None = None
         self.main_ident: int | None = None
@@ -121,6 +122,24 @@ def second_raises():
         STATE.raise_next = False
 
 
+@contextlib.contextmanager
+def deferred():
+    """Within (a short storage call whose effect the caller must record, such as creating a
+    trial): a signal is noted but raised only at the end, as KeyboardInterrupt, so that the
+    call and its record are not cut apart. Off the main thread it does nothing (signals are
+    handled there)."""
+    if threading.current_thread() is not threading.main_thread() or STATE.deferring:
+        yield
+        return
+    STATE.deferring = True
+    try:
+        yield
+    finally:
+        STATE.deferring = False
+    if STATE.signum is not None and STATE.acked is None:
+        raise KeyboardInterrupt
+
+
 def masks_interrupt(error: BaseException) -> bool:
     """Whether `error` stands in for a signal: library clean-up that ran when the
     KeyboardInterrupt passed through it and failed in turn (optuna's journal-file lock, hit
@@ -175,8 +194,12 @@ def _handler(signum, frame) -> None:
     if s.signum is None:
         s.signum, s.first = signum, time.monotonic()
         _start_watchdog()
+        if s.deferring:  # raised when the deferred call returns (`deferred`)
+            return
         raise KeyboardInterrupt
     if s.acked is None:  # the first one was lost, or this is the watchdog's re-delivery
+        if s.deferring:
+            return
         raise KeyboardInterrupt
     if s.raise_next:  # the clean-up asked for it (`second_raises`)
         s.raise_next = False

@@ -318,6 +318,45 @@ def test_failed_and_interrupted_trials_recorded(tiny_space, session, tmp_path, m
     assert all(t.state != TrialState.RUNNING for t in s.study.trials)
 
 
+@pytest.mark.parametrize("call", ["create_new_trial", "set_trial_state_values"])
+def test_a_signal_inside_the_storage_call_that_starts_a_trial_leaves_none_running(
+        tiny_space, session, monkeypatch, call):
+    """A CI run of the signal test left a trial RUNNING: SIGTERM landed inside the storage
+    call that starts a trial (a new one, or a queued baseline set RUNNING), after the row was
+    written and before the search had listed it. The signal now waits for that call."""
+    import os
+    import signal
+
+    from nas_attn import interrupts
+    from nas_attn.searching import optuna_adapter as OA
+
+    s = session(tiny_space)
+    run_search(s, 1, None)
+    if call == "set_trial_state_values":
+        s.study.enqueue_trial(s.study.trials[0].params)
+    storage = OA.storage_of(s.study)
+    real = getattr(storage, call)
+
+    def cut(*a, **k):
+        out = real(*a, **k)
+        if call == "create_new_trial" or a[1] == TrialState.RUNNING:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before this returns
+        return out
+
+    monkeypatch.setattr(storage, call, cut)
+    previous = interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_search(s, 3, None)
+    finally:
+        interrupts.uninstall(previous)
+    trials = s.study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states, states
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "SIGTERM" in failed[0].user_attrs["fail_reason"], states
+
+
 @pytest.mark.parametrize("where", ["sampling", "recording"])
 def test_an_interrupt_outside_the_objective_leaves_no_trial_running(tiny_space, session,
                                                                      monkeypatch, where):

@@ -16,6 +16,8 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ..interrupts import deferred
+
 OPTIMIZE_LOGGER = "optuna.study._optimize"
 """The logger optuna reports a failed trial on (the CLI quiets what it reports itself)."""
 
@@ -65,17 +67,21 @@ def started_trials(study: optuna.Study) -> Iterator[list[int]]:
     ids: list[int] = []
     create, set_state = storage.create_new_trial, storage.set_trial_state_values
 
+    # a signal within either call waits until its trial is listed (`interrupts.deferred`):
+    # raised inside, after the row was written, it left that trial RUNNING and unlisted
     def created(*a, **k):
-        tid = create(*a, **k)
-        ids.append(tid)
+        with deferred():
+            tid = create(*a, **k)
+            ids.append(tid)
         return tid
 
     def state_set(trial_id, state, *a, **k):
-        ok = set_state(trial_id, state, *a, **k)
-        if ok and state == TrialState.RUNNING and trial_id not in ids:
-            ids.append(trial_id)
-        elif ok and state.is_finished() and trial_id in ids:
-            ids.remove(trial_id)
+        with deferred():
+            ok = set_state(trial_id, state, *a, **k)
+            if ok and state == TrialState.RUNNING and trial_id not in ids:
+                ids.append(trial_id)
+            elif ok and state.is_finished() and trial_id in ids:
+                ids.remove(trial_id)
         return ok
 
     own = {name: vars(storage).get(name) for name in ("create_new_trial",
