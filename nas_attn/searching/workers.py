@@ -14,8 +14,8 @@ Handing out one permission per trial makes the trial count exact with any number
 The parent knows which trial each worker runs, so when a worker dies it marks that trial FAIL
 with the reason and enqueues a retry (`heartbeat.fail_dead_trial`), on every storage, and
 starts a replacement worker. Ctrl-C or SIGTERM: the parent sends every worker the same signal
-once; each records its running trial as FAIL ("interrupted by ...") and exits; anything still RUNNING afterwards that a
-worker of this parent owned is failed by the parent.
+once; each records its running trial as FAIL ("interrupted by ...") and exits; anything still
+RUNNING afterwards that a worker of this parent owned is failed by the parent.
 
 Library code: prints nothing; the CLI renders `Supervisor.snapshot()`.
 """
