@@ -223,6 +223,47 @@ def test_the_race_drops_the_clearly_worse_and_confirms_on_fresh_seeds(tmp_path, 
     assert {r["status"] for r in res["candidates"]} == {"survived", "dropped in round 1"}
 
 
+def test_without_a_gain_from_attention_the_best_plain_entrant_is_recommended(tmp_path, cli,
+                                                                           monkeypatch):
+    """On inia19-macaque finalize recommended the plain UNet of the champion's size (0.87 on
+    test) while a plain UNet of another size had scored 0.92 in the same race. The champion's
+    own plain UNet still decides whether attention helps; the model recommended is the race's
+    best survivor without attention."""
+    from nas_attn.searching.finalize import finalize
+    from nas_attn.searching.racing import Runner
+
+    (tmp_path / "space.yaml").write_text(textwrap.dedent(SPACE).replace(
+        "base_width: [4]", "base_width: [4, 8]"))
+    runs = tmp_path / "runs"
+    args = ("search", "--space", str(tmp_path / "space.yaml"), "--study", "f", "--runs-dir",
+            runs, "--trials", "1")
+    assert cli(*args)[0] == 0  # the plain UNet baseline, at the narrowest width (4)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{runs / 'nas_attn.db'}")
+    optuna.load_study(study_name="f", storage=storage).enqueue_trial(
+        {"base_width": 8, "encoder.0.attn": "se"})  # the champion, twice as wide
+    assert cli(*args)[0] == 0
+    study = optuna.load_study(study_name="f", storage=storage)
+    calls = []
+    fake_training(monkeypatch, calls)
+    faked = Runner._train
+
+    def _train(self, arm, seed):  # the baseline plain UNet is the best model; attention is not
+        rec = faked(self, arm, seed)
+        q = 0.90 if arm.label == "plain_unet" else 0.60
+        val, test = _fake_counts(q, seed), _fake_counts(q, seed + 500, cases=6)
+        return {**rec, "val": val.pooled(), "val_cases": val.to_dict(), "test": test.pooled(),
+                "test_cases": test.to_dict()}
+
+    monkeypatch.setattr(Runner, "_train", _train)
+    res = finalize(study, top=1, seeds=3, confirm_seeds=2, runs_dir=runs)
+    g = res["attention_gain"]
+    assert g["verdict"] != "helps" and g["recommend"] == "plain"
+    plain = next(r for r in res["candidates"] if r["label"] == "plain_unet")
+    assert g["plain_key"] != plain["key"]  # the champion's own plain UNet is another entrant
+    assert res["recommended"]["key"] == plain["key"], res["recommended"]
+    assert UNetArch.from_dict(res["recommended"]["arch"]).attention_names() == []
+
+
 def test_a_killed_finalize_resumes_from_its_last_finished_training(tmp_path, cli, monkeypatch):
     from nas_attn.searching.finalize import finalize
 

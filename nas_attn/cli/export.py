@@ -18,7 +18,7 @@ def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, .
     written, trial = export_trial(study, trial_number, out, formats=formats, runs_dir=runs_dir,
                                   force=force)
     what = f"trial {trial.number}" if trial is not None else \
-        "the recommended plain UNet at the winner's size"
+        "the recommended plain UNet"
     table = Table(title=f"exported {what} of study {escape(repr(study.study_name))}")
     table.add_column("file")
     table.add_column("size", justify="right")

@@ -18,8 +18,10 @@ Fresh seeds rather than held-back validation cases: on real data the seed-to-see
 larger noise (docs/benchmarks/noise.md), and halving a validation split of 26 slices would widen every interval
 by about 40 %; the cases are the same, so a champion that fits these validation cases by chance
 is not fully protected against (the benchmark measures the rest). The test split is scored for
-every training and reported, never used to choose. The same-size plain UNet is recommended
-unless attention helps. The Spearman and Kendall rank correlations between the search's
+every training and reported, never used to choose. Unless attention helps, the race's best
+survivor without attention (by its validation mean on the race's seeds) is recommended: the
+champion's same-size plain UNet answers whether attention helps, a plain UNet of another size
+may be the better model. The Spearman and Kendall rank correlations between the search's
 scores and the full-budget validation means say how far the proxy can be trusted.
 
 The result is a plain dict (JSON): written to `runs/<study>/final/finalize.json` (with the

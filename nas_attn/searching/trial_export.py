@@ -16,7 +16,7 @@ def export_trial(study, number: int | None = None, out_dir: Path | None = None, 
     """Export one trial of a study (default: the model `finalize` recommends, else the best
     trial): model.py, arch.json, the weights when the trial kept a checkpoint. Returns (paths
     written, the frozen trial); the trial is None when `finalize` recommended the plain UNet at
-    the winner's size, which no trial of the study is."""
+    a candidate's size, which no trial of the study is."""
     final = study.user_attrs.get("finalize") or {}
     rec = final.get("recommended")
     if number is None and rec is not None and rec.get("trial") is None:
@@ -112,7 +112,7 @@ def _row_meta(row, final) -> dict:
 
 
 def _export_control(study, final, out_dir, formats, runs_dir, force):
-    """The plain UNet at the winner's size, recommended by `finalize` (no trial holds it)."""
+    """A plain UNet at a candidate's size, recommended by `finalize` (no trial holds it)."""
     from ..architecture.description import UNetArch
 
     rec = final["recommended"]
