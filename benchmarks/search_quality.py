@@ -90,9 +90,12 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
           flush=True)
     res = finalize(session.study, top=top, seeds=args.seeds, epochs=args.epochs, runs_dir=runs,
                    device=args.device, baselines=baselines, progress=log.training)
-    seconds = time.perf_counter() - t0
+    # added to what earlier runs on this study spent (a resumed search or finalize, or one
+    # re-assembled from its kept trainings, costs only its own share)
+    ua = session.study.user_attrs
+    seconds = time.perf_counter() - t0 + (ua.get("benchmark_seconds") or 0.0)
     session.study.set_user_attr("benchmark_seconds", seconds)
-    cpu = time.process_time() - c0
+    cpu = time.process_time() - c0 + (ua.get("benchmark_cpu_s") or 0.0)
     session.study.set_user_attr("benchmark_cpu_s", cpu)
     return res, seconds, cpu
 
@@ -238,6 +241,10 @@ def print_table(args, base: dict, arms: list[tuple[str, dict]], compute: str = "
         ctrl = same_size_plain(res)
         if ctrl is not None and ctrl["summary"] != plain["summary"]:
             rows.append((f"  plain UNet, {name} champion's size", ctrl))
+        rec = (res.get("recommended") or {}).get("key")
+        if rec and rec != res.get("winner_key") and rec != (ctrl or {}).get("key") \
+                and rec != plain.get("key"):
+            rows.append((f"  {name}: finalize's recommended model", row(res, key=rec)))
     cells = []
     for name, r in rows:
         short = "—" if r["short_dice"] is None else f"{r['short_dice']:.4f}"
