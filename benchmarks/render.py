@@ -117,8 +117,9 @@ def vs_nnunet(name: str) -> str:
     if winner:
         seeds = ", ".join(str(r["seed"]) for r in [winner, *winner.get("extra_seeds", [])])
         out.append(f"- nasattn_winner is the model finalize recommended "
-                   f"({winner['finalize_verdict']}), `{winner['arch']}`: the checkpoints of its "
-                   f"confirmation seeds ({seeds}), not retrained. Its seconds are finalize's "
+                   f"({winner['finalize_verdict']}), `{winner['arch']}`: the checkpoints finalize "
+                   f"trained it with (seeds {seeds}: its confirmation seeds when it has them, "
+                   "else the race's), not retrained. Its seconds are finalize's "
                    "wall seconds per training, so its CPU seconds are not known, and its "
                    "comparison with the plain UNet pairs the seeds in order (independent "
                    "seeds, the same cases). nnunet_winner is nnU-Net training that "
