@@ -29,8 +29,8 @@ checkpoint):
   budget (as `nasattn_plain`), so that the placement is seen under both recipes;
 - `nasattn_winner` (with `--finalize F`): the model a `finalize` on these training cases
   recommends (F: its finalize.json). The checkpoints finalize trained it with at the same full
-  budget (its confirmation seeds, else its race seeds) predict the test cases; nothing is retrained, so its seconds are
-  finalize's wall seconds per training;
+  budget (its confirmation seeds, else its race seeds) predict the test cases; nothing is
+  retrained, so its seconds are finalize's wall seconds per training;
 - `nnunet_winner` (with `--finalize F`): nnU-Net training that recommended architecture through
   the bridge (`nas-attn export --format nnunet`'s plans), as `nnunet_searched` does for `--arch`.
 
