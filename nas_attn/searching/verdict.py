@@ -132,7 +132,7 @@ def assemble(study: optuna.Study, race, plan, conf, chosen, runner, d, top: int
     best = max(plan.survivors, key=lambda k: (by_key[k]["val_mean"], k))
     champ = gain.get("champion_key") or best
     rec_key = champ if gain["recommend"] == "winner" else \
-        _best_plain(plan.survivors, by_key) or gain["plain_key"]
+        race.best_plain(plan) or gain["plain_key"]
     rec = _recommended(by_key[rec_key], confirmation)
     searched = [r for r in rows if r["short_dice"] is not None]
     short, full = [r["short_dice"] for r in searched], [r["val_mean"] for r in searched]
@@ -161,17 +161,6 @@ def assemble(study: optuna.Study, race, plan, conf, chosen, runner, d, top: int
     }
 
 
-def _best_plain(keys, by_key: dict[str, dict]) -> str | None:
-    """What to deploy when attention is not shown to help: the race's survivor without
-    attention with the best validation mean on the race's seeds (the plain UNet of the
-    champion's size answers the attention question; a plain UNet of another size may score
-    higher, and on inia19-macaque one did, 0.92 against 0.81)."""
-    from ..architecture.description import UNetArch
-
-    plains = [k for k in keys if not UNetArch.from_dict(by_key[k]["arch"]).attention_names()]
-    return max(plains, key=lambda k: (by_key[k]["val_mean"], k)) if plains else None
-
-
 def _best_checkpoint(row: dict, confirmation: dict | None) -> str | None:
     """The checkpoint of the entrant's best validation run, race or confirmation."""
     runs = list(zip(row["val"], row["checkpoints"]))
@@ -186,7 +175,7 @@ def _recommended(row: dict, confirmation: dict | None) -> dict[str, Any]:
     conf_row = next((r for r in (confirmation or {}).get("rows", []) if r["key"] == row["key"]),
                     None)
     out = {"trial": row["trial"], "label": row["label"], "summary": row["summary"],
-           "arch": row["arch"], "key": row["key"],
+           "arch": row["arch"], "key": row["key"], "control_of": row.get("control_of"),
            "checkpoint": _best_checkpoint(row, confirmation),
            "val_ci": (conf_row or row)["val_ci"]}
     if conf_row is not None and conf_row.get("test_ci"):
@@ -250,7 +239,7 @@ def gain_line(res: dict[str, Any]) -> str | None:
     if not g.get("val"):
         return f"attention: {g['verdict']}"
     rec = res.get("recommended") or {}
-    who = f"trial {rec['trial']}" if rec.get("trial") is not None else rec.get("label", "")
+    who = entrant_name(rec)
     parts = [f"attention ({res['winner_summary']}) vs the plain UNet of its size "
              f"({g['plain_summary']}), validation, {g['on']}: {g['val_text']}"]
     if g.get("test_text"):
@@ -263,14 +252,23 @@ def gain_line(res: dict[str, Any]) -> str | None:
     return "; ".join(parts)
 
 
+def entrant_name(row: dict[str, Any]) -> str:
+    """How the reports name an entrant: its trial, the plain UNet at a trial's size (there
+    is one per raced candidate), or its label."""
+    if row.get("trial") is not None:
+        return f"trial {row['trial']}"
+    if row.get("control_of") is not None:
+        return f"the plain UNet at trial {row['control_of']}'s size"
+    return row.get("label") or row.get("key", "")
+
+
 def race_lines(res: dict[str, Any]) -> list[str]:
     """The race, round by round, in words."""
     race = res.get("race") or {}
     rows = {r["key"]: r for r in res.get("candidates", [])}
 
     def name(k):
-        r = rows.get(k, {})
-        return f"trial {r['trial']}" if r.get("trial") is not None else r.get("label") or k
+        return entrant_name(rows.get(k, {"key": k}))
 
     out = []
     for i, rnd in enumerate(race.get("rounds", []), 1):
@@ -311,8 +309,7 @@ def finalize_markdown(res: dict[str, Any]) -> str:
     """The result as markdown (the study's note in optuna-dashboard)."""
     has_test = res["splits"]["test"] > 0
     rec = res.get("recommended") or {"trial": res["winner"], "label": ""}
-    who = f"trial {rec['trial']}" if rec["trial"] is not None else \
-        f"the plain UNet {rec.get('summary', '')}"
+    who = entrant_name(rec)
     lines = [f"## Final answer: {who}",
              f"A race of full-budget retrainings ({res['epochs']} epochs) of the {res['top']} best "
              f"trials, the baselines and the plain UNet at each one's size; at most "

@@ -150,6 +150,13 @@ class Race:
             att = [k for k in self.entrants if self.entrants[k].attention and self.runs[k]]
         return max(att, key=lambda k: (score(k), k)) if att else None
 
+    def best_plain(self, plan: Plan) -> str | None:
+        """The survivor without attention with the best mean over its seeds: what to deploy
+        when attention is not shown to help (the champion's same-size plain UNet answers
+        whether it helps; a plain UNet of another size may score higher). None without any."""
+        plain = [k for k in plan.survivors if not self.entrants[k].attention]
+        return max(plain, key=lambda k: (self.mean(k, len(self.runs[k])), k)) if plain else None
+
 
 def block_noise(scores: list[list[float]]) -> SeedNoise | None:
     """The seed variance of one run, pooled over the models of a round: the residual variance
