@@ -59,8 +59,9 @@ def search_and_finalize(args, runs: Path, study: str, sampler: str | None, top: 
     """Search `args.trials` trials and finalize. A study already in `runs` (an earlier run with
     the same --runs-dir, or the other --part) is resumed: only its missing trials run, and a
     finalize result it holds with the same top, seeds and epochs is reused. Returns the
-    result, the wall seconds and the CPU seconds of this process (search + finalize; a loader
-    worker's would not count; None for a result from before they were recorded)."""
+    result, the wall seconds and the CPU seconds of the processes that ran this arm (search +
+    finalize, summed over resumed runs; a loader worker's or a joined finalize's would not
+    count; None for a result from before they were recorded)."""
     t0, c0 = time.perf_counter(), time.process_time()
     req = SearchRequest(space=args.space_path, data=None if args.data == "builtin" else args.data,
                         val_pattern=args.val_pattern, test_pattern=args.test_pattern,
@@ -293,7 +294,7 @@ def write_results(args, out: dict, tables: list[dict], notes: list[str]) -> None
     import results_file
 
     tables = tables + [results_file.table(
-        "Compute of each arm (search + finalize)", ["arm", "wall s", "CPU s of its process"],
+        "Compute of each arm (search + finalize)", ["arm", "wall s", "CPU s of its processes"],
         [[part, f"{t:.0f}", "n/a" if c is None else f"{c:.0f}"] for part, (_, t, c) in
          out.items()], notes)]
     results = {part: {"finalize": _lean(res), "wall_s": t, "cpu_s": c}
@@ -306,7 +307,7 @@ def write_results(args, out: dict, tables: list[dict], notes: list[str]) -> None
 def finish_part(args, out: dict, arm: Arm, runs: Path, t_start: float) -> None:
     """`--part X` alone: its time, and its result against the baselines it finalized."""
     cpu = out[args.part][2]
-    cpu = "" if cpu is None else f" ({cpu:.0f} CPU s of this process, search + finalize)"
+    cpu = "" if cpu is None else f" ({cpu:.0f} CPU s spent on this arm, search + finalize, over its runs)"
     done = f"{args.part}: done in {time.perf_counter() - t_start:.0f} s{cpu}; runs in {runs}"
     print(done)
     res = out[args.part][0]
@@ -375,7 +376,7 @@ def main() -> None:
     tables = print_table(args, tpe, [("search", tpe), ("one-shot", one), ("random search", rnd)],
                          f"compute (search + finalize, wall): per-trial search {t_tpe:.0f} s, "
                          f"one-shot {t_one:.0f} s, random search {t_rnd:.0f} s; CPU s of each "
-                         "arm's process: " + ", ".join("n/a" if c is None else f"{c:.0f}"
+                         "arm's processes: " + ", ".join("n/a" if c is None else f"{c:.0f}"
                                                        for c in (c_tpe, c_one, c_rnd))
                          + f"; runs in {runs}")
     if args.json:

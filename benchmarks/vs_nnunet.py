@@ -211,6 +211,11 @@ def run_nnunet(args, pre: Path, raw: Path, conf: str, plans_name: str, arm: str,
            "out": str(Path(args.work) / "predictions" / arm)}
     env = {**os.environ, **nnunet_env(Path(args.work)), "nnUNet_n_proc_DA": "0",
            "nnUNet_def_n_proc": "1"}
+    folder = (Path(args.work) / "nnUNet_results" / plans["dataset_name"]
+              / f"{job['trainer']}__{plans_name}__{conf}" / "fold_0")
+    print(f"{arm}: nnU-Net trains {job['epochs'] if cpu_s is None else 'until the CPU budget'} "
+          f"epochs of {job['iterations']} iterations; its progress: {folder}/training_log_*.txt",
+          flush=True)
     t0 = time.time()
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(job)], env=env,
                          capture_output=True, text=True)
@@ -227,7 +232,6 @@ def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path, arch=None,
                 seed: int = 0) -> dict:
     """The `default` space's plain UNet (or `arch`, with the plain UNet's recipe) at its full
     budget on nas-attn's split, under `seed`; its test predictions (named like the labels)."""
-    from nas_attn.api import predict
     from nas_attn.searching.space import full_budget
     from nas_attn.searching.noise_check import plain_baseline
     from nas_attn.searching.sampling import DataInfo
@@ -250,13 +254,21 @@ def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path, arch=None,
     cpu = time.process_time() - c0
     steps = res.steps
     pred_dir = out / "predictions"
-    predict(res.trained(), str(test_images), str(pred_dir), force=True)
-    for p in pred_dir.iterdir():  # nnU-Net's image names carry the channel: _0000
-        if "_0000." in p.name:
-            p.rename(p.with_name(p.name.replace("_0000.", ".")))
+    predict_test(res.trained(), test_images, pred_dir)
     return {"steps": steps, "batch": tcfg.batch_size, "samples": steps * tcfg.batch_size,
             "cpu_s": round(cpu), "wall_s": round(time.time() - t0), "seed": seed,
             "arch": arch.summary(), "predictions": str(pred_dir)}
+
+
+def predict_test(model, images: Path, pred_dir: Path) -> None:
+    """nas-attn's predictions of the test images (a trained model or a checkpoint), named like
+    the labels: nnU-Net's image names carry the channel (_0000), its label names do not."""
+    from nas_attn.api import predict
+
+    predict(model, str(images), str(pred_dir), force=True)
+    for p in pred_dir.iterdir():
+        if "_0000." in p.name:
+            p.rename(p.with_name(p.name.replace("_0000.", ".")))
 
 
 def more_seeds(args, results: dict, arm: str, cfg, tr, va, raw, ending: str, save) -> None:
@@ -353,17 +365,12 @@ def winner_arch(winner: dict):
 def winner_runs(args, raw: Path, classes: int) -> dict:
     """The recommended model's finalize checkpoints on the test cases: seed 0's record is the
     first, the others its extra_seeds (scored here, as more_seeds does)."""
-    from nas_attn.api import predict
-
     w, runs = args.winner, []
     tc = w["train_config"]
     samples = tc["epochs"] * tc["samples_per_epoch"]
     for seed, ckpt, secs in zip(w["seeds"], w["checkpoints"], w["seconds"]):
         pred_dir = args.work / "nasattn_winner" / f"seed{seed}" / "predictions"
-        predict(ckpt, str(test_images(args, raw)), str(pred_dir), force=True)
-        for p in pred_dir.iterdir():  # nnU-Net's image names carry the channel: _0000
-            if "_0000." in p.name:
-                p.rename(p.with_name(p.name.replace("_0000.", ".")))
+        predict_test(ckpt, test_images(args, raw), pred_dir)
         runs.append({"steps": samples // tc["batch_size"], "batch": tc["batch_size"],
                      "samples": samples, "cpu_s": None, "wall_s": round(secs),
                      "seed": seed, "checkpoint": ckpt, "arch": w["summary"],
