@@ -212,10 +212,10 @@ def run_nnunet(args, pre: Path, raw: Path, conf: str, plans_name: str, arm: str,
     env = {**os.environ, **nnunet_env(Path(args.work)), "nnUNet_n_proc_DA": "0",
            "nnUNet_def_n_proc": "1"}
     folder = (Path(args.work) / "nnUNet_results" / plans["dataset_name"]
-              / f"{job['trainer']}__{plans_name}__{conf}" / "fold_0")
-    print(f"{arm}: nnU-Net trains {job['epochs'] if cpu_s is None else 'until the CPU budget'} "
-          f"epochs of {job['iterations']} iterations; its progress: {folder}/training_log_*.txt",
-          flush=True)
+              / f"{job['trainer']}__{plans['plans_name']}__{conf}" / "fold_0")  # as CHILD names it
+    length = f"{epochs} epochs" if cpu_s is None else f"epochs until {cpu_s:.0f} CPU s"
+    print(f"{arm}: nnU-Net trains {length} of {job['iterations']} iterations; its progress: "
+          f"{folder}/training_log_*.txt", flush=True)
     t0 = time.time()
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(job)], env=env,
                          capture_output=True, text=True)
