@@ -10,7 +10,7 @@ equal optimizer steps x batch, scored on the same test cases by both tools' eval
 
 Arms (`--arms`, default all, the two winner arms only with `--finalize`; each is kept in
 W/results.json once done, so a killed run resumes; nnU-Net's own training resumes from its latest
-checkpoint):
+checkpoint; once `nasattn_plain` is done, other arms may run in parallel processes on the same W):
 
 - `nnunet`: nnU-Net's own plans (`nnUNetv2_plan_and_preprocess`: its network, patch, batch,
   spacing, normalisation), its trainer with epochs x iterations set so that iterations x its
@@ -486,9 +486,10 @@ def main() -> None:
         rec = run_arm(args, arm, results, cfg, tr, va, raw, pre, conf)
         rec["test"] = score(Path(rec["predictions"]), raw / "labelsTs", ending, tr.classes)
         results.setdefault("arms", {})[arm] = rec
-        results_file.write_text(json.dumps(results, indent=1))
+        save_results(results_file, results)
+
     def save():
-        results_file.write_text(json.dumps(results, indent=1))
+        save_results(results_file, results)
 
     if args.seeds > 1:
         for arm in (a for a in arms if a.startswith("nasattn") and a != "nasattn_winner"):
@@ -501,16 +502,33 @@ def main() -> None:
                             "df": len(rec.runs) - 1}
     from nas_attn.stats.compare import estimate
 
+    save_results(results_file, results)  # with the arms other runs finished meanwhile
     for name, rec in results.get("arms", {}).items():
         if rec.get("extra_seeds"):  # the score over seeds and cases
             rec["seeds_score"] = estimate(seed_runs(rec)).to_dict()
         rec["vs_plain"] = versus_plain(results, name)
         rec["vs_nnunet"] = versus_plain(results, name, "nnunet") if name.startswith(
             "nasattn") else ""
-    results_file.write_text(json.dumps(results, indent=1))
+    save_results(results_file, results)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
     report(results)
+
+
+def save_results(path: Path, results: dict) -> None:
+    """Write the results, keeping the arms another run of this benchmark on the same --work
+    folder finished meanwhile (arms may run in parallel processes, one arm each): an arm on disk
+    that this run does not hold is kept, and of two records of one arm the one with more seeds."""
+    if path.exists():
+        disk = json.loads(path.read_text()).get("arms", {})
+        arms = results.setdefault("arms", {})
+        for name, rec in disk.items():
+            mine = arms.get(name)
+            if mine is None or len(rec.get("extra_seeds", [])) > len(mine.get("extra_seeds", [])):
+                arms[name] = rec
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, path)
 
 
 def seed_runs(rec: dict) -> list:
