@@ -84,7 +84,7 @@ def vs_nnunet(name: str) -> str:
     d = _load(name)
     test = f" --test-data {d['test_data']}" if d.get("test_data") else ""
     n = d.get("noise")
-    extra = ""
+    extra = f" --epochs {d['epochs']}" if d.get("epochs") else ""
     if any(r.get("extra_seeds") for r in d["arms"].values()):
         extra += f" --seeds {max(1 + len(r.get('extra_seeds', [])) for r in d['arms'].values())}"
     if n:

@@ -473,11 +473,11 @@ def main() -> None:
     results_file = args.work / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     results.update({"data": args.data, "test_data": args.test_data, "configuration": conf,
-                    **provenance()})
+                    "epochs": args.epochs, **provenance()})
     results.setdefault("notes", []).extend(n for n in args.note if n not in results["notes"])
     arms = [a for a in ARMS if a in args.arms]
-    if any(a != "nasattn_plain" for a in arms) and "nasattn_plain" not in arms:
-        arms.insert(0, "nasattn_plain")  # the budget every arm is matched to
+    if "nnunet_time" in arms and "nasattn_plain" not in arms:
+        arms.insert(0, "nasattn_plain")  # the CPU seconds nnunet_time is matched to
     for arm in arms:
         if arm in results.get("arms", {}):
             print(f"{arm}: done earlier")
@@ -557,11 +557,27 @@ def versus_plain(results: dict, name: str, against: str = "nasattn_plain") -> st
     return compare(a[:1], b[:1], noise=noise).text()
 
 
+def budget_samples(args) -> int:
+    """nas-attn's full budget in samples (epochs x samples per epoch of the `default` space,
+    `--epochs` if given): what every step-matched arm trains on, known before any arm runs."""
+    from nas_attn.searching.space import full_budget
+    from nas_attn.searching.space_files import load_space
+
+    from nas_attn.training import TrainConfig
+
+    b = full_budget(load_space("default"))
+    per_epoch = b.get("samples_per_epoch", TrainConfig.model_fields["samples_per_epoch"].default)
+    return (args.epochs or b["epochs"]) * per_epoch
+
+
 def run_arm(args, arm, results, cfg, tr, va, raw, pre, conf) -> dict:
     base = results.get("arms", {}).get("nasattn_plain")
     if arm == "nasattn_plain":
         return run_nasattn(args, cfg, tr, va, test_images(args, raw), args.work / arm)
-    samples = base["samples"]
+    samples = budget_samples(args)
+    if base is not None and base["samples"] != samples:
+        raise SystemExit(f"{args.work}: its nasattn_plain trained {base['samples']} samples, "
+                         f"not {samples} (--epochs differs from that run's)")
     if arm == "nnunet":
         return run_nnunet(args, pre, raw, conf, "nnUNetPlans", arm, samples)
     if arm == "nnunet_time":
