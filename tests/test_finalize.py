@@ -255,7 +255,11 @@ def test_without_a_gain_from_attention_the_best_plain_entrant_is_recommended(tmp
                 "test_cases": test.to_dict()}
 
     monkeypatch.setattr(Runner, "_train", _train)
-    res = finalize(study, top=1, seeds=3, confirm_seeds=2, runs_dir=runs)
+    seen = []
+    res = finalize(study, top=1, seeds=3, confirm_seeds=2, runs_dir=runs,
+                   progress=lambda p: seen.append(p.name))
+    # the live progress names the champion's own plain UNet by its trial, as the reports do
+    assert f"the plain UNet at trial {_trial_of(study, 'se')}'s size" in seen, seen
     g = res["attention_gain"]
     assert g["verdict"] != "helps" and g["recommend"] == "plain"
     plain = next(r for r in res["candidates"] if r["label"] == "plain_unet")

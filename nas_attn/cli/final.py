@@ -193,7 +193,7 @@ def finalize_cli(name, options: dict, storage, runs_dir: Path, console: Console)
 
     def progress(p) -> None:
         test = "" if p.test_dice is None else f", test {p.test_dice:.4f}"
-        who = f"trial {p.trial}" if p.trial is not None else (p.label or "same-size plain")
+        who = p.name
         ci = "" if p.val_ci is None else f" [{p.val_ci[0]:.4f}, {p.val_ci[1]:.4f}]"
         console.print(f"  [{p.index}/≤{p.runs}] {p.phase}: {escape(who)} seed {p.seed}: val "
                       f"{p.val_dice:.4f}{ci}{test}", highlight=False)

@@ -301,7 +301,7 @@ def _prepare(study, top, baselines, epochs, device, data, test_source, min_seeds
     for c in chosen:
         opts = retrain_recipe(study, c.source, space).train_options
         opts.update({k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None})
-        arms[c.folder] = Arm(c.folder, c.trial, c.label, c.arch, opts)
+        arms[c.folder] = Arm(c.folder, c.trial, c.label, c.arch, opts, c.control_of)
     try:
         race = Race(entrants_of(chosen), min_seeds=min_seeds, max_seeds=seeds, budget=budget)
     except ValueError as e:

@@ -84,7 +84,7 @@ def _report(runner, arms: dict, seen: set[str]) -> None:
         phase = "confirm" if rec["seed"] - runner.offset >= 100 else "race"
         runner.progress(Progress(runner.done, runner.planned, rec.get("trial"), rec["seed"],
                                  rec["val"], rec.get("test"), rec.get("label", ""), phase,
-                                 (ci.low, ci.high)))
+                                 (ci.low, ci.high), arms[rec["key"]].control_of))
 
 
 def _stop(procs) -> None:

@@ -40,6 +40,12 @@ class Progress:
     label: str = ""
     phase: str = "race"  # "race" or "confirm"
     val_ci: tuple[float, float] | None = None
+    control_of: int | None = None  # a same-size plain UNet: the trial whose size it has
+
+    @property
+    def name(self) -> str:
+        return entrant_name({"trial": self.trial, "control_of": self.control_of,
+                             "label": self.label})
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,24 @@ class Arm:
     label: str
     arch: Any
     train_options: dict[str, Any]
+    control_of: int | None = None  # a same-size plain UNet: the trial whose size it has
+
+    @property
+    def name(self) -> str:
+        return entrant_name({"trial": self.trial, "control_of": self.control_of,
+                             "label": self.label, "key": self.key})
+
+
+
+
+def entrant_name(row: dict[str, Any]) -> str:
+    """How the reports name an entrant: its trial, the plain UNet at a trial's size (there
+    is one per raced candidate), or its label."""
+    if row.get("trial") is not None:
+        return f"trial {row['trial']}"
+    if row.get("control_of") is not None:
+        return f"the plain UNet at trial {row['control_of']}'s size"
+    return row.get("label") or row.get("key", "")
 
 
 def recipe_hash(arm: Arm, data_options: dict[str, Any], seed: int) -> str:
@@ -136,7 +160,8 @@ class Runner:
 
             ci = estimate([CaseCounts.from_dict(rec["val_cases"])])
             self.progress(Progress(self.done, self.planned, arm.trial, rec["seed"], rec["val"],
-                                   rec["test"], arm.label, phase, (ci.low, ci.high)))
+                                   rec["test"], arm.label, phase, (ci.low, ci.high),
+                                   arm.control_of))
         return rec
 
     def wait(self) -> None:
@@ -158,7 +183,7 @@ class Runner:
 
         def _step(info):
             if self.on_step is not None:
-                self.on_step(f"{arm.label or 'trial ' + str(arm.trial)} seed {cfg.seed}", info)
+                self.on_step(f"{arm.name} seed {cfg.seed}", info)
 
         res = train(arm.arch, d.train, d.val, d.cfg, cfg, progress=_step,
                     out_dir=self.out_root / f"{arm.key}_seed{cfg.seed}", on_epoch=_epoch)
@@ -166,7 +191,8 @@ class Runner:
         if d.test_loader is not None:
             test = evaluate(res.model, d.test_loader, res.runtime, classes=arm.arch.classes,
                             patch_size=eval_patch(d.cfg, d.train), overlap=cfg.val_overlap)
-        return {"key": arm.key, "trial": arm.trial, "label": arm.label, "seed": cfg.seed,
+        return {"key": arm.key, "trial": arm.trial, "label": arm.label,
+                "control_of": arm.control_of, "seed": cfg.seed,
                 "val": float(res.best["dice"]), "val_cases": res.best["cases"],
                 "test": None if test is None else float(test["dice"]),
                 "test_cases": None if test is None else test["cases"],

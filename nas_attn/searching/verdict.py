@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 
 from ..stats.compare import HELPS, compare, estimate
-from .racing import counts_of
+from .racing import counts_of, entrant_name
 
 METRIC = "Dice per class, pooled over the split (mean over foreground classes present)"
 
@@ -250,16 +250,6 @@ def gain_line(res: dict[str, Any]) -> str | None:
                                            " (attention is not shown to help: the race's best "
                                            "plain UNet, " + rec.get("summary", "") + ")"))
     return "; ".join(parts)
-
-
-def entrant_name(row: dict[str, Any]) -> str:
-    """How the reports name an entrant: its trial, the plain UNet at a trial's size (there
-    is one per raced candidate), or its label."""
-    if row.get("trial") is not None:
-        return f"trial {row['trial']}"
-    if row.get("control_of") is not None:
-        return f"the plain UNet at trial {row['control_of']}'s size"
-    return row.get("label") or row.get("key", "")
 
 
 def race_lines(res: dict[str, Any]) -> list[str]:
