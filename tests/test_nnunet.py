@@ -100,3 +100,35 @@ def test_plans_that_do_not_fit_are_refused_with_one_line(tmp_path):
         write_plans(src, UNetArch(depth=2, widths=(4, 8, 16)), "cfg")
     with pytest.raises(NasAttnError, match="no such file"):
         write_plans(tmp_path / "nope.json", arch, "cfg")
+
+
+def test_the_export_says_to_train_without_mirroring_when_a_class_lies_on_one_side(
+        tmp_path, cli, write_space, tiny_space):
+    """nnU-Net's default trainer mirrors every axis: on left/right classes (inia19's twins) it
+    would teach a mirrored structure the other side's label. The export reads nnU-Net's own
+    reference segmentations and names nnUNetTrainerNoMirroring in the command it prints."""
+    from PIL import Image
+
+    runs = tmp_path / "runs"
+    assert cli("search", "--space", write_space(tiny_space), "--study", "s", "--runs-dir", runs,
+               "--trials", "1")[0] == 0
+    pre = tmp_path / "nnUNet_preprocessed" / "Dataset001_Toy"
+    (pre / "gt_segmentations").mkdir(parents=True)
+    (pre / "nnUNetPlans.json").write_text(json.dumps(user_plans(2, (32, 32))))
+    left = np.zeros((32, 32), np.uint8)
+    left[8:24, 2:12] = 1  # class 1 only ever on the left
+
+    def export(masks):
+        for i, m in enumerate(masks):
+            Image.fromarray(m).save(pre / "gt_segmentations" / f"case_{i}.png")
+        code, out = cli("export", "s", "--format", "nnunet", "--configuration", "cfg",
+                        "--nnunet-plans", pre / "nnUNetPlans.json", "--runs-dir", runs)
+        assert code == 0, out
+        return " ".join(out.split())
+
+    out = export([left, np.roll(left, 3, axis=0)])
+    assert "class 1 lies on one side of the image along axis 1" in out, out
+    assert "-p nasAttnPlans -tr nnUNetTrainerNoMirroring" in out
+    assert ("-device cpu" in out) == (not torch.cuda.is_available())
+    out = export([left | left[:, ::-1], np.roll(left | left[:, ::-1], 3, axis=0)])  # both sides
+    assert "NoMirroring" not in out and "-p nasAttnPlans" in out, out

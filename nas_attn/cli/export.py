@@ -41,10 +41,49 @@ def export_cli(study_name, trial_number, out: Path | None, formats: tuple[str, .
                       f"--from-study {escape(study.study_name)} --trial {trial.number}`)")
 
 
+NO_MIRRORING = "nnUNetTrainerNoMirroring"
+MAX_LATERAL_CASES = 50
+
+
+def lateral_note(plans_file: str | Path) -> str | None:
+    """Why nnU-Net's default mirroring would change what a label means on this dataset, or None.
+
+    nnU-Net's trainer mirrors every spatial axis (and its predictor averages mirrored copies);
+    a class that lies on one side of the image along an axis (a left or right structure) then
+    sees mirrored copies labelled with the wrong side. The reference segmentations nnU-Net keeps
+    beside its plans (`gt_segmentations/`, at most MAX_LATERAL_CASES of them) are checked as
+    nas-attn checks its own training data (`data.augment.lateral_classes`)."""
+    import numpy as np
+
+    from ..data.augment import lateral_classes
+    from ..data.readers import read_array, split_name
+
+    folder = Path(plans_file).parent / "gt_segmentations"
+    files = sorted(f for f in folder.glob("*") if f.is_file() and split_name(f.name))
+    if not files:
+        return None
+    masks = [np.asarray(read_array(f, "mask")).astype(np.int64)
+             for f in files[:MAX_LATERAL_CASES]]
+    classes = int(max(m.max() for m in masks)) + 1
+    found = lateral_classes(masks, classes)
+    if not found:
+        return None
+    ids = sorted({c for cs in found.values() for c in cs})
+    shown = ", ".join(map(str, ids[:8])) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+    axes = sorted(found)
+    along = (f"axis {axes[0]}" if len(axes) == 1 else
+             f"axes {', '.join(map(str, axes[:-1]))} and {axes[-1]}")
+    return (f"class{'es' if len(ids) > 1 else ''} {shown} lie{'' if len(ids) > 1 else 's'} on "
+            f"one side of the image along {along} in "
+            f"{folder}: nnU-Net's default trainer mirrors every axis, which would teach a "
+            f"mirrored structure the other side's label; train with `-tr {NO_MIRRORING}`")
+
+
 def export_nnunet_cli(study_name, trial_number, plans: Path | None, configuration: str,
                       plans_name: str, storage, runs_dir: Path, console: Console,
                       force: bool = False) -> None:
     """The chosen architecture (the one `export` would write) as nnU-Net v2 plans."""
+    from ..device import available_devices
     from ..nnunet import write_plans
     from ..searching import chosen_arch, load_study, open_existing_storage
 
@@ -58,9 +97,15 @@ def export_nnunet_cli(study_name, trial_number, plans: Path | None, configuratio
     console.print(f"wrote {escape(str(dest))}: nnU-Net's plans with the {configuration} "
                   f"architecture replaced by {escape(what)} ({escape(arch.summary())})",
                   highlight=False)
+    note = lateral_note(dest)
+    if note:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    trainer = f" -tr {NO_MIRRORING}" if note else ""
+    # nnUNetv2_train trains on CUDA unless told otherwise
+    device = "" if any(d.startswith("cuda") for d in available_devices()) else " -device cpu"
     console.print(f"train it with nnU-Net (nas-attn installed in the same environment): "
-                  f"`nnUNetv2_train {escape(dataset)} {configuration} 0 -p {plans_name}`",
-                  highlight=False)
+                  f"`nnUNetv2_train {escape(dataset)} {configuration} 0 -p {plans_name}"
+                  f"{trainer}{device}`", highlight=False)
 
 
 def export_checkpoint_cli(checkpoint: Path, out: Path | None, formats: tuple[str, ...],
