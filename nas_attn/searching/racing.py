@@ -65,8 +65,6 @@ class Arm:
                              "label": self.label, "key": self.key})
 
 
-
-
 def entrant_name(row: dict[str, Any]) -> str:
     """How the reports name an entrant: its trial, the plain UNet at a trial's size (there
     is one per raced candidate), or its label."""
