@@ -92,6 +92,12 @@ def vs_nnunet(name: str) -> str:
     winner = d["arms"].get("nasattn_winner")
     if winner:
         extra += f" --finalize {winner['finalize']}"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from vs_nnunet import ARMS, WINNER_ARMS
+
+    default = [a for a in ARMS if winner or a not in WINNER_ARMS]
+    if sorted(d["arms"]) != sorted(default):  # a run of some of the arms says which
+        extra += " --arms " + " ".join(a for a in ARMS if a in d["arms"])
     out = _head(d, f"python benchmarks/vs_nnunet.py --data {d['data']}{test} --work W{extra}")
     out += ["| arm | seeds | steps | batch | samples | CPU s | test Dice, pooled [95 % CI] | "
             "nnU-Net's per-case mean | the two agree | vs the nas-attn plain UNet (test) | "
