@@ -147,6 +147,8 @@ class BudgetTrainer(nnUNetTrainerNoMirroring):
         self.num_epochs = job["epochs"]
         self.num_iterations_per_epoch = job["iterations"]
         self.num_val_iterations_per_epoch = 5
+        self.save_every = 1  # checkpoint_latest after every epoch (nnU-Net's default is 50): a
+        # killed arm resumes from its last finished epoch, not from the start
     def on_epoch_end(self):
         super().on_epoch_end()
         if job.get("cpu_s") and time.process_time() > job["cpu_s"]:
