@@ -10,7 +10,8 @@ equal optimizer steps x batch, scored on the same test cases by both tools' eval
 
 Arms (`--arms`, default all, the two winner arms only with `--finalize`; each is kept in
 W/results.json once done, so a killed run resumes; nnU-Net's own training resumes from its latest
-checkpoint; once `nasattn_plain` is done, other arms may run in parallel processes on the same W):
+checkpoint; arms may run in parallel processes on the same W, nnunet_time once nasattn_plain is
+done):
 
 - `nnunet`: nnU-Net's own plans (`nnUNetv2_plan_and_preprocess`: its network, patch, batch,
   spacing, normalisation), its trainer with epochs x iterations set so that iterations x its
@@ -564,7 +565,6 @@ def budget_samples(args) -> int:
     `--epochs` if given): what every step-matched arm trains on, known before any arm runs."""
     from nas_attn.searching.space import full_budget
     from nas_attn.searching.space_files import load_space
-
     from nas_attn.training import TrainConfig
 
     b = full_budget(load_space("default"))

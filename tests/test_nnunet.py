@@ -130,5 +130,6 @@ def test_the_export_says_to_train_without_mirroring_when_a_class_lies_on_one_sid
     assert "class 1 lies on one side of the image along axis 1" in out, out
     assert "-p nasAttnPlans -tr nnUNetTrainerNoMirroring" in out
     assert ("-device cpu" in out) == (not torch.cuda.is_available())
+    (pre / "gt_segmentations" / "case_9.png").write_bytes(b"not a png")  # skipped, no traceback
     out = export([left | left[:, ::-1], np.roll(left | left[:, ::-1], 3, axis=0)])  # both sides
     assert "NoMirroring" not in out and "-p nasAttnPlans" in out, out

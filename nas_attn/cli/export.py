@@ -62,8 +62,14 @@ def lateral_note(plans_file: str | Path) -> str | None:
     files = sorted(f for f in folder.glob("*") if f.is_file() and split_name(f.name))
     if not files:
         return None
-    masks = [np.asarray(read_array(f, "mask")).astype(np.int64)
-             for f in files[:MAX_LATERAL_CASES]]
+    masks = []
+    for f in files[:MAX_LATERAL_CASES]:
+        try:
+            masks.append(np.asarray(read_array(f, "mask")).astype(np.int64))
+        except (OSError, ValueError, NasAttnError):  # unreadable: nnU-Net's training will say
+            continue
+    if not masks:
+        return None
     classes = int(max(m.max() for m in masks)) + 1
     found = lateral_classes(masks, classes)
     if not found:
