@@ -252,8 +252,15 @@ def run_nasattn(args, cfg, tr, va, test_images: Path, out: Path, arch=None,
         opts["device"] = args.device
     tcfg = TrainConfig.make(**opts)
     c0, t0 = time.process_time(), time.time()
+    arm = out.name
     out = out if seed == 0 else out / f"seed{seed}"
-    res = train(arch, tr, va, cfg, tcfg, out_dir=out / "train", preview=False)
+
+    def epoch_line(epoch, m):  # a long arm (over an hour in 3D on 2 cores) says how far it is
+        print(f"  {arm} seed {seed}: epoch {epoch}/{tcfg.epochs}, val Dice "
+              f"{m['dice']:.4f}, {time.time() - t0:.0f} s", flush=True)
+
+    res = train(arch, tr, va, cfg, tcfg, out_dir=out / "train", preview=False,
+                on_epoch=epoch_line)
     cpu = time.process_time() - c0
     steps = res.steps
     pred_dir = out / "predictions"
